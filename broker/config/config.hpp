@@ -1,0 +1,124 @@
+// The broker's configuration, read from one YAML file and checked as a whole: every problem
+// is reported at once with file, line and config path, and nothing starts with a bad config.
+#pragma once
+
+#include "adapters/registry.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tellonce {
+
+enum class PartnerKind { trust, primary_care, vcse };
+std::string_view to_string(PartnerKind k);
+
+// Where a partner receives records: an outbound adapter picked by `type:`.
+struct PartnerEndpoint {
+  std::string type;                    // registry name, e.g. "fhir-rest"
+  AdapterSettingsPtr settings;         // parsed by that adapter's factory
+};
+
+struct Partner {
+  std::string id;
+  std::string name;
+  PartnerKind kind = PartnerKind::trust;
+  std::string ods_code;
+  std::vector<std::string> api_keys;   // bearer tokens this partner sends with
+  std::optional<PartnerEndpoint> endpoint;  // absent: partner only sends
+  int line = 0;
+};
+
+struct InboundChannel {
+  std::string id;
+  std::string type;                    // registry name, e.g. "fhir-rest"
+  AdapterSettingsPtr settings;
+  int line = 0;
+};
+
+// `where:` predicate: a dotted path into the record, e.g. Patient.generalPractitioner.identifier.value.
+// It holds when any value the path reaches equals (or, with `in`, is one of) the given values.
+struct FieldPredicate {
+  std::string path;
+  std::vector<std::string> any_of;
+};
+
+struct Route {
+  std::string id;
+  std::vector<std::string> resource_types;  // empty: any
+  std::vector<std::string> sources;         // partner ids; empty: any
+  std::vector<std::string> events;          // "system|code" or "code"; empty: any
+  std::vector<FieldPredicate> where;
+  bool require_consent = false;             // reserved for the consent issue; parsed, enforced later
+  std::vector<std::string> to;              // partner ids with an endpoint
+  int line = 0;
+};
+
+struct RetryPolicy {
+  int max_attempts = 8;                      // then dead letter
+  std::chrono::milliseconds initial_backoff{500};
+  std::chrono::milliseconds max_backoff{5 * 60 * 1000};
+  double multiplier = 2.0;
+  double jitter = 0.2;                        // +/- fraction of the backoff
+};
+
+struct DeliverySettings {
+  RetryPolicy retry;
+  int concurrency_per_destination = 16;       // in-flight requests to one partner
+};
+
+struct StoreSettings {
+  std::string type = "sqlite";
+  std::filesystem::path path = "data/tellonce.db";
+  std::chrono::microseconds max_commit_delay{2000};  // group commit window
+  int max_batch = 512;
+};
+
+struct ValidationSettings {
+  std::filesystem::path schema_dir;          // default: the shipped schemas
+  bool nhs_number_check_digit_is_error = true;
+};
+
+struct ApiSettings {
+  std::string listen = "127.0.0.1:8080";     // shared with an inbound fhir-rest on the same address
+};
+
+struct Config {
+  std::filesystem::path file;
+  std::size_t max_body_bytes = 10 * 1024 * 1024;
+  unsigned max_json_depth = 64;
+  int io_threads = 0;                        // 0: one per core
+  ApiSettings api;
+  StoreSettings store;
+  ValidationSettings validation;
+  DeliverySettings delivery;
+  std::vector<Partner> partners;
+  std::vector<InboundChannel> inbound;
+  std::vector<Route> routes;
+
+  const Partner* partner(std::string_view id) const;
+  const Partner* partner_by_api_key(std::string_view key) const;
+};
+
+struct ConfigProblem {
+  std::string file;
+  int line = 0;          // 1-based; 0 when unknown
+  std::string path;      // config path: routes[2].to[0]
+  std::string message;
+  std::string to_string() const;  // "config/tellonce.yaml:42: routes[2].to[0]: unknown partner 'gp-x'"
+};
+
+struct ConfigLoad {
+  std::optional<Config> config;        // set only when problems is empty
+  std::vector<ConfigProblem> problems;
+};
+
+// Reads and checks the file. Adapter sections are parsed by the adapters' own factories.
+ConfigLoad load_config(const std::filesystem::path& file, const AdapterRegistry& registry);
+
+}  // namespace tellonce

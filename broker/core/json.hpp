@@ -1,0 +1,31 @@
+// Strict JSON intake for FHIR bodies and the OperationOutcome that answers bad ones.
+#pragma once
+
+#include "core/error.hpp"
+
+#include <rapidjson/document.h>
+
+#include <string>
+#include <string_view>
+
+namespace tellonce {
+
+struct JsonLimits {
+  std::size_t max_bytes = 10 * 1024 * 1024;
+  unsigned max_depth = 64;
+};
+
+// Parses UTF-8 JSON, rejecting invalid UTF-8, trailing garbage and nesting deeper than
+// the limit. Errors carry line and column in the diagnostics and "(body)" as location.
+Result<rapidjson::Document> parse_json(std::string_view body, const JsonLimits& limits = {});
+
+// FHIR OperationOutcome JSON for a list of issues (one issue entry per problem).
+std::string operation_outcome_json(const std::vector<Issue>& issues);
+
+// Appends s as a JSON string literal (with quotes) to out.
+void append_json_string(std::string& out, std::string_view s);
+
+// "1:17" style position of a byte offset in text.
+std::string line_column(std::string_view text, std::size_t offset);
+
+}  // namespace tellonce

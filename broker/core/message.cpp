@@ -1,0 +1,86 @@
+#include "core/message.hpp"
+
+#include <openssl/evp.h>
+
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <stdexcept>
+
+namespace tellonce {
+
+std::int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// ULID layout: 48-bit millisecond time then 80 random bits, Crockford base32. Within one
+// millisecond the random part is incremented, so ids sort in acceptance order per process.
+std::string new_message_id() {
+  static constexpr char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+  static std::atomic<std::uint64_t> counter{[] {
+    std::random_device rd;
+    return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  }()};
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uint64_t t = static_cast<std::uint64_t>(now_ms());
+  std::uint64_t hi = counter.fetch_add(1, std::memory_order_relaxed);  // 64 bits of uniqueness
+  std::uint64_t lo = rng() & 0xffff;                                   // 16 bits of noise
+  std::string out(26, '0');
+  for (int i = 9; i >= 0; --i) { out[i] = alphabet[t & 31]; t >>= 5; }
+  // 80 bits: hi (64) then lo (16), written as 16 base32 digits.
+  unsigned __int128 r = (static_cast<unsigned __int128>(hi) << 16) | lo;
+  for (int i = 25; i >= 10; --i) { out[i] = alphabet[static_cast<unsigned>(r & 31)]; r >>= 5; }
+  return out;
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr))
+    throw std::runtime_error("sha256 failed");
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(len * 2);
+  for (unsigned i = 0; i < len; ++i) {
+    out.push_back(hex[md[i] >> 4]);
+    out.push_back(hex[md[i] & 0xf]);
+  }
+  return out;
+}
+
+std::string_view to_string(MessageState s) {
+  switch (s) {
+    case MessageState::accepted: return "accepted";
+    case MessageState::unroutable: return "unroutable";
+    case MessageState::delivering: return "delivering";
+    case MessageState::delivered: return "delivered";
+    case MessageState::failed: return "failed";
+  }
+  return "accepted";
+}
+
+MessageState message_state_from(std::string_view s) {
+  if (s == "unroutable") return MessageState::unroutable;
+  if (s == "delivering") return MessageState::delivering;
+  if (s == "delivered") return MessageState::delivered;
+  if (s == "failed") return MessageState::failed;
+  return MessageState::accepted;
+}
+
+std::string_view to_string(DeliveryStatus s) {
+  switch (s) {
+    case DeliveryStatus::pending: return "pending";
+    case DeliveryStatus::delivered: return "delivered";
+    case DeliveryStatus::dead: return "dead";
+  }
+  return "pending";
+}
+
+DeliveryStatus delivery_status_from(std::string_view s) {
+  if (s == "delivered") return DeliveryStatus::delivered;
+  if (s == "dead") return DeliveryStatus::dead;
+  return DeliveryStatus::pending;
+}
+
+}  // namespace tellonce

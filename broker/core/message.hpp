@@ -1,0 +1,119 @@
+// The broker's record of a message, from acceptance to the last delivery attempt.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tellonce {
+
+std::int64_t now_ms();                 // wall clock, ms since epoch
+std::string new_message_id();          // time-ordered, unique: "01JD3...": 26 chars Crockford base32
+std::string sha256_hex(std::string_view data);
+
+// What an inbound adapter hands to the pipeline.
+struct InboundRecord {
+  std::string source;           // partner id the record came from
+  std::string channel;          // inbound adapter id (config `inbound[].id`)
+  std::string content_type;
+  std::string body;             // raw bytes as received
+  std::string idempotency_key;  // Idempotency-Key / X-Request-Id; may be empty
+  std::string expected_type;    // resource type named by the endpoint (POST /fhir/Patient); may be empty
+  bool process_message = false; // came in on $process-message: must be a message Bundle
+};
+
+enum class MessageState { accepted, unroutable, delivering, delivered, failed };
+std::string_view to_string(MessageState s);
+MessageState message_state_from(std::string_view s);
+
+enum class DeliveryStatus { pending, delivered, dead };
+std::string_view to_string(DeliveryStatus s);
+DeliveryStatus delivery_status_from(std::string_view s);
+
+// A message ready to be committed: validated and routed.
+struct NewMessage {
+  std::string id;
+  std::string source;
+  std::string channel;
+  std::string idempotency_key;   // may be empty: then no duplicate detection
+  std::string resource_type;     // top-level resourceType
+  std::string event;             // MessageHeader.eventCoding "system|code", or empty
+  std::string patient_key;       // NHS number, else subject reference; orders deliveries
+  std::string content_type;
+  std::string content_hash;      // sha256 of body
+  std::int64_t received_at_ms = 0;
+  std::string body;
+  std::vector<std::string> route_ids;     // routes that matched
+  std::vector<std::string> destinations;  // partner ids; empty = unroutable
+  std::vector<std::string> warnings;      // validator warnings, kept on the trail
+};
+
+struct DeliveryJob;
+
+struct CommitOutcome {
+  std::string message_id;  // the existing id when duplicate
+  bool duplicate = false;
+  MessageState state = MessageState::accepted;  // of the existing message when duplicate
+};
+
+// One unit of delivery work: a message to one destination.
+struct DeliveryJob {
+  std::int64_t delivery_id = 0;  // store key for (message, destination)
+  std::string message_id;
+  std::string destination;       // partner id
+  std::string patient_key;
+  std::string resource_type;
+  std::string content_type;
+  std::string body;
+  int attempts = 0;               // attempts made so far
+  std::int64_t seq = 0;           // acceptance order (monotonic across the store)
+  std::int64_t not_before_ms = 0; // earliest next attempt
+};
+
+// The outcome of one attempt, as recorded on the trail.
+struct DeliveryAttempt {
+  std::int64_t delivery_id = 0;
+  std::string message_id;
+  std::string destination;
+  int attempt = 0;                // 1-based
+  std::int64_t at_ms = 0;
+  bool ok = false;
+  bool retryable = false;
+  int http_status = 0;            // 0 when no response (connect failure, timeout)
+  std::string detail;             // partner's response summary or transport error
+  std::int64_t next_attempt_ms = 0;  // when a retry is due (0: none)
+  bool dead = false;              // gave up: dead-lettered
+};
+
+struct LifecycleEvent {
+  std::int64_t at_ms = 0;
+  std::string kind;    // received, validated, routed, unroutable, duplicate, attempt, delivered, dead, replayed
+  std::string detail;
+};
+
+struct DeliveryView {
+  std::int64_t delivery_id = 0;
+  std::string destination;
+  DeliveryStatus status = DeliveryStatus::pending;
+  int attempts = 0;
+  std::int64_t next_attempt_ms = 0;
+  std::string last_error;
+};
+
+// Everything the API and `tellonce message ID` show about a message.
+struct MessageView {
+  std::string id;
+  std::string source;
+  std::string channel;
+  std::string resource_type;
+  std::string event;
+  std::string patient_key;
+  std::string content_hash;
+  std::int64_t received_at_ms = 0;
+  MessageState state = MessageState::accepted;
+  std::size_t body_bytes = 0;
+  std::vector<DeliveryView> deliveries;
+  std::vector<LifecycleEvent> events;
+};
+
+}  // namespace tellonce

@@ -1,0 +1,69 @@
+// Asynchronous HTTP/1.1 server on Asio + Beast with C++20 coroutines: keep-alive, one strand
+// per connection, no thread per connection. Handlers are mounted by path prefix; several
+// adapters and the API can share one listen address.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/http.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace tellonce {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+
+using HttpRequest = http::request<http::string_body>;
+using HttpResponse = http::response<http::string_body>;
+// Runs on the connection's strand. Must not block.
+using HttpHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;
+
+struct HttpLimits {
+  std::size_t max_body_bytes = 10 * 1024 * 1024;
+  std::chrono::seconds idle_timeout{60};
+  std::size_t max_header_bytes = 16 * 1024;
+};
+
+class HttpServer {
+ public:
+  HttpServer(asio::io_context& io, std::string listen, HttpLimits limits);
+  ~HttpServer();
+  // Longest matching prefix wins. "/fhir" matches "/fhir", "/fhir/..." and "/fhir?...".
+  void mount(std::string prefix, HttpHandler handler);
+  void start();          // binds; throws std::runtime_error with the address on failure
+  void stop();           // stops accepting and closes idle connections
+  unsigned short port() const;  // bound port (useful with port 0)
+  const std::string& listen() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+// All servers of the process, one per listen address.
+class HttpServers {
+ public:
+  HttpServers(asio::io_context& io, HttpLimits limits);
+  HttpServer& at(const std::string& listen);
+  void start_all();
+  void stop_all();
+
+ private:
+  asio::io_context& io_;
+  HttpLimits limits_;
+  std::map<std::string, std::unique_ptr<HttpServer>> servers_;
+};
+
+// A response with an OperationOutcome body (application/fhir+json) for the given issues.
+struct Issue;
+HttpResponse outcome_response(const HttpRequest& req, http::status status,
+                              const std::vector<Issue>& issues);
+HttpResponse json_response(const HttpRequest& req, http::status status, std::string body,
+                           std::string content_type = "application/json");
+
+}  // namespace tellonce

@@ -1,0 +1,35 @@
+// The path every inbound record takes: parse, validate, route, store durably; then the
+// deliveries go to the queue. accept() completes only once the record is committed.
+#pragma once
+
+#include "core/error.hpp"
+#include "core/json.hpp"
+#include "core/message.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <string>
+#include <vector>
+
+namespace tellonce {
+
+namespace asio = boost::asio;
+
+struct Accepted {
+  std::string message_id;
+  bool duplicate = false;
+  MessageState state = MessageState::accepted;   // unroutable when no route matched
+  std::vector<std::string> destinations;
+  std::vector<Issue> warnings;                    // validator warnings: accepted anyway
+};
+
+class Pipeline {
+ public:
+  virtual ~Pipeline() = default;
+  // Failure is permanent (4xx with every issue found) or retryable (503: store unavailable).
+  virtual asio::awaitable<Result<Accepted>> accept(InboundRecord record) = 0;
+  // Re-sends the dead deliveries of a message. 404 Failure when unknown.
+  virtual asio::awaitable<Result<std::size_t>> replay(std::string message_id) = 0;
+};
+
+}  // namespace tellonce

@@ -1,0 +1,42 @@
+// Decides which partners get a record, from the routes in the configuration.
+#pragma once
+
+#include <rapidjson/document.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tellonce {
+
+struct RouteInput {
+  std::string_view source;                  // partner id
+  const rapidjson::Value& record;           // the parsed resource or Bundle
+  std::string_view event;                   // MessageHeader.eventCoding "system|code", or empty
+};
+
+struct RouteMatch {
+  std::string route_id;
+  std::vector<std::string> destinations;   // partner ids, in route order
+};
+
+class Router {
+ public:
+  virtual ~Router() = default;
+  // Every route that matches, in config order. No match: the record is unroutable.
+  virtual std::vector<RouteMatch> route(const RouteInput& in) const = 0;
+};
+
+// Facts read off a record that routing and ordering need.
+struct RecordFacts {
+  std::string resource_type;               // top-level resourceType
+  std::string event;                       // "system|code" of MessageHeader.eventCoding
+  std::string patient_key;                 // NHS number, else subject/patient reference, else ""
+  std::vector<std::string> contained_types;  // types of the record and of its Bundle entries
+};
+RecordFacts read_record_facts(const rapidjson::Value& record);
+
+// Union of destinations over matches, first occurrence order, no duplicates.
+std::vector<std::string> destinations_of(const std::vector<RouteMatch>& matches);
+
+}  // namespace tellonce

@@ -1,0 +1,78 @@
+// Durable storage of messages, their routing and every delivery attempt. The embedded
+// implementation is SQLite in WAL mode; a PostgreSQL one comes later behind the same seam,
+// and every implementation passes tests/store/store_contract.
+#pragma once
+
+#include "core/error.hpp"
+#include "core/message.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tellonce {
+
+namespace asio = boost::asio;
+
+struct Committed {
+  CommitOutcome outcome;
+  std::vector<DeliveryJob> jobs;  // one per destination; empty for duplicates and unroutable
+};
+
+struct MessageSummary {
+  std::string id;
+  std::string source;
+  std::string resource_type;
+  MessageState state = MessageState::accepted;
+  std::int64_t received_at_ms = 0;
+};
+
+struct MessageQuery {
+  std::optional<MessageState> state;     // e.g. unroutable, failed
+  std::string source;                    // empty: any
+  int limit = 100;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Durably stores a validated, routed message and its pending deliveries. Completes after
+  // the group commit that contains it. A message whose (source, idempotency_key) is already
+  // stored is not stored again: the outcome names the existing id with duplicate = true.
+  virtual asio::awaitable<Result<Committed>> commit(NewMessage msg) = 0;
+
+  // Appends an attempt to the trail and updates the delivery (pending, delivered, dead) and
+  // the message state. Batched like commits; completes once durable.
+  virtual asio::awaitable<Result<void>> record_attempt(DeliveryAttempt attempt) = 0;
+
+  virtual asio::awaitable<Result<std::optional<MessageView>>> find(std::string message_id) = 0;
+  virtual asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery query) = 0;
+
+  // Replay: dead deliveries of the message go back to pending with their attempt count
+  // reset; a "replayed" event is added. Returns the jobs to hand to the queue (empty when
+  // nothing was dead). not-found Failure (404) when the message does not exist.
+  virtual asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string message_id) = 0;
+
+  // Start-up: every pending delivery in acceptance order, bodies included.
+  virtual Result<std::vector<DeliveryJob>> load_pending() = 0;
+
+  // Finishes outstanding batches; later calls fail.
+  virtual void close() = 0;
+};
+
+struct SqliteStoreSettings {
+  std::filesystem::path path;
+  std::chrono::microseconds max_commit_delay{2000};
+  int max_batch = 512;
+};
+
+// Opens (creating if needed) the database. Throws on start-up errors (unwritable path).
+std::unique_ptr<Store> make_sqlite_store(const SqliteStoreSettings& settings);
+
+}  // namespace tellonce

@@ -1,0 +1,35 @@
+// Where a record gets validated: FHIR R4 structure, bindings and invariants from the shipped
+// definitions, then the shared UK profile rules. The pipeline calls it before acknowledging a
+// record; adapters that build FHIR from other formats call it too.
+#pragma once
+
+#include "core/error.hpp"
+
+#include <rapidjson/document.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tellonce {
+
+class Validator {
+ public:
+  virtual ~Validator() = default;
+  // Appends every problem found in `resource` (any resource type, Bundles with all their
+  // entries and contained resources). Locations start with the resource type, e.g.
+  // "Bundle.entry[2].resource.identifier[0].value". Thread-safe: called from many threads.
+  virtual void validate(const rapidjson::Value& resource, std::vector<Issue>& out) const = 0;
+};
+
+struct ValidatorSettings {
+  std::filesystem::path schema_dir;      // holds fhir-r4 definitions and profiles/*.json
+  bool nhs_number_check_digit_is_error = true;  // else a warning
+};
+
+// Compiles the shipped definitions once; throws std::runtime_error on unreadable schemas
+// (a start-up error).
+std::unique_ptr<Validator> make_fhir_validator(const ValidatorSettings& settings);
+
+}  // namespace tellonce
