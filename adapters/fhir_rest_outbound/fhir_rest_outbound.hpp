@@ -4,6 +4,8 @@
 
 #include "adapters/registry.hpp"
 
+#include <boost/asio/any_io_executor.hpp>
+
 #include <chrono>
 
 namespace tellonce {
@@ -19,5 +21,13 @@ struct FhirRestOutboundSettings {
 };
 
 OutboundAdapterType fhir_rest_outbound_type();
+
+// The adapter itself, for tests and embedding. Each instance runs one libcurl thread;
+// deliver() resumes the caller on its own executor (`executor` is only the fallback).
+std::shared_ptr<OutboundAdapter> make_fhir_rest_outbound(const FhirRestOutboundSettings& settings,
+                                                         asio::any_io_executor executor);
+// The type's parse(): reads url, timeout, connect_timeout, verify_tls, ca_file, bearer_token,
+// max_connections, then finish() (unknown keys are problems).
+AdapterSettingsPtr parse_fhir_rest_outbound_settings(SettingsReader& reader);
 
 }  // namespace tellonce

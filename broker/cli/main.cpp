@@ -1,1 +1,64 @@
-int main() { return 0; }
+// tellonce: one executable, one subcommand per job.
+#include "cli/commands.hpp"
+
+#include "adapters/registry.hpp"
+#include "config/check_command.hpp"
+#include "sink/sink.hpp"
+#include "validate/validate_command.hpp"
+
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <string_view>
+
+namespace {
+
+constexpr const char* kUsage = R"(tellonce — FHIR interoperability broker
+
+usage:
+  tellonce serve --config FILE          run the broker
+  tellonce check-config FILE            check a configuration; every problem with file and line
+  tellonce validate [--text] [--ndjson] [--schemas DIR] FILE...|-
+                                        validate FHIR R4 + UK Core records; exit 1 on any error
+  tellonce message ID [--config FILE | --api URL]
+                                        show a message's lifecycle
+  tellonce replay ID [--config FILE | --api URL]
+                                        resend a dead-lettered message
+  tellonce demo-sink --listen HOST:PORT [--record FILE] [--fail-status N --fail-first N]
+                                        a partner FHIR endpoint for demos and tests
+  tellonce version
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  std::string_view cmd = argv[1];
+  try {
+    tellonce::AdapterRegistry registry;
+    tellonce::register_builtin_adapters(registry);
+    if (cmd == "serve") return tellonce::run_serve_command(argc - 2, argv + 2, registry);
+    if (cmd == "check-config") return tellonce::run_check_config_command(argc - 1, argv + 1, registry);
+    if (cmd == "validate")
+      return tellonce::run_validate_command(argc - 2, argv + 2, TELLONCE_SCHEMA_DIR);
+    if (cmd == "message") return tellonce::run_message_command(argc - 2, argv + 2, registry);
+    if (cmd == "replay") return tellonce::run_replay_command(argc - 2, argv + 2, registry);
+    if (cmd == "demo-sink") return tellonce::run_sink_command(argc - 2, argv + 2);
+    if (cmd == "version" || cmd == "--version") {
+      std::cout << "tellonce " << TELLONCE_VERSION << "\n";
+      return 0;
+    }
+    if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "tellonce " << cmd << ": " << e.what() << "\n";
+    return 2;
+  }
+  std::cerr << "unknown command '" << cmd << "'\n\n" << kUsage;
+  return 2;
+}

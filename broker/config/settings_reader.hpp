@@ -29,6 +29,25 @@ class SettingsReader {
   std::optional<SettingsReader> child(const std::string& key);  // nested mapping
   bool has(const std::string& key) const;
 
+  // Added for the loader (and usable by adapters):
+  // a byte count written as a number or with a B/KB/MB/GB suffix (1024-based).
+  std::uint64_t byte_size(const std::string& key, std::uint64_t fallback, std::uint64_t min, std::uint64_t max);
+  // A decimal number such as 0.2 or 2.
+  double number(const std::string& key, double fallback, double min, double max);
+  // A sequence of mappings, one reader per item (path "key[i]"); non-mapping items are problems.
+  std::vector<SettingsReader> sequence(const std::string& key);
+  // 1-based line of the key's value (of this section when key is empty or absent); 0 if unknown.
+  int line(const std::string& key = "") const;
+  // Like strings(), with each item's config path and line, for checks made after loading.
+  struct Located {
+    std::string value;
+    std::string path;
+    int line = 0;
+  };
+  std::vector<Located> located_strings(const std::string& key);
+  // Reads a scalar without marking the key as known: for cross-checks on keys an adapter owns.
+  std::string peek(const std::string& key) const;
+
   // Records a problem at `key` (or at this section when key is empty).
   void problem(const std::string& key, const std::string& message);
   // Reports unknown keys. Call once after reading everything.

@@ -32,6 +32,8 @@ class Dispatcher {
              std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters);
   ~Dispatcher();
   void start();  // spawns concurrency_per_destination workers per destination
+  // Stops the queue (waiting workers end) and every adapter (in-flight deliveries end
+  // unrecorded: those jobs stay pending in the store and are loaded again on the next start).
   void stop();
   DestinationStats stats(const std::string& destination) const;
 

@@ -8,6 +8,8 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,10 @@ struct Accepted {
   std::vector<Issue> warnings;                    // validator warnings: accepted anyway
 };
 
+struct PipelineCounters {
+  std::uint64_t accepted = 0, duplicates = 0, rejected = 0, unroutable = 0;
+};
+
 class Pipeline {
  public:
   virtual ~Pipeline() = default;
@@ -30,6 +36,20 @@ class Pipeline {
   virtual asio::awaitable<Result<Accepted>> accept(InboundRecord record) = 0;
   // Re-sends the dead deliveries of a message. 404 Failure when unknown.
   virtual asio::awaitable<Result<std::size_t>> replay(std::string message_id) = 0;
+  virtual PipelineCounters counters() const { return {}; }
 };
+
+class Validator;
+class Router;
+class Store;
+class Queue;
+
+// The broker's Pipeline: parse → validate → route → commit → enqueue.
+std::unique_ptr<Pipeline> make_pipeline(const Validator& validator, const Router& router, Store& store,
+                                        Queue& queue, JsonLimits limits);
+
+// Which key makes a resubmission a duplicate: the client's header key, else MessageHeader.id
+// of a message Bundle, else Bundle.id. Empty for single resources without a header key.
+std::string idempotency_key_for(const InboundRecord& rec, const rapidjson::Value& record);
 
 }  // namespace tellonce

@@ -3,11 +3,14 @@
 
 #include <rapidjson/document.h>
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace tellonce {
+
+struct Config;
 
 struct RouteInput {
   std::string_view source;                  // partner id
@@ -26,6 +29,10 @@ class Router {
   // Every route that matches, in config order. No match: the record is unroutable.
   virtual std::vector<RouteMatch> route(const RouteInput& in) const = 0;
 };
+
+// Compiles the config's routes once (paths split into segments); the router keeps no
+// reference to the Config.
+std::unique_ptr<Router> make_router(const Config& config);
 
 // Facts read off a record that routing and ordering need.
 struct RecordFacts {

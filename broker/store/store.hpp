@@ -9,6 +9,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -70,6 +71,9 @@ struct SqliteStoreSettings {
   std::filesystem::path path;
   std::chrono::microseconds max_commit_delay{2000};
   int max_batch = 512;
+  // FULL: an acknowledged record survives power loss. NORMAL (false) only survives a crash
+  // of the process, for test rigs and throwaway environments.
+  bool synchronous_full = true;
 };
 
 // Opens (creating if needed) the database. Throws on start-up errors (unwritable path).

@@ -32,4 +32,10 @@ struct ValidatorSettings {
 // (a start-up error).
 std::unique_ptr<Validator> make_fhir_validator(const ValidatorSettings& settings);
 
+class RuleSet;
+// The structural engine with the caller's rule sets instead of the shipped ones (tests, tools).
+// Reads settings.schema_dir/fhir-r4; throws std::runtime_error like make_fhir_validator.
+std::unique_ptr<Validator> make_structural_validator(const ValidatorSettings& settings,
+                                                     std::vector<std::unique_ptr<RuleSet>> rules);
+
 }  // namespace tellonce

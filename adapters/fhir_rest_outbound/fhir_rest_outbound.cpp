@@ -1,0 +1,406 @@
+#include "adapters/fhir_rest_outbound/fhir_rest_outbound.hpp"
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <curl/curl.h>
+#include <rapidjson/document.h>
+#include <rapidjson/reader.h>
+
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace tellonce {
+namespace {
+
+using ResultHandler = asio::any_completion_handler<void(DeliveryResult)>;
+
+// Keep enough of an error response to read an OperationOutcome; the rest is discarded.
+constexpr std::size_t max_response_bytes = 16 * 1024;
+constexpr std::size_t max_detail_chars = 300;
+
+void init_curl_once() {
+  static const CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (rc != CURLE_OK) throw std::runtime_error(std::string("curl_global_init: ") + curl_easy_strerror(rc));
+}
+
+// Finds a Bundle's top-level "type" without building a DOM: stops at the first match.
+struct BundleTypeScan : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, BundleTypeScan> {
+  int depth = 0;
+  bool at_type = false;
+  std::string type;
+
+  bool Default() {
+    at_type = false;
+    return true;
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool) {
+    if (!at_type) return true;
+    type.assign(s, n);
+    return false;  // found: stop reading
+  }
+  bool Key(const char* s, rapidjson::SizeType n, bool) {
+    at_type = depth == 1 && std::string_view(s, n) == "type";
+    return true;
+  }
+  bool StartObject() { return ++depth, Default(); }
+  bool EndObject(rapidjson::SizeType) { return --depth, Default(); }
+  bool StartArray() { return ++depth, Default(); }
+  bool EndArray(rapidjson::SizeType) { return --depth, Default(); }
+};
+
+std::string bundle_type(const std::string& body) {
+  BundleTypeScan scan;
+  rapidjson::Reader reader;
+  rapidjson::StringStream in(body.c_str());
+  reader.Parse(in, scan);
+  return scan.type;
+}
+
+// Cuts to at most max_detail_chars without splitting a UTF-8 sequence; control characters become spaces.
+std::string clip(std::string_view text) {
+  std::string out;
+  out.reserve(std::min(text.size(), max_detail_chars));
+  for (char c : text) {
+    out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
+  }
+  if (out.size() > max_detail_chars) {
+    std::size_t cut = max_detail_chars;
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+    out.resize(cut);
+  }
+  return out;
+}
+
+// The partner's reason: an OperationOutcome's first diagnostics, else the start of the body.
+std::string response_summary(const std::string& body) {
+  rapidjson::Document doc;
+  doc.Parse(body.c_str(), body.size());
+  if (!doc.HasParseError() && doc.IsObject()) {
+    auto rt = doc.FindMember("resourceType");
+    auto issues = doc.FindMember("issue");
+    if (rt != doc.MemberEnd() && rt->value.IsString() && std::string_view(rt->value.GetString()) == "OperationOutcome" &&
+        issues != doc.MemberEnd() && issues->value.IsArray() && !issues->value.Empty() && issues->value[0].IsObject()) {
+      const auto& issue = issues->value[0];
+      auto diagnostics = issue.FindMember("diagnostics");
+      if (diagnostics != issue.MemberEnd() && diagnostics->value.IsString()) return clip(diagnostics->value.GetString());
+      auto details = issue.FindMember("details");
+      if (details != issue.MemberEnd() && details->value.IsObject()) {
+        auto text = details->value.FindMember("text");
+        if (text != details->value.MemberEnd() && text->value.IsString()) return clip(text->value.GetString());
+      }
+      auto code = issue.FindMember("code");
+      if (code != issue.MemberEnd() && code->value.IsString()) return clip(code->value.GetString());
+    }
+  }
+  return clip(body);
+}
+
+DeliveryResult classify(long status, const std::string& body) {
+  DeliveryResult r;
+  r.http_status = static_cast<int>(status);
+  r.ok = status >= 200 && status < 300;
+  // 4xx means this record will never be accepted as it is, except the "try later" ones.
+  const bool rejected = status >= 400 && status < 500 && status != 408 && status != 425 && status != 429;
+  r.retryable = !r.ok && !rejected;
+  r.detail = "HTTP " + std::to_string(status);
+  if (!r.ok) {
+    auto why = response_summary(body);
+    if (!why.empty()) r.detail += ": " + why;
+  }
+  return r;
+}
+
+DeliveryResult transport_failure(std::string detail) {
+  DeliveryResult r;
+  r.retryable = true;
+  r.detail = std::move(detail);
+  return r;
+}
+
+std::size_t collect_body(char* data, std::size_t size, std::size_t count, void* user) {
+  auto& out = *static_cast<std::string*>(user);
+  const std::size_t n = size * count;
+  if (out.size() < max_response_bytes) out.append(data, std::min(n, max_response_bytes - out.size()));
+  return n;
+}
+
+// One request, owned by the curl thread from submission to completion.
+struct Transfer {
+  const DeliveryJob* job = nullptr;  // the caller's job, alive while it awaits deliver()
+  std::string url;
+  std::string request_id;
+  std::string message_id_header;
+  curl_slist* headers = nullptr;
+  std::string response;
+  asio::any_io_executor executor;  // tracks outstanding work, so the io_context waits for us
+  // optional + emplace: Boost 1.81's any_completion_handler move-assignment recurses forever.
+  std::optional<ResultHandler> handler;
+  char error[CURL_ERROR_SIZE] = {};
+
+  ~Transfer() { curl_slist_free_all(headers); }
+};
+
+// libcurl's multi interface on one thread per adapter instance. Per instance because the
+// connection cache and CURLMOPT_MAX_HOST_CONNECTIONS live in the multi handle, so each partner
+// gets its own connection limit, and stop() only has to join its own thread. A thread in
+// curl_multi_poll costs nothing while the partner is idle.
+class FhirRestOutbound final : public OutboundAdapter {
+ public:
+  FhirRestOutbound(FhirRestOutboundSettings settings, asio::any_io_executor fallback)
+      : settings_(std::move(settings)), fallback_(std::move(fallback)) {
+    init_curl_once();
+    base_ = settings_.url;
+    while (!base_.empty() && base_.back() == '/') base_.pop_back();
+    if (!settings_.bearer_token.empty()) authorization_ = "Authorization: Bearer " + settings_.bearer_token;
+    multi_ = curl_multi_init();
+    if (!multi_) throw std::runtime_error("curl_multi_init failed");
+    curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, static_cast<long>(settings_.max_connections));
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, static_cast<long>(settings_.max_connections));
+    curl_multi_setopt(multi_, CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ~FhirRestOutbound() override {
+    stop();
+    for (CURL* easy : idle_) curl_easy_cleanup(easy);
+    curl_multi_cleanup(multi_);
+  }
+
+  asio::awaitable<DeliveryResult> deliver(const DeliveryJob& job) override {
+    auto transfer = std::make_unique<Transfer>();
+    transfer->job = &job;
+    transfer->url = target_url(job);
+    Submit submit{this, std::move(transfer)};
+    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(DeliveryResult)>(
+        std::move(submit), asio::use_awaitable);
+  }
+
+  std::string describe() const override { return "fhir-rest to " + base_; }
+
+  void stop() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    curl_multi_wakeup(multi_);
+    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+  }
+
+ private:
+  struct Submit {
+    FhirRestOutbound* self;
+    std::unique_ptr<Transfer> transfer;
+    template <class Handler>
+    void operator()(Handler&& handler) {
+      asio::any_io_executor ex = asio::get_associated_executor(handler, self->fallback_);
+      transfer->executor = asio::prefer(ex, asio::execution::outstanding_work.tracked);
+      transfer->handler.emplace(std::forward<Handler>(handler));
+      self->submit(std::move(transfer));
+    }
+  };
+
+  std::string target_url(const DeliveryJob& job) const {
+    if (job.resource_type == "Bundle") {
+      auto type = bundle_type(job.body);
+      if (type == "transaction" || type == "batch" || type == "message") return base_;
+    }
+    return base_ + "/" + job.resource_type;
+  }
+
+  void submit(std::unique_ptr<Transfer> t) {
+    bool wake = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (!stopping_) {
+        submitted_.push_back(std::move(t));
+        // One wake-up per batch: the curl thread takes everything submitted when it wakes.
+        wake = !wake_pending_;
+        wake_pending_ = true;
+      }
+    }
+    if (t) {
+      complete(std::move(t), transport_failure("adapter stopped"));
+      return;
+    }
+    if (wake) curl_multi_wakeup(multi_);
+  }
+
+  static void complete(std::unique_ptr<Transfer> t, DeliveryResult result) {
+    auto ex = t->executor;
+    auto resume = [handler = std::move(*t->handler), result = std::move(result)]() mutable {
+      std::move(handler)(std::move(result));
+    };
+    t.reset();
+    asio::post(ex, std::move(resume));
+  }
+
+  CURL* take_easy() {
+    if (!idle_.empty()) {
+      CURL* easy = idle_.back();
+      idle_.pop_back();
+      return easy;
+    }
+    CURL* easy = curl_easy_init();
+    if (!easy) return nullptr;
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(settings_.timeout.count()));
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(settings_.connect_timeout.count()));
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, settings_.verify_tls ? 1L : 0L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, settings_.verify_tls ? 2L : 0L);
+    if (!settings_.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, settings_.ca_file.c_str());
+    curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, "tellonce/0.1");
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &collect_body);
+    return easy;
+  }
+
+  void start(std::unique_ptr<Transfer> t) {
+    CURL* easy = take_easy();
+    if (!easy) {
+      complete(std::move(t), transport_failure("curl_easy_init failed"));
+      return;
+    }
+    const DeliveryJob& job = *t->job;
+    t->request_id = "X-Request-Id: " + job.message_id + "-" + job.destination;
+    t->message_id_header = "X-Tellonce-Message-Id: " + job.message_id;
+    t->headers = curl_slist_append(t->headers, "Content-Type: application/fhir+json");
+    t->headers = curl_slist_append(t->headers, "Accept: application/fhir+json");
+    t->headers = curl_slist_append(t->headers, "Expect:");  // no 100-continue round trip
+    t->headers = curl_slist_append(t->headers, t->message_id_header.c_str());
+    t->headers = curl_slist_append(t->headers, t->request_id.c_str());
+    if (!authorization_.empty()) t->headers = curl_slist_append(t->headers, authorization_.c_str());
+
+    curl_easy_setopt(easy, CURLOPT_URL, t->url.c_str());
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job.body.data());  // not copied: the job outlives the transfer
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(job.body.size()));
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t->response);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);
+    if (CURLMcode rc = curl_multi_add_handle(multi_, easy); rc != CURLM_OK) {
+      idle_.push_back(easy);
+      complete(std::move(t), transport_failure(std::string("curl_multi_add_handle: ") + curl_multi_strerror(rc)));
+      return;
+    }
+    active_.emplace(easy, std::move(t));
+  }
+
+  void finish(CURL* easy, CURLcode rc) {
+    auto node = active_.extract(easy);
+    curl_multi_remove_handle(multi_, easy);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, nullptr);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, nullptr);
+    if (node.empty()) {
+      idle_.push_back(easy);
+      return;
+    }
+    auto t = std::move(node.mapped());
+    DeliveryResult result;
+    if (rc == CURLE_OK) {
+      long status = 0;
+      curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+      result = classify(status, t->response);
+    } else {
+      std::string detail = curl_easy_strerror(rc);
+      if (t->error[0] != '\0') detail += std::string(": ") + t->error;
+      result = transport_failure(clip(detail));
+    }
+    idle_.push_back(easy);
+    complete(std::move(t), std::move(result));
+  }
+
+  void run() {
+    std::vector<std::unique_ptr<Transfer>> incoming;
+    for (;;) {
+      {
+        std::lock_guard lock(mutex_);
+        if (stopping_) break;
+        incoming.swap(submitted_);
+        wake_pending_ = false;
+      }
+      for (auto& t : incoming) start(std::move(t));
+      incoming.clear();
+      int running = 0;
+      curl_multi_perform(multi_, &running);
+      int left = 0;
+      while (CURLMsg* msg = curl_multi_info_read(multi_, &left))
+        if (msg->msg == CURLMSG_DONE) finish(msg->easy_handle, msg->data.result);
+      curl_multi_poll(multi_, nullptr, 0, 1000, nullptr);
+    }
+    // Stopping: whatever has not finished ends as a retryable failure the caller can drop.
+    for (auto& [easy, t] : active_) {
+      curl_multi_remove_handle(multi_, easy);
+      idle_.push_back(easy);
+      complete(std::move(t), transport_failure("adapter stopped"));
+    }
+    active_.clear();
+    std::lock_guard lock(mutex_);
+    for (auto& t : submitted_) complete(std::move(t), transport_failure("adapter stopped"));
+    submitted_.clear();
+  }
+
+  FhirRestOutboundSettings settings_;
+  asio::any_io_executor fallback_;
+  std::string base_;
+  std::string authorization_;
+  CURLM* multi_ = nullptr;
+
+  std::mutex mutex_;
+  bool stopping_ = false;
+  bool wake_pending_ = false;
+  std::vector<std::unique_ptr<Transfer>> submitted_;
+
+  // Touched only by the curl thread (and the destructor after join).
+  std::unordered_map<CURL*, std::unique_ptr<Transfer>> active_;
+  std::vector<CURL*> idle_;
+  std::thread thread_;
+};
+
+AdapterSettingsPtr parse_settings(SettingsReader& reader) {
+  auto s = std::make_shared<FhirRestOutboundSettings>();
+  s->url = reader.required_string("url");
+  if (!s->url.empty()) {
+    if (auto why = check_http_url(s->url); !why.empty()) reader.problem("url", why);
+  }
+  s->timeout = reader.duration("timeout", s->timeout);
+  s->connect_timeout = reader.duration("connect_timeout", s->connect_timeout);
+  if (s->timeout.count() <= 0) reader.problem("timeout", "must be more than 0");
+  if (s->connect_timeout.count() <= 0) reader.problem("connect_timeout", "must be more than 0");
+  s->verify_tls = reader.boolean("verify_tls", s->verify_tls);
+  s->ca_file = reader.string("ca_file", "");
+  s->bearer_token = reader.string("bearer_token", "");
+  s->max_connections = static_cast<int>(reader.integer("max_connections", s->max_connections, 1, 256));
+  reader.finish();
+  return s;
+}
+
+}  // namespace
+
+std::shared_ptr<OutboundAdapter> make_fhir_rest_outbound(const FhirRestOutboundSettings& settings,
+                                                         asio::any_io_executor executor) {
+  return std::make_shared<FhirRestOutbound>(settings, std::move(executor));
+}
+
+AdapterSettingsPtr parse_fhir_rest_outbound_settings(SettingsReader& reader) { return parse_settings(reader); }
+
+OutboundAdapterType fhir_rest_outbound_type() {
+  OutboundAdapterType type;
+  type.name = "fhir-rest";
+  type.summary = "POSTs each record to the partner's FHIR R4 base URL over HTTP(S)";
+  type.parse = &parse_settings;
+  type.create = [](const AdapterSettingsPtr& settings, OutboundContext& ctx) -> std::shared_ptr<OutboundAdapter> {
+    return make_fhir_rest_outbound(settings_as<FhirRestOutboundSettings>(settings), ctx.io.get_executor());
+  };
+  return type;
+}
+
+}  // namespace tellonce

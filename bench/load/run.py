@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""End-to-end load benchmark: real broker, real demo-sink partners, loadgen on loopback.
+
+For each (destinations, connections) case it starts fresh sinks and a fresh broker (full
+validation, SQLite synchronous=FULL), drives load for --seconds, waits until every accepted
+record has reached every destination, and reports accepted/s, delivered/s, accept latency,
+end-to-end delivery latency and the broker's peak RSS. Repeats --runs times; prints medians
+as a markdown table. Not a test: figures depend on the machine.
+
+usage: bench/load/run.py [--build build] [--seconds 10] [--runs 3]
+                         [--connections 8,32,128] [--destinations 1,2,4]
+"""
+import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_line(proc, needle, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"process exited: {proc.args}")
+            continue
+        if needle in line:
+            return line
+    raise RuntimeError(f"timeout waiting for {needle!r}")
+
+
+def config(port, sinks, path):
+    parts = [f"""broker:
+  max_body_bytes: 4MB
+api:
+  listen: 127.0.0.1:{port}
+store:
+  path: data/bench.db
+delivery:
+  concurrency_per_destination: 32
+partners:
+  - id: rtx
+    name: Bench Trust
+    kind: trust
+    ods: RTX
+"""]
+    for i, sp in enumerate(sinks):
+        parts.append(f"""  - id: dest-{i}
+    name: Destination {i}
+    kind: primary-care
+    ods: A8100{i}
+    endpoint: {{ type: fhir-rest, url: "http://127.0.0.1:{sp}/fhir", max_connections: 32 }}
+""")
+    parts.append(f"""inbound:
+  - id: http
+    type: fhir-rest
+    listen: 127.0.0.1:{port}
+    base_path: /fhir
+    allow_partner_header: true
+routes:
+  - id: everyone
+    match: {{}}
+    to: [{", ".join(f"dest-{i}" for i in range(len(sinks)))}]
+""")
+    with open(path, "w") as f:
+        f.write("".join(parts))
+
+
+def stats(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=5) as r:
+        return json.load(r)
+
+
+def rss_peak_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def pct(values, p):
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[int(p * (len(values) - 1))]
+
+
+def one_run(args, n_dest, conns):
+    tellonce = os.path.join(args.build, "broker/cli/tellonce")
+    loadgen = os.path.join(args.build, "bench/load/loadgen")
+    work = tempfile.mkdtemp(prefix="tellonce-bench-")
+    procs = []
+    try:
+        sink_ports = [free_port() for _ in range(n_dest)]
+        for i, sp in enumerate(sink_ports):
+            p = subprocess.Popen([tellonce, "demo-sink", "--listen", f"127.0.0.1:{sp}", "--record",
+                                  f"{work}/sink-{i}.ndjson", "--record-ids-only", "--quiet"],
+                                 stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            wait_line(p, "listening")
+        port = free_port()
+        config(port, sink_ports, f"{work}/bench.yaml")
+        broker = subprocess.Popen([tellonce, "serve", "--config", f"{work}/bench.yaml", "--quiet"],
+                                  stdout=subprocess.PIPE, stderr=open(f"{work}/broker.log", "w"), text=True)
+        procs.append(broker)
+        wait_line(broker, "pending deliveries resumed")
+        t0 = time.time()
+        out = subprocess.run([loadgen, "--port", str(port), "--connections", str(conns), "--seconds",
+                              str(args.seconds), "--sent", f"{work}/sent.txt", "--mix", args.mix],
+                             capture_output=True, text=True, check=True)
+        load = json.loads(out.stdout.strip().splitlines()[-1])
+        expected = load["accepted"] * n_dest
+        deadline = time.time() + 120
+        delivered = 0
+        while time.time() < deadline:
+            delivered = sum(stats(sp)["received"] for sp in sink_ports)
+            if delivered >= expected:
+                break
+            time.sleep(0.05)
+        t_done = time.time()
+        peak = rss_peak_kb(broker.pid)
+        sent = {}
+        with open(f"{work}/sent.txt") as f:
+            for line in f:
+                mid, ms = line.split()
+                sent[mid] = int(ms)
+        e2e = []
+        for p in procs[:n_dest]:  # sinks flush their records on SIGTERM
+            p.send_signal(signal.SIGTERM)
+        for p in procs[:n_dest]:
+            p.wait(timeout=10)
+        for i in range(n_dest):
+            with open(f"{work}/sink-{i}.ndjson") as f:
+                for line in f:
+                    try:
+                        r = json.loads(line)
+                    except ValueError:
+                        continue
+                    if r.get("messageId") in sent:
+                        e2e.append(r["at"] - sent[r["messageId"]])
+        return {
+            "accepted_per_s": load["accepted_per_s"],
+            "delivered_per_s": delivered / (t_done - t0),
+            "all_delivered": delivered >= expected,
+            "accept_p50_ms": load["accept_p50_ms"],
+            "accept_p99_ms": load["accept_p99_ms"],
+            "e2e_p50_ms": pct(e2e, 0.5),
+            "e2e_p99_ms": pct(e2e, 0.99),
+            "peak_rss_mb": peak / 1024,
+            "rejected": load["rejected"],
+        }
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--connections", default="8,32,128")
+    ap.add_argument("--destinations", default="1,2,4")
+    ap.add_argument("--mix", default="patient:3,observation:4,encounter:2,message:1")
+    args = ap.parse_args()
+    rows = []
+    for n_dest in [int(x) for x in args.destinations.split(",")]:
+        for conns in [int(x) for x in args.connections.split(",")]:
+            runs = [one_run(args, n_dest, conns) for _ in range(args.runs)]
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "all_delivered"}
+            med["all_delivered"] = all(r["all_delivered"] for r in runs)
+            rows.append((n_dest, conns, med))
+            print(f"# dest={n_dest} conns={conns}: {json.dumps(med)}", file=sys.stderr, flush=True)
+    print(f"\nMedian of {args.runs} runs of {args.seconds:g} s each; mix {args.mix}; "
+          f"full validation, SQLite synchronous=FULL, {os.cpu_count()} cores shared by loadgen, broker and sinks.\n")
+    print("| destinations | connections | accepted/s | delivered/s (all destinations) | accept p50 ms | accept p99 ms | end-to-end p50 ms | end-to-end p99 ms | broker peak RSS MB | all delivered |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+    for n_dest, conns, m in rows:
+        print(f"| {n_dest} | {conns} | {m['accepted_per_s']:.0f} | {m['delivered_per_s']:.0f} | {m['accept_p50_ms']:.2f} | "
+              f"{m['accept_p99_ms']:.2f} | {m['e2e_p50_ms']:.0f} | {m['e2e_p99_ms']:.0f} | {m['peak_rss_mb']:.0f} | "
+              f"{'yes' if m['all_delivered'] else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+#pragma once
+
+#include "adapters/registry.hpp"
+
+namespace tellonce {
+
+int run_serve_command(int argc, char** argv, const AdapterRegistry& registry);
+int run_message_command(int argc, char** argv, const AdapterRegistry& registry);
+int run_replay_command(int argc, char** argv, const AdapterRegistry& registry);
+
+}  // namespace tellonce

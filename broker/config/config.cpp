@@ -1,0 +1,41 @@
+#include "config/config.hpp"
+
+namespace tellonce {
+
+std::string_view to_string(PartnerKind k) {
+  switch (k) {
+    case PartnerKind::trust: return "trust";
+    case PartnerKind::primary_care: return "primary-care";
+    case PartnerKind::vcse: return "vcse";
+  }
+  return "trust";
+}
+
+std::string ConfigProblem::to_string() const {
+  std::string out = file;
+  out += ':';
+  out += std::to_string(line);
+  out += ": ";
+  if (!path.empty()) {
+    out += path;
+    out += ": ";
+  }
+  out += message;
+  return out;
+}
+
+const Partner* Config::partner(std::string_view id) const {
+  for (const auto& p : partners)
+    if (p.id == id) return &p;
+  return nullptr;
+}
+
+const Partner* Config::partner_by_api_key(std::string_view key) const {
+  if (key.empty()) return nullptr;
+  for (const auto& p : partners)
+    for (const auto& k : p.api_keys)
+      if (k == key) return &p;
+  return nullptr;
+}
+
+}  // namespace tellonce

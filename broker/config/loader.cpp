@@ -1,0 +1,366 @@
+// Reads the YAML config section by section, then cross-checks references between sections.
+// Every problem is collected; nothing stops at the first one.
+#include "config/config.hpp"
+#include "config/settings_reader_impl.hpp"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace tellonce {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Located = SettingsReader::Located;
+
+bool valid_id(std::string_view id) {
+  return !id.empty() && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+bool valid_ods(std::string_view ods) {
+  return ods.size() >= 3 && ods.size() <= 10 && std::all_of(ods.begin(), ods.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  });
+}
+
+bool looks_like_resource_type(std::string_view t) {
+  return !t.empty() && t.front() >= 'A' && t.front() <= 'Z' && std::all_of(t.begin(), t.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+  });
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  if (names.empty()) return "none";
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+fs::path beside(const fs::path& config_dir, const std::string& value) {
+  fs::path p(value);
+  if (p.is_relative() && !config_dir.empty()) p = config_dir / p;
+  return p.lexically_normal();
+}
+
+// Records "duplicate ... id" once per repeated id, pointing back at the first.
+class IdRegistry {
+ public:
+  explicit IdRegistry(std::string what) : what_(std::move(what)) {}
+  void add(SettingsReader& section, const std::string& id) {
+    if (id.empty()) return;
+    auto [it, fresh] = first_line_.emplace(id, section.line("id"));
+    if (!fresh)
+      section.problem("id", "duplicate " + what_ + " id '" + id + "' (first at line " + std::to_string(it->second) + ")");
+  }
+
+ private:
+  std::string what_;
+  std::map<std::string, int, std::less<>> first_line_;
+};
+
+// References checked once every partner is known: the file may list routes before partners.
+struct PendingChecks {
+  std::vector<Located> route_targets;
+  std::vector<Located> route_sources;
+  std::vector<std::pair<Located, std::string>> api_keys;  // key, owning partner id
+  std::set<std::string, std::less<>> partners_with_endpoint_section;
+};
+
+// Runs an adapter's parse; an exception there is a problem in its section, not a crash.
+template <class AdapterType>
+AdapterSettingsPtr parse_adapter_section(const AdapterType& type, SettingsReader& section) {
+  try {
+    return type.parse(section);
+  } catch (const std::exception& e) {
+    section.problem("", "adapter '" + type.name + "' rejected these settings: " + e.what());
+    return nullptr;
+  }
+}
+
+void read_broker(SettingsReader& top, Config& c) {
+  auto s = top.child("broker");
+  if (!s) return;
+  c.max_body_bytes = s->byte_size("max_body_bytes", c.max_body_bytes, 1024, 1024ull * 1024 * 1024);
+  c.max_json_depth = static_cast<unsigned>(s->integer("max_json_depth", c.max_json_depth, 1, 1000));
+  c.io_threads = static_cast<int>(s->integer("io_threads", c.io_threads, 0, 256));
+  s->finish();
+}
+
+void read_api(SettingsReader& top, Config& c) {
+  auto s = top.child("api");
+  if (!s) return;
+  c.api.listen = s->string("listen", c.api.listen);
+  if (auto err = check_listen_address(c.api.listen); !err.empty()) s->problem("listen", err);
+  s->finish();
+}
+
+void read_store(SettingsReader& top, Config& c, const fs::path& dir) {
+  auto s = top.child("store");
+  if (s) {
+    c.store.type = s->string("type", c.store.type);
+    if (c.store.type != "sqlite")
+      s->problem("type", "store type '" + c.store.type + "' is not available (available: sqlite)");
+    c.store.path = s->string("path", c.store.path.string());
+    auto delay = s->duration("max_commit_delay",
+                             std::chrono::duration_cast<std::chrono::milliseconds>(c.store.max_commit_delay));
+    if (delay > std::chrono::seconds(1)) s->problem("max_commit_delay", "must be at most 1s");
+    else c.store.max_commit_delay = delay;
+    c.store.max_batch = static_cast<int>(s->integer("max_batch", c.store.max_batch, 1, 100000));
+    s->finish();
+  }
+  c.store.path = beside(dir, c.store.path.string());
+}
+
+void read_validation(SettingsReader& top, Config& c, const fs::path& dir) {
+  auto s = top.child("validation");
+  if (!s) return;
+  auto schema_dir = s->string("schema_dir", "");
+  if (!schema_dir.empty()) c.validation.schema_dir = beside(dir, schema_dir);
+  auto check = s->string("nhs_number_check_digit", "error");
+  if (check == "error") c.validation.nhs_number_check_digit_is_error = true;
+  else if (check == "warning") c.validation.nhs_number_check_digit_is_error = false;
+  else s->problem("nhs_number_check_digit", "must be error or warning, found '" + check + "'");
+  s->finish();
+}
+
+void read_delivery(SettingsReader& top, Config& c) {
+  auto s = top.child("delivery");
+  if (!s) return;
+  auto& d = c.delivery;
+  d.concurrency_per_destination =
+      static_cast<int>(s->integer("concurrency_per_destination", d.concurrency_per_destination, 1, 1024));
+  if (auto r = s->child("retry")) {
+    auto& p = d.retry;
+    p.max_attempts = static_cast<int>(r->integer("max_attempts", p.max_attempts, 1, 100));
+    auto initial = r->duration("initial_backoff", p.initial_backoff);
+    auto max = r->duration("max_backoff", p.max_backoff);
+    if (initial < std::chrono::milliseconds(1) || initial > std::chrono::hours(1))
+      r->problem("initial_backoff", "must be from 1ms to 1h");
+    else
+      p.initial_backoff = initial;
+    if (max > std::chrono::hours(24))
+      r->problem("max_backoff", "must be at most 24h");
+    else if (max < p.initial_backoff)
+      r->problem("max_backoff", "must not be less than initial_backoff");
+    else
+      p.max_backoff = max;
+    p.multiplier = r->number("multiplier", p.multiplier, 1.0, 10.0);
+    p.jitter = r->number("jitter", p.jitter, 0.0, 1.0);
+    r->finish();
+  }
+  s->finish();
+}
+
+void read_partners(SettingsReader& top, Config& c, const AdapterRegistry& registry, PendingChecks& pending,
+                   ProblemLog& log) {
+  IdRegistry ids("partner");
+  for (auto& r : top.sequence("partners")) {
+    Partner p;
+    p.line = r.line();
+    p.id = r.required_string("id");
+    if (!p.id.empty() && !valid_id(p.id)) r.problem("id", "'" + p.id + "' must use only a-z, 0-9 and '-'");
+    ids.add(r, p.id);
+    p.name = r.string("name", p.id);
+    auto kind = r.required_string("kind");
+    if (kind == "trust") p.kind = PartnerKind::trust;
+    else if (kind == "primary-care") p.kind = PartnerKind::primary_care;
+    else if (kind == "vcse") p.kind = PartnerKind::vcse;
+    else if (!kind.empty()) r.problem("kind", "must be trust, primary-care or vcse, found '" + kind + "'");
+    p.ods_code = r.required_string("ods");
+    if (!p.ods_code.empty() && !valid_ods(p.ods_code))
+      r.problem("ods", "ODS code '" + p.ods_code + "' must be 3 to 10 uppercase letters or digits");
+    for (auto& key : r.located_strings("api_keys")) {
+      if (key.value.empty()) log.add(key.line, key.path, "api key must not be empty");
+      p.api_keys.push_back(key.value);
+      pending.api_keys.emplace_back(key, p.id);
+    }
+    if (auto ep = r.child("endpoint")) {
+      pending.partners_with_endpoint_section.insert(p.id);
+      auto type_name = ep->required_string("type");
+      if (!type_name.empty()) {
+        if (const auto* type = registry.outbound(type_name)) {
+          auto settings = parse_adapter_section(*type, *ep);
+          if (ep->ok()) p.endpoint = PartnerEndpoint{type_name, std::move(settings)};
+        } else {
+          ep->problem("type", "unknown outbound adapter type '" + type_name +
+                                  "' (registered: " + joined(registry.outbound_names()) + ")");
+        }
+      }
+      ep->finish();
+    }
+    r.finish();
+    c.partners.push_back(std::move(p));
+  }
+}
+
+void read_inbound(SettingsReader& top, Config& c, const AdapterRegistry& registry) {
+  IdRegistry ids("inbound channel");
+  std::map<std::string, int, std::less<>> mounts;  // listen + base_path -> first line
+  for (auto& r : top.sequence("inbound")) {
+    InboundChannel ch;
+    ch.line = r.line();
+    ch.id = r.required_string("id");
+    if (!ch.id.empty() && !valid_id(ch.id)) r.problem("id", "'" + ch.id + "' must use only a-z, 0-9 and '-'");
+    ids.add(r, ch.id);
+    ch.type = r.required_string("type");
+    // listen/base_path belong to the adapter; peek at them only to catch two channels on one mount.
+    auto listen = r.peek("listen");
+    if (!listen.empty()) {
+      auto mount = listen + r.peek("base_path");
+      auto [it, fresh] = mounts.emplace(mount, r.line("listen"));
+      if (!fresh)
+        r.problem("listen", "another inbound channel already uses " + listen + r.peek("base_path") +
+                                " (line " + std::to_string(it->second) + ")");
+    }
+    if (!ch.type.empty()) {
+      if (const auto* type = registry.inbound(ch.type)) {
+        ch.settings = parse_adapter_section(*type, r);
+      } else {
+        r.problem("type", "unknown inbound adapter type '" + ch.type + "' (registered: " +
+                              joined(registry.inbound_names()) + ")");
+      }
+    }
+    r.finish();
+    c.inbound.push_back(std::move(ch));
+  }
+}
+
+void read_where(SettingsReader& match, Route& route) {
+  for (auto& w : match.sequence("where")) {
+    FieldPredicate f;
+    f.path = w.required_string("path");
+    if (!f.path.empty()) {
+      auto dot = f.path.find('.');
+      auto first = std::string_view(f.path).substr(0, dot);
+      if (!looks_like_resource_type(first) || dot == std::string::npos || dot + 1 == f.path.size() ||
+          f.path.find("..") != std::string::npos)
+        w.problem("path", "path '" + f.path + "' must start with a resource type, e.g. Patient.gender");
+    }
+    bool has_equals = w.has("equals"), has_in = w.has("in");
+    if (has_equals && has_in) w.problem("", "use either equals or in, not both");
+    if (has_equals) f.any_of.push_back(w.string("equals", ""));
+    if (has_in) {
+      auto values = w.strings("in");
+      f.any_of.insert(f.any_of.end(), values.begin(), values.end());
+      if (values.empty()) w.problem("in", "needs at least one value");
+    }
+    if (!has_equals && !has_in) w.problem("", "needs equals: VALUE or in: [VALUES]");
+    w.finish();
+    route.where.push_back(std::move(f));
+  }
+}
+
+void read_routes(SettingsReader& top, Config& c, PendingChecks& pending, ProblemLog& log) {
+  IdRegistry ids("route");
+  for (auto& r : top.sequence("routes")) {
+    Route route;
+    route.line = r.line();
+    route.id = r.required_string("id");
+    if (!route.id.empty() && !valid_id(route.id))
+      r.problem("id", "'" + route.id + "' must use only a-z, 0-9 and '-'");
+    ids.add(r, route.id);
+    if (auto m = r.child("match")) {
+      for (auto& t : m->located_strings("resource_type")) {
+        if (!looks_like_resource_type(t.value))
+          log.add(t.line, t.path, "'" + t.value + "' is not a FHIR resource type name");
+        route.resource_types.push_back(t.value);
+      }
+      for (auto& s : m->located_strings("source")) {
+        route.sources.push_back(s.value);
+        pending.route_sources.push_back(std::move(s));
+      }
+      route.events = m->strings("event");
+      for (const auto& e : route.events)
+        if (e.empty() || e.front() == '|' || e.back() == '|')
+          m->problem("event", "event '" + e + "' must be system|code or a bare code");
+      read_where(*m, route);
+      m->finish();
+    }
+    route.require_consent = r.boolean("require_consent", false);
+    auto problems_before = log.problems.size();
+    for (auto& t : r.located_strings("to")) {
+      route.to.push_back(t.value);
+      pending.route_targets.push_back(std::move(t));
+    }
+    if (route.to.empty() && log.problems.size() == problems_before)
+      r.problem("to", "required: at least one partner id to deliver to");
+    r.finish();
+    c.routes.push_back(std::move(route));
+  }
+}
+
+void cross_check(const Config& c, const PendingChecks& pending, ProblemLog& log) {
+  for (const auto& t : pending.route_targets) {
+    const Partner* p = c.partner(t.value);
+    if (!p)
+      log.add(t.line, t.path, "unknown partner '" + t.value + "'");
+    else if (!p->endpoint && !pending.partners_with_endpoint_section.contains(p->id))
+      log.add(t.line, t.path, "partner '" + t.value + "' has no endpoint to deliver to");
+  }
+  for (const auto& s : pending.route_sources)
+    if (!c.partner(s.value)) log.add(s.line, s.path, "unknown partner '" + s.value + "'");
+  std::map<std::string, std::string, std::less<>> key_owner;
+  for (const auto& [key, owner] : pending.api_keys) {
+    auto [it, fresh] = key_owner.emplace(key.value, owner);
+    // The key itself is a secret: name the partners, never the key.
+    if (!fresh) log.add(key.line, key.path, "api key already used by partner '" + it->second + "'");
+  }
+}
+
+}  // namespace
+
+ConfigLoad load_config(const std::filesystem::path& file, const AdapterRegistry& registry) {
+  auto log = std::make_shared<ProblemLog>();
+  log->file = file.string();
+  ConfigLoad out;
+
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(file.string());
+  } catch (const YAML::BadFile&) {
+    log->add(0, "", "cannot read the file");
+  } catch (const YAML::Exception& e) {
+    log->add(e.mark.line >= 0 ? e.mark.line + 1 : 0, "", "YAML syntax: " + e.msg);
+  }
+  if (!log->problems.empty()) {
+    out.problems = std::move(log->problems);
+    return out;
+  }
+  if (!root.IsMap() && !root.IsNull()) {
+    log->add(line_of(root), "", "expected a mapping of sections (broker, partners, routes, ...)");
+    out.problems = std::move(log->problems);
+    return out;
+  }
+
+  auto impl = std::make_shared<SettingsReader::Impl>();
+  impl->node = root;
+  impl->log = log;
+  impl->fallback_line = 1;
+  SettingsReader top(impl);
+
+  Config c;
+  c.file = file;
+  const auto dir = file.parent_path();
+  PendingChecks pending;
+  read_broker(top, c);
+  read_api(top, c);
+  read_store(top, c, dir);
+  read_validation(top, c, dir);
+  read_delivery(top, c);
+  read_partners(top, c, registry, pending, *log);
+  read_inbound(top, c, registry);
+  read_routes(top, c, pending, *log);
+  top.finish();
+  cross_check(c, pending, *log);
+
+  out.problems = std::move(log->problems);
+  std::stable_sort(out.problems.begin(), out.problems.end(),
+                   [](const ConfigProblem& a, const ConfigProblem& b) { return a.line < b.line; });
+  if (out.problems.empty()) out.config = std::move(c);
+  return out;
+}
+
+}  // namespace tellonce

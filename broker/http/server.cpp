@@ -1,0 +1,348 @@
+#include "http/server.hpp"
+
+#include "core/error.hpp"
+#include "core/json.hpp"
+#include "core/log.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+namespace tellonce {
+
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+struct Mount {
+  std::string prefix;
+  HttpHandler handler;
+};
+
+struct Connection {
+  explicit Connection(tcp::socket s) : stream(std::move(s)) {}
+  beast::tcp_stream stream;
+  bool busy = false;  // a request is being handled; only touched on the connection's strand
+};
+
+// "/fhir" matches "/fhir", "/fhir/x" and "/fhir?x" but not "/fhirx".
+bool prefix_matches(std::string_view prefix, std::string_view target) {
+  if (!target.starts_with(prefix)) return false;
+  if (target.size() == prefix.size() || prefix.empty() || prefix.back() == '/') return true;
+  char next = target[prefix.size()];
+  return next == '/' || next == '?';
+}
+
+void log_exception(std::string_view what, std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    log::error("http", std::string(what) + ": " + x.what());
+  } catch (...) {
+    log::error("http", std::string(what) + ": unknown exception");
+  }
+}
+
+bool is_parse_error(const boost::system::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_method).category();
+}
+
+HttpResponse bare_outcome(unsigned version, http::status status, const char* code,
+                          const std::string& diagnostics) {
+  HttpResponse res{status, version};
+  res.set(http::field::server, "tellonce");
+  res.set(http::field::content_type, "application/fhir+json");
+  res.body() = operation_outcome_json({Issue{Severity::error, code, diagnostics, "", ""}});
+  res.keep_alive(false);
+  res.prepare_payload();
+  return res;
+}
+
+// What to answer when reading a request failed; nothing when the peer just went away.
+std::optional<HttpResponse> rejection(const boost::system::error_code& ec,
+                                      http::request_parser<http::string_body>& parser,
+                                      const HttpLimits& limits) {
+  unsigned version = parser.is_header_done() ? parser.get().version() : 11;
+  if (ec == http::error::body_limit) {
+    // With a Content-Length over the limit Beast stops right after the header. We answer
+    // from the header alone: reading (or draining) a body we will refuse anyway would let a
+    // client tie up the connection and our bandwidth for as long as it likes.
+    std::string why = "body is larger than the limit of " + std::to_string(limits.max_body_bytes) + " bytes";
+    if (auto length = parser.content_length()) why += " (Content-Length: " + std::to_string(*length) + ")";
+    return bare_outcome(version, http::status::payload_too_large, "too-long", why);
+  }
+  if (ec == http::error::header_limit) {
+    return bare_outcome(version, http::status::request_header_fields_too_large, "too-long",
+                        "request headers are larger than " + std::to_string(limits.max_header_bytes) + " bytes");
+  }
+  if (is_parse_error(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message) {
+    return bare_outcome(version, http::status::bad_request, "structure", "malformed HTTP request: " + ec.message());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+struct HttpServer::State : std::enable_shared_from_this<State> {
+  State(asio::io_context& io, std::string listen, HttpLimits limits)
+      : io(io), listen(std::move(listen)), limits(limits), acceptor(asio::make_strand(io)) {}
+
+  asio::io_context& io;
+  std::string listen;
+  HttpLimits limits;
+  tcp::acceptor acceptor;
+  std::vector<Mount> mounts;  // longest prefix first; fixed once started
+  std::atomic<bool> started{false};
+  std::atomic<bool> stopping{false};
+  std::atomic<unsigned short> bound_port{0};
+
+  std::mutex connections_mu;
+  std::list<std::weak_ptr<Connection>> connections;
+
+  const HttpHandler* find(std::string_view target) const {
+    for (const auto& m : mounts)
+      if (prefix_matches(m.prefix, target)) return &m.handler;
+    return nullptr;
+  }
+
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> serve(std::shared_ptr<Connection> conn);
+  asio::awaitable<HttpResponse> dispatch(HttpRequest& req);
+  asio::awaitable<void> close_after_reject(Connection& conn, HttpResponse res);
+};
+
+asio::awaitable<void> HttpServer::State::accept_loop() {
+  auto self = shared_from_this();
+  while (!stopping) {
+    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), use_tuple);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      // Running out of descriptors must not end the server: back off and try again.
+      log::warn("http", "accept on " + listen + " failed: " + ec.message());
+      asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(50));
+      co_await pause.async_wait(use_tuple);
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    auto conn = std::make_shared<Connection>(std::move(socket));
+    {
+      std::lock_guard lk(connections_mu);
+      // Forget finished connections as we go so the list stays as long as the live set.
+      connections.remove_if([](const auto& w) { return w.expired(); });
+      connections.push_back(conn);
+    }
+    auto executor = conn->stream.get_executor();
+    asio::co_spawn(executor, serve(std::move(conn)),
+                   [](std::exception_ptr e) { log_exception("connection", e); });
+  }
+}
+
+asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req) {
+  const HttpHandler* handler = find(req.target());
+  if (!handler) {
+    co_return outcome_response(req, http::status::not_found,
+        {Issue{Severity::error, "not-found",
+               "nothing is served at " + std::string(req.target()), "", ""}});
+  }
+  // co_await cannot sit in a catch block, so the failure is carried out of it.
+  std::string failure;
+  try {
+    co_return co_await (*handler)(req);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  log::error("http", std::string(http::to_string(req.method())) + " " + std::string(req.target()) +
+                         " failed: " + failure);
+  co_return outcome_response(req, http::status::internal_server_error,
+      {Issue{Severity::error, "exception", "internal error while handling the request", "", ""}});
+}
+
+// Answers a request we refuse to read and closes. The peer may still be sending, and closing
+// a socket with unread input makes the kernel send a reset that can destroy the answer before
+// the client reads it, so we linger briefly, discarding a bounded amount, after half-closing.
+asio::awaitable<void> HttpServer::State::close_after_reject(Connection& conn, HttpResponse res) {
+  conn.stream.expires_after(std::chrono::seconds(5));
+  auto [wec, wn] = co_await http::async_write(conn.stream, res, use_tuple);
+  if (!wec) {
+    boost::system::error_code ec;
+    conn.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    conn.stream.expires_after(std::chrono::seconds(1));
+    std::array<char, 16 * 1024> sink;
+    std::size_t discarded = 0;
+    while (discarded < 256 * 1024) {
+      auto [rec, n] = co_await conn.stream.async_read_some(asio::buffer(sink), use_tuple);
+      if (rec) break;
+      discarded += n;
+    }
+  }
+  boost::system::error_code ec;
+  conn.stream.socket().close(ec);
+}
+
+asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn) {
+  auto self = shared_from_this();
+  beast::flat_buffer buffer;  // reused for every request on the connection
+  auto& stream = conn->stream;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
+    parser.body_limit(limits.max_body_bytes);
+
+    stream.expires_after(limits.idle_timeout);
+    auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+    if (!ec) {
+      conn->busy = true;
+      if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+        http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
+        stream.expires_after(limits.idle_timeout);
+        std::tie(ec, n) = co_await http::async_write(stream, go_on, use_tuple);
+      }
+    }
+    if (!ec) {
+      stream.expires_after(limits.idle_timeout);
+      std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, use_tuple);
+    }
+    if (ec) {
+      // Built outside the co_await: g++ 12 mishandles temporaries inside co_await expressions.
+      auto answer = rejection(ec, parser, limits);
+      if (answer) co_await close_after_reject(*conn, std::move(*answer));
+      break;  // closed by the peer, timed out, cancelled by stop(), or answered above
+    }
+
+    HttpRequest req = parser.release();
+    stream.expires_never();  // the handler may wait on the store; the peer is not idle
+    HttpResponse res = co_await dispatch(req);
+    if (!req.keep_alive() || stopping) res.keep_alive(false);
+    if (res[http::field::server].empty()) res.set(http::field::server, "tellonce");
+    if (!res.has_content_length() && !res.chunked()) res.prepare_payload();
+
+    stream.expires_after(limits.idle_timeout);
+    auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
+    conn->busy = false;
+    if (wec) break;
+    if (!res.keep_alive()) {
+      boost::system::error_code sec;
+      stream.socket().shutdown(tcp::socket::shutdown_send, sec);
+      break;
+    }
+  }
+  boost::system::error_code ec;
+  stream.socket().close(ec);
+}
+
+HttpServer::HttpServer(asio::io_context& io, std::string listen, HttpLimits limits)
+    : state_(std::make_shared<State>(io, std::move(listen), limits)) {}
+
+HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::mount(std::string prefix, HttpHandler handler) {
+  if (state_->started) throw std::logic_error("mount(" + prefix + ") after the server started");
+  auto& mounts = state_->mounts;
+  auto same = std::find_if(mounts.begin(), mounts.end(), [&](const Mount& m) { return m.prefix == prefix; });
+  if (same != mounts.end()) throw std::logic_error("two handlers mounted at " + prefix + " on " + state_->listen);
+  mounts.push_back(Mount{std::move(prefix), std::move(handler)});
+  std::stable_sort(mounts.begin(), mounts.end(),
+                   [](const Mount& a, const Mount& b) { return a.prefix.size() > b.prefix.size(); });
+}
+
+void HttpServer::start() {
+  auto& st = *state_;
+  if (st.started.exchange(true)) return;
+  auto colon = st.listen.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("listen address '" + st.listen + "' has no port");
+  std::string host = st.listen.substr(0, colon);
+  std::string port = st.listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  try {
+    tcp::resolver resolver(st.io);
+    auto endpoint = resolver.resolve(host, port, tcp::resolver::passive | tcp::resolver::numeric_service)
+                        .begin()->endpoint();
+    st.acceptor.open(endpoint.protocol());
+    st.acceptor.set_option(tcp::acceptor::reuse_address(true));
+    st.acceptor.bind(endpoint);
+    st.acceptor.listen(asio::socket_base::max_listen_connections);
+    st.bound_port = st.acceptor.local_endpoint().port();
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error("cannot listen on " + st.listen + ": " + e.code().message());
+  }
+  asio::co_spawn(st.acceptor.get_executor(), st.accept_loop(),
+                 [listen = st.listen](std::exception_ptr e) { log_exception("acceptor " + listen, e); });
+}
+
+void HttpServer::stop() {
+  auto st = state_;
+  if (!st->started || st->stopping.exchange(true)) return;
+  asio::post(st->acceptor.get_executor(), [st] {
+    boost::system::error_code ec;
+    st->acceptor.close(ec);
+  });
+  std::lock_guard lk(st->connections_mu);
+  for (auto& weak : st->connections) {
+    auto conn = weak.lock();
+    if (!conn) continue;
+    // Busy connections finish their request and then close (keep_alive is turned off).
+    asio::post(conn->stream.get_executor(), [conn] {
+      if (conn->busy) return;
+      boost::system::error_code ec;
+      conn->stream.socket().close(ec);
+    });
+  }
+}
+
+unsigned short HttpServer::port() const { return state_->bound_port; }
+
+const std::string& HttpServer::listen() const { return state_->listen; }
+
+HttpServers::HttpServers(asio::io_context& io, HttpLimits limits) : io_(io), limits_(limits) {}
+
+HttpServer& HttpServers::at(const std::string& listen) {
+  auto& slot = servers_[listen];
+  if (!slot) slot = std::make_unique<HttpServer>(io_, listen, limits_);
+  return *slot;
+}
+
+void HttpServers::start_all() {
+  for (auto& [listen, server] : servers_) server->start();
+}
+
+void HttpServers::stop_all() {
+  for (auto& [listen, server] : servers_) server->stop();
+}
+
+HttpResponse outcome_response(const HttpRequest& req, http::status status,
+                              const std::vector<Issue>& issues) {
+  return json_response(req, status, operation_outcome_json(issues), "application/fhir+json");
+}
+
+HttpResponse json_response(const HttpRequest& req, http::status status, std::string body,
+                           std::string content_type) {
+  HttpResponse res{status, req.version()};
+  res.set(http::field::server, "tellonce");
+  res.set(http::field::content_type, content_type);
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+}  // namespace tellonce

@@ -1,0 +1,166 @@
+#include "ingest/pipeline.hpp"
+
+#include "core/log.hpp"
+#include "queue/queue.hpp"
+#include "route/router.hpp"
+#include "store/store.hpp"
+#include "validate/validator.hpp"
+
+#include <atomic>
+#include <optional>
+
+namespace tellonce {
+namespace {
+
+std::string_view str_member(const rapidjson::Value& v, const char* name) {
+  if (!v.IsObject()) return {};
+  auto it = v.FindMember(name);
+  if (it == v.MemberEnd() || !it->value.IsString()) return {};
+  return {it->value.GetString(), it->value.GetStringLength()};
+}
+
+Failure reject(int status, std::string code, std::string diagnostics, std::string location,
+               std::string rule) {
+  return Failure::permanent(status, Issue{Severity::error, std::move(code), std::move(diagnostics),
+                                          std::move(location), std::move(rule)});
+}
+
+// What the endpoint promises about the record, checked before the (costlier) validator.
+std::optional<Failure> check_envelope(const InboundRecord& rec, const rapidjson::Value& doc) {
+  if (!doc.IsObject())
+    return reject(400, "structure", "the body must be a JSON object (a FHIR resource)", "(body)", "json");
+  auto type = str_member(doc, "resourceType");
+  if (type.empty())
+    return reject(400, "required", "resourceType is missing: every FHIR resource names its type",
+                  "resourceType", "fhir-resource-type");
+  if (!rec.expected_type.empty() && type != rec.expected_type)
+    return reject(400, "invariant",
+                  "this endpoint takes " + rec.expected_type + " resources but the body is a " +
+                      std::string(type),
+                  "resourceType", "endpoint-type");
+  if (rec.process_message && (type != "Bundle" || str_member(doc, "type") != "message"))
+    return reject(400, "invariant",
+                  "$process-message takes a Bundle of type 'message' whose first entry is a MessageHeader",
+                  type == "Bundle" ? "Bundle.type" : "resourceType", "process-message");
+  return std::nullopt;
+}
+
+class BrokerPipeline final : public Pipeline {
+ public:
+  BrokerPipeline(const Validator& v, const Router& r, Store& s, Queue& q, JsonLimits l)
+      : validator_(v), router_(r), store_(s), queue_(q), limits_(l) {}
+
+  asio::awaitable<Result<Accepted>> accept(InboundRecord rec) override {
+    auto parsed = parse_json(rec.body, limits_);
+    if (!parsed) co_return rejected(rec, parsed.error());
+    const rapidjson::Document& doc = *parsed;
+    if (auto f = check_envelope(rec, doc)) co_return rejected(rec, std::move(*f));
+
+    std::vector<Issue> issues;
+    validator_.validate(doc, issues);
+    if (has_errors(issues)) {
+      // 422: well-formed FHIR JSON that breaks the shared schemas; warnings are kept alongside.
+      co_return rejected(rec, Failure{Failure::Kind::permanent, 422, std::move(issues)});
+    }
+
+    RecordFacts facts = read_record_facts(doc);
+    auto matches = router_.route(RouteInput{rec.source, doc, facts.event});
+
+    NewMessage msg;
+    msg.id = new_message_id();
+    msg.source = rec.source;
+    msg.channel = rec.channel;
+    msg.idempotency_key = idempotency_key_for(rec, doc);
+    msg.resource_type = facts.resource_type;
+    msg.event = facts.event;
+    msg.patient_key = facts.patient_key;
+    msg.content_type = rec.content_type;
+    msg.content_hash = sha256_hex(rec.body);
+    msg.received_at_ms = now_ms();
+    msg.body = std::move(rec.body);
+    msg.destinations = destinations_of(matches);
+    for (auto& m : matches) msg.route_ids.push_back(m.route_id);
+    for (auto& i : issues) msg.warnings.push_back(i.location + ": " + i.diagnostics);
+
+    Accepted out;
+    out.destinations = msg.destinations;
+    auto committed = co_await store_.commit(std::move(msg));
+    if (!committed) {
+      log::error("ingest", "store commit failed: " + committed.error().summary());
+      co_return committed.error();
+    }
+    out.message_id = committed->outcome.message_id;
+    out.duplicate = committed->outcome.duplicate;
+    out.state = committed->outcome.state;
+    out.warnings = std::move(issues);
+    if (out.duplicate) {
+      duplicates_.fetch_add(1, std::memory_order_relaxed);
+      co_return out;
+    }
+    accepted_.fetch_add(1, std::memory_order_relaxed);
+    if (out.destinations.empty()) {
+      unroutable_.fetch_add(1, std::memory_order_relaxed);
+      out.state = MessageState::unroutable;
+      log::warn("route", "message " + out.message_id + " from " + rec.source + " (" +
+                             facts.resource_type + ") matched no route: held as unroutable");
+    }
+    for (auto& job : committed->jobs) queue_.push(std::move(job));
+    co_return out;
+  }
+
+  asio::awaitable<Result<std::size_t>> replay(std::string message_id) override {
+    auto jobs = co_await store_.replay(std::move(message_id));
+    if (!jobs) co_return jobs.error();
+    std::size_t n = jobs->size();
+    for (auto& job : *jobs) queue_.push(std::move(job));
+    co_return n;
+  }
+
+  PipelineCounters counters() const override {
+    return {accepted_.load(), duplicates_.load(), rejected_.load(), unroutable_.load()};
+  }
+
+ private:
+  Failure rejected(const InboundRecord& rec, Failure f) {
+    rejected_.fetch_add(1, std::memory_order_relaxed);
+    std::size_t errors = 0;
+    for (auto& i : f.issues) errors += i.is_error();
+    log::info("ingest", "rejected record from " + rec.source + " on " + rec.channel + ": " +
+                            std::to_string(errors) + " error(s); first: " + f.summary());
+    return f;
+  }
+
+  const Validator& validator_;
+  const Router& router_;
+  Store& store_;
+  Queue& queue_;
+  JsonLimits limits_;
+  std::atomic<std::uint64_t> accepted_{0}, duplicates_{0}, rejected_{0}, unroutable_{0};
+};
+
+}  // namespace
+
+std::string idempotency_key_for(const InboundRecord& rec, const rapidjson::Value& doc) {
+  if (!rec.idempotency_key.empty()) return "key:" + rec.idempotency_key;
+  if (str_member(doc, "resourceType") != "Bundle") return {};
+  if (str_member(doc, "type") == "message") {
+    auto e = doc.FindMember("entry");
+    if (e != doc.MemberEnd() && e->value.IsArray() && !e->value.Empty()) {
+      const auto& first = e->value[0];
+      auto r = first.IsObject() ? first.FindMember("resource") : first.MemberEnd();
+      if (first.IsObject() && r != first.MemberEnd()) {
+        auto id = str_member(r->value, "id");
+        if (!id.empty()) return "message-header:" + std::string(id);
+      }
+    }
+  }
+  auto id = str_member(doc, "id");
+  return id.empty() ? std::string{} : "bundle:" + std::string(id);
+}
+
+std::unique_ptr<Pipeline> make_pipeline(const Validator& validator, const Router& router, Store& store,
+                                        Queue& queue, JsonLimits limits) {
+  return std::make_unique<BrokerPipeline>(validator, router, store, queue, limits);
+}
+
+}  // namespace tellonce

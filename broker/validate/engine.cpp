@@ -1,0 +1,437 @@
+// The structural FHIR R4 check: one walk over the JSON tree, driven by the compiled schema.
+// Nothing is allocated while the record is valid: the location lives in one reusable buffer
+// and is only copied into an Issue when something is wrong.
+#include "validate/rules.hpp"
+#include "validate/schema.hpp"
+#include "validate/validator.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+
+namespace tellonce {
+namespace {
+
+using fhir::ElementDef;
+using fhir::Property;
+using fhir::Shape;
+using fhir::TypeDef;
+using rapidjson::Value;
+
+std::string_view view(const Value& v) { return {v.GetString(), v.GetStringLength()}; }
+
+std::string describe(const Value& v) {
+  switch (v.GetType()) {
+    case rapidjson::kNullType: return "null";
+    case rapidjson::kFalseType: return "false";
+    case rapidjson::kTrueType: return "true";
+    case rapidjson::kObjectType: return "a JSON object";
+    case rapidjson::kArrayType: return "a JSON array";
+    case rapidjson::kStringType: {
+      std::string_view s = view(v);
+      if (s.size() > 60) return "\"" + std::string(s.substr(0, 57)) + "...\"";
+      return "\"" + std::string(s) + "\"";
+    }
+    case rapidjson::kNumberType: {
+      if (v.IsInt64()) return std::to_string(v.GetInt64());
+      if (v.IsUint64()) return std::to_string(v.GetUint64());
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.17g", v.GetDouble());
+      return buf;
+    }
+  }
+  return "a value";
+}
+
+std::string_view json_kind(const Value& v) {
+  switch (v.GetType()) {
+    case rapidjson::kNullType: return "null";
+    case rapidjson::kFalseType:
+    case rapidjson::kTrueType: return "a boolean";
+    case rapidjson::kObjectType: return "an object";
+    case rapidjson::kArrayType: return "an array";
+    case rapidjson::kStringType: return "a string";
+    case rapidjson::kNumberType: return "a number";
+  }
+  return "a value";
+}
+
+const Value* find_string(const Value& obj, std::string_view name) {
+  for (auto& m : obj.GetObject())
+    if (view(m.name) == name) return m.value.IsString() ? &m.value : nullptr;
+  return nullptr;
+}
+
+// Per-call state: the issue list and the location of the value being looked at.
+struct Walk {
+  std::vector<Issue>& out;
+  std::string path;
+  unsigned depth = 0;  // objects entered; bounds the recursion for documents not from parse_json
+
+  void report(const char* code, const char* rule, std::string diagnostics) {
+    out.push_back(Issue{Severity::error, code, std::move(diagnostics), path, rule});
+  }
+  std::size_t push(std::string_view name) {
+    std::size_t mark = path.size();
+    path += '.';
+    path += name;
+    return mark;
+  }
+  std::size_t push_index(std::size_t i) {
+    std::size_t mark = path.size();
+    char buf[24];
+    auto end = std::to_chars(buf, buf + sizeof buf, i).ptr;
+    path += '[';
+    path.append(buf, end);
+    path += ']';
+    return mark;
+  }
+  void pop(std::size_t mark) { path.resize(mark); }
+};
+
+class Engine final : public Validator {
+ public:
+  Engine(fhir::Schema schema, std::vector<std::unique_ptr<RuleSet>> rules)
+      : schema_(std::move(schema)), rules_(std::move(rules)) {}
+
+  void validate(const Value& resource, std::vector<Issue>& out) const override {
+    Walk w{out, {}};
+    w.path.reserve(256);
+    check_resource(resource, w, true);
+  }
+
+ private:
+  void run_rules(std::string_view type, const Value& v, Walk& w) const {
+    for (auto& r : rules_) r->check(type, v, w.path, w.out);
+  }
+
+  void check_resource(const Value& v, Walk& w, bool top) const {
+    if (!v.IsObject()) {
+      if (top) w.path = "(resource)";
+      w.report("structure", "fhir-type", "a resource must be a JSON object, not " + std::string(json_kind(v)));
+      return;
+    }
+    const Value* type_name = nullptr;
+    auto rt = v.FindMember("resourceType");
+    if (rt != v.MemberEnd()) type_name = &rt->value;
+    auto resource_type_error = [&](const char* code, std::string why) {
+      std::size_t mark = top ? 0 : w.push("resourceType");
+      if (top) w.path = "resourceType";  // the walk starts with an empty path
+      w.report(code, "fhir-resource-type", std::move(why));
+      w.pop(mark);
+    };
+    if (!type_name) return resource_type_error("required", "resourceType is missing: every resource needs one");
+    if (!type_name->IsString())
+      return resource_type_error("structure", "resourceType must be a string, not " + std::string(json_kind(*type_name)));
+    std::uint32_t t = schema_.types_by_name.find(view(*type_name));
+    if (t == fhir::NameTable::npos)
+      return resource_type_error("not-supported", "unknown resource type " + describe(*type_name) +
+                                                      " (not a FHIR R4 resource)");
+    const TypeDef& type = schema_.types[t];
+    if (type.kind != TypeDef::Kind::resource || type.abstract) {
+      return resource_type_error("structure", type.name + (type.abstract ? " is an abstract type" : " is a datatype") +
+                                                   ", not a resource type");
+    }
+    std::size_t mark = w.path.size();
+    if (top) w.path = type.name;
+    check_object(v, type.shape, w);
+    run_rules(type.name, v, w);
+    w.pop(mark);
+  }
+
+  static constexpr unsigned max_depth = 100;
+
+  void check_object(const Value& obj, std::uint32_t shape_index, Walk& w) const {
+    if (w.depth >= max_depth) {
+      w.report("too-costly", "fhir-depth", "nested deeper than " + std::to_string(max_depth) + " objects");
+      return;
+    }
+    ++w.depth;
+    check_members(obj, schema_.shapes[shape_index], w);
+    --w.depth;
+  }
+
+  void check_members(const Value& obj, const Shape& shape, Walk& w) const {
+    std::uint32_t counts[fhir::max_shape_elements];
+    std::uint32_t chosen[fhir::max_shape_elements];  // property index of the choice taken
+    std::fill_n(counts, shape.elements.size(), 0u);
+    std::fill_n(chosen, shape.elements.size(), fhir::none);
+    std::uint64_t seen[fhir::max_shape_properties / 64];  // RapidJSON keeps duplicate keys
+    std::fill_n(seen, (shape.properties.size() + 63) / 64, 0u);
+
+    for (auto& m : obj.GetObject()) {
+      std::string_view name = view(m.name);
+      std::uint32_t pi = shape.by_json_name.find(name);
+      if (pi == fhir::NameTable::npos) {
+        if (!(shape.resource && name == "resourceType")) unknown_member(name, shape, w);
+        continue;
+      }
+      const Property& p = shape.properties[pi];
+      const ElementDef& e = shape.elements[p.element];
+      std::uint64_t bit = std::uint64_t{1} << (pi % 64);
+      if (seen[pi / 64] & bit) {
+        std::size_t mark = w.push(p.location_name);
+        w.report("structure", "fhir-duplicate", "property " + std::string(name) + " appears more than once");
+        w.pop(mark);
+        continue;
+      }
+      seen[pi / 64] |= bit;
+      if (e.choice) {
+        std::uint32_t value_property = p.extension_part ? pi - 1 : pi;
+        if (chosen[p.element] == fhir::none) {
+          chosen[p.element] = value_property;
+        } else if (chosen[p.element] != value_property) {
+          std::size_t mark = w.push(p.location_name);
+          w.report("structure", "fhir-choice",
+                   e.name + " allows one type only, but both " +
+                       shape.properties[chosen[p.element]].location_name + " and " + p.location_name +
+                       " are present");
+          w.pop(mark);
+        }
+      }
+      std::size_t mark = w.push(p.location_name);
+      counts[p.element] = std::max(counts[p.element], check_member(m.value, p, e, obj, w));
+      w.pop(mark);
+    }
+    for (std::uint32_t r : shape.required) {
+      const ElementDef& e = shape.elements[r];
+      if (counts[r] >= e.min) continue;
+      std::size_t mark = w.push(e.name);
+      w.report("required", "fhir-cardinality",
+               counts[r] == 0 ? e.name + " is required but missing"
+                              : e.name + " needs at least " + std::to_string(e.min) + " items");
+      w.pop(mark);
+    }
+  }
+
+  void unknown_member(std::string_view name, const Shape& shape, Walk& w) const {
+    std::size_t mark = w.push(name);
+    std::string why;
+    if (name == "resourceType") {
+      w.pop(mark);
+      w.report("structure", "fhir-type", "a resource is not allowed here: " + shape.name + " is a datatype");
+      return;
+    }
+    if (name == "fhir_comments") {
+      why = "fhir_comments is not part of FHIR R4 JSON (it was dropped after DSTU2): remove it";
+    } else if (!name.empty() && name[0] == '_' && shape.by_json_name.contains(name.substr(1))) {
+      why = "unknown element " + std::string(name) + ": only primitive elements have a \"_\" companion";
+    } else {
+      why = "unknown element " + std::string(name) + " in " + shape.name;
+      for (const Property& p : shape.properties) {
+        const std::string& candidate = p.location_name;
+        bool same = candidate.size() == name.size() &&
+                    std::equal(candidate.begin(), candidate.end(), name.begin(),
+                               [](char a, char b) { return std::tolower(a) == std::tolower(b); });
+        const ElementDef& e = shape.elements[p.element];
+        bool choice_stem = e.choice && e.name.size() == name.size() + 3 && e.name.compare(0, name.size(), name) == 0;
+        if (same || choice_stem) {
+          why += same ? " (did you mean " + candidate + "?)"
+                      : " (" + e.name + " needs its type in the name, e.g. " + candidate + ")";
+          break;
+        }
+      }
+    }
+    w.report("structure", "fhir-unknown-element", std::move(why));
+    w.pop(mark);
+  }
+
+  // Returns how many values the member holds, for the cardinality check.
+  std::uint32_t check_member(const Value& v, const Property& p, const ElementDef& e, const Value& parent,
+                             Walk& w) const {
+    if (!e.array) {
+      if (v.IsArray()) {
+        w.report("structure", "fhir-cardinality", e.name + " is a single element, so it must not be a JSON array");
+        return 1;
+      }
+      if (p.extension_part) {
+        check_extension_part(v, w);
+      } else {
+        check_value(v, p, w);
+      }
+      return 1;
+    }
+    if (!v.IsArray()) {
+      w.report("structure", "fhir-cardinality",
+               e.name + " can repeat, so it must be a JSON array even with one item");
+      if (!p.extension_part) check_value(v, p, w);
+      return 1;
+    }
+    auto size = v.Size();
+    if (size == 0) {
+      w.report("structure", "fhir-cardinality", "empty arrays are not allowed in FHIR JSON: leave " + e.name + " out");
+      return 0;
+    }
+    if (size > e.max) {
+      w.report("structure", "fhir-cardinality",
+               e.name + " allows at most " + std::to_string(e.max) + " items, found " + std::to_string(size));
+    }
+    const Value* companion = nullptr;  // the other half of a primitive array, looked up on demand
+    bool companion_looked_up = false;
+    if (p.extension_part) {
+      companion_looked_up = true;
+      auto it = parent.FindMember(rapidjson::StringRef(p.location_name.data(), p.location_name.size()));
+      if (it != parent.MemberEnd() && it->value.IsArray()) companion = &it->value;
+      if (companion && companion->Size() != size) {
+        w.report("structure", "fhir-cardinality",
+                 e.name + " and _" + e.name + " must have the same number of items (pad with null); found " +
+                     std::to_string(companion->Size()) + " and " + std::to_string(size));
+      }
+    }
+    for (rapidjson::SizeType i = 0; i < size; ++i) {
+      const Value& item = v[i];
+      std::size_t mark = w.push_index(i);
+      if (item.IsNull() && schema_.types[p.type].kind == TypeDef::Kind::primitive) {
+        // [null] pads a primitive array where only the other half ("x" or "_x") has an entry.
+        if (!companion_looked_up) {
+          companion_looked_up = true;
+          std::string other = p.extension_part ? p.location_name : "_" + p.location_name;
+          auto it = parent.FindMember(rapidjson::StringRef(other.data(), other.size()));
+          if (it != parent.MemberEnd() && it->value.IsArray()) companion = &it->value;
+        }
+        if (!companion || i >= companion->Size() || (*companion)[i].IsNull()) {
+          w.report("structure", "fhir-type",
+                   "null in a primitive array needs a matching entry at the same index in its \"_\" companion");
+        }
+      } else if (p.extension_part) {
+        check_extension_part(item, w);
+      } else {
+        check_value(item, p, w);
+      }
+      w.pop(mark);
+    }
+    return size;
+  }
+
+  void check_extension_part(const Value& v, Walk& w) const {
+    if (!v.IsObject()) {
+      w.report("structure", "fhir-type",
+               "the \"_\" companion of a primitive holds id and extension, so it must be a JSON object, not " +
+                   std::string(json_kind(v)));
+      return;
+    }
+    check_object(v, schema_.element_shape, w);
+  }
+
+  void check_value(const Value& v, const Property& p, Walk& w) const {
+    const TypeDef& type = schema_.types[p.type];
+    switch (type.kind) {
+      case TypeDef::Kind::primitive: {
+        if (v.IsNull()) {
+          w.report("structure", "fhir-type", "null is not a FHIR value: leave the element out");
+          return;
+        }
+        auto fault = fhir::check_primitive(type.primitive, v);
+        if (fault != fhir::PrimitiveFault::none) {
+          using fhir::PrimitiveFault;
+          const char* code = fault == PrimitiveFault::json_type ? "structure" : "value";
+          const char* rule = fault == PrimitiveFault::json_type ? "fhir-type"
+                             : fault == PrimitiveFault::date   ? "fhir-date"
+                                                                : "fhir-value";
+          w.report(code, rule,
+                   describe(v) + " is not a valid " + type.name + ": expected " +
+                       std::string(fhir::expected_form(type.primitive)));
+          return;
+        }
+        if (p.binding != fhir::none && type.primitive == fhir::Primitive::code) {
+          const fhir::ValueSet& vs = schema_.value_sets[p.binding];
+          if (!vs.all_codes.contains(view(v))) report_code(view(v), vs, w);
+        }
+        return;
+      }
+      case TypeDef::Kind::complex:
+      case TypeDef::Kind::backbone:
+        if (!v.IsObject()) {
+          w.report("structure", "fhir-type",
+                   "expected a JSON object (FHIR type " + type.name + "), not " + std::string(json_kind(v)));
+          return;
+        }
+        check_object(v, type.shape, w);
+        if (p.binding != fhir::none) {
+          if (type.name == "Coding") check_coding(v, schema_.value_sets[p.binding], w);
+          else if (type.name == "CodeableConcept") check_codeable_concept(v, schema_.value_sets[p.binding], w);
+        }
+        run_rules(type.name, v, w);
+        return;
+      case TypeDef::Kind::any_resource:
+      case TypeDef::Kind::resource:
+        check_resource(v, w, false);
+        return;
+    }
+  }
+
+  void report_code(std::string_view code, const fhir::ValueSet& vs, Walk& w) const {
+    std::string why = "code \"" + std::string(code) + "\" is not in the required value set " + vs.url;
+    const auto& codes = vs.all_codes.keys();
+    if (codes.size() <= 20) {
+      why += " (allowed: ";
+      for (std::size_t i = 0; i < codes.size(); ++i) why += (i ? ", " : "") + codes[i];
+      why += ")";
+    }
+    w.report("code-invalid", "fhir-binding", std::move(why));
+  }
+
+  // Index of the value set's system matching coding.system, or none.
+  // A coding without a code says nothing about the binding.
+  static std::uint32_t bound_system(const Value& coding, const fhir::ValueSet& vs) {
+    if (!coding.IsObject() || !find_string(coding, "code")) return fhir::none;
+    const Value* system = find_string(coding, "system");
+    if (!system) return fhir::none;
+    for (std::uint32_t i = 0; i < vs.systems.size(); ++i)
+      if (vs.systems[i] == view(*system)) return i;
+    return fhir::none;
+  }
+
+  static bool code_in(const Value& coding, const fhir::ValueSet& vs, std::uint32_t system) {
+    const Value* code = find_string(coding, "code");
+    return code && vs.codes_by_system[system].contains(view(*code));
+  }
+
+  void report_coding(const Value& coding, const fhir::ValueSet& vs, Walk& w) const {
+    const Value* code = find_string(coding, "code");
+    std::size_t mark = w.push("code");
+    report_code(code ? view(*code) : std::string_view{}, vs, w);
+    w.pop(mark);
+  }
+
+  void check_coding(const Value& coding, const fhir::ValueSet& vs, Walk& w) const {
+    std::uint32_t system = bound_system(coding, vs);
+    if (system != fhir::none && !code_in(coding, vs, system)) report_coding(coding, vs, w);
+  }
+
+  // Passes when any coding from the bound systems is in the set; else names each that is not.
+  void check_codeable_concept(const Value& cc, const fhir::ValueSet& vs, Walk& w) const {
+    auto codings = cc.FindMember("coding");
+    if (codings == cc.MemberEnd() || !codings->value.IsArray()) return;
+    bool bound = false;
+    for (auto& c : codings->value.GetArray()) {
+      std::uint32_t system = bound_system(c, vs);
+      if (system == fhir::none) continue;
+      if (code_in(c, vs, system)) return;
+      bound = true;
+    }
+    if (!bound) return;
+    std::size_t mark = w.push("coding");
+    auto& list = codings->value;
+    for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
+      if (bound_system(list[i], vs) == fhir::none) continue;
+      std::size_t item = w.push_index(i);
+      report_coding(list[i], vs, w);
+      w.pop(item);
+    }
+    w.pop(mark);
+  }
+
+  fhir::Schema schema_;
+  std::vector<std::unique_ptr<RuleSet>> rules_;
+};
+
+}  // namespace
+
+std::unique_ptr<Validator> make_structural_validator(const ValidatorSettings& settings,
+                                                     std::vector<std::unique_ptr<RuleSet>> rules) {
+  return std::make_unique<Engine>(fhir::Schema::load(settings.schema_dir / "fhir-r4"), std::move(rules));
+}
+
+}  // namespace tellonce

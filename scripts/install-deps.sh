@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Tellonce builds and tests with. Idempotent: does nothing
+# when everything is already there. Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+packages=(
+  build-essential cmake g++ pkg-config git
+  libboost1.81-dev            # Asio + Beast (header-only); the default libboost-dev is 1.74
+  libssl-dev                  # TLS for libcurl, SHA-256 content hashes
+  rapidjson-dev               # FHIR JSON parsing (DOM + SAX)
+  libcurl4-openssl-dev        # outbound FHIR REST delivery
+  libsqlite3-dev sqlite3      # the embedded store
+  libyaml-cpp-dev             # the configuration file
+  libgtest-dev libgmock-dev   # tests
+  curl                        # the quick start sends records with it
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,219 @@
+#include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
+
+#include "config/config.hpp"
+#include "http/fake_store.hpp"
+#include "http/loopback_client.hpp"
+#include "ingest/pipeline.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include <mutex>
+
+namespace tellonce {
+namespace {
+
+using testing::make_request;
+
+class FakePipeline : public Pipeline {
+ public:
+  std::mutex mu;
+  std::vector<InboundRecord> received;
+  Result<Accepted> answer = Accepted{"01JTEST0000000000000000000", false, MessageState::delivering,
+                                     {"gp-a81001", "vcse-x"}, {}};
+
+  asio::awaitable<Result<Accepted>> accept(InboundRecord record) override {
+    std::lock_guard lk(mu);
+    received.push_back(std::move(record));
+    co_return answer;
+  }
+  asio::awaitable<Result<std::size_t>> replay(std::string) override { co_return std::size_t{0}; }
+};
+
+const std::string patient = R"({"resourceType":"Patient","id":"p1"})";
+
+class FhirRestInboundTest : public ::testing::Test {
+ protected:
+  void SetUp() override { build(true); }
+
+  void build(bool allow_partner_header) {
+    Partner trust;
+    trust.id = "trust-rx1";
+    trust.api_keys = {"key-trust"};
+    Partner gp;
+    gp.id = "gp-a81001";
+    config_.partners = {trust, gp};
+    FhirRestInboundSettings settings;
+    settings.listen = "127.0.0.1:0";
+    settings.allow_partner_header = allow_partner_header;
+    InboundContext ctx{io_.io, pipeline_, servers_, store_, config_, "fhir-in"};
+    adapter_ = fhir_rest_inbound_type().create(std::make_shared<FhirRestInboundSettings>(settings), ctx);
+    servers_.start_all();
+    io_.start();
+    port_ = servers_.at("127.0.0.1:0").port();
+  }
+
+  void TearDown() override {
+    servers_.stop_all();
+    io_.stop();
+  }
+
+  HttpResponse post(std::string target, std::string body, std::string content_type = "application/fhir+json",
+                    std::string key = "key-trust") {
+    auto req = make_request(http::verb::post, std::move(target), std::move(body), std::move(content_type));
+    if (!key.empty()) req.set(http::field::authorization, "Bearer " + key);
+    return testing::send(port_, req);
+  }
+
+  testing::IoThread io_;
+  FakePipeline pipeline_;
+  testing::FakeStore store_;
+  Config config_;
+  HttpServers servers_{io_.io, HttpLimits{}};
+  std::unique_ptr<InboundAdapter> adapter_;
+  unsigned short port_ = 0;
+};
+
+TEST_F(FhirRestInboundTest, CreateIsAcceptedWithLocationAndMessageId) {
+  auto res = post("/fhir/Patient", patient);
+  EXPECT_EQ(res.result(), http::status::accepted);
+  EXPECT_EQ(res[http::field::location], "http://127.0.0.1/api/messages/01JTEST0000000000000000000");
+  EXPECT_EQ(res["X-Tellonce-Message-Id"], "01JTEST0000000000000000000");
+  EXPECT_TRUE(res["X-Tellonce-Duplicate"].empty());
+  EXPECT_NE(res.body().find("routed to gp-a81001, vcse-x"), std::string::npos);
+  ASSERT_EQ(pipeline_.received.size(), 1u);
+  const auto& rec = pipeline_.received[0];
+  EXPECT_EQ(rec.source, "trust-rx1");
+  EXPECT_EQ(rec.channel, "fhir-in");
+  EXPECT_EQ(rec.expected_type, "Patient");
+  EXPECT_EQ(rec.body, patient);
+  EXPECT_FALSE(rec.process_message);
+}
+
+TEST_F(FhirRestInboundTest, WarningsBecomeWarningIssues) {
+  Accepted a{"01JWARN", false, MessageState::unroutable, {}, {}};
+  a.warnings.push_back(Issue{Severity::warning, "value", "no GP practice", "Patient.generalPractitioner", ""});
+  pipeline_.answer = a;
+  auto res = post("/fhir/Patient", patient);
+  EXPECT_EQ(res.result(), http::status::accepted);
+  EXPECT_NE(res.body().find("held as unroutable"), std::string::npos);
+  EXPECT_NE(res.body().find(R"("severity":"warning")"), std::string::npos);
+}
+
+TEST_F(FhirRestInboundTest, DuplicateIs200WithHeader) {
+  pipeline_.answer = Accepted{"01JOLD", true, MessageState::delivered, {}, {}};
+  auto res = post("/fhir/Patient", patient);
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_EQ(res["X-Tellonce-Duplicate"], "true");
+  EXPECT_NE(res.body().find("duplicate of message 01JOLD"), std::string::npos);
+}
+
+TEST_F(FhirRestInboundTest, WrongContentTypeIs415) {
+  auto res = post("/fhir/Patient", patient, "text/plain");
+  EXPECT_EQ(res.result(), http::status::unsupported_media_type);
+  EXPECT_NE(res.body().find("not-supported"), std::string::npos);
+  EXPECT_NE(res.body().find("application/fhir+json"), std::string::npos);
+  EXPECT_TRUE(pipeline_.received.empty());
+}
+
+TEST_F(FhirRestInboundTest, CharsetParameterIsCheckedNotRejected) {
+  EXPECT_EQ(post("/fhir/Patient", patient, "application/json; charset=UTF-8").result(), http::status::accepted);
+  EXPECT_EQ(post("/fhir/Patient", patient, "application/fhir+json;charset=latin1").result(),
+            http::status::unsupported_media_type);
+}
+
+TEST_F(FhirRestInboundTest, MissingPartnerIs401NamingTheHeaders) {
+  auto res = post("/fhir/Patient", patient, "application/fhir+json", "");
+  EXPECT_EQ(res.result(), http::status::unauthorized);
+  EXPECT_NE(res.body().find("security"), std::string::npos);
+  EXPECT_NE(res.body().find("X-Tellonce-Partner"), std::string::npos);
+  EXPECT_TRUE(pipeline_.received.empty());
+}
+
+TEST_F(FhirRestInboundTest, UnknownKeyIs401) {
+  EXPECT_EQ(post("/fhir/Patient", patient, "application/fhir+json", "stolen").result(), http::status::unauthorized);
+}
+
+TEST_F(FhirRestInboundTest, PartnerHeaderNamesTheSource) {
+  auto req = make_request(http::verb::post, "/fhir/Patient", patient);
+  req.set("X-Tellonce-Partner", "gp-a81001");
+  EXPECT_EQ(testing::send(port_, req).result(), http::status::accepted);
+  ASSERT_EQ(pipeline_.received.size(), 1u);
+  EXPECT_EQ(pipeline_.received[0].source, "gp-a81001");
+  req.set("X-Tellonce-Partner", "nobody");
+  EXPECT_EQ(testing::send(port_, req).result(), http::status::unauthorized);
+}
+
+TEST_F(FhirRestInboundTest, PipelineFailurePassesThroughWithOutcome) {
+  pipeline_.answer = Failure::permanent(400, Issue{Severity::error, "value", "NHS number check digit is wrong",
+                                                   "Patient.identifier[0].value", "uk-nhs-number"});
+  auto res = post("/fhir/Patient", patient);
+  EXPECT_EQ(res.result(), http::status::bad_request);
+  rapidjson::Document doc;
+  doc.Parse(res.body().c_str());
+  ASSERT_TRUE(doc.IsObject());
+  EXPECT_STREQ(doc["resourceType"].GetString(), "OperationOutcome");
+  EXPECT_STREQ(doc["issue"][0]["diagnostics"].GetString(), "NHS number check digit is wrong");
+}
+
+TEST_F(FhirRestInboundTest, RetryableFailureKeepsItsStatus) {
+  pipeline_.answer = Failure::retryable(503, Issue{Severity::error, "transient", "store busy", "", ""});
+  EXPECT_EQ(post("/fhir/Patient", patient).result(), http::status::service_unavailable);
+}
+
+TEST_F(FhirRestInboundTest, MetadataIsACapabilityStatement) {
+  auto res = testing::send(port_, make_request(http::verb::get, "/fhir/metadata"));
+  EXPECT_EQ(res.result(), http::status::ok);
+  rapidjson::Document doc;
+  doc.Parse(res.body().c_str());
+  ASSERT_TRUE(doc.IsObject());
+  EXPECT_STREQ(doc["resourceType"].GetString(), "CapabilityStatement");
+  EXPECT_STREQ(doc["fhirVersion"].GetString(), "4.0.1");
+  EXPECT_STREQ(doc["software"]["name"].GetString(), "tellonce");
+  EXPECT_STREQ(doc["implementation"]["url"].GetString(), "http://127.0.0.1/fhir");
+  EXPECT_STREQ(doc["rest"][0]["operation"][0]["name"].GetString(), "process-message");
+  EXPECT_GT(doc["rest"][0]["resource"].Size(), 5u);
+}
+
+TEST_F(FhirRestInboundTest, IdempotencyKeyIsForwardedElseRequestId) {
+  auto req = make_request(http::verb::post, "/fhir/Patient", patient);
+  req.set(http::field::authorization, "Bearer key-trust");
+  req.set("X-Request-Id", "req-1");
+  testing::send(port_, req);
+  req.set("Idempotency-Key", "idem-1");
+  testing::send(port_, req);
+  ASSERT_EQ(pipeline_.received.size(), 2u);
+  EXPECT_EQ(pipeline_.received[0].idempotency_key, "req-1");
+  EXPECT_EQ(pipeline_.received[1].idempotency_key, "idem-1");
+}
+
+TEST_F(FhirRestInboundTest, ProcessMessageSetsTheFlag) {
+  std::string bundle = R"({"resourceType":"Bundle","type":"message","entry":[]})";
+  EXPECT_EQ(post("/fhir/$process-message", bundle).result(), http::status::accepted);
+  ASSERT_EQ(pipeline_.received.size(), 1u);
+  EXPECT_TRUE(pipeline_.received[0].process_message);
+  EXPECT_TRUE(pipeline_.received[0].expected_type.empty());
+}
+
+TEST_F(FhirRestInboundTest, BaseTakesOnlyRecordBundles) {
+  EXPECT_EQ(post("/fhir", R"({"resourceType":"Bundle","type":"transaction","entry":[]})").result(),
+            http::status::accepted);
+  auto res = post("/fhir", R"({"resourceType":"Bundle","type":"searchset"})");
+  EXPECT_EQ(res.result(), http::status::bad_request);
+  EXPECT_NE(res.body().find("searchset"), std::string::npos);
+  ASSERT_EQ(pipeline_.received.size(), 1u);
+  EXPECT_EQ(pipeline_.received[0].expected_type, "Bundle");
+}
+
+TEST_F(FhirRestInboundTest, OtherMethodsAre405WithAllow) {
+  auto res = testing::send(port_, make_request(http::verb::get, "/fhir/Patient"));
+  EXPECT_EQ(res.result(), http::status::method_not_allowed);
+  EXPECT_EQ(res[http::field::allow], "POST");
+  EXPECT_EQ(testing::send(port_, make_request(http::verb::post, "/fhir/metadata", "{}")).result(),
+            http::status::method_not_allowed);
+}
+
+TEST(FhirRestInboundType, IsNamedFhirRest) { EXPECT_EQ(fhir_rest_inbound_type().name, "fhir-rest"); }
+
+}  // namespace
+}  // namespace tellonce

@@ -1,0 +1,394 @@
+#include "adapters/fhir_rest_outbound/fhir_rest_outbound.hpp"
+
+#include "config/config.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+
+#include <gtest/gtest.h>
+
+#include <sys/socket.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace tellonce {
+namespace {
+
+namespace http = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+struct Seen {
+  std::string method;
+  std::string target;
+  std::map<std::string, std::string> headers;
+  std::string body;
+};
+
+struct Reply {
+  int status = 200;
+  std::string body;
+  std::chrono::milliseconds delay{0};
+};
+
+// A blocking HTTP/1.1 server on 127.0.0.1 with a thread per connection, answering what the test says.
+class TestServer {
+ public:
+  explicit TestServer(std::function<Reply(const Seen&)> answer)
+      : answer_(std::move(answer)), acceptor_(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+    port_ = acceptor_.local_endpoint().port();
+    accept_thread_ = std::thread([this] { accept_loop(); });
+  }
+
+  ~TestServer() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+      for (int fd : open_fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    wake_.notify_all();
+    boost::system::error_code ec;
+    tcp::socket poke(io_);
+    poke.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_), ec);  // unblocks accept()
+    accept_thread_.join();
+    for (auto& t : connection_threads_) t.join();
+  }
+
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(port_) + "/fhir"; }
+  std::vector<Seen> requests() const {
+    std::lock_guard lock(mutex_);
+    return seen_;
+  }
+  int connections() const {
+    std::lock_guard lock(mutex_);
+    return connections_;
+  }
+
+ private:
+  void accept_loop() {
+    for (;;) {
+      boost::system::error_code ec;
+      tcp::socket socket(io_);
+      acceptor_.accept(socket, ec);
+      std::lock_guard lock(mutex_);
+      if (stopping_ || ec) return;
+      ++connections_;
+      open_fds_.push_back(socket.native_handle());
+      connection_threads_.emplace_back([this, s = std::move(socket)]() mutable { serve(std::move(s)); });
+    }
+  }
+
+  void serve(tcp::socket socket) {
+    boost::beast::flat_buffer buffer;
+    for (;;) {
+      http::request<http::string_body> req;
+      boost::system::error_code ec;
+      http::read(socket, buffer, req, ec);
+      if (ec) return;
+      Seen seen;
+      seen.method = std::string(req.method_string());
+      seen.target = std::string(req.target());
+      for (const auto& field : req) seen.headers[std::string(field.name_string())] = std::string(field.value());
+      seen.body = req.body();
+      Reply reply = answer_(seen);
+      {
+        std::unique_lock lock(mutex_);
+        seen_.push_back(std::move(seen));
+        if (wake_.wait_for(lock, reply.delay, [this] { return stopping_; })) return;
+      }
+      http::response<http::string_body> res{static_cast<http::status>(reply.status), 11};
+      res.set(http::field::content_type, "application/fhir+json");
+      res.body() = reply.body;
+      res.keep_alive(req.keep_alive());
+      res.prepare_payload();
+      http::write(socket, res, ec);
+      if (ec || !req.keep_alive()) return;
+    }
+  }
+
+  std::function<Reply(const Seen&)> answer_;
+  asio::io_context io_;
+  tcp::acceptor acceptor_;
+  unsigned short port_ = 0;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  int connections_ = 0;
+  std::vector<int> open_fds_;
+  std::vector<Seen> seen_;
+  std::thread accept_thread_;
+  std::vector<std::thread> connection_threads_;
+};
+
+DeliveryJob patient_job() {
+  DeliveryJob j;
+  j.delivery_id = 1;
+  j.message_id = "01JD3TESTMESSAGE000000000A";
+  j.destination = "gp-a81001";
+  j.resource_type = "Patient";
+  j.body = R"({"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}]})";
+  return j;
+}
+
+DeliveryJob bundle_job(const std::string& type) {
+  auto j = patient_job();
+  j.resource_type = "Bundle";
+  j.body = R"({"resourceType":"Bundle","meta":{"type":"not-this"},"entry":[{"resource":{"type":"nor-this"}}],"type":")" +
+           type + R"("})";
+  return j;
+}
+
+std::string operation_outcome(const std::string& diagnostics) {
+  return R"({"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid","diagnostics":")" +
+         diagnostics + R"("}]})";
+}
+
+asio::awaitable<void> call(OutboundAdapter& adapter, const DeliveryJob& job, std::optional<DeliveryResult>& out) {
+  out = co_await adapter.deliver(job);
+}
+
+class FhirRestOutboundTest : public ::testing::Test {
+ protected:
+  asio::io_context io;
+
+  std::shared_ptr<OutboundAdapter> adapter(const std::string& url, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+    FhirRestOutboundSettings s;
+    s.url = url;
+    s.timeout = timeout;
+    s.connect_timeout = std::chrono::seconds(2);
+    s.bearer_token = "partner-secret";
+    s.max_connections = 4;
+    return make_fhir_rest_outbound(s, io.get_executor());
+  }
+
+  // The adapter keeps the io_context busy until the result is posted back, so run() returns then.
+  DeliveryResult deliver(OutboundAdapter& a, const DeliveryJob& job) {
+    std::optional<DeliveryResult> out;
+    auto rethrow = [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);
+    };
+    asio::co_spawn(io, call(a, job, out), rethrow);
+    io.restart();
+    io.run();
+    EXPECT_TRUE(out);
+    return out.value_or(DeliveryResult{});
+  }
+};
+
+TEST_F(FhirRestOutboundTest, PostsResourceToItsTypeWithHeaders) {
+  TestServer server([](const Seen&) { return Reply{201, ""}; });
+  auto a = adapter(server.base() + "/");
+  auto job = patient_job();
+  auto r = deliver(*a, job);
+  EXPECT_TRUE(r.ok);
+  EXPECT_EQ(r.http_status, 201);
+
+  auto seen = server.requests();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].method, "POST");
+  EXPECT_EQ(seen[0].target, "/fhir/Patient");
+  EXPECT_EQ(seen[0].body, job.body);
+  EXPECT_EQ(seen[0].headers["Content-Type"], "application/fhir+json");
+  EXPECT_EQ(seen[0].headers["X-Tellonce-Message-Id"], job.message_id);
+  EXPECT_EQ(seen[0].headers["X-Request-Id"], job.message_id + "-gp-a81001");
+  EXPECT_EQ(seen[0].headers["Authorization"], "Bearer partner-secret");
+  EXPECT_EQ(seen[0].headers.count("Expect"), 0u);
+}
+
+TEST_F(FhirRestOutboundTest, TransactionAndMessageBundlesGoToTheBase) {
+  TestServer server([](const Seen&) { return Reply{200, ""}; });
+  auto a = adapter(server.base());
+  EXPECT_TRUE(deliver(*a, bundle_job("transaction")).ok);
+  EXPECT_TRUE(deliver(*a, bundle_job("message")).ok);
+  EXPECT_TRUE(deliver(*a, bundle_job("collection")).ok);
+  auto seen = server.requests();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].target, "/fhir");
+  EXPECT_EQ(seen[1].target, "/fhir");
+  EXPECT_EQ(seen[2].target, "/fhir/Bundle");
+}
+
+TEST_F(FhirRestOutboundTest, ServiceUnavailableIsRetryable) {
+  TestServer server([](const Seen&) { return Reply{503, operation_outcome("maintenance window")}; });
+  auto a = adapter(server.base());
+  auto r = deliver(*a, patient_job());
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(r.retryable);
+  EXPECT_EQ(r.http_status, 503);
+  EXPECT_EQ(r.detail, "HTTP 503: maintenance window");
+}
+
+TEST_F(FhirRestOutboundTest, BadRequestIsPermanentWithDiagnostics) {
+  TestServer server([](const Seen&) { return Reply{400, operation_outcome("Patient.identifier[0].value: NHS number check digit")}; });
+  auto a = adapter(server.base());
+  auto r = deliver(*a, patient_job());
+  EXPECT_FALSE(r.ok);
+  EXPECT_FALSE(r.retryable);
+  EXPECT_EQ(r.http_status, 400);
+  EXPECT_EQ(r.detail, "HTTP 400: Patient.identifier[0].value: NHS number check digit");
+}
+
+TEST_F(FhirRestOutboundTest, ClassifiesTryLaterStatusesAsRetryable) {
+  int status = 0;
+  TestServer server([&status](const Seen&) { return Reply{status, "plain text\nreason"}; });
+  auto a = adapter(server.base());
+  for (int s : {408, 425, 429, 500, 502}) {
+    status = s;
+    auto r = deliver(*a, patient_job());
+    EXPECT_TRUE(r.retryable) << s;
+    EXPECT_EQ(r.http_status, s);
+  }
+  for (int s : {401, 403, 404, 409, 422}) {
+    status = s;
+    auto r = deliver(*a, patient_job());
+    EXPECT_FALSE(r.retryable) << s;
+    EXPECT_EQ(r.detail, "HTTP " + std::to_string(s) + ": plain text reason");
+  }
+}
+
+TEST_F(FhirRestOutboundTest, LongErrorBodyIsClipped) {
+  TestServer server([](const Seen&) { return Reply{422, std::string(5000, 'x')}; });
+  auto a = adapter(server.base());
+  auto r = deliver(*a, patient_job());
+  EXPECT_FALSE(r.retryable);
+  EXPECT_EQ(r.detail, "HTTP 422: " + std::string(300, 'x'));
+}
+
+TEST_F(FhirRestOutboundTest, ConnectionRefusedIsRetryable) {
+  unsigned short port = 0;
+  {
+    tcp::acceptor probe(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    port = probe.local_endpoint().port();
+  }  // closed: nothing listens there now
+  auto a = adapter("http://127.0.0.1:" + std::to_string(port) + "/fhir");
+  auto r = deliver(*a, patient_job());
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(r.retryable);
+  EXPECT_EQ(r.http_status, 0);
+  EXPECT_FALSE(r.detail.empty());
+}
+
+TEST_F(FhirRestOutboundTest, TlsFailureIsRetryable) {
+  TestServer server([](const Seen&) { return Reply{200, ""}; });  // speaks plain HTTP only
+  auto base = server.base();
+  auto a = adapter("https://" + base.substr(std::string("http://").size()));
+  auto r = deliver(*a, patient_job());
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(r.retryable);
+  EXPECT_EQ(r.http_status, 0);
+  EXPECT_TRUE(server.requests().empty());
+}
+
+TEST_F(FhirRestOutboundTest, TimeoutIsRetryable) {
+  TestServer server([](const Seen&) { return Reply{200, "", std::chrono::seconds(30)}; });
+  auto a = adapter(server.base(), std::chrono::milliseconds(300));
+  auto r = deliver(*a, patient_job());
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(r.retryable);
+  EXPECT_EQ(r.http_status, 0);
+  EXPECT_NE(r.detail.find("imeout"), std::string::npos) << r.detail;
+}
+
+TEST_F(FhirRestOutboundTest, ReusesTheConnection) {
+  TestServer server([](const Seen&) { return Reply{200, ""}; });
+  auto a = adapter(server.base());
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(deliver(*a, patient_job()).ok);
+  EXPECT_EQ(server.requests().size(), 5u);
+  EXPECT_EQ(server.connections(), 1);
+}
+
+asio::awaitable<void> call_counting(OutboundAdapter& adapter, DeliveryJob job, int& ok) {
+  auto r = co_await adapter.deliver(job);
+  if (r.ok) ++ok;
+}
+
+TEST_F(FhirRestOutboundTest, ManyConcurrentDeliveriesShareFewConnections) {
+  TestServer server([](const Seen&) { return Reply{200, ""}; });
+  auto a = adapter(server.base());
+  int ok = 0;
+  auto rethrow = [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  };
+  for (int i = 0; i < 40; ++i) {
+    auto job = patient_job();
+    job.message_id += std::to_string(i);
+    asio::co_spawn(io, call_counting(*a, std::move(job), ok), rethrow);
+  }
+  io.run();
+  EXPECT_EQ(ok, 40);
+  EXPECT_EQ(server.requests().size(), 40u);
+  EXPECT_LE(server.connections(), 4);  // max_connections
+}
+
+TEST_F(FhirRestOutboundTest, DeliverAfterStopIsRetryable) {
+  TestServer server([](const Seen&) { return Reply{200, ""}; });
+  auto a = adapter(server.base());
+  a->stop();
+  auto r = deliver(*a, patient_job());
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(r.retryable);
+  EXPECT_EQ(server.requests().size(), 0u);
+}
+
+// Settings go through the real config loader, as they do in the broker.
+class FhirRestOutboundSettingsTest : public ::testing::Test {
+ protected:
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              ("tellonce-outbound-test-" + std::to_string(std::random_device{}()));
+  void SetUp() override { std::filesystem::create_directories(dir); }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+
+  ConfigLoad load(const std::string& endpoint_lines) {
+    auto path = dir / "tellonce.yaml";
+    std::ofstream(path) << "partners:\n  - id: gp\n    kind: primary-care\n    ods: A81001\n    endpoint:\n"
+                           "      type: fhir-rest\n" << endpoint_lines;
+    AdapterRegistry registry;
+    registry.add(fhir_rest_outbound_type());
+    return load_config(path, registry);
+  }
+
+  static std::string paths(const ConfigLoad& l) {
+    std::string out;
+    for (const auto& p : l.problems) out += p.to_string() + "\n";
+    return out;
+  }
+};
+
+TEST_F(FhirRestOutboundSettingsTest, DefaultsAndValues) {
+  auto l = load("      url: https://gp.example.nhs.uk/fhir/R4\n      timeout: 2s\n      bearer_token: abc\n");
+  ASSERT_TRUE(l.config) << paths(l);
+  const auto& s = settings_as<FhirRestOutboundSettings>(l.config->partners[0].endpoint->settings);
+  EXPECT_EQ(s.url, "https://gp.example.nhs.uk/fhir/R4");
+  EXPECT_EQ(s.timeout, std::chrono::seconds(2));
+  EXPECT_EQ(s.connect_timeout, std::chrono::seconds(3));
+  EXPECT_TRUE(s.verify_tls);
+  EXPECT_EQ(s.bearer_token, "abc");
+  EXPECT_EQ(s.max_connections, 16);
+}
+
+TEST_F(FhirRestOutboundSettingsTest, ReportsBadUrl) {
+  auto l = load("      url: ftp://gp.example/fhir\n");
+  EXPECT_FALSE(l.config);
+  ASSERT_EQ(l.problems.size(), 1u) << paths(l);
+  EXPECT_EQ(l.problems[0].path, "partners[0].endpoint.url");
+}
+
+TEST_F(FhirRestOutboundSettingsTest, ReportsMissingUrlBadLimitAndUnknownKey) {
+  auto l = load("      max_connections: 0\n      verfy_tls: false\n");
+  EXPECT_FALSE(l.config);
+  auto text = paths(l);
+  EXPECT_EQ(l.problems.size(), 3u) << text;
+  EXPECT_NE(text.find("partners[0].endpoint.url"), std::string::npos) << text;
+  EXPECT_NE(text.find("partners[0].endpoint.max_connections"), std::string::npos) << text;
+  EXPECT_NE(text.find("partners[0].endpoint.verfy_tls"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace tellonce

@@ -1,0 +1,126 @@
+#include "api/api.hpp"
+
+#include "config/config.hpp"
+#include "http/fake_store.hpp"
+#include "http/loopback_client.hpp"
+#include "ingest/pipeline.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+namespace tellonce {
+namespace {
+
+using testing::make_request;
+
+class ReplayPipeline : public Pipeline {
+ public:
+  std::vector<std::string> replayed;
+  asio::awaitable<Result<Accepted>> accept(InboundRecord) override { co_return Accepted{}; }
+  asio::awaitable<Result<std::size_t>> replay(std::string id) override {
+    replayed.push_back(id);
+    if (id != "01JKNOWN") co_return Failure::permanent(404, Issue{Severity::error, "not-found", "no message " + id, "", ""});
+    co_return std::size_t{2};
+  }
+};
+
+class ApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MessageView m;
+    m.id = "01JKNOWN";
+    m.source = "trust-rx1";
+    m.channel = "fhir-in";
+    m.resource_type = "Bundle";
+    m.event = "https://fhir.nhs.uk/CodeSystem/message-events-bars|servicerequest-request";
+    m.patient_key = "9434765919";
+    m.content_hash = "abc";
+    m.received_at_ms = 1700000000123;
+    m.state = MessageState::delivering;
+    m.body_bytes = 42;
+    m.deliveries.push_back(DeliveryView{7, "gp-a81001", DeliveryStatus::pending, 2, 1700000005000, "HTTP 503"});
+    m.events.push_back(LifecycleEvent{1700000000123, "received", "from trust-rx1"});
+    store_.messages[m.id] = m;
+    mount_api(server_, store_, pipeline_, config_);
+    server_.start();
+    io_.start();
+  }
+  void TearDown() override {
+    server_.stop();
+    io_.stop();
+  }
+  HttpResponse get(std::string target) {
+    return testing::send(server_.port(), make_request(http::verb::get, std::move(target)));
+  }
+
+  testing::IoThread io_;
+  testing::FakeStore store_;
+  ReplayPipeline pipeline_;
+  Config config_;
+  HttpServer server_{io_.io, "127.0.0.1:0", HttpLimits{}};
+};
+
+TEST_F(ApiTest, MessageViewIsJson) {
+  auto res = get("/api/messages/01JKNOWN");
+  ASSERT_EQ(res.result(), http::status::ok);
+  rapidjson::Document doc;
+  doc.Parse(res.body().c_str());
+  ASSERT_TRUE(doc.IsObject()) << res.body();
+  EXPECT_STREQ(doc["id"].GetString(), "01JKNOWN");
+  EXPECT_STREQ(doc["resourceType"].GetString(), "Bundle");
+  EXPECT_STREQ(doc["patientKey"].GetString(), "9434765919");
+  EXPECT_STREQ(doc["receivedAt"].GetString(), "2023-11-14T22:13:20.123Z");
+  EXPECT_STREQ(doc["state"].GetString(), "delivering");
+  EXPECT_EQ(doc["bodyBytes"].GetInt(), 42);
+  const auto& d = doc["deliveries"][0];
+  EXPECT_STREQ(d["destination"].GetString(), "gp-a81001");
+  EXPECT_STREQ(d["status"].GetString(), "pending");
+  EXPECT_EQ(d["attempts"].GetInt(), 2);
+  EXPECT_STREQ(d["nextAttemptAt"].GetString(), "2023-11-14T22:13:25.000Z");
+  EXPECT_STREQ(d["lastError"].GetString(), "HTTP 503");
+  EXPECT_STREQ(doc["events"][0]["kind"].GetString(), "received");
+}
+
+TEST_F(ApiTest, UnknownMessageIs404Outcome) {
+  auto res = get("/api/messages/01JNOPE");
+  EXPECT_EQ(res.result(), http::status::not_found);
+  EXPECT_NE(res.body().find("OperationOutcome"), std::string::npos);
+}
+
+TEST_F(ApiTest, ReplayAnswersCount) {
+  auto res = testing::send(server_.port(), make_request(http::verb::post, "/api/messages/01JKNOWN/replay"));
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_EQ(res.body(), R"({"replayed":2})");
+  ASSERT_EQ(pipeline_.replayed.size(), 1u);
+  EXPECT_EQ(pipeline_.replayed[0], "01JKNOWN");
+}
+
+TEST_F(ApiTest, ReplayOfUnknownIs404) {
+  auto res = testing::send(server_.port(), make_request(http::verb::post, "/api/messages/01JNOPE/replay"));
+  EXPECT_EQ(res.result(), http::status::not_found);
+}
+
+TEST_F(ApiTest, ListPassesTheQuery) {
+  store_.summaries.push_back(MessageSummary{"01JA", "trust-rx1", "Patient", MessageState::unroutable, 1700000000000});
+  auto res = get("/api/messages?state=unroutable&source=trust%2Drx1&limit=5");
+  ASSERT_EQ(res.result(), http::status::ok);
+  ASSERT_TRUE(store_.last_query.state.has_value());
+  EXPECT_EQ(*store_.last_query.state, MessageState::unroutable);
+  EXPECT_EQ(store_.last_query.source, "trust-rx1");
+  EXPECT_EQ(store_.last_query.limit, 5);
+  rapidjson::Document doc;
+  doc.Parse(res.body().c_str());
+  ASSERT_TRUE(doc.IsObject());
+  EXPECT_STREQ(doc["messages"][0]["id"].GetString(), "01JA");
+  EXPECT_EQ(get("/api/messages?state=lost").result(), http::status::bad_request);
+  EXPECT_EQ(get("/api/messages?limit=0").result(), http::status::bad_request);
+}
+
+TEST_F(ApiTest, Health) {
+  auto res = get("/api/health");
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_EQ(res.body(), R"({"status":"ok"})");
+}
+
+}  // namespace
+}  // namespace tellonce

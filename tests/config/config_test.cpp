@@ -1,0 +1,404 @@
+#include "config/config.hpp"
+#include "config_files.hpp"
+#include "fake_adapters.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace tellonce {
+namespace {
+
+using testing::ConfigFiles;
+using testing::fake_registry;
+using testing::FakeInboundSettings;
+using testing::FakeOutboundSettings;
+
+// A small valid config; tests append or swap sections to make it wrong.
+const char* const valid_partners = R"(partners:
+  - id: rtx
+    name: Royal Example NHS Trust
+    kind: trust
+    ods: RTX
+    api_keys: [demo-rtx-key]
+  - id: gp-a81001
+    kind: primary-care
+    ods: A81001
+    endpoint:
+      type: fhir-rest
+      url: http://127.0.0.1:9101/fhir
+      timeout: 3s
+  - id: vcse-linkworkers
+    kind: vcse
+    ods: 8JK99
+    endpoint:
+      type: fhir-rest
+      url: http://127.0.0.1:9103/fhir
+)";
+
+std::string problems_text(const ConfigLoad& load) {
+  std::string out;
+  for (const auto& p : load.problems) out += p.to_string() + "\n";
+  return out;
+}
+
+const ConfigProblem* find_problem(const ConfigLoad& load, std::string_view path) {
+  for (const auto& p : load.problems)
+    if (p.path == path) return &p;
+  return nullptr;
+}
+
+TEST(LoadConfig, ShippedExampleLoads) {
+  auto registry = fake_registry();
+  auto load = load_config(std::string(TELLONCE_SOURCE_DIR) + "/config/tellonce.yaml", registry);
+  ASSERT_TRUE(load.problems.empty()) << problems_text(load);
+  ASSERT_TRUE(load.config);
+  const Config& c = *load.config;
+  EXPECT_EQ(c.partners.size(), 4u);
+  EXPECT_EQ(c.inbound.size(), 1u);
+  EXPECT_EQ(c.routes.size(), 4u);
+  ASSERT_NE(c.partner("gp-a81002"), nullptr);
+  ASSERT_TRUE(c.partner("gp-a81002")->endpoint);
+  EXPECT_EQ(settings_as<FakeOutboundSettings>(c.partner("gp-a81002")->endpoint->settings).url,
+            "http://127.0.0.1:9102/fhir");
+  EXPECT_FALSE(c.partner("rtx")->endpoint);
+  EXPECT_EQ(c.partner_by_api_key("demo-rtx-key"), c.partner("rtx"));
+  EXPECT_TRUE(settings_as<FakeInboundSettings>(c.inbound[0].settings).allow_partner_header);
+}
+
+TEST(LoadConfig, ValidConfigHasTypedValues) {
+  ConfigFiles files;
+  auto path = files.write("broker.yaml", std::string(R"(broker:
+  max_body_bytes: 2MB
+  max_json_depth: 32
+  io_threads: 3
+api:
+  listen: "[::1]:9000"
+store:
+  path: /var/lib/tellonce/t.db
+  max_commit_delay: 5ms
+  max_batch: 100
+validation:
+  schema_dir: schemas
+  nhs_number_check_digit: warning
+delivery:
+  concurrency_per_destination: 4
+  retry: { max_attempts: 3, initial_backoff: 250ms, max_backoff: 1h, multiplier: 1.5, jitter: 0 }
+)") + valid_partners + R"(inbound:
+  - id: fhir-http
+    type: fhir-rest
+    listen: 127.0.0.1:8080
+    base_path: /fhir
+routes:
+  - id: discharge-to-gp
+    match:
+      resource_type: Encounter
+      source: rtx
+      event: [https://fhir.nhs.uk/CodeSystem/message-events-bars|servicerequest-request, discharge]
+      where:
+        - path: Patient.generalPractitioner.identifier.value
+          equals: A81001
+        - path: Encounter.status
+          in: [finished, in-progress]
+    require_consent: true
+    to: [gp-a81001, vcse-linkworkers]
+)");
+  auto registry = fake_registry();
+  auto load = load_config(path, registry);
+  ASSERT_TRUE(load.problems.empty()) << problems_text(load);
+  const Config& c = *load.config;
+  EXPECT_EQ(c.max_body_bytes, 2u * 1024 * 1024);
+  EXPECT_EQ(c.max_json_depth, 32u);
+  EXPECT_EQ(c.io_threads, 3);
+  EXPECT_EQ(c.api.listen, "[::1]:9000");
+  EXPECT_EQ(c.store.type, "sqlite");
+  EXPECT_EQ(c.store.path, "/var/lib/tellonce/t.db");
+  EXPECT_EQ(c.store.max_commit_delay, std::chrono::microseconds(5000));
+  EXPECT_EQ(c.store.max_batch, 100);
+  EXPECT_EQ(c.validation.schema_dir, files.dir() / "schemas");
+  EXPECT_FALSE(c.validation.nhs_number_check_digit_is_error);
+  EXPECT_EQ(c.delivery.concurrency_per_destination, 4);
+  EXPECT_EQ(c.delivery.retry.max_attempts, 3);
+  EXPECT_EQ(c.delivery.retry.initial_backoff, std::chrono::milliseconds(250));
+  EXPECT_EQ(c.delivery.retry.max_backoff, std::chrono::hours(1));
+  EXPECT_DOUBLE_EQ(c.delivery.retry.multiplier, 1.5);
+  EXPECT_DOUBLE_EQ(c.delivery.retry.jitter, 0.0);
+
+  ASSERT_EQ(c.partners.size(), 3u);
+  EXPECT_EQ(c.partners[0].name, "Royal Example NHS Trust");
+  EXPECT_EQ(c.partners[1].name, "gp-a81001");  // defaults to the id
+  EXPECT_EQ(c.partners[1].kind, PartnerKind::primary_care);
+  EXPECT_EQ(to_string(c.partners[2].kind), "vcse");
+  EXPECT_EQ(c.partners[1].line, 23);
+  EXPECT_EQ(settings_as<FakeOutboundSettings>(c.partners[1].endpoint->settings).timeout, std::chrono::seconds(3));
+
+  ASSERT_EQ(c.routes.size(), 1u);
+  const Route& r = c.routes[0];
+  EXPECT_EQ(r.resource_types, std::vector<std::string>{"Encounter"});
+  EXPECT_EQ(r.sources, std::vector<std::string>{"rtx"});
+  EXPECT_EQ(r.events.size(), 2u);
+  ASSERT_EQ(r.where.size(), 2u);
+  EXPECT_EQ(r.where[0].any_of, std::vector<std::string>{"A81001"});
+  EXPECT_EQ(r.where[1].any_of, (std::vector<std::string>{"finished", "in-progress"}));
+  EXPECT_TRUE(r.require_consent);
+  EXPECT_EQ(r.to, (std::vector<std::string>{"gp-a81001", "vcse-linkworkers"}));
+}
+
+TEST(LoadConfig, FiveMistakesAreAllReportedWithTheirLines) {
+  ConfigFiles files;
+  auto path = files.write("five.yaml", R"(broker:
+  max_json_depth: deep
+partners:
+  - id: rtx
+    kind: hospital
+    ods: RTX
+  - id: gp-a81001
+    kind: primary-care
+    ods: A81001
+    endpoint: { type: fhir-rest, url: "http://127.0.0.1:9101/fhir" }
+  - id: rtx
+    kind: trust
+    ods: RTX2
+routes:
+  - id: r1
+    match: { resource_type: Patient }
+    destinatons: [gp-a81001]
+    to: [gp-a81009]
+)");
+  auto registry = fake_registry();
+  auto load = load_config(path, registry);
+  EXPECT_FALSE(load.config);
+  ASSERT_EQ(load.problems.size(), 5u) << problems_text(load);
+  struct Expected {
+    int line;
+    std::string path;
+    std::string fragment;
+  };
+  std::vector<Expected> expected = {
+      {2, "broker.max_json_depth", "whole number"},
+      {5, "partners[0].kind", "hospital"},
+      {11, "partners[2].id", "duplicate partner id 'rtx' (first at line 4)"},
+      {17, "routes[0].destinatons", "unknown key"},
+      {18, "routes[0].to[0]", "unknown partner 'gp-a81009'"},
+  };
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const auto& p = load.problems[i];
+    EXPECT_EQ(p.line, expected[i].line) << p.to_string();
+    EXPECT_EQ(p.path, expected[i].path) << p.to_string();
+    EXPECT_NE(p.message.find(expected[i].fragment), std::string::npos) << p.to_string();
+    EXPECT_EQ(p.file, path.string());
+  }
+  EXPECT_EQ(load.problems[4].to_string(), path.string() + ":18: routes[0].to[0]: unknown partner 'gp-a81009'");
+}
+
+TEST(LoadConfig, UnknownKeyIsAProblemWithASuggestion) {
+  ConfigFiles files;
+  auto path = files.write("typo.yaml", std::string("brokr:\n  io_threads: 2\n") + valid_partners +
+                                           "routes:\n  - id: r\n    to: [gp-a81001]\n    match: { sourse: rtx }\n");
+  auto registry = fake_registry();
+  auto load = load_config(path, registry);
+  ASSERT_EQ(load.problems.size(), 2u) << problems_text(load);
+  EXPECT_EQ(load.problems[0].path, "brokr");
+  EXPECT_EQ(load.problems[0].line, 1);
+  EXPECT_NE(load.problems[0].message.find("did you mean 'broker'"), std::string::npos);
+  EXPECT_EQ(load.problems[1].path, "routes[0].match.sourse");
+  EXPECT_NE(load.problems[1].message.find("did you mean 'source'"), std::string::npos);
+}
+
+TEST(LoadConfig, UnknownKeyInsideAnAdapterSection) {
+  ConfigFiles files;
+  auto path = files.write("adapter-typo.yaml", R"(partners:
+  - id: gp
+    kind: primary-care
+    ods: A81001
+    endpoint:
+      type: fhir-rest
+      url: http://127.0.0.1:9101/fhir
+      timout: 3s
+)");
+  auto registry = fake_registry();
+  auto load = load_config(path, registry);
+  ASSERT_EQ(load.problems.size(), 1u) << problems_text(load);
+  EXPECT_EQ(load.problems[0].path, "partners[0].endpoint.timout");
+  EXPECT_EQ(load.problems[0].line, 8);
+}
+
+TEST(LoadConfig, UnknownAdapterTypeListsTheRegisteredTypes) {
+  ConfigFiles files;
+  auto path = files.write("adapter.yaml", R"(partners:
+  - id: gp
+    kind: primary-care
+    ods: A81001
+    endpoint:
+      type: mesh
+      mailbox: X26OT001
+inbound:
+  - id: in
+    type: mllp
+    listen: 127.0.0.1:2575
+)");
+  auto registry = fake_registry();
+  auto load = load_config(path, registry);
+  auto* out = find_problem(load, "partners[0].endpoint.type");
+  ASSERT_NE(out, nullptr) << problems_text(load);
+  EXPECT_EQ(out->line, 6);
+  EXPECT_NE(out->message.find("unknown outbound adapter type 'mesh' (registered: fhir-rest)"), std::string::npos);
+  auto* in = find_problem(load, "inbound[0].type");
+  ASSERT_NE(in, nullptr) << problems_text(load);
+  EXPECT_NE(in->message.find("unknown inbound adapter type 'mllp'"), std::string::npos);
+}
+
+TEST(LoadConfig, DuplicatePartnerId) {
+  ConfigFiles files;
+  auto path = files.write("dup.yaml", std::string(valid_partners) + R"(  - id: gp-a81001
+    kind: primary-care
+    ods: A81002
+)");
+  auto registry = fake_registry();
+  auto load = load_config(path, registry);
+  ASSERT_EQ(load.problems.size(), 1u) << problems_text(load);
+  EXPECT_EQ(load.problems[0].path, "partners[3].id");
+  EXPECT_EQ(load.problems[0].line, 20);
+  EXPECT_NE(load.problems[0].message.find("first at line 7"), std::string::npos);
+}
+
+TEST(LoadConfig, RouteTargetsMustBeKnownPartnersWithEndpoints) {
+  ConfigFiles files;
+  auto path = files.write("to.yaml", std::string(valid_partners) + R"(routes:
+  - id: r1
+    match: { source: [rtx, nobody] }
+    to: [gp-a81001, gp-x, rtx]
+)");
+  auto registry = fake_registry();
+  auto load = load_config(path, registry);
+  ASSERT_EQ(load.problems.size(), 3u) << problems_text(load);
+  EXPECT_EQ(find_problem(load, "routes[0].match.source[1]")->message, "unknown partner 'nobody'");
+  EXPECT_EQ(find_problem(load, "routes[0].to[1]")->message, "unknown partner 'gp-x'");
+  EXPECT_EQ(find_problem(load, "routes[0].to[2]")->message, "partner 'rtx' has no endpoint to deliver to");
+  EXPECT_EQ(find_problem(load, "routes[0].to[1]")->line, 23);
+}
+
+TEST(LoadConfig, DurationsAcceptUnitsAndBareMilliseconds) {
+  ConfigFiles files;
+  auto registry = fake_registry();
+  struct Case {
+    std::string text;
+    std::chrono::milliseconds expected;
+  };
+  for (const auto& c : std::vector<Case>{{"250ms", std::chrono::milliseconds(250)},
+                                         {"10s", std::chrono::seconds(10)},
+                                         {"5m", std::chrono::minutes(5)},
+                                         {"1h", std::chrono::hours(1)},
+                                         {"750", std::chrono::milliseconds(750)}}) {
+    auto path = files.write("d.yaml", "delivery:\n  retry:\n    initial_backoff: 1ms\n    max_backoff: " + c.text + "\n");
+    auto load = load_config(path, registry);
+    ASSERT_TRUE(load.problems.empty()) << c.text << "\n" << problems_text(load);
+    EXPECT_EQ(load.config->delivery.retry.max_backoff, c.expected) << c.text;
+  }
+  for (std::string bad : {"5 minutes", "10x", "ms", "-5s", "1.5s"}) {
+    auto path = files.write("d.yaml", "delivery:\n  retry:\n    max_backoff: \"" + bad + "\"\n");
+    auto load = load_config(path, registry);
+    ASSERT_EQ(load.problems.size(), 1u) << bad;
+    EXPECT_EQ(load.problems[0].path, "delivery.retry.max_backoff");
+    EXPECT_EQ(load.problems[0].line, 3);
+  }
+}
+
+TEST(LoadConfig, RelativeStorePathIsResolvedAgainstTheConfigDirectory) {
+  ConfigFiles files;
+  auto registry = fake_registry();
+  auto rel = load_config(files.write("etc/tellonce.yaml", "store:\n  path: ../var/tellonce.db\n"), registry);
+  ASSERT_TRUE(rel.config) << problems_text(rel);
+  EXPECT_EQ(rel.config->store.path, (files.dir() / "var/tellonce.db").lexically_normal());
+
+  auto fallback = load_config(files.write("etc/empty.yaml", "broker: {}\n"), registry);
+  ASSERT_TRUE(fallback.config) << problems_text(fallback);
+  EXPECT_EQ(fallback.config->store.path, (files.dir() / "etc/data/tellonce.db").lexically_normal());
+
+  auto abs = load_config(files.write("etc/abs.yaml", "store:\n  path: /srv/t.db\n"), registry);
+  ASSERT_TRUE(abs.config);
+  EXPECT_EQ(abs.config->store.path, "/srv/t.db");
+}
+
+TEST(LoadConfig, CrossChecksAndRanges) {
+  ConfigFiles files;
+  auto path = files.write("cross.yaml", std::string(R"(store:
+  type: postgres
+delivery:
+  retry: { max_attempts: 0, jitter: 1.5, initial_backoff: 10s, max_backoff: 1s }
+)") + valid_partners + R"(  - id: charity-two
+    kind: vcse
+    ods: 8JK98
+    api_keys: [demo-rtx-key]
+inbound:
+  - { id: a, type: fhir-rest, listen: "127.0.0.1:8080", base_path: /fhir }
+  - { id: b, type: fhir-rest, listen: "127.0.0.1:8080", base_path: /fhir }
+routes:
+  - id: r
+    match:
+      where:
+        - path: generalPractitioner.identifier.value
+          equals: A81001
+    to: [gp-a81001]
+)");
+  auto registry = fake_registry();
+  auto load = load_config(path, registry);
+  EXPECT_NE(find_problem(load, "store.type"), nullptr);
+  EXPECT_NE(find_problem(load, "delivery.retry.max_attempts"), nullptr);
+  EXPECT_NE(find_problem(load, "delivery.retry.jitter"), nullptr);
+  EXPECT_NE(find_problem(load, "delivery.retry.max_backoff"), nullptr);
+  auto* key = find_problem(load, "partners[3].api_keys[0]");
+  ASSERT_NE(key, nullptr) << problems_text(load);
+  EXPECT_EQ(key->message, "api key already used by partner 'rtx'");
+  EXPECT_NE(find_problem(load, "inbound[1].listen"), nullptr);
+  EXPECT_NE(find_problem(load, "routes[0].match.where[0].path"), nullptr);
+  EXPECT_EQ(load.problems.size(), 7u) << problems_text(load);
+}
+
+TEST(LoadConfig, EmptyTargetsAndDuplicateKeys) {
+  ConfigFiles files;
+  auto registry = fake_registry();
+  auto load = load_config(files.write("empty-to.yaml", R"(routes:
+  - id: r
+    id: r2
+    to: []
+  - id: s
+)"),
+                          registry);
+  ASSERT_EQ(load.problems.size(), 3u) << problems_text(load);
+  EXPECT_EQ(load.problems[0].path, "routes[0].id");
+  EXPECT_EQ(load.problems[0].line, 3);
+  EXPECT_EQ(load.problems[1].path, "routes[0].to");
+  EXPECT_EQ(load.problems[1].line, 4);
+  EXPECT_EQ(load.problems[2].path, "routes[1].to");
+  EXPECT_EQ(load.problems[2].line, 5);
+}
+
+TEST(LoadConfig, SyntaxErrorAndMissingFile) {
+  ConfigFiles files;
+  auto registry = fake_registry();
+  auto bad = load_config(files.write("bad.yaml", "partners:\n  - id: a\n  - [unclosed\n"), registry);
+  ASSERT_EQ(bad.problems.size(), 1u);
+  EXPECT_GE(bad.problems[0].line, 3);
+  EXPECT_NE(bad.problems[0].message.find("YAML"), std::string::npos);
+
+  auto missing = load_config(files.dir() / "nope.yaml", registry);
+  ASSERT_EQ(missing.problems.size(), 1u);
+  EXPECT_FALSE(missing.config);
+}
+
+TEST(Config, LookupsAndNames) {
+  Config c;
+  c.partners.push_back(Partner{"a", "A", PartnerKind::trust, "AAA", {"k1", "k2"}, std::nullopt, 1});
+  c.partners.push_back(Partner{"b", "B", PartnerKind::primary_care, "BBB", {"k3"}, std::nullopt, 2});
+  EXPECT_EQ(c.partner("b"), &c.partners[1]);
+  EXPECT_EQ(c.partner("c"), nullptr);
+  EXPECT_EQ(c.partner_by_api_key("k2"), &c.partners[0]);
+  EXPECT_EQ(c.partner_by_api_key(""), nullptr);
+  EXPECT_EQ(c.partner_by_api_key("k"), nullptr);
+  EXPECT_EQ(to_string(PartnerKind::primary_care), "primary-care");
+  EXPECT_EQ((ConfigProblem{"f.yaml", 3, "", "bad"}).to_string(), "f.yaml:3: bad");
+}
+
+}  // namespace
+}  // namespace tellonce

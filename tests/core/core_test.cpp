@@ -1,0 +1,99 @@
+#include "core/error.hpp"
+#include "core/json.hpp"
+#include "core/message.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include <set>
+
+namespace tellonce {
+namespace {
+
+TEST(ParseJson, AcceptsAResource) {
+  auto r = parse_json(R"({"resourceType":"Patient","id":"x"})");
+  ASSERT_TRUE(r);
+  EXPECT_STREQ((*r)["resourceType"].GetString(), "Patient");
+}
+
+TEST(ParseJson, MalformedNamesLineAndColumn) {
+  auto r = parse_json("{\n  \"resourceType\": \"Patient\",\n  \"id\": }");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().http_status, 400);
+  EXPECT_EQ(r.error().issues.at(0).code, "structure");
+  EXPECT_NE(r.error().issues[0].diagnostics.find("at 3:9"), std::string::npos) << r.error().issues[0].diagnostics;
+}
+
+TEST(ParseJson, RejectsInvalidUtf8) {
+  auto r = parse_json("{\"a\":\"\xc3\x28\"}");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().issues[0].diagnostics.find("invalid UTF-8"), std::string::npos);
+}
+
+TEST(ParseJson, RejectsTrailingGarbage) {
+  EXPECT_FALSE(parse_json(R"({"a":1} {"b":2})"));
+}
+
+TEST(ParseJson, DepthLimit) {
+  std::string deep(10, '[');
+  deep += std::string(10, ']');
+  EXPECT_TRUE(parse_json(deep, JsonLimits{1024, 10}));
+  auto r = parse_json(deep, JsonLimits{1024, 9});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().issues[0].code, "too-costly");
+}
+
+TEST(ParseJson, SizeLimitIs413) {
+  auto r = parse_json(R"({"resourceType":"Patient"})", JsonLimits{10, 64});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().http_status, 413);
+}
+
+TEST(OperationOutcome, OneIssuePerProblemWithLocationAndRule) {
+  std::vector<Issue> issues{
+      {Severity::error, "value", "bad \"date\"", "Patient.birthDate", "fhir-date"},
+      {Severity::warning, "invariant", "odd", "", ""},
+  };
+  auto json = operation_outcome_json(issues);
+  rapidjson::Document d;
+  d.Parse(json.c_str());
+  ASSERT_FALSE(d.HasParseError()) << json;
+  EXPECT_STREQ(d["resourceType"].GetString(), "OperationOutcome");
+  ASSERT_EQ(d["issue"].Size(), 2u);
+  EXPECT_STREQ(d["issue"][0]["severity"].GetString(), "error");
+  EXPECT_STREQ(d["issue"][0]["expression"][0].GetString(), "Patient.birthDate");
+  EXPECT_STREQ(d["issue"][0]["diagnostics"].GetString(), "bad \"date\"");
+  EXPECT_STREQ(d["issue"][0]["details"]["coding"][0]["code"].GetString(), "fhir-date");
+  EXPECT_FALSE(d["issue"][1].HasMember("expression"));
+}
+
+TEST(MessageId, UniqueSortableAndUlidShaped) {
+  std::set<std::string> seen;
+  std::string prev;
+  for (int i = 0; i < 10000; ++i) {
+    auto id = new_message_id();
+    ASSERT_EQ(id.size(), 26u);
+    EXPECT_TRUE(seen.insert(id).second);
+    EXPECT_EQ(id.find_first_not_of("0123456789ABCDEFGHJKMNPQRSTVWXYZ"), std::string::npos);
+    if (!prev.empty()) EXPECT_LE(prev.substr(0, 10), id.substr(0, 10));  // time prefix never goes back
+    prev = id;
+  }
+}
+
+TEST(ContentHash, Sha256) {
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(Failure, KindsAndSummary) {
+  auto f = Failure::retryable(503, Issue{Severity::error, "transient", "store busy", "", ""});
+  EXPECT_TRUE(f.retryable_p());
+  EXPECT_EQ(f.summary(), "store busy");
+  auto p = Failure::permanent(422, Issue{Severity::error, "value", "bad", "Patient.gender", ""});
+  EXPECT_FALSE(p.retryable_p());
+  EXPECT_EQ(p.summary(), "Patient.gender: bad");
+  EXPECT_TRUE(has_errors(p.issues));
+  EXPECT_FALSE(has_errors({Issue{Severity::warning, "x", "y", "", ""}}));
+}
+
+}  // namespace
+}  // namespace tellonce

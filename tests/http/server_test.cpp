@@ -1,0 +1,168 @@
+#include "http/server.hpp"
+
+#include "core/error.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <thread>
+
+namespace tellonce {
+namespace {
+
+using tcp = asio::ip::tcp;
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HttpLimits limits;
+    limits.max_body_bytes = 1024;
+    limits.idle_timeout = std::chrono::seconds(30);
+    server_ = std::make_unique<HttpServer>(io_, "127.0.0.1:0", limits);
+    server_->mount("/echo", [](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+      co_return json_response(req, http::status::ok, req.body(), "text/plain");
+    });
+    server_->mount("/a", [](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+      co_return json_response(req, http::status::ok, "short", "text/plain");
+    });
+    server_->mount("/a/b", [](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+      co_return json_response(req, http::status::ok, "long", "text/plain");
+    });
+    server_->mount("/boom", [](HttpRequest&) -> asio::awaitable<HttpResponse> {
+      throw std::runtime_error("handler blew up");
+      co_return HttpResponse{};
+    });
+    server_->start();
+    runner_ = std::thread([this] { io_.run(); });
+  }
+
+  void TearDown() override {
+    server_->stop();
+    work_.reset();
+    io_.stop();
+    runner_.join();
+  }
+
+  tcp::socket connect() {
+    tcp::socket s(client_io_);
+    s.connect({asio::ip::make_address("127.0.0.1"), server_->port()});
+    return s;
+  }
+
+  HttpResponse roundtrip(tcp::socket& s, boost::beast::flat_buffer& buf, http::verb verb,
+                         std::string target, std::string body = {}) {
+    HttpRequest req{verb, target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.body() = std::move(body);
+    req.prepare_payload();
+    http::write(s, req);
+    HttpResponse res;
+    http::read(s, buf, res);
+    return res;
+  }
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
+  std::unique_ptr<HttpServer> server_;
+  std::thread runner_;
+  asio::io_context client_io_;
+};
+
+TEST_F(ServerTest, KeepAliveServesTwoRequestsOnOneConnection) {
+  auto s = connect();
+  boost::beast::flat_buffer buf;
+  auto first = roundtrip(s, buf, http::verb::post, "/echo", "one");
+  auto second = roundtrip(s, buf, http::verb::post, "/echo/x?y=1", "two");
+  EXPECT_EQ(first.result(), http::status::ok);
+  EXPECT_EQ(first.body(), "one");
+  EXPECT_EQ(second.body(), "two");
+  EXPECT_TRUE(second.keep_alive());
+  EXPECT_EQ(second[http::field::server], "tellonce");
+}
+
+TEST_F(ServerTest, LongestPrefixWinsAndPrefixNeedsABoundary) {
+  auto s = connect();
+  boost::beast::flat_buffer buf;
+  EXPECT_EQ(roundtrip(s, buf, http::verb::get, "/a/b/c").body(), "long");
+  EXPECT_EQ(roundtrip(s, buf, http::verb::get, "/a/bc").body(), "short");
+  EXPECT_EQ(roundtrip(s, buf, http::verb::get, "/ab").result(), http::status::not_found);
+}
+
+TEST_F(ServerTest, UnknownPathIs404OperationOutcome) {
+  auto s = connect();
+  boost::beast::flat_buffer buf;
+  auto res = roundtrip(s, buf, http::verb::get, "/nowhere");
+  EXPECT_EQ(res.result(), http::status::not_found);
+  EXPECT_EQ(res[http::field::content_type], "application/fhir+json");
+  EXPECT_NE(res.body().find("\"OperationOutcome\""), std::string::npos);
+  EXPECT_NE(res.body().find("not-found"), std::string::npos);
+}
+
+TEST_F(ServerTest, HandlerExceptionIs500AndConnectionSurvives) {
+  auto s = connect();
+  boost::beast::flat_buffer buf;
+  auto res = roundtrip(s, buf, http::verb::post, "/boom", "x");
+  EXPECT_EQ(res.result(), http::status::internal_server_error);
+  EXPECT_NE(res.body().find("\"exception\""), std::string::npos);
+  EXPECT_TRUE(res.keep_alive());
+  auto after = roundtrip(s, buf, http::verb::post, "/echo", "still here");
+  EXPECT_EQ(after.body(), "still here");
+}
+
+TEST_F(ServerTest, OversizedContentLengthIs413WithoutReadingTheBody) {
+  auto s = connect();
+  std::string head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 5000\r\n\r\n";
+  asio::write(s, asio::buffer(head));
+  boost::beast::flat_buffer buf;
+  HttpResponse res;
+  http::read(s, buf, res);
+  EXPECT_EQ(res.result(), http::status::payload_too_large);
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_NE(res.body().find("too-long"), std::string::npos);
+}
+
+TEST_F(ServerTest, OversizedChunkedBodyIs413) {
+  auto s = connect();
+  std::string chunk(2000, 'x');
+  std::string msg = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + chunk +
+                    "\r\n0\r\n\r\n";
+  asio::write(s, asio::buffer(msg));
+  boost::beast::flat_buffer buf;
+  HttpResponse res;
+  http::read(s, buf, res);
+  EXPECT_EQ(res.result(), http::status::payload_too_large);
+}
+
+TEST_F(ServerTest, MalformedRequestIs400AndClosed) {
+  auto s = connect();
+  std::string garbage = "THIS IS NOT HTTP\r\n\r\n";
+  asio::write(s, asio::buffer(garbage));
+  boost::beast::flat_buffer buf;
+  HttpResponse res;
+  http::read(s, buf, res);
+  EXPECT_EQ(res.result(), http::status::bad_request);
+  EXPECT_FALSE(res.keep_alive());
+  char c;
+  boost::system::error_code ec;
+  asio::read(s, asio::buffer(&c, 1), ec);
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+TEST_F(ServerTest, ManyConnectionsAtOnce) {
+  std::vector<tcp::socket> sockets;
+  for (int i = 0; i < 50; ++i) sockets.push_back(connect());
+  for (int i = 0; i < 50; ++i) {
+    boost::beast::flat_buffer buf;
+    auto res = roundtrip(sockets[i], buf, http::verb::post, "/echo", std::to_string(i));
+    EXPECT_EQ(res.body(), std::to_string(i));
+  }
+}
+
+}  // namespace
+}  // namespace tellonce

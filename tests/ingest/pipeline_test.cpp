@@ -1,0 +1,188 @@
+#include "ingest/pipeline.hpp"
+
+#include "queue/queue.hpp"
+#include "route/router.hpp"
+#include "store/store.hpp"
+#include "validate/validator.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace tellonce {
+namespace {
+
+// Rejects any resource carrying "bad": true; warns on "odd": true.
+class FakeValidator : public Validator {
+ public:
+  void validate(const rapidjson::Value& r, std::vector<Issue>& out) const override {
+    if (r.HasMember("bad")) out.push_back({Severity::error, "value", "bad flag", "Patient.bad", "test"});
+    if (r.HasMember("odd")) out.push_back({Severity::warning, "value", "odd flag", "Patient.odd", "test"});
+  }
+};
+
+class FakeRouter : public Router {
+ public:
+  std::vector<RouteMatch> route(const RouteInput& in) const override {
+    if (in.record.HasMember("nowhere")) return {};
+    return {RouteMatch{"r1", {"gp", "vcse"}}, RouteMatch{"r2", {"gp"}}};
+  }
+};
+
+class FakeStore : public Store {
+ public:
+  std::vector<NewMessage> stored;
+  std::map<std::string, std::string> by_key;
+  asio::awaitable<Result<Committed>> commit(NewMessage m) override {
+    Committed c;
+    if (!m.idempotency_key.empty()) {
+      auto k = m.source + "\n" + m.idempotency_key;
+      if (auto it = by_key.find(k); it != by_key.end()) {
+        c.outcome = {it->second, true, MessageState::delivering};
+        co_return c;
+      }
+      by_key[k] = m.id;
+    }
+    c.outcome = {m.id, false, m.destinations.empty() ? MessageState::unroutable : MessageState::delivering};
+    for (auto& d : m.destinations) c.jobs.push_back(DeliveryJob{static_cast<std::int64_t>(stored.size()), m.id, d});
+    stored.push_back(std::move(m));
+    co_return c;
+  }
+  asio::awaitable<Result<void>> record_attempt(DeliveryAttempt) override { co_return Result<void>{}; }
+  asio::awaitable<Result<std::optional<MessageView>>> find(std::string) override { co_return std::nullopt; }
+  asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery) override {
+    co_return std::vector<MessageSummary>{};
+  }
+  asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string) override {
+    co_return std::vector<DeliveryJob>{};
+  }
+  Result<std::vector<DeliveryJob>> load_pending() override { return std::vector<DeliveryJob>{}; }
+  void close() override {}
+};
+
+class FakeQueue : public Queue {
+ public:
+  std::vector<DeliveryJob> pushed;
+  void push(DeliveryJob j) override { pushed.push_back(std::move(j)); }
+  asio::awaitable<std::optional<DeliveryJob>> next(std::string) override { co_return std::nullopt; }
+  void settle(const DeliveryJob&, Settlement) override {}
+  QueueStats stats(const std::string&) const override { return {}; }
+  void stop() override {}
+};
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  FakeValidator validator;
+  FakeRouter router;
+  FakeStore store;
+  FakeQueue queue;
+  std::unique_ptr<Pipeline> pipeline = make_pipeline(validator, router, store, queue, JsonLimits{4096, 16});
+
+  Result<Accepted> accept(InboundRecord rec) {
+    asio::io_context io;
+    std::optional<Result<Accepted>> out;
+    asio::co_spawn(io, pipeline->accept(std::move(rec)), [&](std::exception_ptr e, Result<Accepted> r) {
+      if (e) std::rethrow_exception(e);
+      out.emplace(std::move(r));
+    });
+    io.run();
+    return std::move(*out);
+  }
+  static InboundRecord record(std::string body, std::string key = "", std::string type = "") {
+    InboundRecord r;
+    r.source = "rtx";
+    r.channel = "http";
+    r.content_type = "application/fhir+json";
+    r.body = std::move(body);
+    r.idempotency_key = std::move(key);
+    r.expected_type = std::move(type);
+    return r;
+  }
+};
+
+TEST_F(PipelineTest, AcceptsStoresAndEnqueuesEachDestinationOnce) {
+  auto r = accept(record(R"({"resourceType":"Patient","odd":true})"));
+  ASSERT_TRUE(r) << r.error().summary();
+  EXPECT_FALSE(r->duplicate);
+  EXPECT_EQ(r->destinations, (std::vector<std::string>{"gp", "vcse"}));
+  ASSERT_EQ(store.stored.size(), 1u);
+  EXPECT_EQ(store.stored[0].route_ids, (std::vector<std::string>{"r1", "r2"}));
+  EXPECT_EQ(store.stored[0].content_hash.size(), 64u);
+  EXPECT_EQ(store.stored[0].warnings.size(), 1u);
+  EXPECT_EQ(r->warnings.size(), 1u);
+  EXPECT_EQ(queue.pushed.size(), 2u);
+}
+
+TEST_F(PipelineTest, ValidationErrorsAre422AndNothingIsStored) {
+  auto r = accept(record(R"({"resourceType":"Patient","bad":true,"odd":true})"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().http_status, 422);
+  EXPECT_EQ(r.error().issues.size(), 2u);  // the warning travels with the error
+  EXPECT_TRUE(store.stored.empty());
+  EXPECT_TRUE(queue.pushed.empty());
+  EXPECT_EQ(pipeline->counters().rejected, 1u);
+}
+
+TEST_F(PipelineTest, MalformedJsonIs400WithPosition) {
+  auto r = accept(record(R"({"resourceType":)"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().http_status, 400);
+  EXPECT_TRUE(store.stored.empty());
+}
+
+TEST_F(PipelineTest, MissingResourceTypeAndEndpointMismatch) {
+  auto a = accept(record(R"({"id":"x"})"));
+  ASSERT_FALSE(a);
+  EXPECT_EQ(a.error().issues[0].location, "resourceType");
+  auto b = accept(record(R"({"resourceType":"Observation"})", "", "Patient"));
+  ASSERT_FALSE(b);
+  EXPECT_NE(b.error().issues[0].diagnostics.find("takes Patient"), std::string::npos);
+}
+
+TEST_F(PipelineTest, ProcessMessageNeedsAMessageBundle) {
+  auto rec = record(R"({"resourceType":"Bundle","type":"collection"})");
+  rec.process_message = true;
+  auto r = accept(std::move(rec));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().issues[0].location, "Bundle.type");
+}
+
+TEST_F(PipelineTest, UnroutableIsStoredNotDropped) {
+  auto r = accept(record(R"({"resourceType":"Patient","nowhere":true})"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->state, MessageState::unroutable);
+  EXPECT_EQ(store.stored.size(), 1u);
+  EXPECT_TRUE(queue.pushed.empty());
+  EXPECT_EQ(pipeline->counters().unroutable, 1u);
+}
+
+TEST_F(PipelineTest, DuplicateIsAnsweredWithTheFirstIdAndNotEnqueued) {
+  auto first = accept(record(R"({"resourceType":"Patient"})", "k1"));
+  auto second = accept(record(R"({"resourceType":"Patient"})", "k1"));
+  ASSERT_TRUE(first && second);
+  EXPECT_TRUE(second->duplicate);
+  EXPECT_EQ(second->message_id, first->message_id);
+  EXPECT_EQ(queue.pushed.size(), 2u);  // only the first one's two destinations
+  EXPECT_EQ(pipeline->counters().duplicates, 1u);
+}
+
+TEST(IdempotencyKey, HeaderThenMessageHeaderThenBundleId) {
+  InboundRecord rec;
+  rapidjson::Document msg;
+  msg.Parse(R"({"resourceType":"Bundle","id":"b1","type":"message","entry":[{"resource":{"resourceType":"MessageHeader","id":"mh1"}}]})");
+  EXPECT_EQ(idempotency_key_for(rec, msg), "message-header:mh1");
+  rapidjson::Document tx;
+  tx.Parse(R"({"resourceType":"Bundle","id":"b2","type":"transaction"})");
+  EXPECT_EQ(idempotency_key_for(rec, tx), "bundle:b2");
+  rapidjson::Document pat;
+  pat.Parse(R"({"resourceType":"Patient","id":"p1"})");
+  EXPECT_EQ(idempotency_key_for(rec, pat), "");
+  rec.idempotency_key = "abc";
+  EXPECT_EQ(idempotency_key_for(rec, pat), "key:abc");
+}
+
+}  // namespace
+}  // namespace tellonce

@@ -1,0 +1,367 @@
+#include "harness.hpp"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <rapidjson/document.h>
+#include <rapidjson/pointer.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace tellonce::itest {
+
+std::filesystem::path tellonce_binary() { return TELLONCE_BINARY; }
+std::filesystem::path source_dir() { return TELLONCE_SOURCE_DIR; }
+std::filesystem::path shared_data_dir() { return TELLONCE_SHARED_DATA; }
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::filesystem::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+unsigned short free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("bind");
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// ---- Process ---------------------------------------------------------------
+
+Process::Process(std::vector<std::string> args, std::filesystem::path log_file) : log_file_(std::move(log_file)) {
+  int pipefd[2];
+  if (::pipe(pipefd) != 0) throw std::runtime_error("pipe");
+  int log_fd = ::open(log_file_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, log_fd, 2);
+  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(pipefd[1]);
+  ::close(log_fd);
+  if (rc != 0) throw std::runtime_error("cannot start " + args[0] + ": " + std::strerror(rc));
+  out_fd_ = pipefd[0];
+  ::fcntl(out_fd_, F_SETFL, O_NONBLOCK);
+}
+
+Process::~Process() {
+  if (running()) kill();
+  if (out_fd_ >= 0) ::close(out_fd_);
+}
+
+std::optional<std::string> Process::wait_for_line(const std::string& needle, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    std::size_t nl;
+    while ((nl = buffered_.find('\n')) != std::string::npos) {
+      std::string line = buffered_.substr(0, nl);
+      buffered_.erase(0, nl + 1);
+      { std::ofstream(log_file_, std::ios::app) << line << "\n"; }
+      if (line.find(needle) != std::string::npos) return line;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    pollfd p{out_fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(std::min<long>(left.count(), 100))) > 0) {
+      char buf[4096];
+      ssize_t n = ::read(out_fd_, buf, sizeof buf);
+      if (n > 0) buffered_.append(buf, n);
+      else if (n == 0 && !running()) return std::nullopt;
+    } else if (!running()) {
+      return std::nullopt;
+    }
+  }
+}
+
+bool Process::running() {
+  if (pid_ <= 0) return false;
+  int status;
+  pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+int Process::terminate() {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 200; ++i) {
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill();
+  return -1;
+}
+
+void Process::kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+std::string Process::output() const { return read_file(log_file_); }
+
+// ---- Client ----------------------------------------------------------------
+
+namespace {
+size_t collect_body(char* d, size_t s, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(d, s * n);
+  return s * n;
+}
+size_t collect_header(char* d, size_t s, size_t n, void* out) {
+  std::string line(d, s * n);
+  auto colon = line.find(':');
+  if (colon != std::string::npos) {
+    std::string name = line.substr(0, colon);
+    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+    std::string value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ')) value.erase(0, 1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n')) value.pop_back();
+    (*static_cast<std::map<std::string, std::string>*>(out))[name] = value;
+  }
+  return s * n;
+}
+}  // namespace
+
+Client::Client() : handle_(curl_easy_init()) {}
+Client::~Client() { curl_easy_cleanup(static_cast<CURL*>(handle_)); }
+
+HttpReply Client::request(const std::string& method, const std::string& url, const std::string& body,
+                          std::vector<std::string> headers) {
+  CURL* h = static_cast<CURL*>(handle_);
+  HttpReply r;
+  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method.c_str());
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
+  if (method == "POST" || method == "PUT") {
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+  } else {
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method.c_str());
+  }
+  curl_slist* hl = nullptr;
+  headers.push_back("Expect:");
+  for (auto& x : headers) hl = curl_slist_append(hl, x.c_str());
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &r.body);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, collect_header);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, &r.headers);
+  CURLcode rc = curl_easy_perform(h);
+  curl_slist_free_all(hl);
+  if (rc != CURLE_OK) {
+    r.status = -1;
+    r.body = curl_easy_strerror(rc);
+    return r;
+  }
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
+  curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &r.new_connections);
+  return r;
+}
+
+HttpReply Client::post_fhir(const std::string& url, const std::string& body, const std::string& partner,
+                            std::vector<std::string> extra) {
+  extra.push_back("Content-Type: application/fhir+json");
+  if (!partner.empty()) extra.push_back("X-Tellonce-Partner: " + partner);
+  return request("POST", url, body, std::move(extra));
+}
+
+// ---- Sink ------------------------------------------------------------------
+
+Sink::Sink(const std::filesystem::path& dir, std::string name, unsigned short port,
+           std::vector<std::string> extra_args)
+    : record_(dir / (name + ".ndjson")), port_(port) {
+  std::vector<std::string> args{tellonce_binary().string(), "demo-sink", "--listen",
+                                "127.0.0.1:" + std::to_string(port), "--record", record_.string(), "--quiet"};
+  for (auto& a : extra_args) args.push_back(a);
+  proc_ = std::make_unique<Process>(args, dir / (name + ".log"));
+  if (!proc_->wait_for_line("listening", std::chrono::seconds(10)))
+    throw std::runtime_error("demo-sink " + name + " did not start: " + proc_->output());
+}
+
+void Sink::stop() {
+  if (proc_) proc_->terminate();
+  proc_.reset();
+}
+
+namespace {
+std::vector<std::string> record_field(const std::filesystem::path& file, const char* pointer, bool raw_body) {
+  std::vector<std::string> out;
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    rapidjson::Document d;
+    d.Parse(line.c_str());
+    if (d.HasParseError() || !d.IsObject()) continue;  // a line still being written
+    auto status = d.FindMember("status");
+    if (status != d.MemberEnd() && status->value.IsInt() && status->value.GetInt() >= 300) continue;  // refused
+    if (raw_body) {
+      auto it = d.FindMember("body");
+      if (it == d.MemberEnd()) continue;
+      if (it->value.IsString()) {
+        out.emplace_back(it->value.GetString());
+      } else {
+        rapidjson::StringBuffer sb;
+        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+        it->value.Accept(w);
+        out.emplace_back(sb.GetString());
+      }
+    } else {
+      const rapidjson::Value* v = rapidjson::Pointer(pointer).Get(d);
+      out.emplace_back(v && v->IsString() ? v->GetString() : "");
+    }
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<std::string> Sink::received_message_ids() const { return record_field(record_, "/messageId", false); }
+std::vector<std::string> Sink::received_bodies() const { return record_field(record_, "", true); }
+
+bool Sink::wait_for(std::size_t n, std::chrono::milliseconds timeout) const {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (received_message_ids().size() >= n) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return received_message_ids().size() >= n;
+}
+
+// ---- Broker ----------------------------------------------------------------
+
+Broker::Broker(const std::filesystem::path& dir, const std::string& config_yaml, unsigned short port)
+    : dir_(dir), config_(dir / "tellonce.yaml"), port_(port) {
+  write_file(config_, config_yaml);
+}
+
+Broker::~Broker() {
+  if (proc_) proc_->terminate();
+}
+
+void Broker::start() {
+  ++starts_;
+  proc_ = std::make_unique<Process>(
+      std::vector<std::string>{tellonce_binary().string(), "serve", "--config", config_.string()},
+      dir_ / ("broker-" + std::to_string(starts_) + ".log"));
+  if (!proc_->wait_for_line("pending deliveries resumed", std::chrono::seconds(30)))
+    throw std::runtime_error("broker did not start:\n" + proc_->output());
+}
+
+int Broker::stop() {
+  int rc = proc_ ? proc_->terminate() : -1;
+  proc_.reset();
+  return rc;
+}
+
+void Broker::crash() {
+  if (proc_) proc_->kill();
+  proc_.reset();
+}
+
+std::string Broker::output() const { return proc_ ? proc_->output() : std::string{}; }
+
+// ---- TempDir ---------------------------------------------------------------
+
+TempDir::TempDir() {
+  std::random_device rd;
+  path_ = std::filesystem::temp_directory_path() / ("tellonce-it-" + std::to_string(rd()));
+  std::filesystem::create_directories(path_);
+}
+
+TempDir::~TempDir() {
+  if (!std::getenv("TELLONCE_KEEP_TEST_DIRS")) {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+}
+
+// ---- JSON ------------------------------------------------------------------
+
+std::string json_string_at(const std::string& json, const std::string& pointer) {
+  rapidjson::Document d;
+  d.Parse(json.c_str());
+  if (d.HasParseError()) return {};
+  const rapidjson::Value* v = rapidjson::Pointer(pointer.c_str()).Get(d);
+  if (!v) return {};
+  if (v->IsString()) return v->GetString();
+  if (v->IsInt64()) return std::to_string(v->GetInt64());
+  if (v->IsBool()) return v->GetBool() ? "true" : "false";
+  return {};
+}
+
+namespace {
+std::vector<std::string> outcome_field(const std::string& oo, bool rules) {
+  std::vector<std::string> out;
+  rapidjson::Document d;
+  d.Parse(oo.c_str());
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("issue") || !d["issue"].IsArray()) return out;
+  for (auto& i : d["issue"].GetArray()) {
+    const rapidjson::Value* v =
+        rules ? rapidjson::Pointer("/details/coding/0/code").Get(i) : rapidjson::Pointer("/expression/0").Get(i);
+    if (v && v->IsString()) out.emplace_back(v->GetString());
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<std::string> outcome_locations(const std::string& oo) { return outcome_field(oo, false); }
+std::vector<std::string> outcome_rules(const std::string& oo) { return outcome_field(oo, true); }
+
+std::string wait_for_state(Client& c, const std::string& base, const std::string& id, const std::string& state,
+                           std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string last;
+  do {
+    auto r = c.request("GET", base + "/api/messages/" + id);
+    last = r.body;
+    if (r.status == 200 && json_string_at(r.body, "/state") == state) return last;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  } while (std::chrono::steady_clock::now() < deadline);
+  return last;
+}
+
+}  // namespace tellonce::itest

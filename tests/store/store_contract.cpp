@@ -1,0 +1,390 @@
+#include "store_contract.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <set>
+#include <stdlib.h>
+#include <thread>
+
+namespace tellonce::testing {
+namespace {
+
+// Runs one coroutine to completion on a fresh io_context, rethrowing what it threw.
+template <class T>
+T run(asio::awaitable<T> task) {
+  asio::io_context io;
+  std::exception_ptr error;
+  std::optional<T> out;
+  auto done = [&](std::exception_ptr e, T value) {
+    error = e;
+    out = std::move(value);
+  };
+  asio::co_spawn(io, std::move(task), done);
+  io.run();
+  if (error) std::rethrow_exception(error);
+  return std::move(*out);
+}
+
+NewMessage sample(std::string idempotency_key = "", std::vector<std::string> destinations = {"trust-a", "gp-b"},
+                  std::string source = "hospital-1") {
+  NewMessage m;
+  m.id = new_message_id();
+  m.source = std::move(source);
+  m.channel = "fhir-http";
+  m.idempotency_key = std::move(idempotency_key);
+  m.resource_type = "Bundle";
+  m.event = "https://fhir.nhs.uk/CodeSystem/message-event|referral-request";
+  m.patient_key = "9449306753";
+  m.content_type = "application/fhir+json";
+  m.body = R"({"resourceType":"Bundle","type":"message","id":")" + m.id + R"("})";
+  m.content_hash = sha256_hex(m.body);
+  m.received_at_ms = now_ms();
+  m.route_ids = {"referrals"};
+  m.destinations = std::move(destinations);
+  m.warnings = {"Bundle.meta: no profile claimed"};
+  return m;
+}
+
+std::vector<std::string> kinds(const MessageView& view) {
+  std::vector<std::string> out;
+  for (const auto& e : view.events) out.push_back(e.kind);
+  return out;
+}
+
+long count_kind(const MessageView& view, std::string_view kind) {
+  return std::count_if(view.events.begin(), view.events.end(), [&](const auto& e) { return e.kind == kind; });
+}
+
+DeliveryAttempt attempt_on(const DeliveryJob& job, int number, bool ok, bool dead = false) {
+  DeliveryAttempt a;
+  a.delivery_id = job.delivery_id;
+  a.message_id = job.message_id;
+  a.destination = job.destination;
+  a.attempt = number;
+  a.at_ms = now_ms();
+  a.ok = ok;
+  a.retryable = !ok && !dead;
+  a.http_status = ok ? 200 : 503;
+  a.detail = ok ? "accepted" : "partner busy";
+  a.next_attempt_ms = ok || dead ? 0 : a.at_ms + 30000;
+  a.dead = dead;
+  return a;
+}
+
+const DeliveryView& delivery_to(const MessageView& view, std::string_view destination) {
+  for (const auto& d : view.deliveries)
+    if (d.destination == destination) return d;
+  throw std::runtime_error("no delivery to " + std::string(destination));
+}
+
+}  // namespace
+
+void StoreContract::SetUp() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "tellonce-store-XXXXXX").string();
+  ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+  dir_ = pattern;
+  store_ = GetParam().open(dir_);
+}
+
+void StoreContract::TearDown() {
+  store_.reset();
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+void StoreContract::reopen() {
+  store_->close();
+  store_.reset();
+  store_ = GetParam().open(dir_);
+}
+
+TEST_P(StoreContract, CommitThenFindReturnsEveryFieldAndTheTrailInOrder) {
+  auto msg = sample("key-1");
+  auto committed = run(store_->commit(msg)).value();
+  EXPECT_EQ(committed.outcome.message_id, msg.id);
+  EXPECT_FALSE(committed.outcome.duplicate);
+  EXPECT_EQ(committed.outcome.state, MessageState::delivering);
+  ASSERT_EQ(committed.jobs.size(), 2u);
+  EXPECT_NE(committed.jobs[0].delivery_id, committed.jobs[1].delivery_id);
+  EXPECT_EQ(committed.jobs[0].destination, "trust-a");
+  EXPECT_EQ(committed.jobs[1].destination, "gp-b");
+  for (const auto& job : committed.jobs) {
+    EXPECT_EQ(job.message_id, msg.id);
+    EXPECT_EQ(job.body, msg.body);
+    EXPECT_EQ(job.patient_key, msg.patient_key);
+    EXPECT_EQ(job.resource_type, "Bundle");
+    EXPECT_EQ(job.content_type, msg.content_type);
+    EXPECT_EQ(job.attempts, 0);
+    EXPECT_GT(job.seq, 0);
+  }
+
+  auto view = run(store_->find(msg.id)).value();
+  ASSERT_TRUE(view.has_value());
+  EXPECT_EQ(view->id, msg.id);
+  EXPECT_EQ(view->source, msg.source);
+  EXPECT_EQ(view->channel, msg.channel);
+  EXPECT_EQ(view->resource_type, msg.resource_type);
+  EXPECT_EQ(view->event, msg.event);
+  EXPECT_EQ(view->patient_key, msg.patient_key);
+  EXPECT_EQ(view->content_hash, msg.content_hash);
+  EXPECT_EQ(view->received_at_ms, msg.received_at_ms);
+  EXPECT_EQ(view->state, MessageState::delivering);
+  EXPECT_EQ(view->body_bytes, msg.body.size());
+  ASSERT_EQ(view->deliveries.size(), 2u);
+  EXPECT_EQ(view->deliveries[0].destination, "trust-a");
+  EXPECT_EQ(view->deliveries[0].status, DeliveryStatus::pending);
+  EXPECT_EQ(view->deliveries[0].attempts, 0);
+  EXPECT_EQ(view->deliveries[0].delivery_id, committed.jobs[0].delivery_id);
+  EXPECT_EQ(kinds(*view), (std::vector<std::string>{"received", "validated", "routed"}));
+  EXPECT_NE(view->events[1].detail.find("no profile claimed"), std::string::npos);
+  EXPECT_NE(view->events[2].detail.find("trust-a"), std::string::npos);
+  EXPECT_NE(view->events[2].detail.find("referrals"), std::string::npos);
+}
+
+TEST_P(StoreContract, FindUnknownIdReturnsNothing) {
+  auto view = run(store_->find("01UNKNOWN0000000000000000")).value();
+  EXPECT_FALSE(view.has_value());
+}
+
+TEST_P(StoreContract, SequentialDuplicateIsStoredOnceAndNoted) {
+  auto first = run(store_->commit(sample("same-key"))).value();
+  auto again = sample("same-key");
+  auto second = run(store_->commit(again)).value();
+  EXPECT_TRUE(second.outcome.duplicate);
+  EXPECT_EQ(second.outcome.message_id, first.outcome.message_id);
+  EXPECT_EQ(second.outcome.state, MessageState::delivering);
+  EXPECT_TRUE(second.jobs.empty());
+
+  EXPECT_FALSE(run(store_->find(again.id)).value().has_value());
+  auto view = run(store_->find(first.outcome.message_id)).value();
+  ASSERT_TRUE(view);
+  EXPECT_EQ(count_kind(*view, "duplicate"), 1);
+  EXPECT_EQ(run(store_->list(MessageQuery{})).value().size(), 1u);
+  EXPECT_EQ(store_->load_pending().value().size(), 2u);
+}
+
+TEST_P(StoreContract, KeysAreScopedBySourceAndEmptyKeysNeverMatch) {
+  EXPECT_FALSE(run(store_->commit(sample("k", {"trust-a"}, "hospital-1"))).value().outcome.duplicate);
+  EXPECT_FALSE(run(store_->commit(sample("k", {"trust-a"}, "gp-2"))).value().outcome.duplicate);
+  EXPECT_FALSE(run(store_->commit(sample("", {"trust-a"}))).value().outcome.duplicate);
+  EXPECT_FALSE(run(store_->commit(sample("", {"trust-a"}))).value().outcome.duplicate);
+  EXPECT_EQ(run(store_->list(MessageQuery{})).value().size(), 4u);
+}
+
+TEST_P(StoreContract, ConcurrentDuplicatesAreStoredOnce) {
+  constexpr int callers = 50;
+  asio::io_context io;
+  std::vector<Committed> results;
+  std::exception_ptr error;
+  for (int i = 0; i < callers; ++i) {
+    auto done = [&](std::exception_ptr e, Result<Committed> r) {
+      if (e) error = e;
+      else if (r) results.push_back(*r);
+    };
+    asio::co_spawn(io, store_->commit(sample("burst-key")), done);
+  }
+  io.run();
+  ASSERT_FALSE(error);
+  ASSERT_EQ(results.size(), static_cast<std::size_t>(callers));
+  auto originals = std::count_if(results.begin(), results.end(), [](const auto& c) { return !c.outcome.duplicate; });
+  EXPECT_EQ(originals, 1);
+  for (const auto& c : results) EXPECT_EQ(c.outcome.message_id, results.front().outcome.message_id);
+
+  EXPECT_EQ(run(store_->list(MessageQuery{})).value().size(), 1u);
+  auto view = run(store_->find(results.front().outcome.message_id)).value();
+  ASSERT_TRUE(view);
+  EXPECT_EQ(count_kind(*view, "duplicate"), callers - 1);
+}
+
+TEST_P(StoreContract, MessageWithoutDestinationIsUnroutable) {
+  auto msg = sample("", {});
+  auto committed = run(store_->commit(msg)).value();
+  EXPECT_EQ(committed.outcome.state, MessageState::unroutable);
+  EXPECT_TRUE(committed.jobs.empty());
+  auto view = run(store_->find(msg.id)).value();
+  ASSERT_TRUE(view);
+  EXPECT_EQ(view->state, MessageState::unroutable);
+  EXPECT_TRUE(view->deliveries.empty());
+  EXPECT_EQ(kinds(*view), (std::vector<std::string>{"received", "validated", "unroutable"}));
+  EXPECT_TRUE(store_->load_pending().value().empty());
+}
+
+TEST_P(StoreContract, RetryThenDeliveredMovesDeliveryAndMessageState) {
+  auto committed = run(store_->commit(sample())).value();
+  const auto& a = committed.jobs[0];
+  const auto& b = committed.jobs[1];
+  const auto id = committed.outcome.message_id;
+
+  auto retry = attempt_on(a, 1, false);
+  ASSERT_TRUE(run(store_->record_attempt(retry)));
+  auto view = run(store_->find(id)).value();
+  EXPECT_EQ(view->state, MessageState::delivering);
+  EXPECT_EQ(delivery_to(*view, "trust-a").status, DeliveryStatus::pending);
+  EXPECT_EQ(delivery_to(*view, "trust-a").attempts, 1);
+  EXPECT_EQ(delivery_to(*view, "trust-a").next_attempt_ms, retry.next_attempt_ms);
+  EXPECT_NE(delivery_to(*view, "trust-a").last_error.find("partner busy"), std::string::npos);
+
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(a, 2, true))));
+  view = run(store_->find(id)).value();
+  EXPECT_EQ(delivery_to(*view, "trust-a").status, DeliveryStatus::delivered);
+  EXPECT_EQ(delivery_to(*view, "trust-a").attempts, 2);
+  EXPECT_EQ(view->state, MessageState::delivering);  // gp-b still pending
+
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(b, 1, true))));
+  view = run(store_->find(id)).value();
+  EXPECT_EQ(view->state, MessageState::delivered);
+  EXPECT_EQ(count_kind(*view, "attempt"), 3);
+  EXPECT_EQ(count_kind(*view, "delivered"), 2);
+  EXPECT_TRUE(store_->load_pending().value().empty());
+}
+
+TEST_P(StoreContract, DeadDeliveryFailsTheMessage) {
+  auto committed = run(store_->commit(sample())).value();
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(committed.jobs[0], 1, true))));
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(committed.jobs[1], 5, false, true))));
+  auto view = run(store_->find(committed.outcome.message_id)).value();
+  EXPECT_EQ(view->state, MessageState::failed);
+  EXPECT_EQ(delivery_to(*view, "gp-b").status, DeliveryStatus::dead);
+  EXPECT_EQ(count_kind(*view, "dead"), 1);
+  auto failed = run(store_->list(MessageQuery{MessageState::failed, "", 10})).value();
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].id, committed.outcome.message_id);
+}
+
+TEST_P(StoreContract, ReplayReturnsDeadDeliveriesToPending) {
+  auto msg = sample();
+  auto committed = run(store_->commit(msg)).value();
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(committed.jobs[0], 1, true))));
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(committed.jobs[1], 5, false, true))));
+
+  auto jobs = run(store_->replay(msg.id)).value();
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].delivery_id, committed.jobs[1].delivery_id);
+  EXPECT_EQ(jobs[0].destination, "gp-b");
+  EXPECT_EQ(jobs[0].body, msg.body);
+  EXPECT_EQ(jobs[0].attempts, 0);
+  EXPECT_EQ(jobs[0].seq, committed.jobs[1].seq);
+
+  auto view = run(store_->find(msg.id)).value();
+  EXPECT_EQ(view->state, MessageState::delivering);
+  EXPECT_EQ(delivery_to(*view, "gp-b").status, DeliveryStatus::pending);
+  EXPECT_EQ(delivery_to(*view, "gp-b").attempts, 0);
+  EXPECT_EQ(delivery_to(*view, "trust-a").status, DeliveryStatus::delivered);
+  EXPECT_EQ(view->events.back().kind, "replayed");
+  auto pending = store_->load_pending().value();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].destination, "gp-b");
+
+  EXPECT_TRUE(run(store_->replay(msg.id)).value().empty());  // nothing dead any more
+}
+
+TEST_P(StoreContract, ReplayOfUnknownMessageIsNotFound) {
+  auto result = run(store_->replay("01NOSUCHMESSAGE0000000000"));
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().http_status, 404);
+  EXPECT_FALSE(result.error().retryable_p());
+  ASSERT_FALSE(result.error().issues.empty());
+  EXPECT_EQ(result.error().issues[0].code, "not-found");
+}
+
+TEST_P(StoreContract, AttemptOnUnknownDeliveryIsNotFound) {
+  DeliveryJob ghost;
+  ghost.delivery_id = 987654;
+  auto result = run(store_->record_attempt(attempt_on(ghost, 1, true)));
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().http_status, 404);
+}
+
+TEST_P(StoreContract, PendingDeliveriesSurviveReopenInAcceptanceOrder) {
+  std::vector<NewMessage> sent;
+  for (int i = 0; i < 3; ++i) sent.push_back(sample("order-" + std::to_string(i)));
+  std::vector<Committed> committed;
+  for (const auto& m : sent) committed.push_back(run(store_->commit(m)).value());
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(committed[1].jobs[0], 1, true))));
+
+  reopen();
+  auto pending = store_->load_pending().value();
+  ASSERT_EQ(pending.size(), 5u);
+  std::vector<std::string> order;
+  for (const auto& job : pending) order.push_back(job.message_id + "/" + job.destination);
+  EXPECT_EQ(order, (std::vector<std::string>{sent[0].id + "/trust-a", sent[0].id + "/gp-b", sent[1].id + "/gp-b",
+                                             sent[2].id + "/trust-a", sent[2].id + "/gp-b"}));
+  for (std::size_t i = 1; i < pending.size(); ++i) EXPECT_LE(pending[i - 1].seq, pending[i].seq);
+  EXPECT_EQ(pending[0].body, sent[0].body);
+  EXPECT_EQ(pending[4].body, sent[2].body);
+
+  // Duplicates are still recognised and the sequence keeps growing after a restart.
+  EXPECT_TRUE(run(store_->commit(sample("order-0"))).value().outcome.duplicate);
+  auto later = run(store_->commit(sample("order-3"))).value();
+  EXPECT_GT(later.jobs.at(0).seq, pending.back().seq);
+}
+
+TEST_P(StoreContract, ListFiltersByStateAndSource) {
+  auto unroutable = run(store_->commit(sample("", {}, "hospital-1"))).value();
+  auto routed = run(store_->commit(sample("", {"trust-a"}, "hospital-1"))).value();
+  auto other = run(store_->commit(sample("", {"trust-a"}, "gp-2"))).value();
+
+  auto all = run(store_->list(MessageQuery{})).value();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].id, other.outcome.message_id);  // newest first
+
+  auto stuck = run(store_->list(MessageQuery{MessageState::unroutable, "", 100})).value();
+  ASSERT_EQ(stuck.size(), 1u);
+  EXPECT_EQ(stuck[0].id, unroutable.outcome.message_id);
+  EXPECT_EQ(stuck[0].state, MessageState::unroutable);
+  EXPECT_EQ(stuck[0].source, "hospital-1");
+  EXPECT_EQ(stuck[0].resource_type, "Bundle");
+
+  auto from_gp = run(store_->list(MessageQuery{std::nullopt, "gp-2", 100})).value();
+  ASSERT_EQ(from_gp.size(), 1u);
+  EXPECT_EQ(from_gp[0].id, other.outcome.message_id);
+
+  auto delivering = run(store_->list(MessageQuery{MessageState::delivering, "hospital-1", 100})).value();
+  ASSERT_EQ(delivering.size(), 1u);
+  EXPECT_EQ(delivering[0].id, routed.outcome.message_id);
+
+  EXPECT_EQ(run(store_->list(MessageQuery{std::nullopt, "", 2})).value().size(), 2u);
+}
+
+TEST_P(StoreContract, ConcurrentCommitsFromTwoThreadsAllComplete) {
+  constexpr int messages = 400;
+  asio::io_context io;
+  std::mutex mutex;
+  std::set<std::string> ids;
+  std::set<std::int64_t> seqs;
+  std::atomic<int> failures{0};
+  for (int i = 0; i < messages; ++i) {
+    auto done = [&](std::exception_ptr e, Result<Committed> r) {
+      if (e || !r || r->jobs.size() != 2) {
+        ++failures;
+        return;
+      }
+      std::lock_guard lock(mutex);
+      ids.insert(r->outcome.message_id);
+      seqs.insert(r->jobs[0].seq);
+    };
+    asio::co_spawn(io, store_->commit(sample("c-" + std::to_string(i))), done);
+  }
+  std::thread second([&] { io.run(); });
+  io.run();
+  second.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(messages));
+  EXPECT_EQ(seqs.size(), static_cast<std::size_t>(messages));
+  EXPECT_EQ(store_->load_pending().value().size(), static_cast<std::size_t>(2 * messages));
+}
+
+TEST_P(StoreContract, ClosedStoreRefusesWritesAsRetryable) {
+  store_->close();
+  auto result = run(store_->commit(sample()));
+  ASSERT_FALSE(result);
+  EXPECT_TRUE(result.error().retryable_p());
+  EXPECT_EQ(result.error().http_status, 503);
+}
+
+}  // namespace tellonce::testing

@@ -1,0 +1,499 @@
+// The structural FHIR R4 engine: per check family one record that fails (exact location and
+// rule) and one that passes; every shipped sample record passes; the `validate` command.
+#include "core/json.hpp"
+#include "validate/primitives.hpp"
+#include "validate/rules.hpp"
+#include "validate/validate_command.hpp"
+#include "validate/validator.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <unistd.h>
+
+namespace tellonce {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path shared_data = TELLONCE_SHARED_DATA;
+const fs::path schema_dir = fs::path(TELLONCE_SOURCE_DIR) / "schemas";
+
+// Records every rule-set call so tests can see the engine's contract with the rules.
+class RecordingRules : public RuleSet {
+ public:
+  void check(std::string_view type, const rapidjson::Value&, const std::string& path,
+             std::vector<Issue>&) const override {
+    std::lock_guard lock(mutex_);
+    calls_.push_back(std::string(type) + " " + path);
+  }
+  std::vector<std::string> take() const {
+    std::lock_guard lock(mutex_);
+    return std::exchange(calls_, {});
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::vector<std::string> calls_;
+};
+
+RecordingRules* recording = nullptr;
+
+const Validator& engine() {
+  static std::unique_ptr<Validator> v = [] {
+    std::vector<std::unique_ptr<RuleSet>> rules;
+    auto r = std::make_unique<RecordingRules>();
+    recording = r.get();
+    rules.push_back(std::move(r));
+    return make_structural_validator(ValidatorSettings{schema_dir}, std::move(rules));
+  }();
+  return *v;
+}
+
+std::vector<Issue> validate(std::string_view json) {
+  auto doc = parse_json(json);
+  EXPECT_TRUE(doc.has_value()) << "test JSON is malformed: " << json;
+  if (!doc) return {};
+  std::vector<Issue> issues;
+  engine().validate(*doc, issues);
+  return issues;
+}
+
+std::string show(const std::vector<Issue>& issues) {
+  std::string s;
+  for (auto& i : issues) s += i.code + " " + i.location + ": " + i.diagnostics + " [" + i.rule + "]\n";
+  return s;
+}
+
+void expect_valid(std::string_view json) {
+  auto issues = validate(json);
+  EXPECT_TRUE(issues.empty()) << json << "\n" << show(issues);
+}
+
+// Exactly one issue, at `location`, from `rule`, with issue code `code`.
+void expect_one(std::string_view json, std::string_view location, std::string_view rule, std::string_view code) {
+  auto issues = validate(json);
+  ASSERT_EQ(issues.size(), 1u) << json << "\n" << show(issues);
+  EXPECT_EQ(issues[0].location, location) << show(issues);
+  EXPECT_EQ(issues[0].rule, rule) << show(issues);
+  EXPECT_EQ(issues[0].code, code) << show(issues);
+  EXPECT_EQ(issues[0].severity, Severity::error);
+}
+
+TEST(Engine, LoadsTheShippedSchemas) {
+  EXPECT_NO_THROW(engine());
+  EXPECT_THROW(make_structural_validator(ValidatorSettings{"/nonexistent"}, {}), std::runtime_error);
+}
+
+TEST(Engine, Cardinality) {
+  expect_valid(R"({"resourceType":"Observation","status":"final","code":{"text":"x"}})");
+  expect_one(R"({"resourceType":"Observation","code":{"text":"x"}})", "Observation.status",
+             "fhir-cardinality", "required");
+  // A primitive given only by its extension counts as present.
+  expect_valid(R"({"resourceType":"Observation","code":{"text":"x"},
+      "_status":{"extension":[{"url":"http://example.org/x","valueString":"y"}]}})");
+  expect_one(R"({"resourceType":"Observation","status":"final"})", "Observation.code", "fhir-cardinality",
+             "required");
+  expect_one(R"({"resourceType":"Patient","birthDate":["2000-01-01"]})", "Patient.birthDate",
+             "fhir-cardinality", "structure");
+  expect_one(R"({"resourceType":"Patient","name":{"family":"Smith"}})", "Patient.name", "fhir-cardinality",
+             "structure");
+  expect_one(R"({"resourceType":"Patient","identifier":[]})", "Patient.identifier", "fhir-cardinality",
+             "structure");
+  expect_one(R"({"resourceType":"Patient","name":[{"given":[]}]})", "Patient.name[0].given",
+             "fhir-cardinality", "structure");
+  // Required inside a backbone element: Patient.link.other.
+  expect_one(R"({"resourceType":"Patient","link":[{"type":"seealso"}]})", "Patient.link[0].other",
+             "fhir-cardinality", "required");
+}
+
+TEST(Engine, JsonTypes) {
+  expect_valid(R"({"resourceType":"Patient","active":true,"multipleBirthInteger":2,
+      "maritalStatus":{"text":"married"},"name":[{"family":"Smith","given":["Ann"]}]})");
+  expect_one(R"({"resourceType":"Patient","active":"true"})", "Patient.active", "fhir-type", "structure");
+  expect_one(R"({"resourceType":"Patient","maritalStatus":"M"})", "Patient.maritalStatus", "fhir-type",
+             "structure");
+  expect_one(R"({"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":"Patient/1"})",
+             "Observation.subject", "fhir-type", "structure");
+  expect_one(R"({"resourceType":"Patient","name":[{"given":[7]}]})", "Patient.name[0].given[0]", "fhir-type",
+             "structure");
+  expect_one(R"({"resourceType":"Patient","multipleBirthInteger":1.5})", "Patient.multipleBirthInteger",
+             "fhir-value", "value");
+  expect_one(R"({"resourceType":"Patient","multipleBirthInteger":3000000000})", "Patient.multipleBirthInteger",
+             "fhir-value", "value");
+  expect_one(R"({"resourceType":"Patient","telecom":[{"system":"phone","value":"1","rank":0}]})",
+             "Patient.telecom[0].rank", "fhir-value", "value");
+  expect_one(R"({"resourceType":"Patient","photo":[{"size":-1}]})", "Patient.photo[0].size", "fhir-value",
+             "value");
+  expect_one(R"({"resourceType":"Patient","name":[{"family":""}]})", "Patient.name[0].family", "fhir-value",
+             "value");
+  expect_one(R"({"resourceType":"Patient","active":null})", "Patient.active", "fhir-type", "structure");
+}
+
+TEST(Engine, PrimitiveFormats) {
+  expect_valid(R"({"resourceType":"Patient","id":"abc-1.2","birthDate":"2024-02-29",
+      "meta":{"lastUpdated":"2024-01-01T10:00:00.123+01:00","source":"urn:uuid:9e2b5d8a-5f3c-4a7e-9b1d-0c6f4e2a1b3c"},
+      "identifier":[{"system":"urn:oid:2.16.840.1.113883.2.1.4.1","value":"x"}],
+      "deceasedDateTime":"2020-05"})");
+  expect_one(R"({"resourceType":"Patient","birthDate":"2023-02-30"})", "Patient.birthDate", "fhir-date", "value");
+  expect_one(R"({"resourceType":"Patient","birthDate":"2023-13-01"})", "Patient.birthDate", "fhir-date", "value");
+  expect_one(R"({"resourceType":"Patient","deceasedDateTime":"2023-01-01T10:00Z"})", "Patient.deceasedDateTime",
+             "fhir-date", "value");
+  expect_one(R"({"resourceType":"Patient","deceasedDateTime":"2023-01-01T10:00:00"})", "Patient.deceasedDateTime",
+             "fhir-date", "value");
+  expect_one(R"({"resourceType":"Patient","meta":{"lastUpdated":"2023-01-01"}})", "Patient.meta.lastUpdated",
+             "fhir-date", "value");
+  expect_one(R"({"resourceType":"Observation","status":"final","code":{"text":"x"},"valueTime":"24:00:00"})",
+             "Observation.valueTime", "fhir-date", "value");
+  expect_one(R"({"resourceType":"Patient","id":"has space"})", "Patient.id", "fhir-value", "value");
+  expect_one(R"({"resourceType":"Patient","identifier":[{"system":"http://x y"}]})", "Patient.identifier[0].system",
+             "fhir-value", "value");
+  expect_one(R"({"resourceType":"Patient","extension":[{"url":"http://x","valueOid":"urn:oid:1.02"}]})",
+             "Patient.extension[0].valueOid", "fhir-value", "value");
+  expect_one(R"({"resourceType":"Patient","extension":[{"url":"http://x","valueUuid":"urn:uuid:ABC"}]})",
+             "Patient.extension[0].valueUuid", "fhir-value", "value");
+  expect_one(R"({"resourceType":"Patient","photo":[{"data":"abc"}]})", "Patient.photo[0].data", "fhir-value",
+             "value");
+  expect_one(R"({"resourceType":"Patient","language":" en"})", "Patient.language", "fhir-value", "value");
+}
+
+TEST(Primitives, LexicalChecks) {
+  using namespace fhir;
+  EXPECT_TRUE(is_date("2000"));
+  EXPECT_TRUE(is_date("2000-02-29"));
+  EXPECT_FALSE(is_date("1900-02-29"));
+  EXPECT_FALSE(is_date("0000"));
+  EXPECT_FALSE(is_date("2000-1-01"));
+  EXPECT_TRUE(is_date_time("2015-02-07T13:28:17.239+14:00"));
+  EXPECT_FALSE(is_date_time("2015-02-07T13:28:17+14:30"));
+  EXPECT_FALSE(is_date_time("2015-02T13:28:17Z"));
+  EXPECT_TRUE(is_instant("2015-02-07T13:28:17Z"));
+  EXPECT_FALSE(is_instant("2015-02-07"));
+  EXPECT_TRUE(is_time("23:59:60.5"));
+  EXPECT_FALSE(is_time("23:59"));
+  EXPECT_TRUE(is_id(std::string(64, 'a')));
+  EXPECT_FALSE(is_id(std::string(65, 'a')));
+  EXPECT_TRUE(is_code("a b"));
+  EXPECT_FALSE(is_code("a  b"));
+  EXPECT_FALSE(is_code("a "));
+}
+
+TEST(Engine, UnknownElements) {
+  expect_one(R"({"resourceType":"Patient","birthdate":"2000-01-01"})", "Patient.birthdate",
+             "fhir-unknown-element", "structure");
+  // STU3 Patient.animal is gone in R4.
+  expect_one(R"({"resourceType":"Patient","animal":{}})", "Patient.animal", "fhir-unknown-element", "structure");
+  expect_one(R"({"resourceType":"Patient","_gender2":{}})", "Patient._gender2", "fhir-unknown-element",
+             "structure");
+  expect_one(R"({"resourceType":"Patient","_name":[{}]})", "Patient._name", "fhir-unknown-element", "structure");
+  expect_one(R"({"resourceType":"Patient","name":[{"famly":"x"}]})", "Patient.name[0].famly",
+             "fhir-unknown-element", "structure");
+  expect_one(R"({"resourceType":"Observation","status":"final","code":{"text":"x"},"value":1})",
+             "Observation.value", "fhir-unknown-element", "structure");
+  expect_one(R"({"resourceType":"Patient","fhir_comments":["x"]})", "Patient.fhir_comments",
+             "fhir-unknown-element", "structure");
+  // Element.id has no "_id" companion, Resource.id has.
+  expect_one(R"({"resourceType":"Patient","name":[{"_id":{}}]})", "Patient.name[0]._id", "fhir-unknown-element",
+             "structure");
+  expect_valid(R"({"resourceType":"Patient","_id":{"extension":[{"url":"http://x","valueBoolean":true}]}})");
+  expect_valid(R"({"resourceType":"Patient","name":[{"id":"n1","family":"x"}]})");
+}
+
+TEST(Engine, DuplicateProperties) {
+  expect_one(R"({"resourceType":"Patient","gender":"male","gender":"female"})", "Patient.gender", "fhir-duplicate",
+             "structure");
+  expect_valid(R"({"resourceType":"Patient","gender":"male","_gender":{"id":"g"}})");
+}
+
+TEST(Engine, PrimitiveArraysWithExtensions) {
+  expect_valid(R"({"resourceType":"Patient","name":[{"given":["Ann",null],
+      "_given":[null,{"extension":[{"url":"http://x","valueString":"y"}]}]}]})");
+  expect_one(R"({"resourceType":"Patient","name":[{"given":["Ann",null]}]})", "Patient.name[0].given[1]",
+             "fhir-type", "structure");
+  expect_one(R"({"resourceType":"Patient","_birthDate":"x"})", "Patient.birthDate", "fhir-type", "structure");
+  expect_one(R"({"resourceType":"Patient","name":[{"given":["Ann","Bo"],"_given":[{"id":"g"}]}]})",
+             "Patient.name[0].given", "fhir-cardinality", "structure");
+}
+
+TEST(Engine, RequiredBindings) {
+  expect_valid(R"({"resourceType":"Patient","gender":"female"})");
+  expect_one(R"({"resourceType":"Patient","gender":"woman"})", "Patient.gender", "fhir-binding", "code-invalid");
+  const char* cc = R"({"resourceType":"Condition","subject":{"reference":"Patient/1"},"clinicalStatus":%s})";
+  auto condition = [&](std::string codings) {
+    std::string s = cc;
+    return s.replace(s.find("%s"), 2, codings);
+  };
+  const std::string sys = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+  expect_valid(condition(R"({"coding":[{"system":")" + sys + R"(","code":"active"}]})"));
+  // Another system is not judged; one good coding from the bound system is enough.
+  expect_valid(condition(R"({"coding":[{"system":"http://snomed.info/sct","code":"55561003"}]})"));
+  expect_valid(condition(R"({"coding":[{"system":")" + sys + R"(","code":"nope"},{"system":")" + sys +
+                         R"(","code":"active"}]})"));
+  expect_one(condition(R"({"coding":[{"system":"http://snomed.info/sct","code":"1"},{"system":")" + sys +
+                       R"(","code":"nope"}]})"),
+             "Condition.clinicalStatus.coding[1].code", "fhir-binding", "code-invalid");
+}
+
+TEST(Engine, Choices) {
+  expect_valid(R"({"resourceType":"Observation","status":"final","code":{"text":"x"},
+      "valueQuantity":{"value":1.5,"unit":"kg"}})");
+  expect_one(R"({"resourceType":"Observation","status":"final","code":{"text":"x"},
+      "valueString":"a","valueQuantity":{"value":1}})",
+             "Observation.valueQuantity", "fhir-choice", "structure");
+  // A primitive choice and its own "_" companion are one choice.
+  expect_valid(R"({"resourceType":"Observation","status":"final","code":{"text":"x"},
+      "valueString":"a","_valueString":{"extension":[{"url":"http://x","valueCode":"b"}]}})");
+  // Extension.value[x] with a type R4 does not have.
+  expect_one(R"({"resourceType":"Patient","extension":[{"url":"http://x","valueInteger64":"1"}]})",
+             "Patient.extension[0].valueInteger64", "fhir-unknown-element", "structure");
+}
+
+TEST(Engine, ResourceType) {
+  expect_one(R"({"id":"x"})", "resourceType", "fhir-resource-type", "required");
+  expect_one(R"({"resourceType":"Patientt"})", "resourceType", "fhir-resource-type", "not-supported");
+  expect_one(R"({"resourceType":"HumanName"})", "resourceType", "fhir-resource-type", "structure");
+  expect_one(R"({"resourceType":"DomainResource"})", "resourceType", "fhir-resource-type", "structure");
+  expect_one(R"({"resourceType":7})", "resourceType", "fhir-resource-type", "structure");
+  expect_one(R"([])", "(resource)", "fhir-type", "structure");
+  expect_one(R"({"resourceType":"Patient","name":[{"resourceType":"Patient"}]})", "Patient.name[0]", "fhir-type",
+             "structure");
+}
+
+TEST(Engine, NestedResources) {
+  expect_valid(R"({"resourceType":"Bundle","type":"collection","entry":[
+      {"resource":{"resourceType":"Patient","id":"p"}},
+      {"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"}}}]})");
+  expect_one(R"({"resourceType":"Bundle","type":"collection","entry":[
+      {"resource":{"resourceType":"Patient","id":"p"}},
+      {"resource":{"resourceType":"Patient","identifier":[{"value":7}]}}]})",
+             "Bundle.entry[1].resource.identifier[0].value", "fhir-type", "structure");
+  expect_one(R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"id":"p"}}]})",
+             "Bundle.entry[0].resource.resourceType", "fhir-resource-type", "required");
+  expect_one(R"({"resourceType":"Patient","contained":[{"resourceType":"Organization","nme":"x"}]})",
+             "Patient.contained[0].nme", "fhir-unknown-element", "structure");
+  expect_one(R"({"resourceType":"Parameters","parameter":[{"name":"a",
+      "resource":{"resourceType":"Patient","gender":"x"}}]})",
+             "Parameters.parameter[0].resource.gender", "fhir-binding", "code-invalid");
+  // Recursive backbone (contentReference): Questionnaire.item.item.
+  expect_one(R"({"resourceType":"Questionnaire","status":"active","item":[{"linkId":"1","type":"group",
+      "item":[{"linkId":"1.1","type":"bogus"}]}]})",
+             "Questionnaire.item[0].item[0].type", "fhir-binding", "code-invalid");
+}
+
+TEST(Engine, ReportsEveryProblem) {
+  auto issues = validate(R"({"resourceType":"Observation","status":"done","valueString":"","foo":1,
+      "subject":{"reference":1}})");
+  std::vector<std::string> locations;
+  for (auto& i : issues) locations.push_back(i.location + " " + i.rule);
+  std::vector<std::string> expected = {"Observation.status fhir-binding", "Observation.valueString fhir-value",
+                                       "Observation.foo fhir-unknown-element",
+                                       "Observation.subject.reference fhir-type",
+                                       "Observation.code fhir-cardinality"};
+  EXPECT_EQ(locations, expected) << show(issues);
+}
+
+TEST(Engine, CallsRuleSetsPerResourceAndComplexElement) {
+  engine();
+  recording->take();
+  expect_valid(R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":
+      {"resourceType":"Patient","name":[{"family":"x"}],"contact":[{"gender":"male"}],"birthDate":"2000"}}]})");
+  std::vector<std::string> expected = {"HumanName Bundle.entry[0].resource.name[0]",
+                                       "BackboneElement Bundle.entry[0].resource.contact[0]",
+                                       "Patient Bundle.entry[0].resource", "BackboneElement Bundle.entry[0]",
+                                       "Bundle Bundle"};
+  EXPECT_EQ(recording->take(), expected);
+}
+
+// A hand-written schema directory: covers what R4 core never uses (a required binding on a
+// Coding, a finite max above 1) and shows the engine reads only what the files say.
+TEST(Engine, SmallHandWrittenSchema) {
+  fs::path dir = fs::temp_directory_path() / ("validate_schema_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "fhir-r4");
+  std::ofstream(dir / "fhir-r4/valuesets.json") << R"({"valuesets":{
+      "http://example.org/vs":{"systems":{"http://example.org/cs":["a","b"]}}}})";
+  std::ofstream(dir / "fhir-r4/types.json") << R"({"types":{
+      "string":{"kind":"primitive"}, "uri":{"kind":"primitive"}, "code":{"kind":"primitive"},
+      "Element":{"kind":"complex","elements":[{"path":"id","min":0,"max":"1","type":"string"},
+        {"path":"extension","min":0,"max":"*","type":"Extension"}]},
+      "Extension":{"kind":"complex","elements":[{"path":"url","min":1,"max":"1","type":"uri"},
+        {"path":"value[x]","min":0,"max":"1","choices":{"valueString":"string"}}]},
+      "Coding":{"kind":"complex","elements":[{"path":"system","min":0,"max":"1","type":"uri"},
+        {"path":"code","min":0,"max":"1","type":"code"}]},
+      "Resource":{"kind":"resource","abstract":true,"elements":[]},
+      "Thing":{"kind":"resource","elements":[
+        {"path":"kind","min":0,"max":"1","type":"Coding","binding":"http://example.org/vs"},
+        {"path":"tag","min":0,"max":"2","type":"string"}]}}})";
+  auto small = make_structural_validator(ValidatorSettings{dir}, {});
+  auto check = [&](std::string_view json) {
+    auto doc = parse_json(json);
+    std::vector<Issue> issues;
+    small->validate(*doc, issues);
+    return issues;
+  };
+  EXPECT_TRUE(check(R"({"resourceType":"Thing","kind":{"system":"http://example.org/cs","code":"a"},
+      "tag":["x","y"]})").empty());
+  EXPECT_TRUE(check(R"({"resourceType":"Thing","kind":{"system":"http://other.org","code":"z"}})").empty());
+  auto issues = check(R"({"resourceType":"Thing","kind":{"system":"http://example.org/cs","code":"z"},
+      "tag":["x","y","z"]})");
+  ASSERT_EQ(issues.size(), 2u) << show(issues);
+  EXPECT_EQ(issues[0].location, "Thing.kind.code");
+  EXPECT_EQ(issues[0].rule, "fhir-binding");
+  EXPECT_EQ(issues[1].location, "Thing.tag");
+  EXPECT_EQ(issues[1].rule, "fhir-cardinality");
+  issues = check(R"({"resourceType":"Patient"})");
+  ASSERT_EQ(issues.size(), 1u);
+  EXPECT_EQ(issues[0].code, "not-supported");
+
+  std::ofstream(dir / "fhir-r4/types.json") << R"({"types":{"Thing":{"kind":"resource","elements":[
+      {"path":"x","min":0,"max":"1","type":"NoSuchType"}]}}})";
+  EXPECT_THROW(make_structural_validator(ValidatorSettings{dir}, {}), std::runtime_error);
+  fs::remove_all(dir);
+}
+
+TEST(Engine, DeepNestingIsBoundedNotACrash) {
+  // Built by hand: parse_json would refuse this depth, but adapters build documents too.
+  rapidjson::Document doc;
+  doc.Parse(R"({"resourceType":"Questionnaire","status":"active"})");
+  rapidjson::Value* items = &doc;
+  for (int i = 0; i < 150; ++i) {
+    rapidjson::Value item(rapidjson::kObjectType), list(rapidjson::kArrayType);
+    item.AddMember("linkId", "x", doc.GetAllocator());
+    item.AddMember("type", "group", doc.GetAllocator());
+    list.PushBack(item, doc.GetAllocator());
+    items->AddMember("item", list, doc.GetAllocator());
+    items = &(*items)["item"][0];
+  }
+  std::vector<Issue> issues;
+  engine().validate(doc, issues);
+  ASSERT_EQ(issues.size(), 1u) << show(issues);
+  EXPECT_EQ(issues[0].rule, "fhir-depth");
+}
+
+TEST(Engine, ConcurrentCallsGiveTheSameAnswers) {
+  const std::vector<std::string> records = {
+      R"({"resourceType":"Patient","gender":"x","birthDate":"2023-02-30","name":[{"given":[1]}]})",
+      R"({"resourceType":"Observation","valueString":"a","valueBoolean":true})",
+      R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","x":1}}]})"};
+  std::vector<std::string> expected;
+  for (auto& r : records) expected.push_back(show(validate(r)));
+  std::vector<rapidjson::Document> docs;
+  for (auto& r : records) docs.push_back(std::move(*parse_json(r)));
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int round = 0; round < 200; ++round) {
+        for (std::size_t i = 0; i < docs.size(); ++i) {
+          std::vector<Issue> issues;
+          engine().validate(docs[i], issues);
+          if (show(issues) != expected[i]) ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_NE(expected[0], "");
+}
+
+// Sample records that break FHIR R4 itself, with the one kind of issue each must give.
+// bundle-questionnaire.json: generated items without the mandatory Questionnaire.item.linkId (1..1).
+// Extension-UKCore-ConditionEpisode-Example.json: one extension carries valueCode and
+// valueCodeableConcept (value[x] is 0..1); the upstream XML has both too.
+const std::map<std::string, std::string> known_defects = {
+    {"bundle-questionnaire.json", "linkId is required but missing"},
+    {"Extension-UKCore-ConditionEpisode-Example.json", "value[x] allows one type only"},
+};
+
+// Every record in the shared sample folders passes the structural checks (rules are not run here).
+TEST(SampleData, EveryExampleValidates) {
+  const fs::path folders[] = {shared_data / "fhir-r4-spec-examples", shared_data / "ukcore-examples/json-converted",
+                              shared_data / "synthea-r4"};
+  std::size_t files = 0, defects_seen = 0;
+  std::string failures;
+  for (const auto& folder : folders) {
+    if (!fs::is_directory(folder)) GTEST_SKIP() << "sample data folder missing: " << folder;
+    for (const auto& entry : fs::recursive_directory_iterator(folder)) {
+      if (entry.path().extension() != ".json") continue;
+      std::ifstream in(entry.path(), std::ios::binary);
+      std::stringstream text;
+      text << in.rdbuf();
+      auto doc = parse_json(text.str());
+      if (!doc) {
+        failures += entry.path().string() + ": " + doc.error().summary() + "\n";
+        continue;
+      }
+      std::vector<Issue> issues;
+      engine().validate(*doc, issues);
+      ++files;
+      auto defect = known_defects.find(entry.path().filename().string());
+      if (defect != known_defects.end()) {
+        EXPECT_FALSE(issues.empty()) << entry.path() << " no longer has its known defect";
+        defects_seen += !issues.empty();
+        std::erase_if(issues, [&](const Issue& i) { return i.diagnostics.find(defect->second) != std::string::npos; });
+      }
+      for (auto& i : issues) failures += entry.path().string() + ": " + i.location + ": " + i.diagnostics + "\n";
+    }
+  }
+  EXPECT_GT(files, 250u);
+  EXPECT_EQ(defects_seen, known_defects.size());
+  EXPECT_EQ(failures, "");
+}
+
+struct TempFile {
+  fs::path path;
+  explicit TempFile(std::string_view content) {
+    path = fs::temp_directory_path() / ("validate_cmd_" + std::to_string(::getpid()) + "_" +
+                                        std::to_string(reinterpret_cast<std::uintptr_t>(this)) + ".json");
+    std::ofstream(path) << content;
+  }
+  ~TempFile() { fs::remove(path); }
+};
+
+int run(std::vector<std::string> args, std::string& out) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  testing::internal::CaptureStdout();
+  int status = run_validate_command(static_cast<int>(argv.size()), argv.data(), schema_dir);
+  out = testing::internal::GetCapturedStdout();
+  return status;
+}
+
+TEST(ValidateCommand, JsonTextAndNdjson) {
+  TempFile good(R"({"resourceType":"Patient","gender":"female"})");
+  TempFile bad(R"({"resourceType":"Patient","birthDate":"2023-02-30"})");
+  TempFile lines("{\"resourceType\":\"Patient\"}\n\n{\"resourceType\":\"Patient\",\"active\":1}\n");
+  std::string out;
+
+  EXPECT_EQ(run({good.path.string()}, out), 0);
+  EXPECT_NE(out.find("\"resourceType\":\"OperationOutcome\""), std::string::npos) << out;
+
+  // The UK rules may add their own lines (information about NHS numbers); ours comes first.
+  EXPECT_EQ(run({"--text", bad.path.string()}, out), 1);
+  EXPECT_EQ(out.substr(0, out.find('\n') + 1),
+            bad.path.string() + ": error Patient.birthDate: \"2023-02-30\" is not a valid date: expected " +
+                std::string(fhir::expected_form(fhir::Primitive::date)) + " [fhir-date]\n");
+
+  EXPECT_EQ(run({"--ndjson", lines.path.string()}, out), 1);
+  auto newline = out.find('\n');
+  ASSERT_NE(newline, std::string::npos);
+  std::string first = out.substr(0, newline), second = out.substr(newline + 1);
+  EXPECT_NE(first.find("line 1: "), std::string::npos) << out;
+  EXPECT_EQ(first.find("\"severity\":\"error\""), std::string::npos) << out;
+  // The blank line 2 is skipped; the second outcome is line 3's.
+  EXPECT_NE(second.find("line 3: 1 is not a valid boolean"), std::string::npos) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
+
+  EXPECT_EQ(run({}, out), 2);
+  EXPECT_EQ(run({"--bogus", good.path.string()}, out), 2);
+  EXPECT_EQ(run({"/nonexistent/file.json"}, out), 2);
+}
+
+}  // namespace
+}  // namespace tellonce

@@ -1,0 +1,638 @@
+// The FHIR invariants and UK rules, driven directly: a small walker below stands in for the
+// structural engine and calls the RuleSets per resource and per complex element, the way the
+// engine does (types come from element names, enough for these fixtures).
+#include "validate/rules.hpp"
+#include "validate/rules_formats.hpp"
+#include "validate/validator.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace tellonce {
+namespace {
+
+namespace fs = std::filesystem;
+using rapidjson::Value;
+
+const fs::path shared_data = TELLONCE_SHARED_DATA;
+const fs::path schema_dir = fs::path(TELLONCE_SOURCE_DIR) / "schemas";
+
+// Complex datatype of an element by its name; choice elements by their type suffix.
+std::string element_type(std::string_view name) {
+  static const std::map<std::string_view, std::string_view> by_name = {
+      {"identifier", "Identifier"}, {"period", "Period"},         {"extension", "Extension"},
+      {"modifierExtension", "Extension"}, {"coding", "Coding"},   {"telecom", "ContactPoint"},
+      {"attachment", "Attachment"}, {"photo", "Attachment"},      {"content", "BackboneElement"},
+      {"quantity", "Quantity"},     {"low", "Quantity"},          {"high", "Quantity"},
+      {"eventCoding", "Coding"},    {"class", "Coding"},          {"security", "Coding"},
+      {"tag", "Coding"}};
+  if (auto it = by_name.find(name); it != by_name.end()) return std::string(it->second);
+  for (std::string_view suffix : {"Quantity", "Period", "Coding", "Identifier", "Attachment",
+                                  "Age", "Duration", "ContactPoint"})
+    if (name.size() > suffix.size() && name.ends_with(suffix) &&
+        name[name.size() - suffix.size() - 1] >= 'a')
+      return std::string(suffix);
+  return "BackboneElement";
+}
+
+void walk(const RuleSet& rules, std::string_view type, const Value& v, const std::string& path,
+          std::vector<Issue>& out) {
+  rules.check(type, v, path, out);
+  for (auto& m : v.GetObject()) {
+    std::string name = m.name.GetString();
+    auto visit = [&](const Value& child, const std::string& child_path) {
+      if (!child.IsObject()) return;
+      if (child.HasMember("resourceType"))
+        walk(rules, child["resourceType"].GetString(), child, child_path, out);
+      else
+        walk(rules, name.starts_with("_") ? "Element" : element_type(name), child, child_path, out);
+    };
+    if (m.value.IsArray()) {
+      for (rapidjson::SizeType i = 0; i < m.value.Size(); ++i)
+        visit(m.value[i], path + "." + name + "[" + std::to_string(i) + "]");
+    } else {
+      visit(m.value, path + "." + name);
+    }
+  }
+}
+
+std::vector<Issue> check_resource(const RuleSet& rules, const Value& resource) {
+  std::vector<Issue> out;
+  std::string type = resource["resourceType"].GetString();
+  walk(rules, type, resource, type, out);
+  return out;
+}
+
+rapidjson::Document parse(std::string_view text) {
+  rapidjson::Document doc;
+  doc.Parse(text.data(), text.size());
+  EXPECT_FALSE(doc.HasParseError()) << text;
+  return doc;
+}
+
+std::vector<Issue> check_text(const RuleSet& rules, std::string_view text) {
+  auto doc = parse(text);
+  return check_resource(rules, doc);
+}
+
+std::string describe(const std::vector<Issue>& issues) {
+  std::string s;
+  for (auto& i : issues)
+    s += std::string(to_string(i.severity)) + " " + i.rule + " @ " + i.location + ": " +
+         i.diagnostics + "\n";
+  return s;
+}
+
+// The single issue with this rule, or a failure listing what was found.
+const Issue* only(const std::vector<Issue>& issues, std::string_view rule) {
+  const Issue* found = nullptr;
+  int count = 0;
+  for (auto& i : issues)
+    if (i.rule == rule) {
+      found = &i;
+      ++count;
+    }
+  EXPECT_EQ(count, 1) << "rule " << rule << " in:\n" << describe(issues);
+  return count == 1 ? found : nullptr;
+}
+
+std::size_t errors(const std::vector<Issue>& issues) {
+  std::size_t n = 0;
+  for (auto& i : issues) n += i.is_error();
+  return n;
+}
+
+const RuleSet& invariants() {
+  static auto rules = make_fhir_invariants();
+  return *rules;
+}
+const RuleSet& uk() {
+  static auto rules = make_uk_rules({schema_dir, true});
+  return *rules;
+}
+
+// ---- formats ------------------------------------------------------------------------------
+
+TEST(NhsNumber, ModulusElevenCheckDigit) {
+  for (auto good : {"9000000009", "9449307539", "9476719931", "9693893123", "9912003888"})
+    EXPECT_TRUE(nhs_number_valid(good)) << good;
+  for (auto bad : {"9000000015", "9912003890", "7778521234", "3478526985", "9000000001"})
+    EXPECT_FALSE(nhs_number_valid(bad)) << bad;
+  // Weighted sum 10 -> check digit 1; weighted sum 12 -> check digit 10, which no number can have.
+  EXPECT_TRUE(nhs_number_valid("1000000001"));
+  EXPECT_FALSE(nhs_number_valid("0000000060"));
+  for (auto shape : {"", "$nhs-number", "900000000", "90000000090", "900 000 0009", "900000000a"})
+    EXPECT_FALSE(nhs_number_valid(shape)) << shape;
+}
+
+TEST(OdsCode, Format) {
+  for (auto good : {"RR8", "RR813", "A81001", "X254", "Y12345", "GP8D7", "8HK47"})
+    EXPECT_TRUE(ods_code_valid(good)) << good;
+  for (auto bad : {"", "R8", "rr8", "$ods-code", "RR8 13", "ABCDEFGHIJK"})
+    EXPECT_FALSE(ods_code_valid(bad)) << bad;
+}
+
+TEST(Snomed, ConceptIdFormat) {
+  for (auto good : {"22298006", "38341003", "306206005", "3457005", "999000011000230102", "404684003"})
+    EXPECT_TRUE(snomed_concept_id_valid(good)) << good;
+  EXPECT_FALSE(snomed_concept_id_valid("22298007"));   // check digit
+  EXPECT_FALSE(snomed_concept_id_valid("22298016"));   // description partition
+  EXPECT_FALSE(snomed_concept_id_valid("12345"));      // too short
+  EXPECT_FALSE(snomed_concept_id_valid("022298006"));  // leading zero
+  EXPECT_FALSE(snomed_concept_id_valid("2229800x"));
+  EXPECT_TRUE(snomed_expression_p("71388002:405813007=15497006"));
+}
+
+// ---- invariants ---------------------------------------------------------------------------
+
+struct Case {
+  const char* rule;
+  const char* failing;
+  const char* location;
+  const char* passing;
+};
+
+class Invariant : public testing::TestWithParam<Case> {};
+
+TEST_P(Invariant, FailsAndPasses) {
+  const Case& c = GetParam();
+  auto bad = check_text(invariants(), c.failing);
+  if (const Issue* issue = only(bad, c.rule)) {
+    EXPECT_EQ(issue->location, c.location);
+    EXPECT_EQ(issue->code, "invariant");
+    EXPECT_TRUE(issue->is_error());
+    EXPECT_FALSE(issue->diagnostics.empty());
+  }
+  auto good = check_text(invariants(), c.passing);
+  EXPECT_TRUE(good.empty()) << describe(good);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    R4, Invariant,
+    testing::Values(
+        Case{"ele-1", R"({"resourceType":"Patient","identifier":[{}]})", "Patient.identifier[0]",
+             R"({"resourceType":"Patient","identifier":[{"value":"1"}]})"},
+        Case{"ele-1", R"({"resourceType":"Patient","maritalStatus":{"id":"a"}})",
+             "Patient.maritalStatus",
+             R"({"resourceType":"Patient","maritalStatus":{"id":"a","text":"single"}})"},
+        Case{"ext-1",
+             R"({"resourceType":"Patient","extension":[{"url":"http://x","valueString":"a","extension":[{"url":"b","valueCode":"c"}]}]})",
+             "Patient.extension[0]",
+             R"({"resourceType":"Patient","extension":[{"url":"http://x","extension":[{"url":"b","valueCode":"c"}]}]})"},
+        Case{"ext-1", R"({"resourceType":"Patient","extension":[{"url":"http://x"}]})",
+             "Patient.extension[0]",
+             R"({"resourceType":"Patient","extension":[{"url":"http://x","valueBoolean":false}]})"},
+        Case{"per-1",
+             R"({"resourceType":"Encounter","period":{"start":"2024-06-01T10:00:00Z","end":"2024-06-01T09:59:59Z"}})",
+             "Encounter.period",
+             R"({"resourceType":"Encounter","period":{"start":"2024-06-01T10:00:00+01:00","end":"2024-06-01T09:30:00Z"}})"},
+        Case{"per-1", R"({"resourceType":"Encounter","period":{"start":"2024-06","end":"2024-05-31"}})",
+             "Encounter.period",
+             R"({"resourceType":"Encounter","period":{"start":"2024-05","end":"2024-05-03T08:00:00Z"}})"},
+        Case{"qty-3",
+             R"({"resourceType":"Observation","valueQuantity":{"value":1,"code":"kg"}})",
+             "Observation.valueQuantity",
+             R"({"resourceType":"Observation","valueQuantity":{"value":1,"code":"kg","system":"http://unitsofmeasure.org"}})"},
+        Case{"cpt-2", R"({"resourceType":"Patient","telecom":[{"value":"01234"}]})",
+             "Patient.telecom[0]",
+             R"({"resourceType":"Patient","telecom":[{"system":"phone","value":"01234"}]})"},
+        Case{"att-1",
+             R"({"resourceType":"DocumentReference","content":[{"attachment":{"data":"aGk="}}]})",
+             "DocumentReference.content[0].attachment",
+             R"({"resourceType":"DocumentReference","content":[{"attachment":{"data":"aGk=","contentType":"text/plain"}}]})"},
+        Case{"bdl-1", R"({"resourceType":"Bundle","type":"collection","total":1})", "Bundle.total",
+             R"({"resourceType":"Bundle","type":"searchset","total":1})"},
+        Case{"bdl-2",
+             R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Basic"},"search":{"mode":"match"}}]})",
+             "Bundle.entry[0].search",
+             R"({"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"Basic"},"search":{"mode":"match"}}]})"},
+        Case{"bdl-3",
+             R"({"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Basic"}}]})",
+             "Bundle.entry[0]",
+             R"({"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Basic"},"request":{"method":"POST","url":"Basic"}}]})"},
+        Case{"bdl-4",
+             R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Basic"},"response":{"status":"200"}}]})",
+             "Bundle.entry[0]",
+             R"({"resourceType":"Bundle","type":"batch-response","entry":[{"response":{"status":"200"}}]})"},
+        Case{"bdl-5", R"({"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:1"}]})",
+             "Bundle.entry[0]",
+             R"({"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Basic"}}]})"},
+        Case{"bdl-7",
+             R"({"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Basic"}},{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Basic"}}]})",
+             "Bundle.entry[1].fullUrl",
+             R"({"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Basic","meta":{"versionId":"1"}}},{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Basic","meta":{"versionId":"2"}}}]})"},
+        Case{"bdl-8",
+             R"({"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"https://x/Basic/1/_history/2","resource":{"resourceType":"Basic"}}]})",
+             "Bundle.entry[0].fullUrl",
+             R"({"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"https://x/Basic/1","resource":{"resourceType":"Basic"}}]})"},
+        Case{"bdl-9",
+             R"({"resourceType":"Bundle","type":"document","timestamp":"2024-01-01T00:00:00Z","identifier":{"value":"1"},"entry":[{"resource":{"resourceType":"Composition"}}]})",
+             "Bundle",
+             R"({"resourceType":"Bundle","type":"document","timestamp":"2024-01-01T00:00:00Z","identifier":{"system":"urn:ietf:rfc:3986","value":"urn:uuid:1"},"entry":[{"resource":{"resourceType":"Composition"}}]})"},
+        Case{"bdl-10",
+             R"({"resourceType":"Bundle","type":"document","identifier":{"system":"urn:ietf:rfc:3986","value":"urn:uuid:1"},"entry":[{"resource":{"resourceType":"Composition"}}]})",
+             "Bundle",
+             R"({"resourceType":"Bundle","type":"document","timestamp":"2024-01-01T00:00:00Z","identifier":{"system":"urn:ietf:rfc:3986","value":"urn:uuid:1"},"entry":[{"resource":{"resourceType":"Composition"}}]})"},
+        Case{"bdl-11",
+             R"({"resourceType":"Bundle","type":"document","timestamp":"2024-01-01T00:00:00Z","identifier":{"system":"urn:ietf:rfc:3986","value":"urn:uuid:1"},"entry":[{"resource":{"resourceType":"Basic"}}]})",
+             "Bundle.entry[0].resource",
+             R"({"resourceType":"Bundle","type":"document","timestamp":"2024-01-01T00:00:00Z","identifier":{"system":"urn:ietf:rfc:3986","value":"urn:uuid:1"},"entry":[{"resource":{"resourceType":"Composition"}}]})"},
+        Case{"bdl-12",
+             R"({"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"Basic"}},{"resource":{"resourceType":"MessageHeader"}}]})",
+             "Bundle.entry[0].resource",
+             R"({"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"MessageHeader"}},{"resource":{"resourceType":"Basic"}}]})"},
+        Case{"obs-6",
+             R"({"resourceType":"Observation","valueString":"x","dataAbsentReason":{"text":"unknown"}})",
+             "Observation.dataAbsentReason",
+             R"({"resourceType":"Observation","dataAbsentReason":{"text":"unknown"}})"},
+        Case{"obs-7",
+             R"({"resourceType":"Observation","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"valueString":"x","component":[{"code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"valueString":"y"}]})",
+             "Observation.component[0]",
+             R"({"resourceType":"Observation","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"component":[{"code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"valueString":"y"}]})"},
+        Case{"ppc-1", R"({"resourceType":"Consent","patient":{"reference":"Patient/1"}})", "Consent",
+             R"({"resourceType":"Consent","patient":{"reference":"Patient/1"},"policyRule":{"text":"x"}})"},
+        Case{"ppc-5",
+             R"({"resourceType":"Consent","policyRule":{"text":"x"},"scope":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"treatment"}]}})",
+             "Consent",
+             R"({"resourceType":"Consent","policyRule":{"text":"x"},"patient":{"reference":"Patient/1"},"scope":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"treatment"}]}})"},
+        Case{"pat-1", R"({"resourceType":"Patient","contact":[{"gender":"female"}]})",
+             "Patient.contact[0]",
+             R"({"resourceType":"Patient","contact":[{"gender":"female","name":{"text":"A B"}}]})"},
+        Case{"dom-2",
+             R"({"resourceType":"Observation","subject":{"reference":"#p"},"contained":[{"resourceType":"Patient","id":"p","contained":[{"resourceType":"Basic"}]}]})",
+             "Observation.contained[0].contained",
+             R"({"resourceType":"Observation","subject":{"reference":"#p"},"contained":[{"resourceType":"Patient","id":"p"}]})"},
+        Case{"dom-3",
+             R"({"resourceType":"Observation","subject":{"reference":"#q"},"contained":[{"resourceType":"Patient","id":"p"}]})",
+             "Observation.contained[0]",
+             R"({"resourceType":"Observation","contained":[{"resourceType":"Patient","id":"p","link":[{"other":{"reference":"#"},"type":"seealso"}]}]})"},
+        Case{"dom-4",
+             R"({"resourceType":"Observation","subject":{"reference":"#p"},"contained":[{"resourceType":"Patient","id":"p","meta":{"versionId":"1"}}]})",
+             "Observation.contained[0].meta",
+             R"({"resourceType":"Observation","subject":{"reference":"#p"},"contained":[{"resourceType":"Patient","id":"p","meta":{"profile":["http://x"]}}]})"},
+        Case{"dom-5",
+             R"({"resourceType":"Observation","subject":{"reference":"#p"},"contained":[{"resourceType":"Patient","id":"p","meta":{"security":[{"code":"R"}]}}]})",
+             "Observation.contained[0].meta.security",
+             R"({"resourceType":"Observation","subject":{"reference":"#p"},"meta":{"security":[{"code":"R"}]},"contained":[{"resourceType":"Patient","id":"p"}]})"}),
+    [](const testing::TestParamInfo<Case>& info) {
+      std::string name = info.param.rule;
+      std::erase(name, '-');
+      return name + "_" + std::to_string(info.index);
+    });
+
+// ---- UK rules -----------------------------------------------------------------------------
+
+constexpr const char* nhs_patient = R"({"resourceType":"Patient","identifier":[
+  {"system":"https://fhir.nhs.uk/Id/nhs-number","value":"%s"}]})";
+
+std::vector<Issue> patient_with_nhs_number(const RuleSet& rules, std::string_view number) {
+  std::string text = nhs_patient;
+  text.replace(text.find("%s"), 2, number);
+  return check_text(rules, text);
+}
+
+TEST(UkRules, NhsNumberCheckDigitIsAnErrorByDefault) {
+  EXPECT_EQ(errors(patient_with_nhs_number(uk(), "9000000009")), 0u);
+  auto issues = patient_with_nhs_number(uk(), "9000000015");
+  if (const Issue* i = only(issues, "uk-nhs-number")) {
+    EXPECT_EQ(i->severity, Severity::error);
+    EXPECT_EQ(i->location, "Patient.identifier[0].value");
+    EXPECT_NE(i->diagnostics.find("9000000015"), std::string::npos);
+  }
+}
+
+TEST(UkRules, NhsNumberCheckDigitCanBeAWarning) {
+  auto lenient = make_uk_rules({schema_dir, false});
+  auto issues = patient_with_nhs_number(*lenient, "9000000015");
+  if (const Issue* i = only(issues, "uk-nhs-number")) {
+    EXPECT_EQ(i->severity, Severity::warning);
+  }
+  // A placeholder is not a number at all: still an error.
+  issues = patient_with_nhs_number(*lenient, "$nhs-number");
+  if (const Issue* i = only(issues, "uk-nhs-number")) {
+    EXPECT_EQ(i->severity, Severity::error);
+  }
+}
+
+TEST(UkRules, OdsCodeOnIdentifiersAndReferences) {
+  auto issues = check_text(uk(), R"({"resourceType":"ServiceRequest",
+    "requester":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"$ods-code"}},
+    "performer":[{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-site-code","value":"RR813"}}]})");
+  if (const Issue* i = only(issues, "uk-ods-code")) {
+    EXPECT_EQ(i->location, "ServiceRequest.requester.identifier.value");
+  }
+  issues = check_text(uk(), R"({"resourceType":"Organization","identifier":[
+    {"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"rr8"}]})");
+  only(issues, "uk-ods-code");
+  issues = check_text(uk(), R"({"resourceType":"Organization","identifier":[
+    {"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"RR8"}]})");
+  EXPECT_TRUE(issues.empty()) << describe(issues);
+}
+
+TEST(UkRules, SnomedConceptIdsAndConditionCodeSystem) {
+  auto issues = check_text(uk(), R"({"resourceType":"Condition","code":{"coding":[
+    {"system":"http://snomed.info/sct","code":"22298007"}]}})");
+  if (const Issue* i = only(issues, "uk-snomed")) {
+    EXPECT_EQ(i->location, "Condition.code.coding[0].code");
+    EXPECT_TRUE(i->is_error());
+  }
+  issues = check_text(uk(), R"({"resourceType":"Condition","code":{"coding":[
+    {"system":"http://hl7.org/fhir/sid/icd-10","code":"I21"}]}})");
+  if (const Issue* i = only(issues, "uk-snomed")) {
+    EXPECT_EQ(i->severity, Severity::warning);
+    EXPECT_EQ(i->location, "Condition.code");
+  }
+  issues = check_text(uk(), R"({"resourceType":"Condition","code":{"coding":[
+    {"system":"http://snomed.info/sct","code":"22298006"}]}})");
+  EXPECT_TRUE(issues.empty()) << describe(issues);
+}
+
+TEST(UkRules, LegacyExtensionUrlsNameTheReplacement) {
+  auto issues = check_text(uk(), R"({"resourceType":"Patient","extension":[
+    {"url":"https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-EthnicCategory-1",
+     "valueCodeableConcept":{"text":"x"}}]})");
+  if (const Issue* i = only(issues, "uk-legacy-extension")) {
+    EXPECT_EQ(i->code, "not-supported");
+    EXPECT_EQ(i->location, "Patient.extension[0].url");
+    EXPECT_NE(i->diagnostics.find(
+                  "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-EthnicCategory"),
+              std::string::npos)
+        << i->diagnostics;
+  }
+  issues = check_text(uk(), R"({"resourceType":"Patient","extension":[
+    {"url":"https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-EthnicCategory",
+     "valueCodeableConcept":{"text":"x"}}]})");
+  EXPECT_EQ(errors(issues), 0u) << describe(issues);
+}
+
+constexpr const char* vcse_referral = R"({"resourceType":"ServiceRequest",
+  "meta":{"profile":["https://example.org/fhir/StructureDefinition/VcseReferral"]},
+  "contained":[{"resourceType":"Patient","id":"p","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}]}],
+  "subject":{"reference":"#p"},"intent":"order","status":"active",
+  "category":[{"coding":[{"system":"http://snomed.info/sct","code":"306206005"}]}],
+  "requester":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"A81001"}},
+  "reasonCode":[{"text":"loneliness"}]})";
+
+TEST(PartnerProfile, ExampleProfileAcceptsAConformingReferral) {
+  auto issues = check_text(uk(), vcse_referral);
+  EXPECT_EQ(errors(issues), 0u) << describe(issues);
+}
+
+TEST(PartnerProfile, EachCheckKindRejects) {
+  auto doc = parse(vcse_referral);
+  doc["intent"].SetString("plan");
+  doc["category"][0]["coding"][0]["code"].SetString("3457005");  // allowed
+  doc["contained"][0]["identifier"][0]["system"].SetString("https://example.org/mrn");
+  doc.RemoveMember("reasonCode");
+  doc["requester"].RemoveMember("identifier");
+  doc["requester"].AddMember("reference", "Organization/1", doc.GetAllocator());
+  auto issues = check_resource(uk(), doc);
+  if (auto i = only(issues, "vcse-referral-intent")) {
+    EXPECT_EQ(i->location, "ServiceRequest.intent");
+  }
+  if (auto i = only(issues, "vcse-referral-reason")) {
+    EXPECT_EQ(i->code, "required");
+  }
+  only(issues, "vcse-referral-requester");
+  if (auto i = only(issues, "vcse-referral-patient-nhs-number")) {
+    EXPECT_EQ(i->location, "ServiceRequest.contained.identifier");
+  }
+  EXPECT_EQ(errors(issues), 4u) << describe(issues);
+
+  doc["category"][0]["coding"][0]["code"].SetString("183444007");
+  issues = check_resource(uk(), doc);
+  if (auto i = only(issues, "vcse-referral-category")) {
+    EXPECT_EQ(i->location, "ServiceRequest.category[0]");
+  }
+}
+
+TEST(PartnerProfile, DoesNotApplyWithoutItsMetaProfile) {
+  auto doc = parse(vcse_referral);
+  doc.RemoveMember("meta");
+  doc["intent"].SetString("plan");
+  doc.RemoveMember("reasonCode");
+  auto issues = check_resource(uk(), doc);
+  EXPECT_TRUE(issues.empty()) << describe(issues);
+}
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("rules_test_" + std::to_string(::getpid()));
+  TempDir() { fs::create_directories(path / "profiles"); }
+  ~TempDir() { fs::remove_all(path); }
+  void write(const std::string& name, const std::string& text) {
+    std::ofstream(path / "profiles" / name) << text;
+  }
+};
+
+TEST(PartnerProfile, LoadedFromTheDirectoryAtStartUp) {
+  TempDir dir;
+  dir.write("always.json", R"({"name":"p","applies_to":"always","resources":{"Patient":[
+    {"rule":"p-gender","check":"code-in","path":"gender","codes":["female","male"]}]}})");
+  auto rules = make_uk_rules({dir.path, true});
+  auto issues = check_text(*rules, R"({"resourceType":"Patient","gender":"unknown"})");
+  if (auto i = only(issues, "p-gender")) {
+    EXPECT_EQ(i->location, "Patient.gender");
+  }
+  EXPECT_TRUE(check_text(*rules, R"({"resourceType":"Patient","gender":"male"})").empty());
+}
+
+TEST(PartnerProfile, BadFileIsAStartUpErrorNamingTheFile) {
+  TempDir dir;
+  dir.write("broken.json", R"({"name":"b","applies_to":"always","resources":{"Patient":[
+    {"rule":"x","check":"sometimes","path":"gender"}]}})");
+  try {
+    make_uk_rules({dir.path, true});
+    FAIL() << "expected a start-up error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("broken.json"), std::string::npos) << e.what();
+  }
+  TempDir other;
+  other.write("scoped.json", R"({"name":"s","applies_to":{"meta_profile":"http://x"},
+    "identifiers":[{"system":"http://y","format":"ods-code","rule":"y"}]})");
+  EXPECT_THROW(make_uk_rules({other.path, true}), std::runtime_error);
+  TempDir third;
+  third.write("bad.json", "{ not json");
+  EXPECT_THROW(make_uk_rules({third.path, true}), std::runtime_error);
+}
+
+// ---- the shared sample data ----------------------------------------------------------------
+
+rapidjson::Document load(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  rapidjson::Document doc;
+  doc.Parse(text.str().c_str());
+  return doc;
+}
+
+std::vector<Issue> check_file(const fs::path& file) {
+  auto doc = load(file);
+  EXPECT_FALSE(doc.HasParseError()) << file;
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("resourceType")) return {};
+  auto issues = check_resource(invariants(), doc);
+  auto more = check_resource(uk(), doc);
+  issues.insert(issues.end(), more.begin(), more.end());
+  return issues;
+}
+
+TEST(SampleData, UkCoreExamplesPassExceptTheKnownDefect) {
+  const fs::path dir = shared_data / "ukcore-examples/json-converted";
+  int files = 0;
+  for (auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".json") continue;
+    ++files;
+    auto issues = check_file(e.path());
+    std::vector<Issue> errs;
+    for (auto& i : issues)
+      if (i.is_error()) errs.push_back(i);
+    if (e.path().filename() == "UKCore-Patient-BabyPatient-Example.json") {
+      ASSERT_EQ(errs.size(), 1u) << describe(errs);
+      EXPECT_EQ(errs[0].rule, "uk-nhs-number");
+      EXPECT_EQ(errs[0].location, "Patient.identifier[0].value");
+      EXPECT_NE(errs[0].diagnostics.find("9912003890"), std::string::npos);
+    } else {
+      EXPECT_TRUE(errs.empty()) << e.path().filename() << "\n" << describe(errs);
+    }
+  }
+  EXPECT_EQ(files, 215);
+}
+
+// Everything else in the shared data: spec examples, PDS mocks, BaRS, converter output. Errors
+// other than NHS numbers are real defects in the upstream files, listed here with one location.
+TEST(SampleData, OtherExamplesHaveOnlyTheirKnownDefects) {
+  const std::map<std::string, std::pair<std::string, std::string>> known = {
+      {"pds-examples/sandbox-mocks/Personal_Details_RelatedPersonBundle.json",
+       {"ele-1", "Bundle.entry[0].resource.patient"}},  // "patient": {}
+      {"bars-api-examples/current/service_request/GET-success.json",
+       {"bdl-5", "Bundle.entry[0]"}},  // the entry is the resource itself, not {"resource": ...}
+      {"bars-api-examples/v1.4.0/service_request/GET-success.json", {"bdl-5", "Bundle.entry[0]"}},
+      {"bars-api-examples/v1.4.0/document_reference/id/GET-success.json",
+       {"uk-ods-code", "DocumentReference.custodian.identifier.value"}},  // "$ods-code"
+      {"hl7v2-ms-fhir-converter/expected-fhir-r4/ADT01-23-expected.json",
+       {"cpt-2", "Bundle.entry[3].resource.telecom[0]"}},  // telecom without system
+      {"hl7v2-ms-fhir-converter/expected-fhir-r4/ADT01-28-expected.json",
+       {"cpt-2", "Bundle.entry[3].resource.telecom[0]"}},
+      {"hl7v2-ms-fhir-converter/expected-fhir-r4/LAB-ORU-1-expected.json",
+       {"cpt-2", "Bundle.entry[2].resource.telecom[0]"}},
+  };
+  int files = 0, defects = 0;
+  for (auto folder : {"fhir-r4-spec-examples", "pds-examples", "bars-api-examples",
+                      "hl7v2-ms-fhir-converter/expected-fhir-r4"}) {
+    for (auto& e : fs::recursive_directory_iterator(shared_data / folder)) {
+      if (e.path().extension() != ".json") continue;
+      auto doc = load(e.path());
+      if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("resourceType")) continue;
+      ++files;
+      auto issues = check_resource(invariants(), doc);
+      auto more = check_resource(uk(), doc);
+      issues.insert(issues.end(), more.begin(), more.end());
+      auto it = known.find(fs::relative(e.path(), shared_data).generic_string());
+      std::vector<Issue> unexpected;
+      bool found = false;
+      for (auto& i : issues) {
+        if (!i.is_error() || i.rule == "uk-nhs-number") continue;
+        if (it != known.end() && i.rule == it->second.first) {
+          found = found || i.location == it->second.second;
+          continue;
+        }
+        unexpected.push_back(i);
+      }
+      if (it != known.end()) {
+        EXPECT_TRUE(found) << e.path() << " should report " << it->second.first << " at "
+                           << it->second.second;
+        defects += found;
+      }
+      EXPECT_TRUE(unexpected.empty()) << e.path() << "\n" << describe(unexpected);
+    }
+  }
+  EXPECT_GT(files, 100);
+  EXPECT_GE(defects, 7);
+}
+
+TEST(SampleData, PdsCompoundNameHasABadNhsNumber) {
+  auto issues = check_file(shared_data / "pds-examples/sandbox-mocks/PatientCompoundName.json");
+  auto i = only(issues, "uk-nhs-number");
+  ASSERT_TRUE(i);
+  EXPECT_TRUE(i->is_error());
+  EXPECT_NE(i->diagnostics.find("9000000015"), std::string::npos);
+  EXPECT_EQ(i->location, "Bundle.entry[0].resource.identifier[0].value");  // a searchset
+}
+
+TEST(SampleData, BarsExamplesReportBadNhsNumbersWithLocation) {
+  std::map<std::string, int> found;  // offending value -> times reported
+  for (auto& e : fs::recursive_directory_iterator(shared_data / "bars-api-examples")) {
+    if (e.path().extension() != ".json") continue;
+    auto doc = load(e.path());
+    if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("resourceType")) continue;
+    for (auto& i : check_resource(uk(), doc)) {
+      if (i.rule != "uk-nhs-number") continue;
+      EXPECT_TRUE(i.location.ends_with(".value")) << i.location;
+      EXPECT_NE(i.location.find(".identifier"), std::string::npos) << i.location;
+      for (auto number : {"3478526985", "$nhs-number"})
+        if (i.diagnostics.find(number) != std::string::npos) ++found[number];
+    }
+  }
+  // SOURCES.md also names 7778521234, but no file in bars-api-examples contains it.
+  EXPECT_GT(found["3478526985"], 0);
+  EXPECT_GT(found["$nhs-number"], 0);
+}
+
+// The same through the broker's validator (structural engine + these rule sets).
+const Validator& full_validator() {
+  static auto v = make_fhir_validator({schema_dir, true});
+  return *v;
+}
+
+TEST(FullValidator, ReportsTheKnownNhsNumberDefectsWithLocation) {
+  struct Known {
+    const char* file;
+    const char* location;
+    const char* number;
+  };
+  for (auto k : {Known{"ukcore-examples/json-converted/UKCore-Patient-BabyPatient-Example.json",
+                       "Patient.identifier[0].value", "9912003890"},
+                 Known{"pds-examples/sandbox-mocks/PatientCompoundName.json",
+                       "Bundle.entry[0].resource.identifier[0].value", "9000000015"},
+                 Known{"bars-api-examples/v1.4.0/document_reference/id/GET-success.json",
+                       "DocumentReference.subject.identifier.value", "$nhs-number"}}) {
+    auto doc = load(shared_data / k.file);
+    ASSERT_FALSE(doc.HasParseError()) << k.file;
+    std::vector<Issue> issues;
+    full_validator().validate(doc, issues);
+    if (const Issue* i = only(issues, "uk-nhs-number")) {
+      EXPECT_EQ(i->location, k.location) << k.file;
+      EXPECT_NE(i->diagnostics.find(k.number), std::string::npos) << i->diagnostics;
+      EXPECT_TRUE(i->is_error());
+    }
+  }
+}
+
+TEST(FullValidator, UkCoreExamplesHaveNoRuleErrorsButTheKnownDefect) {
+  int files = 0;
+  for (auto& e : fs::directory_iterator(shared_data / "ukcore-examples/json-converted")) {
+    auto doc = load(e.path());
+    ASSERT_FALSE(doc.HasParseError()) << e.path();
+    ++files;
+    std::vector<Issue> issues, errs;
+    full_validator().validate(doc, issues);
+    for (auto& i : issues)
+      if (i.is_error()) errs.push_back(i);
+    if (e.path().filename() == "UKCore-Patient-BabyPatient-Example.json") {
+      EXPECT_EQ(errs.size(), 1u) << describe(errs);
+    } else if (e.path().filename() == "Extension-UKCore-ConditionEpisode-Example.json") {
+      // Not in SOURCES.md: the extension carries both valueCode and valueCodeableConcept.
+      ASSERT_EQ(errs.size(), 1u) << describe(errs);
+      EXPECT_EQ(errs[0].location, "Condition.extension[0].valueCodeableConcept");
+    } else
+      EXPECT_TRUE(errs.empty()) << e.path().filename() << "\n" << describe(errs);
+  }
+  EXPECT_EQ(files, 215);
+}
+
+}  // namespace
+}  // namespace tellonce
