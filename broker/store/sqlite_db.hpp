@@ -29,7 +29,7 @@ class Connection {
 
   bool failed() const { return error_code_ != SQLITE_OK; }
   int error_code() const { return error_code_; }
-  // "database or disk is full (SQLITE_FULL)"-style text, with SQLite's own message.
+  // SQLite's message, its generic text for the code when different, and the code.
   const std::string& error_message() const { return error_message_; }
   void record_error(int code);
   void clear_error();

@@ -74,6 +74,9 @@ struct SqliteStoreSettings {
   // FULL: an acknowledged record survives power loss. NORMAL (false) only survives a crash
   // of the process, for test rigs and throwaway environments.
   bool synchronous_full = true;
+  // How long a write waits for a lock held by another process (a backup, the CLI) before
+  // failing as retryable.
+  std::chrono::milliseconds busy_timeout{5000};
 };
 
 // Opens (creating if needed) the database. Throws on start-up errors (unwritable path).

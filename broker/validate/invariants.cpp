@@ -343,13 +343,15 @@ void check_consent(const Value& v, const std::string& path, std::vector<Issue>& 
   if (!has(v, "policy") && !has(v, "policyRule"))
     report(out, "ppc-1", path, "Consent must have either a policy or a policyRule");
   if (has(v, "patient")) return;
-  // R4 writes these with system 'something' (a spec error, fixed in R4B); we use the real system.
+  // R4 writes these with system 'something' (a spec error, fixed in R4B), so in R4 they never
+  // fire. We check the real consentscope system but only warn: an R4-valid Consent must pass.
   static constexpr std::pair<std::string_view, std::string_view> scoped[] = {
       {"ppc-2", "patient-privacy"}, {"ppc-3", "research"}, {"ppc-4", "adr"}, {"ppc-5", "treatment"}};
   for (auto [rule, code] : scoped)
     if (scope_is(v, code))
       report(out, rule, path,
-             "A Consent with scope '" + std::string(code) + "' must name the patient");
+             "A Consent with scope '" + std::string(code) + "' should name the patient",
+             Severity::warning);
 }
 
 void check_patient(const Value& v, const std::string& path, std::vector<Issue>& out) {

@@ -47,7 +47,13 @@ class FakeStore : public Store {
       by_key[k] = m.id;
     }
     c.outcome = {m.id, false, m.destinations.empty() ? MessageState::unroutable : MessageState::delivering};
-    for (auto& d : m.destinations) c.jobs.push_back(DeliveryJob{static_cast<std::int64_t>(stored.size()), m.id, d});
+    for (auto& d : m.destinations) {
+      DeliveryJob job;
+      job.delivery_id = static_cast<std::int64_t>(stored.size());
+      job.message_id = m.id;
+      job.destination = d;
+      c.jobs.push_back(std::move(job));
+    }
     stored.push_back(std::move(m));
     co_return c;
   }
@@ -148,6 +154,21 @@ TEST_F(PipelineTest, ProcessMessageNeedsAMessageBundle) {
   auto r = accept(std::move(rec));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().issues[0].location, "Bundle.type");
+}
+
+TEST_F(PipelineTest, BaseTakesOnlyRecordBundles) {
+  auto rec = record(R"({"resourceType":"Bundle","type":"searchset"})", "", "Bundle");
+  rec.at_base = true;
+  auto r = accept(std::move(rec));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().http_status, 400);
+  EXPECT_EQ(r.error().issues[0].location, "Bundle.type");
+  EXPECT_NE(r.error().issues[0].diagnostics.find("'searchset'"), std::string::npos);
+  auto tx = record(R"({"resourceType":"Bundle","type":"transaction"})", "", "Bundle");
+  tx.at_base = true;
+  EXPECT_TRUE(accept(std::move(tx)));
+  // The same searchset posted as a resource to /Bundle is a create, and is accepted.
+  EXPECT_TRUE(accept(record(R"({"resourceType":"Bundle","type":"searchset"})", "", "Bundle")));
 }
 
 TEST_F(PipelineTest, UnroutableIsStoredNotDropped) {

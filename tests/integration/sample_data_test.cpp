@@ -36,9 +36,18 @@ std::vector<Sample> samples(const std::filesystem::path& folder) {
   return out;
 }
 
-// Known defects (../shared/data/SOURCES.md): file name → the NHS number it carries.
-const std::map<std::string, std::string> kKnownBadNhsNumbers = {
-    {"PatientCompoundName.json", "9000000015"},
+// Known defects: listed in ../shared/data/SOURCES.md, or found by this broker and noted in
+// docs/sample-data-defects.md. Each must be refused with this rule at this location.
+struct KnownDefect {
+  const char* rule;
+  const char* location;
+};
+const std::map<std::string, KnownDefect> kKnownDefects = {
+    {"PatientCompoundName.json", {"uk-nhs-number", "Bundle.entry[0].resource.identifier[0].value"}},
+    {"UKCore-Patient-BabyPatient-Example.json", {"uk-nhs-number", "Patient.identifier[0].value"}},
+    {"Extension-UKCore-ConditionEpisode-Example.json", {"fhir-choice", "Condition.extension[0].valueCodeableConcept"}},
+    {"bundle-questionnaire.json", {"fhir-cardinality", "Questionnaire.item[0].item[0].linkId"}},
+    {"Personal_Details_RelatedPersonBundle.json", {"ele-1", "Bundle.entry[0].resource.patient"}},
 };
 
 std::string config(unsigned short port, unsigned short sink) {
@@ -68,7 +77,10 @@ HttpReply post(Client& c, const std::string& base, const Sample& s) {
   return c.post_fhir(url, read_file(s.file), "src");
 }
 
-void run_folder(const std::string& folder, std::size_t min_expected) {
+// strict: every file not listed as a known defect must be accepted. Otherwise (BaRS, whose
+// examples carry template placeholders and hand-edited JSON) a refusal must still be a 422
+// whose every error issue says where the problem is.
+void run_folder(const std::string& folder, std::size_t min_expected, bool strict, std::size_t min_accepted) {
   auto all = samples(shared_data_dir() / folder);
   ASSERT_GE(all.size(), min_expected) << folder;
   TempDir dir;
@@ -81,29 +93,31 @@ void run_folder(const std::string& folder, std::size_t min_expected) {
   for (auto& s : all) {
     auto r = post(c, broker.base(), s);
     std::string name = s.file.filename().string();
-    auto known = kKnownBadNhsNumbers.find(name);
-    if (known != kKnownBadNhsNumbers.end()) {
+    if (auto known = kKnownDefects.find(name); known != kKnownDefects.end()) {
       EXPECT_EQ(r.status, 422) << name << ": " << r.body;
-      EXPECT_NE(r.body.find(known->second), std::string::npos) << name << " should name " << known->second;
+      auto rules = outcome_rules(r.body);
+      auto locs = outcome_locations(r.body);
+      EXPECT_NE(std::find(rules.begin(), rules.end(), known->second.rule), rules.end()) << name << ": " << r.body;
+      EXPECT_NE(std::find(locs.begin(), locs.end(), known->second.location), locs.end()) << name << ": " << r.body;
       continue;
     }
-    if (r.status == 422 && r.body.find("uk-nhs-number") != std::string::npos) {
-      // Other official examples with failing check digits are listed in SOURCES.md; the broker
-      // must say where the number is.
-      EXPECT_FALSE(outcome_locations(r.body).empty()) << name << ": " << r.body;
+    if (!strict && r.status == 422) {
+      auto locs = outcome_locations(r.body);
+      EXPECT_FALSE(locs.empty()) << name << ": " << r.body;
       continue;
     }
     EXPECT_TRUE(r.status == 202 || r.status == 200) << s.file << " → " << r.status << "\n" << r.body.substr(0, 2000);
     if (r.status == 202) ++accepted;
   }
+  EXPECT_GE(accepted, min_accepted) << folder;
   EXPECT_TRUE(sink.wait_for(accepted, 60s)) << sink.received_message_ids().size() << " of " << accepted;
 }
 
-TEST_F(SampleData, FhirR4SpecExamples) { run_folder("fhir-r4-spec-examples", 50); }
-TEST_F(SampleData, UkCoreExamples) { run_folder("ukcore-examples/json-converted", 100); }
-TEST_F(SampleData, PdsExamples) { run_folder("pds-examples", 5); }
-TEST_F(SampleData, BarsExamples) { run_folder("bars-api-examples", 10); }
-TEST_F(SampleData, SyntheaTransactionBundles) { run_folder("synthea-r4", 5); }
+TEST_F(SampleData, FhirR4SpecExamples) { run_folder("fhir-r4-spec-examples", 60, true, 60); }
+TEST_F(SampleData, UkCoreExamples) { run_folder("ukcore-examples/json-converted", 200, true, 200); }
+TEST_F(SampleData, PdsExamples) { run_folder("pds-examples", 10, true, 10); }
+TEST_F(SampleData, BarsExamples) { run_folder("bars-api-examples", 100, false, 100); }
+TEST_F(SampleData, SyntheaTransactionBundles) { run_folder("synthea-r4", 8, true, 8); }
 
 }  // namespace
 }  // namespace tellonce::itest

@@ -14,42 +14,6 @@
 namespace tellonce::testing {
 namespace {
 
-// Runs one coroutine to completion on a fresh io_context, rethrowing what it threw.
-template <class T>
-T run(asio::awaitable<T> task) {
-  asio::io_context io;
-  std::exception_ptr error;
-  std::optional<T> out;
-  auto done = [&](std::exception_ptr e, T value) {
-    error = e;
-    out = std::move(value);
-  };
-  asio::co_spawn(io, std::move(task), done);
-  io.run();
-  if (error) std::rethrow_exception(error);
-  return std::move(*out);
-}
-
-NewMessage sample(std::string idempotency_key = "", std::vector<std::string> destinations = {"trust-a", "gp-b"},
-                  std::string source = "hospital-1") {
-  NewMessage m;
-  m.id = new_message_id();
-  m.source = std::move(source);
-  m.channel = "fhir-http";
-  m.idempotency_key = std::move(idempotency_key);
-  m.resource_type = "Bundle";
-  m.event = "https://fhir.nhs.uk/CodeSystem/message-event|referral-request";
-  m.patient_key = "9449306753";
-  m.content_type = "application/fhir+json";
-  m.body = R"({"resourceType":"Bundle","type":"message","id":")" + m.id + R"("})";
-  m.content_hash = sha256_hex(m.body);
-  m.received_at_ms = now_ms();
-  m.route_ids = {"referrals"};
-  m.destinations = std::move(destinations);
-  m.warnings = {"Bundle.meta: no profile claimed"};
-  return m;
-}
-
 std::vector<std::string> kinds(const MessageView& view) {
   std::vector<std::string> out;
   for (const auto& e : view.events) out.push_back(e.kind);
@@ -83,6 +47,25 @@ const DeliveryView& delivery_to(const MessageView& view, std::string_view destin
 }
 
 }  // namespace
+
+NewMessage sample(std::string idempotency_key, std::vector<std::string> destinations, std::string source) {
+  NewMessage m;
+  m.id = new_message_id();
+  m.source = std::move(source);
+  m.channel = "fhir-http";
+  m.idempotency_key = std::move(idempotency_key);
+  m.resource_type = "Bundle";
+  m.event = "https://fhir.nhs.uk/CodeSystem/message-event|referral-request";
+  m.patient_key = "9449306753";
+  m.content_type = "application/fhir+json";
+  m.body = R"({"resourceType":"Bundle","type":"message","id":")" + m.id + R"("})";
+  m.content_hash = sha256_hex(m.body);
+  m.received_at_ms = now_ms();
+  m.route_ids = {"referrals"};
+  m.destinations = std::move(destinations);
+  m.warnings = {"Bundle.meta: no profile claimed"};
+  return m;
+}
 
 void StoreContract::SetUp() {
   std::string pattern = (std::filesystem::temp_directory_path() / "tellonce-store-XXXXXX").string();

@@ -195,14 +195,17 @@ TEST_F(FhirRestInboundTest, ProcessMessageSetsTheFlag) {
   EXPECT_TRUE(pipeline_.received[0].expected_type.empty());
 }
 
-TEST_F(FhirRestInboundTest, BaseTakesOnlyRecordBundles) {
+TEST_F(FhirRestInboundTest, BaseAndBundleEndpointsAreToldApart) {
+  // The pipeline checks the Bundle type once it has parsed the body; the adapter says where it came in.
   EXPECT_EQ(post("/fhir", R"({"resourceType":"Bundle","type":"transaction","entry":[]})").result(),
             http::status::accepted);
-  auto res = post("/fhir", R"({"resourceType":"Bundle","type":"searchset"})");
-  EXPECT_EQ(res.result(), http::status::bad_request);
-  EXPECT_NE(res.body().find("searchset"), std::string::npos);
-  ASSERT_EQ(pipeline_.received.size(), 1u);
+  EXPECT_EQ(post("/fhir/Bundle", R"({"resourceType":"Bundle","type":"document"})").result(),
+            http::status::accepted);
+  ASSERT_EQ(pipeline_.received.size(), 2u);
   EXPECT_EQ(pipeline_.received[0].expected_type, "Bundle");
+  EXPECT_TRUE(pipeline_.received[0].at_base);
+  EXPECT_EQ(pipeline_.received[1].expected_type, "Bundle");
+  EXPECT_FALSE(pipeline_.received[1].at_base);
 }
 
 TEST_F(FhirRestInboundTest, OtherMethodsAre405WithAllow) {
