@@ -54,12 +54,8 @@ struct Dispatcher::State {
   std::atomic<bool> started{false};
   std::atomic<bool> stopping{false};
 
-  // One attempt: deliver, record, and say how the queue should settle the job.
-  asio::awaitable<Settlement> attempt(OutboundAdapter& adapter, DeliveryJob& job, Counters& counters) {
-    DeliveryResult result = co_await adapter.deliver(job);
-    if (stopping) co_return Settlement{Settlement::Kind::retry, now_ms()};  // not a partner failure
-
-    DeliveryAttempt a;
+  // What one delivery result means for the job, and the attempt to put on its trail.
+  Settlement judge(const DeliveryJob& job, DeliveryResult result, DeliveryAttempt& a) {
     a.delivery_id = job.delivery_id;
     a.message_id = job.message_id;
     a.destination = job.destination;
@@ -69,34 +65,39 @@ struct Dispatcher::State {
     a.retryable = !result.ok && result.retryable;
     a.http_status = result.http_status;
     a.detail = std::move(result.detail);
-
-    Settlement settlement{Settlement::Kind::delivered, 0};
-    if (!a.ok) {
-      std::optional<std::int64_t> next;
-      if (a.retryable) next = next_attempt_at(settings.retry, a.attempt, a.at_ms, random01());
-      if (next) {
-        a.next_attempt_ms = *next;
-        settlement = {Settlement::Kind::retry, *next};
-      } else {
-        a.dead = true;
-        settlement = {Settlement::Kind::dead, 0};
-      }
-      if (a.dead)
-        log::error("delivery", describe_failure(a));
-      else
-        log::warn("delivery", describe_failure(a));
+    if (a.ok) return {Settlement::Kind::delivered, 0};
+    std::optional<std::int64_t> next;
+    if (a.retryable) next = next_attempt_at(settings.retry, a.attempt, a.at_ms, random01());
+    Settlement settlement{Settlement::Kind::dead, 0};
+    if (next) {
+      a.next_attempt_ms = *next;
+      settlement = {Settlement::Kind::retry, *next};
+    } else {
+      a.dead = true;
     }
+    if (a.dead)
+      log::error("delivery", describe_failure(a));
+    else
+      log::warn("delivery", describe_failure(a));
+    return settlement;
+  }
 
+  // Makes the attempt durable, then settles the job. Until then the job stays in flight, so
+  // the patient's next record for this destination is still held back.
+  static asio::awaitable<void> record_and_settle(std::shared_ptr<State> self, DeliveryJob job,
+                                                 DeliveryAttempt a, Settlement settlement) {
+    Counters& counters = self->counters.at(job.destination);
     const bool ok = a.ok;
     const bool dead = a.dead;
     const int attempt_number = a.attempt;
-    Result<void> recorded = co_await store.record_attempt(std::move(a));
+    Result<void> recorded = co_await self->store.record_attempt(std::move(a));
     if (!recorded) {
       // Unrecorded means still pending: the attempt is repeated (receivers de-duplicate on X-Request-Id).
       log::error("delivery", "could not record attempt destination=" + job.destination +
                                  " message=" + job.message_id + " store=\"" + recorded.error().summary() +
                                  "\"; kept pending");
-      co_return Settlement{Settlement::Kind::retry, now_ms() + store_retry_ms};
+      self->queue.settle(job, Settlement{Settlement::Kind::retry, now_ms() + store_retry_ms});
+      co_return;
     }
     job.attempts = attempt_number;
     if (ok) {
@@ -105,28 +106,50 @@ struct Dispatcher::State {
       counters.failed_attempts.fetch_add(1, std::memory_order_relaxed);
       if (dead) counters.dead.fetch_add(1, std::memory_order_relaxed);
     }
-    co_return settlement;
+    self->queue.settle(job, settlement);
+  }
+
+  static void log_exit(const std::string& what, std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      log::error("delivery", what + " error=\"" + x.what() + "\"");
+    } catch (...) {
+      log::error("delivery", what + " error=unknown");
+    }
   }
 
   static asio::awaitable<void> work(std::shared_ptr<State> self, std::string destination,
                                     std::shared_ptr<OutboundAdapter> adapter) {
-    Counters& counters = self->counters.at(destination);
     for (;;) {
       std::optional<DeliveryJob> job = co_await self->queue.next(destination);
       if (!job) co_return;
-      // A failed attempt must not leave the job in flight, or the patient's lane stays blocked.
-      Settlement settlement{Settlement::Kind::retry, 0};
+      DeliveryResult result;
       bool threw = false;
       try {
-        settlement = co_await self->attempt(*adapter, *job, counters);
+        result = co_await adapter->deliver(*job);
       } catch (const std::exception& e) {
         threw = true;
         log::error("delivery", "attempt threw destination=" + destination + " message=" + job->message_id +
                                    " error=\"" + e.what() + "\"");
       }
-      if (threw) settlement = {Settlement::Kind::retry, now_ms() + store_retry_ms};
-      self->queue.settle(*job, settlement);
-      if (self->stopping) co_return;
+      // A failed attempt must not leave the job in flight, or the patient's lane stays blocked.
+      if (threw) {
+        self->queue.settle(*job, Settlement{Settlement::Kind::retry, now_ms() + store_retry_ms});
+        continue;
+      }
+      if (self->stopping) {  // cut off by shutdown: not a partner failure, stays pending
+        self->queue.settle(*job, Settlement{Settlement::Kind::retry, now_ms()});
+        co_return;
+      }
+      DeliveryAttempt a;
+      Settlement settlement = self->judge(*job, std::move(result), a);
+      // Recording is handed off so this worker carries the next record while the store's group
+      // commit makes this attempt durable: workers wait on partners, never on fsync.
+      std::string what = "recording attempt destination=" + destination + " message=" + job->message_id;
+      auto on_done = [what = std::move(what)](std::exception_ptr e) { log_exit(what, e); };
+      asio::co_spawn(self->io, record_and_settle(self, std::move(*job), std::move(a), settlement), std::move(on_done));
     }
   }
 };
@@ -143,16 +166,7 @@ void Dispatcher::start() {
   for (const auto& [destination, adapter] : state_->adapters) {
     if (!adapter) continue;
     for (int i = 0; i < workers; ++i) {
-      auto on_exit = [destination](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-          log::error("delivery", "worker ended destination=" + destination + " error=\"" + x.what() + "\"");
-        } catch (...) {
-          log::error("delivery", "worker ended destination=" + destination + " error=unknown");
-        }
-      };
+      auto on_exit = [destination](std::exception_ptr e) { State::log_exit("worker ended destination=" + destination, e); };
       asio::co_spawn(state_->io, State::work(state_, destination, adapter), std::move(on_exit));
     }
   }

@@ -202,6 +202,9 @@ asio::awaitable<void> HttpServer::State::close_after_reject(Connection& conn, Ht
 asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn) {
   auto self = shared_from_this();
   beast::flat_buffer buffer;  // reused for every request on the connection
+  // Room for a typical record up front: Beast reads at most the free space, and a buffer that
+  // grows 512 bytes at a time costs one recvmsg per 512 bytes of body.
+  buffer.reserve(64 * 1024);
   auto& stream = conn->stream;
   for (;;) {
     http::request_parser<http::string_body> parser;
@@ -218,9 +221,8 @@ asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn)
         std::tie(ec, n) = co_await http::async_write(stream, go_on, use_tuple);
       }
     }
-    if (!ec) {
-      stream.expires_after(limits.idle_timeout);
-      std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, use_tuple);
+    if (!ec && !parser.is_done()) {
+      std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, use_tuple);  // same deadline
     }
     if (ec) {
       // Built outside the co_await: g++ 12 mishandles temporaries inside co_await expressions.
