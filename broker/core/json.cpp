@@ -100,7 +100,7 @@ std::string operation_outcome_json(const std::vector<Issue>& issues) {
     out += R"(,"code":)";
     append_json_string(out, i.code.empty() ? "processing" : i.code);
     if (!i.rule.empty()) {
-      out += R"(,"details":{"coding":[{"system":"https://tellonce.org/CodeSystem/rule","code":)";
+      out += R"(,"details":{"coding":[{"system":"urn:tellonce:rule","code":)";
       append_json_string(out, i.rule);
       out += "}]}";
     }

@@ -9,7 +9,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,7 +22,6 @@
 #include <stdexcept>
 #include <thread>
 
-extern char** environ;
 
 namespace tellonce::itest {
 
@@ -61,19 +60,22 @@ Process::Process(std::vector<std::string> args, std::filesystem::path log_file) 
   int pipefd[2];
   if (::pipe(pipefd) != 0) throw std::runtime_error("pipe");
   int log_fd = ::open(log_file_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, log_fd, 2);
-  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    // A test that dies (an assertion, SIGPIPE) must not leave brokers and sinks behind.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::dup2(pipefd[1], 1);
+    ::dup2(log_fd, 2);
+    ::close(pipefd[0]);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
   ::close(pipefd[1]);
   ::close(log_fd);
-  if (rc != 0) throw std::runtime_error("cannot start " + args[0] + ": " + std::strerror(rc));
   out_fd_ = pipefd[0];
   ::fcntl(out_fd_, F_SETFL, O_NONBLOCK);
 }
