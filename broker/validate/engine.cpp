@@ -68,6 +68,7 @@ struct Walk {
   std::vector<Issue>& out;
   std::string path;
   unsigned depth = 0;  // objects entered; bounds the recursion for documents not from parse_json
+  const Value* container = nullptr;  // the resource whose `contained` a "#id" reference names
 
   void report(const char* code, const char* rule, std::string diagnostics) {
     out.push_back(Issue{Severity::error, code, std::move(diagnostics), path, rule});
@@ -93,12 +94,13 @@ struct Walk {
 class Engine final : public Validator {
  public:
   Engine(fhir::Schema schema, std::vector<std::unique_ptr<RuleSet>> rules)
-      : schema_(std::move(schema)), rules_(std::move(rules)) {}
+      : schema_(std::move(schema)), rules_(std::move(rules)),
+        reference_type_(schema_.types_by_name.find("Reference")) {}
 
   void validate(const Value& resource, std::vector<Issue>& out) const override {
     Walk w{out, {}};
     w.path.reserve(256);
-    check_resource(resource, w, true);
+    check_resource(resource, w, true, false);
   }
 
  private:
@@ -106,7 +108,9 @@ class Engine final : public Validator {
     for (auto& r : rules_) r->check(type, v, w.path, w.out);
   }
 
-  void check_resource(const Value& v, Walk& w, bool top) const {
+  // `contained`: v sits in its container's `contained` list, so "#id" references inside it
+  // resolve against the container, not against v.
+  void check_resource(const Value& v, Walk& w, bool top, bool contained) const {
     if (!v.IsObject()) {
       if (top) w.path = "(resource)";
       w.report("structure", "fhir-type", "a resource must be a JSON object, not " + std::string(json_kind(v)));
@@ -135,8 +139,11 @@ class Engine final : public Validator {
     }
     std::size_t mark = w.path.size();
     if (top) w.path = type.name;
+    const Value* outer_container = w.container;
+    if (!contained) w.container = &v;
     check_object(v, type.shape, w);
     run_rules(type.name, v, w);
+    w.container = outer_container;
     w.pop(mark);
   }
 
@@ -247,6 +254,8 @@ class Engine final : public Validator {
       }
       if (p.extension_part) {
         check_extension_part(v, w);
+        if (id_only(v) && !parent.HasMember(rapidjson::StringRef(p.location_name.data(), p.location_name.size())))
+          report_empty_primitive(w);
       } else {
         check_value(v, p, w);
       }
@@ -296,12 +305,27 @@ class Engine final : public Validator {
         }
       } else if (p.extension_part) {
         check_extension_part(item, w);
+        if (id_only(item) && (!companion || i >= companion->Size() || (*companion)[i].IsNull()))
+          report_empty_primitive(w);
       } else {
         check_value(item, p, w);
       }
       w.pop(mark);
     }
     return size;
+  }
+
+  // An object with no members but "id": with no value beside it, the primitive is empty.
+  static bool id_only(const Value& v) {
+    if (!v.IsObject()) return false;
+    for (auto& m : v.GetObject())
+      if (view(m.name) != "id") return false;
+    return true;
+  }
+
+  static void report_empty_primitive(Walk& w) {
+    w.report("invariant", "ele-1",
+             "Element is empty: a primitive needs a value or an extension, and its \"_\" companion has neither");
   }
 
   void check_extension_part(const Value& v, Walk& w) const {
@@ -348,6 +372,7 @@ class Engine final : public Validator {
           return;
         }
         check_object(v, type.shape, w);
+        if (p.type == reference_type_) check_local_reference(v, w);
         if (p.binding != fhir::none) {
           if (type.name == "Coding") check_coding(v, schema_.value_sets[p.binding], w);
           else if (type.name == "CodeableConcept") check_codeable_concept(v, schema_.value_sets[p.binding], w);
@@ -356,9 +381,27 @@ class Engine final : public Validator {
         return;
       case TypeDef::Kind::any_resource:
       case TypeDef::Kind::resource:
-        check_resource(v, w, false);
+        check_resource(v, w, false, p.location_name == "contained");
         return;
     }
+  }
+
+  // ref-1: "#id" must name a resource in the container's `contained` ("#" alone is the container).
+  void check_local_reference(const Value& ref, Walk& w) const {
+    const Value* target = find_string(ref, "reference");
+    if (!target || target->GetStringLength() < 2 || target->GetString()[0] != '#' || !w.container) return;
+    std::string_view id = view(*target).substr(1);
+    auto contained = w.container->FindMember("contained");
+    if (contained != w.container->MemberEnd() && contained->value.IsArray()) {
+      for (auto& res : contained->value.GetArray()) {
+        const Value* res_id = res.IsObject() ? find_string(res, "id") : nullptr;
+        if (res_id && view(*res_id) == id) return;
+      }
+    }
+    w.out.push_back(Issue{Severity::error, "invariant",
+                          "local reference " + describe(*target) +
+                              " does not match the id of any contained resource: contain it or reference it by URL",
+                          w.path, "ref-1"});
   }
 
   void report_code(std::string_view code, const fhir::ValueSet& vs, Walk& w) const {
@@ -372,52 +415,72 @@ class Engine final : public Validator {
     w.report("code-invalid", "fhir-binding", std::move(why));
   }
 
-  // Index of the value set's system matching coding.system, or none.
-  // A coding without a code says nothing about the binding.
-  static std::uint32_t bound_system(const Value& coding, const fhir::ValueSet& vs) {
-    if (!coding.IsObject() || !find_string(coding, "code")) return fhir::none;
+  // How one coding stands against a required value set.
+  enum class Fit { silent, in_set, wrong_code, wrong_system };
+
+  // A coding without a code says nothing about the binding. Without a system the code is
+  // taken as meant from the set when any of its systems has it.
+  static Fit coding_fit(const Value& coding, const fhir::ValueSet& vs) {
+    if (!coding.IsObject()) return Fit::silent;
+    const Value* code = find_string(coding, "code");
+    if (!code) return Fit::silent;
     const Value* system = find_string(coding, "system");
-    if (!system) return fhir::none;
+    if (!system) return vs.all_codes.contains(view(*code)) ? Fit::in_set : Fit::wrong_code;
     for (std::uint32_t i = 0; i < vs.systems.size(); ++i)
-      if (vs.systems[i] == view(*system)) return i;
-    return fhir::none;
+      if (vs.systems[i] == view(*system))
+        return vs.codes_by_system[i].contains(view(*code)) ? Fit::in_set : Fit::wrong_code;
+    return Fit::wrong_system;
   }
 
-  static bool code_in(const Value& coding, const fhir::ValueSet& vs, std::uint32_t system) {
-    const Value* code = find_string(coding, "code");
-    return code && vs.codes_by_system[system].contains(view(*code));
-  }
-
-  void report_coding(const Value& coding, const fhir::ValueSet& vs, Walk& w) const {
-    const Value* code = find_string(coding, "code");
-    std::size_t mark = w.push("code");
-    report_code(code ? view(*code) : std::string_view{}, vs, w);
+  void report_coding(const Value& coding, Fit fit, const fhir::ValueSet& vs, Walk& w) const {
+    if (fit == Fit::wrong_code) {
+      const Value* code = find_string(coding, "code");
+      std::size_t mark = w.push("code");
+      report_code(code ? view(*code) : std::string_view{}, vs, w);
+      w.pop(mark);
+      return;
+    }
+    std::string why = "code system " + describe(*find_string(coding, "system")) +
+                      " is not used by the required value set " + vs.url + " (its systems: ";
+    for (std::size_t i = 0; i < vs.systems.size(); ++i) why += (i ? ", " : "") + vs.systems[i];
+    why += ")";
+    std::size_t mark = w.push("system");
+    w.report("code-invalid", "fhir-binding", std::move(why));
     w.pop(mark);
   }
 
   void check_coding(const Value& coding, const fhir::ValueSet& vs, Walk& w) const {
-    std::uint32_t system = bound_system(coding, vs);
-    if (system != fhir::none && !code_in(coding, vs, system)) report_coding(coding, vs, w);
+    Fit fit = coding_fit(coding, vs);
+    if (fit == Fit::wrong_code || fit == Fit::wrong_system) report_coding(coding, fit, vs, w);
   }
 
-  // Passes when any coding from the bound systems is in the set; else names each that is not.
+  // FHIR: a required-bound CodeableConcept needs a coding from the set; text alone is not a
+  // substitute. Passes when any coding is in the set; else names each coded one. A concept with
+  // no code but an extension (e.g. data-absent-reason) is left alone.
   void check_codeable_concept(const Value& cc, const fhir::ValueSet& vs, Walk& w) const {
     auto codings = cc.FindMember("coding");
-    if (codings == cc.MemberEnd() || !codings->value.IsArray()) return;
-    bool bound = false;
-    for (auto& c : codings->value.GetArray()) {
-      std::uint32_t system = bound_system(c, vs);
-      if (system == fhir::none) continue;
-      if (code_in(c, vs, system)) return;
-      bound = true;
+    bool coded = false;
+    if (codings != cc.MemberEnd() && codings->value.IsArray()) {
+      for (auto& c : codings->value.GetArray()) {
+        Fit fit = coding_fit(c, vs);
+        if (fit == Fit::in_set) return;
+        coded |= fit != Fit::silent;
+      }
     }
-    if (!bound) return;
+    if (!coded) {
+      if (!cc.HasMember("extension") && cc.MemberCount() > 0)
+        w.report("code-invalid", "fhir-binding",
+                 "no coding with a code: the required value set " + vs.url +
+                     " needs a coding from it (text alone is not enough)");
+      return;
+    }
     std::size_t mark = w.push("coding");
     auto& list = codings->value;
     for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
-      if (bound_system(list[i], vs) == fhir::none) continue;
+      Fit fit = coding_fit(list[i], vs);
+      if (fit == Fit::silent) continue;
       std::size_t item = w.push_index(i);
-      report_coding(list[i], vs, w);
+      report_coding(list[i], fit, vs, w);
       w.pop(item);
     }
     w.pop(mark);
@@ -425,6 +488,7 @@ class Engine final : public Validator {
 
   fhir::Schema schema_;
   std::vector<std::unique_ptr<RuleSet>> rules_;
+  std::uint32_t reference_type_;  // the Reference datatype, for ref-1
 };
 
 }  // namespace

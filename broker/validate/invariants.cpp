@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <utility>
 
@@ -38,9 +39,35 @@ std::string_view str_at(const Value& v, std::string_view name) { return str(memb
 bool is_value_choice(std::string_view name) {
   return name.size() > 5 && name.starts_with("value") && name[5] >= 'A' && name[5] <= 'Z';
 }
+// A primitive value[x] given only as its "_valueCode" companion (an extension) exists too.
 bool has_value_choice(const Value& v) {
-  for (auto& m : v.GetObject())
-    if (is_value_choice({m.name.GetString(), m.name.GetStringLength()}) && exists(&m.value)) return true;
+  for (auto& m : v.GetObject()) {
+    std::string_view name{m.name.GetString(), m.name.GetStringLength()};
+    if (!name.empty() && name[0] == '_') name.remove_prefix(1);
+    if (is_value_choice(name) && exists(&m.value)) return true;
+  }
+  return false;
+}
+
+// Some member whose name starts with `stem` ("abatement" for abatement[x]) exists.
+bool has_choice(const Value& v, std::string_view stem) {
+  for (auto& m : v.GetObject()) {
+    std::string_view name{m.name.GetString(), m.name.GetStringLength()};
+    if (!name.empty() && name[0] == '_') name.remove_prefix(1);
+    if (name.size() > stem.size() && name.starts_with(stem) && exists(&m.value)) return true;
+  }
+  return false;
+}
+
+// element.coding.where(system = `system` and code in `codes`).exists()
+bool has_coding(const Value& v, std::string_view element, std::string_view system,
+                std::initializer_list<std::string_view> codes) {
+  const Value* cc = member(v, element);
+  const Value* codings = cc ? member(*cc, "coding") : nullptr;
+  if (!codings || !codings->IsArray()) return false;
+  for (auto& c : codings->GetArray())
+    if (str_at(c, "system") == system && std::find(codes.begin(), codes.end(), str_at(c, "code")) != codes.end())
+      return true;
   return false;
 }
 
@@ -207,6 +234,38 @@ void check_quantity(const Value& v, const std::string& path, std::vector<Issue>&
            "http://unitsofmeasure.org)");
 }
 
+// Coding.system and Identifier.system name a code or identifier system, so they are absolute
+// URIs (http:, https:, urn:oid:, urn:uuid: ...): "SNOMED" or "NHS" means nothing to a receiver.
+void check_system_is_absolute(const Value& v, std::string_view type, const std::string& path,
+                              std::vector<Issue>& out) {
+  std::string_view system = str_at(v, "system");
+  if (system.empty() || system.find(':') != std::string_view::npos) return;
+  report(out, "fhir-system-uri", child(path, "system"),
+         std::string(type) + ".system '" + std::string(system) +
+             "' is not an absolute URI: use the system's URI, e.g. http://snomed.info/sct");
+}
+
+constexpr std::string_view ucum = "http://unitsofmeasure.org";
+
+// age-1: a value needs a code, the system is UCUM, and an age is positive.
+void check_age(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  check_quantity(v, path, out);
+  const Value* value = member(v, "value");
+  if (value && !has(v, "code"))
+    report(out, "age-1", path, "Age has a value but no code: add the UCUM unit code (a, mo, wk, d ...)");
+  if (has(v, "system") && str_at(v, "system") != ucum)
+    report(out, "age-1", path, "Age.system must be http://unitsofmeasure.org");
+  if (value && value->IsNumber() && value->GetDouble() <= 0)
+    report(out, "age-1", path, "Age.value must be positive");
+}
+
+// drt-1: a coded duration is in UCUM and has a value.
+void check_duration(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  check_quantity(v, path, out);
+  if (has(v, "code") && (str_at(v, "system") != ucum || !has(v, "value")))
+    report(out, "drt-1", path, "Duration with a code needs system http://unitsofmeasure.org and a value");
+}
+
 void check_contact_point(const Value& v, const std::string& path, std::vector<Issue>& out) {
   if (has(v, "value") && !has(v, "system"))
     report(out, "cpt-2", path,
@@ -216,6 +275,69 @@ void check_contact_point(const Value& v, const std::string& path, std::vector<Is
 void check_attachment(const Value& v, const std::string& path, std::vector<Issue>& out) {
   if (has(v, "data") && !has(v, "contentType"))
     report(out, "att-1", path, "Attachment has inline data but no contentType: add its MIME type");
+}
+
+void check_ratio(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  bool numerator = has(v, "numerator"), denominator = has(v, "denominator");
+  if (numerator != denominator)
+    report(out, "rat-1", path,
+           std::string("Ratio has a ") + (numerator ? "numerator but no denominator" : "denominator but no numerator") +
+               ": give both, or neither (with an extension saying why)");
+  else if (!numerator && !has(v, "extension"))
+    report(out, "rat-1", path, "Ratio has neither numerator and denominator nor an extension");
+}
+
+const Value* number_at(const Value& v, std::string_view name) {
+  const Value* n = member(v, name);
+  return n && n->IsNumber() ? n : nullptr;
+}
+
+// rng-2 where the comparison is plain: both ends have a value and the same unit (or none).
+void check_range(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  const Value* low = member(v, "low");
+  const Value* high = member(v, "high");
+  if (!low || !high || !low->IsObject() || !high->IsObject()) return;
+  const Value* a = number_at(*low, "value");
+  const Value* b = number_at(*high, "value");
+  if (!a || !b || str_at(*low, "code") != str_at(*high, "code") || str_at(*low, "unit") != str_at(*high, "unit"))
+    return;
+  if (a->GetDouble() > b->GetDouble())
+    report(out, "rng-2", path, "Range low is greater than its high: low must not be above high");
+}
+
+void check_timing(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  const Value* repeat = member(v, "repeat");
+  if (!repeat || !repeat->IsObject()) return;
+  std::string at = child(path, "repeat");
+  if (has(*repeat, "duration") && !has(*repeat, "durationUnit"))
+    report(out, "tim-1", at, "Timing.repeat has a duration but no durationUnit: add the unit (min, h, d ...)");
+  if (has(*repeat, "period") && !has(*repeat, "periodUnit"))
+    report(out, "tim-2", at, "Timing.repeat has a period but no periodUnit: add the unit (h, d, wk ...)");
+  const Value* duration = number_at(*repeat, "duration");
+  if (duration && duration->GetDouble() < 0)
+    report(out, "tim-4", at, "Timing.repeat.duration must not be negative");
+  const Value* period = number_at(*repeat, "period");
+  if (period && period->GetDouble() < 0)
+    report(out, "tim-5", at, "Timing.repeat.period must not be negative");
+  if (has(*repeat, "periodMax") && !has(*repeat, "period"))
+    report(out, "tim-6", at, "Timing.repeat has periodMax without period");
+  if (has(*repeat, "durationMax") && !has(*repeat, "duration"))
+    report(out, "tim-7", at, "Timing.repeat has durationMax without duration");
+  if (has(*repeat, "countMax") && !has(*repeat, "count"))
+    report(out, "tim-8", at, "Timing.repeat has countMax without count");
+  if (has(*repeat, "offset")) {
+    bool meal_relative = false, any_when = false;
+    if (const Value* when = member(*repeat, "when"); when && when->IsArray())
+      for (auto& w : when->GetArray()) {
+        std::string_view code = str(&w);
+        any_when |= !code.empty();
+        meal_relative |= code == "C" || code == "CM" || code == "CD" || code == "CV";
+      }
+    if (!any_when || meal_relative)
+      report(out, "tim-9", at, "Timing.repeat.offset needs a when that is not C, CM, CD or CV");
+  }
+  if (has(*repeat, "timeOfDay") && has(*repeat, "when"))
+    report(out, "tim-10", at, "Timing.repeat must not have both timeOfDay and when");
 }
 
 // ---- resources ---------------------------------------------------------------------------
@@ -302,6 +424,13 @@ void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& o
 }
 
 void check_observation(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  if (const Value* ranges = member(v, "referenceRange"); ranges && ranges->IsArray())
+    for (rapidjson::SizeType i = 0; i < ranges->Size(); ++i) {
+      const Value& r = (*ranges)[i];
+      if (r.IsObject() && !has(r, "low") && !has(r, "high") && !has(r, "text"))
+        report(out, "obs-3", indexed(path, "referenceRange", i),
+               "Observation.referenceRange must have at least a low, a high or a text");
+    }
   const bool valued = has_value_choice(v);
   if (valued && has(v, "dataAbsentReason"))
     report(out, "obs-6", child(path, "dataAbsentReason"),
@@ -352,6 +481,53 @@ void check_consent(const Value& v, const std::string& path, std::vector<Issue>& 
       report(out, rule, path,
              "A Consent with scope '" + std::string(code) + "' should name the patient",
              Severity::warning);
+}
+
+void check_condition(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  constexpr std::string_view clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+  constexpr std::string_view verification = "http://terminology.hl7.org/CodeSystem/condition-ver-status";
+  if (has_choice(v, "abatement") && !has_coding(v, "clinicalStatus", clinical, {"resolved", "remission", "inactive"}))
+    report(out, "con-4", path,
+           "Condition has an abatement, so its clinicalStatus must be inactive, resolved or remission");
+  if (has(v, "clinicalStatus") && has_coding(v, "verificationStatus", verification, {"entered-in-error"}))
+    report(out, "con-5", path,
+           "Condition is entered-in-error, so it must not have a clinicalStatus");
+}
+
+void check_allergy(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  constexpr std::string_view verification =
+      "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification";
+  bool entered_in_error = has_coding(v, "verificationStatus", verification, {"entered-in-error"});
+  if (!entered_in_error && !has(v, "clinicalStatus"))
+    report(out, "ait-1", path,
+           "AllergyIntolerance needs a clinicalStatus unless its verificationStatus is entered-in-error");
+  if (entered_in_error && has(v, "clinicalStatus"))
+    report(out, "ait-2", path,
+           "AllergyIntolerance is entered-in-error, so it must not have a clinicalStatus");
+}
+
+void check_organization(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  if (!has(v, "identifier") && !has(v, "name"))
+    report(out, "org-1", path, "Organization must have at least a name or an identifier");
+}
+
+void check_appointment(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  bool start = has(v, "start"), end = has(v, "end");
+  std::string_view status = str_at(v, "status");
+  if (start != end)
+    report(out, "app-2", path, "Appointment must have both start and end, or neither");
+  if (!(start && end) && status != "proposed" && status != "cancelled" && status != "waitlist" && !status.empty())
+    report(out, "app-3", path,
+           "Appointment with status '" + std::string(status) +
+               "' needs start and end: only proposed, cancelled and waitlist appointments may leave them out");
+  if (has(v, "cancelationReason") && status != "cancelled" && status != "no-show" && !status.empty())
+    report(out, "app-4", child(path, "cancelationReason"),
+           "cancelationReason is only for cancelled or no-show appointments");
+}
+
+void check_service_request(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  if (has(v, "orderDetail") && !has(v, "code"))
+    report(out, "prr-1", child(path, "orderDetail"), "ServiceRequest.orderDetail needs a code");
 }
 
 void check_patient(const Value& v, const std::string& path, std::vector<Issue>& out) {
@@ -430,16 +606,27 @@ class FhirInvariants final : public RuleSet {
       else if (type == "Observation") check_observation(value, path, out);
       else if (type == "Consent") check_consent(value, path, out);
       else if (type == "Patient") check_patient(value, path, out);
+      else if (type == "Condition") check_condition(value, path, out);
+      else if (type == "AllergyIntolerance") check_allergy(value, path, out);
+      else if (type == "Organization") check_organization(value, path, out);
+      else if (type == "Appointment") check_appointment(value, path, out);
+      else if (type == "ServiceRequest") check_service_request(value, path, out);
       return;
     }
     check_ele_1(value, path, out);
     if (type == "Extension") check_extension(value, path, out);
     else if (type == "Period") check_period(value, path, out);
-    else if (type == "Quantity" || type == "SimpleQuantity" || type == "Age" || type == "Count" ||
-             type == "Distance" || type == "Duration" || type == "MoneyQuantity")
+    else if (type == "Age") check_age(value, path, out);
+    else if (type == "Duration") check_duration(value, path, out);
+    else if (type == "Quantity" || type == "SimpleQuantity" || type == "Count" || type == "Distance" ||
+             type == "MoneyQuantity")
       check_quantity(value, path, out);
     else if (type == "ContactPoint") check_contact_point(value, path, out);
     else if (type == "Attachment") check_attachment(value, path, out);
+    else if (type == "Coding" || type == "Identifier") check_system_is_absolute(value, type, path, out);
+    else if (type == "Ratio") check_ratio(value, path, out);
+    else if (type == "Range") check_range(value, path, out);
+    else if (type == "Timing") check_timing(value, path, out);
   }
 };
 

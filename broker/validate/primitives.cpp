@@ -137,6 +137,21 @@ bool is_base64(std::string_view s) {
 
 std::string_view view(const rapidjson::Value& v) { return {v.GetString(), v.GetStringLength()}; }
 
+// Narrative.div: one <div> element in the XHTML namespace (the content itself is not parsed).
+bool is_xhtml_div(std::string_view s) {
+  if (!is_fhir_string(s)) return false;
+  while (!s.empty() && space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && space(s.back())) s.remove_suffix(1);
+  if (s.size() < 5 || s.substr(0, 4) != "<div" || !(space(s[4]) || s[4] == '>' || s[4] == '/')) return false;
+  std::size_t close = s.find('>');
+  std::string_view open_tag = s.substr(0, close == std::string_view::npos ? s.size() : close + 1);
+  constexpr std::string_view ns_double = "xmlns=\"http://www.w3.org/1999/xhtml\"";
+  constexpr std::string_view ns_single = "xmlns='http://www.w3.org/1999/xhtml'";
+  if (open_tag.find(ns_double) == std::string_view::npos && open_tag.find(ns_single) == std::string_view::npos)
+    return false;
+  return open_tag.ends_with("/>") ? open_tag.size() == s.size() : s.ends_with("</div>");
+}
+
 }  // namespace
 
 bool is_date(std::string_view s) {
@@ -226,8 +241,8 @@ PrimitiveFault check_primitive(Primitive type, const rapidjson::Value& v) {
   bool ok = false;
   switch (type) {
     case Primitive::string:
-    case Primitive::markdown:
-    case Primitive::xhtml: ok = is_fhir_string(s); break;
+    case Primitive::markdown: ok = is_fhir_string(s); break;
+    case Primitive::xhtml: ok = is_xhtml_div(s); break;
     case Primitive::code: ok = is_code(s); break;
     case Primitive::id: ok = is_id(s); break;
     case Primitive::uri:
@@ -253,8 +268,8 @@ std::string_view expected_form(Primitive type) {
     case Primitive::unsigned_int: return "a whole JSON number from 0 to 2147483647";
     case Primitive::decimal: return "a JSON number";
     case Primitive::string:
-    case Primitive::markdown:
-    case Primitive::xhtml: return "a non-empty JSON string without control characters";
+    case Primitive::markdown: return "a non-empty JSON string without control characters";
+    case Primitive::xhtml: return "one <div xmlns=\"http://www.w3.org/1999/xhtml\"> element as a JSON string";
     case Primitive::code: return "a non-empty JSON string without leading, trailing or repeated whitespace";
     case Primitive::id: return "1-64 characters from A-Z a-z 0-9 - .";
     case Primitive::uri:

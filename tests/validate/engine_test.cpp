@@ -231,13 +231,22 @@ TEST(Engine, RequiredBindings) {
   };
   const std::string sys = "http://terminology.hl7.org/CodeSystem/condition-clinical";
   expect_valid(condition(R"({"coding":[{"system":")" + sys + R"(","code":"active"}]})"));
-  // Another system is not judged; one good coding from the bound system is enough.
-  expect_valid(condition(R"({"coding":[{"system":"http://snomed.info/sct","code":"55561003"}]})"));
+  // One good coding is enough, whatever else is there; a code without a system counts when the
+  // set has it.
   expect_valid(condition(R"({"coding":[{"system":")" + sys + R"(","code":"nope"},{"system":")" + sys +
                          R"(","code":"active"}]})"));
-  expect_one(condition(R"({"coding":[{"system":"http://snomed.info/sct","code":"1"},{"system":")" + sys +
-                       R"(","code":"nope"}]})"),
-             "Condition.clinicalStatus.coding[1].code", "fhir-binding", "code-invalid");
+  expect_valid(condition(R"({"coding":[{"system":"http://snomed.info/sct","code":"1"},{"code":"active"}]})"));
+  // A required binding needs a coding from the set: another system alone, or text alone, fails.
+  expect_one(condition(R"({"coding":[{"system":"http://snomed.info/sct","code":"55561003"}]})"),
+             "Condition.clinicalStatus.coding[0].system", "fhir-binding", "code-invalid");
+  expect_one(condition(R"({"text":"active"})"), "Condition.clinicalStatus", "fhir-binding", "code-invalid");
+  expect_one(condition(R"({"coding":[{"code":"current"}]})"), "Condition.clinicalStatus.coding[0].code",
+             "fhir-binding", "code-invalid");
+  auto issues = validate(condition(R"({"coding":[{"system":"http://snomed.info/sct","code":"1"},{"system":")" +
+                                   sys + R"(","code":"nope"}]})"));
+  ASSERT_EQ(issues.size(), 2u) << show(issues);
+  EXPECT_EQ(issues[0].location, "Condition.clinicalStatus.coding[0].system");
+  EXPECT_EQ(issues[1].location, "Condition.clinicalStatus.coding[1].code");
 }
 
 TEST(Engine, Choices) {
@@ -338,8 +347,10 @@ TEST(Engine, SmallHandWrittenSchema) {
   };
   EXPECT_TRUE(check(R"({"resourceType":"Thing","kind":{"system":"http://example.org/cs","code":"a"},
       "tag":["x","y"]})").empty());
-  EXPECT_TRUE(check(R"({"resourceType":"Thing","kind":{"system":"http://other.org","code":"z"}})").empty());
-  auto issues = check(R"({"resourceType":"Thing","kind":{"system":"http://example.org/cs","code":"z"},
+  auto issues = check(R"({"resourceType":"Thing","kind":{"system":"http://other.org","code":"z"}})");
+  ASSERT_EQ(issues.size(), 1u) << show(issues);
+  EXPECT_EQ(issues[0].location, "Thing.kind.system");  // a required binding allows its own systems only
+  issues = check(R"({"resourceType":"Thing","kind":{"system":"http://example.org/cs","code":"z"},
       "tag":["x","y","z"]})");
   ASSERT_EQ(issues.size(), 2u) << show(issues);
   EXPECT_EQ(issues[0].location, "Thing.kind.code");

@@ -521,6 +521,9 @@ TEST(RulesSampleData, OtherExamplesHaveOnlyTheirKnownDefects) {
       {"bars-api-examples/v1.4.0/service_request/GET-success.json", {"bdl-5", "Bundle.entry[0]"}},
       {"bars-api-examples/v1.4.0/document_reference/id/GET-success.json",
        {"uk-ods-code", "DocumentReference.custodian.identifier.value"}},  // "$ods-code"
+      // PATCH bodies: a booked Appointment without start and end (app-3) read as a whole resource.
+      {"bars-api-examples/v1.4.0/appointment/PATCH-body.json", {"app-3", "Appointment"}},
+      {"bars-api-examples/current/appointment/PATCH-body.json", {"app-3", "Appointment"}},
       {"hl7v2-ms-fhir-converter/expected-fhir-r4/ADT01-23-expected.json",
        {"cpt-2", "Bundle.entry[3].resource.telecom[0]"}},  // telecom without system
       {"hl7v2-ms-fhir-converter/expected-fhir-r4/ADT01-28-expected.json",
