@@ -122,21 +122,33 @@ void print_message(const rapidjson::Document& d) {
   }
 }
 
+// The body of a 200 answer; otherwise says why on stderr and sets the exit status.
+std::optional<std::string> call_ok(const std::string& method, const std::string& url, int& status) {
+  auto r = call(method, url);
+  if (!r) {
+    status = 2;
+    return std::nullopt;
+  }
+  if (r->first != 200) {
+    print_outcome_or_body(r->second);
+    status = 1;
+    return std::nullopt;
+  }
+  return std::move(r->second);
+}
+
 }  // namespace
 
 int run_message_command(int argc, char** argv, const AdapterRegistry& registry) {
   auto a = parse_client_args("message", argc, argv, registry);
   if (!a) return 2;
-  auto r = call("GET", a->api + "/api/messages/" + a->id);
-  if (!r) return 2;
-  if (r->first != 200) {
-    print_outcome_or_body(r->second);
-    return 1;
-  }
+  int status = 0;
+  auto body = call_ok("GET", a->api + "/api/messages/" + a->id, status);
+  if (!body) return status;
   rapidjson::Document d;
-  d.Parse(r->second.c_str());
+  d.Parse(body->c_str());
   if (a->json || d.HasParseError()) {
-    std::cout << r->second << "\n";
+    std::cout << *body << "\n";
   } else {
     print_message(d);
   }
@@ -146,15 +158,12 @@ int run_message_command(int argc, char** argv, const AdapterRegistry& registry) 
 int run_replay_command(int argc, char** argv, const AdapterRegistry& registry) {
   auto a = parse_client_args("replay", argc, argv, registry);
   if (!a) return 2;
-  auto r = call("POST", a->api + "/api/messages/" + a->id + "/replay");
-  if (!r) return 2;
-  if (r->first != 200) {
-    print_outcome_or_body(r->second);
-    return 1;
-  }
+  int status = 0;
+  auto body = call_ok("POST", a->api + "/api/messages/" + a->id + "/replay", status);
+  if (!body) return status;
   rapidjson::Document d;
-  d.Parse(r->second.c_str());
-  std::cout << "message " << a->id << ": " << (d.IsObject() ? str(d, "replayed") : r->second)
+  d.Parse(body->c_str());
+  std::cout << "message " << a->id << ": " << (d.IsObject() ? str(d, "replayed") : *body)
             << " dead delivery(ies) queued again\n";
   return 0;
 }

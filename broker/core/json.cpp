@@ -30,6 +30,17 @@ bool deeper_than(const rapidjson::Value& root, unsigned limit) {
 
 }  // namespace
 
+const rapidjson::Value* json_member(const rapidjson::Value& v, std::string_view name) {
+  if (!v.IsObject()) return nullptr;
+  auto it = v.FindMember(rapidjson::StringRef(name.data(), name.size()));
+  return it == v.MemberEnd() ? nullptr : &it->value;
+}
+
+std::string_view json_string(const rapidjson::Value* v) {
+  if (!v || !v->IsString()) return {};
+  return {v->GetString(), v->GetStringLength()};
+}
+
 std::string line_column(std::string_view text, std::size_t offset) {
   std::size_t line = 1, col = 1;
   for (std::size_t i = 0; i < offset && i < text.size(); ++i) {

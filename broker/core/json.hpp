@@ -25,6 +25,11 @@ std::string operation_outcome_json(const std::vector<Issue>& issues);
 // Appends s as a JSON string literal (with quotes) to out.
 void append_json_string(std::string& out, std::string_view s);
 
+// Member lookup without allocation: nullptr when v is not an object or has no such member.
+const rapidjson::Value* json_member(const rapidjson::Value& v, std::string_view name);
+// The string's text; empty unless v is a string.
+std::string_view json_string(const rapidjson::Value* v);
+
 // "1:17" style position of a byte offset in text.
 std::string line_column(std::string_view text, std::size_t offset);
 

@@ -13,10 +13,7 @@ namespace tellonce {
 namespace {
 
 std::string_view str_member(const rapidjson::Value& v, const char* name) {
-  if (!v.IsObject()) return {};
-  auto it = v.FindMember(name);
-  if (it == v.MemberEnd() || !it->value.IsString()) return {};
-  return {it->value.GetString(), it->value.GetStringLength()};
+  return json_string(json_member(v, name));
 }
 
 Failure reject(int status, std::string code, std::string diagnostics, std::string location,

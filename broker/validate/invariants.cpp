@@ -2,6 +2,8 @@
 // lists of the R4 StructureDefinitions; each check says in plain words what the partner must fix.
 #include "validate/rules.hpp"
 
+#include "core/json.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
@@ -13,11 +15,6 @@ namespace {
 
 using rapidjson::Value;
 
-const Value* member(const Value& v, std::string_view name) {
-  if (!v.IsObject()) return nullptr;
-  auto it = v.FindMember(rapidjson::StringRef(name.data(), name.size()));
-  return it == v.MemberEnd() ? nullptr : &it->value;
-}
 
 // FHIRPath exists(): present and not an empty array, string or object.
 bool exists(const Value* v) {
@@ -27,13 +24,9 @@ bool exists(const Value* v) {
   if (v->IsObject()) return v->MemberCount() > 0;
   return true;
 }
-bool has(const Value& v, std::string_view name) { return exists(member(v, name)); }
+bool has(const Value& v, std::string_view name) { return exists(json_member(v, name)); }
 
-std::string_view str(const Value* v) {
-  if (!v || !v->IsString()) return {};
-  return {v->GetString(), v->GetStringLength()};
-}
-std::string_view str_at(const Value& v, std::string_view name) { return str(member(v, name)); }
+std::string_view str_at(const Value& v, std::string_view name) { return json_string(json_member(v, name)); }
 
 // A choice element value[x]: "valueQuantity", "valueString" ... (not "value" nor "valueSet").
 bool is_value_choice(std::string_view name) {
@@ -62,8 +55,8 @@ bool has_choice(const Value& v, std::string_view stem) {
 // element.coding.where(system = `system` and code in `codes`).exists()
 bool has_coding(const Value& v, std::string_view element, std::string_view system,
                 std::initializer_list<std::string_view> codes) {
-  const Value* cc = member(v, element);
-  const Value* codings = cc ? member(*cc, "coding") : nullptr;
+  const Value* cc = json_member(v, element);
+  const Value* codings = cc ? json_member(*cc, "coding") : nullptr;
   if (!codings || !codings->IsArray()) return false;
   for (auto& c : codings->GetArray())
     if (str_at(c, "system") == system && std::find(codes.begin(), codes.end(), str_at(c, "code")) != codes.end())
@@ -250,7 +243,7 @@ constexpr std::string_view ucum = "http://unitsofmeasure.org";
 // age-1: a value needs a code, the system is UCUM, and an age is positive.
 void check_age(const Value& v, const std::string& path, std::vector<Issue>& out) {
   check_quantity(v, path, out);
-  const Value* value = member(v, "value");
+  const Value* value = json_member(v, "value");
   if (value && !has(v, "code"))
     report(out, "age-1", path, "Age has a value but no code: add the UCUM unit code (a, mo, wk, d ...)");
   if (has(v, "system") && str_at(v, "system") != ucum)
@@ -288,14 +281,14 @@ void check_ratio(const Value& v, const std::string& path, std::vector<Issue>& ou
 }
 
 const Value* number_at(const Value& v, std::string_view name) {
-  const Value* n = member(v, name);
+  const Value* n = json_member(v, name);
   return n && n->IsNumber() ? n : nullptr;
 }
 
 // rng-2 where the comparison is plain: both ends have a value and the same unit (or none).
 void check_range(const Value& v, const std::string& path, std::vector<Issue>& out) {
-  const Value* low = member(v, "low");
-  const Value* high = member(v, "high");
+  const Value* low = json_member(v, "low");
+  const Value* high = json_member(v, "high");
   if (!low || !high || !low->IsObject() || !high->IsObject()) return;
   const Value* a = number_at(*low, "value");
   const Value* b = number_at(*high, "value");
@@ -306,7 +299,7 @@ void check_range(const Value& v, const std::string& path, std::vector<Issue>& ou
 }
 
 void check_timing(const Value& v, const std::string& path, std::vector<Issue>& out) {
-  const Value* repeat = member(v, "repeat");
+  const Value* repeat = json_member(v, "repeat");
   if (!repeat || !repeat->IsObject()) return;
   std::string at = child(path, "repeat");
   if (has(*repeat, "duration") && !has(*repeat, "durationUnit"))
@@ -327,9 +320,9 @@ void check_timing(const Value& v, const std::string& path, std::vector<Issue>& o
     report(out, "tim-8", at, "Timing.repeat has countMax without count");
   if (has(*repeat, "offset")) {
     bool meal_relative = false, any_when = false;
-    if (const Value* when = member(*repeat, "when"); when && when->IsArray())
+    if (const Value* when = json_member(*repeat, "when"); when && when->IsArray())
       for (auto& w : when->GetArray()) {
-        std::string_view code = str(&w);
+        std::string_view code = json_string(&w);
         any_when |= !code.empty();
         meal_relative |= code == "C" || code == "CM" || code == "CD" || code == "CV";
       }
@@ -344,7 +337,7 @@ void check_timing(const Value& v, const std::string& path, std::vector<Issue>& o
 
 void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& out) {
   std::string_view type = str_at(v, "type");
-  const Value* entries = member(v, "entry");
+  const Value* entries = json_member(v, "entry");
   const bool entry_list = entries && entries->IsArray();
   const auto count = entry_list ? entries->Size() : 0u;
 
@@ -389,8 +382,8 @@ void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& o
       std::string_view full_url = str_at(entry, "fullUrl");
       if (full_url.empty()) continue;
       std::string_view version;
-      if (const Value* res = member(entry, "resource"))
-        if (const Value* meta = member(*res, "meta")) version = str_at(*meta, "versionId");
+      if (const Value* res = json_member(entry, "resource"))
+        if (const Value* meta = json_member(*res, "meta")) version = str_at(*meta, "versionId");
       keys.emplace_back(full_url, version, i);
     }
     std::sort(keys.begin(), keys.end());
@@ -404,7 +397,7 @@ void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& o
   }
 
   if (type == "document") {
-    const Value* id = member(v, "identifier");
+    const Value* id = json_member(v, "identifier");
     if (!id || !has(*id, "system") || !has(*id, "value"))
       report(out, "bdl-9", path, "A document Bundle must have an identifier with a system and a value");
     if (!has(v, "timestamp"))
@@ -412,7 +405,7 @@ void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& o
   }
   auto first_type = [&]() -> std::string_view {
     if (count == 0) return {};
-    const Value* res = member((*entries)[0], "resource");
+    const Value* res = json_member((*entries)[0], "resource");
     return res ? str_at(*res, "resourceType") : std::string_view{};
   };
   if (type == "document" && first_type() != "Composition")
@@ -424,7 +417,7 @@ void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& o
 }
 
 void check_observation(const Value& v, const std::string& path, std::vector<Issue>& out) {
-  if (const Value* ranges = member(v, "referenceRange"); ranges && ranges->IsArray())
+  if (const Value* ranges = json_member(v, "referenceRange"); ranges && ranges->IsArray())
     for (rapidjson::SizeType i = 0; i < ranges->Size(); ++i) {
       const Value& r = (*ranges)[i];
       if (r.IsObject() && !has(r, "low") && !has(r, "high") && !has(r, "text"))
@@ -437,13 +430,13 @@ void check_observation(const Value& v, const std::string& path, std::vector<Issu
            "Observation has both a value and a dataAbsentReason: give a dataAbsentReason only when "
            "there is no value");
   if (!valued) return;
-  const Value* code = member(v, "code");
-  const Value* codings = code ? member(*code, "coding") : nullptr;
-  const Value* components = member(v, "component");
+  const Value* code = json_member(v, "code");
+  const Value* codings = code ? json_member(*code, "coding") : nullptr;
+  const Value* components = json_member(v, "component");
   if (!codings || !codings->IsArray() || !components || !components->IsArray()) return;
   for (rapidjson::SizeType i = 0; i < components->Size(); ++i) {
-    const Value* ccode = member((*components)[i], "code");
-    const Value* ccodings = ccode ? member(*ccode, "coding") : nullptr;
+    const Value* ccode = json_member((*components)[i], "code");
+    const Value* ccodings = ccode ? json_member(*ccode, "coding") : nullptr;
     if (!ccodings || !ccodings->IsArray()) continue;
     for (auto& a : ccodings->GetArray())
       for (auto& b : codings->GetArray())
@@ -458,8 +451,8 @@ void check_observation(const Value& v, const std::string& path, std::vector<Issu
 }
 
 bool scope_is(const Value& v, std::string_view code) {
-  const Value* scope = member(v, "scope");
-  const Value* codings = scope ? member(*scope, "coding") : nullptr;
+  const Value* scope = json_member(v, "scope");
+  const Value* codings = scope ? json_member(*scope, "coding") : nullptr;
   if (!codings || !codings->IsArray()) return false;
   for (auto& c : codings->GetArray())
     if (str_at(c, "system") == "http://terminology.hl7.org/CodeSystem/consentscope" &&
@@ -531,7 +524,7 @@ void check_service_request(const Value& v, const std::string& path, std::vector<
 }
 
 void check_patient(const Value& v, const std::string& path, std::vector<Issue>& out) {
-  const Value* contacts = member(v, "contact");
+  const Value* contacts = json_member(v, "contact");
   if (!contacts || !contacts->IsArray()) return;
   for (rapidjson::SizeType i = 0; i < contacts->Size(); ++i) {
     const Value& c = (*contacts)[i];
@@ -571,7 +564,7 @@ bool refers_to_container(const Value& v) {
 }
 
 void check_contained(const Value& v, const std::string& path, std::vector<Issue>& out) {
-  const Value* contained = member(v, "contained");
+  const Value* contained = json_member(v, "contained");
   if (!contained || !contained->IsArray()) return;
   for (rapidjson::SizeType i = 0; i < contained->Size(); ++i) {
     const Value& res = (*contained)[i];
@@ -579,7 +572,7 @@ void check_contained(const Value& v, const std::string& path, std::vector<Issue>
     if (has(res, "contained"))
       report(out, "dom-2", child(indexed(path, "contained", i), "contained"),
              "A contained resource must not contain resources itself");
-    if (const Value* meta = member(res, "meta")) {
+    if (const Value* meta = json_member(res, "meta")) {
       if (has(*meta, "versionId") || has(*meta, "lastUpdated"))
         report(out, "dom-4", child(indexed(path, "contained", i), "meta"),
                "A contained resource must not have meta.versionId or meta.lastUpdated");

@@ -2,6 +2,7 @@
 // The file format is described in schemas/uk/README.md. Element-wide checks (identifier
 // systems, coding systems, retired extension URLs) run on every Identifier, Coding and
 // Extension; per-resource checks run on resources of a type, when their file applies.
+#include "core/json.hpp"
 #include "validate/rules.hpp"
 #include "validate/rules_formats.hpp"
 
@@ -19,16 +20,7 @@ namespace {
 
 using rapidjson::Value;
 
-const Value* member(const Value& v, std::string_view name) {
-  if (!v.IsObject()) return nullptr;
-  auto it = v.FindMember(rapidjson::StringRef(name.data(), name.size()));
-  return it == v.MemberEnd() ? nullptr : &it->value;
-}
-std::string_view str(const Value* v) {
-  if (!v || !v->IsString()) return {};
-  return {v->GetString(), v->GetStringLength()};
-}
-std::string_view str_at(const Value& v, std::string_view name) { return str(member(v, name)); }
+std::string_view str_at(const Value& v, std::string_view name) { return json_string(json_member(v, name)); }
 
 enum class Format { nhs_number, ods_code, snomed_concept_id };
 
@@ -81,9 +73,9 @@ std::string required_string(const Value& v, std::string_view name, const std::fi
 }
 
 Severity read_severity(const Value& v, const std::filesystem::path& file) {
-  const Value* s = member(v, "severity");
+  const Value* s = json_member(v, "severity");
   if (!s) return Severity::error;
-  std::string_view text = str(s);
+  std::string_view text = json_string(s);
   if (text == "error") return Severity::error;
   if (text == "warning") return Severity::warning;
   if (text == "information") return Severity::information;
@@ -177,7 +169,7 @@ void each_at(const Value& v, const std::vector<std::string>& path, std::size_t a
     return;
   }
   if (trail.size == trail.steps.size()) return;
-  const Value* next = member(v, path[at]);
+  const Value* next = json_member(v, path[at]);
   if (!next) return;
   Step& step = trail.steps[trail.size++];
   step.name = path[at];
@@ -244,18 +236,18 @@ class UkRules final : public RuleSet {
     rapidjson::Document doc = read_json_file(file);
     Profile profile;
     profile.name = required_string(doc, "name", file, "the file");
-    const Value* applies = member(doc, "applies_to");
+    const Value* applies = json_member(doc, "applies_to");
     if (!applies) bad_file(file, "needs 'applies_to': \"always\" or {\"meta_profile\": url}");
-    if (!(applies->IsString() && str(applies) == "always")) {
+    if (!(applies->IsString() && json_string(applies) == "always")) {
       profile.meta_profile = required_string(*applies, "meta_profile", file, "applies_to");
       for (auto section : {"identifiers", "codings", "legacy_extensions"})
         if (doc.HasMember(section))
           bad_file(file, std::string("'") + section +
                              "' applies to every element, so only an \"always\" file may declare it");
     }
-    if (const Value* list = member(doc, "identifiers")) read_formats(*list, identifiers_, file);
-    if (const Value* list = member(doc, "codings")) read_formats(*list, codings_, file);
-    if (const Value* list = member(doc, "legacy_extensions")) {
+    if (const Value* list = json_member(doc, "identifiers")) read_formats(*list, identifiers_, file);
+    if (const Value* list = json_member(doc, "codings")) read_formats(*list, codings_, file);
+    if (const Value* list = json_member(doc, "legacy_extensions")) {
       if (!list->IsArray()) bad_file(file, "'legacy_extensions' must be an array");
       for (auto& e : list->GetArray())
         legacy_.push_back({required_string(e, "prefix", file, "legacy_extensions[]"),
@@ -263,7 +255,7 @@ class UkRules final : public RuleSet {
                            required_string(e, "rule", file, "legacy_extensions[]"),
                            read_severity(e, file)});
     }
-    if (const Value* resources = member(doc, "resources")) {
+    if (const Value* resources = json_member(doc, "resources")) {
       if (!resources->IsObject()) bad_file(file, "'resources' must map resource types to rule lists");
       for (auto& m : resources->GetObject()) {
         std::string type = m.name.GetString();
@@ -299,7 +291,7 @@ class UkRules final : public RuleSet {
         rule.system.empty())
       bad_file(file, rule.rule + " needs a 'system'");
     if (rule.check == Check::code_in) {
-      const Value* codes = member(r, "codes");
+      const Value* codes = json_member(r, "codes");
       if (!codes || !codes->IsArray() || codes->Empty())
         bad_file(file, rule.rule + " needs a non-empty 'codes' array");
       for (auto& c : codes->GetArray()) {
@@ -308,7 +300,7 @@ class UkRules final : public RuleSet {
       }
     }
     if (rule.check == Check::fixed) {
-      const Value* fixed = member(r, "value");
+      const Value* fixed = json_member(r, "value");
       if (!fixed) bad_file(file, rule.rule + " needs a 'value'");
       rule.fixed.CopyFrom(*fixed, rule.fixed.GetAllocator());
     }
@@ -321,9 +313,9 @@ class UkRules final : public RuleSet {
     if (system.empty()) return;
     for (auto& r : rules) {
       if (r.system != system) continue;
-      const Value* raw = member(v, field);
+      const Value* raw = json_member(v, field);
       if (!raw || !raw->IsString()) return;
-      check_format(r, str(raw), path, field, out);
+      check_format(r, json_string(raw), path, field, out);
     }
   }
 
@@ -385,11 +377,11 @@ class UkRules final : public RuleSet {
   }
 
   static bool declares_profile(const Value& v, std::string_view url) {
-    const Value* meta = member(v, "meta");
-    const Value* profiles = meta ? member(*meta, "profile") : nullptr;
+    const Value* meta = json_member(v, "meta");
+    const Value* profiles = meta ? json_member(*meta, "profile") : nullptr;
     if (!profiles || !profiles->IsArray()) return false;
     for (auto& p : profiles->GetArray()) {
-      std::string_view s = str(&p);
+      std::string_view s = json_string(&p);
       // A canonical may carry a version: url|1.0.0
       if (s == url || (s.starts_with(url) && s.size() > url.size() && s[url.size()] == '|'))
         return true;
@@ -424,7 +416,7 @@ class UkRules final : public RuleSet {
       }
       case Check::coding_system: {
         auto each = [&](const Value& cc, const Trail& t) {
-          const Value* codings = member(cc, "coding");
+          const Value* codings = json_member(cc, "coding");
           if (!codings || !codings->IsArray() || codings->Empty()) return;
           for (auto& c : codings->GetArray())
             if (str_at(c, "system") == rule.system) return;
@@ -445,18 +437,18 @@ class UkRules final : public RuleSet {
         };
         auto each = [&](const Value& v, const Trail& t) {
           if (v.IsString()) {
-            if (!allowed(str(&v))) reject(str(&v), t);
+            if (!allowed(json_string(&v))) reject(json_string(&v), t);
             return;
           }
           // A Coding, or a CodeableConcept whose codings from `system` must all be allowed.
-          const Value* codings = member(v, "coding");
+          const Value* codings = json_member(v, "coding");
           auto one = [&](const Value& c) {
             if (!rule.system.empty() && str_at(c, "system") != rule.system) return;
             if (!allowed(str_at(c, "code"))) reject(str_at(c, "code"), t);
           };
           if (codings && codings->IsArray()) {
             for (auto& c : codings->GetArray()) one(c);
-          } else if (member(v, "code")) {
+          } else if (json_member(v, "code")) {
             one(v);
           }
         };
