@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cctype>
+#include <ctime>
 
 namespace tellonce {
 namespace {
@@ -68,10 +69,21 @@ bool looks_like_resource_type(std::string_view s) {
   return true;
 }
 
+// FHIR dateTime of now, to the second, in UTC.
+std::string utc_now_datetime() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
 class FhirRestInbound final : public InboundAdapter {
  public:
   FhirRestInbound(const FhirRestInboundSettings& settings, InboundContext& ctx)
-      : settings_(settings), pipeline_(ctx.pipeline), config_(ctx.config), channel_(ctx.channel_id) {
+      : settings_(settings), pipeline_(ctx.pipeline), config_(ctx.config), channel_(ctx.channel_id),
+        started_at_(utc_now_datetime()) {
     if (settings_.base_path.size() > 1 && settings_.base_path.back() == '/') settings_.base_path.pop_back();
     // Mounted now, not in start(): the shared server takes mounts only before it starts.
     ctx.http.at(settings_.listen).mount(settings_.base_path, [this](HttpRequest& req) { return handle(req); });
@@ -226,7 +238,7 @@ class FhirRestInbound final : public InboundAdapter {
     w.StartObject();
     w.Key("resourceType"); w.String("CapabilityStatement");
     w.Key("status"); w.String("active");
-    w.Key("date"); w.String("2025-01-01");
+    w.Key("date"); w.String(started_at_.c_str());  // an instance's capabilities are fixed when it starts
     w.Key("kind"); w.String("instance");
     w.Key("software");
     w.StartObject();
@@ -283,6 +295,7 @@ class FhirRestInbound final : public InboundAdapter {
   Pipeline& pipeline_;
   const Config& config_;
   std::string channel_;
+  std::string started_at_;
   std::atomic<std::uint64_t> accepted_{0}, duplicates_{0}, rejected_{0};
 };
 
