@@ -36,7 +36,7 @@ constexpr int current_schema_version = 1;
 // WAL size, in pages, that triggers a background checkpoint (SQLite's own default), and the
 // size at which the writer stops to checkpoint itself because the background one fell behind.
 constexpr int checkpoint_pages = 1000;
-constexpr int runaway_wal_pages = 64 * checkpoint_pages;
+constexpr int runaway_wal_pages = 16 * checkpoint_pages;  // 512 MB of 32 KiB pages
 
 constexpr const char* schema_sql = R"sql(
 CREATE TABLE IF NOT EXISTS messages (
@@ -189,9 +189,10 @@ class SqliteStore final : public Store {
   explicit SqliteStore(const SqliteStoreSettings& settings)
       : settings_(settings), max_batch_(static_cast<std::size_t>(std::max(1, settings.max_batch))),
         writer_db_(settings.path, false) {
-    // 8 KiB pages hold three 2 KB records where 4 KiB pages hold one, halving the bytes
-    // written per commit. Takes effect only when the file is created.
-    writer_db_.exec_or_throw("PRAGMA page_size = 8192");
+    // Large pages mean fewer WAL frames per batch, and on a VM every frame is two pwrite
+    // syscalls: 32 KiB pages measured 8% less CPU per record than 8 KiB (bench/load), 64 KiB
+    // no better. Takes effect only when the file is created.
+    writer_db_.exec_or_throw("PRAGMA page_size = 32768");
     sqlite::Statement wal(writer_db_, "PRAGMA journal_mode = WAL");
     if (!wal.step() || wal.text(0) != "wal")
       throw std::runtime_error("message store " + settings.path.string() +
