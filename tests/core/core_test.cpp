@@ -75,7 +75,9 @@ TEST(MessageId, UniqueSortableAndUlidShaped) {
     ASSERT_EQ(id.size(), 26u);
     EXPECT_TRUE(seen.insert(id).second);
     EXPECT_EQ(id.find_first_not_of("0123456789ABCDEFGHJKMNPQRSTVWXYZ"), std::string::npos);
-    if (!prev.empty()) EXPECT_LE(prev.substr(0, 10), id.substr(0, 10));  // time prefix never goes back
+    if (!prev.empty()) {
+      EXPECT_LE(prev.substr(0, 10), id.substr(0, 10));  // time prefix never goes back
+    }
     prev = id;
   }
 }

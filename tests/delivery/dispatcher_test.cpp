@@ -1,5 +1,7 @@
 #include "delivery/delivery.hpp"
 
+#include "support/null_store.hpp"
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -16,7 +18,7 @@ namespace {
 Failure store_down() { return Failure::retryable(503, Issue{Severity::error, "transient", "store down", "", ""}); }
 
 // Records attempts in memory; can refuse the next few writes to act as a store outage.
-class FakeStore : public Store {
+class FakeStore : public testing::NullStore {
  public:
   std::vector<DeliveryAttempt> attempts;
   int refuse_next_writes = 0;
@@ -30,15 +32,6 @@ class FakeStore : public Store {
     attempts.push_back(std::move(attempt));
     co_return Result<void>{};
   }
-  asio::awaitable<Result<std::optional<MessageView>>> find(std::string) override { co_return std::nullopt; }
-  asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery) override {
-    co_return std::vector<MessageSummary>{};
-  }
-  asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string) override {
-    co_return std::vector<DeliveryJob>{};
-  }
-  Result<std::vector<DeliveryJob>> load_pending() override { return std::vector<DeliveryJob>{}; }
-  void close() override {}
 
   std::vector<DeliveryAttempt> for_destination(const std::string& d) const {
     std::vector<DeliveryAttempt> out;

@@ -5,6 +5,8 @@
 #include "store/store.hpp"
 #include "validate/validator.hpp"
 
+#include "support/null_store.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -32,7 +34,7 @@ class FakeRouter : public Router {
   }
 };
 
-class FakeStore : public Store {
+class FakeStore : public testing::NullStore {
  public:
   std::vector<NewMessage> stored;
   std::map<std::string, std::string> by_key;
@@ -57,16 +59,6 @@ class FakeStore : public Store {
     stored.push_back(std::move(m));
     co_return c;
   }
-  asio::awaitable<Result<void>> record_attempt(DeliveryAttempt) override { co_return Result<void>{}; }
-  asio::awaitable<Result<std::optional<MessageView>>> find(std::string) override { co_return std::nullopt; }
-  asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery) override {
-    co_return std::vector<MessageSummary>{};
-  }
-  asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string) override {
-    co_return std::vector<DeliveryJob>{};
-  }
-  Result<std::vector<DeliveryJob>> load_pending() override { return std::vector<DeliveryJob>{}; }
-  void close() override {}
 };
 
 class FakeQueue : public Queue {

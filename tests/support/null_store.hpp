@@ -1,0 +1,28 @@
+// Test support: a Store that stores nothing. Fakes derive from it and override only what their
+// test looks at.
+#pragma once
+
+#include "store/store.hpp"
+
+namespace tellonce::testing {
+
+class NullStore : public Store {
+ public:
+  asio::awaitable<Result<Committed>> commit(NewMessage) override {
+    co_return Failure::permanent(500, Issue{Severity::error, "exception", "not in this fake", "", ""});
+  }
+  asio::awaitable<Result<void>> record_attempt(DeliveryAttempt) override { co_return Result<void>{}; }
+  asio::awaitable<Result<std::optional<MessageView>>> find(std::string) override {
+    co_return std::optional<MessageView>{};
+  }
+  asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery) override {
+    co_return std::vector<MessageSummary>{};
+  }
+  asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string) override {
+    co_return std::vector<DeliveryJob>{};
+  }
+  Result<std::vector<DeliveryJob>> load_pending() override { return std::vector<DeliveryJob>{}; }
+  void close() override {}
+};
+
+}  // namespace tellonce::testing
