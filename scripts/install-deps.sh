@@ -12,6 +12,7 @@ packages=(
   libsqlite3-dev sqlite3      # the embedded store
   libyaml-cpp-dev             # the configuration file
   libgtest-dev libgmock-dev   # tests
+  python3                     # bench/load/run.py (benchmarks only)
   curl                        # the quick start sends records with it
 )
 

@@ -2,6 +2,7 @@
 // Every problem is collected; nothing stops at the first one.
 #include "config/config.hpp"
 #include "config/settings_reader_impl.hpp"
+#include "core/uk_identifiers.hpp"
 
 #include <algorithm>
 #include <map>
@@ -17,12 +18,6 @@ using Located = SettingsReader::Located;
 bool valid_id(std::string_view id) {
   return !id.empty() && std::all_of(id.begin(), id.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-  });
-}
-
-bool valid_ods(std::string_view ods) {
-  return ods.size() >= 3 && ods.size() <= 10 && std::all_of(ods.begin(), ods.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
   });
 }
 
@@ -49,6 +44,15 @@ fs::path beside(const fs::path& config_dir, const std::string& value) {
 class IdRegistry {
  public:
   explicit IdRegistry(std::string what) : what_(std::move(what)) {}
+  // Reads the section's required `id`, checks its spelling and that it is not taken.
+  std::string read(SettingsReader& section) {
+    auto id = section.required_string("id");
+    if (!id.empty() && !valid_id(id)) section.problem("id", "'" + id + "' must use only a-z, 0-9 and '-'");
+    add(section, id);
+    return id;
+  }
+
+ private:
   void add(SettingsReader& section, const std::string& id) {
     if (id.empty()) return;
     auto [it, fresh] = first_line_.emplace(id, section.line("id"));
@@ -56,7 +60,6 @@ class IdRegistry {
       section.problem("id", "duplicate " + what_ + " id '" + id + "' (first at line " + std::to_string(it->second) + ")");
   }
 
- private:
   std::string what_;
   std::map<std::string, int, std::less<>> first_line_;
 };
@@ -160,9 +163,7 @@ void read_partners(SettingsReader& top, Config& c, const AdapterRegistry& regist
   for (auto& r : top.sequence("partners")) {
     Partner p;
     p.line = r.line();
-    p.id = r.required_string("id");
-    if (!p.id.empty() && !valid_id(p.id)) r.problem("id", "'" + p.id + "' must use only a-z, 0-9 and '-'");
-    ids.add(r, p.id);
+    p.id = ids.read(r);
     p.name = r.string("name", p.id);
     auto kind = r.required_string("kind");
     if (kind == "trust") p.kind = PartnerKind::trust;
@@ -170,7 +171,7 @@ void read_partners(SettingsReader& top, Config& c, const AdapterRegistry& regist
     else if (kind == "vcse") p.kind = PartnerKind::vcse;
     else if (!kind.empty()) r.problem("kind", "must be trust, primary-care or vcse, found '" + kind + "'");
     p.ods_code = r.required_string("ods");
-    if (!p.ods_code.empty() && !valid_ods(p.ods_code))
+    if (!p.ods_code.empty() && !ods_code_valid(p.ods_code))
       r.problem("ods", "ODS code '" + p.ods_code + "' must be 3 to 10 uppercase letters or digits");
     for (auto& key : r.located_strings("api_keys")) {
       if (key.value.empty()) log.add(key.line, key.path, "api key must not be empty");
@@ -202,9 +203,7 @@ void read_inbound(SettingsReader& top, Config& c, const AdapterRegistry& registr
   for (auto& r : top.sequence("inbound")) {
     InboundChannel ch;
     ch.line = r.line();
-    ch.id = r.required_string("id");
-    if (!ch.id.empty() && !valid_id(ch.id)) r.problem("id", "'" + ch.id + "' must use only a-z, 0-9 and '-'");
-    ids.add(r, ch.id);
+    ch.id = ids.read(r);
     ch.type = r.required_string("type");
     // listen/base_path belong to the adapter; peek at them only to catch two channels on one mount.
     auto listen = r.peek("listen");
@@ -258,10 +257,7 @@ void read_routes(SettingsReader& top, Config& c, PendingChecks& pending, Problem
   for (auto& r : top.sequence("routes")) {
     Route route;
     route.line = r.line();
-    route.id = r.required_string("id");
-    if (!route.id.empty() && !valid_id(route.id))
-      r.problem("id", "'" + route.id + "' must use only a-z, 0-9 and '-'");
-    ids.add(r, route.id);
+    route.id = ids.read(r);
     if (auto m = r.child("match")) {
       for (auto& t : m->located_strings("resource_type")) {
         if (!looks_like_resource_type(t.value))

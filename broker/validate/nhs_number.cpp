@@ -28,15 +28,6 @@ bool nhs_number_valid(std::string_view digits) {
   return check == digits[9] - '0';
 }
 
-bool ods_code_valid(std::string_view value) {
-  if (value.size() < 3 || value.size() > 10) return false;
-  for (char c : value) {
-    bool upper = c >= 'A' && c <= 'Z';
-    if (!upper && !ascii_digit(c)) return false;
-  }
-  return true;
-}
-
 namespace {
 // Verhoeff tables: multiplication in the dihedral group D5 and the position permutation.
 constexpr std::array<std::array<std::uint8_t, 10>, 10> verhoeff_d{{

@@ -1,15 +1,14 @@
 // Format checks for UK identifiers and codes, shared by the UK rules, tests and the benchmark.
 #pragma once
 
+#include "core/uk_identifiers.hpp"
+
 #include <string_view>
 
 namespace tellonce {
 
 // Ten ASCII digits only (no spaces): the shape an NHS number must have before its check digit.
 bool nhs_number_well_formed(std::string_view value);
-
-// ODS organisation or site code: 3-10 uppercase letters and digits.
-bool ods_code_valid(std::string_view value);
 
 // SNOMED CT concept id: 6-18 digits, no leading zero, concept partition (00 or 10),
 // Verhoeff check digit.
