@@ -13,6 +13,7 @@
 
 #include <mutex>
 #include <optional>
+#include <pthread.h>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -166,7 +167,10 @@ class FhirRestOutbound final : public OutboundAdapter {
     curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, static_cast<long>(settings_.max_connections));
     curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, static_cast<long>(settings_.max_connections));
     curl_multi_setopt(multi_, CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "deliver-curl");
+      run();
+    });
   }
 
   ~FhirRestOutbound() override {

@@ -47,7 +47,7 @@ class SqliteStoreTest : public ::testing::Test {
 TEST_F(SqliteStoreTest, CreatesVersionedSchemaInWalMode) {
   auto db = dir_ / "t.db";
   make_sqlite_store(SqliteStoreSettings{db})->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 1);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 2);
   sqlite3* handle = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
@@ -66,6 +66,95 @@ TEST_F(SqliteStoreTest, RefusesNewerSchemaVersion) {
   ASSERT_EQ(sqlite3_exec(handle, "PRAGMA user_version = 99", nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(handle);
   EXPECT_THROW(make_sqlite_store(SqliteStoreSettings{db}), std::runtime_error);
+}
+
+// A store written by schema 1 (body and state inside messages, every step an event) opens
+// under schema 2 with nothing lost: bodies, pending deliveries, trail and state carry over.
+TEST_F(SqliteStoreTest, UpgradesSchemaOneWithoutLosingAnything) {
+  auto db = dir_ / "t.db";
+  sqlite3* handle = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
+  const char* v1 = R"sql(
+PRAGMA journal_mode = WAL;
+CREATE TABLE messages (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
+  channel TEXT NOT NULL, idempotency_key TEXT NOT NULL, resource_type TEXT NOT NULL, event TEXT NOT NULL,
+  patient_key TEXT NOT NULL, content_type TEXT NOT NULL, content_hash TEXT NOT NULL,
+  received_at_ms INTEGER NOT NULL, state TEXT NOT NULL, body BLOB NOT NULL, warnings TEXT NOT NULL);
+CREATE UNIQUE INDEX messages_by_idempotency_key ON messages(source, idempotency_key) WHERE idempotency_key <> '';
+CREATE INDEX messages_by_state ON messages(state, seq);
+CREATE TABLE deliveries (id INTEGER PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id),
+  destination TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+  attempts INTEGER NOT NULL, next_attempt_ms INTEGER NOT NULL, last_error TEXT NOT NULL, seq INTEGER NOT NULL,
+  UNIQUE (message_id, destination));
+CREATE INDEX deliveries_by_status ON deliveries(status, seq);
+CREATE TABLE events (id INTEGER PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id),
+  at_ms INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX events_by_message ON events(message_id, id);
+INSERT INTO messages VALUES (1, 'M1', 'trust', 'fhir-http', 'key:a', 'Patient', '', '9449306753',
+  'application/fhir+json', 'abc', 1000, 'delivering', '{"resourceType":"Patient"}', '["w1"]');
+INSERT INTO deliveries VALUES (1, 'M1', 'gp', 'delivered', 1, 0, '', 1);
+INSERT INTO deliveries VALUES (2, 'M1', 'vcse', 'pending', 2, 5000, 'http 503', 1);
+INSERT INTO events (message_id, at_ms, kind, detail) VALUES
+  ('M1', 1000, 'received', 'source=trust'), ('M1', 1001, 'validated', '1 warning(s): w1'),
+  ('M1', 1001, 'routed', 'routes=r1,r2 destinations=gp,vcse'),
+  ('M1', 1100, 'attempt', 'destination=gp attempt=1 http 201 (ok)'), ('M1', 1100, 'delivered', 'destination=gp'),
+  ('M1', 1200, 'attempt', 'destination=vcse attempt=2 http 503 (retryable, will retry at 5000)');
+PRAGMA user_version = 1;
+)sql";
+  ASSERT_EQ(sqlite3_exec(handle, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(handle);
+  sqlite3_close(handle);
+
+  auto store = make_sqlite_store(SqliteStoreSettings{db});
+  auto view = run(store->find("M1")).value();
+  ASSERT_TRUE(view);
+  EXPECT_EQ(view->state, MessageState::delivering);
+  EXPECT_EQ(view->body_bytes, std::string(R"({"resourceType":"Patient"})").size());
+  std::vector<std::string> trail;
+  for (const auto& e : view->events) trail.push_back(e.kind + "@" + std::to_string(e.at_ms));
+  EXPECT_EQ(trail, (std::vector<std::string>{"received@1000", "validated@1001", "routed@1001", "delivered@1100",
+                                             "attempt@1200"}));
+  EXPECT_NE(view->events[1].detail.find("w1"), std::string::npos);
+  EXPECT_NE(view->events[2].detail.find("routes=r1,r2"), std::string::npos);
+  auto pending = store->load_pending().value();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].destination, "vcse");
+  EXPECT_EQ(pending[0].body, R"({"resourceType":"Patient"})");
+  EXPECT_EQ(pending[0].attempts, 2);
+  EXPECT_TRUE(run(store->commit(sample("key:a", {"gp"}, "trust"))).value().outcome.duplicate);
+  store->close();
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 2);
+}
+
+// The writer runs without SQLite's foreign key enforcement (see configure_writer); this checks
+// the references the writes leave behind instead.
+TEST_F(SqliteStoreTest, WritesLeaveNoDanglingReferences) {
+  auto db = dir_ / "t.db";
+  auto store = make_sqlite_store(SqliteStoreSettings{db});
+  std::vector<Committed> committed;
+  for (int i = 0; i < 3; ++i) committed.push_back(run(store->commit(sample("k" + std::to_string(i)))).value());
+  ASSERT_TRUE(run(store->commit(sample("k0"))).value().outcome.duplicate);
+  int n = 0;
+  for (const auto& c : committed)
+    for (const auto& job : c.jobs) {
+      DeliveryAttempt a;
+      a.delivery_id = job.delivery_id;
+      a.message_id = job.message_id;
+      a.destination = job.destination;
+      a.attempt = 1;
+      a.ok = n % 3 == 0;
+      a.dead = n % 3 == 1;
+      a.retryable = n % 3 == 2;
+      a.http_status = a.ok ? 201 : 503;
+      a.next_attempt_ms = a.retryable ? now_ms() + 1000 : 0;
+      ++n;
+      ASSERT_TRUE(run(store->record_attempt(a)));
+    }
+  for (const auto& c : committed) ASSERT_TRUE(run(store->replay(c.outcome.message_id)));
+  store->close();
+  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM messages"), 3);
+  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM bodies"), 3);
+  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM deliveries"), 6);
 }
 
 TEST_F(SqliteStoreTest, UnwritablePathThrowsAtStartUp) {
