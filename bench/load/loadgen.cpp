@@ -1,5 +1,6 @@
 // Load generator for the broker: keep-alive HTTP/1.1 connections, each sending one record at a
-// time (closed loop), a configurable mix of realistic 1-5 KB UK Core records and message Bundles.
+// time (closed loop), a configurable mix of realistic 1-5 KB UK Core records and message Bundles,
+// drawn from a pool of 512 pre-built records per kind (message ids patched per send).
 // Prints accepted records/s and accept latency percentiles; with --sent FILE it writes
 // "message-id send-ms" lines so run.sh can compute end-to-end delivery latency from the sinks.
 #include <boost/asio.hpp>
@@ -94,12 +95,15 @@ std::string encounter(const std::string& nhs, std::mt19937_64& rng) {
 "text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">)" + padding_note(rng) + R"(</div>"}})";
 }
 
-std::string message(const std::string& nhs, const std::string& gp, std::uint64_t n, std::mt19937_64& rng) {
-  char id[40];
-  std::snprintf(id, sizeof id, "%08llx-0000-4000-8000-%012llx", static_cast<unsigned long long>(rng() & 0xffffffff),
-                static_cast<unsigned long long>(n));
-  std::string mh = id;
-  return R"({"resourceType":"Bundle","id":"b)" + std::to_string(n) + R"(","type":"message","timestamp":"2026-11-20T09:30:00Z",
+// Message Bundles must carry a fresh Bundle.id and MessageHeader.id on every send (the broker
+// treats a repeat as a duplicate), so the pool keeps them as fixed-width slots patched per send.
+constexpr std::string_view id_slot = "@@@@@@@@@@@@";  // 12 hex digits
+
+std::string message(const std::string& nhs, const std::string& gp, std::mt19937_64& rng) {
+  char prefix[16];
+  std::snprintf(prefix, sizeof prefix, "%08llx", static_cast<unsigned long long>(rng() & 0xffffffff));
+  std::string mh = std::string(prefix) + "-0000-4000-8000-" + std::string(id_slot);
+  return R"({"resourceType":"Bundle","id":"b)" + std::string(id_slot) + R"(","type":"message","timestamp":"2026-11-20T09:30:00Z",
 "entry":[{"fullUrl":"urn:uuid:)" + mh + R"(","resource":{"resourceType":"MessageHeader","id":")" + mh + R"(",
 "eventCoding":{"system":"https://fhir.nhs.uk/CodeSystem/message-events-bars","code":"servicerequest-request"},
 "source":{"endpoint":"https://trust.example.nhs.uk/fhir"},"focus":[{"reference":"urn:uuid:11111111-0000-4000-8000-000000000002"}]}},
@@ -109,9 +113,38 @@ std::string message(const std::string& nhs, const std::string& gp, std::uint64_t
 {"fullUrl":"urn:uuid:11111111-0000-4000-8000-000000000003","resource":)" + patient(nhs, gp, rng) + R"(}]})";
 }
 
+// Records are built before the clock starts: generating 1-5 KB of text per request would
+// spend the loadgen's share of the two cores on string building instead of load.
+struct PooledRecord {
+  std::string target;
+  std::string body;
+  std::vector<std::size_t> id_slots;  // where a per-send id goes (message Bundles only)
+};
+
+std::vector<PooledRecord> build_pool(const std::string& kind, const std::vector<std::string>& gps,
+                                     std::size_t size, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<PooledRecord> pool;
+  for (std::size_t i = 0; i < size; ++i) {
+    // ~4000 patients, so records about one patient interleave and per-patient order is exercised.
+    std::string nhs = nhs_number(rng() % 4000);
+    const std::string& gp = gps[rng() % gps.size()];
+    PooledRecord r;
+    if (kind == "patient") { r.target = "/fhir/Patient"; r.body = patient(nhs, gp, rng); }
+    else if (kind == "observation") { r.target = "/fhir/Observation"; r.body = observation(nhs, rng); }
+    else if (kind == "encounter") { r.target = "/fhir/Encounter"; r.body = encounter(nhs, rng); }
+    else { r.target = "/fhir/$process-message"; r.body = message(nhs, gp, rng); }
+    for (auto at = r.body.find(id_slot); at != std::string::npos; at = r.body.find(id_slot, at + id_slot.size()))
+      r.id_slots.push_back(at);
+    pool.push_back(std::move(r));
+  }
+  return pool;
+}
+
 struct Kind {
   std::string name;
   int weight;
+  std::vector<PooledRecord> pool;
 };
 
 struct Stats {
@@ -144,19 +177,19 @@ asio::awaitable<void> connection(Options& opt, std::vector<Kind>& kinds, int ind
   while (Clock::now() < end) {
     std::uint64_t n = counter.fetch_add(1);
     int pick = static_cast<int>(rng() % total_weight);
-    std::string kind;
+    const Kind* kind = &kinds.front();
     for (auto& k : kinds) {
-      if (pick < k.weight) { kind = k.name; break; }
+      if (pick < k.weight) { kind = &k; break; }
       pick -= k.weight;
     }
-    // Patients are reused so per-patient ordering is exercised: ~1000 patients per connection.
-    std::string nhs = nhs_number(static_cast<std::uint64_t>(index) * 1000 + rng() % 1000);
-    const std::string& gp = opt.gps[rng() % opt.gps.size()];
-    std::string target, body;
-    if (kind == "patient") { target = "/fhir/Patient"; body = patient(nhs, gp, rng); }
-    else if (kind == "observation") { target = "/fhir/Observation"; body = observation(nhs, rng); }
-    else if (kind == "encounter") { target = "/fhir/Encounter"; body = encounter(nhs, rng); }
-    else { target = "/fhir/$process-message"; body = message(nhs, gp, n, rng); }
+    const PooledRecord& record = kind->pool[rng() % kind->pool.size()];
+    const std::string& target = record.target;
+    std::string body = record.body;
+    if (!record.id_slots.empty()) {
+      char id[16];
+      std::snprintf(id, sizeof id, "%012llx", static_cast<unsigned long long>(n));
+      for (auto at : record.id_slots) body.replace(at, id_slot.size(), id);
+    }
     http::request<http::string_body> req{http::verb::post, target, 11};
     req.set(http::field::host, opt.host);
     req.set(http::field::content_type, "application/fhir+json");
@@ -235,7 +268,13 @@ int main(int argc, char** argv) {
     auto q = opt.mix.find(',', p);
     std::string part = opt.mix.substr(p, q == std::string::npos ? q : q - p);
     auto colon = part.find(':');
-    kinds.push_back({part.substr(0, colon), colon == std::string::npos ? 1 : std::stoi(part.substr(colon + 1))});
+    std::string name = part.substr(0, colon);
+    if (name != "patient" && name != "observation" && name != "encounter" && name != "message") {
+      std::cerr << "unknown record kind '" << name << "' in --mix\n";
+      return 2;
+    }
+    kinds.push_back({name, colon == std::string::npos ? 1 : std::stoi(part.substr(colon + 1)),
+                     build_pool(name, opt.gps, 512, 17 + kinds.size())});
     p = q == std::string::npos ? q : q + 1;
   }
 
