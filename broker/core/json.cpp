@@ -49,13 +49,12 @@ std::string line_column(std::string_view text, std::size_t offset) {
   return std::to_string(line) + ":" + std::to_string(col);
 }
 
-Result<rapidjson::Document> parse_json(std::string_view body, const JsonLimits& limits) {
+Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, const JsonLimits& limits) {
   if (body.size() > limits.max_bytes) {
     return Failure::permanent(413, Issue{Severity::error, "too-long",
         "body is " + std::to_string(body.size()) + " bytes; the limit is " +
             std::to_string(limits.max_bytes), "(body)", ""});
   }
-  rapidjson::Document doc;
   constexpr unsigned flags = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag |
                              rapidjson::kParseFullPrecisionFlag;
   rapidjson::MemoryStream ms(body.data(), body.size());
@@ -74,6 +73,12 @@ Result<rapidjson::Document> parse_json(std::string_view body, const JsonLimits& 
         "JSON nesting is deeper than the limit of " + std::to_string(limits.max_depth) + " levels",
         "(body)", "json-depth"});
   }
+  return {};
+}
+
+Result<rapidjson::Document> parse_json(std::string_view body, const JsonLimits& limits) {
+  rapidjson::Document doc;
+  if (auto parsed = parse_json_into(doc, body, limits); !parsed) return parsed.error();
   return doc;
 }
 

@@ -18,6 +18,9 @@ struct JsonLimits {
 // Parses UTF-8 JSON, rejecting invalid UTF-8, trailing garbage and nesting deeper than
 // the limit. Errors carry line and column in the diagnostics and "(body)" as location.
 Result<rapidjson::Document> parse_json(std::string_view body, const JsonLimits& limits = {});
+// The same into a caller's document, so the hot path can give it an allocator of its own
+// (see Pipeline::accept). On failure doc holds nothing useful.
+Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, const JsonLimits& limits = {});
 
 // FHIR OperationOutcome JSON for a list of issues (one issue entry per problem).
 std::string operation_outcome_json(const std::vector<Issue>& issues);
