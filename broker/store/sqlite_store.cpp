@@ -240,8 +240,7 @@ struct WriteStatements {
         insert_event(db, "INSERT OR FAIL INTO events (message_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)"),
         settle_delivery(db,
                         "UPDATE OR FAIL deliveries SET status = ?2, attempts = ?3, next_attempt_ms = ?4, "
-                        "last_error = ?5, settled_at_ms = ?6, outcome = ?7 WHERE id = ?1 "
-                        "RETURNING message_id, destination"),
+                        "last_error = ?5, settled_at_ms = ?6, outcome = ?7 WHERE id = ?1"),
         message_for_replay(db,
                            "SELECT m.patient_key, m.resource_type, m.content_type, b.body "
                            "FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1"),
@@ -638,17 +637,16 @@ Result<void> SqliteStore::apply_attempt(const DeliveryAttempt& attempt) {
       .bind(4, settled ? std::int64_t{0} : attempt.next_attempt_ms)
       .bind(5, last_error)
       .bind(6, settled ? at : std::int64_t{0})
-      .bind(7, settled_outcome);
-  if (!settle.step()) {
-    settle.reset();
-    if (writer_db_.failed()) return {};  // the batch fails as a whole
+      .bind(7, settled_outcome)
+      .run();
+  if (writer_db_.failed()) return {};  // the batch fails as a whole
+  if (sqlite3_changes(writer_db_.handle()) == 0)
     return Failure::permanent(404, Issue{Severity::error, "not-found",
                                          "no delivery " + std::to_string(attempt.delivery_id) + " in the store",
                                          "", ""});
-  }
-  const auto message_id = settle.text(0);
-  const auto destination = settle.text(1);
-  settle.reset();  // the UPDATE ran in full on the first step
+  // The dispatcher's job names the message and destination of the delivery it settles.
+  const auto& message_id = attempt.message_id;
+  const auto& destination = attempt.destination;
 
   if (status == DeliveryStatus::pending) {
     add_event(message_id, at, "attempt",
