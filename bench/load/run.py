@@ -36,7 +36,7 @@ def wait_line(proc, needle, timeout=30):
     raise RuntimeError(f"timeout waiting for {needle!r}")
 
 
-def config(port, sinks, path):
+def config(port, sinks, path, concurrency):
     parts = [f"""broker:
   max_body_bytes: 4MB
 api:
@@ -44,7 +44,7 @@ api:
 store:
   path: data/bench.db
 delivery:
-  concurrency_per_destination: 32
+  concurrency_per_destination: {concurrency}
 partners:
   - id: rtx
     name: Bench Trust
@@ -56,7 +56,7 @@ partners:
     name: Destination {i}
     kind: primary-care
     ods: A8100{i}
-    endpoint: {{ type: fhir-rest, url: "http://127.0.0.1:{sp}/fhir", max_connections: 32 }}
+    endpoint: {{ type: fhir-rest, url: "http://127.0.0.1:{sp}/fhir", max_connections: {concurrency} }}
 """)
     parts.append(f"""inbound:
   - id: http
@@ -107,7 +107,7 @@ def one_run(args, n_dest, conns):
             procs.append(p)
             wait_line(p, "listening")
         port = free_port()
-        config(port, sink_ports, f"{work}/bench.yaml")
+        config(port, sink_ports, f"{work}/bench.yaml", args.delivery_concurrency)
         broker = subprocess.Popen([tellonce, "serve", "--config", f"{work}/bench.yaml", "--quiet"],
                                   stdout=subprocess.PIPE, stderr=open(f"{work}/broker.log", "w"), text=True)
         procs.append(broker)
@@ -175,6 +175,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--connections", default="8,32,128")
     ap.add_argument("--destinations", default="1,2,4")
+    ap.add_argument("--delivery-concurrency", type=int, default=32,
+                    help="deliveries in flight per destination (and connections to it)")
     ap.add_argument("--mix", default="patient:3,observation:4,encounter:2,message:1")
     args = ap.parse_args()
     rows = []
