@@ -11,6 +11,7 @@
 #include <rapidjson/document.h>
 #include <rapidjson/reader.h>
 
+#include <array>
 #include <mutex>
 #include <optional>
 #include <pthread.h>
@@ -140,14 +141,29 @@ struct Transfer {
   std::string url;
   std::string request_id;
   std::string message_id_header;
-  curl_slist* headers = nullptr;
+  // The request's header list, linked by hand over strings this transfer or the adapter own:
+  // curl_slist_append would copy each line into two fresh allocations per delivery.
+  std::array<curl_slist, 6> header_nodes{};
   std::string response;
   asio::any_io_executor executor;  // tracks outstanding work, so the io_context waits for us
   // optional + emplace: Boost 1.81's any_completion_handler move-assignment recurses forever.
   std::optional<ResultHandler> handler;
   char error[CURL_ERROR_SIZE] = {};
 
-  ~Transfer() { curl_slist_free_all(headers); }
+  curl_slist* link_headers(std::initializer_list<const char*> lines) {
+    curl_slist* head = nullptr;
+    curl_slist** tail = &head;
+    std::size_t used = 0;
+    for (const char* line : lines) {
+      if (!line || used == header_nodes.size()) continue;
+      auto& node = header_nodes[used++];
+      node.data = const_cast<char*>(line);  // curl only reads header lines
+      node.next = nullptr;
+      *tail = &node;
+      tail = &node.next;
+    }
+    return head;
+  }
 };
 
 // libcurl's multi interface on one thread per adapter instance. Per instance because the
@@ -277,17 +293,15 @@ class FhirRestOutbound final : public OutboundAdapter {
     const DeliveryJob& job = *t->job;
     t->request_id = "X-Request-Id: " + job.message_id + "-" + job.destination;
     t->message_id_header = "X-Tellonce-Message-Id: " + job.message_id;
-    t->headers = curl_slist_append(t->headers, "Content-Type: application/fhir+json");
-    t->headers = curl_slist_append(t->headers, "Accept: application/fhir+json");
-    t->headers = curl_slist_append(t->headers, "Expect:");  // no 100-continue round trip
-    t->headers = curl_slist_append(t->headers, t->message_id_header.c_str());
-    t->headers = curl_slist_append(t->headers, t->request_id.c_str());
-    if (!authorization_.empty()) t->headers = curl_slist_append(t->headers, authorization_.c_str());
+    curl_slist* headers = t->link_headers({"Content-Type: application/fhir+json", "Accept: application/fhir+json",
+                                           "Expect:",  // no 100-continue round trip
+                                           t->message_id_header.c_str(), t->request_id.c_str(),
+                                           authorization_.empty() ? nullptr : authorization_.c_str()});
 
     curl_easy_setopt(easy, CURLOPT_URL, t->url.c_str());
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job.body.data());  // not copied: the job outlives the transfer
     curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(job.body.size()));
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t->response);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);
     if (CURLMcode rc = curl_multi_add_handle(multi_, easy); rc != CURLM_OK) {

@@ -147,8 +147,10 @@ struct Dispatcher::State {
       Settlement settlement = self->judge(*job, std::move(result), a);
       // Recording is handed off so this worker carries the next record while the store's group
       // commit makes this attempt durable: workers wait on partners, never on fsync.
-      std::string what = "recording attempt destination=" + destination + " message=" + job->message_id;
-      auto on_done = [what = std::move(what)](std::exception_ptr e) { log_exit(what, e); };
+      // The log line is built only if recording throws; destination and id are copied for it.
+      auto on_done = [destination, message_id = job->message_id](std::exception_ptr e) {
+        if (e) log_exit("recording attempt destination=" + destination + " message=" + message_id, e);
+      };
       asio::co_spawn(self->io, record_and_settle(self, std::move(*job), std::move(a), settlement), std::move(on_done));
     }
   }
