@@ -192,6 +192,8 @@ def main():
             med["all_delivered"] = all(r["all_delivered"] for r in runs)
             rows.append((n_dest, conns, med))
             print(f"# dest={n_dest} conns={conns}: {json.dumps(med)}", file=sys.stderr, flush=True)
+            print(f"#   each run accepted/s {[round(r['accepted_per_s']) for r in runs]} "
+                  f"delivered/s {[round(r['delivered_per_s']) for r in runs]}", file=sys.stderr, flush=True)
     print(f"\nMedian of {args.runs} runs of {args.seconds:g} s each; mix {args.mix}; "
           f"{args.delivery_concurrency} deliveries in flight per destination; "
           f"full validation, SQLite synchronous=FULL, {os.cpu_count()} cores shared by loadgen, broker and sinks.\n")
