@@ -44,8 +44,10 @@ constexpr int current_schema_version = 2;
 constexpr int checkpoint_pages = 1000;
 constexpr int runaway_wal_pages = 16 * checkpoint_pages;  // 512 MB of 32 KiB pages
 
-constexpr const char* schema_sql = R"sql(
-CREATE TABLE messages (
+// The messages and bodies tables, shared by a fresh schema and the upgrade from schema 1 so
+// that an upgraded file ends up exactly like a new one.
+std::string messages_table(std::string_view name) {
+  return "CREATE TABLE " + std::string(name) + R"sql( (
   seq             INTEGER PRIMARY KEY,
   id              TEXT NOT NULL UNIQUE,
   source          TEXT NOT NULL,
@@ -63,6 +65,10 @@ CREATE TABLE messages (
   destinations    INTEGER NOT NULL,
   warnings        TEXT NOT NULL
 );
+)sql";
+}
+
+constexpr const char* messages_indexes_and_bodies_sql = R"sql(
 CREATE UNIQUE INDEX messages_by_idempotency_key
   ON messages(source, idempotency_key) WHERE idempotency_key <> '';
 CREATE INDEX messages_unroutable ON messages(seq) WHERE destinations = 0;
@@ -70,6 +76,13 @@ CREATE TABLE bodies (
   seq  INTEGER PRIMARY KEY REFERENCES messages(seq),
   body BLOB NOT NULL
 );
+)sql";
+
+constexpr const char* deliveries_open_index_sql =
+    "CREATE INDEX deliveries_open ON deliveries(status, seq) WHERE status <> 'delivered';\n";
+
+std::string schema_sql() {
+  return messages_table("messages") + messages_indexes_and_bodies_sql + R"sql(
 CREATE TABLE deliveries (
   id              INTEGER PRIMARY KEY,
   message_id      TEXT NOT NULL REFERENCES messages(id),
@@ -83,7 +96,7 @@ CREATE TABLE deliveries (
   outcome         TEXT NOT NULL DEFAULT '',
   UNIQUE (message_id, destination)
 );
-CREATE INDEX deliveries_open ON deliveries(status, seq) WHERE status <> 'delivered';
+)sql" + deliveries_open_index_sql + R"sql(
 CREATE TABLE events (
   id         INTEGER PRIMARY KEY,
   message_id TEXT NOT NULL REFERENCES messages(id),
@@ -93,33 +106,12 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_message ON events(message_id, id);
 )sql";
+}
 
 // Schema 1 kept the body and a stored state in messages and wrote every lifecycle step as an
 // event. Runs with foreign keys off (see migrate()).
-constexpr const char* migrate_1_to_2_sql = R"sql(
-CREATE TABLE bodies (
-  seq  INTEGER PRIMARY KEY REFERENCES messages(seq),
-  body BLOB NOT NULL
-);
-INSERT INTO bodies (seq, body) SELECT seq, body FROM messages;
-CREATE TABLE messages_2 (
-  seq             INTEGER PRIMARY KEY,
-  id              TEXT NOT NULL UNIQUE,
-  source          TEXT NOT NULL,
-  channel         TEXT NOT NULL,
-  idempotency_key TEXT NOT NULL,
-  resource_type   TEXT NOT NULL,
-  event           TEXT NOT NULL,
-  patient_key     TEXT NOT NULL,
-  content_type    TEXT NOT NULL,
-  content_hash    TEXT NOT NULL,
-  received_at_ms  INTEGER NOT NULL,
-  accepted_at_ms  INTEGER NOT NULL,
-  body_bytes      INTEGER NOT NULL,
-  routes          TEXT NOT NULL,
-  destinations    INTEGER NOT NULL,
-  warnings        TEXT NOT NULL
-);
+std::string migrate_1_to_2_sql() {
+  return messages_table("messages_2") + R"sql(
 INSERT INTO messages_2
 SELECT m.seq, m.id, m.source, m.channel, m.idempotency_key, m.resource_type, m.event, m.patient_key,
        m.content_type, m.content_hash, m.received_at_ms,
@@ -131,11 +123,13 @@ SELECT m.seq, m.id, m.source, m.channel, m.idempotency_key, m.resource_type, m.e
        (SELECT count(*) FROM deliveries d WHERE d.message_id = m.id),
        m.warnings
 FROM messages m;
+CREATE TABLE bodies_2 (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+INSERT INTO bodies_2 (seq, body) SELECT seq, body FROM messages;
 DROP TABLE messages;
 ALTER TABLE messages_2 RENAME TO messages;
-CREATE UNIQUE INDEX messages_by_idempotency_key
-  ON messages(source, idempotency_key) WHERE idempotency_key <> '';
-CREATE INDEX messages_unroutable ON messages(seq) WHERE destinations = 0;
+)sql" + messages_indexes_and_bodies_sql + R"sql(
+INSERT INTO bodies (seq, body) SELECT seq, body FROM bodies_2;
+DROP TABLE bodies_2;
 ALTER TABLE deliveries ADD COLUMN settled_at_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE deliveries ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
 UPDATE deliveries SET
@@ -144,10 +138,11 @@ UPDATE deliveries SET
   outcome = 'delivered (recorded by schema 1)'
 WHERE status = 'delivered';
 DROP INDEX deliveries_by_status;
-CREATE INDEX deliveries_open ON deliveries(status, seq) WHERE status <> 'delivered';
+)sql" + deliveries_open_index_sql + R"sql(
 DELETE FROM events WHERE kind IN ('received', 'validated', 'routed', 'unroutable', 'delivered')
    OR (kind = 'attempt' AND detail LIKE '%(ok)');
 )sql";
+}
 
 Failure unavailable(std::string diagnostics) {
   return Failure::retryable(503, Issue{Severity::error, "transient", std::move(diagnostics), "", ""});
@@ -458,14 +453,14 @@ void SqliteStore::migrate() {
   if (version == current_schema_version) return;
   const std::string set_version = "PRAGMA user_version = " + std::to_string(current_schema_version) + ";";
   if (version == 0) {
-    writer_db_.exec_or_throw(std::string("BEGIN IMMEDIATE;") + schema_sql + set_version + "COMMIT;");
+    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + schema_sql() + set_version + "COMMIT;");
     return;
   }
   // 1 -> 2 rebuilds messages, which deliveries and events reference: SQLite's own recipe for
   // that is foreign keys off (as they are on the writer: configure_writer), rebuild, check.
   log::info("store", "upgrading " + settings_.path.string() + " from schema 1 to 2");
   try {
-    writer_db_.exec_or_throw(std::string("BEGIN IMMEDIATE;") + migrate_1_to_2_sql);
+    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + migrate_1_to_2_sql());
     if (single_int(writer_db_, "SELECT count(*) FROM pragma_foreign_key_check") != 0)
       throw std::runtime_error("foreign keys broken after the upgrade");
     writer_db_.exec_or_throw(set_version + "COMMIT;");
