@@ -73,7 +73,7 @@ int run_serve_command(int argc, char** argv, const AdapterRegistry& registry) {
   int threads = cfg.io_threads > 0 ? cfg.io_threads
                                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   asio::io_context io(threads);
-  auto queue = make_memory_queue(io.get_executor());
+  auto queue = make_memory_queue(io.get_executor(), static_cast<std::size_t>(cfg.delivery.max_queued_body_bytes));
 
   std::map<std::string, std::shared_ptr<OutboundAdapter>> outbound;
   for (const auto& p : cfg.partners) {

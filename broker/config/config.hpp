@@ -70,6 +70,9 @@ struct RetryPolicy {
 struct DeliverySettings {
   RetryPolicy retry;
   int concurrency_per_destination = 16;       // in-flight requests to one partner
+  // Bodies of queued deliveries kept in memory, all destinations together; beyond it they are
+  // read back from the store when their turn comes.
+  std::uint64_t max_queued_body_bytes = 256ull * 1024 * 1024;
 };
 
 struct StoreSettings {

@@ -135,6 +135,8 @@ void read_delivery(SettingsReader& top, Config& c) {
   auto& d = c.delivery;
   d.concurrency_per_destination =
       static_cast<int>(s->integer("concurrency_per_destination", d.concurrency_per_destination, 1, 1024));
+  d.max_queued_body_bytes =
+      s->byte_size("max_queued_body_bytes", d.max_queued_body_bytes, 0, 64ull * 1024 * 1024 * 1024);
   if (auto r = s->child("retry")) {
     auto& p = d.retry;
     p.max_attempts = static_cast<int>(r->integer("max_attempts", p.max_attempts, 1, 100));

@@ -66,6 +66,9 @@ struct DeliveryJob {
   std::string resource_type;
   std::string content_type;
   std::string body;
+  // The queue keeps bodies in memory up to a budget; past it a job waits without its body,
+  // which the dispatcher reads back from the store just before sending.
+  bool body_in_store = false;
   int attempts = 0;               // attempts made so far
   std::int64_t seq = 0;           // acceptance order (monotonic across the store)
   std::int64_t not_before_ms = 0; // earliest next attempt

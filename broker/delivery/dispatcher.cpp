@@ -125,6 +125,18 @@ struct Dispatcher::State {
     for (;;) {
       std::optional<DeliveryJob> job = co_await self->queue.next(destination);
       if (!job) co_return;
+      if (job->body_in_store) {
+        // Queued past the queue's memory budget: the body is read back just before sending.
+        Result<std::string> body = co_await self->store.body(job->message_id);
+        if (!body) {
+          log::error("delivery", "could not read the body destination=" + destination + " message=" +
+                                     job->message_id + " store=\"" + body.error().summary() + "\"; kept pending");
+          self->queue.settle(*job, Settlement{Settlement::Kind::retry, now_ms() + store_retry_ms});
+          continue;
+        }
+        job->body = std::move(*body);
+        job->body_in_store = false;
+      }
       DeliveryResult result;
       bool threw = false;
       try {

@@ -55,11 +55,33 @@ struct Handoff {
 };
 
 struct QueueState : std::enable_shared_from_this<QueueState> {
-  explicit QueueState(asio::any_io_executor ex) : executor(std::move(ex)) {}
+  QueueState(asio::any_io_executor ex, std::size_t max_body_bytes)
+      : executor(std::move(ex)), max_body_bytes(max_body_bytes) {}
 
   asio::any_io_executor executor;
   mutable std::mutex mutex;
   bool stopped = false;
+  const std::size_t max_body_bytes;
+  std::size_t body_bytes = 0;   // bodies of queued jobs, all destinations
+  std::size_t bodies_left = 0;  // queued jobs without their body
+
+  // A job enters the queue: its body stays in memory while the budget allows.
+  void keep_or_drop_body(DeliveryJob& job) {
+    if (job.body_in_store) {
+      ++bodies_left;
+    } else if (body_bytes + job.body.size() > max_body_bytes) {
+      std::string().swap(job.body);  // frees it; the dispatcher reads it back from the store
+      job.body_in_store = true;
+      ++bodies_left;
+    } else {
+      body_bytes += job.body.size();
+    }
+  }
+  // A job leaves the queue for a worker.
+  void forget_body(const DeliveryJob& job) {
+    if (job.body_in_store) --bodies_left;
+    else body_bytes -= job.body.size();
+  }
   // Destinations are never erased, so references stay valid while the mutex is held.
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations;
 
@@ -105,6 +127,7 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
   void feed_waiters(Destination& d, std::vector<Handoff>& out) {
     while (!d.waiters.empty() && !d.ready.empty()) {
       auto node = d.ready.extract(d.ready.begin());
+      forget_body(node.mapped());
       ++d.in_flight;
       out.push_back({std::move(d.waiters.front()), std::move(node.mapped())});
       d.waiters.pop_front();
@@ -137,6 +160,7 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
       if (stopped) return;
       auto name = job.destination;
       auto& d = destination(name);
+      keep_or_drop_body(job);
       if (!job.patient_key.empty()) {
         auto& lane = d.lanes[job.patient_key];
         if (lane.busy) {
@@ -180,6 +204,7 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
         // The patient's lane stays busy: later records wait behind this one.
         DeliveryJob again = job;
         again.not_before_ms = s.retry_at_ms;
+        keep_or_drop_body(again);
         release(job.destination, d, std::move(again), now);
       } else if (!job.patient_key.empty()) {
         auto it = d.lanes.find(job.patient_key);
@@ -204,7 +229,7 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
     auto it = destinations.find(name);
     if (it == destinations.end()) return {};
     const auto& d = *it->second;
-    return {d.ready.size(), d.delayed.size() + d.held, d.in_flight};
+    return {d.ready.size(), d.delayed.size() + d.held, d.in_flight, bodies_left};
   }
 
   void stop() {
@@ -236,7 +261,8 @@ struct TakeJob {
 
 class MemoryQueue final : public Queue {
  public:
-  explicit MemoryQueue(asio::any_io_executor ex) : state_(std::make_shared<QueueState>(std::move(ex))) {}
+  MemoryQueue(asio::any_io_executor ex, std::size_t max_body_bytes)
+      : state_(std::make_shared<QueueState>(std::move(ex), max_body_bytes)) {}
   ~MemoryQueue() override { state_->stop(); }
 
   void push(DeliveryJob job) override { state_->push(std::move(job)); }
@@ -258,8 +284,8 @@ class MemoryQueue final : public Queue {
 
 }  // namespace
 
-std::unique_ptr<Queue> make_memory_queue(asio::any_io_executor timer_executor) {
-  return std::make_unique<MemoryQueue>(std::move(timer_executor));
+std::unique_ptr<Queue> make_memory_queue(asio::any_io_executor timer_executor, std::size_t max_body_bytes) {
+  return std::make_unique<MemoryQueue>(std::move(timer_executor), max_body_bytes);
 }
 
 }  // namespace tellonce

@@ -27,6 +27,7 @@ struct QueueStats {
   std::size_t ready = 0;      // due now and not held back
   std::size_t waiting = 0;    // backing off, or behind an earlier record of the same patient
   std::size_t in_flight = 0;
+  std::size_t bodies_left_in_store = 0;  // queued jobs (all destinations) whose body was not kept
 };
 
 class Queue {
@@ -48,6 +49,9 @@ class Queue {
 };
 
 // In-process queue; thread-safe. Waiters resume on the executor they called next() from.
-std::unique_ptr<Queue> make_memory_queue(asio::any_io_executor timer_executor);
+// Bodies of queued jobs are kept in memory up to max_body_bytes in all; past that a job is
+// queued without its body (body_in_store) so a long outage costs bounded memory.
+std::unique_ptr<Queue> make_memory_queue(asio::any_io_executor timer_executor,
+                                         std::size_t max_body_bytes = 256u * 1024 * 1024);
 
 }  // namespace tellonce

@@ -262,9 +262,10 @@ struct ReadStatements {
         deliveries(db,
                    "SELECT id, destination, status, attempts, next_attempt_ms, last_error, settled_at_ms, "
                    "outcome FROM deliveries WHERE message_id = ?1 ORDER BY id"),
-        events(db, "SELECT at_ms, kind, detail FROM events WHERE message_id = ?1 ORDER BY id") {}
+        events(db, "SELECT at_ms, kind, detail FROM events WHERE message_id = ?1 ORDER BY id"),
+        body(db, "SELECT b.body FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1") {}
 
-  sqlite::Statement begin, end, message, deliveries, events;
+  sqlite::Statement begin, end, message, deliveries, events, body;
   std::map<std::string, std::unique_ptr<sqlite::Statement>> lists;  // by SQL text
 };
 
@@ -356,6 +357,11 @@ class SqliteStore final : public Store {
     return submit<std::optional<MessageView>>(reads_, std::move(work));
   }
 
+  asio::awaitable<Result<std::string>> body(std::string message_id) override {
+    auto work = [this, id = std::move(message_id)] { return read_body(id); };
+    return submit<std::string>(reads_, std::move(work));
+  }
+
   asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery query) override {
     auto work = [this, query = std::move(query)] { return read_list(query); };
     return submit<std::vector<MessageSummary>>(reads_, std::move(work));
@@ -415,6 +421,7 @@ class SqliteStore final : public Store {
 
   // Reader thread only.
   Result<std::optional<MessageView>> read_message(const std::string& message_id);
+  Result<std::string> read_body(const std::string& message_id);
   Result<std::vector<MessageSummary>> read_list(const MessageQuery& query);
   sqlite::Statement& list_statement(const MessageQuery& query);
 
@@ -806,6 +813,22 @@ Result<std::optional<MessageView>> SqliteStore::read_message(const std::string& 
     return failure;
   }
   return view;
+}
+
+Result<std::string> SqliteStore::read_body(const std::string& message_id) {
+  auto& db = *reader_db_;
+  auto& st = read_->body;
+  st.start().bind(1, message_id);
+  std::optional<std::string> body;
+  if (st.step()) body = st.text(0);
+  st.reset();
+  if (db.failed()) {
+    auto failure = unavailable("message store could not read the body of " + message_id + ": " + db.error_message());
+    db.clear_error();
+    return failure;
+  }
+  if (!body) return not_found(message_id);
+  return std::move(*body);
 }
 
 sqlite::Statement& SqliteStore::list_statement(const MessageQuery& query) {

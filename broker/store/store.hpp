@@ -53,6 +53,8 @@ class Store {
   virtual asio::awaitable<Result<void>> record_attempt(DeliveryAttempt attempt) = 0;
 
   virtual asio::awaitable<Result<std::optional<MessageView>>> find(std::string message_id) = 0;
+  // The raw body as received; not-found Failure (404) when there is no such message.
+  virtual asio::awaitable<Result<std::string>> body(std::string message_id) = 0;
   virtual asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery query) = 0;
 
   // Replay: dead deliveries of the message go back to pending with their attempt count

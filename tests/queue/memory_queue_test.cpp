@@ -161,6 +161,45 @@ TEST_F(QueueTest, DeadReleasesThePatientsNextJob) {
   EXPECT_EQ(t->result->seq, 2);
 }
 
+// Bodies are kept in memory up to the budget; past it a job queues without its body, and the
+// budget frees up as jobs leave for a worker.
+TEST(QueueBodyBudget, BodiesPastTheBudgetStayInTheStore) {
+  asio::io_context io;
+  auto queue = make_memory_queue(io.get_executor(), 10);
+  auto with_body = [](std::int64_t seq, std::string body) {
+    auto j = job(seq, "");
+    j.body = std::move(body);
+    return j;
+  };
+  queue->push(with_body(1, "123456"));
+  queue->push(with_body(2, "abcdef"));  // 12 bytes would pass 10
+  queue->push(with_body(3, "xyz"));     // 9 fits
+  EXPECT_EQ(queue->stats("trust-a").bodies_left_in_store, 1u);
+
+  std::vector<DeliveryJob> taken;
+  auto take = [&]() -> asio::awaitable<void> {
+    for (int i = 0; i < 3; ++i) taken.push_back(*co_await queue->next("trust-a"));
+  };
+  asio::co_spawn(io, take(), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  io.run();
+  ASSERT_EQ(taken.size(), 3u);
+  EXPECT_EQ(taken[0].body, "123456");
+  EXPECT_FALSE(taken[0].body_in_store);
+  EXPECT_TRUE(taken[1].body.empty());
+  EXPECT_TRUE(taken[1].body_in_store);
+  EXPECT_EQ(taken[2].body, "xyz");
+  EXPECT_EQ(queue->stats("trust-a").bodies_left_in_store, 0u);
+
+  // All three left: the whole budget is free again, and a retried job is measured anew.
+  queue->push(with_body(4, "0123456789"));
+  EXPECT_EQ(queue->stats("trust-a").bodies_left_in_store, 0u);
+  auto retried = taken[0];
+  queue->settle(retried, Settlement{Settlement::Kind::retry, now_ms() + 60000});
+  EXPECT_EQ(queue->stats("trust-a").bodies_left_in_store, 1u);
+}
+
 TEST_F(QueueTest, JobNotDueYetWaitsForItsTime) {
   auto j = job(1, "");
   j.not_before_ms = now_ms() + 100;

@@ -129,6 +129,16 @@ TEST_P(StoreContract, CommitThenFindReturnsEveryFieldAndTheTrailInOrder) {
   EXPECT_NE(view->events[2].detail.find("referrals"), std::string::npos);
 }
 
+TEST_P(StoreContract, BodyIsReadBackAsReceived) {
+  auto msg = sample();
+  msg.body = std::string("{\"resourceType\":\"Patient\",\"note\":\"caf\xc3\xa9\"}");
+  auto committed = run(store_->commit(msg)).value();
+  EXPECT_EQ(run(store_->body(committed.outcome.message_id)).value(), msg.body);
+  auto missing = run(store_->body("01UNKNOWN0000000000000000"));
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().http_status, 404);
+}
+
 TEST_P(StoreContract, FindUnknownIdReturnsNothing) {
   auto view = run(store_->find("01UNKNOWN0000000000000000")).value();
   EXPECT_FALSE(view.has_value());

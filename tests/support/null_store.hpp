@@ -15,6 +15,9 @@ class NullStore : public Store {
   asio::awaitable<Result<std::optional<MessageView>>> find(std::string) override {
     co_return std::optional<MessageView>{};
   }
+  asio::awaitable<Result<std::string>> body(std::string) override {
+    co_return Failure::permanent(404, Issue{Severity::error, "not-found", "not in this fake", "", ""});
+  }
   asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery) override {
     co_return std::vector<MessageSummary>{};
   }
