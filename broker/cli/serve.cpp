@@ -96,7 +96,7 @@ int run_serve_command(int argc, char** argv, const AdapterRegistry& registry) {
   mount_api(http.at(cfg.api.listen), *store, *pipeline, cfg);
 
   // Resume before accepting anything new, so redelivery keeps acceptance order.
-  auto pending = store->load_pending();
+  auto pending = store->load_pending(static_cast<std::size_t>(cfg.delivery.max_queued_body_bytes));
   if (!pending) throw std::runtime_error("cannot read pending deliveries: " + pending.error().summary());
   std::size_t resumed = pending->size();
   for (auto& job : *pending) queue->push(std::move(job));

@@ -367,7 +367,7 @@ class SqliteStore final : public Store {
     return submit<std::vector<MessageSummary>>(reads_, std::move(work));
   }
 
-  Result<std::vector<DeliveryJob>> load_pending() override;
+  Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) override;
 
   void close() override {
     {
@@ -880,14 +880,15 @@ Result<std::vector<MessageSummary>> SqliteStore::read_list(const MessageQuery& q
   return out;
 }
 
-Result<std::vector<DeliveryJob>> SqliteStore::load_pending() {
+Result<std::vector<DeliveryJob>> SqliteStore::load_pending(std::size_t max_body_bytes) {
   sqlite::Connection db(settings_.path, true);  // start-up only: its own short-lived connection
   sqlite::Statement st(db,
                        "SELECT d.id, d.message_id, d.destination, d.attempts, d.seq, d.next_attempt_ms, "
-                       "m.patient_key, m.resource_type, m.content_type, b.body "
+                       "m.patient_key, m.resource_type, m.content_type, length(b.body), b.body "
                        "FROM deliveries d JOIN messages m ON m.id = d.message_id JOIN bodies b ON b.seq = m.seq "
                        "WHERE d.status = 'pending' AND d.status <> 'delivered' ORDER BY d.seq, d.id");
   std::vector<DeliveryJob> jobs;
+  std::size_t body_bytes = 0;
   st.start();
   while (st.step()) {
     DeliveryJob job;
@@ -900,7 +901,14 @@ Result<std::vector<DeliveryJob>> SqliteStore::load_pending() {
     job.patient_key = st.text(6);
     job.resource_type = st.text(7);
     job.content_type = st.text(8);
-    job.body = st.text(9);
+    // A body left unread here is never loaded: SQLite reads a column only when asked for it.
+    const auto size = static_cast<std::size_t>(st.int64(9));
+    if (size <= max_body_bytes - body_bytes) {
+      job.body = st.text(10);
+      body_bytes += size;
+    } else {
+      job.body_in_store = true;
+    }
     jobs.push_back(std::move(job));
   }
   st.reset();

@@ -62,8 +62,10 @@ class Store {
   // nothing was dead). not-found Failure (404) when the message does not exist.
   virtual asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string message_id) = 0;
 
-  // Start-up: every pending delivery in acceptance order, bodies included.
-  virtual Result<std::vector<DeliveryJob>> load_pending() = 0;
+  // Start-up: every pending delivery in acceptance order. Bodies are included while they add up
+  // to at most max_body_bytes; later jobs come with body_in_store (see DeliveryJob).
+  virtual Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) = 0;
+  Result<std::vector<DeliveryJob>> load_pending() { return load_pending(static_cast<std::size_t>(-1)); }
 
   // Finishes outstanding batches; later calls fail.
   virtual void close() = 0;

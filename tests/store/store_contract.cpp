@@ -317,6 +317,20 @@ TEST_P(StoreContract, PendingDeliveriesSurviveReopenInAcceptanceOrder) {
   EXPECT_GT(later.jobs.at(0).seq, pending.back().seq);
 }
 
+TEST_P(StoreContract, PendingBodiesPastTheBudgetStayInTheStore) {
+  auto first = sample("budget-1", {"trust-a"});
+  auto second = sample("budget-2", {"trust-a"});
+  run(store_->commit(first)).value();
+  run(store_->commit(second)).value();
+  auto pending = store_->load_pending(first.body.size()).value();
+  ASSERT_EQ(pending.size(), 2u);
+  EXPECT_EQ(pending[0].body, first.body);
+  EXPECT_FALSE(pending[0].body_in_store);
+  EXPECT_TRUE(pending[1].body.empty());
+  EXPECT_TRUE(pending[1].body_in_store);
+  EXPECT_EQ(run(store_->body(pending[1].message_id)).value(), second.body);
+}
+
 TEST_P(StoreContract, ListFiltersByStateAndSource) {
   auto unroutable = run(store_->commit(sample("", {}, "hospital-1"))).value();
   auto routed = run(store_->commit(sample("", {"trust-a"}, "hospital-1"))).value();

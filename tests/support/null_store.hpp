@@ -24,7 +24,7 @@ class NullStore : public Store {
   asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string) override {
     co_return std::vector<DeliveryJob>{};
   }
-  Result<std::vector<DeliveryJob>> load_pending() override { return std::vector<DeliveryJob>{}; }
+  Result<std::vector<DeliveryJob>> load_pending(std::size_t) override { return std::vector<DeliveryJob>{}; }
   void close() override {}
 };
 
