@@ -40,8 +40,8 @@ struct InboundContext {
 struct DeliveryResult {
   bool ok = false;
   bool retryable = false;  // permanent: 4xx other than 408/425/429; retryable: 5xx, timeouts, refused
-  int http_status = 0;
-  std::string detail;
+  int http_status = 0;     // 0: no response (connect failure, timeout)
+  std::string detail;      // for people: "HTTP 503: the partner's reason", or the transport error
 };
 
 class OutboundAdapter {

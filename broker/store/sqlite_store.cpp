@@ -178,6 +178,15 @@ MessageState state_from_counts(std::int64_t total, std::int64_t pending, std::in
   return MessageState::delivered;
 }
 
+// What an attempt came to, for the trail: "HTTP 503: reason", or "no response: <transport error>".
+std::string attempt_outcome(const DeliveryAttempt& a) {
+  if (a.http_status == 0) return a.detail.empty() ? "no response" : "no response: " + a.detail;
+  const std::string status = "HTTP " + std::to_string(a.http_status);
+  if (a.detail.empty()) return status;
+  if (a.detail.starts_with(status)) return a.detail;  // adapters usually lead with it already
+  return status + ": " + a.detail;
+}
+
 // received, validated and routed (or unroutable), rebuilt from the message row: they were
 // facts of the one transaction that stored it, so they are not written twice.
 std::vector<LifecycleEvent> accept_trail(const MessageView& v, std::int64_t accepted_at, const std::string& routes,
@@ -625,8 +634,7 @@ Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
 Result<void> SqliteStore::apply_attempt(const DeliveryAttempt& attempt) {
   const auto status = attempt.ok ? DeliveryStatus::delivered
                                  : attempt.dead ? DeliveryStatus::dead : DeliveryStatus::pending;
-  std::string outcome = attempt.http_status ? "http " + std::to_string(attempt.http_status) : "no response";
-  if (!attempt.detail.empty()) outcome += ": " + attempt.detail;
+  const std::string outcome = attempt_outcome(attempt);
   const auto at = attempt.at_ms ? attempt.at_ms : now_ms();
 
   // Bound text is not copied (SQLITE_STATIC): everything bound lives until the step below.

@@ -233,6 +233,10 @@ TEST_P(StoreContract, RetryThenDeliveredMovesDeliveryAndMessageState) {
   EXPECT_EQ(view->state, MessageState::delivered);
   EXPECT_EQ(count_kind(*view, "attempt"), 1);  // failed attempts; successes are the "delivered" events
   EXPECT_EQ(count_kind(*view, "delivered"), 2);
+  for (const auto& e : view->events) {
+    if (e.kind == "attempt") EXPECT_NE(e.detail.find("attempt=1 HTTP 503: partner busy"), std::string::npos) << e.detail;
+    if (e.kind == "delivered") EXPECT_NE(e.detail.find("HTTP 200: accepted"), std::string::npos) << e.detail;
+  }
   EXPECT_TRUE(store_->load_pending().value().empty());
 }
 
