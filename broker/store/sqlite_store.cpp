@@ -804,12 +804,11 @@ Result<std::optional<MessageView>> SqliteStore::read_message(const std::string& 
     while (r.events.step())
       v.events.push_back(LifecycleEvent{r.events.int64(0), r.events.text(1), r.events.text(2)});
     r.events.reset();
-    // Stored events are in insertion order; the derived "delivered" ones slot in by time.
-    for (auto& e : settled) {
-      auto at = std::upper_bound(v.events.begin(), v.events.end(), e.at_ms,
-                                 [](std::int64_t t, const LifecycleEvent& x) { return t < x.at_ms; });
-      v.events.insert(at, std::move(e));
-    }
+    // The derived "delivered" events join the stored ones; the trail reads in time order, ties
+    // kept in the order above (received, validated, routed first).
+    for (auto& e : settled) v.events.push_back(std::move(e));
+    std::stable_sort(v.events.begin(), v.events.end(),
+                     [](const LifecycleEvent& a, const LifecycleEvent& b) { return a.at_ms < b.at_ms; });
   }
   r.message.reset();
   r.end.run();
