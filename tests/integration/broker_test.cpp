@@ -17,17 +17,17 @@ namespace {
 using namespace std::chrono_literals;
 
 std::string config_text(unsigned short port, unsigned short a, unsigned short b, unsigned short c,
-                        const std::string& extra_broker = "") {
+                        const std::string& extra_delivery = "") {
   std::string t = R"(broker:
   max_body_bytes: 2MB
   max_json_depth: 40
-)" + extra_broker + R"(api:
+api:
   listen: 127.0.0.1:{{PORT}}
 store:
   path: data/tellonce.db
 delivery:
   concurrency_per_destination: 4
-  retry: { max_attempts: 6, initial_backoff: 100ms, max_backoff: 400ms, multiplier: 2, jitter: 0.1 }
+)" + extra_delivery + R"(  retry: { max_attempts: 6, initial_backoff: 100ms, max_backoff: 400ms, multiplier: 2, jitter: 0.1 }
 partners:
   - id: rtx
     name: Royal Example NHS Trust
@@ -91,9 +91,11 @@ routes:
 
 // One broker with three partner ports; sinks are started by each test as it needs them.
 struct Env {
+  explicit Env(const std::string& extra_delivery = "")
+      : broker{dir.path(), config_text(port, a, b, c, extra_delivery), port} {}
   TempDir dir;
   unsigned short port = free_port(), a = free_port(), b = free_port(), c = free_port();
-  Broker broker{dir.path(), config_text(port, a, b, c), port};
+  Broker broker;
   Client client;
   std::string fhir() const { return broker.base() + "/fhir"; }
 };
@@ -294,14 +296,8 @@ TEST(BrokerIntegration, DestinationDownThenUpGetsEverythingWithoutDelayingOthers
 // With no memory budget for queued bodies every delivery reads its body back from the store,
 // across retries while the partner is down: what arrives is still exactly what was sent.
 TEST(BrokerIntegration, QueuedBodiesPastTheMemoryBudgetAreReadBackFromTheStore) {
-  TempDir dir;
-  unsigned short port = free_port(), a = free_port(), b = free_port(), c = free_port();
-  std::string config = config_text(port, a, b, c);
-  const std::string knob = "  concurrency_per_destination: 4\n";
-  config.replace(config.find(knob), knob.size(), knob + "  max_queued_body_bytes: 0\n");
-  Broker broker{dir.path(), config, port};
-  Client client;
-  broker.start();
+  Env env("  max_queued_body_bytes: 0\n");
+  env.broker.start();
 
   auto compact = [](const std::string& json) {
     rapidjson::Document d;
@@ -314,12 +310,12 @@ TEST(BrokerIntegration, QueuedBodiesPastTheMemoryBudgetAreReadBackFromTheStore) 
   std::multiset<std::string> sent;
   for (int i = 0; i < 5; ++i) {
     auto body = patient(nhs_number(500 + i), "A81001", "budget-" + std::to_string(i));
-    auto r = client.post_fhir(broker.base() + "/fhir/Patient", body, "rtx");
+    auto r = env.client.post_fhir(env.fhir() + "/Patient", body, "rtx");
     ASSERT_EQ(r.status, 202) << r.body;
     sent.insert(compact(body));
   }
   std::this_thread::sleep_for(300ms);  // gp-a is down: attempts fail and the jobs requeue bodiless
-  Sink gp_a(dir.path(), "gp-a", a);
+  Sink gp_a(env.dir.path(), "gp-a", env.a);
   ASSERT_TRUE(gp_a.wait_for(5, 15s));
   auto bodies = gp_a.received_bodies();
   EXPECT_EQ(std::multiset<std::string>(bodies.begin(), bodies.end()), sent);
