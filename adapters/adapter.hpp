@@ -37,11 +37,13 @@ struct InboundContext {
   std::string channel_id;
 };
 
+// What one delivery came to, in transport-neutral terms plus the partner's own code. Each
+// adapter decides what its wire's answers mean: fhir-rest calls 4xx (but 408/425/429)
+// permanent and 5xx, timeouts and refused connections retryable.
 struct DeliveryResult {
-  bool ok = false;
-  bool retryable = false;  // permanent: 4xx other than 408/425/429; retryable: 5xx, timeouts, refused
-  int http_status = 0;     // 0: no response (connect failure, timeout)
-  std::string detail;      // for people: "HTTP 503: the partner's reason", or the transport error
+  DeliveryOutcome outcome = DeliveryOutcome::retryable;
+  std::string partner_code;  // "HTTP 201", "ACK AE"...; empty when nothing was answered
+  std::string detail;        // for people: the partner's reason, or the transport error
 };
 
 class OutboundAdapter {

@@ -154,7 +154,7 @@ class FhirRestInbound final : public InboundAdapter {
     if (!result) {
       ++rejected_;
       const Failure& f = result.error();
-      co_return outcome_response(req, static_cast<http::status>(f.http_status), f.issues);
+      co_return outcome_response(req, http_status_for(f.code), f.issues);
     }
     co_return accepted_response(req, *result);
   }

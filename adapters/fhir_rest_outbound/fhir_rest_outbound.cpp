@@ -108,22 +108,21 @@ std::string response_summary(const std::string& body) {
 
 DeliveryResult classify(long status, const std::string& body) {
   DeliveryResult r;
-  r.http_status = static_cast<int>(status);
-  r.ok = status >= 200 && status < 300;
+  r.partner_code = "HTTP " + std::to_string(status);
   // 4xx means this record will never be accepted as it is, except the "try later" ones.
   const bool rejected = status >= 400 && status < 500 && status != 408 && status != 425 && status != 429;
-  r.retryable = !r.ok && !rejected;
-  r.detail = "HTTP " + std::to_string(status);
-  if (!r.ok) {
-    auto why = response_summary(body);
-    if (!why.empty()) r.detail += ": " + why;
+  if (status >= 200 && status < 300) {
+    r.outcome = DeliveryOutcome::ok;
+  } else {
+    r.outcome = rejected ? DeliveryOutcome::permanent : DeliveryOutcome::retryable;
+    r.detail = response_summary(body);
   }
   return r;
 }
 
 DeliveryResult transport_failure(std::string detail) {
   DeliveryResult r;
-  r.retryable = true;
+  r.outcome = DeliveryOutcome::retryable;
   r.detail = std::move(detail);
   return r;
 }

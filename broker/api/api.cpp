@@ -196,7 +196,7 @@ class AdminApi {
 
  private:
   static HttpResponse failure_response(const HttpRequest& req, const Failure& f) {
-    return outcome_response(req, static_cast<http::status>(f.http_status), f.issues);
+    return outcome_response(req, http_status_for(f.code), f.issues);
   }
   static HttpResponse not_found(const HttpRequest& req, std::string why) {
     return outcome_response(req, http::status::not_found, {Issue{Severity::error, "not-found", std::move(why), "", ""}});

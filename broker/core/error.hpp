@@ -27,18 +27,37 @@ struct Issue {
 
 bool has_errors(const std::vector<Issue>& issues);
 
+// What went wrong, in the broker's own words. Each adapter maps a code to its wire: the
+// fhir-rest adapter to an HTTP status (http/outcome.hpp), an MLLP adapter to AA/AE/AR, a file
+// adapter to a row report. Nothing below the adapters knows any wire code.
+enum class Errc {
+  malformed,        // cannot be read at all: bad JSON, bad UTF-8, not a resource
+  invalid,          // read, but breaks a FHIR or UK Core rule
+  unauthenticated,  // the sender is not known
+  forbidden,        // the sender is known but may not do this
+  not_found,        // no such message (or resource)
+  conflict,         // the store refused a write that would contradict what it holds
+  too_large,        // over a size limit
+  unsupported,      // a content type, method or operation the broker does not take
+  unavailable,      // the broker cannot take it now (store down, disk full, shutting down)
+  internal,         // a bug: the broker failed in a way it did not expect
+};
+std::string_view to_string(Errc c);
+
 // A failed operation on the data path. Retryable failures (a partner down, a busy store)
-// are worth trying again unchanged; permanent ones (bad record, 4xx from partner) are not.
+// are worth trying again unchanged; permanent ones (bad record, refused by a partner) are not.
 struct Failure {
   enum class Kind { permanent, retryable };
+  Errc code = Errc::invalid;
   Kind kind = Kind::permanent;
-  int http_status = 400;  // what an HTTP front end answers with
   std::vector<Issue> issues;
 
-  static Failure permanent(int http_status, Issue issue);
-  static Failure retryable(int http_status, Issue issue);
-  bool retryable_p() const { return kind == Kind::retryable; }
-  // First issue's diagnostics, for log lines.
+  static Failure permanent(Errc code, Issue issue);
+  static Failure retryable(Errc code, Issue issue);
+  bool is_retryable() const { return kind == Kind::retryable; }
+  // For log lines: the code, then each issue's rule and location. A record's problems never
+  // show their diagnostics, which may quote its values (a name, an NHS number, a birth date);
+  // the broker's own failures (unavailable, internal, conflict, not found) show the first.
   std::string summary() const;
 };
 

@@ -51,7 +51,7 @@ std::string line_column(std::string_view text, std::size_t offset) {
 
 Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, const JsonLimits& limits) {
   if (body.size() > limits.max_bytes) {
-    return Failure::permanent(413, Issue{Severity::error, "too-long",
+    return Failure::permanent(Errc::too_large, Issue{Severity::error, "too-long",
         "body is " + std::to_string(body.size()) + " bytes; the limit is " +
             std::to_string(limits.max_bytes), "(body)", ""});
   }
@@ -64,12 +64,12 @@ Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, co
     std::string why = code == rapidjson::kParseErrorStringInvalidEncoding
                           ? "invalid UTF-8"
                           : rapidjson::GetParseError_En(code);
-    return Failure::permanent(400, Issue{Severity::error, "structure",
+    return Failure::permanent(Errc::malformed, Issue{Severity::error, "structure",
         "malformed JSON at " + line_column(body, doc.GetErrorOffset()) + " (byte " +
             std::to_string(doc.GetErrorOffset()) + "): " + why, "(body)", "json"});
   }
   if (deeper_than(doc, limits.max_depth)) {
-    return Failure::permanent(400, Issue{Severity::error, "too-costly",
+    return Failure::permanent(Errc::malformed, Issue{Severity::error, "too-costly",
         "JSON nesting is deeper than the limit of " + std::to_string(limits.max_depth) + " levels",
         "(body)", "json-depth"});
   }

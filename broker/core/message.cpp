@@ -68,6 +68,15 @@ MessageState message_state_from(std::string_view s) {
   return MessageState::accepted;
 }
 
+std::string_view to_string(DeliveryOutcome o) {
+  switch (o) {
+    case DeliveryOutcome::ok: return "ok";
+    case DeliveryOutcome::retryable: return "retryable";
+    case DeliveryOutcome::permanent: return "permanent";
+  }
+  return "retryable";
+}
+
 std::string_view to_string(DeliveryStatus s) {
   switch (s) {
     case DeliveryStatus::pending: return "pending";

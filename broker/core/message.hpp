@@ -74,6 +74,11 @@ struct DeliveryJob {
   std::int64_t not_before_ms = 0; // earliest next attempt
 };
 
+// How one delivery attempt ended, whatever the transport: the partner took it; it may take
+// it later (down, busy, timed out); or it refused this record for good.
+enum class DeliveryOutcome { ok, retryable, permanent };
+std::string_view to_string(DeliveryOutcome o);
+
 // The outcome of one attempt, as recorded on the trail.
 struct DeliveryAttempt {
   std::int64_t delivery_id = 0;
@@ -81,10 +86,12 @@ struct DeliveryAttempt {
   std::string destination;
   int attempt = 0;                // 1-based
   std::int64_t at_ms = 0;
-  bool ok = false;
-  bool retryable = false;
-  int http_status = 0;            // 0 when no response (connect failure, timeout)
-  std::string detail;             // partner's response summary or transport error
+  DeliveryOutcome outcome = DeliveryOutcome::retryable;
+  // The partner's own answer in its own vocabulary ("HTTP 503", "ACK AE", "mailbox full");
+  // empty when no answer came (connect failure, timeout).
+  std::string partner_code;
+  std::string detail;             // the partner's reason, or the transport error
+  bool ok() const { return outcome == DeliveryOutcome::ok; }
   std::int64_t next_attempt_ms = 0;  // when a retry is due (0: none)
   bool dead = false;              // gave up: dead-lettered
 };

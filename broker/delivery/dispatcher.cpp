@@ -27,12 +27,17 @@ double random01() {
 
 std::string describe_failure(const DeliveryAttempt& a) {
   std::string line = "attempt failed destination=" + a.destination + " message=" + a.message_id +
-                     " attempt=" + std::to_string(a.attempt) + " status=" + std::to_string(a.http_status);
+                     " attempt=" + std::to_string(a.attempt) + " outcome=" + std::string(to_string(a.outcome));
   if (a.dead)
-    line += a.retryable ? " outcome=dead(attempts exhausted)" : " outcome=dead(permanent)";
+    line += a.outcome == DeliveryOutcome::retryable ? " dead(attempts exhausted)" : " dead(permanent)";
   else
     line += " retry_in_ms=" + std::to_string(a.next_attempt_ms - a.at_ms);
-  line += " detail=\"" + a.detail + "\"";
+  // The partner's reason may quote the record, so only its code is logged; the reason is on
+  // the trail. Without an answer, the detail is the transport's own error.
+  if (!a.partner_code.empty())
+    line += " partner_code=\"" + a.partner_code + "\"";
+  else
+    line += " transport=\"" + a.detail + "\"";
   return line;
 }
 
@@ -61,13 +66,12 @@ struct Dispatcher::State {
     a.destination = job.destination;
     a.attempt = job.attempts + 1;
     a.at_ms = now_ms();
-    a.ok = result.ok;
-    a.retryable = !result.ok && result.retryable;
-    a.http_status = result.http_status;
+    a.outcome = result.outcome;
+    a.partner_code = std::move(result.partner_code);
     a.detail = std::move(result.detail);
-    if (a.ok) return {Settlement::Kind::delivered, 0};
+    if (a.ok()) return {Settlement::Kind::delivered, 0};
     std::optional<std::int64_t> next;
-    if (a.retryable) next = next_attempt_at(settings.retry, a.attempt, a.at_ms, random01());
+    if (a.outcome == DeliveryOutcome::retryable) next = next_attempt_at(settings.retry, a.attempt, a.at_ms, random01());
     Settlement settlement{Settlement::Kind::dead, 0};
     if (next) {
       a.next_attempt_ms = *next;
@@ -87,7 +91,7 @@ struct Dispatcher::State {
   static asio::awaitable<void> record_and_settle(std::shared_ptr<State> self, DeliveryJob job,
                                                  DeliveryAttempt a, Settlement settlement) {
     Counters& counters = self->counters.at(job.destination);
-    const bool ok = a.ok;
+    const bool ok = a.ok();
     const bool dead = a.dead;
     const int attempt_number = a.attempt;
     Result<void> recorded = co_await self->store.record_attempt(std::move(a));

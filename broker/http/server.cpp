@@ -331,6 +331,22 @@ void HttpServers::stop_all() {
   for (auto& [listen, server] : servers_) server->stop();
 }
 
+http::status http_status_for(Errc code) {
+  switch (code) {
+    case Errc::malformed: return http::status::bad_request;
+    case Errc::invalid: return http::status::unprocessable_entity;
+    case Errc::unauthenticated: return http::status::unauthorized;
+    case Errc::forbidden: return http::status::forbidden;
+    case Errc::not_found: return http::status::not_found;
+    case Errc::conflict: return http::status::conflict;
+    case Errc::too_large: return http::status::payload_too_large;
+    case Errc::unsupported: return http::status::unsupported_media_type;
+    case Errc::unavailable: return http::status::service_unavailable;
+    case Errc::internal: return http::status::internal_server_error;
+  }
+  return http::status::internal_server_error;
+}
+
 HttpResponse outcome_response(const HttpRequest& req, http::status status,
                               const std::vector<Issue>& issues) {
   return json_response(req, status, operation_outcome_json(issues), "application/fhir+json");

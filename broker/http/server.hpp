@@ -3,6 +3,8 @@
 // adapters and the API can share one listen address.
 #pragma once
 
+#include "core/error.hpp"
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/http.hpp>
@@ -61,6 +63,9 @@ class HttpServers {
 
 // A response with an OperationOutcome body (application/fhir+json) for the given issues.
 struct Issue;
+// The HTTP status a broker error code is answered with, for every HTTP front end.
+http::status http_status_for(Errc code);
+
 HttpResponse outcome_response(const HttpRequest& req, http::status status,
                               const std::vector<Issue>& issues);
 HttpResponse json_response(const HttpRequest& req, http::status status, std::string body,

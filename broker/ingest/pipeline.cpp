@@ -16,22 +16,22 @@ std::string_view str_member(const rapidjson::Value& v, const char* name) {
   return json_string(json_member(v, name));
 }
 
-Failure reject(int status, std::string code, std::string diagnostics, std::string location,
+Failure reject(Errc errc, std::string code, std::string diagnostics, std::string location,
                std::string rule) {
-  return Failure::permanent(status, Issue{Severity::error, std::move(code), std::move(diagnostics),
+  return Failure::permanent(errc, Issue{Severity::error, std::move(code), std::move(diagnostics),
                                           std::move(location), std::move(rule)});
 }
 
 // What the endpoint promises about the record, checked before the (costlier) validator.
 std::optional<Failure> check_envelope(const InboundRecord& rec, const rapidjson::Value& doc) {
   if (!doc.IsObject())
-    return reject(400, "structure", "the body must be a JSON object (a FHIR resource)", "(body)", "json");
+    return reject(Errc::malformed, "structure", "the body must be a JSON object (a FHIR resource)", "(body)", "json");
   auto type = str_member(doc, "resourceType");
   if (type.empty())
-    return reject(400, "required", "resourceType is missing: every FHIR resource names its type",
+    return reject(Errc::malformed, "required", "resourceType is missing: every FHIR resource names its type",
                   "resourceType", "fhir-resource-type");
   if (!rec.expected_type.empty() && type != rec.expected_type)
-    return reject(400, "invariant",
+    return reject(Errc::malformed, "invariant",
                   "this endpoint takes " + rec.expected_type + " resources but the body is a " +
                       std::string(type),
                   "resourceType", "endpoint-type");
@@ -40,13 +40,13 @@ std::optional<Failure> check_envelope(const InboundRecord& rec, const rapidjson:
   // is a resource in its own right and goes to /Bundle.
   if (rec.at_base && type == "Bundle" && bundle_type != "message" && bundle_type != "transaction" &&
       bundle_type != "batch")
-    return reject(400, "invariant",
+    return reject(Errc::malformed, "invariant",
                   "POST to the base takes a Bundle of type message, transaction or batch; this one is " +
                       (bundle_type.empty() ? std::string("untyped") : "'" + std::string(bundle_type) + "'") +
                       " (a document or collection Bundle can be posted to /Bundle)",
                   "Bundle.type", "bundle-type");
   if (rec.process_message && (type != "Bundle" || bundle_type != "message"))
-    return reject(400, "invariant",
+    return reject(Errc::malformed, "invariant",
                   "$process-message takes a Bundle of type 'message' whose first entry is a MessageHeader",
                   type == "Bundle" ? "Bundle.type" : "resourceType", "process-message");
   return std::nullopt;
@@ -68,8 +68,8 @@ class BrokerPipeline final : public Pipeline {
     std::vector<Issue> issues;
     validator_.validate(doc, issues);
     if (has_errors(issues)) {
-      // 422: well-formed FHIR JSON that breaks the shared schemas; warnings are kept alongside.
-      co_return rejected(rec, Failure{Failure::Kind::permanent, 422, std::move(issues)});
+      // Well-formed FHIR JSON that breaks the shared schemas; warnings are kept alongside.
+      co_return rejected(rec, Failure{Errc::invalid, Failure::Kind::permanent, std::move(issues)});
     }
 
     RecordFacts facts = read_record_facts(doc);
@@ -135,7 +135,7 @@ class BrokerPipeline final : public Pipeline {
     std::size_t errors = 0;
     for (auto& i : f.issues) errors += i.is_error();
     log::info("ingest", "rejected record from " + rec.source + " on " + rec.channel + ": " +
-                            std::to_string(errors) + " error(s); first: " + f.summary());
+                            std::to_string(errors) + " error(s): " + f.summary());
     return f;
   }
 

@@ -145,12 +145,12 @@ DELETE FROM events WHERE kind IN ('received', 'validated', 'routed', 'unroutable
 }
 
 Failure unavailable(std::string diagnostics) {
-  return Failure::retryable(503, Issue{Severity::error, "transient", std::move(diagnostics), "", ""});
+  return Failure::retryable(Errc::unavailable, Issue{Severity::error, "transient", std::move(diagnostics), "", ""});
 }
 
 Failure not_found(const std::string& message_id) {
   return Failure::permanent(
-      404, Issue{Severity::error, "not-found", "no message with id " + message_id + " in the store", "", ""});
+      Errc::not_found, Issue{Severity::error, "not-found", "no message with id " + message_id + " in the store", "", ""});
 }
 
 // Failure for a write that SQLite refused. Constraint violations will fail again unchanged;
@@ -158,7 +158,7 @@ Failure not_found(const std::string& message_id) {
 Failure unsaved(const sqlite::Connection& db) {
   std::string diagnostics = "the message store could not save the record: " + db.error_message();
   if ((db.error_code() & 0xff) == SQLITE_CONSTRAINT)
-    return Failure::permanent(409, Issue{Severity::error, "conflict", std::move(diagnostics), "", ""});
+    return Failure::permanent(Errc::conflict, Issue{Severity::error, "conflict", std::move(diagnostics), "", ""});
   return unavailable(diagnostics + "; nothing was stored, try again later");
 }
 
@@ -178,13 +178,12 @@ MessageState state_from_counts(std::int64_t total, std::int64_t pending, std::in
   return MessageState::delivered;
 }
 
-// What an attempt came to, for the trail: "HTTP 503: reason", or "no response: <transport error>".
+// What an attempt came to, for the trail: "HTTP 503: reason", "ACK AE: reason", or
+// "no response: <transport error>" when the partner answered nothing.
 std::string attempt_outcome(const DeliveryAttempt& a) {
-  if (a.http_status == 0) return a.detail.empty() ? "no response" : "no response: " + a.detail;
-  const std::string status = "HTTP " + std::to_string(a.http_status);
-  if (a.detail.empty()) return status;
-  if (a.detail.starts_with(status)) return a.detail;  // adapters usually lead with it already
-  return status + ": " + a.detail;
+  if (a.partner_code.empty()) return a.detail.empty() ? "no response" : "no response: " + a.detail;
+  if (a.detail.empty()) return a.partner_code;
+  return a.partner_code + ": " + a.detail;
 }
 
 // received, validated and routed (or unroutable), rebuilt from the message row: they were
@@ -632,14 +631,14 @@ Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
 // The hot path is a first-time success: one UPDATE, no event row (the delivery row is the
 // record of that attempt). Failed attempts and dead letters also get an event each.
 Result<void> SqliteStore::apply_attempt(const DeliveryAttempt& attempt) {
-  const auto status = attempt.ok ? DeliveryStatus::delivered
+  const auto status = attempt.ok() ? DeliveryStatus::delivered
                                  : attempt.dead ? DeliveryStatus::dead : DeliveryStatus::pending;
   const std::string outcome = attempt_outcome(attempt);
   const auto at = attempt.at_ms ? attempt.at_ms : now_ms();
 
   // Bound text is not copied (SQLITE_STATIC): everything bound lives until the step below.
   const bool settled = status != DeliveryStatus::pending;
-  const std::string last_error = attempt.ok ? std::string() : outcome;
+  const std::string last_error = attempt.ok() ? std::string() : outcome;
   const std::string settled_outcome = settled ? outcome : std::string();
   auto& settle = write_->settle_delivery;
   settle.start()
@@ -651,7 +650,7 @@ Result<void> SqliteStore::apply_attempt(const DeliveryAttempt& attempt) {
       .run();
   if (writer_db_.failed()) return {};  // the batch fails as a whole
   if (sqlite3_changes(writer_db_.handle()) == 0)
-    return Failure::permanent(404, Issue{Severity::error, "not-found",
+    return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found",
                                          "no delivery " + std::to_string(attempt.delivery_id) + " in the store",
                                          "", ""});
   // The dispatcher's job names the message and destination of the delivery it settles.
@@ -661,7 +660,7 @@ Result<void> SqliteStore::apply_attempt(const DeliveryAttempt& attempt) {
   if (status == DeliveryStatus::pending) {
     add_event(message_id, at, "attempt",
               "destination=" + destination + " attempt=" + std::to_string(attempt.attempt) + " " + outcome + " (" +
-                  (attempt.retryable ? "retryable, " : "") + "will retry at " +
+                  (attempt.outcome == DeliveryOutcome::retryable ? "retryable, " : "") + "will retry at " +
                   std::to_string(attempt.next_attempt_ms) + ")");
   } else if (status == DeliveryStatus::dead) {
     add_event(message_id, at, "dead",

@@ -19,7 +19,7 @@ class ReplayPipeline : public Pipeline {
   asio::awaitable<Result<Accepted>> accept(InboundRecord) override { co_return Accepted{}; }
   asio::awaitable<Result<std::size_t>> replay(std::string id) override {
     replayed.push_back(id);
-    if (id != "01JKNOWN") co_return Failure::permanent(404, Issue{Severity::error, "not-found", "no message " + id, "", ""});
+    if (id != "01JKNOWN") co_return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found", "no message " + id, "", ""});
     co_return std::size_t{2};
   }
 };

@@ -19,7 +19,7 @@ TEST(ParseJson, AcceptsAResource) {
 TEST(ParseJson, MalformedNamesLineAndColumn) {
   auto r = parse_json("{\n  \"resourceType\": \"Patient\",\n  \"id\": }");
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().http_status, 400);
+  EXPECT_EQ(r.error().code, Errc::malformed);
   EXPECT_EQ(r.error().issues.at(0).code, "structure");
   EXPECT_NE(r.error().issues[0].diagnostics.find("at 3:9"), std::string::npos) << r.error().issues[0].diagnostics;
 }
@@ -46,7 +46,7 @@ TEST(ParseJson, DepthLimit) {
 TEST(ParseJson, SizeLimitIs413) {
   auto r = parse_json(R"({"resourceType":"Patient"})", JsonLimits{10, 64});
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().http_status, 413);
+  EXPECT_EQ(r.error().code, Errc::too_large);
 }
 
 TEST(OperationOutcome, OneIssuePerProblemWithLocationAndRule) {
@@ -87,12 +87,16 @@ TEST(ContentHash, Sha256) {
 }
 
 TEST(Failure, KindsAndSummary) {
-  auto f = Failure::retryable(503, Issue{Severity::error, "transient", "store busy", "", ""});
-  EXPECT_TRUE(f.retryable_p());
-  EXPECT_EQ(f.summary(), "store busy");
-  auto p = Failure::permanent(422, Issue{Severity::error, "value", "bad", "Patient.gender", ""});
-  EXPECT_FALSE(p.retryable_p());
-  EXPECT_EQ(p.summary(), "Patient.gender: bad");
+  auto f = Failure::retryable(Errc::unavailable, Issue{Severity::error, "transient", "store busy", "", ""});
+  EXPECT_TRUE(f.is_retryable());
+  EXPECT_EQ(f.summary(), "unavailable: store busy");
+  auto p = Failure::permanent(Errc::invalid, Issue{Severity::error, "value", "bad", "Patient.gender", ""});
+  EXPECT_FALSE(p.is_retryable());
+  // A record's problems are summarised by rule and location only: diagnostics may quote values.
+  EXPECT_EQ(p.summary(), "invalid value@Patient.gender");
+  auto named = Failure::permanent(Errc::invalid, Issue{Severity::error, "value", "9434765918 is wrong",
+                                                       "Patient.identifier[0].value", "uk-nhs-number"});
+  EXPECT_EQ(named.summary(), "invalid uk-nhs-number@Patient.identifier[0].value");
   EXPECT_TRUE(has_errors(p.issues));
   EXPECT_FALSE(has_errors({Issue{Severity::warning, "x", "y", "", ""}}));
 }

@@ -15,7 +15,7 @@
 namespace tellonce {
 namespace {
 
-Failure store_down() { return Failure::retryable(503, Issue{Severity::error, "transient", "store down", "", ""}); }
+Failure store_down() { return Failure::retryable(Errc::unavailable, Issue{Severity::error, "transient", "store down", "", ""}); }
 
 // Records attempts in memory; can refuse the next few writes to act as a store outage.
 class FakeStore : public testing::NullStore {
@@ -66,9 +66,9 @@ class HangingAdapter : public OutboundAdapter {
   std::string describe() const override { return "hanging"; }
 };
 
-DeliveryResult ok() { return {true, false, 200, ""}; }
-DeliveryResult unavailable() { return {false, true, 503, "HTTP 503: down for maintenance"}; }
-DeliveryResult rejected() { return {false, false, 400, "HTTP 400: Patient.identifier missing"}; }
+DeliveryResult ok() { return {DeliveryOutcome::ok, "HTTP 200", ""}; }
+DeliveryResult unavailable() { return {DeliveryOutcome::retryable, "HTTP 503", "down for maintenance"}; }
+DeliveryResult rejected() { return {DeliveryOutcome::permanent, "HTTP 400", "Patient.identifier missing"}; }
 
 DeliveryJob job(std::int64_t seq, std::string destination) {
   DeliveryJob j;
@@ -130,14 +130,14 @@ TEST_F(DispatcherTest, DownThenUpRetriesThenDelivers) {
   for (int i = 0; i < 2; ++i) {
     const auto& a = store.attempts[i];
     EXPECT_EQ(a.attempt, i + 1);
-    EXPECT_FALSE(a.ok);
-    EXPECT_TRUE(a.retryable);
+    EXPECT_FALSE(a.ok());
+    EXPECT_EQ(a.outcome, DeliveryOutcome::retryable);
     EXPECT_FALSE(a.dead);
-    EXPECT_EQ(a.http_status, 503);
+    EXPECT_EQ(a.partner_code, "HTTP 503");
     EXPECT_GT(a.next_attempt_ms, a.at_ms);
     EXPECT_EQ(a.message_id, "m1");
   }
-  EXPECT_TRUE(store.attempts[2].ok);
+  EXPECT_TRUE(store.attempts[2].ok());
   EXPECT_EQ(store.attempts[2].attempt, 3);
   EXPECT_EQ(store.attempts[2].next_attempt_ms, 0);
   auto st = dispatcher->stats("trust-a");
@@ -153,9 +153,9 @@ TEST_F(DispatcherTest, PermanentRejectionIsDeadAtOnce) {
 
   ASSERT_EQ(store.attempts.size(), 1u);
   EXPECT_TRUE(store.attempts[0].dead);
-  EXPECT_FALSE(store.attempts[0].retryable);
-  EXPECT_EQ(store.attempts[0].http_status, 400);
-  EXPECT_EQ(store.attempts[0].detail, "HTTP 400: Patient.identifier missing");
+  EXPECT_EQ(store.attempts[0].outcome, DeliveryOutcome::permanent);
+  EXPECT_EQ(store.attempts[0].partner_code, "HTTP 400");
+  EXPECT_EQ(store.attempts[0].detail, "Patient.identifier missing");
   EXPECT_EQ(partner->calls, 1);
 }
 
@@ -190,7 +190,7 @@ TEST_F(DispatcherTest, DownPartnerDoesNotDelayAnother) {
   EXPECT_EQ(dispatcher->stats("trust-down").delivered, 0u);
   EXPECT_EQ(queue->stats("trust-down").in_flight, 2u);
   EXPECT_EQ(queue->stats("trust-down").ready, 3u);
-  for (const auto& a : store.for_destination("gp-up")) EXPECT_TRUE(a.ok);
+  for (const auto& a : store.for_destination("gp-up")) EXPECT_TRUE(a.ok());
 }
 
 TEST_F(DispatcherTest, PatientsLaterRecordWaitsForTheRetriedOne) {
@@ -223,7 +223,7 @@ TEST_F(DispatcherTest, StoreOutageKeepsJobPending) {
 
   EXPECT_EQ(partner->calls, 2);  // delivered again because the first outcome was not recorded
   ASSERT_EQ(store.attempts.size(), 1u);
-  EXPECT_TRUE(store.attempts[0].ok);
+  EXPECT_TRUE(store.attempts[0].ok());
   EXPECT_EQ(store.attempts[0].attempt, 1);
 }
 

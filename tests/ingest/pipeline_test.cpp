@@ -117,7 +117,7 @@ TEST_F(PipelineTest, AcceptsStoresAndEnqueuesEachDestinationOnce) {
 TEST_F(PipelineTest, ValidationErrorsAre422AndNothingIsStored) {
   auto r = accept(record(R"({"resourceType":"Patient","bad":true,"odd":true})"));
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().http_status, 422);
+  EXPECT_EQ(r.error().code, Errc::invalid);
   EXPECT_EQ(r.error().issues.size(), 2u);  // the warning travels with the error
   EXPECT_TRUE(store.stored.empty());
   EXPECT_TRUE(queue.pushed.empty());
@@ -127,7 +127,7 @@ TEST_F(PipelineTest, ValidationErrorsAre422AndNothingIsStored) {
 TEST_F(PipelineTest, MalformedJsonIs400WithPosition) {
   auto r = accept(record(R"({"resourceType":)"));
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().http_status, 400);
+  EXPECT_EQ(r.error().code, Errc::malformed);
   EXPECT_TRUE(store.stored.empty());
 }
 
@@ -153,7 +153,7 @@ TEST_F(PipelineTest, BaseTakesOnlyRecordBundles) {
   rec.at_base = true;
   auto r = accept(std::move(rec));
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().http_status, 400);
+  EXPECT_EQ(r.error().code, Errc::malformed);
   EXPECT_EQ(r.error().issues[0].location, "Bundle.type");
   EXPECT_NE(r.error().issues[0].diagnostics.find("'searchset'"), std::string::npos);
   auto tx = record(R"({"resourceType":"Bundle","type":"transaction"})", "", "Bundle");

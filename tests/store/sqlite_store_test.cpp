@@ -141,11 +141,10 @@ TEST_F(SqliteStoreTest, WritesLeaveNoDanglingReferences) {
       a.message_id = job.message_id;
       a.destination = job.destination;
       a.attempt = 1;
-      a.ok = n % 3 == 0;
+      a.outcome = n % 3 == 0 ? DeliveryOutcome::ok : n % 3 == 2 ? DeliveryOutcome::retryable : DeliveryOutcome::permanent;
       a.dead = n % 3 == 1;
-      a.retryable = n % 3 == 2;
-      a.http_status = a.ok ? 201 : 503;
-      a.next_attempt_ms = a.retryable ? now_ms() + 1000 : 0;
+      a.partner_code = a.ok() ? "HTTP 201" : "HTTP 503";
+      a.next_attempt_ms = a.outcome == DeliveryOutcome::retryable ? now_ms() + 1000 : 0;
       ++n;
       ASSERT_TRUE(run(store->record_attempt(a)));
     }
@@ -197,8 +196,8 @@ TEST_F(SqliteStoreTest, LockHeldElsewhereFailsCommitAsRetryableThenRecovers) {
   ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
   auto blocked = run(store->commit(sample("k1")));
   ASSERT_FALSE(blocked);
-  EXPECT_TRUE(blocked.error().retryable_p());
-  EXPECT_EQ(blocked.error().http_status, 503);
+  EXPECT_TRUE(blocked.error().is_retryable());
+  EXPECT_EQ(blocked.error().code, Errc::unavailable);
   EXPECT_NE(blocked.error().summary().find("locked"), std::string::npos) << blocked.error().summary();
   ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(other);
@@ -228,7 +227,7 @@ TEST_F(SqliteStoreTest, RejectedWriteDoesNotSinkItsBatch) {
     auto done = [&, poison = i == 20](std::exception_ptr e, Result<Committed> r) {
       if (e) return;
       if (r) ++stored;
-      else if (poison && !r.error().retryable_p() &&
+      else if (poison && !r.error().is_retryable() &&
                r.error().summary().find("poisoned record") != std::string::npos) ++rejected;
     };
     asio::co_spawn(io, store->commit(sample("", {"trust-a"}, i == 20 ? "poison" : "hospital-1")), done);

@@ -31,9 +31,8 @@ DeliveryAttempt attempt_on(const DeliveryJob& job, int number, bool ok, bool dea
   a.destination = job.destination;
   a.attempt = number;
   a.at_ms = now_ms();
-  a.ok = ok;
-  a.retryable = !ok && !dead;
-  a.http_status = ok ? 200 : 503;
+  a.outcome = ok ? DeliveryOutcome::ok : dead ? DeliveryOutcome::permanent : DeliveryOutcome::retryable;
+  a.partner_code = ok ? "HTTP 200" : "HTTP 503";
   a.detail = ok ? "accepted" : "partner busy";
   a.next_attempt_ms = ok || dead ? 0 : a.at_ms + 30000;
   a.dead = dead;
@@ -136,7 +135,7 @@ TEST_P(StoreContract, BodyIsReadBackAsReceived) {
   EXPECT_EQ(run(store_->body(committed.outcome.message_id)).value(), msg.body);
   auto missing = run(store_->body("01UNKNOWN0000000000000000"));
   ASSERT_FALSE(missing);
-  EXPECT_EQ(missing.error().http_status, 404);
+  EXPECT_EQ(missing.error().code, Errc::not_found);
 }
 
 TEST_P(StoreContract, FindUnknownIdReturnsNothing) {
@@ -283,8 +282,8 @@ TEST_P(StoreContract, ReplayReturnsDeadDeliveriesToPending) {
 TEST_P(StoreContract, ReplayOfUnknownMessageIsNotFound) {
   auto result = run(store_->replay("01NOSUCHMESSAGE0000000000"));
   ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().http_status, 404);
-  EXPECT_FALSE(result.error().retryable_p());
+  EXPECT_EQ(result.error().code, Errc::not_found);
+  EXPECT_FALSE(result.error().is_retryable());
   ASSERT_FALSE(result.error().issues.empty());
   EXPECT_EQ(result.error().issues[0].code, "not-found");
 }
@@ -294,7 +293,7 @@ TEST_P(StoreContract, AttemptOnUnknownDeliveryIsNotFound) {
   ghost.delivery_id = 987654;
   auto result = run(store_->record_attempt(attempt_on(ghost, 1, true)));
   ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().http_status, 404);
+  EXPECT_EQ(result.error().code, Errc::not_found);
 }
 
 TEST_P(StoreContract, PendingDeliveriesSurviveReopenInAcceptanceOrder) {
@@ -394,8 +393,8 @@ TEST_P(StoreContract, ClosedStoreRefusesWritesAsRetryable) {
   store_->close();
   auto result = run(store_->commit(sample()));
   ASSERT_FALSE(result);
-  EXPECT_TRUE(result.error().retryable_p());
-  EXPECT_EQ(result.error().http_status, 503);
+  EXPECT_TRUE(result.error().is_retryable());
+  EXPECT_EQ(result.error().code, Errc::unavailable);
 }
 
 }  // namespace tellonce::testing

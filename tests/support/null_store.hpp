@@ -9,14 +9,14 @@ namespace tellonce::testing {
 class NullStore : public Store {
  public:
   asio::awaitable<Result<Committed>> commit(NewMessage) override {
-    co_return Failure::permanent(500, Issue{Severity::error, "exception", "not in this fake", "", ""});
+    co_return Failure::permanent(Errc::internal, Issue{Severity::error, "exception", "not in this fake", "", ""});
   }
   asio::awaitable<Result<void>> record_attempt(DeliveryAttempt) override { co_return Result<void>{}; }
   asio::awaitable<Result<std::optional<MessageView>>> find(std::string) override {
     co_return std::optional<MessageView>{};
   }
   asio::awaitable<Result<std::string>> body(std::string) override {
-    co_return Failure::permanent(404, Issue{Severity::error, "not-found", "not in this fake", "", ""});
+    co_return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found", "not in this fake", "", ""});
   }
   asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery) override {
     co_return std::vector<MessageSummary>{};

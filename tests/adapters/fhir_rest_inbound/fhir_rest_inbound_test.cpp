@@ -145,7 +145,7 @@ TEST_F(FhirRestInboundTest, PartnerHeaderNamesTheSource) {
 }
 
 TEST_F(FhirRestInboundTest, PipelineFailurePassesThroughWithOutcome) {
-  pipeline_.answer = Failure::permanent(400, Issue{Severity::error, "value", "NHS number check digit is wrong",
+  pipeline_.answer = Failure::permanent(Errc::malformed, Issue{Severity::error, "value", "NHS number check digit is wrong",
                                                    "Patient.identifier[0].value", "uk-nhs-number"});
   auto res = post("/fhir/Patient", patient);
   EXPECT_EQ(res.result(), http::status::bad_request);
@@ -157,7 +157,7 @@ TEST_F(FhirRestInboundTest, PipelineFailurePassesThroughWithOutcome) {
 }
 
 TEST_F(FhirRestInboundTest, RetryableFailureKeepsItsStatus) {
-  pipeline_.answer = Failure::retryable(503, Issue{Severity::error, "transient", "store busy", "", ""});
+  pipeline_.answer = Failure::retryable(Errc::unavailable, Issue{Severity::error, "transient", "store busy", "", ""});
   EXPECT_EQ(post("/fhir/Patient", patient).result(), http::status::service_unavailable);
 }
 

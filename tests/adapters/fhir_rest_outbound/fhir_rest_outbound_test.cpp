@@ -187,8 +187,8 @@ TEST_F(FhirRestOutboundTest, PostsResourceToItsTypeWithHeaders) {
   auto a = adapter(server.base() + "/");
   auto job = patient_job();
   auto r = deliver(*a, job);
-  EXPECT_TRUE(r.ok);
-  EXPECT_EQ(r.http_status, 201);
+  EXPECT_EQ(r.outcome, DeliveryOutcome::ok);
+  EXPECT_EQ(r.partner_code, "HTTP 201");
 
   auto seen = server.requests();
   ASSERT_EQ(seen.size(), 1u);
@@ -205,9 +205,9 @@ TEST_F(FhirRestOutboundTest, PostsResourceToItsTypeWithHeaders) {
 TEST_F(FhirRestOutboundTest, TransactionAndMessageBundlesGoToTheBase) {
   TestServer server([](const Seen&) { return Reply{200, ""}; });
   auto a = adapter(server.base());
-  EXPECT_TRUE(deliver(*a, bundle_job("transaction")).ok);
-  EXPECT_TRUE(deliver(*a, bundle_job("message")).ok);
-  EXPECT_TRUE(deliver(*a, bundle_job("collection")).ok);
+  EXPECT_EQ(deliver(*a, bundle_job("transaction")).outcome, DeliveryOutcome::ok);
+  EXPECT_EQ(deliver(*a, bundle_job("message")).outcome, DeliveryOutcome::ok);
+  EXPECT_EQ(deliver(*a, bundle_job("collection")).outcome, DeliveryOutcome::ok);
   auto seen = server.requests();
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen[0].target, "/fhir");
@@ -219,20 +219,20 @@ TEST_F(FhirRestOutboundTest, ServiceUnavailableIsRetryable) {
   TestServer server([](const Seen&) { return Reply{503, operation_outcome("maintenance window")}; });
   auto a = adapter(server.base());
   auto r = deliver(*a, patient_job());
-  EXPECT_FALSE(r.ok);
-  EXPECT_TRUE(r.retryable);
-  EXPECT_EQ(r.http_status, 503);
-  EXPECT_EQ(r.detail, "HTTP 503: maintenance window");
+  EXPECT_NE(r.outcome, DeliveryOutcome::ok);
+  EXPECT_EQ(r.outcome, DeliveryOutcome::retryable);
+  EXPECT_EQ(r.partner_code, "HTTP 503");
+  EXPECT_EQ(r.detail, "maintenance window");
 }
 
 TEST_F(FhirRestOutboundTest, BadRequestIsPermanentWithDiagnostics) {
   TestServer server([](const Seen&) { return Reply{400, operation_outcome("Patient.identifier[0].value: NHS number check digit")}; });
   auto a = adapter(server.base());
   auto r = deliver(*a, patient_job());
-  EXPECT_FALSE(r.ok);
-  EXPECT_FALSE(r.retryable);
-  EXPECT_EQ(r.http_status, 400);
-  EXPECT_EQ(r.detail, "HTTP 400: Patient.identifier[0].value: NHS number check digit");
+  EXPECT_NE(r.outcome, DeliveryOutcome::ok);
+  EXPECT_EQ(r.outcome, DeliveryOutcome::permanent);
+  EXPECT_EQ(r.partner_code, "HTTP 400");
+  EXPECT_EQ(r.detail, "Patient.identifier[0].value: NHS number check digit");
 }
 
 TEST_F(FhirRestOutboundTest, ClassifiesTryLaterStatusesAsRetryable) {
@@ -242,14 +242,14 @@ TEST_F(FhirRestOutboundTest, ClassifiesTryLaterStatusesAsRetryable) {
   for (int s : {408, 425, 429, 500, 502}) {
     status = s;
     auto r = deliver(*a, patient_job());
-    EXPECT_TRUE(r.retryable) << s;
-    EXPECT_EQ(r.http_status, s);
+    EXPECT_EQ(r.outcome, DeliveryOutcome::retryable) << s;
+    EXPECT_EQ(r.partner_code, "HTTP " + std::to_string(s));
   }
   for (int s : {401, 403, 404, 409, 422}) {
     status = s;
     auto r = deliver(*a, patient_job());
-    EXPECT_FALSE(r.retryable) << s;
-    EXPECT_EQ(r.detail, "HTTP " + std::to_string(s) + ": plain text reason");
+    EXPECT_EQ(r.outcome, DeliveryOutcome::permanent) << s;
+    EXPECT_EQ(r.detail, "plain text reason");
   }
 }
 
@@ -257,8 +257,8 @@ TEST_F(FhirRestOutboundTest, LongErrorBodyIsClipped) {
   TestServer server([](const Seen&) { return Reply{422, std::string(5000, 'x')}; });
   auto a = adapter(server.base());
   auto r = deliver(*a, patient_job());
-  EXPECT_FALSE(r.retryable);
-  EXPECT_EQ(r.detail, "HTTP 422: " + std::string(300, 'x'));
+  EXPECT_EQ(r.outcome, DeliveryOutcome::permanent);
+  EXPECT_EQ(r.detail, std::string(300, 'x'));
 }
 
 TEST_F(FhirRestOutboundTest, ConnectionRefusedIsRetryable) {
@@ -269,9 +269,9 @@ TEST_F(FhirRestOutboundTest, ConnectionRefusedIsRetryable) {
   }  // closed: nothing listens there now
   auto a = adapter("http://127.0.0.1:" + std::to_string(port) + "/fhir");
   auto r = deliver(*a, patient_job());
-  EXPECT_FALSE(r.ok);
-  EXPECT_TRUE(r.retryable);
-  EXPECT_EQ(r.http_status, 0);
+  EXPECT_NE(r.outcome, DeliveryOutcome::ok);
+  EXPECT_EQ(r.outcome, DeliveryOutcome::retryable);
+  EXPECT_EQ(r.partner_code, "");
   EXPECT_FALSE(r.detail.empty());
 }
 
@@ -280,9 +280,9 @@ TEST_F(FhirRestOutboundTest, TlsFailureIsRetryable) {
   auto base = server.base();
   auto a = adapter("https://" + base.substr(std::string("http://").size()));
   auto r = deliver(*a, patient_job());
-  EXPECT_FALSE(r.ok);
-  EXPECT_TRUE(r.retryable);
-  EXPECT_EQ(r.http_status, 0);
+  EXPECT_NE(r.outcome, DeliveryOutcome::ok);
+  EXPECT_EQ(r.outcome, DeliveryOutcome::retryable);
+  EXPECT_EQ(r.partner_code, "");
   EXPECT_TRUE(server.requests().empty());
 }
 
@@ -290,23 +290,23 @@ TEST_F(FhirRestOutboundTest, TimeoutIsRetryable) {
   TestServer server([](const Seen&) { return Reply{200, "", std::chrono::seconds(30)}; });
   auto a = adapter(server.base(), std::chrono::milliseconds(300));
   auto r = deliver(*a, patient_job());
-  EXPECT_FALSE(r.ok);
-  EXPECT_TRUE(r.retryable);
-  EXPECT_EQ(r.http_status, 0);
+  EXPECT_NE(r.outcome, DeliveryOutcome::ok);
+  EXPECT_EQ(r.outcome, DeliveryOutcome::retryable);
+  EXPECT_EQ(r.partner_code, "");
   EXPECT_NE(r.detail.find("imeout"), std::string::npos) << r.detail;
 }
 
 TEST_F(FhirRestOutboundTest, ReusesTheConnection) {
   TestServer server([](const Seen&) { return Reply{200, ""}; });
   auto a = adapter(server.base());
-  for (int i = 0; i < 5; ++i) EXPECT_TRUE(deliver(*a, patient_job()).ok);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(deliver(*a, patient_job()).outcome, DeliveryOutcome::ok);
   EXPECT_EQ(server.requests().size(), 5u);
   EXPECT_EQ(server.connections(), 1);
 }
 
 asio::awaitable<void> call_counting(OutboundAdapter& adapter, DeliveryJob job, int& ok) {
   auto r = co_await adapter.deliver(job);
-  if (r.ok) ++ok;
+  if (r.outcome == DeliveryOutcome::ok) ++ok;
 }
 
 TEST_F(FhirRestOutboundTest, ManyConcurrentDeliveriesShareFewConnections) {
@@ -332,8 +332,8 @@ TEST_F(FhirRestOutboundTest, DeliverAfterStopIsRetryable) {
   auto a = adapter(server.base());
   a->stop();
   auto r = deliver(*a, patient_job());
-  EXPECT_FALSE(r.ok);
-  EXPECT_TRUE(r.retryable);
+  EXPECT_NE(r.outcome, DeliveryOutcome::ok);
+  EXPECT_EQ(r.outcome, DeliveryOutcome::retryable);
   EXPECT_EQ(server.requests().size(), 0u);
 }
 
