@@ -89,7 +89,7 @@ class FhirRestInbound final : public InboundAdapter {
     ctx.http.at(settings_.listen).mount(settings_.base_path, [this](HttpRequest& req) { return handle(req); });
   }
 
-  // The lead starts every server with HttpServers::start_all() once all mounts are in.
+  // The process starts every shared server (HttpServers::start_all) once all mounts are in.
   void start() override {}
   void stop() override {}
 

@@ -54,7 +54,7 @@ struct Route {
   std::vector<std::string> sources;         // partner ids; empty: any
   std::vector<std::string> events;          // "system|code" or "code"; empty: any
   std::vector<FieldPredicate> where;
-  bool require_consent = false;             // reserved for the consent issue; parsed, enforced later
+  bool require_consent = false;             // parsed and kept; not enforced (README "Known limits")
   std::vector<std::string> to;              // partner ids with an endpoint
   int line = 0;
 };

@@ -1,4 +1,5 @@
-// Stand-ins for the real fhir-rest adapters (written concurrently): same keys, checked the same way.
+// Fake adapter types for the loader tests: they take the fhir-rest adapters' keys and check them
+// the same way, so the loader is tested without the real adapters' dependencies.
 #pragma once
 
 #include "adapters/registry.hpp"
