@@ -1,8 +1,8 @@
 #include "api/api.hpp"
 
 #include "config/config.hpp"
-#include "http/fake_store.hpp"
-#include "http/loopback_client.hpp"
+#include "support/fake_store.hpp"
+#include "support/loopback_client.hpp"
 #include "ingest/pipeline.hpp"
 
 #include <gtest/gtest.h>
@@ -11,7 +11,7 @@
 namespace tellonce {
 namespace {
 
-using testing::make_request;
+using test::make_request;
 
 class ReplayPipeline : public Pipeline {
  public:
@@ -50,11 +50,11 @@ class ApiTest : public ::testing::Test {
     io_.stop();
   }
   HttpResponse get(std::string target) {
-    return testing::send(server_.port(), make_request(http::verb::get, std::move(target)));
+    return test::send(server_.port(), make_request(http::verb::get, std::move(target)));
   }
 
-  testing::IoThread io_;
-  testing::FakeStore store_;
+  test::IoThread io_;
+  test::FakeStore store_;
   ReplayPipeline pipeline_;
   Config config_;
   HttpServer server_{io_.io, "127.0.0.1:0", HttpLimits{}};
@@ -88,7 +88,7 @@ TEST_F(ApiTest, UnknownMessageIs404Outcome) {
 }
 
 TEST_F(ApiTest, ReplayAnswersCount) {
-  auto res = testing::send(server_.port(), make_request(http::verb::post, "/api/messages/01JKNOWN/replay"));
+  auto res = test::send(server_.port(), make_request(http::verb::post, "/api/messages/01JKNOWN/replay"));
   EXPECT_EQ(res.result(), http::status::ok);
   EXPECT_EQ(res.body(), R"({"replayed":2})");
   ASSERT_EQ(pipeline_.replayed.size(), 1u);
@@ -96,7 +96,7 @@ TEST_F(ApiTest, ReplayAnswersCount) {
 }
 
 TEST_F(ApiTest, ReplayOfUnknownIs404) {
-  auto res = testing::send(server_.port(), make_request(http::verb::post, "/api/messages/01JNOPE/replay"));
+  auto res = test::send(server_.port(), make_request(http::verb::post, "/api/messages/01JNOPE/replay"));
   EXPECT_EQ(res.result(), http::status::not_found);
 }
 

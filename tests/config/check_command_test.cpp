@@ -13,7 +13,7 @@ int run(std::vector<std::string> args, std::string& out, std::string& err) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   std::ostringstream o, e;
-  auto registry = testing::fake_registry();
+  auto registry = test::fake_registry();
   int rc = run_check_config_command(static_cast<int>(argv.size()), argv.data(), registry, o, e);
   out = o.str();
   err = e.str();
@@ -28,7 +28,7 @@ TEST(CheckConfigCommand, ShippedExampleIsOk) {
 }
 
 TEST(CheckConfigCommand, PrintsEveryProblemAndASummary) {
-  testing::ConfigFiles files;
+  test::ConfigFiles files;
   auto file = files.write("bad.yaml", "broker:\n  io_threads: -1\n  colour: blue\nroutes:\n  - id: r\n    to: [x]\n").string();
   std::string out, err;
   EXPECT_EQ(run({"tellonce", "check-config", file}, out, err), 1);

@@ -1,6 +1,8 @@
 // A scratch directory of config files for one test, removed afterwards.
 #pragma once
 
+#include "support/temp_dir.hpp"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -8,22 +10,10 @@
 #include <random>
 #include <string>
 
-namespace tellonce::testing {
+namespace tellonce::test {
 
 class ConfigFiles {
  public:
-  ConfigFiles() {
-    std::random_device rd;
-    dir_ = std::filesystem::temp_directory_path() / ("tellonce-config-test-" + std::to_string(rd()));
-    std::filesystem::create_directories(dir_);
-  }
-  ~ConfigFiles() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  ConfigFiles(const ConfigFiles&) = delete;
-  ConfigFiles& operator=(const ConfigFiles&) = delete;
-
   const std::filesystem::path& dir() const { return dir_; }
 
   std::filesystem::path write(const std::string& relative, const std::string& text) {
@@ -34,7 +24,8 @@ class ConfigFiles {
   }
 
  private:
-  std::filesystem::path dir_;
+  TempDir temp_{"tellonce-config"};
+  std::filesystem::path dir_ = temp_.path();
 };
 
-}  // namespace tellonce::testing
+}  // namespace tellonce::test

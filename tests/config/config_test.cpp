@@ -9,10 +9,10 @@
 namespace tellonce {
 namespace {
 
-using testing::ConfigFiles;
-using testing::fake_registry;
-using testing::FakeInboundSettings;
-using testing::FakeOutboundSettings;
+using test::ConfigFiles;
+using test::fake_registry;
+using test::FakeInboundSettings;
+using test::FakeOutboundSettings;
 
 // A small valid config; tests append or swap sections to make it wrong.
 const char* const valid_partners = R"(partners:

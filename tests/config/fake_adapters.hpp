@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-namespace tellonce::testing {
+namespace tellonce::test {
 
 struct FakeInboundSettings {
   std::string listen;
@@ -53,4 +53,4 @@ inline AdapterRegistry fake_registry() {
   return registry;
 }
 
-}  // namespace tellonce::testing
+}  // namespace tellonce::test

@@ -32,8 +32,8 @@ TEST(CheckHttpUrl, RejectsOtherSchemesAndMissingHosts) {
 }
 
 TEST(SettingsReader, ByteSizesAndNumbersThroughTheBrokerSection) {
-  testing::ConfigFiles files;
-  auto registry = testing::fake_registry();
+  test::ConfigFiles files;
+  auto registry = test::fake_registry();
   auto ok = load_config(files.write("a.yaml", "broker:\n  max_body_bytes: 512KB\n"), registry);
   ASSERT_TRUE(ok.config);
   EXPECT_EQ(ok.config->max_body_bytes, 512u * 1024);
@@ -47,8 +47,8 @@ TEST(SettingsReader, ByteSizesAndNumbersThroughTheBrokerSection) {
 }
 
 TEST(SettingsReader, AdapterSeesPathAndRequiredKeys) {
-  testing::ConfigFiles files;
-  AdapterRegistry registry = testing::fake_registry();
+  test::ConfigFiles files;
+  AdapterRegistry registry = test::fake_registry();
   std::string seen_path;
   OutboundAdapterType probe;
   probe.name = "probe";

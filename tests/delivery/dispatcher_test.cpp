@@ -1,6 +1,9 @@
 #include "delivery/delivery.hpp"
 
-#include "support/null_store.hpp"
+#include "support/builders.hpp"
+#include "support/fake_store.hpp"
+#include "support/recording_outbound.hpp"
+#include "support/run_async.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -15,44 +18,6 @@
 namespace tellonce {
 namespace {
 
-Failure store_down() { return Failure::retryable(Errc::unavailable, Issue{Severity::error, "transient", "store down", "", ""}); }
-
-// Records attempts in memory; can refuse the next few writes to act as a store outage.
-class FakeStore : public testing::NullStore {
- public:
-  std::vector<DeliveryAttempt> attempts;
-  int refuse_next_writes = 0;
-
-  asio::awaitable<Result<Committed>> commit(NewMessage) override { co_return store_down(); }
-  asio::awaitable<Result<void>> record_attempt(DeliveryAttempt attempt) override {
-    if (refuse_next_writes > 0) {
-      --refuse_next_writes;
-      co_return store_down();
-    }
-    attempts.push_back(std::move(attempt));
-    co_return Result<void>{};
-  }
-
-  std::vector<DeliveryAttempt> for_destination(const std::string& d) const {
-    std::vector<DeliveryAttempt> out;
-    for (const auto& a : attempts)
-      if (a.destination == d) out.push_back(a);
-    return out;
-  }
-};
-
-// Answers each delivery with whatever the script says for that call number (0-based).
-class ScriptedAdapter : public OutboundAdapter {
- public:
-  explicit ScriptedAdapter(std::function<DeliveryResult(int)> script) : script_(std::move(script)) {}
-  int calls = 0;
-  asio::awaitable<DeliveryResult> deliver(const DeliveryJob&) override { co_return script_(calls++); }
-  std::string describe() const override { return "scripted"; }
-
- private:
-  std::function<DeliveryResult(int)> script_;
-};
-
 // A partner that accepts the connection and never answers.
 class HangingAdapter : public OutboundAdapter {
  public:
@@ -66,26 +31,11 @@ class HangingAdapter : public OutboundAdapter {
   std::string describe() const override { return "hanging"; }
 };
 
-DeliveryResult ok() { return {DeliveryOutcome::ok, "HTTP 200", ""}; }
-DeliveryResult unavailable() { return {DeliveryOutcome::retryable, "HTTP 503", "down for maintenance"}; }
-DeliveryResult rejected() { return {DeliveryOutcome::permanent, "HTTP 400", "Patient.identifier missing"}; }
-
-DeliveryJob job(std::int64_t seq, std::string destination) {
-  DeliveryJob j;
-  j.delivery_id = seq;
-  j.seq = seq;
-  j.message_id = "m" + std::to_string(seq);
-  j.destination = std::move(destination);
-  j.patient_key = "9000000009";
-  j.resource_type = "Patient";
-  j.body = R"({"resourceType":"Patient"})";
-  return j;
-}
-
 class DispatcherTest : public ::testing::Test {
  protected:
   asio::io_context io;
-  FakeStore store;
+  test::FakeStore store;
+  test::FailingStore failing_store{store};  // what the dispatcher writes to
   std::unique_ptr<Queue> queue = make_memory_queue(io.get_executor());
   std::unique_ptr<Dispatcher> dispatcher;
 
@@ -100,18 +50,12 @@ class DispatcherTest : public ::testing::Test {
   }
 
   void start(std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters, DeliverySettings s) {
-    dispatcher = std::make_unique<Dispatcher>(io, store, *queue, s, std::move(adapters));
+    dispatcher = std::make_unique<Dispatcher>(io, failing_store, *queue, s, std::move(adapters));
     dispatcher->start();
   }
 
   // Bounded, so a bug fails the test instead of hanging it.
-  void run_until(const std::function<bool()>& done) {
-    auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!done() && std::chrono::steady_clock::now() < limit) {
-      io.restart();
-      io.run_one_for(std::chrono::milliseconds(20));
-    }
-  }
+  void run_until(const std::function<bool()>& done) { test::run_until(io, done); }
 
   void TearDown() override {
     if (dispatcher) dispatcher->stop();
@@ -121,9 +65,9 @@ class DispatcherTest : public ::testing::Test {
 };
 
 TEST_F(DispatcherTest, DownThenUpRetriesThenDelivers) {
-  auto partner = std::make_shared<ScriptedAdapter>([](int call) { return call < 2 ? unavailable() : ok(); });
+  auto partner = std::make_shared<test::RecordingOutbound>([](int call) { return call < 2 ? test::unavailable() : test::delivered(); });
   start({{"trust-a", partner}}, settings());
-  queue->push(job(1, "trust-a"));
+  queue->push(test::job(1, "trust-a"));
   run_until([&] { return dispatcher->stats("trust-a").delivered == 1; });
 
   ASSERT_EQ(store.attempts.size(), 3u);
@@ -146,9 +90,9 @@ TEST_F(DispatcherTest, DownThenUpRetriesThenDelivers) {
 }
 
 TEST_F(DispatcherTest, PermanentRejectionIsDeadAtOnce) {
-  auto partner = std::make_shared<ScriptedAdapter>([](int) { return rejected(); });
+  auto partner = std::make_shared<test::RecordingOutbound>([](int) { return test::refused(); });
   start({{"trust-a", partner}}, settings());
-  queue->push(job(1, "trust-a"));
+  queue->push(test::job(1, "trust-a"));
   run_until([&] { return dispatcher->stats("trust-a").dead == 1; });
 
   ASSERT_EQ(store.attempts.size(), 1u);
@@ -160,9 +104,9 @@ TEST_F(DispatcherTest, PermanentRejectionIsDeadAtOnce) {
 }
 
 TEST_F(DispatcherTest, GivesUpAfterMaxAttempts) {
-  auto partner = std::make_shared<ScriptedAdapter>([](int) { return unavailable(); });
+  auto partner = std::make_shared<test::RecordingOutbound>([](int) { return test::unavailable(); });
   start({{"trust-a", partner}}, settings());
-  queue->push(job(1, "trust-a"));
+  queue->push(test::job(1, "trust-a"));
   run_until([&] { return dispatcher->stats("trust-a").dead == 1; });
 
   ASSERT_EQ(store.attempts.size(), 4u);
@@ -173,13 +117,13 @@ TEST_F(DispatcherTest, GivesUpAfterMaxAttempts) {
 
 TEST_F(DispatcherTest, DownPartnerDoesNotDelayAnother) {
   auto down = std::make_shared<HangingAdapter>();
-  auto up = std::make_shared<ScriptedAdapter>([](int) { return ok(); });
+  auto up = std::make_shared<test::RecordingOutbound>([](int) { return test::delivered(); });
   start({{"trust-down", down}, {"gp-up", up}}, settings());
   for (int i = 1; i <= 5; ++i) {
-    auto a = job(i, "trust-down");
+    auto a = test::job(i, "trust-down");
     a.patient_key = "p" + std::to_string(i);
     queue->push(a);
-    auto b = job(100 + i, "gp-up");
+    auto b = test::job(100 + i, "gp-up");
     b.patient_key = "p" + std::to_string(i);
     queue->push(b);
   }
@@ -190,7 +134,7 @@ TEST_F(DispatcherTest, DownPartnerDoesNotDelayAnother) {
   EXPECT_EQ(dispatcher->stats("trust-down").delivered, 0u);
   EXPECT_EQ(queue->stats("trust-down").in_flight, 2u);
   EXPECT_EQ(queue->stats("trust-down").ready, 3u);
-  for (const auto& a : store.for_destination("gp-up")) EXPECT_TRUE(a.ok());
+  for (const auto& a : store.attempts_for("gp-up")) EXPECT_TRUE(a.ok());
 }
 
 TEST_F(DispatcherTest, PatientsLaterRecordWaitsForTheRetriedOne) {
@@ -200,7 +144,7 @@ TEST_F(DispatcherTest, PatientsLaterRecordWaitsForTheRetriedOne) {
     explicit Recording(std::vector<std::string>& order) : order_(order) {}
     asio::awaitable<DeliveryResult> deliver(const DeliveryJob& job) override {
       order_.push_back(job.message_id);
-      co_return order_.size() == 1 ? unavailable() : ok();  // the first attempt of m1 fails
+      co_return order_.size() == 1 ? test::unavailable() : test::delivered();  // the first attempt of m1 fails
     }
     std::string describe() const override { return "recording"; }
 
@@ -208,17 +152,17 @@ TEST_F(DispatcherTest, PatientsLaterRecordWaitsForTheRetriedOne) {
     std::vector<std::string>& order_;
   };
   start({{"trust-a", std::make_shared<Recording>(order)}}, settings());
-  queue->push(job(1, "trust-a"));
-  queue->push(job(2, "trust-a"));  // same patient
+  queue->push(test::job(1, "trust-a"));
+  queue->push(test::job(2, "trust-a"));  // same patient
   run_until([&] { return dispatcher->stats("trust-a").delivered == 2; });
   EXPECT_EQ(order, (std::vector<std::string>{"m1", "m1", "m2"}));
 }
 
 TEST_F(DispatcherTest, StoreOutageKeepsJobPending) {
-  store.refuse_next_writes = 1;
-  auto partner = std::make_shared<ScriptedAdapter>([](int) { return ok(); });
+  failing_store.fail_next(test::FailingStore::FailOn::record_attempt);
+  auto partner = std::make_shared<test::RecordingOutbound>([](int) { return test::delivered(); });
   start({{"trust-a", partner}}, settings());
-  queue->push(job(1, "trust-a"));
+  queue->push(test::job(1, "trust-a"));
   run_until([&] { return dispatcher->stats("trust-a").delivered == 1; });
 
   EXPECT_EQ(partner->calls, 2);  // delivered again because the first outcome was not recorded
@@ -228,16 +172,19 @@ TEST_F(DispatcherTest, StoreOutageKeepsJobPending) {
 }
 
 TEST_F(DispatcherTest, StopEndsWorkers) {
-  auto partner = std::make_shared<ScriptedAdapter>([](int) { return ok(); });
+  auto partner = std::make_shared<test::RecordingOutbound>();
   start({{"trust-a", partner}}, settings());
-  io.restart();
-  io.poll();
+  test::run_ready(io);
+  // Each worker coroutine holds the adapter while it runs: two workers, two references.
+  const long with_workers = partner.use_count();
   dispatcher->stop();
-  queue->push(job(1, "trust-a"));
-  io.restart();
-  io.poll();
+  test::run_ready(io);
+  EXPECT_EQ(partner.use_count(), with_workers - settings().concurrency_per_destination)
+      << "every worker coroutine has ended and released the adapter";
+  EXPECT_TRUE(partner->stopped);
+  queue->push(test::job(1, "trust-a"));
+  test::run_ready(io);
   EXPECT_EQ(partner->calls, 0);
-  EXPECT_EQ(queue->stats("trust-a").in_flight, 0u);
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 #include "http/server.hpp"
 
 #include "core/error.hpp"
+#include "support/io_thread.hpp"
 
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
@@ -38,14 +38,12 @@ class ServerTest : public ::testing::Test {
       co_return HttpResponse{};
     });
     server_->start();
-    runner_ = std::thread([this] { io_.run(); });
+    io_thread_.start();
   }
 
   void TearDown() override {
     server_->stop();
-    work_.reset();
-    io_.stop();
-    runner_.join();
+    io_thread_.stop();
   }
 
   tcp::socket connect() {
@@ -66,10 +64,9 @@ class ServerTest : public ::testing::Test {
     return res;
   }
 
-  asio::io_context io_;
-  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
+  test::IoThread io_thread_;
+  asio::io_context& io_ = io_thread_.io;
   std::unique_ptr<HttpServer> server_;
-  std::thread runner_;
   asio::io_context client_io_;
 };
 

@@ -5,7 +5,8 @@
 #include "store/store.hpp"
 #include "validate/validator.hpp"
 
-#include "support/null_store.hpp"
+#include "support/fake_store.hpp"
+#include "support/run_async.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -34,33 +35,6 @@ class FakeRouter : public Router {
   }
 };
 
-class FakeStore : public testing::NullStore {
- public:
-  std::vector<NewMessage> stored;
-  std::map<std::string, std::string> by_key;
-  asio::awaitable<Result<Committed>> commit(NewMessage m) override {
-    Committed c;
-    if (!m.idempotency_key.empty()) {
-      auto k = m.source + "\n" + m.idempotency_key;
-      if (auto it = by_key.find(k); it != by_key.end()) {
-        c.outcome = {it->second, true, MessageState::delivering};
-        co_return c;
-      }
-      by_key[k] = m.id;
-    }
-    c.outcome = {m.id, false, m.destinations.empty() ? MessageState::unroutable : MessageState::delivering};
-    for (auto& d : m.destinations) {
-      DeliveryJob job;
-      job.delivery_id = static_cast<std::int64_t>(stored.size());
-      job.message_id = m.id;
-      job.destination = d;
-      c.jobs.push_back(std::move(job));
-    }
-    stored.push_back(std::move(m));
-    co_return c;
-  }
-};
-
 class FakeQueue : public Queue {
  public:
   std::vector<DeliveryJob> pushed;
@@ -75,20 +49,11 @@ class PipelineTest : public ::testing::Test {
  protected:
   FakeValidator validator;
   FakeRouter router;
-  FakeStore store;
+  test::FakeStore store;
   FakeQueue queue;
   std::unique_ptr<Pipeline> pipeline = make_pipeline(validator, router, store, queue, JsonLimits{4096, 16});
 
-  Result<Accepted> accept(InboundRecord rec) {
-    asio::io_context io;
-    std::optional<Result<Accepted>> out;
-    asio::co_spawn(io, pipeline->accept(std::move(rec)), [&](std::exception_ptr e, Result<Accepted> r) {
-      if (e) std::rethrow_exception(e);
-      out.emplace(std::move(r));
-    });
-    io.run();
-    return std::move(*out);
-  }
+  Result<Accepted> accept(InboundRecord rec) { return test::run_async(pipeline->accept(std::move(rec))); }
   static InboundRecord record(std::string body, std::string key = "", std::string type = "") {
     InboundRecord r;
     r.source = "rtx";
@@ -125,9 +90,13 @@ TEST_F(PipelineTest, ValidationErrorsAre422AndNothingIsStored) {
 }
 
 TEST_F(PipelineTest, MalformedJsonIs400WithPosition) {
-  auto r = accept(record(R"({"resourceType":)"));
+  // The value is missing on line 2, column 18 (byte 19): the comma comes where it should be.
+  auto r = accept(record("{\n  \"resourceType\":,\"id\":\"x\"}"));
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, Errc::malformed);
+  EXPECT_EQ(r.error().code, Errc::malformed);  // answered 400 at the HTTP edge
+  ASSERT_EQ(r.error().issues.size(), 1u);
+  EXPECT_NE(r.error().issues[0].diagnostics.find("malformed JSON at 2:18 (byte 19)"), std::string::npos)
+      << r.error().issues[0].diagnostics;
   EXPECT_TRUE(store.stored.empty());
 }
 

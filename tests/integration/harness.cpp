@@ -306,21 +306,6 @@ void Broker::crash() {
 
 std::string Broker::output() const { return proc_ ? proc_->output() : std::string{}; }
 
-// ---- TempDir ---------------------------------------------------------------
-
-TempDir::TempDir() {
-  std::random_device rd;
-  path_ = std::filesystem::temp_directory_path() / ("tellonce-it-" + std::to_string(rd()));
-  std::filesystem::create_directories(path_);
-}
-
-TempDir::~TempDir() {
-  if (!std::getenv("TELLONCE_KEEP_TEST_DIRS")) {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-}
-
 // ---- JSON ------------------------------------------------------------------
 
 std::string json_string_at(const std::string& json, const std::string& pointer) {

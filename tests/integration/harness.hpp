@@ -2,6 +2,8 @@
 // and talks to it with libcurl, as a partner would.
 #pragma once
 
+#include "support/temp_dir.hpp"
+
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -100,16 +102,8 @@ class Broker {
   int starts_ = 0;
 };
 
-// A fresh temporary directory removed at the end of the test.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+// A fresh temporary directory removed at the end of the test (tests/support).
+using TempDir = test::TempDir;
 
 // JSON helpers for assertions.
 std::string json_string_at(const std::string& json, const std::string& pointer);  // RFC 6901

@@ -1,5 +1,8 @@
 #include "queue/queue.hpp"
 
+#include "support/builders.hpp"
+#include "support/run_async.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
@@ -11,15 +14,9 @@
 namespace tellonce {
 namespace {
 
+// Queue tests name the patient first: it is what ordering is about.
 DeliveryJob job(std::int64_t seq, std::string patient, std::string destination = "trust-a") {
-  DeliveryJob j;
-  j.delivery_id = seq;
-  j.seq = seq;
-  j.message_id = "m" + std::to_string(seq);
-  j.destination = std::move(destination);
-  j.patient_key = std::move(patient);
-  j.body = "{}";
-  return j;
+  return test::job(seq, std::move(destination), std::move(patient));
 }
 
 // A next() call running on the test's io_context; `result` is set once it completes.
@@ -48,19 +45,10 @@ class QueueTest : public ::testing::Test {
     return t;
   }
 
-  void drain() {
-    io.restart();
-    io.poll();
-  }
+  void drain() { test::run_ready(io); }
 
   // Runs the io_context until the take completes (bounded so a bug fails instead of hanging).
-  void run_until_done(const Take& t) {
-    auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!t.done && std::chrono::steady_clock::now() < limit) {
-      io.restart();
-      io.run_one_for(std::chrono::milliseconds(50));
-    }
-  }
+  void run_until_done(const Take& t) { test::run_until(io, [&] { return t.done; }); }
 
   std::int64_t take_seq(std::string destination = "trust-a") {
     auto t = start_take(std::move(destination));

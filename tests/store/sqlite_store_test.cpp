@@ -7,7 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-namespace tellonce::testing {
+namespace tellonce::test {
 namespace {
 
 std::unique_ptr<Store> open_sqlite(const std::filesystem::path& dir) {
@@ -32,16 +32,8 @@ std::int64_t pragma_value(const std::filesystem::path& db_path, const char* sql)
 
 class SqliteStoreTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (std::filesystem::temp_directory_path() / "tellonce-sqlite-XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
-  std::filesystem::path dir_;
+  TempDir temp_{"tellonce-sqlite"};
+  std::filesystem::path dir_ = temp_.path();
 };
 
 TEST_F(SqliteStoreTest, CreatesVersionedSchemaInWalMode) {
@@ -242,4 +234,4 @@ TEST_F(SqliteStoreTest, RejectedWriteDoesNotSinkItsBatch) {
 }
 
 }  // namespace
-}  // namespace tellonce::testing
+}  // namespace tellonce::test

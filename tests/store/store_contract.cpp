@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <thread>
 
-namespace tellonce::testing {
+namespace tellonce::test {
 namespace {
 
 std::vector<std::string> kinds(const MessageView& view) {
@@ -66,18 +66,9 @@ NewMessage sample(std::string idempotency_key, std::vector<std::string> destinat
   return m;
 }
 
-void StoreContract::SetUp() {
-  std::string pattern = (std::filesystem::temp_directory_path() / "tellonce-store-XXXXXX").string();
-  ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-  dir_ = pattern;
-  store_ = GetParam().open(dir_);
-}
+void StoreContract::SetUp() { store_ = GetParam().open(dir_); }
 
-void StoreContract::TearDown() {
-  store_.reset();
-  std::error_code ignored;
-  std::filesystem::remove_all(dir_, ignored);
-}
+void StoreContract::TearDown() { store_.reset(); }
 
 void StoreContract::reopen() {
   store_->close();
@@ -397,4 +388,4 @@ TEST_P(StoreContract, ClosedStoreRefusesWritesAsRetryable) {
   EXPECT_EQ(result.error().code, Errc::unavailable);
 }
 
-}  // namespace tellonce::testing
+}  // namespace tellonce::test

@@ -1,11 +1,11 @@
 // The behaviour every Store must have, as a parameterised suite. An implementation runs it
-// with INSTANTIATE_TEST_SUITE_P(Name, StoreContract, testing::Values(StoreKind{...})).
+// with INSTANTIATE_TEST_SUITE_P(Name, StoreContract, ::testing::Values(StoreKind{...})).
 #pragma once
 
 #include "store/store.hpp"
+#include "support/run_async.hpp"
+#include "support/temp_dir.hpp"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -16,22 +16,12 @@
 #include <ostream>
 #include <string>
 
-namespace tellonce::testing {
+namespace tellonce::test {
 
-// Runs one coroutine to completion on a fresh io_context, rethrowing what it threw.
+// Store tests write run(...) for test::run_async(...): one coroutine on a fresh io_context.
 template <class T>
 T run(asio::awaitable<T> task) {
-  asio::io_context io;
-  std::exception_ptr error;
-  std::optional<T> out;
-  auto done = [&](std::exception_ptr e, T value) {
-    error = e;
-    out = std::move(value);
-  };
-  asio::co_spawn(io, std::move(task), done);
-  io.run();
-  if (error) std::rethrow_exception(error);
-  return std::move(*out);
+  return run_async(std::move(task));
 }
 
 // A routed message from hospital-1 with a small Bundle body and one validator warning.
@@ -54,8 +44,9 @@ class StoreContract : public ::testing::TestWithParam<StoreKind> {
   void TearDown() override;
   void reopen();
 
-  std::filesystem::path dir_;
+  TempDir temp_{"tellonce-store"};
+  std::filesystem::path dir_ = temp_.path();
   std::unique_ptr<Store> store_;
 };
 
-}  // namespace tellonce::testing
+}  // namespace tellonce::test

@@ -1,10 +1,10 @@
 // Test support: a Store that stores nothing. Fakes derive from it and override only what their
-// test looks at.
+// test looks at. Completes every call at once on the caller's executor; not thread-safe.
 #pragma once
 
 #include "store/store.hpp"
 
-namespace tellonce::testing {
+namespace tellonce::test {
 
 class NullStore : public Store {
  public:
@@ -28,4 +28,4 @@ class NullStore : public Store {
   void close() override {}
 };
 
-}  // namespace tellonce::testing
+}  // namespace tellonce::test

@@ -6,6 +6,8 @@
 #include "validate/validate_command.hpp"
 #include "validate/validator.hpp"
 
+#include "support/temp_dir.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -322,7 +324,8 @@ TEST(Engine, CallsRuleSetsPerResourceAndComplexElement) {
 // A hand-written schema directory: covers what R4 core never uses (a required binding on a
 // Coding, a finite max above 1) and shows the engine reads only what the files say.
 TEST(Engine, SmallHandWrittenSchema) {
-  fs::path dir = fs::temp_directory_path() / ("validate_schema_" + std::to_string(::getpid()));
+  test::TempDir temp{"tellonce-schema"};
+  fs::path dir = temp.path();
   fs::create_directories(dir / "fhir-r4");
   std::ofstream(dir / "fhir-r4/valuesets.json") << R"({"valuesets":{
       "http://example.org/vs":{"systems":{"http://example.org/cs":["a","b"]}}}})";
@@ -364,7 +367,6 @@ TEST(Engine, SmallHandWrittenSchema) {
   std::ofstream(dir / "fhir-r4/types.json") << R"({"types":{"Thing":{"kind":"resource","elements":[
       {"path":"x","min":0,"max":"1","type":"NoSuchType"}]}}})";
   EXPECT_THROW(make_structural_validator(ValidatorSettings{dir}, {}), std::runtime_error);
-  fs::remove_all(dir);
 }
 
 TEST(Engine, DeepNestingIsBoundedNotACrash) {
@@ -458,13 +460,9 @@ TEST(SampleData, EveryExampleValidates) {
 }
 
 struct TempFile {
-  fs::path path;
-  explicit TempFile(std::string_view content) {
-    path = fs::temp_directory_path() / ("validate_cmd_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(reinterpret_cast<std::uintptr_t>(this)) + ".json");
-    std::ofstream(path) << content;
-  }
-  ~TempFile() { fs::remove(path); }
+  test::TempDir dir{"tellonce-validate-cmd"};
+  fs::path path = dir.path() / "record.json";
+  explicit TempFile(std::string_view content) { std::ofstream(path) << content; }
 };
 
 int run(std::vector<std::string> args, std::string& out) {

@@ -5,6 +5,8 @@
 #include "validate/rules_formats.hpp"
 #include "validate/validator.hpp"
 
+#include "support/temp_dir.hpp"
+
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
@@ -434,9 +436,9 @@ TEST(PartnerProfile, DoesNotApplyWithoutItsMetaProfile) {
 }
 
 struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("rules_test_" + std::to_string(::getpid()));
+  test::TempDir temp{"tellonce-rules"};
+  fs::path path = temp.path();
   TempDir() { fs::create_directories(path / "profiles"); }
-  ~TempDir() { fs::remove_all(path); }
   void write(const std::string& name, const std::string& text) {
     std::ofstream(path / "profiles" / name) << text;
   }

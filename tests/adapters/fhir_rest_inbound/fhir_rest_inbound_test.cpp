@@ -1,8 +1,8 @@
 #include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
 
 #include "config/config.hpp"
-#include "http/fake_store.hpp"
-#include "http/loopback_client.hpp"
+#include "support/fake_store.hpp"
+#include "support/loopback_client.hpp"
 #include "ingest/pipeline.hpp"
 
 #include <gtest/gtest.h>
@@ -13,7 +13,7 @@
 namespace tellonce {
 namespace {
 
-using testing::make_request;
+using test::make_request;
 
 class FakePipeline : public Pipeline {
  public:
@@ -62,12 +62,12 @@ class FhirRestInboundTest : public ::testing::Test {
                     std::string key = "key-trust") {
     auto req = make_request(http::verb::post, std::move(target), std::move(body), std::move(content_type));
     if (!key.empty()) req.set(http::field::authorization, "Bearer " + key);
-    return testing::send(port_, req);
+    return test::send(port_, req);
   }
 
-  testing::IoThread io_;
+  test::IoThread io_;
   FakePipeline pipeline_;
-  testing::FakeStore store_;
+  test::FakeStore store_;
   Config config_;
   HttpServers servers_{io_.io, HttpLimits{}};
   std::unique_ptr<InboundAdapter> adapter_;
@@ -137,11 +137,11 @@ TEST_F(FhirRestInboundTest, UnknownKeyIs401) {
 TEST_F(FhirRestInboundTest, PartnerHeaderNamesTheSource) {
   auto req = make_request(http::verb::post, "/fhir/Patient", patient);
   req.set("X-Tellonce-Partner", "gp-a81001");
-  EXPECT_EQ(testing::send(port_, req).result(), http::status::accepted);
+  EXPECT_EQ(test::send(port_, req).result(), http::status::accepted);
   ASSERT_EQ(pipeline_.received.size(), 1u);
   EXPECT_EQ(pipeline_.received[0].source, "gp-a81001");
   req.set("X-Tellonce-Partner", "nobody");
-  EXPECT_EQ(testing::send(port_, req).result(), http::status::unauthorized);
+  EXPECT_EQ(test::send(port_, req).result(), http::status::unauthorized);
 }
 
 TEST_F(FhirRestInboundTest, PipelineFailurePassesThroughWithOutcome) {
@@ -162,7 +162,7 @@ TEST_F(FhirRestInboundTest, RetryableFailureKeepsItsStatus) {
 }
 
 TEST_F(FhirRestInboundTest, MetadataIsACapabilityStatement) {
-  auto res = testing::send(port_, make_request(http::verb::get, "/fhir/metadata"));
+  auto res = test::send(port_, make_request(http::verb::get, "/fhir/metadata"));
   EXPECT_EQ(res.result(), http::status::ok);
   rapidjson::Document doc;
   doc.Parse(res.body().c_str());
@@ -179,9 +179,9 @@ TEST_F(FhirRestInboundTest, IdempotencyKeyIsForwardedElseRequestId) {
   auto req = make_request(http::verb::post, "/fhir/Patient", patient);
   req.set(http::field::authorization, "Bearer key-trust");
   req.set("X-Request-Id", "req-1");
-  testing::send(port_, req);
+  test::send(port_, req);
   req.set("Idempotency-Key", "idem-1");
-  testing::send(port_, req);
+  test::send(port_, req);
   ASSERT_EQ(pipeline_.received.size(), 2u);
   EXPECT_EQ(pipeline_.received[0].idempotency_key, "req-1");
   EXPECT_EQ(pipeline_.received[1].idempotency_key, "idem-1");
@@ -209,14 +209,12 @@ TEST_F(FhirRestInboundTest, BaseAndBundleEndpointsAreToldApart) {
 }
 
 TEST_F(FhirRestInboundTest, OtherMethodsAre405WithAllow) {
-  auto res = testing::send(port_, make_request(http::verb::get, "/fhir/Patient"));
+  auto res = test::send(port_, make_request(http::verb::get, "/fhir/Patient"));
   EXPECT_EQ(res.result(), http::status::method_not_allowed);
   EXPECT_EQ(res[http::field::allow], "POST");
-  EXPECT_EQ(testing::send(port_, make_request(http::verb::post, "/fhir/metadata", "{}")).result(),
+  EXPECT_EQ(test::send(port_, make_request(http::verb::post, "/fhir/metadata", "{}")).result(),
             http::status::method_not_allowed);
 }
-
-TEST(FhirRestInboundType, IsNamedFhirRest) { EXPECT_EQ(fhir_rest_inbound_type().name, "fhir-rest"); }
 
 }  // namespace
 }  // namespace tellonce

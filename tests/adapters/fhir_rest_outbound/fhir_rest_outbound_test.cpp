@@ -7,6 +7,9 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 
+#include "support/run_async.hpp"
+#include "support/temp_dir.hpp"
+
 #include <gtest/gtest.h>
 
 #include <sys/socket.h>
@@ -150,10 +153,6 @@ std::string operation_outcome(const std::string& diagnostics) {
          diagnostics + R"("}]})";
 }
 
-asio::awaitable<void> call(OutboundAdapter& adapter, const DeliveryJob& job, std::optional<DeliveryResult>& out) {
-  out = co_await adapter.deliver(job);
-}
-
 class FhirRestOutboundTest : public ::testing::Test {
  protected:
   asio::io_context io;
@@ -168,18 +167,8 @@ class FhirRestOutboundTest : public ::testing::Test {
     return make_fhir_rest_outbound(s, io.get_executor());
   }
 
-  // The adapter keeps the io_context busy until the result is posted back, so run() returns then.
-  DeliveryResult deliver(OutboundAdapter& a, const DeliveryJob& job) {
-    std::optional<DeliveryResult> out;
-    auto rethrow = [](std::exception_ptr e) {
-      if (e) std::rethrow_exception(e);
-    };
-    asio::co_spawn(io, call(a, job, out), rethrow);
-    io.restart();
-    io.run();
-    EXPECT_TRUE(out);
-    return out.value_or(DeliveryResult{});
-  }
+  // The adapter keeps the io_context busy until the result is posted back.
+  DeliveryResult deliver(OutboundAdapter& a, const DeliveryJob& job) { return test::run_async(io, a.deliver(job)); }
 };
 
 TEST_F(FhirRestOutboundTest, PostsResourceToItsTypeWithHeaders) {
@@ -340,10 +329,8 @@ TEST_F(FhirRestOutboundTest, DeliverAfterStopIsRetryable) {
 // Settings go through the real config loader, as they do in the broker.
 class FhirRestOutboundSettingsTest : public ::testing::Test {
  protected:
-  std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                              ("tellonce-outbound-test-" + std::to_string(std::random_device{}()));
-  void SetUp() override { std::filesystem::create_directories(dir); }
-  void TearDown() override { std::filesystem::remove_all(dir); }
+  test::TempDir temp{"tellonce-outbound"};
+  std::filesystem::path dir = temp.path();
 
   ConfigLoad load(const std::string& endpoint_lines) {
     auto path = dir / "tellonce.yaml";

@@ -1,35 +1,16 @@
-// Test support: runs an io_context on a background thread and talks HTTP to 127.0.0.1
-// with a blocking Beast client.
+// Test support: a blocking HTTP client for servers on 127.0.0.1 (Beast, one connection per
+// call, on the calling thread). Throws boost::system::system_error when the connection fails.
 #pragma once
 
 #include "http/server.hpp"
+#include "support/io_thread.hpp"
 
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include <string>
-#include <thread>
 
-namespace tellonce::testing {
-
-class IoThread {
- public:
-  IoThread() = default;
-  ~IoThread() { stop(); }
-  void start() { thread_ = std::thread([this] { io.run(); }); }
-  void stop() {
-    if (!thread_.joinable()) return;
-    work_.reset();
-    io.stop();
-    thread_.join();
-  }
-  asio::io_context io;
-
- private:
-  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io);
-  std::thread thread_;
-};
+namespace tellonce::test {
 
 inline HttpRequest make_request(http::verb verb, std::string target, std::string body = {},
                                 std::string content_type = "application/fhir+json") {
@@ -53,4 +34,4 @@ inline HttpResponse send(unsigned short port, const HttpRequest& req) {
   return res;
 }
 
-}  // namespace tellonce::testing
+}  // namespace tellonce::test
