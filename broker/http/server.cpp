@@ -145,6 +145,12 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
     auto conn = std::make_shared<Connection>(std::move(socket));
     {
       std::lock_guard lk(connections_mu);
+      // Checked under the lock stop() takes: a connection accepted as stop() runs is either
+      // in the list stop() walks or refused here, never left open and idle.
+      if (stopping) {
+        conn->stream.socket().close(ec);
+        co_return;
+      }
       // Forget finished connections as we go so the list stays as long as the live set.
       connections.remove_if([](const auto& w) { return w.expired(); });
       connections.push_back(conn);
@@ -171,8 +177,10 @@ asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req) {
   } catch (...) {
     failure = "unknown exception";
   }
-  log::error("http", std::string(http::to_string(req.method())) + " " + std::string(req.target()) +
-                         " failed: " + failure);
+  // The path only: a query string can carry a record's values (?identifier=...).
+  std::string_view target = req.target();
+  log::error("http", std::string(http::to_string(req.method())) + " " +
+                         std::string(target.substr(0, target.find('?'))) + " failed: " + failure);
   co_return outcome_response(req, http::status::internal_server_error,
       {Issue{Severity::error, "exception", "internal error while handling the request", "", ""}});
 }
@@ -313,6 +321,12 @@ void HttpServer::stop() {
 
 unsigned short HttpServer::port() const { return state_->bound_port; }
 
+std::size_t HttpServer::open_connections() const {
+  std::lock_guard lk(state_->connections_mu);
+  return static_cast<std::size_t>(std::count_if(state_->connections.begin(), state_->connections.end(),
+                                                [](const auto& w) { return !w.expired(); }));
+}
+
 const std::string& HttpServer::listen() const { return state_->listen; }
 
 HttpServers::HttpServers(asio::io_context& io, HttpLimits limits) : io_(io), limits_(limits) {}
@@ -329,6 +343,18 @@ void HttpServers::start_all() {
 
 void HttpServers::stop_all() {
   for (auto& [listen, server] : servers_) server->stop();
+}
+
+std::size_t HttpServers::open_connections() const {
+  std::size_t n = 0;
+  for (const auto& [listen, server] : servers_) n += server->open_connections();
+  return n;
+}
+
+std::vector<std::pair<std::string, unsigned short>> HttpServers::bound() const {
+  std::vector<std::pair<std::string, unsigned short>> out;
+  for (const auto& [listen, server] : servers_) out.emplace_back(listen, server->port());
+  return out;
 }
 
 http::status http_status_for(Errc code) {

@@ -14,6 +14,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace tellonce {
 
@@ -38,8 +40,12 @@ class HttpServer {
   // Longest matching prefix wins. "/fhir" matches "/fhir", "/fhir/..." and "/fhir?...".
   void mount(std::string prefix, HttpHandler handler);
   void start();          // binds; throws std::runtime_error with the address on failure
-  void stop();           // stops accepting and closes idle connections
+  // Stops accepting and closes idle connections; a connection busy with a request finishes
+  // it, answers with Connection: close and then closes. Any thread; returns at once.
+  void stop();
   unsigned short port() const;  // bound port (useful with port 0)
+  // Connections not yet closed; after stop() it falls to 0 as busy ones finish. Any thread.
+  std::size_t open_connections() const;
   const std::string& listen() const;
 
  private:
@@ -54,6 +60,9 @@ class HttpServers {
   HttpServer& at(const std::string& listen);
   void start_all();
   void stop_all();
+  std::size_t open_connections() const;  // over every server
+  // Each server's configured listen address and the port it is bound to (after start_all).
+  std::vector<std::pair<std::string, unsigned short>> bound() const;
 
  private:
   asio::io_context& io_;

@@ -89,12 +89,14 @@ routes:
   return t;
 }
 
-// One broker with three partner ports; sinks are started by each test as it needs them.
+// One broker (on a port it binds itself) with three partner ports held by the test; sinks are
+// started on them by each test as it needs them.
 struct Env {
   explicit Env(const std::string& extra_delivery = "")
-      : broker{dir.path(), config_text(port, a, b, c, extra_delivery), port} {}
+      : broker{dir.path(), config_text(port, a, b, c, extra_delivery)} {}
   TempDir dir;
-  unsigned short port = free_port(), a = free_port(), b = free_port(), c = free_port();
+  ReservedPort a, b, c;
+  unsigned short port = 0;
   Broker broker;
   Client client;
   std::string fhir() const { return broker.base() + "/fhir"; }
@@ -187,9 +189,9 @@ TEST(BrokerIntegration, RejectsBadInputPreciselyAndKeepsTheConnection) {
   EXPECT_NE(too_deep.body.find("nesting"), std::string::npos) << too_deep.body;
 
   auto unknown_type = c.post_fhir(env.fhir() + "/Pateint", R"({"resourceType":"Pateint"})", "rtx");
-  EXPECT_GE(unknown_type.status, 400);
-  EXPECT_LT(unknown_type.status, 500);
-  EXPECT_EQ(json_string_at(unknown_type.body, "/resourceType"), "OperationOutcome");
+  EXPECT_EQ(unknown_type.status, 422) << unknown_type.body;
+  EXPECT_EQ(outcome_rules(unknown_type.body), std::vector<std::string>{"fhir-resource-type"}) << unknown_type.body;
+  EXPECT_EQ(outcome_locations(unknown_type.body), std::vector<std::string>{"resourceType"}) << unknown_type.body;
 
   auto bad_date = c.post_fhir(url, patient(nhs_number(12), "A81001", "p1", "1980-02-30"), "rtx");
   EXPECT_EQ(bad_date.status, 422) << bad_date.body;
@@ -214,11 +216,24 @@ TEST(BrokerIntegration, RejectsBadInputPreciselyAndKeepsTheConnection) {
   auto oversized = c.post_fhir(url, huge, "rtx");
   EXPECT_EQ(oversized.status, 413);
 
-  // Nothing rejected was stored: exactly the two good records reached the partner.
+  // Nothing rejected was stored: the store holds exactly the two good records, both delivered
+  // (a delivered record is never sent again), so the partner has exactly those two.
+  std::string warm_id = warm.headers["x-tellonce-message-id"], after_id = after.headers["x-tellonce-message-id"];
+  auto stored = stored_message_ids(c, env.broker.base());
+  EXPECT_EQ(std::set<std::string>(stored.begin(), stored.end()), (std::set<std::string>{warm_id, after_id}));
+  for (const auto& id : {warm_id, after_id})
+    EXPECT_EQ(json_string_at(wait_for_state(c, env.broker.base(), id, "delivered", 10s), "/state"), "delivered");
   ASSERT_TRUE(gp.wait_for(2, 10s));
-  std::this_thread::sleep_for(300ms);
-  EXPECT_EQ(gp.received_message_ids().size(), 2u);
-  EXPECT_NE(env.broker.output().find("rejected"), std::string::npos) << "rejections are logged";
+  auto got = gp.received_message_ids();
+  EXPECT_EQ(std::set<std::string>(got.begin(), got.end()), (std::set<std::string>{warm_id, after_id}));
+  EXPECT_EQ(got.size(), 2u);
+
+  // Each rejection is logged with its partner, channel, count and rule@location, no values.
+  auto log = env.broker.output();
+  EXPECT_NE(log.find("rejected record from rtx on fhir-http: 1 error(s): invalid uk-nhs-number@Patient.identifier[0].value"),
+            std::string::npos) << log;
+  EXPECT_NE(log.find("rejected record from rtx on fhir-http: 1 error(s): invalid fhir-resource-type@resourceType"),
+            std::string::npos) << log;
 }
 
 TEST(BrokerIntegration, DuplicateSubmissionIsStoredOnce) {
@@ -243,11 +258,16 @@ TEST(BrokerIntegration, DuplicateSubmissionIsStoredOnce) {
   EXPECT_EQ(m2.headers["x-tellonce-duplicate"], "true");
   EXPECT_EQ(m2.headers["x-tellonce-message-id"], m1.headers["x-tellonce-message-id"]);
 
+  // Two messages stored, both delivered (never sent again): each partner got its one exactly once.
+  auto stored = stored_message_ids(env.client, env.broker.base());
+  EXPECT_EQ(std::set<std::string>(stored.begin(), stored.end()),
+            (std::set<std::string>{first.headers["x-tellonce-message-id"], m1.headers["x-tellonce-message-id"]}));
+  for (const auto& id : stored)
+    EXPECT_EQ(json_string_at(wait_for_state(env.client, env.broker.base(), id, "delivered", 10s), "/state"), "delivered");
   ASSERT_TRUE(gp.wait_for(1, 10s));
   ASSERT_TRUE(vcse.wait_for(1, 10s));
-  std::this_thread::sleep_for(500ms);
-  EXPECT_EQ(gp.received_message_ids().size(), 1u);
-  EXPECT_EQ(vcse.received_message_ids().size(), 1u);
+  EXPECT_EQ(gp.received_message_ids(), std::vector<std::string>{first.headers["x-tellonce-message-id"]});
+  EXPECT_EQ(vcse.received_message_ids(), std::vector<std::string>{m1.headers["x-tellonce-message-id"]});
 }
 
 TEST(BrokerIntegration, UnroutableRecordIsHeldAndVisible) {

@@ -41,18 +41,33 @@ void write_file(const std::filesystem::path& p, const std::string& text) {
   out << text;
 }
 
-unsigned short free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+ReservedPort::ReservedPort() {
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   a.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("bind");
   socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
+  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd_ >= 0) ::close(fd_);
+    throw std::runtime_error("cannot reserve a loopback port");
+  }
+  port_ = ntohs(a.sin_port);
 }
+
+ReservedPort::~ReservedPort() { ::close(fd_); }
+
+namespace {
+// The port at the end of a "... HOST:PORT" line.
+unsigned short port_at_end(const std::string& line) {
+  auto colon = line.rfind(':');
+  if (colon == std::string::npos) return 0;
+  return static_cast<unsigned short>(std::strtoul(line.c_str() + colon + 1, nullptr, 10));
+}
+}  // namespace
 
 // ---- Process ---------------------------------------------------------------
 
@@ -115,6 +130,7 @@ bool Process::running() {
   pid_t r = ::waitpid(pid_, &status, WNOHANG);
   if (r == pid_) {
     pid_ = -1;
+    exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return false;
   }
   return true;
@@ -133,6 +149,19 @@ int Process::terminate() {
   }
   kill();
   return -1;
+}
+
+void Process::signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+int Process::wait_exit(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (running()) {
+    if (std::chrono::steady_clock::now() >= deadline) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return exit_status_;
 }
 
 void Process::kill() {
@@ -221,8 +250,9 @@ Sink::Sink(const std::filesystem::path& dir, std::string name, unsigned short po
                                 "127.0.0.1:" + std::to_string(port), "--record", record_.string(), "--quiet"};
   for (auto& a : extra_args) args.push_back(a);
   proc_ = std::make_unique<Process>(args, dir / (name + ".log"));
-  if (!proc_->wait_for_line("listening", std::chrono::seconds(10)))
-    throw std::runtime_error("demo-sink " + name + " did not start: " + proc_->output());
+  auto line = proc_->wait_for_line("listening", std::chrono::seconds(10));
+  if (!line) throw std::runtime_error("demo-sink " + name + " did not start: " + proc_->output());
+  port_ = port_at_end(*line);
 }
 
 void Sink::stop() {
@@ -276,7 +306,7 @@ bool Sink::wait_for(std::size_t n, std::chrono::milliseconds timeout) const {
 // ---- Broker ----------------------------------------------------------------
 
 Broker::Broker(const std::filesystem::path& dir, const std::string& config_yaml, unsigned short port)
-    : dir_(dir), config_(dir / "tellonce.yaml"), port_(port) {
+    : dir_(dir), config_(dir / "tellonce.yaml"), configured_port_(port), port_(port) {
   write_file(config_, config_yaml);
 }
 
@@ -289,6 +319,9 @@ void Broker::start() {
   proc_ = std::make_unique<Process>(
       std::vector<std::string>{tellonce_binary().string(), "serve", "--config", config_.string()},
       dir_ / ("broker-" + std::to_string(starts_) + ".log"));
+  auto listening = proc_->wait_for_line("  listening ", std::chrono::seconds(30));
+  if (!listening) throw std::runtime_error("broker did not start:\n" + proc_->output());
+  if (configured_port_ == 0) port_ = port_at_end(*listening);
   if (!proc_->wait_for_line("pending deliveries resumed", std::chrono::seconds(30)))
     throw std::runtime_error("broker did not start:\n" + proc_->output());
 }
@@ -337,6 +370,18 @@ std::vector<std::string> outcome_field(const std::string& oo, bool rules) {
 
 std::vector<std::string> outcome_locations(const std::string& oo) { return outcome_field(oo, false); }
 std::vector<std::string> outcome_rules(const std::string& oo) { return outcome_field(oo, true); }
+
+std::vector<std::string> stored_message_ids(Client& c, const std::string& base) {
+  std::vector<std::string> out;
+  auto r = c.request("GET", base + "/api/messages?limit=1000");
+  rapidjson::Document d;
+  d.Parse(r.body.c_str());
+  if (r.status != 200 || d.HasParseError() || !d.IsObject() || !d.HasMember("messages") || !d["messages"].IsArray())
+    throw std::runtime_error("GET /api/messages failed: " + std::to_string(r.status) + " " + r.body);
+  for (auto& m : d["messages"].GetArray())
+    if (m.IsObject() && m.HasMember("id") && m["id"].IsString()) out.emplace_back(m["id"].GetString());
+  return out;
+}
 
 std::string wait_for_state(Client& c, const std::string& base, const std::string& id, const std::string& state,
                            std::chrono::milliseconds timeout) {

@@ -19,7 +19,23 @@ std::filesystem::path source_dir();
 std::filesystem::path shared_data_dir();  // ../shared/data beside the checkout
 std::string read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, const std::string& text);
-unsigned short free_port();
+
+// A loopback port the test holds for its whole life: bound (SO_REUSEADDR) but not listening,
+// so no other process gets it and a connection to it is refused, like a partner that is down.
+// A demo-sink started on it binds it too (HttpServer also sets SO_REUSEADDR) and serves there.
+class ReservedPort {
+ public:
+  ReservedPort();  // throws std::runtime_error when no port can be bound
+  ~ReservedPort();
+  ReservedPort(const ReservedPort&) = delete;
+  ReservedPort& operator=(const ReservedPort&) = delete;
+  unsigned short port() const { return port_; }
+  operator unsigned short() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  unsigned short port_ = 0;
+};
 
 // A child process with its stdout captured line by line.
 class Process {
@@ -32,12 +48,16 @@ class Process {
   // Waits until a stdout line contains `needle`; returns that line.
   std::optional<std::string> wait_for_line(const std::string& needle, std::chrono::milliseconds timeout);
   int terminate();  // SIGTERM, wait, exit status
+  void signal(int sig);
+  // Waits for the process to end by itself; its exit status, or -1 on timeout (still running).
+  int wait_exit(std::chrono::milliseconds timeout);
   void kill();      // SIGKILL, wait: a crash
   bool running();
   std::string output() const;  // all stdout+stderr so far (from the log file)
 
  private:
   int pid_ = -1;
+  int exit_status_ = -1;  // once reaped
   int out_fd_ = -1;
   std::string buffered_;
   std::filesystem::path log_file_;
@@ -64,7 +84,8 @@ class Client {
   void* handle_;
 };
 
-// A demo partner endpoint (tellonce demo-sink) recording what it receives.
+// A demo partner endpoint (tellonce demo-sink) recording what it receives. With port 0 the
+// sink binds a port of its own and port() is the one it reports.
 class Sink {
  public:
   Sink(const std::filesystem::path& dir, std::string name, unsigned short port,
@@ -82,22 +103,24 @@ class Sink {
   std::unique_ptr<Process> proc_;
 };
 
-// A broker with its own data directory and config; the config text has {{PORT}},
-// {{SINK_A}}... placeholders filled by the test.
+// A broker with its own data directory and config. Its listen addresses should use port 0:
+// the broker binds them and reports the ports (`  listening 127.0.0.1:N` lines), and base() is
+// the first one reported by the latest start(). `port` is used only when it is not 0.
 class Broker {
  public:
-  Broker(const std::filesystem::path& dir, const std::string& config_yaml, unsigned short port);
+  Broker(const std::filesystem::path& dir, const std::string& config_yaml, unsigned short port = 0);
   ~Broker();
   void start();
-  int stop();   // SIGTERM
+  int stop();   // SIGTERM, wait, exit status
   void crash(); // SIGKILL
+  Process& process() { return *proc_; }  // while started
   std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
   const std::filesystem::path& config_path() const { return config_; }
   std::string output() const;
 
  private:
   std::filesystem::path dir_, config_;
-  unsigned short port_;
+  unsigned short configured_port_, port_;
   std::unique_ptr<Process> proc_;
   int starts_ = 0;
 };
@@ -109,6 +132,9 @@ using TempDir = test::TempDir;
 std::string json_string_at(const std::string& json, const std::string& pointer);  // RFC 6901
 std::vector<std::string> outcome_locations(const std::string& operation_outcome);
 std::vector<std::string> outcome_rules(const std::string& operation_outcome);
+
+// The ids of every stored message (GET /api/messages?limit=1000), newest first.
+std::vector<std::string> stored_message_ids(Client& c, const std::string& base);
 
 // Polls GET /api/messages/{id} until `state` or the timeout; returns the last body.
 std::string wait_for_state(Client& c, const std::string& base, const std::string& id, const std::string& state,

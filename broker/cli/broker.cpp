@@ -1,0 +1,192 @@
+#include "cli/broker.hpp"
+
+#include "api/api.hpp"
+#include "core/log.hpp"
+#include "delivery/delivery.hpp"
+#include "http/server.hpp"
+#include "ingest/pipeline.hpp"
+#include "queue/queue.hpp"
+#include "route/router.hpp"
+#include "store/store.hpp"
+#include "validate/validator.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+
+namespace tellonce {
+
+namespace {
+// After the drain, in-flight deliveries are cut off and recording attempts already handed to
+// the store finish: a few seconds at most, even on a slow disk.
+constexpr std::chrono::seconds kDeliveryGrace{5};
+}  // namespace
+
+// What the shutdown shares between the signal handler, the drain and the watchdog thread.
+struct Broker::Shutdown {
+  explicit Shutdown(asio::io_context& io) : signals(io, SIGINT, SIGTERM) {}
+  asio::signal_set signals;
+  std::atomic<bool> requested{false};
+  std::atomic<bool> hurry{false};  // a second request: do not wait for busy connections
+  std::mutex mu;
+  std::condition_variable changed;
+  std::optional<std::chrono::steady_clock::time_point> requested_at;  // under mu
+  bool io_done = false;                                              // under mu
+};
+
+Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOptions options)
+    : config_(config),
+      options_(options),
+      io_threads_(config.io_threads > 0 ? config.io_threads
+                                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
+      io_(io_threads_) {
+  auto started = std::chrono::steady_clock::now();
+  validator_ = make_fhir_validator(ValidatorSettings{
+      config.validation.schema_dir.empty() ? std::filesystem::path(TELLONCE_SCHEMA_DIR) : config.validation.schema_dir,
+      config.validation.nhs_number_check_digit_is_error});
+  compile_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+  router_ = make_router(config);
+  std::filesystem::create_directories(config.store.path.parent_path().empty() ? "." : config.store.path.parent_path());
+  store_ = make_sqlite_store(SqliteStoreSettings{config.store.path, config.store.max_commit_delay, config.store.max_batch});
+
+  queue_ = make_memory_queue(io_.get_executor(), static_cast<std::size_t>(config.delivery.max_queued_body_bytes));
+  for (const auto& p : config.partners) {
+    if (!p.endpoint) continue;
+    OutboundContext octx{io_, p.id};
+    outbound_[p.id] = registry.outbound(p.endpoint->type)->create(p.endpoint->settings, octx);
+  }
+  dispatcher_ = std::make_unique<Dispatcher>(io_, *store_, *queue_, config.delivery, outbound_);
+  pipeline_ = make_pipeline(*validator_, *router_, *store_, *queue_,
+                            JsonLimits{config.max_body_bytes, config.max_json_depth});
+
+  http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, std::chrono::seconds(60), 16 * 1024});
+  for (const auto& ch : config.inbound) {
+    contexts_.push_back(InboundContext{io_, *pipeline_, *http_, *store_, config, ch.id});
+    inbound_.push_back(registry.inbound(ch.type)->create(ch.settings, contexts_.back()));
+  }
+  mount_api(http_->at(config.api.listen), *store_, *pipeline_, config);
+  shutdown_ = std::make_unique<Shutdown>(io_);
+}
+
+Broker::~Broker() = default;
+
+void Broker::start(std::ostream& out) {
+  out_ = &out;
+  // Resume before accepting anything new, so redelivery keeps acceptance order.
+  auto pending = store_->load_pending(static_cast<std::size_t>(config_.delivery.max_queued_body_bytes));
+  if (!pending) throw std::runtime_error("cannot read pending deliveries: " + pending.error().summary());
+  std::size_t resumed = pending->size();
+  for (auto& job : *pending) queue_->push(std::move(job));
+
+  for (auto& a : inbound_) a->start();
+  http_->start_all();
+  dispatcher_->start();
+
+  out << "tellonce " << TELLONCE_VERSION << " serving (" << io_threads_ << " io threads, schemas compiled in "
+      << compile_ms_ << " ms)\n";
+  for (auto& a : inbound_) out << "  inbound  " << a->describe() << "\n";
+  for (auto& [id, a] : outbound_) out << "  outbound " << id << ": " << a->describe() << "\n";
+  out << "  api      http://" << config_.api.listen << "/api/messages/{id}\n";
+  for (const auto& [listen, port] : http_->bound())
+    out << "  listening " << listen.substr(0, listen.rfind(':')) << ":" << port << "\n";
+  out << "  store    " << config_.store.path.string() << " (" << resumed << " pending deliveries resumed)\n"
+      << std::flush;
+}
+
+void Broker::request_stop() {
+  if (shutdown_->requested.exchange(true)) {
+    shutdown_->hurry = true;
+    return;
+  }
+  {
+    std::lock_guard lk(shutdown_->mu);
+    shutdown_->requested_at = std::chrono::steady_clock::now();
+  }
+  shutdown_->changed.notify_all();
+  asio::post(io_, [this] { begin_shutdown(); });
+}
+
+void Broker::begin_shutdown() {
+  if (out_) *out_ << "tellonce stopping" << std::endl;
+  log::info("serve", "stopping: no new connections; requests in flight finish (up to " +
+                         std::to_string(options_.drain_deadline.count()) + " ms)");
+  for (auto& a : inbound_) a->stop();
+  http_->stop_all();
+  // Polled rather than signalled: connections end on their own strands, and a check every
+  // 10 ms costs nothing next to a shutdown.
+  auto drain = [](Broker* self) -> asio::awaitable<void> {
+    auto until = std::chrono::steady_clock::now() + self->options_.drain_deadline;
+    asio::steady_timer tick(self->io_);
+    while (self->http_->open_connections() > 0 && !self->shutdown_->hurry &&
+           std::chrono::steady_clock::now() < until) {
+      tick.expires_after(std::chrono::milliseconds(10));
+      co_await tick.async_wait(asio::use_awaitable);
+    }
+    if (std::size_t left = self->http_->open_connections())
+      log::warn("serve", std::to_string(left) + " connection(s) still busy at the drain deadline; abandoned");
+    self->stop_delivery();
+  };
+  asio::co_spawn(io_, drain(this), [this](std::exception_ptr e) {
+    if (e) {
+      log::error("serve", "shutdown drain failed; stopping delivery now");
+      stop_delivery();
+    }
+  });
+}
+
+void Broker::stop_delivery() {
+  dispatcher_->stop();  // also stops the queue and every outbound adapter
+  // Nothing is left to wait for a signal: the io_context now runs out of work on its own.
+  boost::system::error_code ignored;
+  shutdown_->signals.cancel(ignored);
+}
+
+// The last resort: if the io threads have not returned in time, stop the io_context.
+void Broker::watch_deadline() {
+  std::unique_lock lk(shutdown_->mu);
+  shutdown_->changed.wait(lk, [&] { return shutdown_->io_done || shutdown_->requested_at.has_value(); });
+  if (shutdown_->io_done) return;
+  auto deadline = *shutdown_->requested_at + options_.drain_deadline + kDeliveryGrace;
+  if (shutdown_->changed.wait_until(lk, deadline, [&] { return shutdown_->io_done; })) return;
+  log::warn("serve", "shutdown deadline passed: stopping the io threads");
+  io_.stop();
+}
+
+int Broker::run() {
+  std::function<void(const boost::system::error_code&, int)> on_signal;
+  on_signal = [this, &on_signal](const boost::system::error_code& ec, int sig) {
+    if (ec) return;  // cancelled once delivery has stopped
+    log::info("serve", "signal " + std::to_string(sig) + ": stopping");
+    // Re-armed before the stop is posted, so the cancel in stop_delivery() comes after it.
+    shutdown_->signals.async_wait(on_signal);  // a second signal hurries the shutdown
+    request_stop();
+  };
+  shutdown_->signals.async_wait(on_signal);
+
+  std::thread watchdog([this] { watch_deadline(); });
+  std::vector<std::thread> pool;
+  for (int i = 1; i < io_threads_; ++i) pool.emplace_back([this] { io_.run(); });
+  io_.run();
+  for (auto& t : pool) t.join();
+  {
+    std::lock_guard lk(shutdown_->mu);
+    shutdown_->io_done = true;
+  }
+  shutdown_->changed.notify_all();
+  watchdog.join();
+  store_->close();
+  return 0;
+}
+
+}  // namespace tellonce
