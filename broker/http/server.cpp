@@ -86,7 +86,9 @@ std::optional<HttpResponse> rejection(const boost::system::error_code& ec,
     // from the header alone: reading (or draining) a body we will refuse anyway would let a
     // client tie up the connection and our bandwidth for as long as it likes.
     std::string why = "body is larger than the limit of " + std::to_string(limits.max_body_bytes) + " bytes";
-    if (auto length = parser.content_length()) why += " (Content-Length: " + std::to_string(*length) + ")";
+    // Beast may report the limit before the header is complete; content_length() needs it done.
+    if (parser.is_header_done())
+      if (auto length = parser.content_length()) why += " (Content-Length: " + std::to_string(*length) + ")";
     return bare_outcome(version, http::status::payload_too_large, "too-long", why);
   }
   if (ec == http::error::header_limit) {
