@@ -2,12 +2,14 @@
 
 #include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
 #include "adapters/fhir_rest_outbound/fhir_rest_outbound.hpp"
+#include "adapters/file_outbound/file_outbound.hpp"
 
 namespace tellonce {
 
 void register_builtin_adapters(AdapterRegistry& registry) {
   registry.add(fhir_rest_inbound_type());
   registry.add(fhir_rest_outbound_type());
+  registry.add(file_outbound_type());
 }
 
 }  // namespace tellonce
