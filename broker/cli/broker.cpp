@@ -58,7 +58,10 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   compile_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
   router_ = make_router(config);
   std::filesystem::create_directories(config.store.path.parent_path().empty() ? "." : config.store.path.parent_path());
-  store_ = make_sqlite_store(SqliteStoreSettings{config.store.path, config.store.max_commit_delay, config.store.max_batch});
+  SqliteStoreSettings store_settings{config.store.path, config.store.max_commit_delay, config.store.max_batch};
+  store_settings.accept_new_store = options.accept_new_store;
+  store_settings.accept_wal_loss = options.accept_wal_loss;
+  store_ = make_sqlite_store(store_settings);
 
   queue_ = make_memory_queue(io_.get_executor(), static_cast<std::size_t>(config.delivery.max_queued_body_bytes));
   for (const auto& p : config.partners) {

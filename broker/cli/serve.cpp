@@ -13,6 +13,7 @@ namespace {
 
 struct ServeArgs {
   std::filesystem::path config;
+  BrokerOptions options;
 };
 
 std::optional<ServeArgs> parse_args(int argc, char** argv) {
@@ -20,10 +21,12 @@ std::optional<ServeArgs> parse_args(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     std::string_view s = argv[i];
     if (s == "--config" && i + 1 < argc) a.config = argv[++i];
+    else if (s == "--accept-new-store") a.options.accept_new_store = true;
+    else if (s == "--accept-wal-loss") a.options.accept_wal_loss = true;
     else if (s == "--verbose") log::set_level(log::Level::debug);
     else if (s == "--quiet") log::set_level(log::Level::warn);
     else {
-      std::cerr << "tellonce serve: unexpected argument '" << s << "'\nusage: tellonce serve --config FILE [--verbose|--quiet]\n";
+      std::cerr << "tellonce serve: unexpected argument '" << s << "'\nusage: tellonce serve --config FILE [--verbose|--quiet] [--accept-new-store] [--accept-wal-loss]\n";
       return std::nullopt;
     }
   }
@@ -48,7 +51,7 @@ int run_serve_command(int argc, char** argv, const AdapterRegistry& registry) {
     return 2;
   }
 
-  Broker broker(*load.config, registry);
+  Broker broker(*load.config, registry, args->options);
   broker.start(std::cout);
   int rc = broker.run();
   std::cout << "tellonce stopped\n";

@@ -12,6 +12,7 @@
 //              the rows themselves.
 // A message's state is derived from its deliveries, never stored.
 #include "store/sqlite_db.hpp"
+#include "store/sqlite_files.hpp"
 #include "store/store.hpp"
 #include "store/worker_jobs.hpp"
 
@@ -37,7 +38,7 @@ using store_detail::Job;
 using store_detail::JobFor;
 using store_detail::JobQueue;
 
-constexpr int current_schema_version = 2;
+constexpr int current_schema_version = 3;
 
 // WAL size, in pages, that triggers a background checkpoint (SQLite's own default), and the
 // size at which the writer stops to checkpoint itself because the background one fell behind.
@@ -106,6 +107,13 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_message ON events(message_id, id);
 )sql";
+}
+
+// Schema 3 added store_meta: the store's id (also in the marker beside the file) and the room
+// the health probe writes into.
+std::string store_meta_sql(const std::string& store_id) {
+  return "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;\n"
+         "INSERT INTO store_meta (key, value) VALUES ('store_id', '" + store_id + "');\n";
 }
 
 // Schema 1 kept the body and a stored state in messages and wrote every lifecycle step as an
@@ -289,6 +297,122 @@ void configure(sqlite::Connection& db, const SqliteStoreSettings& settings) {
 // writer's pwrite calls in bench/load.
 void configure_writer(sqlite::Connection& db) { db.exec_or_throw("PRAGMA foreign_keys = OFF"); }
 
+std::string single_text(sqlite::Connection& db, std::string_view sql) {
+  sqlite::Statement st(db, sql);
+  std::string value = st.step() ? st.text(0) : std::string();
+  st.reset();
+  if (db.failed()) throw std::runtime_error("message store: " + db.error_message());
+  return value;
+}
+
+namespace fs = std::filesystem;
+
+// How an operator gets out of each refusal; named in every refusal message.
+std::string recovery_advice(const fs::path& db) {
+  return "To recover: restore " + db.string() + " (with its -wal file, if the backup has one) from a backup "
+         "and start again; or, to give up what it held and start with a new, empty store, run "
+         "`tellonce serve --accept-new-store` once (the old files are renamed aside, nothing is deleted). "
+         "See broker/store/README.md, \"Refusing a lost store\".";
+}
+
+// SQLite's own check, on a read-only connection so that nothing (no checkpoint, no new WAL)
+// writes to a damaged file. quick_check skips the index-to-table cross-checks; the measured
+// costs are in the README. Returns the problems found, empty when the file is sound.
+std::string integrity_problems(const SqliteStoreSettings& settings) {
+  using Check = SqliteStoreSettings::IntegrityCheck;
+  const bool full = settings.integrity_check == Check::full;
+  const auto started = std::chrono::steady_clock::now();
+  std::string problems;
+  try {
+    sqlite::Connection db(settings.path, true);
+    sqlite::Statement st(db, full ? "PRAGMA integrity_check(20)" : "PRAGMA quick_check(20)");
+    while (st.step()) {
+      auto line = st.text(0);
+      if (line != "ok") problems += (problems.empty() ? "" : "; ") + line;
+    }
+    st.reset();
+    if (db.failed()) problems = db.error_message();
+  } catch (const std::exception& e) {
+    problems = e.what();  // not a database at all, or unreadable
+  }
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+  log::info("store", std::string(full ? "integrity_check" : "quick_check") + " of " + settings.path.string() +
+                         (problems.empty() ? " passed" : " FAILED") + " in " + std::to_string(ms) + " ms");
+  return problems;
+}
+
+void move_store_aside(const fs::path& db) {
+  for (const auto& file : {db, store_detail::wal_path(db), fs::path(db.string() + "-shm"), store_detail::marker_path(db)}) {
+    auto moved = store_detail::move_aside(file, "replaced");
+    if (!moved.empty()) log::warn("store", "--accept-new-store: moved " + file.string() + " aside to " + moved.string());
+  }
+}
+
+// What start-up found before SQLite opened the file.
+struct Opening {
+  bool existed = false;                  // a non-empty database file was there
+  std::optional<std::string> marker_id;  // the id in <db>.id, if any
+};
+
+// Runs before any SQLite connection exists: a missing or empty database under a marker, and
+// a WAL that would drop committed transactions, must be seen before SQLite creates a new file
+// or rewrites the WAL.
+Opening check_files_before_open(const SqliteStoreSettings& settings) {
+  const fs::path& db = settings.path;
+  const auto marker = store_detail::marker_path(db);
+  Opening o;
+  std::error_code ec;
+  const bool db_exists = fs::exists(db, ec);
+  const auto db_bytes = db_exists ? fs::file_size(db, ec) : 0;
+  o.marker_id = store_detail::read_marker(marker);
+  if (o.marker_id && db_bytes == 0) {
+    std::string what = db_exists ? "is empty (0 bytes)" : "is missing";
+    if (!settings.accept_new_store)
+      throw std::runtime_error("message store " + db.string() + " " + what + ", but its marker " + marker.string() +
+                               " says store " + *o.marker_id + " was created there. Starting would begin a new, "
+                               "empty store and forget every message the old one held, so the broker refuses. " +
+                               recovery_advice(db));
+    move_store_aside(db);
+    log::warn("store", "--accept-new-store: store " + *o.marker_id + " at " + db.string() + " " + what +
+                           "; starting a new, empty store");
+    o.marker_id.reset();
+    return o;
+  }
+  o.existed = db_bytes > 0;
+  if (!o.existed) return o;
+
+  const auto wal = store_detail::wal_path(db);
+  const auto scan = store_detail::scan_wal(wal);
+  if (scan.loses_commits()) {
+    if (!settings.accept_wal_loss)
+      throw std::runtime_error("message store " + db.string() + ": its write-ahead log " + wal.string() +
+                               " is damaged: " + scan.describe() + ". Starting would drop those acknowledged "
+                               "records silently, so the broker refuses. To recover: keep a copy of both files "
+                               "for investigation, then restore from a backup; or start with "
+                               "`tellonce serve --accept-wal-loss` to keep what SQLite recovers (a copy of the "
+                               "damaged log is kept aside). See broker/store/README.md, \"Refusing a lost store\".");
+    auto kept = fs::path(wal.string() + ".damaged-" + std::to_string(now_ms()));
+    fs::copy_file(wal, kept, ec);
+    log::error("store", "--accept-wal-loss: starting on a damaged write-ahead log: " + scan.describe() +
+                            (ec ? "; could not keep a copy: " + ec.message() : "; a copy is kept at " + kept.string()));
+  } else if (scan.present) {
+    log::info("store", "recovering the write-ahead log: " + scan.describe());
+  }
+
+  if (settings.integrity_check == SqliteStoreSettings::IntegrityCheck::off) return o;
+  auto problems = integrity_problems(settings);
+  if (problems.empty()) return o;
+  const char* check = settings.integrity_check == SqliteStoreSettings::IntegrityCheck::full ? "integrity_check"
+                                                                                           : "quick_check";
+  if (!settings.accept_new_store)
+    throw std::runtime_error("message store " + db.string() + " fails SQLite's " + check + ": " + problems +
+                             ". The broker refuses to accept records into a damaged store. " + recovery_advice(db) +
+                             " `sqlite3 " + db.string() + " .recover` can salvage rows from a copy of it.");
+  move_store_aside(db);
+  log::warn("store", "--accept-new-store: " + db.string() + " failed " + check + "; starting a new, empty store");
+  return Opening{};
+}
+
 std::int64_t single_int(sqlite::Connection& db, std::string_view sql) {
   sqlite::Statement st(db, sql);
   std::int64_t value = st.step() ? st.int64(0) : 0;
@@ -301,7 +425,7 @@ class SqliteStore final : public Store {
  public:
   explicit SqliteStore(const SqliteStoreSettings& settings)
       : settings_(settings), max_batch_(static_cast<std::size_t>(std::max(1, settings.max_batch))),
-        writer_db_(settings.path, false) {
+        opening_(check_files_before_open(settings)), writer_db_(settings.path, false) {
     // Large pages mean fewer WAL frames per batch, and on a VM every frame is two pwrite
     // syscalls: 32 KiB pages measured 8% less CPU per record than 8 KiB (bench/load), 64 KiB
     // no better. Takes effect only when the file is created.
@@ -318,6 +442,7 @@ class SqliteStore final : public Store {
     // per record). It is a ceiling, not an allocation.
     writer_db_.exec_or_throw("PRAGMA cache_size = -32768");
     migrate();
+    check_identity();
     write_ = std::make_unique<WriteStatements>(writer_db_);
     next_seq_ = single_int(writer_db_, "SELECT coalesce(max(seq), 0) + 1 FROM messages");
 
@@ -413,6 +538,7 @@ class SqliteStore final : public Store {
   }
 
   void migrate();
+  void check_identity();
   void write_loop();
   void gather_more(std::unique_lock<std::mutex>& lock);
   void write_batch(std::vector<std::unique_ptr<Job>>& batch);
@@ -435,6 +561,7 @@ class SqliteStore final : public Store {
 
   SqliteStoreSettings settings_;
   std::size_t max_batch_;
+  Opening opening_;
   sqlite::Connection writer_db_;
   std::unique_ptr<WriteStatements> write_;
   std::int64_t next_seq_ = 1;
@@ -467,23 +594,43 @@ void SqliteStore::migrate() {
                              std::to_string(current_schema_version) + ")");
   if (version == current_schema_version) return;
   const std::string set_version = "PRAGMA user_version = " + std::to_string(current_schema_version) + ";";
+  const std::string meta = store_meta_sql(new_message_id());
   if (version == 0) {
-    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + schema_sql() + set_version + "COMMIT;");
+    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + schema_sql() + meta + set_version + "COMMIT;");
     return;
   }
   // 1 -> 2 rebuilds messages, which deliveries and events reference: SQLite's own recipe for
   // that is foreign keys off (as they are on the writer: configure_writer), rebuild, check.
-  log::info("store", "upgrading " + settings_.path.string() + " from schema 1 to 2");
+  // 2 -> 3 adds store_meta.
+  log::info("store", "upgrading " + settings_.path.string() + " from schema " + std::to_string(version) + " to " +
+                         std::to_string(current_schema_version));
   try {
-    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + migrate_1_to_2_sql());
+    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + (version == 1 ? migrate_1_to_2_sql() : std::string()) + meta);
     if (single_int(writer_db_, "SELECT count(*) FROM pragma_foreign_key_check") != 0)
       throw std::runtime_error("foreign keys broken after the upgrade");
     writer_db_.exec_or_throw(set_version + "COMMIT;");
   } catch (const std::exception& e) {
     sqlite3_exec(writer_db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);  // none open is fine
-    throw std::runtime_error("message store " + settings_.path.string() +
-                             ": upgrade from schema 1 failed, nothing was changed: " + e.what());
+    throw std::runtime_error("message store " + settings_.path.string() + ": upgrade from schema " +
+                             std::to_string(version) + " failed, nothing was changed: " + e.what());
   }
+}
+
+// The database names its own id; the marker beside it must name the same one. A store put in
+// place from elsewhere (another broker's file, a wrong restore) is refused, not adopted.
+void SqliteStore::check_identity() {
+  const auto id = single_text(writer_db_, "SELECT value FROM store_meta WHERE key = 'store_id'");
+  if (id.empty()) throw std::runtime_error("message store " + settings_.path.string() + " has no store id");
+  const auto marker = store_detail::marker_path(settings_.path);
+  if (opening_.marker_id == id) return;
+  if (opening_.marker_id && !settings_.accept_new_store)
+    throw std::runtime_error("message store " + settings_.path.string() + " is store " + id + ", but its marker " +
+                             marker.string() + " says store " + *opening_.marker_id +
+                             " was created there: the file was replaced by another store's. The broker refuses "
+                             "to continue on it. " + recovery_advice(settings_.path));
+  store_detail::write_marker(marker, id);
+  log::info("store", (opening_.marker_id ? "--accept-new-store: marker " : "marker ") + marker.string() +
+                         " now names store " + id);
 }
 
 void SqliteStore::write_loop() {

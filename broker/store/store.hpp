@@ -81,9 +81,24 @@ struct SqliteStoreSettings {
   // How long a write waits for a lock held by another process (a backup, the CLI) before
   // failing as retryable.
   std::chrono::milliseconds busy_timeout{5000};
+
+  // Start-up checks (broker/store/README.md, "Refusing a lost store"). By default the store
+  // refuses to start when its marker (<path>.id) says a store existed but the file is missing,
+  // empty, damaged or another store's, and when its WAL holds committed transactions that
+  // SQLite's recovery would drop.
+  enum class IntegrityCheck { off, quick, full };  // PRAGMA quick_check / integrity_check
+  IntegrityCheck integrity_check = IntegrityCheck::quick;
+  // Start a new, empty store in place of a missing, empty, damaged or foreign one; the old
+  // files are renamed aside ("<file>.replaced-<ms>"), never deleted.
+  bool accept_new_store = false;
+  // Start on a WAL that would lose committed transactions: a copy of it is kept aside
+  // ("<path>-wal.damaged-<ms>") and SQLite recovers what it can.
+  bool accept_wal_loss = false;
 };
 
-// Opens (creating if needed) the database. Throws on start-up errors (unwritable path).
+// Opens (creating if needed) the database. Throws std::runtime_error on start-up errors
+// (unwritable path, a store refused by the checks above), with a message naming the files and
+// how to recover.
 std::unique_ptr<Store> make_sqlite_store(const SqliteStoreSettings& settings);
 
 }  // namespace tellonce

@@ -39,7 +39,7 @@ class SqliteStoreTest : public ::testing::Test {
 TEST_F(SqliteStoreTest, CreatesVersionedSchemaInWalMode) {
   auto db = dir_ / "t.db";
   make_sqlite_store(SqliteStoreSettings{db})->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 2);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 3);
   sqlite3* handle = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
@@ -114,7 +114,7 @@ PRAGMA user_version = 1;
   EXPECT_EQ(pending[0].attempts, 2);
   EXPECT_TRUE(run(store->commit(sample("key:a", {"gp"}, "trust"))).value().outcome.duplicate);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 2);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 3);
 }
 
 // The writer runs without SQLite's foreign key enforcement (see configure_writer); this checks
