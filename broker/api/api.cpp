@@ -158,7 +158,9 @@ class AdminApi {
 
     if (path == "/api/health") {
       if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
-      co_return json_response(req, http::status::ok, R"({"status":"ok"})");
+      auto health = co_await check_health(store_);
+      co_return json_response(req, health.ok ? http::status::ok : http::status::service_unavailable,
+                              health_json(health));
     }
     if (path == "/api/messages") {
       if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
@@ -222,6 +224,32 @@ std::string iso8601_utc(std::int64_t ms) {
   std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
   return buf;
+}
+
+asio::awaitable<Health> check_health(Store& store) {
+  Health health;
+  auto stored = co_await store.health();
+  if (!stored) {
+    health.ok = false;
+    for (const auto& issue : stored.error().issues) health.problems.push_back(issue.diagnostics);
+  }
+  co_return health;
+}
+
+std::string health_json(const Health& health) {
+  rapidjson::StringBuffer out;
+  JsonWriter w(out);
+  w.StartObject();
+  w.Key("status");
+  write_string(w, health.ok ? "ok" : "unavailable");
+  if (!health.ok) {
+    w.Key("problems");
+    w.StartArray();
+    for (const auto& p : health.problems) write_string(w, p);
+    w.EndArray();
+  }
+  w.EndObject();
+  return std::string(out.GetString(), out.GetSize());
 }
 
 void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config&) {

@@ -1,8 +1,11 @@
 // The admin API under /api: message lookup, listing, replay and health, as JSON.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
+
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tellonce {
 
@@ -10,6 +13,16 @@ class HttpServer;
 class Store;
 class Pipeline;
 struct Config;
+
+// Whether the broker can accept records now, and if not why. The one place readiness is
+// decided: /api/health answers from it (200 or 503), and a later /readyz must too. Runs on the
+// caller's executor; never throws.
+struct Health {
+  bool ok = true;
+  std::vector<std::string> problems;  // operator-facing reasons; no patient data
+};
+boost::asio::awaitable<Health> check_health(Store& store);
+std::string health_json(const Health& health);  // {"status":"ok"} or {"status":"unavailable","problems":[...]}
 
 // Mounts /api on the server. Call before the server starts.
 void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config& config);

@@ -59,6 +59,7 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   router_ = make_router(config);
   std::filesystem::create_directories(config.store.path.parent_path().empty() ? "." : config.store.path.parent_path());
   SqliteStoreSettings store_settings{config.store.path, config.store.max_commit_delay, config.store.max_batch};
+  store_settings.max_size_bytes = config.store.max_size_bytes;
   store_settings.accept_new_store = options.accept_new_store;
   store_settings.accept_wal_loss = options.accept_wal_loss;
   store_ = make_sqlite_store(store_settings);

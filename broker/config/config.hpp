@@ -80,6 +80,7 @@ struct StoreSettings {
   std::filesystem::path path = "data/tellonce.db";
   std::chrono::microseconds max_commit_delay{2000};  // group commit window
   int max_batch = 512;
+  std::uint64_t max_size_bytes = 0;                  // 0: no limit; past it writes fail as on a full disk
 };
 
 struct ValidationSettings {

@@ -112,6 +112,7 @@ void read_store(SettingsReader& top, Config& c, const fs::path& dir) {
     if (delay > std::chrono::seconds(1)) s->problem("max_commit_delay", "must be at most 1s");
     else c.store.max_commit_delay = delay;
     c.store.max_batch = static_cast<int>(s->integer("max_batch", c.store.max_batch, 1, 100000));
+    c.store.max_size_bytes = s->byte_size("max_size", c.store.max_size_bytes, 0, std::uint64_t{1} << 50);
     s->finish();
   }
   c.store.path = beside(dir, c.store.path.string());

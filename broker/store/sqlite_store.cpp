@@ -24,6 +24,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -260,11 +261,16 @@ struct WriteStatements {
                         "WHERE message_id = ?1 AND status = 'dead' ORDER BY id"),
         revive_dead(db,
                     "UPDATE OR FAIL deliveries SET status = 'pending', attempts = 0, next_attempt_ms = 0, "
-                    "settled_at_ms = 0, outcome = '' WHERE message_id = ?1 AND status = 'dead'") {}
+                    "settled_at_ms = 0, outcome = '' WHERE message_id = ?1 AND status = 'dead'"),
+        probe_fill(db, "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('health_probe', zeroblob(65536))"),
+        probe_clear(db, "DELETE FROM store_meta WHERE key = 'health_probe'") {}
 
   sqlite::Statement begin, commit, rollback;
   sqlite::Statement find_by_key, insert_message, insert_body, insert_delivery, insert_event;
   sqlite::Statement settle_delivery, message_for_replay, dead_deliveries, revive_dead;
+  // The health probe: a record-sized row (two 32 KiB pages) written and removed in one commit,
+  // so it needs new pages and WAL frames as a record would.
+  sqlite::Statement probe_fill, probe_clear;
 };
 
 struct ReadStatements {
@@ -443,6 +449,10 @@ class SqliteStore final : public Store {
     writer_db_.exec_or_throw("PRAGMA cache_size = -32768");
     migrate();
     check_identity();
+    if (settings.max_size_bytes > 0) {
+      const auto page_size = static_cast<std::uint64_t>(single_int(writer_db_, "PRAGMA page_size"));
+      writer_db_.exec_or_throw("PRAGMA max_page_count = " + std::to_string(std::max<std::uint64_t>(1, settings.max_size_bytes / page_size)));
+    }
     write_ = std::make_unique<WriteStatements>(writer_db_);
     next_seq_ = single_int(writer_db_, "SELECT coalesce(max(seq), 0) + 1 FROM messages");
 
@@ -502,12 +512,32 @@ class SqliteStore final : public Store {
 
   Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) override;
 
+  asio::awaitable<Result<void>> health() override {
+    if (closed_flag_.load()) co_return unavailable("the message store is closed");
+    if (!writes_failing_.load()) co_return Result<void>{};
+    {
+      std::lock_guard lock(health_mutex_);
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_probe_ < settings_.health_probe_interval) co_return unavailable(write_failure_text());
+      last_probe_ = now;
+    }
+    auto probe = [this]() -> Result<void> {
+      write_->probe_fill.run();
+      write_->probe_clear.run();
+      return {};
+    };
+    auto probed = co_await submit<void>(writes_, std::move(probe));
+    if (!probed) co_return unavailable(write_failure_text());
+    co_return probed;
+  }
+
   void close() override {
     {
       std::lock_guard lock(close_mutex_);
       if (closed_) return;
       closed_ = true;
     }
+    closed_flag_ = true;
     writes_.close();
     reads_.close();
     if (writer_.joinable()) writer_.join();
@@ -542,6 +572,8 @@ class SqliteStore final : public Store {
   void write_loop();
   void gather_more(std::unique_lock<std::mutex>& lock);
   void write_batch(std::vector<std::unique_ptr<Job>>& batch);
+  void note_write_outcome(bool ok, const std::string& error);
+  std::string write_failure_text();
   void read_loop();
   void checkpoint_loop();
   static int on_wal_commit(void* self, sqlite3* db, const char* name, int pages);
@@ -584,6 +616,14 @@ class SqliteStore final : public Store {
   bool checkpoint_stop_ = false;
   std::mutex close_mutex_;
   bool closed_ = false;
+  std::atomic<bool> closed_flag_{false};
+
+  // The last write's outcome, for health(): set by the writer, read from any thread.
+  std::atomic<bool> writes_failing_{false};
+  std::mutex health_mutex_;
+  std::string write_error_;                 // SQLite's message for the last failed batch
+  std::int64_t failing_since_ms_ = 0;
+  std::chrono::steady_clock::time_point last_probe_{};
 };
 
 void SqliteStore::migrate() {
@@ -673,6 +713,8 @@ void SqliteStore::gather_more(std::unique_lock<std::mutex>& lock) {
 void SqliteStore::write_batch(std::vector<std::unique_ptr<Job>>& batch) {
   std::vector<Job*> live;
   for (auto& job : batch) live.push_back(job.get());
+  bool batch_failed = false;
+  std::string batch_error;
   while (!live.empty()) {
     const auto seq_before = next_seq_;
     Job* culprit = nullptr;
@@ -690,6 +732,7 @@ void SqliteStore::write_batch(std::vector<std::unique_ptr<Job>>& batch) {
     next_seq_ = seq_before;  // those numbers were rolled back with the rows
     const bool one_write_at_fault = culprit && (writer_db_.error_code() & 0xff) == SQLITE_CONSTRAINT;
     auto failure = unsaved(writer_db_);
+    const std::string sqlite_error = writer_db_.error_message();
     log::error("store", (one_write_at_fault ? "a write failed: " : "a batch of " + std::to_string(live.size()) +
                                                                       " write(s) failed: ") +
                             writer_db_.error_message() +
@@ -699,12 +742,33 @@ void SqliteStore::write_batch(std::vector<std::unique_ptr<Job>>& batch) {
     writer_db_.clear_error();
     if (!one_write_at_fault) {
       for (auto* job : live) job->fail(failure);
+      batch_failed = true;
+      batch_error = sqlite_error;
       break;
     }
     culprit->fail(failure);
     live.erase(std::find(live.begin(), live.end(), culprit));
   }
+  note_write_outcome(!batch_failed, batch_error);
   for (auto& job : batch) job->complete();
+}
+
+// A batch that failed as a whole (not one write's constraint) means records cannot be stored
+// now; the next batch that commits means they can again.
+void SqliteStore::note_write_outcome(bool ok, const std::string& error) {
+  if (ok) {
+    if (writes_failing_.exchange(false)) log::info("store", "writes succeed again");
+    return;
+  }
+  std::lock_guard lock(health_mutex_);
+  write_error_ = error;
+  if (!writes_failing_.exchange(true)) failing_since_ms_ = now_ms();
+}
+
+std::string SqliteStore::write_failure_text() {
+  std::lock_guard lock(health_mutex_);
+  return "the message store cannot save records (failing for " +
+         std::to_string((now_ms() - failing_since_ms_) / 1000) + " s): " + write_error_;
 }
 
 void SqliteStore::add_event(const std::string& message_id, std::int64_t at_ms, std::string_view kind,

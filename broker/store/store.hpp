@@ -67,6 +67,12 @@ class Store {
   virtual Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) = 0;
   Result<std::vector<DeliveryJob>> load_pending() { return load_pending(static_cast<std::size_t>(-1)); }
 
+  // Whether the store can take records now: ok, or an unavailable Failure saying why (writes
+  // are failing: disk full, I/O error, store closed). Cheap while writes succeed; while they
+  // fail, an implementation checks again with a small write of its own (at most about once a
+  // second), so health comes back without waiting for traffic. /api/health answers from this.
+  virtual asio::awaitable<Result<void>> health() = 0;
+
   // Finishes outstanding batches; later calls fail.
   virtual void close() = 0;
 };
@@ -81,6 +87,11 @@ struct SqliteStoreSettings {
   // How long a write waits for a lock held by another process (a backup, the CLI) before
   // failing as retryable.
   std::chrono::milliseconds busy_timeout{5000};
+  // 0: no limit. Past it, writes fail as unavailable exactly as on a full disk (SQLite's
+  // max_page_count): a quota for a shared disk, and how the tests fill the "disk".
+  std::uint64_t max_size_bytes = 0;
+  // While writes fail, health() tries a probe write at most this often.
+  std::chrono::milliseconds health_probe_interval{1000};
 
   // Start-up checks (broker/store/README.md, "Refusing a lost store"). By default the store
   // refuses to start when its marker (<path>.id) says a store existed but the file is missing,

@@ -233,5 +233,58 @@ TEST_F(SqliteStoreTest, RejectedWriteDoesNotSinkItsBatch) {
   for (std::size_t i = 1; i < pending.size(); ++i) EXPECT_LT(pending[i - 1].seq, pending[i].seq);
 }
 
+// Health follows the writes: healthy while they succeed, unavailable with SQLite's reason while
+// a batch fails as a whole, and healthy again through its own probe write, with no traffic.
+TEST_F(SqliteStoreTest, HealthFollowsFailingWritesAndRecoversWithoutTraffic) {
+  SqliteStoreSettings settings{dir_ / "t.db"};
+  settings.busy_timeout = std::chrono::milliseconds(50);
+  settings.health_probe_interval = std::chrono::milliseconds(0);
+  auto store = make_sqlite_store(settings);
+  ASSERT_TRUE(run(store->health()));
+
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(settings.path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_FALSE(run(store->commit(sample("k1"))));
+  auto sick = run(store->health());
+  ASSERT_FALSE(sick);
+  EXPECT_EQ(sick.error().code, Errc::unavailable);
+  EXPECT_NE(sick.error().issues.at(0).diagnostics.find("locked"), std::string::npos) << sick.error().issues[0].diagnostics;
+  EXPECT_FALSE(run(store->health()));  // the probe itself still cannot write
+
+  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  EXPECT_TRUE(run(store->health()));  // the probe wrote: healthy before any record arrives
+  EXPECT_TRUE(run(store->commit(sample("k1"))));
+  store->close();
+  EXPECT_FALSE(run(store->health()));
+}
+
+// max_size behaves as a full disk: writes fail as unavailable, health says the disk is full,
+// and what was stored before stays readable.
+TEST_F(SqliteStoreTest, StoreAtItsSizeLimitFailsWritesAsUnavailableAndSaysSo) {
+  SqliteStoreSettings settings{dir_ / "t.db"};
+  settings.max_size_bytes = 1024 * 1024;  // 32 pages of 32 KiB
+  settings.health_probe_interval = std::chrono::milliseconds(0);
+  auto store = make_sqlite_store(settings);
+  std::vector<std::string> stored;
+  Result<Committed> last = Committed{};
+  for (int i = 0; i < 200 && last; ++i) {
+    auto msg = sample("big" + std::to_string(i));
+    msg.body.append(20000, ' ');
+    last = run(store->commit(msg));
+    if (last) stored.push_back(last->outcome.message_id);
+  }
+  ASSERT_FALSE(last) << "the store never filled up";
+  EXPECT_TRUE(last.error().is_retryable());
+  EXPECT_EQ(last.error().code, Errc::unavailable);
+  ASSERT_FALSE(stored.empty());
+  auto health = run(store->health());
+  ASSERT_FALSE(health);
+  EXPECT_NE(health.error().issues.at(0).diagnostics.find("full"), std::string::npos)
+      << health.error().issues[0].diagnostics;
+  for (const auto& id : stored) EXPECT_TRUE(run(store->find(id)).value().has_value()) << id;
+}
+
 }  // namespace
 }  // namespace tellonce::test

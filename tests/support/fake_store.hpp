@@ -112,6 +112,7 @@ class FailingStore : public Store {
     if (fails(FailOn::load_pending)) return outage();
     return inner_.load_pending(max_body_bytes);
   }
+  asio::awaitable<Result<void>> health() override { co_return co_await inner_.health(); }
   void close() override { inner_.close(); }
 
  private:

@@ -25,6 +25,7 @@ class NullStore : public Store {
     co_return std::vector<DeliveryJob>{};
   }
   Result<std::vector<DeliveryJob>> load_pending(std::size_t) override { return std::vector<DeliveryJob>{}; }
+  asio::awaitable<Result<void>> health() override { co_return Result<void>{}; }
   void close() override {}
 };
 
