@@ -41,10 +41,15 @@ using store_detail::JobQueue;
 
 constexpr int current_schema_version = 3;
 
-// WAL size, in pages, that triggers a background checkpoint (SQLite's own default), and the
-// size at which the writer stops to checkpoint itself because the background one fell behind.
+// The WAL bound (README "WAL bound"). A background checkpoint starts at checkpoint_pages (SQLite's
+// own default); if it falls behind, the writer checkpoints itself at runaway_wal_pages (with
+// 32 KiB pages: 32 MB and 128 MB). Whenever the log has been copied back whole, the file is cut
+// back to wal_size_limit bytes: by SQLite when the writer restarts the log (journal_size_limit),
+// or by the checkpointer when nothing is writing. Without the limit a WAL keeps the largest size
+// it ever reached (530 MB after an outage) and takes disk space straight back once freed.
 constexpr int checkpoint_pages = 1000;
-constexpr int runaway_wal_pages = 16 * checkpoint_pages;  // 512 MB of 32 KiB pages
+constexpr int runaway_wal_pages = 4 * 1024;
+constexpr std::int64_t wal_size_limit = 64ll * 1024 * 1024;
 
 // The messages and bodies tables, shared by a fresh schema and the upgrade from schema 1 so
 // that an upgraded file ends up exactly like a new one.
@@ -294,6 +299,7 @@ struct ReadStatements {
 void configure(sqlite::Connection& db, const SqliteStoreSettings& settings) {
   sqlite3_busy_timeout(db.handle(), static_cast<int>(settings.busy_timeout.count()));
   db.exec_or_throw(settings.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+  db.exec_or_throw("PRAGMA journal_size_limit = " + std::to_string(wal_size_limit));
 }
 
 // The writer's statements are single-row, so a failing one has changed nothing, and a failed
@@ -449,6 +455,10 @@ class SqliteStore final : public Store {
     writer_db_.exec_or_throw("PRAGMA cache_size = -32768");
     migrate();
     check_identity();
+    // Nothing else has the file open yet: copy whatever a crash left in the WAL back into the
+    // database and cut the log to nothing, so a restart also gives back an oversized WAL.
+    if (sqlite3_wal_checkpoint_v2(writer_db_.handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr) != SQLITE_OK)
+      log::warn("store", "start-up checkpoint failed: " + std::string(sqlite3_errmsg(writer_db_.handle())));
     if (settings.max_size_bytes > 0) {
       const auto page_size = static_cast<std::uint64_t>(single_int(writer_db_, "PRAGMA page_size"));
       writer_db_.exec_or_throw("PRAGMA max_page_count = " + std::to_string(std::max<std::uint64_t>(1, settings.max_size_bytes / page_size)));
@@ -951,15 +961,31 @@ void SqliteStore::checkpoint_loop() {
   for (;;) {
     {
       std::unique_lock lock(checkpoint_mutex_);
-      checkpoint_due_.wait(lock, [this] { return checkpoint_wanted_ || checkpoint_stop_; });
+      // Also every few seconds: a store that went quiet after a burst has nothing left to wake
+      // this thread, and its WAL would keep its size until the next burst.
+      checkpoint_due_.wait_for(lock, std::chrono::seconds(5), [this] { return checkpoint_wanted_ || checkpoint_stop_; });
       if (checkpoint_stop_) return;
       checkpoint_wanted_ = false;
     }
     // PASSIVE never blocks the writer; frames a reader still needs wait for the next round.
+    int log_frames = 0, copied = 0;
     int rc = sqlite3_wal_checkpoint_v2(checkpoint_db_->handle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                       nullptr, nullptr);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+                                       &log_frames, &copied);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
       log::warn("store", std::string("background checkpoint failed: ") + sqlite3_errmsg(checkpoint_db_->handle()));
+      continue;
+    }
+    // Copied back whole, yet the file is over the limit (after a burst or an outage, with no
+    // write since to restart the log): TRUNCATE takes the write lock only for the truncation,
+    // as there is nothing left to copy.
+    std::error_code ec;
+    auto wal_bytes = std::filesystem::file_size(store_detail::wal_path(settings_.path), ec);
+    if (rc == SQLITE_OK && copied == log_frames && !ec && wal_bytes > static_cast<std::uintmax_t>(wal_size_limit)) {
+      rc = sqlite3_wal_checkpoint_v2(checkpoint_db_->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+      log::info("store", "write-ahead log of " + std::to_string(wal_bytes / (1024 * 1024)) + " MB " +
+                             (rc == SQLITE_OK ? "truncated" : std::string("not truncated: ") +
+                                                                  sqlite3_errmsg(checkpoint_db_->handle())));
+    }
   }
 }
 
