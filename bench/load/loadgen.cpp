@@ -2,7 +2,10 @@
 // time (closed loop), a configurable mix of realistic 1-5 KB UK Core records and message Bundles,
 // drawn from a pool of 512 pre-built records per kind (message ids patched per send).
 // Prints accepted records/s and accept latency percentiles; with --sent FILE it writes
-// "message-id send-ms" lines so run.sh can compute end-to-end delivery latency from the sinks.
+// "message-id send-ms" lines so run.sh can compute end-to-end delivery latency from the sinks;
+// with --acked FILE it writes the id of every record answered 202 (accepted and stored: the
+// broker's promise), one a line, for the crash-durability run to check against the partner.
+// A connection whose broker goes away (killed) ends; the run ends when every connection has.
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -36,6 +39,7 @@ struct Options {
   std::string mix = "patient:3,observation:4,encounter:2,message:1";
   std::vector<std::string> gps = {"A81001"};
   std::string sent_file;
+  std::string acked_file;
   int threads = 1;
 };
 
@@ -165,6 +169,7 @@ struct Stats {
   std::vector<double> latencies_ms;
   std::uint64_t ok = 0, rejected = 0, errors = 0, bytes = 0;
   std::vector<std::pair<std::string, std::int64_t>> sent;  // message id, wall ms
+  std::vector<std::string> acked;                         // ids answered 202
 };
 
 std::int64_t wall_ms() {
@@ -187,6 +192,7 @@ asio::awaitable<void> connection(Options& opt, std::vector<Kind>& kinds, int ind
   beast::flat_buffer buffer;
   std::vector<double> local;
   std::vector<std::pair<std::string, std::int64_t>> sent;
+  std::vector<std::string> acked;
   std::uint64_t ok = 0, rejected = 0, errors = 0, bytes = 0;
   while (Clock::now() < end) {
     std::uint64_t n = counter.fetch_add(1);
@@ -220,6 +226,7 @@ asio::awaitable<void> connection(Options& opt, std::vector<Kind>& kinds, int ind
       ++ok;
       local.push_back(ms);
       if (!opt.sent_file.empty()) sent.emplace_back(std::string(res["X-Tellonce-Message-Id"]), send_ms);
+      if (!opt.acked_file.empty() && res.result_int() == 202) acked.emplace_back(res["X-Tellonce-Message-Id"]);
     } else {
       ++rejected;
       if (rejected <= 3) std::cerr << "rejected " << res.result_int() << ": " << res.body().substr(0, 400) << "\n";
@@ -228,6 +235,7 @@ asio::awaitable<void> connection(Options& opt, std::vector<Kind>& kinds, int ind
   std::lock_guard lk(stats.mu);
   stats.latencies_ms.insert(stats.latencies_ms.end(), local.begin(), local.end());
   stats.sent.insert(stats.sent.end(), sent.begin(), sent.end());
+  stats.acked.insert(stats.acked.end(), acked.begin(), acked.end());
   stats.ok += ok;
   stats.rejected += rejected;
   stats.errors += errors;
@@ -255,6 +263,7 @@ int main(int argc, char** argv) {
     else if (a == "--partner") opt.partner = next();
     else if (a == "--mix") opt.mix = next();
     else if (a == "--sent") opt.sent_file = next();
+    else if (a == "--acked") opt.acked_file = next();
     else if (a == "--threads") opt.threads = std::stoi(next());
     else if (a == "--gps") {
       opt.gps.clear();
@@ -266,7 +275,7 @@ int main(int argc, char** argv) {
       }
     } else {
       std::cerr << "usage: loadgen [--host H] [--port P] [--connections N] [--seconds S] [--mix kind:w,...]\n"
-                   "               [--gps ODS,ODS] [--partner ID] [--sent FILE] [--threads N]\n"
+                   "               [--gps ODS,ODS] [--partner ID] [--sent FILE] [--acked FILE] [--threads N]\n"
                    "kinds: patient observation encounter message\n";
       return 2;
     }
@@ -307,6 +316,10 @@ int main(int argc, char** argv) {
   if (!opt.sent_file.empty()) {
     std::ofstream out(opt.sent_file);
     for (auto& [id, ms] : stats.sent) out << id << ' ' << ms << '\n';
+  }
+  if (!opt.acked_file.empty()) {
+    std::ofstream out(opt.acked_file);
+    for (auto& id : stats.acked) out << id << '\n';
   }
   auto p50 = percentile(stats.latencies_ms, 0.50);
   auto p99 = percentile(stats.latencies_ms, 0.99);

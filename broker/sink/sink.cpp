@@ -5,14 +5,23 @@
 #include "core/message.hpp"
 #include "http/server.hpp"
 
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <rapidjson/memorystream.h>
 #include <rapidjson/reader.h>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -30,6 +39,7 @@ struct SinkOptions {
   long fail_first = 0;
   bool quiet = false;
   bool record_bodies = true;  // --record-ids-only: benchmarks need ids and times, not megabytes of bodies
+  bool fsync = false;         // --fsync: also fdatasync before answering
 };
 
 std::optional<SinkOptions> parse_options(int argc, char** argv) {
@@ -46,6 +56,7 @@ std::optional<SinkOptions> parse_options(int argc, char** argv) {
       else if (a == "--fail-first" && has_value) o.fail_first = std::stol(argv[++i]);
       else if (a == "--quiet") o.quiet = true;
       else if (a == "--record-ids-only") o.record_bodies = false;
+      else if (a == "--fsync") o.fsync = true;
       else {
         std::cerr << "demo-sink: unknown or incomplete option '" << a << "'\n";
         return std::nullopt;
@@ -62,12 +73,18 @@ std::optional<SinkOptions> parse_options(int argc, char** argv) {
   return o;
 }
 
-// NDJSON lines collect in memory and a writer thread appends them every 100 ms, so request
-// handlers never wait on the disk.
+// Records NDJSON lines before the sink answers: a request handler hands its line over and is
+// resumed (on its own executor) only after a writer thread has written it to the file, so a
+// sink killed after its 201 still has the record (the kernel holds it). With sync_each, the
+// writer also fdatasyncs before resuming anyone, so the record survives a power failure too.
+// Lines that arrive while one write runs go out together in the next (group commit), so the
+// sink keeps up with the broker. Without sync_each the file is fdatasync'ed every 100 ms.
 class Recorder {
  public:
-  explicit Recorder(const std::string& path) : file_(std::fopen(path.c_str(), "a")) {
-    if (!file_) throw std::runtime_error("cannot open " + path + " for appending");
+  Recorder(const std::string& path, bool sync_each)
+      : path_(path), sync_each_(sync_each),
+        fd_(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) {
+    if (fd_ < 0) throw std::runtime_error("cannot open " + path + " for appending: " + std::strerror(errno));
     writer_ = std::thread([this] { run(); });
   }
   ~Recorder() {
@@ -77,36 +94,90 @@ class Recorder {
     }
     wake_.notify_one();
     writer_.join();
-    std::fclose(file_);
+    ::close(fd_);
   }
-  void append(std::string line) {
-    std::lock_guard lk(mu_);
-    pending_ += line;
+
+  // Completes with true once the line is on disk, false if it could not be written.
+  asio::awaitable<bool> record(std::string line) {
+    auto initiate = [this, &line](auto handler) {
+      auto waiter = std::make_unique<WaiterFor<decltype(handler)>>(std::move(handler));
+      {
+        std::lock_guard lk(mu_);
+        pending_ += line;
+        waiters_.push_back(std::move(waiter));
+      }
+      wake_.notify_one();
+    };
+    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(bool)>(initiate, asio::use_awaitable);
   }
 
  private:
+  struct Waiter {
+    virtual ~Waiter() = default;
+    virtual void done(bool ok) = 0;
+  };
+  template <class Handler>
+  struct WaiterFor final : Waiter {
+    explicit WaiterFor(Handler h) : handler(std::move(h)), guard(asio::get_associated_executor(handler)) {}
+    void done(bool ok) override {
+      auto resume = [h = std::move(handler), ok]() mutable { std::move(h)(ok); };
+      asio::post(guard.get_executor(), std::move(resume));
+      guard.reset();
+    }
+    Handler handler;
+    asio::executor_work_guard<asio::associated_executor_t<Handler>> guard;
+  };
+
+  bool write_all(const std::string& bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      done += static_cast<std::size_t>(n);
+    }
+    return !sync_each_ || ::fdatasync(fd_) == 0;
+  }
+
   void run() {
     std::string batch;
+    std::vector<std::unique_ptr<Waiter>> waiting;
     std::unique_lock lk(mu_);
     for (;;) {
-      wake_.wait_for(lk, std::chrono::milliseconds(100), [this] { return stopping_; });
+      if (!wake_.wait_for(lk, std::chrono::milliseconds(100), [this] { return stopping_ || !pending_.empty(); })) {
+        if (!sync_each_ && unsynced_) {
+          lk.unlock();
+          ::fdatasync(fd_);
+          unsynced_ = false;
+          lk.lock();
+        }
+        continue;
+      }
       batch.swap(pending_);
-      bool last = stopping_;
+      waiting.swap(waiters_);
+      const bool last = stopping_;
       lk.unlock();
       if (!batch.empty()) {
-        std::fwrite(batch.data(), 1, batch.size(), file_);
-        std::fflush(file_);
+        const bool ok = write_all(batch);
+        unsynced_ = true;
+        if (!ok) std::cerr << "demo-sink: cannot record to " << path_ << ": " << std::strerror(errno) << "\n";
+        for (auto& w : waiting) w->done(ok);
         batch.clear();
+        waiting.clear();
       }
-      if (last) return;
       lk.lock();
+      if (last && pending_.empty()) return;
     }
   }
 
-  std::FILE* file_;
+  std::string path_;
+  bool sync_each_;
+  bool unsynced_ = false;  // writer thread only
+  int fd_;
   std::mutex mu_;
   std::condition_variable wake_;
   std::string pending_;
+  std::vector<std::unique_ptr<Waiter>> waiters_;
   bool stopping_ = false;
   std::thread writer_;
 };
@@ -135,7 +206,10 @@ struct Sink {
     bool fail = n <= options.fail_first;
     int status = fail ? options.fail_status : 201;
     if (fail) ++failed;
-    if (recorder) recorder->append(record_line(req, status, options.record_bodies));
+    // Recorded before answering: a sink killed after its 201 must still have the record.
+    if (recorder && !co_await recorder->record(record_line(req, status, options.record_bodies)))
+      co_return outcome_response(req, http::status::service_unavailable,
+          {Issue{Severity::error, "transient", "demo sink could not record the request; send it again", "", ""}});
     if (fail) {
       co_return outcome_response(req, static_cast<http::status>(status),
           {Issue{Severity::error, "transient", "demo sink told to fail the first " +
@@ -192,14 +266,15 @@ int run_sink_command(int argc, char** argv) {
   auto options = parse_options(argc, argv);
   if (!options) {
     std::cerr << "usage: tellonce demo-sink --listen HOST:PORT [--record FILE] "
-                 "[--record-ids-only] [--fail-status 503 --fail-first N] [--quiet]\n";
+                 "[--record-ids-only] [--fsync] [--fail-status 503 --fail-first N] [--quiet]\n";
     return 2;
   }
   if (options->quiet) log::set_level(log::Level::warn);
   try {
     auto sink = std::make_shared<Sink>();
     sink->options = *options;
-    if (!options->record_file.empty()) sink->recorder = std::make_unique<Recorder>(options->record_file);
+    if (!options->record_file.empty())
+      sink->recorder = std::make_unique<Recorder>(options->record_file, options->fsync);
 
     asio::io_context io;
     HttpServer server(io, options->listen, HttpLimits{});
@@ -224,7 +299,7 @@ int run_sink_command(int argc, char** argv) {
     for (auto& t : extra) t.join();
     if (!options->quiet)
       std::cerr << "demo-sink: received " << sink->received << ", failed " << sink->failed << "\n";
-    sink->recorder.reset();  // writes what is left
+    sink->recorder.reset();  // anything still queued was never answered; it is written anyway
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "demo-sink: " << e.what() << "\n";
