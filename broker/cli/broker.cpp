@@ -7,7 +7,7 @@
 #include "ingest/pipeline.hpp"
 #include "queue/queue.hpp"
 #include "route/router.hpp"
-#include "store/store.hpp"
+#include "store/sqlite_store.hpp"
 #include "validate/validator.hpp"
 
 #include <boost/asio/co_spawn.hpp>

@@ -13,7 +13,7 @@
 // A message's state is derived from its deliveries, never stored.
 #include "store/sqlite_db.hpp"
 #include "store/sqlite_files.hpp"
-#include "store/store.hpp"
+#include "store/sqlite_store.hpp"
 #include "store/worker_jobs.hpp"
 
 #include "core/json.hpp"

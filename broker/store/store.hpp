@@ -1,6 +1,12 @@
-// Durable storage of messages, their routing and every delivery attempt. The embedded
-// implementation is SQLite in WAL mode; a PostgreSQL one comes later behind the same seam,
-// and every implementation passes tests/store/store_contract.
+// The Store seam: durable storage of messages, their routing and every delivery attempt.
+// Implementations (the embedded one: store/sqlite_store.hpp) all pass tests/store/store_contract.
+//
+// Contract for every implementation:
+// - Threading: every method may be called from any thread, concurrently. An awaitable
+//   completes on the executor of the coroutine that awaited it.
+// - Errors are values: Errc::unavailable (retryable: the write or read may pass later; nothing
+//   was stored), Errc::not_found, Errc::conflict (permanent: a write the store refuses as it is).
+// - A commit or record_attempt that completed successfully is durable.
 #pragma once
 
 #include "core/error.hpp"
@@ -9,8 +15,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
-#include <chrono>
-#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,7 +53,7 @@ class Store {
   virtual asio::awaitable<Result<Committed>> commit(NewMessage msg) = 0;
 
   // Appends an attempt to the trail and updates the delivery (pending, delivered, dead) and
-  // the message state. Batched like commits; completes once durable.
+  // the message state. Completes once durable.
   virtual asio::awaitable<Result<void>> record_attempt(DeliveryAttempt attempt) = 0;
 
   virtual asio::awaitable<Result<std::optional<MessageView>>> find(std::string message_id) = 0;
@@ -76,40 +80,5 @@ class Store {
   // Finishes outstanding batches; later calls fail.
   virtual void close() = 0;
 };
-
-struct SqliteStoreSettings {
-  std::filesystem::path path;
-  std::chrono::microseconds max_commit_delay{2000};
-  int max_batch = 512;
-  // FULL: an acknowledged record survives power loss. NORMAL (false) only survives a crash
-  // of the process, for test rigs and throwaway environments.
-  bool synchronous_full = true;
-  // How long a write waits for a lock held by another process (a backup, the CLI) before
-  // failing as retryable.
-  std::chrono::milliseconds busy_timeout{5000};
-  // 0: no limit. Past it, writes fail as unavailable exactly as on a full disk (SQLite's
-  // max_page_count): a quota for a shared disk, and how the tests fill the "disk".
-  std::uint64_t max_size_bytes = 0;
-  // While writes fail, health() tries a probe write at most this often.
-  std::chrono::milliseconds health_probe_interval{1000};
-
-  // Start-up checks (broker/store/README.md, "Refusing a lost store"). By default the store
-  // refuses to start when its marker (<path>.id) says a store existed but the file is missing,
-  // empty, damaged or another store's, and when its WAL holds committed transactions that
-  // SQLite's recovery would drop.
-  enum class IntegrityCheck { off, quick, full };  // PRAGMA quick_check / integrity_check
-  IntegrityCheck integrity_check = IntegrityCheck::quick;
-  // Start a new, empty store in place of a missing, empty, damaged or foreign one; the old
-  // files are renamed aside ("<file>.replaced-<ms>"), never deleted.
-  bool accept_new_store = false;
-  // Start on a WAL that would lose committed transactions: a copy of it is kept aside
-  // ("<path>-wal.damaged-<ms>") and SQLite recovers what it can.
-  bool accept_wal_loss = false;
-};
-
-// Opens (creating if needed) the database. Throws std::runtime_error on start-up errors
-// (unwritable path, a store refused by the checks above), with a message naming the files and
-// how to recover.
-std::unique_ptr<Store> make_sqlite_store(const SqliteStoreSettings& settings);
 
 }  // namespace tellonce

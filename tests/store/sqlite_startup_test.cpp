@@ -3,6 +3,8 @@
 #include "store_contract.hpp"
 
 #include "store/sqlite_files.hpp"
+#include "store/sqlite_store.hpp"
+#include "support/temp_dir.hpp"
 
 #include <sqlite3.h>
 #include <sys/wait.h>
@@ -10,23 +12,14 @@
 
 #include <fstream>
 
-namespace tellonce::testing {
+namespace tellonce::test {
 namespace {
 
 namespace fs = std::filesystem;
 
 class SqliteStartupTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "tellonce-startup-XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-    settings_.path = dir_ / "t.db";
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
+  void SetUp() override { settings_.path = dir_ / "t.db"; }
 
   // Stores n records and closes the store cleanly; returns their ids.
   std::vector<std::string> fill(int n) {
@@ -65,7 +58,8 @@ class SqliteStartupTest : public ::testing::Test {
     return out;
   }
 
-  fs::path dir_;
+  TempDir temp_{"tellonce-startup"};
+  fs::path dir_ = temp_.path();
   SqliteStoreSettings settings_;
 };
 
@@ -226,4 +220,4 @@ TEST_F(SqliteStartupTest, IntactWalAfterACrashOpensWithEverything) {
 }
 
 }  // namespace
-}  // namespace tellonce::testing
+}  // namespace tellonce::test

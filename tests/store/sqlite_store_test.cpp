@@ -1,5 +1,8 @@
 #include "store_contract.hpp"
 
+#include "store/sqlite_store.hpp"
+#include "support/temp_dir.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
@@ -11,13 +14,21 @@
 namespace tellonce::test {
 namespace {
 
-std::unique_ptr<Store> open_sqlite(const std::filesystem::path& dir) {
-  SqliteStoreSettings settings;
-  settings.path = dir / "tellonce.db";
-  return make_sqlite_store(settings);
-}
+// A store in a temporary folder of its own, removed with the fixture.
+class SqliteFixture final : public StoreFixture {
+ public:
+  std::unique_ptr<Store> open() override {
+    SqliteStoreSettings settings;
+    settings.path = dir_ / "tellonce.db";
+    return make_sqlite_store(settings);
+  }
 
-INSTANTIATE_TEST_SUITE_P(Sqlite, StoreContract, ::testing::Values(StoreKind{"sqlite", open_sqlite}),
+ private:
+  TempDir dir_{"tellonce-store"};
+};
+
+INSTANTIATE_TEST_SUITE_P(Sqlite, StoreContract,
+                         ::testing::Values(StoreKind{"sqlite", [] { return std::make_unique<SqliteFixture>(); }}),
                          [](const auto& info) { return info.param.name; });
 
 std::int64_t pragma_value(const std::filesystem::path& db_path, const char* sql) {

@@ -66,14 +66,20 @@ NewMessage sample(std::string idempotency_key, std::vector<std::string> destinat
   return m;
 }
 
-void StoreContract::SetUp() { store_ = GetParam().open(dir_); }
+void StoreContract::SetUp() {
+  fixture_ = GetParam().open();
+  store_ = fixture_->open();
+}
 
-void StoreContract::TearDown() { store_.reset(); }
+void StoreContract::TearDown() {
+  store_.reset();
+  fixture_.reset();
+}
 
 void StoreContract::reopen() {
   store_->close();
   store_.reset();
-  store_ = GetParam().open(dir_);
+  store_ = fixture_->open();
 }
 
 TEST_P(StoreContract, CommitThenFindReturnsEveryFieldAndTheTrailInOrder) {
@@ -386,6 +392,21 @@ TEST_P(StoreContract, ClosedStoreRefusesWritesAsRetryable) {
   ASSERT_FALSE(result);
   EXPECT_TRUE(result.error().is_retryable());
   EXPECT_EQ(result.error().code, Errc::unavailable);
+}
+
+// Health says whether records can be stored now: yes on a working store (and after writes),
+// no, as retryable unavailable with a reason, once it is closed.
+TEST_P(StoreContract, HealthIsOkWhileWritableAndUnavailableOnceClosed) {
+  EXPECT_TRUE(run(store_->health()));
+  ASSERT_TRUE(run(store_->commit(sample("health-1"))));
+  EXPECT_TRUE(run(store_->health()));
+  store_->close();
+  auto health = run(store_->health());
+  ASSERT_FALSE(health);
+  EXPECT_EQ(health.error().code, Errc::unavailable);
+  EXPECT_TRUE(health.error().is_retryable());
+  ASSERT_FALSE(health.error().issues.empty());
+  EXPECT_FALSE(health.error().issues[0].diagnostics.empty());
 }
 
 }  // namespace tellonce::test

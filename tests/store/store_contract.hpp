@@ -1,10 +1,11 @@
 // The behaviour every Store must have, as a parameterised suite. An implementation runs it
-// with INSTANTIATE_TEST_SUITE_P(Name, StoreContract, ::testing::Values(StoreKind{...})).
+// with INSTANTIATE_TEST_SUITE_P(Name, StoreContract, testing::Values(StoreKind{name, factory})),
+// where the factory makes a StoreFixture: whatever one test's store needs (a temporary folder,
+// a database schema on a server...), set up in its constructor and removed in its destructor.
 #pragma once
 
 #include "store/store.hpp"
 #include "support/run_async.hpp"
-#include "support/temp_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -28,8 +29,15 @@ T run(asio::awaitable<T> task) {
 NewMessage sample(std::string idempotency_key = "", std::vector<std::string> destinations = {"trust-a", "gp-b"},
                   std::string source = "hospital-1");
 
-// Opens (or reopens) a store whose data lives in dir.
-using StoreFactory = std::function<std::unique_ptr<Store>(const std::filesystem::path& dir)>;
+// One test's store. open() opens it; after the previous store from open() was closed and
+// destroyed, open() again reopens the same data (as a restarted broker would).
+class StoreFixture {
+ public:
+  virtual ~StoreFixture() = default;
+  virtual std::unique_ptr<Store> open() = 0;
+};
+
+using StoreFactory = std::function<std::unique_ptr<StoreFixture>()>;
 
 struct StoreKind {
   std::string name;
@@ -44,8 +52,7 @@ class StoreContract : public ::testing::TestWithParam<StoreKind> {
   void TearDown() override;
   void reopen();
 
-  TempDir temp_{"tellonce-store"};
-  std::filesystem::path dir_ = temp_.path();
+  std::unique_ptr<StoreFixture> fixture_;
   std::unique_ptr<Store> store_;
 };
 
