@@ -394,7 +394,10 @@ Opening check_files_before_open(const SqliteStoreSettings& settings) {
   if (!o.existed) return o;
 
   const auto wal = store_detail::wal_path(db);
+  const auto scan_started = std::chrono::steady_clock::now();
   const auto scan = store_detail::scan_wal(wal);
+  const auto scan_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                             scan_started).count();
   if (scan.loses_commits()) {
     if (!settings.accept_wal_loss)
       throw std::runtime_error("message store " + db.string() + ": its write-ahead log " + wal.string() +
@@ -408,7 +411,8 @@ Opening check_files_before_open(const SqliteStoreSettings& settings) {
     log::error("store", "--accept-wal-loss: starting on a damaged write-ahead log: " + scan.describe() +
                             (ec ? "; could not keep a copy: " + ec.message() : "; a copy is kept at " + kept.string()));
   } else if (scan.present) {
-    log::info("store", "recovering the write-ahead log: " + scan.describe());
+    log::info("store", "recovering the write-ahead log: " + scan.describe() + " (read in " +
+                           std::to_string(scan_ms) + " ms)");
   }
 
   if (settings.integrity_check == SqliteStoreSettings::IntegrityCheck::off) return o;
