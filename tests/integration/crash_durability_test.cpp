@@ -59,16 +59,18 @@ std::vector<std::string> lines_of(const fs::path& file) {
 TEST(CrashDurability, EveryRecordAnswered202ReachesThePartnerAcrossRepeatedKills) {
   constexpr int kills = 3;
   TempDir dir;
-  unsigned short port = free_port(), sink_port = free_port();
+  ReservedPort sink_port;
   Sink gp(dir.path(), "gp-a", sink_port);
-  Broker broker(dir.path(), config_text(port, sink_port), port);
+  Broker broker(dir.path(), config_text(0, sink_port));  // a port of its own, new at every start
   std::mt19937 rng(std::random_device{}());
   std::vector<std::string> acked;
 
   for (int round = 0; round < kills; ++round) {
     broker.start();
     const auto acked_file = dir.path() / ("acked-" + std::to_string(round) + ".txt");
-    Process load({TELLONCE_LOADGEN, "--port", std::to_string(port), "--connections", "16", "--seconds", "30",
+    const auto base = broker.base();
+    const auto port = base.substr(base.rfind(':') + 1);
+    Process load({TELLONCE_LOADGEN, "--port", port, "--connections", "16", "--seconds", "30",
                   "--mix", "patient:3,observation:4,encounter:2", "--acked", acked_file.string()},
                  dir.path() / ("loadgen-" + std::to_string(round) + ".log"));
     // Somewhere between 0.5 and 1.5 s into the load: commits, answers and deliveries in flight.
@@ -114,16 +116,16 @@ TEST(CrashDurability, EveryRecordAnswered202ReachesThePartnerAcrossRepeatedKills
 // it still has every record it acknowledged.
 TEST(CrashDurability, DemoSinkKilledAfterItsAnswersHasRecordedEveryOne) {
   TempDir dir;
-  unsigned short sink_port = free_port();
+  ReservedPort sink_port;
   const auto record = dir.path() / "sink.ndjson";
-  Process sink({tellonce_binary().string(), "demo-sink", "--listen", "127.0.0.1:" + std::to_string(sink_port),
+  Process sink({tellonce_binary().string(), "demo-sink", "--listen", "127.0.0.1:" + std::to_string(sink_port.port()),
                 "--record", record.string(), "--quiet"},
                dir.path() / "sink.log");
   ASSERT_TRUE(sink.wait_for_line("listening", 10s)) << sink.output();
   Client client;
   constexpr int n = 50;
   for (int i = 0; i < n; ++i) {
-    auto r = client.request("POST", "http://127.0.0.1:" + std::to_string(sink_port) + "/fhir/Patient",
+    auto r = client.request("POST", "http://127.0.0.1:" + std::to_string(sink_port.port()) + "/fhir/Patient",
                             R"({"resourceType":"Patient"})",
                             {"Content-Type: application/fhir+json", "X-Tellonce-Message-Id: m" + std::to_string(i)});
     ASSERT_EQ(r.status, 201) << r.body;
