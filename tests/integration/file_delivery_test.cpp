@@ -14,9 +14,11 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
+// The finished files: a file being written has a temporary name starting with a dot.
 std::vector<fs::path> files_in(const fs::path& dir) {
   std::vector<fs::path> out;
-  for (auto& e : fs::directory_iterator(dir)) out.push_back(e.path());
+  for (auto& e : fs::directory_iterator(dir))
+    if (!e.path().filename().string().starts_with(".")) out.push_back(e.path());
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -75,8 +77,12 @@ routes:
     EXPECT_EQ(files[i].filename().string(), ids[i] + ".json");  // acceptance order
     EXPECT_EQ(read_file(files[i]), bodies[i]);                  // the bytes as received
   }
-  auto trail = wait_for_state(client, broker.base(), ids[0], "delivered", 5s);
-  EXPECT_NE(trail.find("\"delivered\""), std::string::npos) << trail;
+  for (const auto& id : ids) {
+    auto trail = wait_for_state(client, broker.base(), id, "delivered", 5s);
+    EXPECT_NE(trail.find("\"delivered\""), std::string::npos) << trail;
+  }
+  // Once every delivery is done, no temporary file is left behind.
+  EXPECT_EQ(static_cast<std::size_t>(std::distance(fs::directory_iterator(outbox), fs::directory_iterator())), 3u);
   EXPECT_EQ(broker.stop(), 0);
 }
 
