@@ -167,11 +167,19 @@ class Engine final : public Validator {
     std::uint64_t seen[fhir::max_shape_properties / 64];  // RapidJSON keeps duplicate keys
     std::fill_n(seen, (shape.properties.size() + 63) / 64, 0u);
 
+    bool resource_type_seen = false;  // not a property of the shape, so not in `seen`
     for (auto& m : obj.GetObject()) {
       std::string_view name = view(m.name);
       std::uint32_t pi = shape.by_json_name.find(name);
       if (pi == fhir::NameTable::npos) {
-        if (!(shape.resource && name == "resourceType")) unknown_member(name, shape, w);
+        if (!(shape.resource && name == "resourceType")) {
+          unknown_member(name, shape, w);
+        } else if (resource_type_seen) {
+          std::size_t mark = w.push(name);
+          w.report("structure", "fhir-duplicate", "property resourceType appears more than once");
+          w.pop(mark);
+        }
+        resource_type_seen |= name == "resourceType";
         continue;
       }
       const Property& p = shape.properties[pi];
