@@ -90,5 +90,21 @@ TEST(HostileJson, DuplicateResourceTypeLoneSurrogatesAndBomAreRefusedPrecisely) 
   env.expect_still_serving(3);
 }
 
+TEST(HostileJson, AMillionProblemsGetABoundedAnswer) {
+  Env env;
+  std::string body = R"({"resourceType":"Patient")";
+  for (int i = 0; i < 300000; ++i) body += ",\"k" + std::to_string(i) + "\":1";
+  body += '}';
+  auto r = env.client.post_fhir(env.patients(), body, "rtx");
+  EXPECT_EQ(r.status, 422);
+  EXPECT_LT(r.body.size(), 64u * 1024) << "the answer lists 100 issues and counts the rest";
+  EXPECT_TRUE(has_rule(r.body, "issue-limit")) << r.body.substr(0, 2000);
+  auto long_string = env.client.post_fhir(
+      env.patients(), R"({"resourceType":"Patient","name":[{"family":")" + std::string(9 << 20, 'a') + R"("}]})", "rtx");
+  EXPECT_EQ(long_string.status, 422);
+  EXPECT_TRUE(has_rule(long_string.body, "fhir-string-length")) << long_string.body.substr(0, 2000);
+  env.expect_still_serving(4);
+}
+
 }  // namespace
 }  // namespace tellonce::itest
