@@ -15,6 +15,7 @@ packages=(
   libgtest-dev libgmock-dev   # tests
   python3                     # bench/load/run.py (benchmarks only)
   curl                        # the quick start sends records with it
+  clang libclang-rt-14-dev    # libFuzzer + ASan/UBSan for scripts/fuzz.sh (fuzz/)
 )
 
 missing=()

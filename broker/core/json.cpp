@@ -2,7 +2,12 @@
 
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
 
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace tellonce {
@@ -27,6 +32,137 @@ bool deeper_than(const rapidjson::Value& root, unsigned limit) {
   }
   return false;
 }
+
+// The decimal exponent of a JSON number's leading significant digit (2 for 150, -3 for
+// 0.0012), plus its exponent part; saturates far beyond any double's range.
+long long decimal_magnitude(std::string_view n) {
+  std::size_t i = n.starts_with('-') ? 1 : 0;
+  std::size_t int_start = i;
+  while (i < n.size() && n[i] >= '0' && n[i] <= '9') ++i;
+  std::size_t int_end = i;
+  long long lead = 0;
+  std::size_t first = n.find_first_not_of('0', int_start);
+  if (first < int_end) {
+    lead = static_cast<long long>(int_end - first) - 1;
+  } else if (i < n.size() && n[i] == '.') {
+    std::size_t frac = ++i;
+    while (i < n.size() && n[i] == '0') ++i;
+    lead = -static_cast<long long>(i - frac) - 1;
+    while (i < n.size() && n[i] >= '0' && n[i] <= '9') ++i;
+  }
+  if (i < n.size() && (n[i] == 'e' || n[i] == 'E')) {
+    ++i;
+    bool minus = i < n.size() && n[i] == '-';
+    if (i < n.size() && (n[i] == '-' || n[i] == '+')) ++i;
+    long long e = 0;
+    for (; i < n.size(); ++i) e = std::min(e * 10 + (n[i] - '0'), 1'000'000'000'000LL);
+    lead += minus ? -e : e;
+  }
+  return lead;
+}
+
+// Where in `body` the first \u escape of a lone UTF-16 surrogate is, in the string that ends
+// (closing quote included) at `end`. Only called once the string is known to hold one.
+std::size_t lone_surrogate_offset(std::string_view body, std::size_t end) {
+  // The opening quote is the nearest quote not escaped, i.e. after an even run of backslashes.
+  std::size_t open = end >= 2 ? end - 2 : 0;
+  for (; open > 0; --open) {
+    if (body[open] != '"') continue;
+    std::size_t slashes = 0;
+    while (slashes < open && body[open - 1 - slashes] == '\\') ++slashes;
+    if (slashes % 2 == 0) break;
+  }
+  auto hex4 = [&](std::size_t at) {
+    unsigned cp = 0;
+    std::from_chars(body.data() + at, body.data() + at + 4, cp, 16);
+    return cp;
+  };
+  for (std::size_t i = open + 1; i + 1 < end; ++i) {
+    if (body[i] != '\\') continue;
+    if (body[i + 1] != 'u' || i + 6 > end) { ++i; continue; }
+    unsigned cp = hex4(i + 2);
+    if (cp >= 0xD800 && cp <= 0xDBFF) { i += 11; continue; }  // a pair: the reader checked the low half
+    if (cp >= 0xDC00 && cp <= 0xDFFF) return i;
+    i += 5;
+  }
+  return open;
+}
+
+// A UTF-16 surrogate encoded as UTF-8 (ED A0..BF xx): only a \u escape can put one into a
+// string, as the raw bytes are refused by encoding validation.
+bool holds_surrogate(const char* s, std::size_t n) {
+  const char* end = s + n;
+  for (const char* p = s; (p = static_cast<const char*>(std::memchr(p, '\xED', end - p))) != nullptr; ++p)
+    if (p + 1 < end && (static_cast<unsigned char>(p[1]) & 0xE0) == 0xA0) return true;
+  return false;
+}
+
+// Sits between RapidJSON's reader and the Document: converts numbers itself (see
+// parse_json_into) and refuses strings holding a lone surrogate. Any refusal stops the parse
+// with its own text and offset.
+struct IntakeHandler {
+  std::string_view body;
+  rapidjson::MemoryStream& stream;
+  rapidjson::Document* target = nullptr;
+  std::string refusal;
+  std::size_t refusal_offset = 0;
+
+  bool refuse(std::string why, std::size_t offset) {
+    refusal = std::move(why);
+    refusal_offset = offset;
+    return false;
+  }
+
+  bool Null() { return target->Null(); }
+  bool Bool(bool b) { return target->Bool(b); }
+  bool Int(int i) { return target->Int(i); }
+  bool Uint(unsigned u) { return target->Uint(u); }
+  bool Int64(std::int64_t i) { return target->Int64(i); }
+  bool Uint64(std::uint64_t u) { return target->Uint64(u); }
+  bool Double(double d) { return target->Double(d); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
+    const char* last = s + n;
+    if (std::string_view(s, n).find_first_of(".eE") == std::string_view::npos) {
+      if (s[0] == '-') {
+        std::int64_t i;
+        if (auto r = std::from_chars(s, last, i); r.ec == std::errc{} && r.ptr == last) return target->Int64(i);
+      } else {
+        std::uint64_t u;
+        if (auto r = std::from_chars(s, last, u); r.ec == std::errc{} && r.ptr == last) return target->Uint64(u);
+      }
+      // Integers beyond 64 bits are held as doubles, as RapidJSON does.
+    }
+    double d = 0;
+    auto r = std::from_chars(s, last, d);
+    std::size_t start = stream.Tell() - n;
+    if (r.ec == std::errc::result_out_of_range) {
+      if (decimal_magnitude({s, n}) > 0)
+        return refuse("the number is too big: the broker holds decimals up to about 1.8e308", start);
+      d = s[0] == '-' ? -0.0 : 0.0;  // nearer zero than any double: zero, the nearest one
+    } else if (r.ec != std::errc{} || r.ptr != last) {
+      return refuse("not a JSON number", start);
+    }
+    return target->Double(d);
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) {
+    if (holds_surrogate(s, n)) return refuse_surrogate();
+    return target->String(s, n, copy);
+  }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) {
+    if (holds_surrogate(s, n)) return refuse_surrogate();
+    return target->Key(s, n, copy);
+  }
+  bool StartObject() { return target->StartObject(); }
+  bool EndObject(rapidjson::SizeType members) { return target->EndObject(members); }
+  bool StartArray() { return target->StartArray(); }
+  bool EndArray(rapidjson::SizeType elements) { return target->EndArray(elements); }
+
+  bool refuse_surrogate() {
+    return refuse("a \\u escape of a lone UTF-16 low surrogate (\\udc00-\\udfff without a high surrogate "
+                  "escape before it) is not a character: encode the character itself",
+                  lone_surrogate_offset(body, stream.Tell()));
+  }
+};
 
 }  // namespace
 
@@ -55,18 +191,41 @@ Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, co
         "body is " + std::to_string(body.size()) + " bytes; the limit is " +
             std::to_string(limits.max_bytes), "(body)", ""});
   }
+  if (body.starts_with("\xEF\xBB\xBF")) {
+    return Failure::permanent(Errc::malformed, Issue{Severity::error, "structure",
+        "the body starts with a UTF-8 byte-order mark (bytes EF BB BF): FHIR JSON must not start with "
+        "one; remove it", "(body)", "json-bom"});
+  }
+  // Numbers reach the handler as text (kParseNumbersAsStringsFlag) and are converted by
+  // number_value: RapidJSON 1.1's own conversion crashes on long decimals (full precision)
+  // and overflows int on huge exponents, so none of its number code runs on partner input.
   constexpr unsigned flags = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag |
-                             rapidjson::kParseFullPrecisionFlag;
+                             rapidjson::kParseNumbersAsStringsFlag;
   rapidjson::MemoryStream ms(body.data(), body.size());
-  doc.ParseStream<flags, rapidjson::UTF8<>>(ms);
-  if (doc.HasParseError()) {
-    auto code = doc.GetParseError();
+  rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>> reader;
+  IntakeHandler handler{body, ms, nullptr, {}, 0};
+  auto generate = [&](rapidjson::Document& target) {
+    handler.target = &target;
+    return !reader.Parse<flags>(ms, handler).IsError();
+  };
+  doc.Populate(generate);
+  if (reader.HasParseError()) {
+    if (!handler.refusal.empty()) {
+      return Failure::permanent(Errc::malformed, Issue{Severity::error, "structure",
+          "malformed JSON at " + line_column(body, handler.refusal_offset) + " (byte " +
+              std::to_string(handler.refusal_offset) + "): " + handler.refusal, "(body)", "json"});
+    }
+    auto code = reader.GetParseErrorCode();
+    std::size_t offset = reader.GetErrorOffset();
     std::string why = code == rapidjson::kParseErrorStringInvalidEncoding
                           ? "invalid UTF-8"
+                      : code == rapidjson::kParseErrorStringUnicodeSurrogateInvalid
+                          ? "a \\u escape of a UTF-16 high surrogate (\\ud800-\\udbff) must be followed by a "
+                            "low surrogate escape (\\udc00-\\udfff)"
                           : rapidjson::GetParseError_En(code);
     return Failure::permanent(Errc::malformed, Issue{Severity::error, "structure",
-        "malformed JSON at " + line_column(body, doc.GetErrorOffset()) + " (byte " +
-            std::to_string(doc.GetErrorOffset()) + "): " + why, "(body)", "json"});
+        "malformed JSON at " + line_column(body, offset) + " (byte " + std::to_string(offset) + "): " + why,
+        "(body)", "json"});
   }
   if (deeper_than(doc, limits.max_depth)) {
     return Failure::permanent(Errc::malformed, Issue{Severity::error, "too-costly",

@@ -1,6 +1,7 @@
 // The structural FHIR R4 check: one walk over the JSON tree, driven by the compiled schema.
 // Nothing is allocated while the record is valid: the location lives in one reusable buffer
 // and is only copied into an Issue when something is wrong.
+#include "validate/contained_ids.hpp"
 #include "validate/rules.hpp"
 #include "validate/schema.hpp"
 #include "validate/validator.hpp"
@@ -68,10 +69,24 @@ struct Walk {
   std::vector<Issue>& out;
   std::string path;
   unsigned depth = 0;  // objects entered; bounds the recursion for documents not from parse_json
-  const Value* container = nullptr;  // the resource whose `contained` a "#id" reference names
+  fhir::ContainedIds* container = nullptr;  // the resource whose `contained` a "#id" reference names
+
+  // At most max_issues are listed; the rest are counted, so that a hostile record's answer
+  // and memory stay bounded (issue 7: a million unknown keys gave a million issues).
+  std::size_t limit = 0;
+  std::size_t unlisted_errors = 0, unlisted_others = 0;
 
   void report(const char* code, const char* rule, std::string diagnostics) {
+    if (out.size() >= limit) {
+      ++unlisted_errors;
+      return;
+    }
     out.push_back(Issue{Severity::error, code, std::move(diagnostics), path, rule});
+  }
+  // Rule sets append to `out` themselves; what they added past the limit is dropped and counted.
+  void trim() {
+    for (std::size_t i = limit; i < out.size(); ++i) ++(out[i].is_error() ? unlisted_errors : unlisted_others);
+    if (out.size() > limit) out.resize(limit);
   }
   std::size_t push(std::string_view name) {
     std::size_t mark = path.size();
@@ -100,12 +115,21 @@ class Engine final : public Validator {
   void validate(const Value& resource, std::vector<Issue>& out) const override {
     Walk w{out, {}};
     w.path.reserve(256);
+    w.limit = out.size() + max_issues_per_record;
     check_resource(resource, w, true, false);
+    if (std::size_t unlisted = w.unlisted_errors + w.unlisted_others) {
+      out.push_back(Issue{w.unlisted_errors ? Severity::error : Severity::warning, "too-costly",
+                          "and " + std::to_string(unlisted) + " more problems not listed (" +
+                              std::to_string(w.unlisted_errors) + " of them errors): only the first " +
+                              std::to_string(max_issues_per_record) + " are listed; fix these and send the record again",
+                          "", "issue-limit"});
+    }
   }
 
  private:
   void run_rules(std::string_view type, const Value& v, Walk& w) const {
     for (auto& r : rules_) r->check(type, v, w.path, w.out);
+    if (w.out.size() > w.limit) w.trim();
   }
 
   // `contained`: v sits in its container's `contained` list, so "#id" references inside it
@@ -139,8 +163,9 @@ class Engine final : public Validator {
     }
     std::size_t mark = w.path.size();
     if (top) w.path = type.name;
-    const Value* outer_container = w.container;
-    if (!contained) w.container = &v;
+    fhir::ContainedIds own_ids(&v);  // lives while v's contents are walked: built at most once
+    fhir::ContainedIds* outer_container = w.container;
+    if (!contained) w.container = &own_ids;
     check_object(v, type.shape, w);
     run_rules(type.name, v, w);
     w.container = outer_container;
@@ -167,11 +192,20 @@ class Engine final : public Validator {
     std::uint64_t seen[fhir::max_shape_properties / 64];  // RapidJSON keeps duplicate keys
     std::fill_n(seen, (shape.properties.size() + 63) / 64, 0u);
 
+    bool resource_type_seen = false;  // not a property of the shape, so not in `seen`
+    fhir::validation_steps += obj.MemberCount();
     for (auto& m : obj.GetObject()) {
       std::string_view name = view(m.name);
       std::uint32_t pi = shape.by_json_name.find(name);
       if (pi == fhir::NameTable::npos) {
-        if (!(shape.resource && name == "resourceType")) unknown_member(name, shape, w);
+        if (!(shape.resource && name == "resourceType")) {
+          unknown_member(name, shape, w);
+        } else if (resource_type_seen) {
+          std::size_t mark = w.push(name);
+          w.report("structure", "fhir-duplicate", "property resourceType appears more than once");
+          w.pop(mark);
+        }
+        resource_type_seen |= name == "resourceType";
         continue;
       }
       const Property& p = shape.properties[pi];
@@ -212,7 +246,21 @@ class Engine final : public Validator {
     }
   }
 
-  void unknown_member(std::string_view name, const Shape& shape, Walk& w) const {
+  // A member name as shown in a location or message: hostile names can be megabytes long.
+  static std::string_view shown_name(std::string_view name) {
+    constexpr std::size_t longest = 64;
+    if (name.size() <= longest) return name;
+    std::size_t cut = longest;
+    while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xC0) == 0x80) --cut;  // whole characters
+    return name.substr(0, cut);
+  }
+
+  void unknown_member(std::string_view full_name, const Shape& shape, Walk& w) const {
+    if (w.out.size() >= w.limit) {  // not listed anyway: skip building the message
+      ++w.unlisted_errors;
+      return;
+    }
+    std::string_view name = shown_name(full_name);
     std::size_t mark = w.push(name);
     std::string why;
     if (name == "resourceType") {
@@ -225,7 +273,8 @@ class Engine final : public Validator {
     } else if (!name.empty() && name[0] == '_' && shape.by_json_name.contains(name.substr(1))) {
       why = "unknown element " + std::string(name) + ": only primitive elements have a \"_\" companion";
     } else {
-      why = "unknown element " + std::string(name) + " in " + shape.name;
+      why = "unknown element " + std::string(name) + (name.size() < full_name.size() ? "..." : "") + " in " +
+            shape.name;
       for (const Property& p : shape.properties) {
         const std::string& candidate = p.location_name;
         bool same = candidate.size() == name.size() &&
@@ -347,6 +396,13 @@ class Engine final : public Validator {
           return;
         }
         auto fault = fhir::check_primitive(type.primitive, v);
+        if (fault == fhir::PrimitiveFault::too_long) {
+          w.report("too-long", "fhir-string-length",
+                   "a " + type.name + " of " + std::to_string(fhir::utf8_characters(view(v))) +
+                       " characters is longer than FHIR allows (1 MB: " +
+                       std::to_string(fhir::max_string_characters) + " characters)");
+          return;
+        }
         if (fault != fhir::PrimitiveFault::none) {
           using fhir::PrimitiveFault;
           const char* code = fault == PrimitiveFault::json_type ? "structure" : "value";
@@ -390,18 +446,10 @@ class Engine final : public Validator {
   void check_local_reference(const Value& ref, Walk& w) const {
     const Value* target = find_string(ref, "reference");
     if (!target || target->GetStringLength() < 2 || target->GetString()[0] != '#' || !w.container) return;
-    std::string_view id = view(*target).substr(1);
-    auto contained = w.container->FindMember("contained");
-    if (contained != w.container->MemberEnd() && contained->value.IsArray()) {
-      for (auto& res : contained->value.GetArray()) {
-        const Value* res_id = res.IsObject() ? find_string(res, "id") : nullptr;
-        if (res_id && view(*res_id) == id) return;
-      }
-    }
-    w.out.push_back(Issue{Severity::error, "invariant",
-                          "local reference " + describe(*target) +
-                              " does not match the id of any contained resource: contain it or reference it by URL",
-                          w.path, "ref-1"});
+    if (w.container->contains(view(*target).substr(1))) return;
+    w.report("invariant", "ref-1",
+             "local reference " + describe(*target) +
+                 " does not match the id of any contained resource: contain it or reference it by URL");
   }
 
   void report_code(std::string_view code, const fhir::ValueSet& vs, Walk& w) const {

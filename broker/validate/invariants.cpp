@@ -3,6 +3,7 @@
 #include "validate/rules.hpp"
 
 #include "core/json.hpp"
+#include "validate/contained_ids.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -535,8 +536,22 @@ void check_patient(const Value& v, const std::string& path, std::vector<Issue>& 
   }
 }
 
+// Every "#x" string anywhere in `v` (local references, canonicals or uris), as "x".
+void collect_local_references(const Value& v, fhir::IdSet& out) {
+  ++fhir::validation_steps;
+  if (v.IsString()) {
+    std::string_view s{v.GetString(), v.GetStringLength()};
+    if (s.size() > 1 && s[0] == '#') out.add(s.substr(1));
+  } else if (v.IsArray()) {
+    for (auto& e : v.GetArray()) collect_local_references(e, out);
+  } else if (v.IsObject()) {
+    for (auto& m : v.GetObject()) collect_local_references(m.value, out);
+  }
+}
+
 // Does any string in `v` equal "#" + id (a local reference, canonical or uri to it)?
 bool refers_to(const Value& v, std::string_view id) {
+  ++fhir::validation_steps;
   if (v.IsString()) {
     std::string_view s{v.GetString(), v.GetStringLength()};
     return s.size() == id.size() + 1 && s[0] == '#' && s.substr(1) == id;
@@ -552,6 +567,7 @@ bool refers_to(const Value& v, std::string_view id) {
 }
 // Does a contained resource point back at its container ("#")?
 bool refers_to_container(const Value& v) {
+  ++fhir::validation_steps;
   if (v.IsObject()) {
     if (str_at(v, "reference") == "#") return true;
     for (auto& m : v.GetObject())
@@ -566,6 +582,14 @@ bool refers_to_container(const Value& v) {
 void check_contained(const Value& v, const std::string& path, std::vector<Issue>& out) {
   const Value* contained = json_member(v, "contained");
   if (!contained || !contained->IsArray()) return;
+  // Few contained resources: one walk of v each, no allocation. Many: every local reference
+  // in v collected once, so the cost stays linear in the size of v.
+  bool use_index = contained->Size() > fhir::IdSet::scan_limit;
+  fhir::IdSet references;
+  if (use_index) {
+    collect_local_references(v, references);
+    references.freeze();
+  }
   for (rapidjson::SizeType i = 0; i < contained->Size(); ++i) {
     const Value& res = (*contained)[i];
     if (!res.IsObject()) continue;
@@ -581,7 +605,8 @@ void check_contained(const Value& v, const std::string& path, std::vector<Issue>
                "A contained resource must not have security labels (put them on the container)");
     }
     std::string_view id = str_at(res, "id");
-    if (!id.empty() && !refers_to(v, id) && !refers_to_container(res))
+    bool referenced = use_index ? references.contains(id) : refers_to(v, id);
+    if (!id.empty() && !referenced && !refers_to_container(res))
       report(out, "dom-3", indexed(path, "contained", i),
              "Contained resource '#" + std::string(id) +
                  "' is not referenced from the rest of the resource: reference it or remove it");

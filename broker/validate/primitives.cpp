@@ -217,6 +217,12 @@ std::optional<Primitive> primitive_from_name(std::string_view name) {
   return std::nullopt;
 }
 
+std::size_t utf8_characters(std::string_view s) {
+  std::size_t continuation = 0;
+  for (unsigned char c : s) continuation += (c & 0xC0) == 0x80;
+  return s.size() - continuation;
+}
+
 PrimitiveFault check_primitive(Primitive type, const rapidjson::Value& v) {
   switch (type) {
     case Primitive::boolean:
@@ -238,6 +244,10 @@ PrimitiveFault check_primitive(Primitive type, const rapidjson::Value& v) {
   }
   if (!v.IsString()) return PrimitiveFault::json_type;
   std::string_view s = view(v);
+  // Bytes are at least characters, so counting is needed only past the limit in bytes.
+  if (s.size() > max_string_characters && type != Primitive::base64_binary && type != Primitive::xhtml &&
+      utf8_characters(s) > max_string_characters)
+    return PrimitiveFault::too_long;
   bool ok = false;
   switch (type) {
     case Primitive::string:

@@ -4,6 +4,7 @@
 
 #include <rapidjson/document.h>
 
+#include <cstddef>
 #include <optional>
 #include <string_view>
 
@@ -24,7 +25,14 @@ enum class PrimitiveFault : unsigned char {
   format,       // lexical form wrong
   date,         // date/time lexical form wrong or impossible calendar date
   range,        // integer out of range for the type
+  too_long,     // a string over FHIR's limit of 1 MB (max_string_characters)
 };
+
+// FHIR R4 "Strings SHALL NOT exceed 1MB (1024*1024 characters) in size". Applies to every
+// string-valued primitive but base64Binary (attachments) and xhtml (narrative).
+inline constexpr std::size_t max_string_characters = 1024 * 1024;
+// Characters (code points) in valid UTF-8.
+std::size_t utf8_characters(std::string_view s);
 
 // Checks one JSON value (never null or array: the caller handles those) against a primitive type.
 PrimitiveFault check_primitive(Primitive type, const rapidjson::Value& value);

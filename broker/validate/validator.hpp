@@ -14,12 +14,18 @@
 
 namespace tellonce {
 
+// Issues one validate() call lists; the rest are counted in one closing issue.
+inline constexpr std::size_t max_issues_per_record = 100;
+
 class Validator {
  public:
   virtual ~Validator() = default;
-  // Appends every problem found in `resource` (any resource type, Bundles with all their
+  // Appends the problems found in `resource` (any resource type, Bundles with all their
   // entries and contained resources). Locations start with the resource type, e.g.
-  // "Bundle.entry[2].resource.identifier[0].value". Thread-safe: called from many threads.
+  // "Bundle.entry[2].resource.identifier[0].value". At most max_issues_per_record are listed;
+  // past that one more issue (rule "issue-limit", an error when any unlisted one is) says how
+  // many were left out. Work is linear in the size of `resource`. Thread-safe: called from many
+  // threads.
   virtual void validate(const rapidjson::Value& resource, std::vector<Issue>& out) const = 0;
 };
 

@@ -1,0 +1,112 @@
+// Hostile JSON intake (issue 7): numbers RapidJSON's own conversion crashes on, lone
+// surrogate escapes, a byte-order mark. parse_json must refuse precisely or hold the value.
+#include "core/json.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace tellonce {
+namespace {
+
+// The one number in {"v": text}, parsed.
+const rapidjson::Document& number_doc(rapidjson::Document& keep, const std::string& text) {
+  auto r = parse_json("{\"v\":" + text + "}");
+  EXPECT_TRUE(r) << (r ? "" : r.error().issues.at(0).diagnostics);
+  if (r) keep = std::move(*r);
+  return keep;
+}
+
+std::string diagnostics_of(const Result<rapidjson::Document>& r) {
+  return r ? std::string("(parsed)") : r.error().issues.at(0).diagnostics;
+}
+
+TEST(ParseJsonNumbers, ThreeHundredFiftyLeadingZerosAfterThePointDoNotCrash) {
+  // Issue 7 item 1: this SIGSEGV'd in RapidJSON 1.1's full-precision path.
+  std::string tiny = "0." + std::string(350, '0') + "1";
+  rapidjson::Document doc;
+  const auto& d = number_doc(doc, tiny);
+  ASSERT_TRUE(d.IsObject());
+  ASSERT_TRUE(d["v"].IsDouble());
+  EXPECT_EQ(d["v"].GetDouble(), 0.0);  // 1e-351 is below the smallest double
+  std::string negative = "-0." + std::string(350, '0') + "1";
+  EXPECT_TRUE(std::signbit(number_doc(doc, negative)["v"].GetDouble()));
+}
+
+TEST(ParseJsonNumbers, LongDecimalsKeepFullPrecision) {
+  rapidjson::Document doc;
+  for (const std::string& text : std::vector<std::string>{"0.1", "2.2250738585072011e-308", "1.7976931348623157e308",
+                           "0." + std::string(300, '0') + "1", "3.14159265358979323846264338327950288",
+                           "123456789012345678901234567890e-10", "4.9e-324", "1E5", "-2.5e-3"}) {
+    const auto& d = number_doc(doc, text);
+    ASSERT_TRUE(d.IsObject()) << text;
+    EXPECT_EQ(d["v"].GetDouble(), std::strtod(text.c_str(), nullptr)) << text;  // correctly rounded
+  }
+}
+
+TEST(ParseJsonNumbers, IntegersStayExactAndTyped) {
+  rapidjson::Document doc;
+  EXPECT_EQ(number_doc(doc, "9007199254740993")["v"].GetUint64(), 9007199254740993u);
+  EXPECT_EQ(number_doc(doc, "-9223372036854775808")["v"].GetInt64(), INT64_MIN);
+  EXPECT_TRUE(number_doc(doc, "42")["v"].IsInt());
+  EXPECT_TRUE(number_doc(doc, "-42")["v"].IsInt());
+  EXPECT_EQ(number_doc(doc, "-0")["v"].GetInt(), 0);
+  EXPECT_TRUE(number_doc(doc, "18446744073709551616")["v"].IsDouble());  // beyond 64 bits
+  EXPECT_TRUE(number_doc(doc, "-9223372036854775809")["v"].IsDouble());
+}
+
+TEST(ParseJsonNumbers, ExtremeExponentsAreHeldOrRefusedWithAPosition) {
+  rapidjson::Document doc;
+  EXPECT_EQ(number_doc(doc, "1e-2147483649")["v"].GetDouble(), 0.0);
+  // RapidJSON's reader itself refuses an integer part beyond a double's range, exponent or not.
+  EXPECT_FALSE(parse_json("{\"v\":1" + std::string(400, '0') + "e-400}"));
+  auto big = parse_json(R"({"v":)" + std::string(400, '9') + "}");
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().code, Errc::malformed);
+  EXPECT_NE(diagnostics_of(big).find("at 1:6"), std::string::npos) << diagnostics_of(big);
+  EXPECT_NE(diagnostics_of(big).find("too big"), std::string::npos) << diagnostics_of(big);
+  EXPECT_FALSE(parse_json(R"({"v":1e400})"));
+}
+
+TEST(ParseJsonStrings, LoneLowSurrogateEscapeIsRefusedAtItsPosition) {
+  auto r = parse_json(R"({"family":"ab\udc00cd"})");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::malformed);
+  EXPECT_NE(diagnostics_of(r).find("at 1:14 (byte 13)"), std::string::npos) << diagnostics_of(r);
+  EXPECT_NE(diagnostics_of(r).find("lone UTF-16 low surrogate"), std::string::npos) << diagnostics_of(r);
+  // After an escaped quote and a surrogate pair in the same string, and in a key.
+  auto later = parse_json(R"({"a":"x\"\ud83d\ude00\uDFFF"})");
+  ASSERT_FALSE(later);
+  EXPECT_NE(diagnostics_of(later).find("(byte 21)"), std::string::npos) << diagnostics_of(later);
+  auto key = parse_json(R"({"\udc00":1})");
+  ASSERT_FALSE(key);
+  EXPECT_NE(diagnostics_of(key).find("(byte 2)"), std::string::npos) << diagnostics_of(key);
+}
+
+TEST(ParseJsonStrings, LoneHighSurrogateEscapeIsRefusedInPlainWords) {
+  auto r = parse_json(R"({"family":"ab\ud800cd"})");
+  ASSERT_FALSE(r);
+  EXPECT_NE(diagnostics_of(r).find("must be followed by a low surrogate"), std::string::npos) << diagnostics_of(r);
+}
+
+TEST(ParseJsonStrings, SurrogatePairsAndEscapedBackslashesAreFine) {
+  auto r = parse_json(R"({"a":"\ud83d\ude00","b":"\\udc00"})");
+  ASSERT_TRUE(r) << diagnostics_of(r);
+  EXPECT_STREQ((*r)["a"].GetString(), "\xF0\x9F\x98\x80");
+  EXPECT_STREQ((*r)["b"].GetString(), "\\udc00");
+}
+
+TEST(ParseJson, ByteOrderMarkIsNamed) {
+  auto r = parse_json("\xEF\xBB\xBF{\"resourceType\":\"Patient\"}");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::malformed);
+  EXPECT_NE(diagnostics_of(r).find("byte-order mark"), std::string::npos) << diagnostics_of(r);
+  EXPECT_EQ(r.error().issues[0].rule, "json-bom");
+}
+
+}  // namespace
+}  // namespace tellonce
