@@ -37,9 +37,9 @@ routes: []
 }
 
 struct Env {
-  Env() : broker{dir.path(), config_text(port), port} { broker.start(); }
+  // Port 0: the broker binds its own and reports it (base() is then the bound address).
+  Env() : broker{dir.path(), config_text(0)} { broker.start(); }
   TempDir dir;
-  unsigned short port = free_port();
   Broker broker;
   Client client;
   std::string patients() const { return broker.base() + "/fhir/Patient"; }
