@@ -44,6 +44,9 @@ struct DeliveryResult {
   DeliveryOutcome outcome = DeliveryOutcome::retryable;
   std::string partner_code;  // "HTTP 201", "ACK AE"...; empty when nothing was answered
   std::string detail;        // for people: the partner's reason, or the transport error
+  // The broker's own resources failed before the partner was reached (out of file descriptors,
+  // out of memory, no socket): retryable, never the partner's failure, never dead-lettered.
+  bool broker_fault = false;
 };
 
 class OutboundAdapter {

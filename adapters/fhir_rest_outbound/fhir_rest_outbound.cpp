@@ -12,9 +12,12 @@
 #include <rapidjson/reader.h>
 
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -127,6 +130,20 @@ DeliveryResult transport_failure(std::string detail) {
   return r;
 }
 
+// The broker's own failure (its descriptors or memory ran out): nothing reached the partner.
+DeliveryResult broker_failure(std::string detail) {
+  DeliveryResult r = transport_failure("broker: " + std::move(detail));
+  r.broker_fault = true;
+  return r;
+}
+
+bool is_resource_errno(int e) { return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM; }
+
+std::string describe_resource_errno(int e) {
+  if (e == EMFILE || e == ENFILE) return "out of file descriptors (" + std::string(std::strerror(e)) + ")";
+  return "out of memory for a socket (" + std::string(std::strerror(e)) + ")";
+}
+
 std::size_t collect_body(char* data, std::size_t size, std::size_t count, void* user) {
   auto& out = *static_cast<std::string*>(user);
   const std::size_t n = size * count;
@@ -148,6 +165,7 @@ struct Transfer {
   // optional + emplace: Boost 1.81's any_completion_handler move-assignment recurses forever.
   std::optional<ResultHandler> handler;
   char error[CURL_ERROR_SIZE] = {};
+  int socket_errno = 0;  // why socket() failed, if it did: libcurl reports only "couldn't connect"
 
   curl_slist* link_headers(std::initializer_list<const char*> lines) {
     curl_slist* head = nullptr;
@@ -283,10 +301,18 @@ class FhirRestOutbound final : public OutboundAdapter {
     return easy;
   }
 
+  // Opens the sockets for libcurl, so that a socket() failing for lack of descriptors is told
+  // apart from a partner that does not answer (libcurl reports both as "couldn't connect").
+  static curl_socket_t open_socket(void* user, curlsocktype, curl_sockaddr* address) {
+    curl_socket_t fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd == CURL_SOCKET_BAD && user) static_cast<Transfer*>(user)->socket_errno = errno;
+    return fd;
+  }
+
   void start(std::unique_ptr<Transfer> t) {
     CURL* easy = take_easy();
     if (!easy) {
-      complete(std::move(t), transport_failure("curl_easy_init failed"));
+      complete(std::move(t), broker_failure("out of memory (curl_easy_init failed)"));
       return;
     }
     const DeliveryJob& job = *t->job;
@@ -303,9 +329,12 @@ class FhirRestOutbound final : public OutboundAdapter {
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t->response);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &open_socket);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, t.get());
     if (CURLMcode rc = curl_multi_add_handle(multi_, easy); rc != CURLM_OK) {
       idle_.push_back(easy);
-      complete(std::move(t), transport_failure(std::string("curl_multi_add_handle: ") + curl_multi_strerror(rc)));
+      std::string detail = std::string("curl_multi_add_handle: ") + curl_multi_strerror(rc);
+      complete(std::move(t), rc == CURLM_OUT_OF_MEMORY ? broker_failure(detail) : transport_failure(detail));
       return;
     }
     active_.emplace(easy, std::move(t));
@@ -316,6 +345,7 @@ class FhirRestOutbound final : public OutboundAdapter {
     curl_multi_remove_handle(multi_, easy);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, nullptr);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, nullptr);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, nullptr);
     if (node.empty()) {
       idle_.push_back(easy);
       return;
@@ -326,6 +356,10 @@ class FhirRestOutbound final : public OutboundAdapter {
       long status = 0;
       curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
       result = classify(status, t->response);
+    } else if (is_resource_errno(t->socket_errno)) {
+      result = broker_failure(describe_resource_errno(t->socket_errno));
+    } else if (rc == CURLE_OUT_OF_MEMORY) {
+      result = broker_failure("out of memory (libcurl)");
     } else {
       std::string detail = curl_easy_strerror(rc);
       if (t->error[0] != '\0') detail += std::string(": ") + t->error;

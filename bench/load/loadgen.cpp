@@ -35,6 +35,7 @@ struct Options {
   std::string port = "8080";
   int connections = 32;
   double seconds = 10;
+  std::uint64_t records = 0;  // stop after sending this many in all (0: no limit, only --seconds)
   std::string partner = "rtx";
   std::string mix = "patient:3,observation:4,encounter:2,message:1";
   std::vector<std::string> gps = {"A81001"};
@@ -196,6 +197,7 @@ asio::awaitable<void> connection(Options& opt, std::vector<Kind>& kinds, int ind
   std::uint64_t ok = 0, rejected = 0, errors = 0, bytes = 0;
   while (Clock::now() < end) {
     std::uint64_t n = counter.fetch_add(1);
+    if (opt.records != 0 && n >= opt.records) break;
     int pick = static_cast<int>(rng() % total_weight);
     const Kind* kind = &kinds.front();
     for (auto& k : kinds) {
@@ -260,6 +262,7 @@ int main(int argc, char** argv) {
     else if (a == "--port") opt.port = next();
     else if (a == "--connections") opt.connections = std::stoi(next());
     else if (a == "--seconds") opt.seconds = std::stod(next());
+    else if (a == "--records") opt.records = std::stoull(next());
     else if (a == "--partner") opt.partner = next();
     else if (a == "--mix") opt.mix = next();
     else if (a == "--sent") opt.sent_file = next();
@@ -274,7 +277,7 @@ int main(int argc, char** argv) {
         p = q == std::string::npos ? q : q + 1;
       }
     } else {
-      std::cerr << "usage: loadgen [--host H] [--port P] [--connections N] [--seconds S] [--mix kind:w,...]\n"
+      std::cerr << "usage: loadgen [--host H] [--port P] [--connections N] [--seconds S] [--records N] [--mix kind:w,...]\n"
                    "               [--gps ODS,ODS] [--partner ID] [--sent FILE] [--acked FILE] [--threads N]\n"
                    "kinds: patient observation encounter message\n";
       return 2;

@@ -5,7 +5,7 @@
 #include "delivery/delivery.hpp"
 #include "http/server.hpp"
 #include "ingest/pipeline.hpp"
-#include "queue/queue.hpp"
+#include "queue/memory_queue.hpp"
 #include "route/router.hpp"
 #include "store/sqlite_store.hpp"
 #include "validate/validator.hpp"
@@ -91,7 +91,7 @@ void Broker::start(std::ostream& out) {
   auto pending = store_->load_pending(static_cast<std::size_t>(config_.delivery.max_queued_body_bytes));
   if (!pending) throw std::runtime_error("cannot read pending deliveries: " + pending.error().summary());
   std::size_t resumed = pending->size();
-  for (auto& job : *pending) queue_->push(std::move(job));
+  resume_pending(*queue_, std::move(*pending));
 
   for (auto& a : inbound_) a->start();
   http_->start_all();

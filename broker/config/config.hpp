@@ -59,8 +59,12 @@ struct Route {
   int line = 0;
 };
 
+// Retry by time: a delivery the partner could not take is tried again, backing off, until
+// keep_trying_for has passed since its first failed attempt; then it is dead-lettered. A record
+// the partner refused for good (DeliveryOutcome::permanent) is dead-lettered at once. The same
+// backoff paces the probes of a destination whose circuit is open (broker/delivery/circuit.hpp).
 struct RetryPolicy {
-  int max_attempts = 8;                      // then dead letter
+  std::chrono::milliseconds keep_trying_for{3LL * 24 * 60 * 60 * 1000};
   std::chrono::milliseconds initial_backoff{500};
   std::chrono::milliseconds max_backoff{5 * 60 * 1000};
   double multiplier = 2.0;

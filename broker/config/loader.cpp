@@ -140,7 +140,17 @@ void read_delivery(SettingsReader& top, Config& c) {
       s->byte_size("max_queued_body_bytes", d.max_queued_body_bytes, 0, 64ull * 1024 * 1024 * 1024);
   if (auto r = s->child("retry")) {
     auto& p = d.retry;
-    p.max_attempts = static_cast<int>(r->integer("max_attempts", p.max_attempts, 1, 100));
+    if (r->has("max_attempts")) {
+      (void)r->string("max_attempts", "");  // known, so it is reported once, here
+      r->problem("max_attempts",
+                 "no longer supported: deliveries are retried by time, not by count; use keep_trying_for "
+                 "(default 3d: how long after its first failed attempt a delivery is still tried)");
+    }
+    auto keep = r->duration("keep_trying_for", p.keep_trying_for);
+    if (keep < std::chrono::seconds(1) || keep > std::chrono::hours(24 * 365))
+      r->problem("keep_trying_for", "must be from 1s to 365d");
+    else
+      p.keep_trying_for = keep;
     auto initial = r->duration("initial_backoff", p.initial_backoff);
     auto max = r->duration("max_backoff", p.max_backoff);
     if (initial < std::chrono::milliseconds(1) || initial > std::chrono::hours(1))

@@ -80,6 +80,7 @@ std::optional<std::int64_t> parse_duration_ms(std::string_view text) {
   else if (unit == "s") scale = 1000;
   else if (unit == "m") scale = 60 * 1000;
   else if (unit == "h") scale = 60 * 60 * 1000;
+  else if (unit == "d") scale = 24 * 60 * 60 * 1000;
   else return std::nullopt;
   if (*n > std::numeric_limits<std::int64_t>::max() / scale) return std::nullopt;
   return *n * scale;
@@ -224,7 +225,7 @@ std::chrono::milliseconds SettingsReader::duration(const std::string& key, std::
   if (text.empty()) return fallback;
   auto v = parse_duration_ms(text);
   if (!v) {
-    problem(key, "expected a duration such as 250ms, 10s, 5m, 1h or a number of ms, found '" + text + "'");
+    problem(key, "expected a duration such as 250ms, 10s, 5m, 1h, 3d or a number of ms, found '" + text + "'");
     return fallback;
   }
   return std::chrono::milliseconds(*v);

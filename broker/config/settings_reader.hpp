@@ -24,7 +24,7 @@ class SettingsReader {
   std::string required_string(const std::string& key);
   std::int64_t integer(const std::string& key, std::int64_t fallback, std::int64_t min, std::int64_t max);
   bool boolean(const std::string& key, bool fallback);
-  std::chrono::milliseconds duration(const std::string& key, std::chrono::milliseconds fallback);  // "500ms", "5s", "2m" or ms number
+  std::chrono::milliseconds duration(const std::string& key, std::chrono::milliseconds fallback);  // "500ms", "5s", "2m", "1h", "3d" or ms number
   std::vector<std::string> strings(const std::string& key);  // a scalar or a sequence
   std::optional<SettingsReader> child(const std::string& key);  // nested mapping
   bool has(const std::string& key) const;

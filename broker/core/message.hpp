@@ -65,13 +65,13 @@ struct DeliveryJob {
   std::string patient_key;
   std::string resource_type;
   std::string content_type;
-  std::string body;
-  // The queue keeps bodies in memory up to a budget; past it a job waits without its body,
-  // which the dispatcher reads back from the store just before sending.
-  bool body_in_store = false;
+  std::string body;              // empty: not carried (see Queue::next); read it from the Store
   int attempts = 0;               // attempts made so far
-  std::int64_t seq = 0;           // acceptance order (monotonic across the store)
+  std::int64_t seq = 0;           // acceptance order (see queue/queue.hpp)
   std::int64_t not_before_ms = 0; // earliest next attempt
+  // When its first attempt failed (0: none has): the start of its retry period
+  // (RetryPolicy::keep_trying_for). Kept in memory only: a restart starts it again.
+  std::int64_t first_failed_at_ms = 0;
 };
 
 // How one delivery attempt ended, whatever the transport: the partner took it; it may take

@@ -1,10 +1,20 @@
-// Delivery: workers per destination take due jobs from the Queue, hand them to the
-// partner's OutboundAdapter, record each DeliveryAttempt in the Store and settle the job
-// (delivered, retry with exponential backoff and jitter, or dead letter).
+// Delivery: workers per destination take due jobs from the Queue, hand them to the partner's
+// OutboundAdapter, record each DeliveryAttempt in the Store and settle the job: delivered;
+// retried by time (retry_policy.hpp: backoff until keep_trying_for has passed since the first
+// failed attempt); or dead-lettered (a permanent refusal at once). Each destination has a
+// circuit (circuit.hpp): while its partner is failing nothing is sent but one probe at a time,
+// and the log gets one line per change of the circuit rather than one per attempt.
+//
+// Threading: workers are coroutines on the io_context passed in (any of its threads); each
+// destination's circuit and waiting workers are guarded by a mutex of their own. start() and
+// stop() may be called from any thread, once each (later calls do nothing). The Store, Queue
+// and adapters must outlive the Dispatcher's workers: stop() and run the io_context dry first.
 #pragma once
 
 #include "adapters/adapter.hpp"
 #include "config/config.hpp"
+#include "delivery/circuit.hpp"
+#include "delivery/retry_policy.hpp"
 #include "queue/queue.hpp"
 #include "store/store.hpp"
 
@@ -16,14 +26,12 @@
 
 namespace tellonce {
 
-// When the next attempt is due after `attempts_made` failed attempts; nullopt: dead letter.
-std::optional<std::int64_t> next_attempt_at(const RetryPolicy& policy, int attempts_made,
-                                            std::int64_t now_ms, double random01);
-
 struct DestinationStats {
   std::uint64_t delivered = 0;
-  std::uint64_t failed_attempts = 0;
+  std::uint64_t failed_attempts = 0;  // recorded on the trail (the broker's own faults are not)
   std::uint64_t dead = 0;
+  std::uint64_t broker_faults = 0;    // attempts that failed for the broker's own reasons
+  Circuit::State circuit = Circuit::State::closed;
 };
 
 class Dispatcher {

@@ -2,65 +2,258 @@
 
 #include "core/log.hpp"
 
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/system_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <atomic>
 #include <exception>
+#include <mutex>
 #include <random>
+#include <vector>
 
 namespace tellonce {
 namespace {
 
-// When the store cannot record an attempt the job stays pending and is offered again after this.
+// When the store cannot record an attempt or read a body, the job stays pending and is offered
+// again after this; the same pause follows a failure of the broker's own resources.
 constexpr std::int64_t store_retry_ms = 1000;
-
-struct Counters {
-  std::atomic<std::uint64_t> delivered{0};
-  std::atomic<std::uint64_t> failed_attempts{0};
-  std::atomic<std::uint64_t> dead{0};
-};
+constexpr std::int64_t broker_fault_pause_ms = 1000;
 
 double random01() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
-std::string describe_failure(const DeliveryAttempt& a) {
-  std::string line = "attempt failed destination=" + a.destination + " message=" + a.message_id +
-                     " attempt=" + std::to_string(a.attempt) + " outcome=" + std::string(to_string(a.outcome));
-  if (a.dead)
-    line += a.outcome == DeliveryOutcome::retryable ? " dead(attempts exhausted)" : " dead(permanent)";
-  else
-    line += " retry_in_ms=" + std::to_string(a.next_attempt_ms - a.at_ms);
-  // The partner's reason may quote the record, so only its code is logged; the reason is on
-  // the trail. Without an answer, the detail is the transport's own error.
-  if (!a.partner_code.empty())
-    line += " partner_code=\"" + a.partner_code + "\"";
-  else
-    line += " transport=\"" + a.detail + "\"";
-  return line;
+// The partner's code, or without an answer the transport's own error. The partner's reason may
+// quote the record, so only its code is logged; the reason is on the trail.
+std::string partner_said(const std::string& partner_code, const std::string& detail) {
+  if (!partner_code.empty()) return "partner_code=\"" + partner_code + "\"";
+  return "transport=\"" + detail + "\"";
+}
+
+// What admission tells a worker.
+enum Admitted : int { admit_again = -1, admit_stopped = -2, admit_send = 0, admit_probe = 1 };
+using AdmitHandler = asio::any_completion_handler<void(int)>;
+struct AdmitWaiter {
+  asio::any_io_executor executor;
+  AdmitHandler handler;
+};
+
+void resume_all(std::vector<AdmitWaiter>& waiters, int verdict) {
+  for (auto& w : waiters) {
+    auto resume = [handler = std::move(w.handler), verdict]() mutable { std::move(handler)(verdict); };
+    asio::post(w.executor, std::move(resume));
+  }
+  waiters.clear();
 }
 
 }  // namespace
 
-struct Dispatcher::State {
+struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
+  // Everything kept per destination. Created at construction and never erased, so workers and
+  // timers may hold a plain pointer while the State lives.
+  struct Destination {
+    Destination(std::string name, std::shared_ptr<OutboundAdapter> adapter, const RetryPolicy& policy,
+                const asio::any_io_executor& ex)
+        : name(std::move(name)), adapter(std::move(adapter)), circuit(policy), timer(ex) {}
+    const std::string name;
+    const std::shared_ptr<OutboundAdapter> adapter;
+    std::atomic<std::uint64_t> delivered{0}, failed_attempts{0}, dead{0}, broker_faults{0};
+
+    // Read without the lock on the hot path: the circuit is closed and nothing is held, and no
+    // broker fault is being reported. Written under the mutex whenever either may change.
+    std::atomic<bool> flowing{true};
+    std::atomic<bool> broker_fault{false};  // the last verdict was the broker's own failure (logged once per spell)
+
+    std::mutex mutex;  // guards everything below
+    Circuit circuit;
+    bool stopped = false;
+    std::vector<AdmitWaiter> waiters;  // workers waiting for the circuit
+    // Circuit times are wall-clock ms, hence a system_timer.
+    asio::system_timer timer;
+    std::int64_t timer_due = Circuit::never;
+  };
+
   State(asio::io_context& io, Store& store, Queue& queue, DeliverySettings settings,
         std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters)
-      : io(io), store(store), queue(queue), settings(std::move(settings)), adapters(std::move(adapters)) {
-    for (const auto& [destination, adapter] : this->adapters) counters.try_emplace(destination);
+      : io(io), store(store), queue(queue), settings(std::move(settings)) {
+    for (auto& [name, adapter] : adapters)
+      destinations.emplace(name, std::make_unique<Destination>(name, std::move(adapter), this->settings.retry,
+                                                               io.get_executor()));
   }
 
   asio::io_context& io;
   Store& store;
   Queue& queue;
-  DeliverySettings settings;
-  std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters;
-  std::map<std::string, Counters> counters;  // keys fixed at construction, so read without a lock
+  const DeliverySettings settings;
+  std::map<std::string, std::unique_ptr<Destination>> destinations;  // keys fixed at construction
   std::atomic<bool> started{false};
   std::atomic<bool> stopping{false};
 
+  // ---- the circuit, as seen by workers ----
+
+  // Under d.mutex: asks the circuit; a worker told to wait is registered with `register_waiter`.
+  int try_admit(Destination& d, std::int64_t now, std::int64_t& wait_until) {
+    if (d.stopped) return admit_stopped;
+    auto a = d.circuit.admit(now);
+    d.flowing.store(d.circuit.sending_allowed(now), std::memory_order_release);
+    if (a.kind == Circuit::Admission::Kind::send) return admit_send;
+    if (a.kind == Circuit::Admission::Kind::probe) {
+      log::info("delivery", "circuit probing destination=" + d.name + ": sending one record (probe " +
+                                std::to_string(d.circuit.probes()) + ")");
+      return admit_probe;
+    }
+    wait_until = a.wait_until_ms;
+    return admit_again;
+  }
+
+  // Under d.mutex.
+  void arm(Destination& d, std::int64_t due) {
+    if (due == Circuit::never || due >= d.timer_due) return;
+    d.timer_due = due;
+    d.timer.expires_at(std::chrono::system_clock::time_point(std::chrono::milliseconds(due)));
+    std::weak_ptr<State> weak = weak_from_this();
+    Destination* dp = &d;
+    d.timer.async_wait([weak, dp](boost::system::error_code ec) {
+      if (ec == asio::error::operation_aborted) return;
+      if (auto self = weak.lock()) self->wake(*dp, true);
+    });
+  }
+
+  // Lets every waiting worker ask the circuit again (its state or times changed).
+  void wake(Destination& d, bool from_timer = false) {
+    std::vector<AdmitWaiter> waiters;
+    {
+      std::lock_guard lock(d.mutex);
+      if (from_timer) d.timer_due = Circuit::never;
+      waiters.swap(d.waiters);
+    }
+    resume_all(waiters, admit_again);
+  }
+
+  // Initiation for waiting on the circuit: decides under the lock, so no change is missed.
+  struct AwaitAdmission {
+    State* self;
+    Destination* d;
+    template <class Handler>
+    void operator()(Handler&& handler) {
+      asio::any_io_executor ex = asio::get_associated_executor(handler, self->io.get_executor());
+      int verdict = admit_again;
+      {
+        std::lock_guard lock(d->mutex);
+        std::int64_t until = Circuit::never;
+        verdict = self->try_admit(*d, now_ms(), until);
+        if (verdict == admit_again) {
+          d->waiters.push_back(AdmitWaiter{ex, AdmitHandler(std::forward<Handler>(handler))});
+          self->arm(*d, until);
+          return;
+        }
+      }
+      auto resume = [h = AdmitHandler(std::forward<Handler>(handler)), verdict]() mutable { std::move(h)(verdict); };
+      asio::post(ex, std::move(resume));
+    }
+  };
+
+  // Waits until this worker may take a job: admit_send, admit_probe or admit_stopped. A closed
+  // circuit answers without suspending (the hot path).
+  asio::awaitable<int> admission(Destination& d) {
+    if (d.flowing.load(std::memory_order_acquire) && !stopping.load(std::memory_order_relaxed)) co_return admit_send;
+    for (;;) {
+      {
+        std::lock_guard lock(d.mutex);
+        std::int64_t until = Circuit::never;
+        int verdict = try_admit(d, now_ms(), until);
+        if (verdict != admit_again) co_return verdict;
+      }
+      int verdict = co_await asio::async_initiate<decltype(asio::use_awaitable), void(int)>(
+          AwaitAdmission{this, &d}, asio::use_awaitable);
+      if (verdict != admit_again) co_return verdict;
+    }
+  }
+
+  bool still_sending(Destination& d) {
+    if (d.flowing.load(std::memory_order_acquire)) return true;
+    std::lock_guard lock(d.mutex);
+    return d.circuit.sending_allowed(now_ms());
+  }
+
+  // A probe ended without the partner's verdict: another one is due at retry_at.
+  void probe_untried(Destination& d, std::int64_t retry_at) {
+    {
+      std::lock_guard lock(d.mutex);
+      d.circuit.probe_untried(retry_at);
+      d.flowing.store(false, std::memory_order_release);
+    }
+    wake(d);
+  }
+
+  void on_broker_fault(Destination& d, bool probe, const std::string& detail) {
+    d.broker_faults.fetch_add(1, std::memory_order_relaxed);
+    const auto until = now_ms() + broker_fault_pause_ms;
+    bool first = false;
+    {
+      std::lock_guard lock(d.mutex);
+      first = !d.broker_fault.exchange(true);
+      d.circuit.hold(until);
+      if (probe) d.circuit.probe_untried(until);
+      d.flowing.store(false, std::memory_order_release);
+    }
+    if (first)
+      log::error("delivery", "broker fault destination=" + d.name + " detail=\"" + detail +
+                                 "\": not the partner's failure; its deliveries pause and are retried, not counted");
+    wake(d);
+  }
+
+  // The partner's verdict on one record, as the circuit sees it: one log line per change.
+  void on_partner_verdict(Destination& d, bool probe, const DeliveryResult& result) {
+    // The hot path: an answer while all is well changes nothing.
+    if (result.outcome != DeliveryOutcome::retryable && d.flowing.load(std::memory_order_acquire) &&
+        !d.broker_fault.load(std::memory_order_acquire))
+      return;
+    const auto now = now_ms();
+    std::optional<Circuit::Change> change;
+    bool recovered = false;
+    int probes = 0;
+    std::int64_t opened_at = 0, next_probe = 0;
+    {
+      std::lock_guard lock(d.mutex);
+      recovered = d.broker_fault.exchange(false);
+      opened_at = d.circuit.opened_at();
+      probes = d.circuit.probes();
+      if (result.outcome == DeliveryOutcome::retryable) change = d.circuit.failed(now, probe, random01());
+      else change = d.circuit.answered(now);
+      next_probe = d.circuit.next_probe_at();
+      d.flowing.store(d.circuit.sending_allowed(now), std::memory_order_release);
+    }
+    if (recovered) log::info("delivery", "broker fault over destination=" + d.name);
+    if (!change) return;
+    using S = Circuit::State;
+    if (change->to == S::open && change->from == S::closed) {
+      log::warn("delivery", "circuit open destination=" + d.name + " " + partner_said(result.partner_code, result.detail) +
+                                ": holding its deliveries in order; first probe in " +
+                                std::to_string(next_probe - now) + " ms");
+    } else if (change->to == S::open) {
+      log::info("delivery", "circuit open destination=" + d.name + ": probe " + std::to_string(probes) + " failed " +
+                                partner_said(result.partner_code, result.detail) + "; next probe in " +
+                                std::to_string(next_probe - now) + " ms");
+    } else {
+      log::info("delivery", "circuit closed destination=" + d.name + ": partner answered (" +
+                                partner_said(result.partner_code, result.detail) + ") after " +
+                                std::to_string(now - opened_at) + " ms and " + std::to_string(probes) +
+                                " probe(s); releasing held deliveries");
+    }
+    wake(d);
+  }
+
+  // ---- one attempt ----
+
   // What one delivery result means for the job, and the attempt to put on its trail.
-  Settlement judge(const DeliveryJob& job, DeliveryResult result, DeliveryAttempt& a) {
+  Settlement judge(DeliveryJob& job, DeliveryResult result, DeliveryAttempt& a) {
     a.delivery_id = job.delivery_id;
     a.message_id = job.message_id;
     a.destination = job.destination;
@@ -70,27 +263,40 @@ struct Dispatcher::State {
     a.partner_code = std::move(result.partner_code);
     a.detail = std::move(result.detail);
     if (a.ok()) return {Settlement::Kind::delivered, 0};
-    std::optional<std::int64_t> next;
-    if (a.outcome == DeliveryOutcome::retryable) next = next_attempt_at(settings.retry, a.attempt, a.at_ms, random01());
-    Settlement settlement{Settlement::Kind::dead, 0};
-    if (next) {
-      a.next_attempt_ms = *next;
-      settlement = {Settlement::Kind::retry, *next};
-    } else {
-      a.dead = true;
+    auto after = after_failure(settings.retry, a.outcome, a.attempt, job.first_failed_at_ms, a.at_ms, random01());
+    job.first_failed_at_ms = after.first_failed_at_ms;
+    if (!after.dead) {
+      a.next_attempt_ms = after.retry_at_ms;
+      // Retries are on the trail; the log has the circuit's lines instead of one per attempt.
+      log::debug("delivery", "attempt failed destination=" + a.destination + " message=" + a.message_id +
+                                 " attempt=" + std::to_string(a.attempt) + " " + partner_said(a.partner_code, a.detail));
+      return {Settlement::Kind::retry, after.retry_at_ms};
     }
-    if (a.dead)
-      log::error("delivery", describe_failure(a));
-    else
-      log::warn("delivery", describe_failure(a));
-    return settlement;
+    a.dead = true;
+    const std::string why = a.outcome == DeliveryOutcome::retryable
+                                ? "dead(still failing " + std::to_string(a.at_ms - after.first_failed_at_ms) +
+                                      " ms after its first failed attempt)"
+                                : "dead(permanent)";
+    log::error("delivery", "attempt failed destination=" + a.destination + " message=" + a.message_id +
+                               " attempt=" + std::to_string(a.attempt) + " outcome=" +
+                               std::string(to_string(a.outcome)) + " " + why + " " +
+                               partner_said(a.partner_code, a.detail));
+    return {Settlement::Kind::dead, 0};
+  }
+
+  asio::awaitable<void> settle(const Destination& d, DeliveryJob job, Settlement s) {
+    const std::int64_t delivery_id = job.delivery_id;
+    Result<void> settled = co_await queue.settle(std::move(job), s);
+    if (!settled && !stopping)
+      log::error("delivery", "queue did not take a settlement destination=" + d.name + " delivery=" +
+                                 std::to_string(delivery_id) + " queue=\"" + settled.error().summary() +
+                                 "\"; the delivery stays pending in the store");
   }
 
   // Makes the attempt durable, then settles the job. Until then the job stays in flight, so
   // the patient's next record for this destination is still held back.
-  static asio::awaitable<void> record_and_settle(std::shared_ptr<State> self, DeliveryJob job,
+  static asio::awaitable<void> record_and_settle(std::shared_ptr<State> self, Destination* d, DeliveryJob job,
                                                  DeliveryAttempt a, Settlement settlement) {
-    Counters& counters = self->counters.at(job.destination);
     const bool ok = a.ok();
     const bool dead = a.dead;
     const int attempt_number = a.attempt;
@@ -100,17 +306,17 @@ struct Dispatcher::State {
       log::error("delivery", "could not record attempt destination=" + job.destination +
                                  " message=" + job.message_id + " store=\"" + recorded.error().summary() +
                                  "\"; kept pending");
-      self->queue.settle(job, Settlement{Settlement::Kind::retry, now_ms() + store_retry_ms});
+      co_await self->settle(*d, std::move(job), Settlement{Settlement::Kind::retry, now_ms() + store_retry_ms});
       co_return;
     }
     job.attempts = attempt_number;
     if (ok) {
-      counters.delivered.fetch_add(1, std::memory_order_relaxed);
+      d->delivered.fetch_add(1, std::memory_order_relaxed);
     } else {
-      counters.failed_attempts.fetch_add(1, std::memory_order_relaxed);
-      if (dead) counters.dead.fetch_add(1, std::memory_order_relaxed);
+      d->failed_attempts.fetch_add(1, std::memory_order_relaxed);
+      if (dead) d->dead.fetch_add(1, std::memory_order_relaxed);
     }
-    self->queue.settle(job, settlement);
+    co_await self->settle(*d, std::move(job), settlement);
   }
 
   static void log_exit(const std::string& what, std::exception_ptr e) {
@@ -124,22 +330,35 @@ struct Dispatcher::State {
     }
   }
 
-  static asio::awaitable<void> work(std::shared_ptr<State> self, std::string destination,
-                                    std::shared_ptr<OutboundAdapter> adapter) {
+  static asio::awaitable<void> work(std::shared_ptr<State> self, Destination* d) {
+    const std::string& destination = d->name;
+    const std::shared_ptr<OutboundAdapter> adapter = d->adapter;  // held while the worker runs
     for (;;) {
+      const int admitted = co_await self->admission(*d);
+      if (admitted == admit_stopped) co_return;
+      const bool probe = admitted == admit_probe;
       std::optional<DeliveryJob> job = co_await self->queue.next(destination);
-      if (!job) co_return;
-      if (job->body_in_store) {
-        // Queued past the queue's memory budget: the body is read back just before sending.
+      if (!job) {
+        if (probe) self->probe_untried(*d, now_ms());
+        co_return;
+      }
+      if (!probe && !self->still_sending(*d)) {
+        // The circuit opened while this worker waited for a job: back in its place, untried.
+        co_await self->settle(*d, std::move(*job), Settlement{Settlement::Kind::retry, 0});
+        continue;
+      }
+      if (job->body.empty()) {
+        // The queue did not carry the body (its memory budget): read it back just before sending.
         Result<std::string> body = co_await self->store.body(job->message_id);
         if (!body) {
           log::error("delivery", "could not read the body destination=" + destination + " message=" +
                                      job->message_id + " store=\"" + body.error().summary() + "\"; kept pending");
-          self->queue.settle(*job, Settlement{Settlement::Kind::retry, now_ms() + store_retry_ms});
+          const auto retry_at = now_ms() + store_retry_ms;
+          if (probe) self->probe_untried(*d, retry_at);
+          co_await self->settle(*d, std::move(*job), Settlement{Settlement::Kind::retry, retry_at});
           continue;
         }
         job->body = std::move(*body);
-        job->body_in_store = false;
       }
       DeliveryResult result;
       bool threw = false;
@@ -152,13 +371,22 @@ struct Dispatcher::State {
       }
       // A failed attempt must not leave the job in flight, or the patient's lane stays blocked.
       if (threw) {
-        self->queue.settle(*job, Settlement{Settlement::Kind::retry, now_ms() + store_retry_ms});
+        const auto retry_at = now_ms() + store_retry_ms;
+        if (probe) self->probe_untried(*d, retry_at);
+        co_await self->settle(*d, std::move(*job), Settlement{Settlement::Kind::retry, retry_at});
         continue;
       }
       if (self->stopping) {  // cut off by shutdown: not a partner failure, stays pending
-        self->queue.settle(*job, Settlement{Settlement::Kind::retry, now_ms()});
+        co_await self->settle(*d, std::move(*job), Settlement{Settlement::Kind::retry, now_ms()});
         co_return;
       }
+      if (result.broker_fault) {
+        // Nothing reached the partner: no attempt on the trail, back in its place.
+        self->on_broker_fault(*d, probe, result.detail);
+        co_await self->settle(*d, std::move(*job), Settlement{Settlement::Kind::retry, 0});
+        continue;
+      }
+      self->on_partner_verdict(*d, probe, result);
       DeliveryAttempt a;
       Settlement settlement = self->judge(*job, std::move(result), a);
       // Recording is handed off so this worker carries the next record while the store's group
@@ -167,7 +395,8 @@ struct Dispatcher::State {
       auto on_done = [destination, message_id = job->message_id](std::exception_ptr e) {
         if (e) log_exit("recording attempt destination=" + destination + " message=" + message_id, e);
       };
-      asio::co_spawn(self->io, record_and_settle(self, std::move(*job), std::move(a), settlement), std::move(on_done));
+      asio::co_spawn(self->io, record_and_settle(self, d, std::move(*job), std::move(a), settlement),
+                     std::move(on_done));
     }
   }
 };
@@ -181,11 +410,11 @@ Dispatcher::~Dispatcher() { stop(); }
 void Dispatcher::start() {
   if (state_->started.exchange(true)) return;
   const int workers = std::max(1, state_->settings.concurrency_per_destination);
-  for (const auto& [destination, adapter] : state_->adapters) {
-    if (!adapter) continue;
+  for (const auto& [name, d] : state_->destinations) {
+    if (!d->adapter) continue;
     for (int i = 0; i < workers; ++i) {
-      auto on_exit = [destination](std::exception_ptr e) { State::log_exit("worker ended destination=" + destination, e); };
-      asio::co_spawn(state_->io, State::work(state_, destination, adapter), std::move(on_exit));
+      auto on_exit = [name](std::exception_ptr e) { State::log_exit("worker ended destination=" + name, e); };
+      asio::co_spawn(state_->io, State::work(state_, d.get()), std::move(on_exit));
     }
   }
 }
@@ -193,14 +422,27 @@ void Dispatcher::start() {
 void Dispatcher::stop() {
   if (state_->stopping.exchange(true)) return;
   state_->queue.stop();
-  for (auto& [destination, adapter] : state_->adapters)
-    if (adapter) adapter->stop();
+  for (auto& [name, d] : state_->destinations) {
+    std::vector<AdmitWaiter> waiters;
+    {
+      std::lock_guard lock(d->mutex);
+      d->stopped = true;
+      d->timer.cancel();
+      waiters.swap(d->waiters);
+    }
+    resume_all(waiters, admit_stopped);
+    if (d->adapter) d->adapter->stop();
+  }
 }
 
 DestinationStats Dispatcher::stats(const std::string& destination) const {
-  auto it = state_->counters.find(destination);
-  if (it == state_->counters.end()) return {};
-  return {it->second.delivered.load(), it->second.failed_attempts.load(), it->second.dead.load()};
+  auto it = state_->destinations.find(destination);
+  if (it == state_->destinations.end()) return {};
+  auto& d = *it->second;
+  DestinationStats s{d.delivered.load(), d.failed_attempts.load(), d.dead.load(), d.broker_faults.load()};
+  std::lock_guard lock(d.mutex);
+  s.circuit = d.circuit.state();
+  return s;
 }
 
 }  // namespace tellonce

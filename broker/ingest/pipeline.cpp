@@ -113,7 +113,11 @@ class BrokerPipeline final : public Pipeline {
       log::warn("route", "message " + out.message_id + " from " + rec.source + " (" +
                              facts.resource_type + ") matched no route: held as unroutable");
     }
-    for (auto& job : committed->jobs) queue_.push(std::move(job));
+    // Durable already: a job the queue refuses stays pending in the store, queued again at start-up.
+    for (auto& job : committed->jobs) {
+      Result<void> queued = co_await queue_.push(std::move(job));
+      if (!queued) log_refused(queued.error(), out.message_id);
+    }
     co_return out;
   }
 
@@ -121,7 +125,10 @@ class BrokerPipeline final : public Pipeline {
     auto jobs = co_await store_.replay(std::move(message_id));
     if (!jobs) co_return jobs.error();
     std::size_t n = jobs->size();
-    for (auto& job : *jobs) queue_.push(std::move(job));
+    for (auto& job : *jobs) {
+      Result<void> queued = co_await queue_.push(std::move(job));
+      if (!queued) log_refused(queued.error());
+    }
     co_return n;
   }
 
@@ -130,6 +137,11 @@ class BrokerPipeline final : public Pipeline {
   }
 
  private:
+  static void log_refused(const Failure& f, const std::string& message_id = "") {
+    log::error("ingest", "queue refused a delivery" + (message_id.empty() ? std::string() : " message=" + message_id) +
+                             " queue=\"" + f.summary() + "\"; it stays pending in the store");
+  }
+
   Failure rejected(const InboundRecord& rec, Failure f) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
     std::size_t errors = 0;

@@ -1,4 +1,4 @@
-#include "queue/queue.hpp"
+#include "queue/memory_queue.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -29,6 +29,11 @@ using JobKey = std::pair<std::int64_t, std::int64_t>;
 constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
 
 JobKey key_of(const DeliveryJob& j) { return {j.seq, j.delivery_id}; }
+
+Failure stopped_failure() {
+  return Failure::retryable(Errc::unavailable,
+                            Issue{Severity::error, "transient", "delivery queue is stopped", "", ""});
+}
 
 // One patient's jobs at one destination that wait for the patient's current job to end.
 struct Lane {
@@ -63,25 +68,19 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
   bool stopped = false;
   const std::size_t max_body_bytes;
   std::size_t body_bytes = 0;   // bodies of queued jobs, all destinations
-  std::size_t bodies_left = 0;  // queued jobs without their body
 
-  // A job enters the queue: its body stays in memory while the budget allows.
+  // A job enters the queue: its body stays in memory while the budget allows. An empty body
+  // means "not carried": the dispatcher reads it from the store when the job's turn comes.
   void keep_or_drop_body(DeliveryJob& job) {
-    if (job.body_in_store) {
-      ++bodies_left;
-    } else if (body_bytes + job.body.size() > max_body_bytes) {
-      std::string().swap(job.body);  // frees it; the dispatcher reads it back from the store
-      job.body_in_store = true;
-      ++bodies_left;
+    if (job.body.empty()) return;
+    if (body_bytes + job.body.size() > max_body_bytes) {
+      std::string().swap(job.body);  // frees it
     } else {
       body_bytes += job.body.size();
     }
   }
   // A job leaves the queue for a worker.
-  void forget_body(const DeliveryJob& job) {
-    if (job.body_in_store) --bodies_left;
-    else body_bytes -= job.body.size();
-  }
+  void forget_body(const DeliveryJob& job) { body_bytes -= job.body.size(); }
   // Destinations are never erased, so references stay valid while the mutex is held.
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations;
 
@@ -153,11 +152,11 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
     hand_over(out);
   }
 
-  void push(DeliveryJob job) {
+  Result<void> push(DeliveryJob job) {
     std::vector<Handoff> out;
     {
       std::lock_guard lock(mutex);
-      if (stopped) return;
+      if (stopped) return stopped_failure();
       auto name = job.destination;
       auto& d = destination(name);
       keep_or_drop_body(job);
@@ -167,7 +166,7 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
           auto key = key_of(job);
           lane.backlog.emplace(key, std::move(job));
           ++d.held;
-          return;
+          return {};
         }
         lane.busy = true;
       }
@@ -175,6 +174,7 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
       feed_waiters(d, out);
     }
     hand_over(out);
+    return {};
   }
 
   void take(const std::string& name, Waiter waiter) {
@@ -192,20 +192,20 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
     hand_over(out);
   }
 
-  void settle(const DeliveryJob& job, Settlement s) {
+  Result<void> settle(DeliveryJob job, Settlement s) {
     std::vector<Handoff> out;
     {
       std::lock_guard lock(mutex);
-      if (stopped) return;
+      if (stopped) return stopped_failure();
       auto& d = destination(job.destination);
       if (d.in_flight > 0) --d.in_flight;
       auto now = now_ms();
       if (s.kind == Settlement::Kind::retry) {
         // The patient's lane stays busy: later records wait behind this one.
-        DeliveryJob again = job;
-        again.not_before_ms = s.retry_at_ms;
-        keep_or_drop_body(again);
-        release(job.destination, d, std::move(again), now);
+        job.not_before_ms = s.retry_at_ms;
+        keep_or_drop_body(job);
+        auto name = job.destination;
+        release(name, d, std::move(job), now);
       } else if (!job.patient_key.empty()) {
         auto it = d.lanes.find(job.patient_key);
         if (it != d.lanes.end()) {
@@ -222,6 +222,7 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
       feed_waiters(d, out);
     }
     hand_over(out);
+    return {};
   }
 
   QueueStats stats(const std::string& name) const {
@@ -229,7 +230,7 @@ struct QueueState : std::enable_shared_from_this<QueueState> {
     auto it = destinations.find(name);
     if (it == destinations.end()) return {};
     const auto& d = *it->second;
-    return {d.ready.size(), d.delayed.size() + d.held, d.in_flight, bodies_left};
+    return {d.ready.size(), d.delayed.size() + d.held, d.in_flight};
   }
 
   void stop() {
@@ -265,7 +266,7 @@ class MemoryQueue final : public Queue {
       : state_(std::make_shared<QueueState>(std::move(ex), max_body_bytes)) {}
   ~MemoryQueue() override { state_->stop(); }
 
-  void push(DeliveryJob job) override { state_->push(std::move(job)); }
+  asio::awaitable<Result<void>> push(DeliveryJob job) override { co_return state_->push(std::move(job)); }
 
   asio::awaitable<std::optional<DeliveryJob>> next(std::string destination) override {
     TakeJob take{state_, std::move(destination)};
@@ -274,7 +275,9 @@ class MemoryQueue final : public Queue {
                                                                              asio::use_awaitable);
   }
 
-  void settle(const DeliveryJob& job, Settlement s) override { state_->settle(job, s); }
+  asio::awaitable<Result<void>> settle(DeliveryJob job, Settlement s) override {
+    co_return state_->settle(std::move(job), s);
+  }
   QueueStats stats(const std::string& destination) const override { return state_->stats(destination); }
   void stop() override { state_->stop(); }
 

@@ -1150,11 +1150,9 @@ Result<std::vector<DeliveryJob>> SqliteStore::load_pending(std::size_t max_body_
     job.content_type = st.text(8);
     // A body left unread here is never loaded: SQLite reads a column only when asked for it.
     const auto size = static_cast<std::size_t>(st.int64(9));
-    if (size <= max_body_bytes - body_bytes) {
+    if (size <= max_body_bytes - body_bytes) {  // past the budget the body stays empty (not carried)
       job.body = st.text(10);
       body_bytes += size;
-    } else {
-      job.body_in_store = true;
     }
     jobs.push_back(std::move(job));
   }

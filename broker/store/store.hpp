@@ -67,7 +67,7 @@ class Store {
   virtual asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string message_id) = 0;
 
   // Start-up: every pending delivery in acceptance order. Bodies are included while they add up
-  // to at most max_body_bytes; later jobs come with body_in_store (see DeliveryJob).
+  // to at most max_body_bytes; later jobs come with an empty body (read back with body()).
   virtual Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) = 0;
   Result<std::vector<DeliveryJob>> load_pending() { return load_pending(static_cast<std::size_t>(-1)); }
 

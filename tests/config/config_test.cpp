@@ -83,7 +83,7 @@ validation:
   nhs_number_check_digit: warning
 delivery:
   concurrency_per_destination: 4
-  retry: { max_attempts: 3, initial_backoff: 250ms, max_backoff: 1h, multiplier: 1.5, jitter: 0 }
+  retry: { keep_trying_for: 2d, initial_backoff: 250ms, max_backoff: 1h, multiplier: 1.5, jitter: 0 }
 )") + valid_partners + R"(inbound:
   - id: fhir-http
     type: fhir-rest
@@ -118,7 +118,7 @@ routes:
   EXPECT_EQ(c.validation.schema_dir, files.dir() / "schemas");
   EXPECT_FALSE(c.validation.nhs_number_check_digit_is_error);
   EXPECT_EQ(c.delivery.concurrency_per_destination, 4);
-  EXPECT_EQ(c.delivery.retry.max_attempts, 3);
+  EXPECT_EQ(c.delivery.retry.keep_trying_for, std::chrono::hours(48));
   EXPECT_EQ(c.delivery.retry.initial_backoff, std::chrono::milliseconds(250));
   EXPECT_EQ(c.delivery.retry.max_backoff, std::chrono::hours(1));
   EXPECT_DOUBLE_EQ(c.delivery.retry.multiplier, 1.5);
@@ -325,7 +325,7 @@ TEST(LoadConfig, CrossChecksAndRanges) {
   auto path = files.write("cross.yaml", std::string(R"(store:
   type: postgres
 delivery:
-  retry: { max_attempts: 0, jitter: 1.5, initial_backoff: 10s, max_backoff: 1s }
+  retry: { max_attempts: 8, keep_trying_for: 0s, jitter: 1.5, initial_backoff: 10s, max_backoff: 1s }
 )") + valid_partners + R"(  - id: charity-two
     kind: vcse
     ods: 8JK98
@@ -344,7 +344,10 @@ routes:
   auto registry = fake_registry();
   auto load = load_config(path, registry);
   EXPECT_NE(find_problem(load, "store.type"), nullptr);
-  EXPECT_NE(find_problem(load, "delivery.retry.max_attempts"), nullptr);
+  auto* old_count = find_problem(load, "delivery.retry.max_attempts");
+  ASSERT_NE(old_count, nullptr);  // retry by count is gone: the message names the key that replaced it
+  EXPECT_NE(old_count->message.find("keep_trying_for"), std::string::npos) << old_count->message;
+  EXPECT_NE(find_problem(load, "delivery.retry.keep_trying_for"), nullptr);
   EXPECT_NE(find_problem(load, "delivery.retry.jitter"), nullptr);
   EXPECT_NE(find_problem(load, "delivery.retry.max_backoff"), nullptr);
   auto* key = find_problem(load, "partners[3].api_keys[0]");
@@ -352,7 +355,7 @@ routes:
   EXPECT_EQ(key->message, "api key already used by partner 'rtx'");
   EXPECT_NE(find_problem(load, "inbound[1].listen"), nullptr);
   EXPECT_NE(find_problem(load, "routes[0].match.where[0].path"), nullptr);
-  EXPECT_EQ(load.problems.size(), 7u) << problems_text(load);
+  EXPECT_EQ(load.problems.size(), 8u) << problems_text(load);
 }
 
 TEST(LoadConfig, EmptyTargetsAndDuplicateKeys) {

@@ -1,4 +1,5 @@
 #include "delivery/delivery.hpp"
+#include "queue/memory_queue.hpp"
 
 #include "support/builders.hpp"
 #include "support/fake_store.hpp"
@@ -13,6 +14,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <mutex>
 
 namespace tellonce {
@@ -42,7 +44,7 @@ class DispatcherTest : public ::testing::Test {
   DeliverySettings settings() {
     DeliverySettings s;
     s.concurrency_per_destination = 2;
-    s.retry.max_attempts = 4;
+    s.retry.keep_trying_for = std::chrono::milliseconds(150);
     s.retry.initial_backoff = std::chrono::milliseconds(10);
     s.retry.max_backoff = std::chrono::milliseconds(40);
     s.retry.jitter = 0.0;
@@ -53,6 +55,9 @@ class DispatcherTest : public ::testing::Test {
     dispatcher = std::make_unique<Dispatcher>(io, failing_store, *queue, s, std::move(adapters));
     dispatcher->start();
   }
+
+  // The memory queue's push completes at once; after stop() it fails, which some tests expect.
+  Result<void> push(DeliveryJob j) { return test::run_async(queue->push(std::move(j))); }
 
   // Bounded, so a bug fails the test instead of hanging it.
   void run_until(const std::function<bool()>& done) { test::run_until(io, done); }
@@ -67,7 +72,7 @@ class DispatcherTest : public ::testing::Test {
 TEST_F(DispatcherTest, DownThenUpRetriesThenDelivers) {
   auto partner = std::make_shared<test::RecordingOutbound>([](int call) { return call < 2 ? test::unavailable() : test::delivered(); });
   start({{"trust-a", partner}}, settings());
-  queue->push(test::job(1, "trust-a"));
+  (void)push(test::job(1, "trust-a"));
   run_until([&] { return dispatcher->stats("trust-a").delivered == 1; });
 
   ASSERT_EQ(store.attempts.size(), 3u);
@@ -92,7 +97,7 @@ TEST_F(DispatcherTest, DownThenUpRetriesThenDelivers) {
 TEST_F(DispatcherTest, PermanentRejectionIsDeadAtOnce) {
   auto partner = std::make_shared<test::RecordingOutbound>([](int) { return test::refused(); });
   start({{"trust-a", partner}}, settings());
-  queue->push(test::job(1, "trust-a"));
+  (void)push(test::job(1, "trust-a"));
   run_until([&] { return dispatcher->stats("trust-a").dead == 1; });
 
   ASSERT_EQ(store.attempts.size(), 1u);
@@ -103,16 +108,22 @@ TEST_F(DispatcherTest, PermanentRejectionIsDeadAtOnce) {
   EXPECT_EQ(partner->calls, 1);
 }
 
-TEST_F(DispatcherTest, GivesUpAfterMaxAttempts) {
+TEST_F(DispatcherTest, GivesUpOnceKeepTryingForHasPassed) {
   auto partner = std::make_shared<test::RecordingOutbound>([](int) { return test::unavailable(); });
   start({{"trust-a", partner}}, settings());
-  queue->push(test::job(1, "trust-a"));
+  (void)push(test::job(1, "trust-a"));
   run_until([&] { return dispatcher->stats("trust-a").dead == 1; });
 
-  ASSERT_EQ(store.attempts.size(), 4u);
-  EXPECT_TRUE(store.attempts.back().dead);
-  EXPECT_EQ(store.attempts.back().attempt, 4);
-  EXPECT_EQ(dispatcher->stats("trust-a").failed_attempts, 4u);
+  ASSERT_GE(store.attempts.size(), 3u);  // 10, 20, 40, 40... ms apart: several attempts in 150 ms
+  const auto& first = store.attempts.front();
+  const auto& last = store.attempts.back();
+  EXPECT_TRUE(last.dead);
+  EXPECT_GE(last.at_ms - first.at_ms, 150);
+  for (std::size_t i = 0; i + 1 < store.attempts.size(); ++i) {
+    EXPECT_FALSE(store.attempts[i].dead);
+    EXPECT_LT(store.attempts[i].at_ms - first.at_ms, 150);
+  }
+  EXPECT_EQ(dispatcher->stats("trust-a").failed_attempts, store.attempts.size());
 }
 
 TEST_F(DispatcherTest, DownPartnerDoesNotDelayAnother) {
@@ -122,10 +133,10 @@ TEST_F(DispatcherTest, DownPartnerDoesNotDelayAnother) {
   for (int i = 1; i <= 5; ++i) {
     auto a = test::job(i, "trust-down");
     a.patient_key = "p" + std::to_string(i);
-    queue->push(a);
+    (void)push(a);
     auto b = test::job(100 + i, "gp-up");
     b.patient_key = "p" + std::to_string(i);
-    queue->push(b);
+    (void)push(b);
   }
   run_until([&] { return dispatcher->stats("gp-up").delivered == 5; });
 
@@ -152,8 +163,8 @@ TEST_F(DispatcherTest, PatientsLaterRecordWaitsForTheRetriedOne) {
     std::vector<std::string>& order_;
   };
   start({{"trust-a", std::make_shared<Recording>(order)}}, settings());
-  queue->push(test::job(1, "trust-a"));
-  queue->push(test::job(2, "trust-a"));  // same patient
+  (void)push(test::job(1, "trust-a"));
+  (void)push(test::job(2, "trust-a"));  // same patient
   run_until([&] { return dispatcher->stats("trust-a").delivered == 2; });
   EXPECT_EQ(order, (std::vector<std::string>{"m1", "m1", "m2"}));
 }
@@ -162,13 +173,101 @@ TEST_F(DispatcherTest, StoreOutageKeepsJobPending) {
   failing_store.fail_next(test::FailingStore::FailOn::record_attempt);
   auto partner = std::make_shared<test::RecordingOutbound>([](int) { return test::delivered(); });
   start({{"trust-a", partner}}, settings());
-  queue->push(test::job(1, "trust-a"));
+  (void)push(test::job(1, "trust-a"));
   run_until([&] { return dispatcher->stats("trust-a").delivered == 1; });
 
   EXPECT_EQ(partner->calls, 2);  // delivered again because the first outcome was not recorded
   ASSERT_EQ(store.attempts.size(), 1u);
   EXPECT_TRUE(store.attempts[0].ok());
   EXPECT_EQ(store.attempts[0].attempt, 1);
+}
+
+// A partner that is down while `down` is set; counts the calls made meanwhile.
+class SwitchableAdapter : public OutboundAdapter {
+ public:
+  bool down = true;
+  int calls_while_down = 0;
+  std::vector<std::string> delivered;
+  asio::awaitable<DeliveryResult> deliver(const DeliveryJob& job) override {
+    if (down) {
+      ++calls_while_down;
+      co_return test::unavailable();
+    }
+    delivered.push_back(job.message_id);
+    co_return test::delivered();
+  }
+  std::string describe() const override { return "switchable"; }
+};
+
+std::size_t count_of(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+TEST_F(DispatcherTest, OpenCircuitSendsOnlyProbesThenDrainsInOrder) {
+  auto s = settings();
+  s.retry.keep_trying_for = std::chrono::hours(1);
+  auto partner = std::make_shared<SwitchableAdapter>();
+  ::testing::internal::CaptureStderr();
+  start({{"trust-a", partner}}, s);
+  constexpr int records = 60;
+  for (int i = 1; i <= records; ++i) (void)push(test::job(i, "trust-a", "p" + std::to_string(i % 7)));
+  // Down for 120 ms: probes 10, 20, 40, 40 ms apart; without the circuit the workers would
+  // have tried every record (several times) by then.
+  const auto up_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(120);
+  run_until([&] { return std::chrono::steady_clock::now() >= up_at; });
+  EXPECT_NE(dispatcher->stats("trust-a").circuit, Circuit::State::closed);
+  const int calls_while_down = partner->calls_while_down;
+  partner->down = false;
+  run_until([&] { return dispatcher->stats("trust-a").delivered == static_cast<std::uint64_t>(records); });
+  const std::string log = ::testing::internal::GetCapturedStderr();
+
+  const std::size_t probes = count_of(log, "circuit probing destination=trust-a");
+  // Only the two in flight when it opened, then one probe at a time (the last probe found it up).
+  EXPECT_GE(calls_while_down, 2);
+  EXPECT_LE(static_cast<std::size_t>(calls_while_down), 2 + probes);
+  EXPECT_LT(calls_while_down, records / 3);
+  EXPECT_EQ(dispatcher->stats("trust-a").circuit, Circuit::State::closed);
+  EXPECT_EQ(dispatcher->stats("trust-a").dead, 0u);
+  ASSERT_EQ(partner->delivered.size(), static_cast<std::size_t>(records));
+  std::map<std::string, int> last_per_patient;
+  for (const auto& id : partner->delivered) {
+    const int seq = std::stoi(id.substr(1));
+    auto& last = last_per_patient["p" + std::to_string(seq % 7)];
+    EXPECT_GT(seq, last) << id << " arrived after a later record of its patient";
+    last = seq;
+  }
+  // One log line per change of the circuit, none per held record.
+  const std::size_t lines = count_of(log, "destination=trust-a");
+  EXPECT_GE(lines, 2u) << log;                // at least: opened, closed
+  EXPECT_LE(lines, 2u + 2u * probes) << log;  // plus probing / probe failed per probe
+  EXPECT_EQ(count_of(log, "circuit open destination=trust-a"), 1 + (probes - 1)) << log;
+  EXPECT_EQ(count_of(log, "circuit closed destination=trust-a"), 1u) << log;
+}
+
+TEST_F(DispatcherTest, BrokerFaultIsNotThePartnersFailure) {
+  auto s = settings();
+  s.concurrency_per_destination = 1;
+  auto partner = std::make_shared<test::RecordingOutbound>([](int call) {
+    if (call > 0) return test::delivered();
+    DeliveryResult r{DeliveryOutcome::retryable, "", "broker: out of file descriptors (Too many open files)"};
+    r.broker_fault = true;
+    return r;
+  });
+  start({{"trust-a", partner}}, s);
+  (void)push(test::job(1, "trust-a"));
+  run_until([&] { return dispatcher->stats("trust-a").delivered == 1; });
+
+  EXPECT_EQ(partner->calls, 2);
+  ASSERT_EQ(store.attempts.size(), 1u);  // the fault is not on the trail
+  EXPECT_TRUE(store.attempts[0].ok());
+  EXPECT_EQ(store.attempts[0].attempt, 1);
+  auto st = dispatcher->stats("trust-a");
+  EXPECT_EQ(st.broker_faults, 1u);
+  EXPECT_EQ(st.failed_attempts, 0u);
+  EXPECT_EQ(st.dead, 0u);
+  EXPECT_EQ(st.circuit, Circuit::State::closed);
 }
 
 TEST_F(DispatcherTest, StopEndsWorkers) {
@@ -182,7 +281,7 @@ TEST_F(DispatcherTest, StopEndsWorkers) {
   EXPECT_EQ(partner.use_count(), with_workers - settings().concurrency_per_destination)
       << "every worker coroutine has ended and released the adapter";
   EXPECT_TRUE(partner->stopped);
-  queue->push(test::job(1, "trust-a"));
+  EXPECT_FALSE(push(test::job(1, "trust-a")));  // the queue is stopped
   test::run_ready(io);
   EXPECT_EQ(partner->calls, 0);
 }

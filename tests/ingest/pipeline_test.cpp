@@ -38,9 +38,15 @@ class FakeRouter : public Router {
 class FakeQueue : public Queue {
  public:
   std::vector<DeliveryJob> pushed;
-  void push(DeliveryJob j) override { pushed.push_back(std::move(j)); }
+  bool refuse = false;  // a queue that cannot take jobs (a broker that did not confirm)
+  asio::awaitable<Result<void>> push(DeliveryJob j) override {
+    if (refuse)
+      co_return Failure::retryable(Errc::unavailable, Issue{Severity::error, "transient", "queue down", "", ""});
+    pushed.push_back(std::move(j));
+    co_return Result<void>{};
+  }
   asio::awaitable<std::optional<DeliveryJob>> next(std::string) override { co_return std::nullopt; }
-  void settle(const DeliveryJob&, Settlement) override {}
+  asio::awaitable<Result<void>> settle(DeliveryJob, Settlement) override { co_return Result<void>{}; }
   QueueStats stats(const std::string&) const override { return {}; }
   void stop() override {}
 };
@@ -77,6 +83,14 @@ TEST_F(PipelineTest, AcceptsStoresAndEnqueuesEachDestinationOnce) {
   EXPECT_EQ(store.stored[0].warnings.size(), 1u);
   EXPECT_EQ(r->warnings.size(), 1u);
   EXPECT_EQ(queue.pushed.size(), 2u);
+}
+
+TEST_F(PipelineTest, QueueRefusalStillAcceptsTheCommittedRecord) {
+  queue.refuse = true;  // the deliveries stay pending in the store, queued again at start-up
+  auto r = accept(record(R"({"resourceType":"Patient","odd":true})"));
+  ASSERT_TRUE(r) << r.error().summary();
+  EXPECT_EQ(store.stored.size(), 1u);
+  EXPECT_TRUE(queue.pushed.empty());
 }
 
 TEST_F(PipelineTest, ValidationErrorsAre422AndNothingIsStored) {

@@ -8,6 +8,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -27,7 +28,7 @@ store:
   path: data/tellonce.db
 delivery:
   concurrency_per_destination: 4
-)" + extra_delivery + R"(  retry: { max_attempts: 6, initial_backoff: 100ms, max_backoff: 400ms, multiplier: 2, jitter: 0.1 }
+)" + extra_delivery + R"(  retry: { keep_trying_for: 1h, initial_backoff: 100ms, max_backoff: 400ms, multiplier: 2, jitter: 0.1 }
 partners:
   - id: rtx
     name: Royal Example NHS Trust
@@ -387,6 +388,59 @@ TEST(BrokerIntegration, SamePatientArrivesInAcceptanceOrderDespiteRetries) {
   };
   EXPECT_EQ(delivered_order(order_x), order_x);
   EXPECT_EQ(delivered_order(order_y), order_y);
+}
+
+std::size_t count_lines_with(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) ++n;
+  return n;
+}
+
+// A partner down for longer than the old retry-by-count policy's whole backoff (6 attempts from
+// 100 ms, capped at 400 ms: about 1.5 s) loses nothing: its records wait behind the circuit, go
+// out in each patient's order when it is back, and the log says so in a few lines.
+TEST(BrokerIntegration, PartnerDownLongerThanTheOldRetryPolicyLosesNothing) {
+  Env env;
+  env.broker.start();
+  constexpr int patients = 4, per_patient = 10;
+  std::map<std::string, std::vector<std::string>> sent;  // patient -> message ids in acceptance order
+  for (int i = 0; i < per_patient; ++i) {
+    for (int p = 0; p < patients; ++p) {
+      auto nhs = nhs_number(600 + p);
+      auto r = env.client.post_fhir(env.fhir() + "/Observation", observation(nhs, std::to_string(50 + i)), "rtx");
+      ASSERT_EQ(r.status, 202) << r.body;
+      sent[nhs].push_back(r.headers["x-tellonce-message-id"]);
+    }
+  }
+  std::this_thread::sleep_for(4s);  // the outage: gp-a has no listener
+  Sink gp(env.dir.path(), "gp-a", env.a);
+  ASSERT_TRUE(gp.wait_for(patients * per_patient, 20s)) << gp.received_message_ids().size();
+  for (auto& [nhs, ids] : sent)
+    for (auto& id : ids)
+      EXPECT_EQ(json_string_at(wait_for_state(env.client, env.broker.base(), id, "delivered", 10s), "/state"),
+                "delivered") << id;
+  auto failed = env.client.request("GET", env.broker.base() + "/api/messages?state=failed");
+  EXPECT_EQ(failed.body.find("\"id\""), std::string::npos) << "dead-lettered: " << failed.body;
+
+  auto got = gp.received_message_ids();
+  for (auto& [nhs, ids] : sent) {
+    std::set<std::string> want(ids.begin(), ids.end()), seen;
+    std::vector<std::string> order;
+    for (auto& g : got)
+      if (want.count(g) && seen.insert(g).second) order.push_back(g);
+    EXPECT_EQ(order, ids) << "patient " << nhs;
+  }
+
+  // One line per change of gp-a's circuit: opened, then probing / probe failed per probe
+  // (about one per 400 ms), closed. Retry by count logged every attempt of every record.
+  const std::string out = env.broker.output();
+  const auto lines = count_lines_with(out, "destination=gp-a");
+  const auto probes = count_lines_with(out, "circuit probing destination=gp-a");
+  EXPECT_EQ(count_lines_with(out, "circuit open destination=gp-a partner"), 0u);  // no answer: transport=
+  EXPECT_EQ(count_lines_with(out, "circuit closed destination=gp-a"), 1u) << out;
+  EXPECT_GE(probes, 3u) << out;
+  EXPECT_LE(lines, 2 + 2 * probes) << out;
+  EXPECT_LT(lines, static_cast<std::size_t>(patients * per_patient)) << out;
 }
 
 TEST(BrokerIntegration, DeadLetterThenReplay) {

@@ -1,4 +1,4 @@
-#include "queue/queue.hpp"
+#include "queue/memory_queue.hpp"
 
 #include "support/builders.hpp"
 #include "support/run_async.hpp"
@@ -18,6 +18,23 @@ namespace {
 DeliveryJob job(std::int64_t seq, std::string patient, std::string destination = "trust-a") {
   return test::job(seq, std::move(destination), std::move(patient));
 }
+
+// Runs one of the queue's awaitables to completion on an io_context of its own (the memory
+// queue's push and settle complete without suspending).
+template <class T>
+T run_now(asio::awaitable<T> op) {
+  static thread_local asio::io_context ctx;
+  ctx.restart();
+  std::optional<T> out;
+  asio::co_spawn(ctx, std::move(op), [&](std::exception_ptr e, T value) {
+    if (e) std::rethrow_exception(e);
+    out.emplace(std::move(value));
+  });
+  ctx.run();
+  return std::move(*out);
+}
+
+void push(Queue& q, DeliveryJob j) { ASSERT_TRUE(run_now(q.push(std::move(j)))); }
 
 // A next() call running on the test's io_context; `result` is set once it completes.
 struct Take {
@@ -59,15 +76,15 @@ class QueueTest : public ::testing::Test {
 
   void settle(std::int64_t seq, std::string patient, Settlement::Kind kind, std::int64_t retry_at = 0) {
     auto j = job(seq, std::move(patient));
-    queue->settle(j, Settlement{kind, retry_at});
+    ASSERT_TRUE(run_now(queue->settle(j, Settlement{kind, retry_at})));
     drain();
   }
 };
 
 TEST_F(QueueTest, HandsOutJobsInSeqOrder) {
-  queue->push(job(3, ""));
-  queue->push(job(1, ""));
-  queue->push(job(2, ""));
+  push(*queue, job(3, ""));
+  push(*queue, job(1, ""));
+  push(*queue, job(2, ""));
   EXPECT_EQ(take_seq(), 1);
   EXPECT_EQ(take_seq(), 2);
   EXPECT_EQ(take_seq(), 3);
@@ -77,7 +94,7 @@ TEST_F(QueueTest, HandsOutJobsInSeqOrder) {
 TEST_F(QueueTest, WaiterResumesWhenAJobIsPushed) {
   auto t = start_take();
   EXPECT_FALSE(t->done);
-  queue->push(job(7, ""));
+  push(*queue, job(7, ""));
   drain();
   ASSERT_TRUE(t->done);
   ASSERT_TRUE(t->result);
@@ -86,20 +103,20 @@ TEST_F(QueueTest, WaiterResumesWhenAJobIsPushed) {
 
 TEST_F(QueueTest, DestinationsAreIndependent) {
   auto other = start_take("gp-b");
-  queue->push(job(1, "p1", "trust-a"));
+  push(*queue, job(1, "p1", "trust-a"));
   drain();
   EXPECT_FALSE(other->done);
   EXPECT_EQ(take_seq("trust-a"), 1);
-  queue->push(job(2, "p1", "gp-b"));  // same patient elsewhere is not held
+  push(*queue, job(2, "p1", "gp-b"));  // same patient elsewhere is not held
   drain();
   ASSERT_TRUE(other->done);
   EXPECT_EQ(other->result->seq, 2);
 }
 
 TEST_F(QueueTest, PatientHeldWhileEarlierJobInFlightOthersNot) {
-  queue->push(job(1, "p1"));
-  queue->push(job(2, "p1"));
-  queue->push(job(3, "p2"));
+  push(*queue, job(1, "p1"));
+  push(*queue, job(2, "p1"));
+  push(*queue, job(3, "p2"));
   EXPECT_EQ(take_seq(), 1);
   EXPECT_EQ(take_seq(), 3);
   auto third = start_take();
@@ -115,9 +132,9 @@ TEST_F(QueueTest, PatientHeldWhileEarlierJobInFlightOthersNot) {
 }
 
 TEST_F(QueueTest, RetryHoldsPatientUntilRetryTime) {
-  queue->push(job(1, "p1"));
-  queue->push(job(2, "p1"));
-  queue->push(job(3, "p2"));
+  push(*queue, job(1, "p1"));
+  push(*queue, job(2, "p1"));
+  push(*queue, job(3, "p2"));
   EXPECT_EQ(take_seq(), 1);
   settle(1, "p1", Settlement::Kind::retry, now_ms() + 150);
   EXPECT_EQ(take_seq(), 3);  // the other patient is not held back
@@ -139,8 +156,8 @@ TEST_F(QueueTest, RetryHoldsPatientUntilRetryTime) {
 }
 
 TEST_F(QueueTest, DeadReleasesThePatientsNextJob) {
-  queue->push(job(1, "p1"));
-  queue->push(job(2, "p1"));
+  push(*queue, job(1, "p1"));
+  push(*queue, job(2, "p1"));
   EXPECT_EQ(take_seq(), 1);
   auto t = start_take();
   EXPECT_FALSE(t->done);
@@ -149,9 +166,10 @@ TEST_F(QueueTest, DeadReleasesThePatientsNextJob) {
   EXPECT_EQ(t->result->seq, 2);
 }
 
-// Bodies are kept in memory up to the budget; past it a job queues without its body, and the
-// budget frees up as jobs leave for a worker.
-TEST(QueueBodyBudget, BodiesPastTheBudgetStayInTheStore) {
+// Bodies are kept in memory up to the budget; past it a job queues without its body (handed
+// out with an empty body, for the dispatcher to read from the store), and the budget frees up
+// as jobs leave for a worker.
+TEST(QueueBodyBudget, BodiesPastTheBudgetAreNotCarried) {
   asio::io_context io;
   auto queue = make_memory_queue(io.get_executor(), 10);
   auto with_body = [](std::int64_t seq, std::string body) {
@@ -159,39 +177,71 @@ TEST(QueueBodyBudget, BodiesPastTheBudgetStayInTheStore) {
     j.body = std::move(body);
     return j;
   };
-  queue->push(with_body(1, "123456"));
-  queue->push(with_body(2, "abcdef"));  // 12 bytes would pass 10
-  queue->push(with_body(3, "xyz"));     // 9 fits
-  EXPECT_EQ(queue->stats("trust-a").bodies_left_in_store, 1u);
+  push(*queue, with_body(1, "123456"));
+  push(*queue, with_body(2, "abcdef"));  // 12 bytes would pass 10
+  push(*queue, with_body(3, "xyz"));     // 9 fits
 
   std::vector<DeliveryJob> taken;
-  auto take = [&]() -> asio::awaitable<void> {
-    for (int i = 0; i < 3; ++i) taken.push_back(*co_await queue->next("trust-a"));
+  auto take = [&](int n) -> asio::awaitable<void> {
+    for (int i = 0; i < n; ++i) taken.push_back(*co_await queue->next("trust-a"));
   };
-  asio::co_spawn(io, take(), [](std::exception_ptr e) {
+  auto rethrow = [](std::exception_ptr e) {
     if (e) std::rethrow_exception(e);
-  });
+  };
+  asio::co_spawn(io, take(3), rethrow);
   io.run();
   ASSERT_EQ(taken.size(), 3u);
   EXPECT_EQ(taken[0].body, "123456");
-  EXPECT_FALSE(taken[0].body_in_store);
   EXPECT_TRUE(taken[1].body.empty());
-  EXPECT_TRUE(taken[1].body_in_store);
   EXPECT_EQ(taken[2].body, "xyz");
-  EXPECT_EQ(queue->stats("trust-a").bodies_left_in_store, 0u);
 
-  // All three left: the whole budget is free again, and a retried job is measured anew.
-  queue->push(with_body(4, "0123456789"));
-  EXPECT_EQ(queue->stats("trust-a").bodies_left_in_store, 0u);
-  auto retried = taken[0];
-  queue->settle(retried, Settlement{Settlement::Kind::retry, now_ms() + 60000});
-  EXPECT_EQ(queue->stats("trust-a").bodies_left_in_store, 1u);
+  // All three left: the whole budget is free again (10 bytes fit), and a retried job is
+  // measured anew: 6 more would pass 10, so it comes back without its body.
+  push(*queue, with_body(4, "0123456789"));
+  ASSERT_TRUE(run_now(queue->settle(taken[0], Settlement{Settlement::Kind::retry, 0})));
+  io.restart();
+  asio::co_spawn(io, take(2), rethrow);
+  io.run();
+  ASSERT_EQ(taken.size(), 5u);
+  EXPECT_EQ(taken[3].seq, 1);
+  EXPECT_TRUE(taken[3].body.empty());
+  EXPECT_EQ(taken[4].body, "0123456789");
+}
+
+TEST_F(QueueTest, PushAndSettleFailOnceStopped) {
+  push(*queue, job(1, ""));
+  auto t = start_take();
+  ASSERT_TRUE(t->done && t->result);
+  queue->stop();
+  auto pushed = run_now(queue->push(job(2, "")));
+  ASSERT_FALSE(pushed);
+  EXPECT_EQ(pushed.error().code, Errc::unavailable);
+  EXPECT_TRUE(pushed.error().is_retryable());
+  auto settled = run_now(queue->settle(*t->result, Settlement{Settlement::Kind::delivered, 0}));
+  ASSERT_FALSE(settled);
+  EXPECT_EQ(settled.error().code, Errc::unavailable);
+}
+
+// A job taken and given back untried (retry at a time already past) goes back to its place:
+// ahead of later jobs, and still holding back its patient's next one.
+TEST_F(QueueTest, UntriedJobGoesBackToItsPlace) {
+  push(*queue, job(1, "p1"));
+  push(*queue, job(2, "p1"));
+  push(*queue, job(3, "p2"));
+  auto first = start_take();
+  ASSERT_TRUE(first->done && first->result);
+  EXPECT_EQ(first->result->seq, 1);
+  settle(1, "p1", Settlement::Kind::retry, 0);
+  EXPECT_EQ(take_seq(), 1);  // before 3, and 2 is still behind it
+  EXPECT_EQ(take_seq(), 3);
+  auto t = start_take();
+  EXPECT_FALSE(t->done);
 }
 
 TEST_F(QueueTest, JobNotDueYetWaitsForItsTime) {
   auto j = job(1, "");
   j.not_before_ms = now_ms() + 100;
-  queue->push(j);
+  push(*queue, j);
   auto t = start_take();
   EXPECT_FALSE(t->done);
   EXPECT_EQ(queue->stats("trust-a").waiting, 1u);
@@ -209,7 +259,7 @@ TEST_F(QueueTest, StopWakesWaitersWithNothing) {
   ASSERT_TRUE(b->done);
   EXPECT_FALSE(a->result);
   EXPECT_FALSE(b->result);
-  queue->push(job(1, ""));
+  EXPECT_FALSE(run_now(queue->push(job(1, ""))));
   auto c = start_take();
   ASSERT_TRUE(c->done);
   EXPECT_FALSE(c->result);
@@ -224,14 +274,14 @@ asio::awaitable<void> drain_all(Queue& q, std::size_t count, std::map<std::strin
     if (j->seq <= last) in_order = false;
     last = j->seq;
     ++taken;
-    q.settle(*j, Settlement{Settlement::Kind::delivered, 0});
+    (void)co_await q.settle(*j, Settlement{Settlement::Kind::delivered, 0});
   }
 }
 
 TEST_F(QueueTest, HundredThousandJobsKeepPerPatientOrder) {
   constexpr std::size_t count = 100000;
   for (std::size_t i = 1; i <= count; ++i)
-    queue->push(job(static_cast<std::int64_t>(i), "p" + std::to_string(i % 997)));
+    push(*queue, job(static_cast<std::int64_t>(i), "p" + std::to_string(i % 997)));
   EXPECT_EQ(queue->stats("trust-a").ready + queue->stats("trust-a").waiting, count);
 
   std::map<std::string, std::int64_t> last_seq;

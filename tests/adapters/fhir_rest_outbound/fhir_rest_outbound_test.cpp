@@ -12,7 +12,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <filesystem>
@@ -262,6 +265,59 @@ TEST_F(FhirRestOutboundTest, ConnectionRefusedIsRetryable) {
   EXPECT_EQ(r.outcome, DeliveryOutcome::retryable);
   EXPECT_EQ(r.partner_code, "");
   EXPECT_FALSE(r.detail.empty());
+}
+
+// Uses up the process's file descriptors (under a lowered soft limit) while alive.
+class DescriptorsExhausted {
+ public:
+  DescriptorsExhausted() {
+    getrlimit(RLIMIT_NOFILE, &saved_);
+    rlimit low = saved_;
+    low.rlim_cur = std::min<rlim_t>(saved_.rlim_cur, 4096);
+    setrlimit(RLIMIT_NOFILE, &low);
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held_.push_back(fd);
+    exhausted_ = errno == EMFILE;
+  }
+  ~DescriptorsExhausted() {
+    for (int fd : held_) ::close(fd);
+    setrlimit(RLIMIT_NOFILE, &saved_);
+  }
+  bool exhausted() const { return exhausted_; }
+
+ private:
+  rlimit saved_{};
+  std::vector<int> held_;
+  bool exhausted_ = false;
+};
+
+TEST_F(FhirRestOutboundTest, OutOfDescriptorsIsTheBrokersFaultNotThePartners) {
+  TestServer server([](const Seen&) { return Reply{201, ""}; });
+  auto a = adapter(server.base());
+  DeliveryResult r;
+  {
+    DescriptorsExhausted no_fds;
+    ASSERT_TRUE(no_fds.exhausted());
+    r = deliver(*a, patient_job());
+  }
+  EXPECT_EQ(r.outcome, DeliveryOutcome::retryable);
+  EXPECT_TRUE(r.broker_fault);
+  EXPECT_EQ(r.partner_code, "");
+  EXPECT_NE(r.detail.find("broker: out of file descriptors"), std::string::npos) << r.detail;
+  EXPECT_TRUE(server.requests().empty());
+  // With descriptors back, the same partner takes the record: it was never the partner's failure.
+  auto again = deliver(*a, patient_job());
+  EXPECT_EQ(again.outcome, DeliveryOutcome::ok);
+  EXPECT_FALSE(again.broker_fault);
+}
+
+TEST_F(FhirRestOutboundTest, ConnectionRefusedIsNotABrokerFault) {
+  unsigned short port = 0;
+  {
+    tcp::acceptor probe(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    port = probe.local_endpoint().port();
+  }
+  auto a = adapter("http://127.0.0.1:" + std::to_string(port) + "/fhir");
+  EXPECT_FALSE(deliver(*a, patient_job()).broker_fault);
 }
 
 TEST_F(FhirRestOutboundTest, TlsFailureIsRetryable) {
