@@ -1,6 +1,7 @@
 #include "api/api.hpp"
 
 #include "config/config.hpp"
+#include "core/trail.hpp"
 #include "http/server.hpp"
 #include "ingest/pipeline.hpp"
 #include "store/store.hpp"
@@ -25,6 +26,60 @@ void write_time(JsonWriter& w, std::int64_t ms) {
   else write_string(w, iso8601_utc(ms));
 }
 
+void write_strings(JsonWriter& w, const char* key, const std::vector<std::string>& items) {
+  w.Key(key);
+  w.StartArray();
+  for (const auto& item : items) write_string(w, item);
+  w.EndArray();
+}
+
+// The facts each kind carries (message.hpp, LifecycleEvent); an event an older store kept as
+// text has its text only.
+void write_event_facts(JsonWriter& w, const LifecycleEvent& e) {
+  if (!e.legacy_text.empty()) {
+    w.Key("legacyText"); write_string(w, e.legacy_text);
+    if (!e.destination.empty()) { w.Key("destination"); write_string(w, e.destination); }
+    return;
+  }
+  switch (e.kind) {
+    case EventKind::received:
+      w.Key("source"); write_string(w, e.source);
+      w.Key("channel"); write_string(w, e.channel);
+      w.Key("contentType"); write_string(w, e.content_type);
+      w.Key("bytes"); w.Uint64(e.bytes);
+      w.Key("contentHash"); write_string(w, e.content_hash);
+      w.Key("idempotencyKey"); write_string(w, e.idempotency_key);
+      break;
+    case EventKind::validated:
+      write_strings(w, "warnings", e.warnings);
+      break;
+    case EventKind::routed:
+    case EventKind::unroutable:
+      write_strings(w, "routes", e.routes);
+      write_strings(w, "destinations", e.destinations);
+      break;
+    case EventKind::duplicate:
+      w.Key("source"); write_string(w, e.source);
+      w.Key("idempotencyKey"); write_string(w, e.idempotency_key);
+      w.Key("contentHash"); write_string(w, e.content_hash);
+      w.Key("sameContent"); w.Bool(e.same_content);
+      break;
+    case EventKind::attempt:
+    case EventKind::delivered:
+    case EventKind::dead:
+      w.Key("destination"); write_string(w, e.destination);
+      w.Key("attempt"); w.Int(e.attempt);
+      w.Key("outcome"); write_string(w, to_string(e.outcome));
+      w.Key("partnerCode"); write_string(w, e.partner_code);
+      w.Key("reason"); write_string(w, e.detail);
+      if (e.kind == EventKind::attempt) { w.Key("nextAttemptAt"); write_time(w, e.next_attempt_ms); }
+      break;
+    case EventKind::replayed:
+      write_strings(w, "destinations", e.destinations);
+      break;
+  }
+}
+
 std::string message_json(const MessageView& m) {
   rapidjson::StringBuffer out;
   JsonWriter w(out);
@@ -47,7 +102,12 @@ std::string message_json(const MessageView& m) {
     w.Key("status"); write_string(w, to_string(d.status));
     w.Key("attempts"); w.Int(d.attempts);
     w.Key("nextAttemptAt"); write_time(w, d.next_attempt_ms);
-    w.Key("lastError"); write_string(w, d.last_error);
+    w.Key("lastOutcome");
+    if (d.last_outcome) write_string(w, to_string(*d.last_outcome));
+    else w.Null();
+    w.Key("lastPartnerCode"); write_string(w, d.last_partner_code);
+    w.Key("lastReason"); write_string(w, d.last_detail);
+    w.Key("lastError"); write_string(w, last_error_text(d));  // in words, from core/trail
     w.EndObject();
   }
   w.EndArray();
@@ -56,8 +116,9 @@ std::string message_json(const MessageView& m) {
   for (const auto& e : m.events) {
     w.StartObject();
     w.Key("at"); write_time(w, e.at_ms);
-    w.Key("kind"); write_string(w, e.kind);
-    w.Key("detail"); write_string(w, e.detail);
+    w.Key("kind"); write_string(w, to_string(e.kind));
+    write_event_facts(w, e);
+    w.Key("detail"); write_string(w, trail_text(e));  // in words, for people (`tellonce message` shows it)
     w.EndObject();
   }
   w.EndArray();

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <random>
 #include <stdexcept>
+#include <utility>
 
 namespace tellonce {
 
@@ -75,6 +76,32 @@ std::string_view to_string(DeliveryOutcome o) {
     case DeliveryOutcome::permanent: return "permanent";
   }
   return "retryable";
+}
+
+std::optional<DeliveryOutcome> delivery_outcome_from(std::string_view s) {
+  if (s == "ok") return DeliveryOutcome::ok;
+  if (s == "retryable") return DeliveryOutcome::retryable;
+  if (s == "permanent") return DeliveryOutcome::permanent;
+  return std::nullopt;
+}
+
+namespace {
+constexpr std::pair<EventKind, std::string_view> event_kind_names[] = {
+    {EventKind::received, "received"}, {EventKind::validated, "validated"}, {EventKind::routed, "routed"},
+    {EventKind::unroutable, "unroutable"}, {EventKind::duplicate, "duplicate"}, {EventKind::attempt, "attempt"},
+    {EventKind::delivered, "delivered"}, {EventKind::dead, "dead"}, {EventKind::replayed, "replayed"}};
+}  // namespace
+
+std::string_view to_string(EventKind k) {
+  for (const auto& [kind, name] : event_kind_names)
+    if (kind == k) return name;
+  return "received";
+}
+
+std::optional<EventKind> event_kind_from(std::string_view s) {
+  for (const auto& [kind, name] : event_kind_names)
+    if (name == s) return kind;
+  return std::nullopt;
 }
 
 std::string_view to_string(DeliveryStatus s) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,7 @@ struct DeliveryJob {
 // it later (down, busy, timed out); or it refused this record for good.
 enum class DeliveryOutcome { ok, retryable, permanent };
 std::string_view to_string(DeliveryOutcome o);
+std::optional<DeliveryOutcome> delivery_outcome_from(std::string_view s);  // empty: not a name
 
 // The outcome of one attempt, as recorded on the trail.
 struct DeliveryAttempt {
@@ -96,19 +98,57 @@ struct DeliveryAttempt {
   bool dead = false;              // gave up: dead-lettered
 };
 
+// One step of a message's trail, as facts. The store keeps and returns these; the words a
+// person reads are made from them in one place, core/trail.hpp.
+enum class EventKind { received, validated, routed, unroutable, duplicate, attempt, delivered, dead, replayed };
+std::string_view to_string(EventKind k);
+std::optional<EventKind> event_kind_from(std::string_view s);
+
+// Which fields are set depends on the kind; the others are left empty or zero.
 struct LifecycleEvent {
+  EventKind kind = EventKind::received;
   std::int64_t at_ms = 0;
-  std::string kind;    // received, validated, routed, unroutable, duplicate, attempt, delivered, dead, replayed
-  std::string detail;
+
+  // received: the record as it came in. duplicate: the resubmission's source, idempotency key and
+  // sha256 (content_hash), and whether that matched the stored message's (same_content).
+  std::string source;
+  std::string channel;
+  std::string content_type;
+  std::string content_hash;
+  std::string idempotency_key;
+  std::size_t bytes = 0;
+  bool same_content = true;
+
+  std::vector<std::string> warnings;      // validated: the validator's warnings (none: empty)
+  std::vector<std::string> routes;        // routed, unroutable: the routes that matched
+  std::vector<std::string> destinations;  // routed, replayed: partner ids
+
+  // attempt (failed, will be retried), delivered, dead: one delivery attempt.
+  std::string destination;
+  int attempt = 0;                        // 1-based
+  DeliveryOutcome outcome = DeliveryOutcome::ok;
+  std::string partner_code;               // the partner's own code ("HTTP 503"); empty: no answer
+  std::string detail;                     // the partner's reason, or the transport error
+  std::int64_t next_attempt_ms = 0;       // attempt: when the retry is due
+
+  // Written by a store before the trail was kept as facts (SQLite schema 3 and older): the text
+  // as it was rendered then. When set, the facts above are unknown except kind, at_ms and, for a
+  // delivered event read from an old delivery row, destination and attempt (the text is then the
+  // outcome only, "HTTP 200: accepted").
+  std::string legacy_text;
 };
 
+// A delivery and the outcome of its last attempt (none yet: last_outcome empty).
 struct DeliveryView {
   std::int64_t delivery_id = 0;
   std::string destination;
   DeliveryStatus status = DeliveryStatus::pending;
   int attempts = 0;
   std::int64_t next_attempt_ms = 0;
-  std::string last_error;
+  std::optional<DeliveryOutcome> last_outcome;
+  std::string last_partner_code;
+  std::string last_detail;
+  std::string legacy_last_error;  // a failure recorded as text by an older store (see legacy_text)
 };
 
 // Everything the API and `tellonce message ID` show about a message.

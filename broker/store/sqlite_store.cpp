@@ -1,15 +1,16 @@
 // The embedded store: SQLite in WAL mode, one writer thread with group commit, one reader.
 //
-// Schema, version 2 (PRAGMA user_version; see README.md). Rows are written once where possible:
+// Schema, version 4 (PRAGMA user_version; see README.md). Rows are written once where possible:
 // on a VM every dirtied page is a 32 KiB WAL frame, then copied again by the checkpoint.
 //   messages   one row per accepted record, never updated; id is the public key, seq the
 //              acceptance order (the rowid, so it costs no index of its own)
 //   bodies     the raw bytes, apart so that nothing rewrites the pages that hold them
-//   deliveries one row per (message, destination): pending, delivered or dead; a successful
-//              attempt is recorded here alone
+//   deliveries one row per (message, destination): pending, delivered or dead, and the facts
+//              of its last attempt; a successful attempt is recorded here alone
 //   events     the trail that cannot be derived from the rows above: failed attempts, dead
-//              letters, duplicates, replays. received/validated/routed/delivered are read from
-//              the rows themselves.
+//              letters, duplicates, replays, as facts (columns, plus a small JSON object for the
+//              rarer kinds). received/validated/routed/delivered are read from the rows themselves.
+// The store returns the trail as LifecycleEvents; the words are made above it (core/trail.hpp).
 // A message's state is derived from its deliveries, never stored.
 #include "store/sqlite_db.hpp"
 #include "store/sqlite_files.hpp"
@@ -39,7 +40,7 @@ using store_detail::Job;
 using store_detail::JobFor;
 using store_detail::JobQueue;
 
-constexpr int current_schema_version = 3;
+constexpr int current_schema_version = 4;
 
 // The WAL bound (README "WAL bound"). A background checkpoint starts at checkpoint_pages (SQLite's
 // own default); if it falls behind, the writer checkpoints itself at runaway_wal_pages (with
@@ -88,6 +89,29 @@ CREATE TABLE bodies (
 constexpr const char* deliveries_open_index_sql =
     "CREATE INDEX deliveries_open ON deliveries(status, seq) WHERE status <> 'delivered';\n";
 
+// The columns schema 4 added, shared by a fresh schema and the upgrade from schema 3 so that an
+// upgraded file ends up like a new one. Rows an older broker wrote keep their text in the
+// legacy_* columns; nothing parses it.
+using Columns = std::vector<std::string_view>;
+
+// deliveries: the last attempt's outcome ('' none yet, ok, retryable, permanent), the partner's
+// own code and its detail.
+const Columns delivery_fact_columns = {"last_outcome TEXT NOT NULL DEFAULT ''",
+                                       "partner_code TEXT NOT NULL DEFAULT ''", "detail TEXT NOT NULL DEFAULT ''"};
+
+// events: one attempt's facts; data is a JSON object for the rarer kinds (duplicate: source,
+// idempotencyKey, contentHash; replayed: destinations), '' otherwise.
+const Columns event_fact_columns = {
+    "destination TEXT NOT NULL DEFAULT ''", "attempt INTEGER NOT NULL DEFAULT 0",  "outcome TEXT NOT NULL DEFAULT ''",
+    "partner_code TEXT NOT NULL DEFAULT ''", "detail TEXT NOT NULL DEFAULT ''",
+    "next_attempt_ms INTEGER NOT NULL DEFAULT 0", "data TEXT NOT NULL DEFAULT ''"};
+
+std::string each(const Columns& columns, std::string_view before, std::string_view after) {
+  std::string out;
+  for (auto column : columns) out.append(before).append(column).append(after);
+  return out;
+}
+
 std::string schema_sql() {
   return messages_table("messages") + messages_indexes_and_bodies_sql + R"sql(
 CREATE TABLE deliveries (
@@ -97,10 +121,10 @@ CREATE TABLE deliveries (
   status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
   attempts        INTEGER NOT NULL,
   next_attempt_ms INTEGER NOT NULL,
-  last_error      TEXT NOT NULL,
+  legacy_last_error TEXT NOT NULL,
   seq             INTEGER NOT NULL,
   settled_at_ms   INTEGER NOT NULL DEFAULT 0,
-  outcome         TEXT NOT NULL DEFAULT '',
+  legacy_outcome  TEXT NOT NULL DEFAULT '')sql" + each(delivery_fact_columns, ",\n  ", "") + R"sql(,
   UNIQUE (message_id, destination)
 );
 )sql" + deliveries_open_index_sql + R"sql(
@@ -109,7 +133,7 @@ CREATE TABLE events (
   message_id TEXT NOT NULL REFERENCES messages(id),
   at_ms      INTEGER NOT NULL,
   kind       TEXT NOT NULL,
-  detail     TEXT NOT NULL
+  legacy_text TEXT NOT NULL)sql" + each(event_fact_columns, ",\n  ", "") + R"sql(
 );
 CREATE INDEX events_by_message ON events(message_id, id);
 )sql";
@@ -158,6 +182,16 @@ DELETE FROM events WHERE kind IN ('received', 'validated', 'routed', 'unroutable
 )sql";
 }
 
+// Schema 4 keeps the trail as facts. What schemas 1-3 stored as text stays as it was, in the
+// legacy_* columns (events.detail, deliveries.last_error and outcome), and is shown as is.
+std::string migrate_3_to_4_sql() {
+  return "ALTER TABLE events RENAME COLUMN detail TO legacy_text;\n"
+         "ALTER TABLE deliveries RENAME COLUMN last_error TO legacy_last_error;\n"
+         "ALTER TABLE deliveries RENAME COLUMN outcome TO legacy_outcome;\n" +
+         each(delivery_fact_columns, "ALTER TABLE deliveries ADD COLUMN ", ";\n") +
+         each(event_fact_columns, "ALTER TABLE events ADD COLUMN ", ";\n");
+}
+
 Failure unavailable(std::string diagnostics) {
   return Failure::retryable(Errc::unavailable, Issue{Severity::error, "transient", std::move(diagnostics), "", ""});
 }
@@ -192,41 +226,68 @@ MessageState state_from_counts(std::int64_t total, std::int64_t pending, std::in
   return MessageState::delivered;
 }
 
-// What an attempt came to, for the trail: "HTTP 503: reason", "ACK AE: reason", or
-// "no response: <transport error>" when the partner answered nothing.
-std::string attempt_outcome(const DeliveryAttempt& a) {
-  if (a.partner_code.empty()) return a.detail.empty() ? "no response" : "no response: " + a.detail;
-  if (a.detail.empty()) return a.partner_code;
-  return a.partner_code + ": " + a.detail;
+std::vector<std::string> split(const std::string& list, char separator) {
+  std::vector<std::string> out;
+  for (std::size_t at = 0; at < list.size();) {
+    auto end = list.find(separator, at);
+    if (end == std::string::npos) end = list.size();
+    out.push_back(list.substr(at, end - at));
+    at = end + 1;
+  }
+  return out;
 }
+
+std::vector<std::string> json_strings(const rapidjson::Value* array) {
+  std::vector<std::string> out;
+  if (array && array->IsArray())
+    for (const auto& item : array->GetArray())
+      if (item.IsString()) out.emplace_back(item.GetString(), item.GetStringLength());
+  return out;
+}
+
+std::string json_member_string(const rapidjson::Document& doc, const char* key) {
+  if (!doc.IsObject()) return {};
+  auto it = doc.FindMember(key);
+  return it != doc.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString(), it->value.GetStringLength())
+                                                       : std::string();
+}
+
+// The message row, as much of it as the accept events need.
+struct AcceptedRow {
+  std::int64_t accepted_at_ms = 0;
+  std::string routes;         // comma-separated route ids
+  std::string warnings_json;  // JSON array of strings
+  std::string content_type;
+  std::string idempotency_key;
+};
 
 // received, validated and routed (or unroutable), rebuilt from the message row: they were
 // facts of the one transaction that stored it, so they are not written twice.
-std::vector<LifecycleEvent> accept_trail(const MessageView& v, std::int64_t accepted_at, const std::string& routes,
-                                         const std::string& warnings_json, const std::string& content_type,
-                                         const std::string& idempotency_key) {
-  std::vector<LifecycleEvent> trail;
-  trail.push_back({v.received_at_ms, "received",
-                   "source=" + v.source + " channel=" + v.channel + " content_type=" + content_type +
-                       " bytes=" + std::to_string(v.body_bytes) + " sha256=" + v.content_hash +
-                       (idempotency_key.empty() ? "" : " idempotency_key=" + idempotency_key)});
-  std::vector<std::string> warnings;
+std::vector<LifecycleEvent> accept_events(const MessageView& v, const AcceptedRow& row) {
+  std::vector<LifecycleEvent> events(3);
+  auto& received = events[0];
+  received.kind = EventKind::received;
+  received.at_ms = v.received_at_ms;
+  received.source = v.source;
+  received.channel = v.channel;
+  received.content_type = row.content_type;
+  received.bytes = v.body_bytes;
+  received.content_hash = v.content_hash;
+  received.idempotency_key = row.idempotency_key;
+
+  auto& validated = events[1];
+  validated.kind = EventKind::validated;
+  validated.at_ms = row.accepted_at_ms;
   rapidjson::Document doc;
-  doc.Parse(warnings_json.c_str(), warnings_json.size());
-  if (!doc.HasParseError() && doc.IsArray())
-    for (const auto& w : doc.GetArray())
-      if (w.IsString()) warnings.emplace_back(w.GetString(), w.GetStringLength());
-  trail.push_back({accepted_at, "validated",
-                   warnings.empty() ? std::string("no warnings")
-                                    : std::to_string(warnings.size()) + " warning(s): " + join(warnings, "; ")});
-  std::vector<std::string> destinations;
-  for (const auto& d : v.deliveries) destinations.push_back(d.destination);
-  if (destinations.empty())
-    trail.push_back({accepted_at, "unroutable",
-                     routes.empty() ? "no route matched" : "routes " + routes + " matched but named no destination"});
-  else
-    trail.push_back({accepted_at, "routed", "routes=" + routes + " destinations=" + join(destinations, ",")});
-  return trail;
+  doc.Parse(row.warnings_json.c_str(), row.warnings_json.size());
+  if (!doc.HasParseError()) validated.warnings = json_strings(&doc);
+
+  auto& routed = events[2];
+  routed.at_ms = row.accepted_at_ms;
+  routed.routes = split(row.routes, ',');
+  for (const auto& d : v.deliveries) routed.destinations.push_back(d.destination);
+  routed.kind = routed.destinations.empty() ? EventKind::unroutable : EventKind::routed;
+  return events;
 }
 
 // A message's state, from its deliveries (alias m for messages).
@@ -243,7 +304,7 @@ struct WriteStatements {
         commit(db, "COMMIT"),
         rollback(db, "ROLLBACK"),
         find_by_key(db,
-                    "SELECT m.id, " TELLONCE_STATE_SQL ", m.content_hash FROM messages m "
+                    "SELECT m.id, " TELLONCE_STATE_SQL " FROM messages m "
                     "WHERE m.source = ?1 AND m.idempotency_key = ?2 AND m.idempotency_key <> ''"),
         insert_message(db,
                        "INSERT OR FAIL INTO messages (id, seq, source, channel, idempotency_key, resource_type, "
@@ -253,11 +314,16 @@ struct WriteStatements {
         insert_body(db, "INSERT OR FAIL INTO bodies (seq, body) VALUES (?1, ?2)"),
         insert_delivery(db,
                         "INSERT OR FAIL INTO deliveries (message_id, destination, status, attempts, "
-                        "next_attempt_ms, last_error, seq) VALUES (?1, ?2, 'pending', 0, 0, '', ?3)"),
-        insert_event(db, "INSERT OR FAIL INTO events (message_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)"),
+                        "next_attempt_ms, legacy_last_error, seq) VALUES (?1, ?2, 'pending', 0, 0, '', ?3)"),
+        insert_event(db,
+                     "INSERT OR FAIL INTO events (message_id, at_ms, kind, legacy_text, destination, attempt, "
+                     "outcome, partner_code, detail, next_attempt_ms, data) "
+                     "VALUES (?1, ?2, ?3, '', ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        // Also clears what an older broker wrote as text: this attempt's facts replace it.
         settle_delivery(db,
                         "UPDATE OR FAIL deliveries SET status = ?2, attempts = ?3, next_attempt_ms = ?4, "
-                        "last_error = ?5, settled_at_ms = ?6, outcome = ?7 WHERE id = ?1"),
+                        "settled_at_ms = ?5, last_outcome = ?6, partner_code = ?7, detail = ?8, "
+                        "legacy_last_error = '', legacy_outcome = '' WHERE id = ?1"),
         message_for_replay(db,
                            "SELECT m.patient_key, m.resource_type, m.content_type, b.body "
                            "FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1"),
@@ -266,7 +332,7 @@ struct WriteStatements {
                         "WHERE message_id = ?1 AND status = 'dead' ORDER BY id"),
         revive_dead(db,
                     "UPDATE OR FAIL deliveries SET status = 'pending', attempts = 0, next_attempt_ms = 0, "
-                    "settled_at_ms = 0, outcome = '' WHERE message_id = ?1 AND status = 'dead'"),
+                    "settled_at_ms = 0 WHERE message_id = ?1 AND status = 'dead'"),
         probe_fill(db, "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('health_probe', zeroblob(65536))"),
         probe_clear(db, "DELETE FROM store_meta WHERE key = 'health_probe'") {}
 
@@ -287,9 +353,12 @@ struct ReadStatements {
                 "received_at_ms, accepted_at_ms, body_bytes, routes, warnings, content_type, "
                 "idempotency_key FROM messages WHERE id = ?1"),
         deliveries(db,
-                   "SELECT id, destination, status, attempts, next_attempt_ms, last_error, settled_at_ms, "
-                   "outcome FROM deliveries WHERE message_id = ?1 ORDER BY id"),
-        events(db, "SELECT at_ms, kind, detail FROM events WHERE message_id = ?1 ORDER BY id"),
+                   "SELECT id, destination, status, attempts, next_attempt_ms, settled_at_ms, last_outcome, "
+                   "partner_code, detail, legacy_last_error, legacy_outcome "
+                   "FROM deliveries WHERE message_id = ?1 ORDER BY id"),
+        events(db,
+               "SELECT at_ms, kind, legacy_text, destination, attempt, outcome, partner_code, detail, "
+               "next_attempt_ms, data FROM events WHERE message_id = ?1 ORDER BY id"),
         body(db, "SELECT b.body FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1") {}
 
   sqlite::Statement begin, end, message, deliveries, events, body;
@@ -596,8 +665,8 @@ class SqliteStore final : public Store {
   Result<Committed> apply_commit(const NewMessage& msg);
   Result<void> apply_attempt(const DeliveryAttempt& attempt);
   Result<std::vector<DeliveryJob>> apply_replay(const std::string& message_id);
-  void add_event(const std::string& message_id, std::int64_t at_ms, std::string_view kind,
-                 const std::string& detail);
+  // Stores the event's attempt facts as columns; data carries the rarer kinds' fields (JSON).
+  void add_event(const std::string& message_id, const LifecycleEvent& event, const std::string& data = {});
 
   // Reader thread only.
   Result<std::optional<MessageView>> read_message(const std::string& message_id);
@@ -655,11 +724,12 @@ void SqliteStore::migrate() {
   }
   // 1 -> 2 rebuilds messages, which deliveries and events reference: SQLite's own recipe for
   // that is foreign keys off (as they are on the writer: configure_writer), rebuild, check.
-  // 2 -> 3 adds store_meta.
+  // 2 -> 3 adds store_meta; 3 -> 4 the trail's fact columns.
   log::info("store", "upgrading " + settings_.path.string() + " from schema " + std::to_string(version) + " to " +
                          std::to_string(current_schema_version));
   try {
-    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + (version == 1 ? migrate_1_to_2_sql() : std::string()) + meta);
+    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + (version == 1 ? migrate_1_to_2_sql() : std::string()) +
+                             (version < 3 ? meta : std::string()) + migrate_3_to_4_sql());
     if (single_int(writer_db_, "SELECT count(*) FROM pragma_foreign_key_check") != 0)
       throw std::runtime_error("foreign keys broken after the upgrade");
     writer_db_.exec_or_throw(set_version + "COMMIT;");
@@ -785,9 +855,14 @@ std::string SqliteStore::write_failure_text() {
          std::to_string((now_ms() - failing_since_ms_) / 1000) + " s): " + write_error_;
 }
 
-void SqliteStore::add_event(const std::string& message_id, std::int64_t at_ms, std::string_view kind,
-                            const std::string& detail) {
-  write_->insert_event.start().bind(1, message_id).bind(2, at_ms).bind(3, kind).bind(4, detail).run();
+void SqliteStore::add_event(const std::string& message_id, const LifecycleEvent& e, const std::string& data) {
+  // Binding leaves nothing behind that outlives the step: the outcome name is a static string.
+  write_->insert_event.start()
+      .bind(1, message_id).bind(2, e.at_ms).bind(3, to_string(e.kind)).bind(4, e.destination)
+      .bind(5, std::int64_t{e.attempt})
+      .bind(6, e.destination.empty() ? std::string_view("") : to_string(e.outcome))
+      .bind(7, e.partner_code).bind(8, e.detail).bind(9, e.next_attempt_ms).bind(10, data)
+      .run();
 }
 
 Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
@@ -800,12 +875,18 @@ Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
       existing.outcome.message_id = find.text(0);
       existing.outcome.duplicate = true;
       existing.outcome.state = message_state_from(find.text(1));
-      bool same_content = find.text(2) == msg.content_hash;
       find.reset();
-      add_event(existing.outcome.message_id, now, "duplicate",
-                "idempotency_key=" + msg.idempotency_key + " from " + msg.source +
-                    " submitted again" + (same_content ? "" : " with different content sha256=" + msg.content_hash) +
-                    "; answered with this message");
+      LifecycleEvent duplicate;
+      duplicate.kind = EventKind::duplicate;
+      duplicate.at_ms = now;
+      std::string data = "{\"source\":";
+      append_json_string(data, msg.source);
+      data += ",\"idempotencyKey\":";
+      append_json_string(data, msg.idempotency_key);
+      data += ",\"contentHash\":";
+      append_json_string(data, msg.content_hash);
+      data += '}';
+      add_event(existing.outcome.message_id, duplicate, data);
       return existing;
     }
     find.reset();
@@ -858,40 +939,35 @@ Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
 Result<void> SqliteStore::apply_attempt(const DeliveryAttempt& attempt) {
   const auto status = attempt.ok() ? DeliveryStatus::delivered
                                  : attempt.dead ? DeliveryStatus::dead : DeliveryStatus::pending;
-  const std::string outcome = attempt_outcome(attempt);
   const auto at = attempt.at_ms ? attempt.at_ms : now_ms();
 
   // Bound text is not copied (SQLITE_STATIC): everything bound lives until the step below.
   const bool settled = status != DeliveryStatus::pending;
-  const std::string last_error = attempt.ok() ? std::string() : outcome;
-  const std::string settled_outcome = settled ? outcome : std::string();
   auto& settle = write_->settle_delivery;
   settle.start()
       .bind(1, attempt.delivery_id).bind(2, to_string(status)).bind(3, std::int64_t{attempt.attempt})
       .bind(4, settled ? std::int64_t{0} : attempt.next_attempt_ms)
-      .bind(5, last_error)
-      .bind(6, settled ? at : std::int64_t{0})
-      .bind(7, settled_outcome)
+      .bind(5, settled ? at : std::int64_t{0})
+      .bind(6, to_string(attempt.outcome)).bind(7, attempt.partner_code).bind(8, attempt.detail)
       .run();
   if (writer_db_.failed()) return {};  // the batch fails as a whole
   if (sqlite3_changes(writer_db_.handle()) == 0)
     return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found",
                                          "no delivery " + std::to_string(attempt.delivery_id) + " in the store",
                                          "", ""});
-  // The dispatcher's job names the message and destination of the delivery it settles.
-  const auto& message_id = attempt.message_id;
-  const auto& destination = attempt.destination;
+  if (status == DeliveryStatus::delivered) return {};
 
-  if (status == DeliveryStatus::pending) {
-    add_event(message_id, at, "attempt",
-              "destination=" + destination + " attempt=" + std::to_string(attempt.attempt) + " " + outcome + " (" +
-                  (attempt.outcome == DeliveryOutcome::retryable ? "retryable, " : "") + "will retry at " +
-                  std::to_string(attempt.next_attempt_ms) + ")");
-  } else if (status == DeliveryStatus::dead) {
-    add_event(message_id, at, "dead",
-              "destination=" + destination + " attempt=" + std::to_string(attempt.attempt) + " " + outcome +
-                  " (gave up after " + std::to_string(attempt.attempt) + " attempt(s))");
-  }
+  // The dispatcher's job names the message and destination of the delivery it settles.
+  LifecycleEvent event;
+  event.kind = status == DeliveryStatus::dead ? EventKind::dead : EventKind::attempt;
+  event.at_ms = at;
+  event.destination = attempt.destination;
+  event.attempt = attempt.attempt;
+  event.outcome = attempt.outcome;
+  event.partner_code = attempt.partner_code;
+  event.detail = attempt.detail;
+  event.next_attempt_ms = settled ? 0 : attempt.next_attempt_ms;
+  add_event(attempt.message_id, event);
   return {};
 }
 
@@ -927,7 +1003,16 @@ Result<std::vector<DeliveryJob>> SqliteStore::apply_replay(const std::string& me
   if (jobs.empty()) return jobs;
 
   write_->revive_dead.start().bind(1, message_id).run();
-  add_event(message_id, now_ms(), "replayed", "destinations=" + join(destinations, ","));
+  LifecycleEvent replayed;
+  replayed.kind = EventKind::replayed;
+  replayed.at_ms = now_ms();
+  std::string data = "{\"destinations\":[";
+  for (std::size_t i = 0; i < destinations.size(); ++i) {
+    if (i) data += ',';
+    append_json_string(data, destinations[i]);
+  }
+  data += "]}";
+  add_event(message_id, replayed, data);
   return jobs;
 }
 
@@ -1009,15 +1094,16 @@ Result<std::optional<MessageView>> SqliteStore::read_message(const std::string& 
     v.patient_key = r.message.text(5);
     v.content_hash = r.message.text(6);
     v.received_at_ms = r.message.int64(7);
-    const auto accepted_at = r.message.int64(8);
+    AcceptedRow row;
+    row.accepted_at_ms = r.message.int64(8);
     v.body_bytes = static_cast<std::size_t>(r.message.int64(9));
-    const auto routes = r.message.text(10);
-    const auto warnings = r.message.text(11);
-    const auto content_type = r.message.text(12);
-    const auto idempotency_key = r.message.text(13);
+    row.routes = r.message.text(10);
+    row.warnings_json = r.message.text(11);
+    row.content_type = r.message.text(12);
+    row.idempotency_key = r.message.text(13);
     r.message.reset();
 
-    std::vector<LifecycleEvent> settled;  // deliveries' own record of their last attempt
+    std::vector<LifecycleEvent> settled;  // deliveries' own record of their successful attempt
     std::int64_t pending = 0, dead = 0;
     r.deliveries.start().bind(1, message_id);
     while (r.deliveries.step()) {
@@ -1027,11 +1113,22 @@ Result<std::optional<MessageView>> SqliteStore::read_message(const std::string& 
       d.status = delivery_status_from(r.deliveries.text(2));
       d.attempts = static_cast<int>(r.deliveries.int64(3));
       d.next_attempt_ms = r.deliveries.int64(4);
-      d.last_error = r.deliveries.text(5);
-      if (d.status == DeliveryStatus::delivered)
-        settled.push_back(LifecycleEvent{r.deliveries.int64(6), "delivered",
-                                         "destination=" + d.destination + " attempt=" + std::to_string(d.attempts) +
-                                             " " + r.deliveries.text(7)});
+      d.last_outcome = delivery_outcome_from(r.deliveries.text(6));
+      d.last_partner_code = r.deliveries.text(7);
+      d.last_detail = r.deliveries.text(8);
+      d.legacy_last_error = r.deliveries.text(9);
+      if (d.status == DeliveryStatus::delivered) {
+        LifecycleEvent e;
+        e.kind = EventKind::delivered;
+        e.at_ms = r.deliveries.int64(5);
+        e.destination = d.destination;
+        e.attempt = d.attempts;
+        e.outcome = DeliveryOutcome::ok;
+        e.partner_code = d.last_partner_code;
+        e.detail = d.last_detail;
+        e.legacy_text = r.deliveries.text(10);  // delivered before schema 4: its outcome as text
+        settled.push_back(std::move(e));
+      }
       pending += d.status == DeliveryStatus::pending;
       dead += d.status == DeliveryStatus::dead;
       v.deliveries.push_back(std::move(d));
@@ -1039,10 +1136,36 @@ Result<std::optional<MessageView>> SqliteStore::read_message(const std::string& 
     r.deliveries.reset();
     v.state = state_from_counts(static_cast<std::int64_t>(v.deliveries.size()), pending, dead);
 
-    v.events = accept_trail(v, accepted_at, routes, warnings, content_type, idempotency_key);
+    v.events = accept_events(v, row);
     r.events.start().bind(1, message_id);
-    while (r.events.step())
-      v.events.push_back(LifecycleEvent{r.events.int64(0), r.events.text(1), r.events.text(2)});
+    while (r.events.step()) {
+      auto kind = event_kind_from(r.events.text(1));
+      if (!kind) continue;  // only this code writes kinds, and a newer schema is refused at start-up
+      LifecycleEvent e;
+      e.kind = *kind;
+      e.at_ms = r.events.int64(0);
+      e.legacy_text = r.events.text(2);
+      e.destination = r.events.text(3);
+      e.attempt = static_cast<int>(r.events.int64(4));
+      e.outcome = delivery_outcome_from(r.events.text(5)).value_or(DeliveryOutcome::retryable);
+      e.partner_code = r.events.text(6);
+      e.detail = r.events.text(7);
+      e.next_attempt_ms = r.events.int64(8);
+      const auto data = r.events.text(9);
+      if (!data.empty()) {
+        rapidjson::Document doc;
+        doc.Parse(data.c_str(), data.size());
+        if (!doc.HasParseError() && doc.IsObject()) {
+          e.source = json_member_string(doc, "source");
+          e.idempotency_key = json_member_string(doc, "idempotencyKey");
+          e.content_hash = json_member_string(doc, "contentHash");
+          e.same_content = e.content_hash == v.content_hash;
+          auto destinations = doc.FindMember("destinations");
+          if (destinations != doc.MemberEnd()) e.destinations = json_strings(&destinations->value);
+        }
+      }
+      v.events.push_back(std::move(e));
+    }
     r.events.reset();
     // The derived "delivered" events join the stored ones; the trail reads in time order, ties
     // kept in the order above (received, validated, routed first).

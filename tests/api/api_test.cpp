@@ -1,6 +1,7 @@
 #include "api/api.hpp"
 
 #include "config/config.hpp"
+#include "core/trail.hpp"
 #include "support/fake_store.hpp"
 #include "support/loopback_client.hpp"
 #include "ingest/pipeline.hpp"
@@ -38,8 +39,30 @@ class ApiTest : public ::testing::Test {
     m.received_at_ms = 1700000000123;
     m.state = MessageState::delivering;
     m.body_bytes = 42;
-    m.deliveries.push_back(DeliveryView{7, "gp-a81001", DeliveryStatus::pending, 2, 1700000005000, "HTTP 503"});
-    m.events.push_back(LifecycleEvent{1700000000123, "received", "from trust-rx1"});
+    DeliveryView d;
+    d.delivery_id = 7;
+    d.destination = "gp-a81001";
+    d.attempts = 2;
+    d.next_attempt_ms = 1700000005000;
+    d.last_outcome = DeliveryOutcome::retryable;
+    d.last_partner_code = "HTTP 503";
+    d.last_detail = "maintenance";
+    m.deliveries.push_back(d);
+    LifecycleEvent received;
+    received.kind = EventKind::received;
+    received.at_ms = 1700000000123;
+    received.source = "trust-rx1";
+    m.events.push_back(received);
+    LifecycleEvent attempt;
+    attempt.kind = EventKind::attempt;
+    attempt.at_ms = 1700000001000;
+    attempt.destination = "gp-a81001";
+    attempt.attempt = 2;
+    attempt.outcome = DeliveryOutcome::retryable;
+    attempt.partner_code = "HTTP 503";
+    attempt.detail = "maintenance";
+    attempt.next_attempt_ms = 1700000005000;
+    m.events.push_back(attempt);
     store_.messages[m.id] = m;
     mount_api(server_, store_, pipeline_, config_);
     server_.start();
@@ -77,8 +100,23 @@ TEST_F(ApiTest, MessageViewIsJson) {
   EXPECT_STREQ(d["status"].GetString(), "pending");
   EXPECT_EQ(d["attempts"].GetInt(), 2);
   EXPECT_STREQ(d["nextAttemptAt"].GetString(), "2023-11-14T22:13:25.000Z");
-  EXPECT_STREQ(d["lastError"].GetString(), "HTTP 503");
+  EXPECT_STREQ(d["lastOutcome"].GetString(), "retryable");
+  EXPECT_STREQ(d["lastPartnerCode"].GetString(), "HTTP 503");
+  EXPECT_STREQ(d["lastReason"].GetString(), "maintenance");
+  EXPECT_STREQ(d["lastError"].GetString(), "HTTP 503: maintenance");
+  ASSERT_EQ(doc["events"].Size(), 2u);
   EXPECT_STREQ(doc["events"][0]["kind"].GetString(), "received");
+  EXPECT_STREQ(doc["events"][0]["source"].GetString(), "trust-rx1");
+  const auto& a = doc["events"][1];
+  EXPECT_STREQ(a["kind"].GetString(), "attempt");
+  EXPECT_STREQ(a["destination"].GetString(), "gp-a81001");
+  EXPECT_EQ(a["attempt"].GetInt(), 2);
+  EXPECT_STREQ(a["outcome"].GetString(), "retryable");
+  EXPECT_STREQ(a["partnerCode"].GetString(), "HTTP 503");
+  EXPECT_STREQ(a["reason"].GetString(), "maintenance");
+  EXPECT_STREQ(a["nextAttemptAt"].GetString(), "2023-11-14T22:13:25.000Z");
+  // The words come from core/trail (its own test covers them); here only that they are there.
+  EXPECT_STREQ(a["detail"].GetString(), trail_text(store_.messages["01JKNOWN"].events[1]).c_str());
 }
 
 TEST_F(ApiTest, UnknownMessageIs404Outcome) {

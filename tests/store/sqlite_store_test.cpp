@@ -51,7 +51,7 @@ class SqliteStoreTest : public ::testing::Test {
 TEST_F(SqliteStoreTest, CreatesVersionedSchemaInWalMode) {
   auto db = dir_ / "t.db";
   make_sqlite_store(SqliteStoreSettings{db})->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 3);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 4);
   sqlite3* handle = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
@@ -114,11 +114,17 @@ PRAGMA user_version = 1;
   EXPECT_EQ(view->state, MessageState::delivering);
   EXPECT_EQ(view->body_bytes, std::string(R"({"resourceType":"Patient"})").size());
   std::vector<std::string> trail;
-  for (const auto& e : view->events) trail.push_back(e.kind + "@" + std::to_string(e.at_ms));
+  for (const auto& e : view->events) trail.push_back(std::string(to_string(e.kind)) + "@" + std::to_string(e.at_ms));
   EXPECT_EQ(trail, (std::vector<std::string>{"received@1000", "validated@1001", "routed@1001", "delivered@1100",
                                              "attempt@1200"}));
-  EXPECT_NE(view->events[1].detail.find("w1"), std::string::npos);
-  EXPECT_NE(view->events[2].detail.find("routes=r1,r2"), std::string::npos);
+  EXPECT_EQ(view->events[1].warnings, (std::vector<std::string>{"w1"}));
+  EXPECT_EQ(view->events[2].routes, (std::vector<std::string>{"r1", "r2"}));
+  EXPECT_EQ(view->events[2].destinations, (std::vector<std::string>{"gp", "vcse"}));
+  // What schema 1 kept as text stays text; nothing parses it into facts.
+  EXPECT_EQ(view->events[3].destination, "gp");
+  EXPECT_EQ(view->events[3].legacy_text, "delivered (recorded by schema 1)");
+  EXPECT_EQ(view->events[4].legacy_text, "destination=vcse attempt=2 http 503 (retryable, will retry at 5000)");
+  EXPECT_EQ(view->deliveries[1].legacy_last_error, "http 503");
   auto pending = store->load_pending().value();
   ASSERT_EQ(pending.size(), 1u);
   EXPECT_EQ(pending[0].destination, "vcse");
@@ -126,7 +132,138 @@ PRAGMA user_version = 1;
   EXPECT_EQ(pending[0].attempts, 2);
   EXPECT_TRUE(run(store->commit(sample("key:a", {"gp"}, "trust"))).value().outcome.duplicate);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 3);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 4);
+}
+
+// A store written by schema 3 (the trail kept as rendered text: events.detail, deliveries'
+// last_error and outcome) opens under schema 4: its old words read back as legacy text, and
+// the next attempt on one of its deliveries is kept as facts.
+TEST_F(SqliteStoreTest, UpgradesSchemaThreeKeepingItsTrailText) {
+  auto db = dir_ / "t.db";
+  sqlite3* handle = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
+  const char* v3 = R"sql(
+PRAGMA page_size = 32768;
+PRAGMA journal_mode = WAL;
+CREATE TABLE messages (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
+  channel TEXT NOT NULL, idempotency_key TEXT NOT NULL, resource_type TEXT NOT NULL, event TEXT NOT NULL,
+  patient_key TEXT NOT NULL, content_type TEXT NOT NULL, content_hash TEXT NOT NULL,
+  received_at_ms INTEGER NOT NULL, accepted_at_ms INTEGER NOT NULL, body_bytes INTEGER NOT NULL,
+  routes TEXT NOT NULL, destinations INTEGER NOT NULL, warnings TEXT NOT NULL);
+CREATE UNIQUE INDEX messages_by_idempotency_key ON messages(source, idempotency_key) WHERE idempotency_key <> '';
+CREATE INDEX messages_unroutable ON messages(seq) WHERE destinations = 0;
+CREATE TABLE bodies (seq INTEGER PRIMARY KEY REFERENCES messages(seq), body BLOB NOT NULL);
+CREATE TABLE deliveries (id INTEGER PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id),
+  destination TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+  attempts INTEGER NOT NULL, next_attempt_ms INTEGER NOT NULL, last_error TEXT NOT NULL, seq INTEGER NOT NULL,
+  settled_at_ms INTEGER NOT NULL DEFAULT 0, outcome TEXT NOT NULL DEFAULT '', UNIQUE (message_id, destination));
+CREATE INDEX deliveries_open ON deliveries(status, seq) WHERE status <> 'delivered';
+CREATE TABLE events (id INTEGER PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id),
+  at_ms INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX events_by_message ON events(message_id, id);
+CREATE TABLE store_meta (key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;
+INSERT INTO store_meta (key, value) VALUES ('store_id', '01STORETHREE0000000000000');
+INSERT INTO messages VALUES (1, 'M3', 'trust', 'fhir-http', 'key:b', 'Patient', '', '9449306753',
+  'application/fhir+json', 'abc', 1000, 1001, 26, 'r1', 3, '[]');
+INSERT INTO bodies VALUES (1, '{"resourceType":"Patient"}');
+INSERT INTO deliveries VALUES (1, 'M3', 'gp', 'delivered', 1, 0, '', 1, 1100, 'HTTP 201: created');
+INSERT INTO deliveries VALUES (2, 'M3', 'vcse', 'pending', 1, 5000, 'HTTP 503: busy', 1, 0, '');
+INSERT INTO deliveries VALUES (3, 'M3', 'care', 'dead', 2, 0, 'no response: timeout', 1, 1300, 'no response: timeout');
+INSERT INTO events (message_id, at_ms, kind, detail) VALUES
+  ('M3', 1200, 'attempt', 'destination=vcse attempt=1 HTTP 503: busy (retryable, will retry at 5000)'),
+  ('M3', 1300, 'dead', 'destination=care attempt=2 no response: timeout (gave up after 2 attempt(s))');
+PRAGMA user_version = 3;
+)sql";
+  ASSERT_EQ(sqlite3_exec(handle, v3, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(handle);
+  sqlite3_close(handle);
+
+  auto store = make_sqlite_store(SqliteStoreSettings{db});
+  auto view = run(store->find("M3")).value();
+  ASSERT_TRUE(view);
+  EXPECT_EQ(view->state, MessageState::delivering);
+  std::vector<std::string> trail;
+  for (const auto& e : view->events) trail.push_back(std::string(to_string(e.kind)) + "@" + std::to_string(e.at_ms));
+  EXPECT_EQ(trail, (std::vector<std::string>{"received@1000", "validated@1001", "routed@1001", "delivered@1100",
+                                             "attempt@1200", "dead@1300"}));
+  EXPECT_EQ(view->events[3].destination, "gp");
+  EXPECT_EQ(view->events[3].attempt, 1);
+  EXPECT_EQ(view->events[3].legacy_text, "HTTP 201: created");
+  EXPECT_EQ(view->events[4].legacy_text, "destination=vcse attempt=1 HTTP 503: busy (retryable, will retry at 5000)");
+  EXPECT_EQ(view->events[5].legacy_text, "destination=care attempt=2 no response: timeout (gave up after 2 attempt(s))");
+  EXPECT_EQ(view->deliveries[1].legacy_last_error, "HTTP 503: busy");
+  EXPECT_FALSE(view->deliveries[1].last_outcome.has_value());
+
+  // The next attempt on the old pending delivery replaces its old words with facts.
+  DeliveryAttempt next;
+  next.delivery_id = 2;
+  next.message_id = "M3";
+  next.destination = "vcse";
+  next.attempt = 2;
+  next.at_ms = 1400;
+  next.outcome = DeliveryOutcome::ok;
+  next.partner_code = "HTTP 201";
+  ASSERT_TRUE(run(store->record_attempt(next)));
+  view = run(store->find("M3")).value();
+  ASSERT_TRUE(view);
+  EXPECT_TRUE(view->deliveries[1].legacy_last_error.empty());
+  EXPECT_EQ(view->deliveries[1].last_outcome, DeliveryOutcome::ok);
+  const auto& delivered = view->events.back();
+  EXPECT_EQ(delivered.kind, EventKind::delivered);
+  EXPECT_EQ(delivered.destination, "vcse");
+  EXPECT_EQ(delivered.partner_code, "HTTP 201");
+  EXPECT_TRUE(delivered.legacy_text.empty());
+  EXPECT_TRUE(run(store->commit(sample("key:b", {"gp"}, "trust"))).value().outcome.duplicate);
+  store->close();
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 4);
+  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+}
+
+// An upgraded file has the same tables and columns as a new one.
+TEST_F(SqliteStoreTest, UpgradedSchemaMatchesAFreshOne) {
+  auto fresh = dir_ / "fresh.db";
+  make_sqlite_store(SqliteStoreSettings{fresh})->close();
+  auto columns = [](const std::filesystem::path& db) {
+    sqlite3* handle = nullptr;
+    EXPECT_EQ(sqlite3_open_v2(db.c_str(), &handle, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(handle,
+                                 "SELECT m.name || '.' || p.name || ' ' || p.type || ' ' || p.\"notnull\" || ' ' || "
+                                 "coalesce(p.dflt_value, '-') FROM sqlite_schema m, pragma_table_info(m.name) p "
+                                 "WHERE m.type = 'table' AND m.name IN ('deliveries', 'events') ORDER BY m.name, p.cid",
+                                 -1, &st, nullptr),
+              SQLITE_OK);
+    std::vector<std::string> out;
+    while (sqlite3_step(st) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+    sqlite3_finalize(st);
+    sqlite3_close(handle);
+    return out;
+  };
+  auto want = columns(fresh);
+  EXPECT_GT(want.size(), 10u);
+  // The schema-3 file of the test above, rebuilt small: only what the upgrade touches.
+  auto old = dir_ / "old.db";
+  sqlite3* handle = nullptr;
+  ASSERT_EQ(sqlite3_open(old.c_str(), &handle), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(handle, R"sql(
+CREATE TABLE messages (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
+  channel TEXT NOT NULL, idempotency_key TEXT NOT NULL, resource_type TEXT NOT NULL, event TEXT NOT NULL,
+  patient_key TEXT NOT NULL, content_type TEXT NOT NULL, content_hash TEXT NOT NULL,
+  received_at_ms INTEGER NOT NULL, accepted_at_ms INTEGER NOT NULL, body_bytes INTEGER NOT NULL,
+  routes TEXT NOT NULL, destinations INTEGER NOT NULL, warnings TEXT NOT NULL);
+CREATE TABLE bodies (seq INTEGER PRIMARY KEY REFERENCES messages(seq), body BLOB NOT NULL);
+CREATE TABLE deliveries (id INTEGER PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id),
+  destination TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+  attempts INTEGER NOT NULL, next_attempt_ms INTEGER NOT NULL, last_error TEXT NOT NULL, seq INTEGER NOT NULL,
+  settled_at_ms INTEGER NOT NULL DEFAULT 0, outcome TEXT NOT NULL DEFAULT '', UNIQUE (message_id, destination));
+CREATE TABLE events (id INTEGER PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id),
+  at_ms INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE store_meta (key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;
+INSERT INTO store_meta (key, value) VALUES ('store_id', '01STORETHREE0000000000001');
+PRAGMA user_version = 3;
+)sql", nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(handle);
+  sqlite3_close(handle);
+  make_sqlite_store(SqliteStoreSettings{old})->close();
+  EXPECT_EQ(columns(old), want);
 }
 
 // The writer runs without SQLite's foreign key enforcement (see configure_writer); this checks

@@ -14,14 +14,20 @@
 namespace tellonce::test {
 namespace {
 
-std::vector<std::string> kinds(const MessageView& view) {
-  std::vector<std::string> out;
+std::vector<EventKind> kinds(const MessageView& view) {
+  std::vector<EventKind> out;
   for (const auto& e : view.events) out.push_back(e.kind);
   return out;
 }
 
-long count_kind(const MessageView& view, std::string_view kind) {
+long count_kind(const MessageView& view, EventKind kind) {
   return std::count_if(view.events.begin(), view.events.end(), [&](const auto& e) { return e.kind == kind; });
+}
+
+const LifecycleEvent& only_event(const MessageView& view, EventKind kind) {
+  auto it = std::find_if(view.events.begin(), view.events.end(), [&](const auto& e) { return e.kind == kind; });
+  if (count_kind(view, kind) != 1) throw std::runtime_error("not exactly one " + std::string(to_string(kind)) + " event");
+  return *it;
 }
 
 DeliveryAttempt attempt_on(const DeliveryJob& job, int number, bool ok, bool dead = false) {
@@ -119,10 +125,20 @@ TEST_P(StoreContract, CommitThenFindReturnsEveryFieldAndTheTrailInOrder) {
   EXPECT_EQ(view->deliveries[0].status, DeliveryStatus::pending);
   EXPECT_EQ(view->deliveries[0].attempts, 0);
   EXPECT_EQ(view->deliveries[0].delivery_id, committed.jobs[0].delivery_id);
-  EXPECT_EQ(kinds(*view), (std::vector<std::string>{"received", "validated", "routed"}));
-  EXPECT_NE(view->events[1].detail.find("no profile claimed"), std::string::npos);
-  EXPECT_NE(view->events[2].detail.find("trust-a"), std::string::npos);
-  EXPECT_NE(view->events[2].detail.find("referrals"), std::string::npos);
+  EXPECT_EQ(kinds(*view), (std::vector<EventKind>{EventKind::received, EventKind::validated, EventKind::routed}));
+  const auto& received = view->events[0];
+  EXPECT_EQ(received.at_ms, msg.received_at_ms);
+  EXPECT_EQ(received.source, msg.source);
+  EXPECT_EQ(received.channel, msg.channel);
+  EXPECT_EQ(received.content_type, msg.content_type);
+  EXPECT_EQ(received.bytes, msg.body.size());
+  EXPECT_EQ(received.content_hash, msg.content_hash);
+  EXPECT_EQ(received.idempotency_key, "key-1");
+  EXPECT_GE(view->events[1].at_ms, msg.received_at_ms);
+  EXPECT_EQ(view->events[1].warnings, msg.warnings);
+  EXPECT_EQ(view->events[2].routes, msg.route_ids);
+  EXPECT_EQ(view->events[2].destinations, (std::vector<std::string>{"trust-a", "gp-b"}));
+  for (const auto& e : view->events) EXPECT_TRUE(e.legacy_text.empty()) << e.legacy_text;
 }
 
 TEST_P(StoreContract, BodyIsReadBackAsReceived) {
@@ -152,7 +168,11 @@ TEST_P(StoreContract, SequentialDuplicateIsStoredOnceAndNoted) {
   EXPECT_FALSE(run(store_->find(again.id)).value().has_value());
   auto view = run(store_->find(first.outcome.message_id)).value();
   ASSERT_TRUE(view);
-  EXPECT_EQ(count_kind(*view, "duplicate"), 1);
+  const auto& duplicate = only_event(*view, EventKind::duplicate);
+  EXPECT_EQ(duplicate.source, again.source);
+  EXPECT_EQ(duplicate.idempotency_key, "same-key");
+  EXPECT_EQ(duplicate.content_hash, again.content_hash);
+  EXPECT_FALSE(duplicate.same_content);  // sample() puts the message id in the body
   EXPECT_EQ(run(store_->list(MessageQuery{})).value().size(), 1u);
   EXPECT_EQ(store_->load_pending().value().size(), 2u);
 }
@@ -187,7 +207,7 @@ TEST_P(StoreContract, ConcurrentDuplicatesAreStoredOnce) {
   EXPECT_EQ(run(store_->list(MessageQuery{})).value().size(), 1u);
   auto view = run(store_->find(results.front().outcome.message_id)).value();
   ASSERT_TRUE(view);
-  EXPECT_EQ(count_kind(*view, "duplicate"), callers - 1);
+  EXPECT_EQ(count_kind(*view, EventKind::duplicate), callers - 1);
 }
 
 TEST_P(StoreContract, MessageWithoutDestinationIsUnroutable) {
@@ -199,7 +219,9 @@ TEST_P(StoreContract, MessageWithoutDestinationIsUnroutable) {
   ASSERT_TRUE(view);
   EXPECT_EQ(view->state, MessageState::unroutable);
   EXPECT_TRUE(view->deliveries.empty());
-  EXPECT_EQ(kinds(*view), (std::vector<std::string>{"received", "validated", "unroutable"}));
+  EXPECT_EQ(kinds(*view), (std::vector<EventKind>{EventKind::received, EventKind::validated, EventKind::unroutable}));
+  EXPECT_EQ(view->events[2].routes, msg.route_ids);
+  EXPECT_TRUE(view->events[2].destinations.empty());
   EXPECT_TRUE(store_->load_pending().value().empty());
 }
 
@@ -216,7 +238,9 @@ TEST_P(StoreContract, RetryThenDeliveredMovesDeliveryAndMessageState) {
   EXPECT_EQ(delivery_to(*view, "trust-a").status, DeliveryStatus::pending);
   EXPECT_EQ(delivery_to(*view, "trust-a").attempts, 1);
   EXPECT_EQ(delivery_to(*view, "trust-a").next_attempt_ms, retry.next_attempt_ms);
-  EXPECT_NE(delivery_to(*view, "trust-a").last_error.find("partner busy"), std::string::npos);
+  EXPECT_EQ(delivery_to(*view, "trust-a").last_outcome, DeliveryOutcome::retryable);
+  EXPECT_EQ(delivery_to(*view, "trust-a").last_partner_code, "HTTP 503");
+  EXPECT_EQ(delivery_to(*view, "trust-a").last_detail, "partner busy");
 
   ASSERT_TRUE(run(store_->record_attempt(attempt_on(a, 2, true))));
   view = run(store_->find(id)).value();
@@ -227,11 +251,23 @@ TEST_P(StoreContract, RetryThenDeliveredMovesDeliveryAndMessageState) {
   ASSERT_TRUE(run(store_->record_attempt(attempt_on(b, 1, true))));
   view = run(store_->find(id)).value();
   EXPECT_EQ(view->state, MessageState::delivered);
-  EXPECT_EQ(count_kind(*view, "attempt"), 1);  // failed attempts; successes are the "delivered" events
-  EXPECT_EQ(count_kind(*view, "delivered"), 2);
+  EXPECT_EQ(delivery_to(*view, "trust-a").last_outcome, DeliveryOutcome::ok);
+  EXPECT_EQ(count_kind(*view, EventKind::attempt), 1);  // failed attempts; successes are the "delivered" events
+  EXPECT_EQ(count_kind(*view, EventKind::delivered), 2);
+  const auto& failed = only_event(*view, EventKind::attempt);
+  EXPECT_EQ(failed.at_ms, retry.at_ms);
+  EXPECT_EQ(failed.destination, "trust-a");
+  EXPECT_EQ(failed.attempt, 1);
+  EXPECT_EQ(failed.outcome, DeliveryOutcome::retryable);
+  EXPECT_EQ(failed.partner_code, "HTTP 503");
+  EXPECT_EQ(failed.detail, "partner busy");
+  EXPECT_EQ(failed.next_attempt_ms, retry.next_attempt_ms);
   for (const auto& e : view->events) {
-    if (e.kind == "attempt") EXPECT_NE(e.detail.find("attempt=1 HTTP 503: partner busy"), std::string::npos) << e.detail;
-    if (e.kind == "delivered") EXPECT_NE(e.detail.find("HTTP 200: accepted"), std::string::npos) << e.detail;
+    if (e.kind != EventKind::delivered) continue;
+    EXPECT_EQ(e.attempt, e.destination == "trust-a" ? 2 : 1);
+    EXPECT_EQ(e.outcome, DeliveryOutcome::ok);
+    EXPECT_EQ(e.partner_code, "HTTP 200");
+    EXPECT_EQ(e.detail, "accepted");
   }
   EXPECT_TRUE(store_->load_pending().value().empty());
 }
@@ -243,7 +279,13 @@ TEST_P(StoreContract, DeadDeliveryFailsTheMessage) {
   auto view = run(store_->find(committed.outcome.message_id)).value();
   EXPECT_EQ(view->state, MessageState::failed);
   EXPECT_EQ(delivery_to(*view, "gp-b").status, DeliveryStatus::dead);
-  EXPECT_EQ(count_kind(*view, "dead"), 1);
+  const auto& dead = only_event(*view, EventKind::dead);
+  EXPECT_EQ(dead.destination, "gp-b");
+  EXPECT_EQ(dead.attempt, 5);
+  EXPECT_EQ(dead.outcome, DeliveryOutcome::permanent);
+  EXPECT_EQ(dead.partner_code, "HTTP 503");
+  EXPECT_EQ(dead.detail, "partner busy");
+  EXPECT_EQ(delivery_to(*view, "gp-b").last_outcome, DeliveryOutcome::permanent);
   auto failed = run(store_->list(MessageQuery{MessageState::failed, "", 10})).value();
   ASSERT_EQ(failed.size(), 1u);
   EXPECT_EQ(failed[0].id, committed.outcome.message_id);
@@ -268,7 +310,8 @@ TEST_P(StoreContract, ReplayReturnsDeadDeliveriesToPending) {
   EXPECT_EQ(delivery_to(*view, "gp-b").status, DeliveryStatus::pending);
   EXPECT_EQ(delivery_to(*view, "gp-b").attempts, 0);
   EXPECT_EQ(delivery_to(*view, "trust-a").status, DeliveryStatus::delivered);
-  EXPECT_EQ(view->events.back().kind, "replayed");
+  EXPECT_EQ(view->events.back().kind, EventKind::replayed);
+  EXPECT_EQ(view->events.back().destinations, (std::vector<std::string>{"gp-b"}));
   auto pending = store_->load_pending().value();
   ASSERT_EQ(pending.size(), 1u);
   EXPECT_EQ(pending[0].destination, "gp-b");

@@ -1,0 +1,69 @@
+#include "core/trail.hpp"
+
+namespace tellonce {
+namespace {
+
+std::string join(const std::vector<std::string>& items, std::string_view separator) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += separator;
+    out += item;
+  }
+  return out;
+}
+
+std::string attempt_line(const LifecycleEvent& e) {
+  return "destination=" + e.destination + " attempt=" + std::to_string(e.attempt) + " " +
+         attempt_outcome_text(e.partner_code, e.detail);
+}
+
+}  // namespace
+
+std::string attempt_outcome_text(std::string_view partner_code, std::string_view detail) {
+  if (partner_code.empty()) return detail.empty() ? "no response" : "no response: " + std::string(detail);
+  if (detail.empty()) return std::string(partner_code);
+  return std::string(partner_code) + ": " + std::string(detail);
+}
+
+std::string trail_text(const LifecycleEvent& e) {
+  if (!e.legacy_text.empty())  // an older store's words; a delivery row still names its destination
+    return e.destination.empty() ? e.legacy_text
+                                 : "destination=" + e.destination + " attempt=" + std::to_string(e.attempt) + " " +
+                                       e.legacy_text;
+  switch (e.kind) {
+    case EventKind::received:
+      return "source=" + e.source + " channel=" + e.channel + " content_type=" + e.content_type +
+             " bytes=" + std::to_string(e.bytes) + " sha256=" + e.content_hash +
+             (e.idempotency_key.empty() ? "" : " idempotency_key=" + e.idempotency_key);
+    case EventKind::validated:
+      return e.warnings.empty() ? std::string("no warnings")
+                                : std::to_string(e.warnings.size()) + " warning(s): " + join(e.warnings, "; ");
+    case EventKind::routed:
+      return "routes=" + join(e.routes, ",") + " destinations=" + join(e.destinations, ",");
+    case EventKind::unroutable:
+      return e.routes.empty() ? std::string("no route matched")
+                              : "routes " + join(e.routes, ",") + " matched but named no destination";
+    case EventKind::duplicate:
+      return "idempotency_key=" + e.idempotency_key + " from " + e.source + " submitted again" +
+             (e.same_content ? "" : " with different content sha256=" + e.content_hash) +
+             "; answered with this message";
+    case EventKind::attempt:
+      return attempt_line(e) + " (" + (e.outcome == DeliveryOutcome::retryable ? "retryable, " : "") +
+             "will retry at " + std::to_string(e.next_attempt_ms) + ")";
+    case EventKind::delivered:
+      return attempt_line(e);
+    case EventKind::dead:
+      return attempt_line(e) + " (gave up after " + std::to_string(e.attempt) + " attempt(s))";
+    case EventKind::replayed:
+      return "destinations=" + join(e.destinations, ",");
+  }
+  return {};
+}
+
+std::string last_error_text(const DeliveryView& d) {
+  if (!d.legacy_last_error.empty()) return d.legacy_last_error;
+  if (!d.last_outcome || *d.last_outcome == DeliveryOutcome::ok) return {};
+  return attempt_outcome_text(d.last_partner_code, d.last_detail);
+}
+
+}  // namespace tellonce
