@@ -223,6 +223,10 @@ asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn)
 
     stream.expires_after(limits.idle_timeout);
     auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+    // stop() closes an idle connection; a read that had already completed is still delivered
+    // after that close. Handling its request would commit a record with no way left to answer
+    // it, so the request is dropped unread (the client sees the connection close).
+    if (!ec && !stream.socket().is_open()) break;
     if (!ec) {
       conn->busy = true;
       if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {

@@ -132,6 +132,7 @@ TEST(BrokerProcess, SigtermLetsRequestsInFlightFinishAndLosesNothing) {
   std::set<std::string> answered_202;
   std::atomic<int> answers{0};
   std::atomic<int> refused{0};
+  std::string errors;  // how each partner was turned away, for the failure messages
   std::vector<std::thread> partners;
   for (int t = 0; t < 6; ++t) {
     partners.emplace_back([&, t] {
@@ -142,6 +143,8 @@ TEST(BrokerProcess, SigtermLetsRequestsInFlightFinishAndLosesNothing) {
                              "rtx");
         if (r.status < 0) {  // the connection was refused or closed before an answer
           ++refused;
+          std::lock_guard lk(mu);
+          errors += "partner " + std::to_string(t) + " request " + std::to_string(i) + ": " + r.body + "\n";
           break;
         }
         ++answers;
@@ -176,7 +179,8 @@ TEST(BrokerProcess, SigtermLetsRequestsInFlightFinishAndLosesNothing) {
   std::set<std::string> in_store(stored.begin(), stored.end());
   EXPECT_EQ(in_store.size(), stored.size());
   for (const auto& id : answered_202) EXPECT_TRUE(in_store.count(id)) << "answered 202 but not stored: " << id;
-  for (const auto& id : in_store) EXPECT_TRUE(answered_202.count(id)) << "stored but never answered 202: " << id;
+  for (const auto& id : in_store)
+    EXPECT_TRUE(answered_202.count(id)) << "stored but never answered 202: " << id << "\n" << errors;
 }
 
 // Records carrying known identifiers, good and bad, refused, accepted, delivered and refused by
