@@ -256,7 +256,9 @@ asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn)
     auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
     conn->busy = false;
     if (wec) break;
-    if (!res.keep_alive()) {
+    // stopping is checked again: a stop() that came while this answer was being written left
+    // the connection open because it was busy, and nothing else would close it now.
+    if (!res.keep_alive() || stopping) {
       boost::system::error_code sec;
       stream.socket().shutdown(tcp::socket::shutdown_send, sec);
       break;

@@ -171,6 +171,8 @@ TEST(BrokerProcess, SigtermLetsRequestsInFlightFinishAndLosesNothing) {
   EXPECT_EQ(refused.load(), 6) << "every partner is eventually turned away";
   ASSERT_TRUE(broker.process().wait_for_line("tellonce stopped", 30s).has_value()) << broker.output();
   EXPECT_EQ(broker.process().wait_exit(10s), 0) << broker.output();
+  // Every connection was closed by the drain itself, none left for the deadline to cut off.
+  EXPECT_EQ(broker.output().find("drain deadline"), std::string::npos) << broker.output();
 
   answered_202.insert(held_id);
   broker.start();  // the same store
@@ -231,6 +233,7 @@ TEST(BrokerProcess, NoPatientDataInTheLogs) {
   ASSERT_TRUE(broker.process().wait_for_line("tellonce stopped", 30s).has_value());  // all of stdout read
   EXPECT_EQ(broker.process().wait_exit(10s), 0);
   std::string output = broker.output();
+  EXPECT_EQ(output.find("drain deadline"), std::string::npos) << output;
   // The lines that could carry data are there, so the test looks at something.
   EXPECT_NE(output.find("rejected record from rtx"), std::string::npos) << output;
   EXPECT_NE(output.find("attempt failed destination=gp-a message=" + dead_id), std::string::npos) << output;
