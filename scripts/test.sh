@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Quick start command 2: installs what is missing, builds, and runs the whole test suite
-# (unit tests and integration tests that start the real broker on 127.0.0.1).
+# (unit tests and integration tests that start the real broker on 127.0.0.1), then builds
+# build-asan and runs the same suite again under AddressSanitizer + UndefinedBehaviorSanitizer
+# (SANITIZERS=0 skips that second pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/build.sh
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j "${JOBS:-$(nproc)}" --timeout 600
+
+if [[ "${SANITIZERS:-1}" != 0 ]]; then
+  BUILD_DIR=build-asan SANITIZE=address,undefined ./scripts/build.sh
+  # Any finding fails the test that hit it: UB halts with a stack, ASan aborts, and leaks are
+  # reported when each test program (or broker started by a test) exits.
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+    ctest --test-dir build-asan --output-on-failure -j "${JOBS:-$(nproc)}" --timeout 600
+fi

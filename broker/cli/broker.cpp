@@ -38,7 +38,6 @@ struct Broker::Shutdown {
   explicit Shutdown(asio::io_context& io) : signals(io, SIGINT, SIGTERM) {}
   asio::signal_set signals;
   std::atomic<bool> requested{false};
-  std::atomic<bool> hurry{false};  // a second request: do not wait for busy connections
   std::mutex mu;
   std::condition_variable changed;
   std::optional<std::chrono::steady_clock::time_point> requested_at;  // under mu
@@ -110,7 +109,9 @@ void Broker::start(std::ostream& out) {
 
 void Broker::request_stop() {
   if (shutdown_->requested.exchange(true)) {
-    shutdown_->hurry = true;
+    // Asked twice: whatever is still running is abandoned (committed records stay pending).
+    log::warn("serve", "asked again to stop: stopping now");
+    io_.stop();
     return;
   }
   {
@@ -132,8 +133,7 @@ void Broker::begin_shutdown() {
   auto drain = [](Broker* self) -> asio::awaitable<void> {
     auto until = std::chrono::steady_clock::now() + self->options_.drain_deadline;
     asio::steady_timer tick(self->io_);
-    while (self->http_->open_connections() > 0 && !self->shutdown_->hurry &&
-           std::chrono::steady_clock::now() < until) {
+    while (self->http_->open_connections() > 0 && std::chrono::steady_clock::now() < until) {
       tick.expires_after(std::chrono::milliseconds(10));
       co_await tick.async_wait(asio::use_awaitable);
     }
@@ -173,7 +173,7 @@ int Broker::run() {
     if (ec) return;  // cancelled once delivery has stopped
     log::info("serve", "signal " + std::to_string(sig) + ": stopping");
     // Re-armed before the stop is posted, so the cancel in stop_delivery() comes after it.
-    shutdown_->signals.async_wait(on_signal);  // a second signal hurries the shutdown
+    shutdown_->signals.async_wait(on_signal);  // a second signal stops at once
     request_stop();
   };
   shutdown_->signals.async_wait(on_signal);

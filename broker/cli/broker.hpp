@@ -15,7 +15,8 @@
 //     finish). If they have not returned `drain_deadline + kDeliveryGrace` after the request,
 //     the io_context is stopped and what is left is abandoned (a record committed by then is
 //     still in the store and is delivered after the next start).
-// A second signal skips the wait. Constructors throw std::runtime_error on start-up errors.
+// A second request (or signal) stops the io threads at once. The constructor and start()
+// throw std::runtime_error on start-up errors (schemas, store, a listen address in use).
 #pragma once
 
 #include "adapters/adapter.hpp"
@@ -64,7 +65,7 @@ class Broker {
   // Runs the io threads (the calling thread is one of them) until shutdown completes; installs
   // the SIGINT/SIGTERM handlers. Returns the process exit code.
   int run();
-  // Begins the shutdown described above. Any thread; later calls skip the drain wait.
+  // Begins the shutdown described above. Any thread; a second call stops at once.
   void request_stop();
 
  private:

@@ -223,6 +223,10 @@ asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn)
 
     stream.expires_after(limits.idle_timeout);
     auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+    // stop() closes an idle connection; a read that had already completed is still delivered
+    // after that close. Handling its request would commit a record with no way left to answer
+    // it, so the request is dropped unread (the client sees the connection close).
+    if (!ec && !stream.socket().is_open()) break;
     if (!ec) {
       conn->busy = true;
       if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
@@ -252,7 +256,9 @@ asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn)
     auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
     conn->busy = false;
     if (wec) break;
-    if (!res.keep_alive()) {
+    // stopping is checked again: a stop() that came while this answer was being written left
+    // the connection open because it was busy, and nothing else would close it now.
+    if (!res.keep_alive() || stopping) {
       boost::system::error_code sec;
       stream.socket().shutdown(tcp::socket::shutdown_send, sec);
       break;

@@ -5,10 +5,15 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <thread>
 
@@ -37,6 +42,16 @@ class ServerTest : public ::testing::Test {
       throw std::runtime_error("handler blew up");
       co_return HttpResponse{};
     });
+    // Answers once the test sets release_; entered_ says the request is being handled.
+    server_->mount("/slow", [this](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+      entered_ = true;
+      asio::steady_timer tick(co_await asio::this_coro::executor);
+      while (!release_) {
+        tick.expires_after(std::chrono::milliseconds(5));
+        co_await tick.async_wait(asio::use_awaitable);
+      }
+      co_return json_response(req, http::status::ok, "finished", "text/plain");
+    });
     server_->start();
     io_thread_.start();
   }
@@ -64,6 +79,7 @@ class ServerTest : public ::testing::Test {
     return res;
   }
 
+  std::atomic<bool> entered_{false}, release_{false};
   test::IoThread io_thread_;
   asio::io_context& io_ = io_thread_.io;
   std::unique_ptr<HttpServer> server_;
@@ -159,6 +175,44 @@ TEST_F(ServerTest, ManyConnectionsAtOnce) {
     auto res = roundtrip(sockets[i], buf, http::verb::post, "/echo", std::to_string(i));
     EXPECT_EQ(res.body(), std::to_string(i));
   }
+}
+
+// stop() keeps its promise: a request being handled finishes and is answered (with
+// Connection: close), an idle connection is closed, and then nothing is left open.
+TEST_F(ServerTest, StopLetsABusyRequestFinishAndClosesIdleConnections) {
+  auto busy = connect();
+  HttpRequest req{http::verb::post, "/slow", 11};
+  req.set(http::field::host, "127.0.0.1");
+  req.body() = "record";
+  req.prepare_payload();
+  http::write(busy, req);
+  auto idle = connect();
+  for (int i = 0; i < 2000 && !entered_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(entered_);
+
+  server_->stop();
+  // The idle connection is closed by the server: reading it ends without data.
+  char byte;
+  boost::system::error_code ec;
+  std::size_t n = asio::read(idle, asio::buffer(&byte, 1), ec);
+  EXPECT_EQ(n, 0u);
+  EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+  for (int i = 0; i < 2000 && server_->open_connections() > 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(server_->open_connections(), 1u);  // the busy one is still there
+
+  release_ = true;
+  boost::beast::flat_buffer buf;
+  HttpResponse res;
+  http::read(busy, buf, res);
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_EQ(res.body(), "finished");
+  EXPECT_FALSE(res.keep_alive());
+  n = asio::read(busy, asio::buffer(&byte, 1), ec);  // and then it is closed
+  EXPECT_EQ(n, 0u);
+  for (int i = 0; i < 2000 && server_->open_connections() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(server_->open_connections(), 0u);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "harness.hpp"
 
+#include <gtest/gtest.h>
+
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -70,6 +72,20 @@ unsigned short port_at_end(const std::string& line) {
 }  // namespace
 
 // ---- Process ---------------------------------------------------------------
+
+namespace {
+// In a sanitizer build every child inherits ASAN_OPTIONS/UBSAN_OPTIONS/TSAN_OPTIONS; what it
+// finds (leaks are reported at exit) goes to its stderr, the log file. A report fails the test.
+void expect_no_sanitizer_report(const std::string& name, const std::string& output) {
+  for (const char* mark : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                           "WARNING: ThreadSanitizer"}) {
+    if (output.find(mark) != std::string::npos) {
+      ADD_FAILURE() << name << " reported " << mark << ":\n" << output;
+      return;
+    }
+  }
+}
+}  // namespace
 
 Process::Process(std::vector<std::string> args, std::filesystem::path log_file) : log_file_(std::move(log_file)) {
   int pipefd[2];
@@ -256,7 +272,10 @@ Sink::Sink(const std::filesystem::path& dir, std::string name, unsigned short po
 }
 
 void Sink::stop() {
-  if (proc_) proc_->terminate();
+  if (proc_) {
+    proc_->terminate();
+    expect_no_sanitizer_report("demo-sink", proc_->output());
+  }
   proc_.reset();
 }
 
@@ -310,9 +329,7 @@ Broker::Broker(const std::filesystem::path& dir, const std::string& config_yaml,
   write_file(config_, config_yaml);
 }
 
-Broker::~Broker() {
-  if (proc_) proc_->terminate();
-}
+Broker::~Broker() { stop(); }
 
 void Broker::start() {
   ++starts_;
@@ -327,7 +344,9 @@ void Broker::start() {
 }
 
 int Broker::stop() {
-  int rc = proc_ ? proc_->terminate() : -1;
+  if (!proc_) return -1;
+  int rc = proc_->terminate();
+  expect_no_sanitizer_report("broker", proc_->output());
   proc_.reset();
   return rc;
 }

@@ -132,6 +132,7 @@ TEST(BrokerProcess, SigtermLetsRequestsInFlightFinishAndLosesNothing) {
   std::set<std::string> answered_202;
   std::atomic<int> answers{0};
   std::atomic<int> refused{0};
+  std::string errors;  // how each partner was turned away, for the failure messages
   std::vector<std::thread> partners;
   for (int t = 0; t < 6; ++t) {
     partners.emplace_back([&, t] {
@@ -142,6 +143,8 @@ TEST(BrokerProcess, SigtermLetsRequestsInFlightFinishAndLosesNothing) {
                              "rtx");
         if (r.status < 0) {  // the connection was refused or closed before an answer
           ++refused;
+          std::lock_guard lk(mu);
+          errors += "partner " + std::to_string(t) + " request " + std::to_string(i) + ": " + r.body + "\n";
           break;
         }
         ++answers;
@@ -168,6 +171,8 @@ TEST(BrokerProcess, SigtermLetsRequestsInFlightFinishAndLosesNothing) {
   EXPECT_EQ(refused.load(), 6) << "every partner is eventually turned away";
   ASSERT_TRUE(broker.process().wait_for_line("tellonce stopped", 30s).has_value()) << broker.output();
   EXPECT_EQ(broker.process().wait_exit(10s), 0) << broker.output();
+  // Every connection was closed by the drain itself, none left for the deadline to cut off.
+  EXPECT_EQ(broker.output().find("drain deadline"), std::string::npos) << broker.output();
 
   answered_202.insert(held_id);
   broker.start();  // the same store
@@ -176,7 +181,8 @@ TEST(BrokerProcess, SigtermLetsRequestsInFlightFinishAndLosesNothing) {
   std::set<std::string> in_store(stored.begin(), stored.end());
   EXPECT_EQ(in_store.size(), stored.size());
   for (const auto& id : answered_202) EXPECT_TRUE(in_store.count(id)) << "answered 202 but not stored: " << id;
-  for (const auto& id : in_store) EXPECT_TRUE(answered_202.count(id)) << "stored but never answered 202: " << id;
+  for (const auto& id : in_store)
+    EXPECT_TRUE(answered_202.count(id)) << "stored but never answered 202: " << id << "\n" << errors;
 }
 
 // Records carrying known identifiers, good and bad, refused, accepted, delivered and refused by
@@ -227,6 +233,7 @@ TEST(BrokerProcess, NoPatientDataInTheLogs) {
   ASSERT_TRUE(broker.process().wait_for_line("tellonce stopped", 30s).has_value());  // all of stdout read
   EXPECT_EQ(broker.process().wait_exit(10s), 0);
   std::string output = broker.output();
+  EXPECT_EQ(output.find("drain deadline"), std::string::npos) << output;
   // The lines that could carry data are there, so the test looks at something.
   EXPECT_NE(output.find("rejected record from rtx"), std::string::npos) << output;
   EXPECT_NE(output.find("attempt failed destination=gp-a message=" + dead_id), std::string::npos) << output;

@@ -171,7 +171,14 @@ class FhirRestOutboundTest : public ::testing::Test {
   }
 
   // The adapter keeps the io_context busy until the result is posted back.
-  DeliveryResult deliver(OutboundAdapter& a, const DeliveryJob& job) { return test::run_async(io, a.deliver(job)); }
+  // Then runs io until the adapter's thread has let go of it too (it holds the io busy until its
+  // result is posted), so nothing touches io after the test.
+  DeliveryResult deliver(OutboundAdapter& a, const DeliveryJob& job) {
+    DeliveryResult r = test::run_async(io, a.deliver(job));
+    io.restart();
+    io.run();
+    return r;
+  }
 };
 
 TEST_F(FhirRestOutboundTest, PostsResourceToItsTypeWithHeaders) {
