@@ -66,11 +66,11 @@ bool is_parse_error(const boost::system::error_code& ec) {
 }
 
 HttpResponse bare_outcome(unsigned version, http::status status, const char* code,
-                          const std::string& diagnostics) {
+                          const std::string& diagnostics, std::string rule = {}) {
   HttpResponse res{status, version};
   res.set(http::field::server, "tellonce");
   res.set(http::field::content_type, "application/fhir+json");
-  res.body() = operation_outcome_json({Issue{Severity::error, code, diagnostics, "", ""}});
+  res.body() = operation_outcome_json({Issue{Severity::error, code, diagnostics, "", std::move(rule)}});
   res.keep_alive(false);
   res.prepare_payload();
   return res;
@@ -95,9 +95,49 @@ std::optional<HttpResponse> rejection(const boost::system::error_code& ec,
     return bare_outcome(version, http::status::request_header_fields_too_large, "too-long",
                         "request headers are larger than " + std::to_string(limits.max_header_bytes) + " bytes");
   }
+  // Framing errors name the header: a request whose length two parties could read differently
+  // is how requests are smuggled past a proxy.
+  if (ec == http::error::bad_transfer_encoding) {
+    return bare_outcome(version, http::status::bad_request, "structure",
+                        "Transfer-Encoding is repeated or sent together with Content-Length; send exactly one of them",
+                        "http-framing");
+  }
+  if (ec == http::error::bad_content_length) {
+    return bare_outcome(version, http::status::bad_request, "structure",
+                        "Content-Length is not a valid length or is sent together with Transfer-Encoding",
+                        "http-framing");
+  }
+  if (ec == http::error::multiple_content_length) {
+    return bare_outcome(version, http::status::bad_request, "structure",
+                        "Content-Length is sent more than once with different values", "http-framing");
+  }
   if (is_parse_error(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message) {
     return bare_outcome(version, http::status::bad_request, "structure", "malformed HTTP request: " + ec.message());
   }
+  return std::nullopt;
+}
+
+// Beast frames a request whose Transfer-Encoding is not exactly "chunked" (say "chunked,
+// identity" or "xchunked") as having no body, so its body would be read as the next request,
+// while a proxy in front may frame it otherwise. Only "chunked" alone is accepted, never with
+// Content-Length, and only in HTTP/1.1. Runs once per request on the parsed header.
+std::optional<HttpResponse> framing_problem(const HttpRequest& req) {
+  auto codings = req.equal_range(http::field::transfer_encoding);
+  if (codings.first == codings.second) return std::nullopt;
+  auto refuse = [&](std::string why) {
+    return bare_outcome(req.version(), http::status::bad_request, "structure", why, "http-framing");
+  };
+  if (std::next(codings.first) != codings.second)
+    return refuse("Transfer-Encoding is sent more than once; send it once, as 'chunked'");
+  std::string_view value = codings.first->value();
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  if (!beast::iequals(value, "chunked"))
+    return refuse("Transfer-Encoding '" + std::string(value.substr(0, 64)) +
+                  "' is not supported: the only transfer coding accepted is 'chunked'");
+  if (req.version() < 11) return refuse("Transfer-Encoding is not allowed in an HTTP/1.0 request");
+  if (req.find(http::field::content_length) != req.end())
+    return refuse("Transfer-Encoding and Content-Length are both sent; send only one of them");
   return std::nullopt;
 }
 
@@ -225,6 +265,10 @@ asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn)
     auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
     if (!ec) {
       conn->busy = true;
+      if (auto refused = framing_problem(parser.get())) {
+        co_await close_after_reject(*conn, std::move(*refused));
+        break;
+      }
       if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
         http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
         stream.expires_after(limits.idle_timeout);

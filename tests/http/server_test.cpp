@@ -151,6 +151,86 @@ TEST_F(ServerTest, MalformedRequestIs400AndClosed) {
   EXPECT_EQ(ec, asio::error::eof);
 }
 
+// Sends raw bytes and reads one response.
+HttpResponse raw_roundtrip(tcp::socket& s, const std::string& bytes) {
+  asio::write(s, asio::buffer(bytes));
+  boost::beast::flat_buffer buf;
+  HttpResponse res;
+  http::read(s, buf, res);
+  return res;
+}
+
+// Every smuggling shape is refused with a 400 OperationOutcome that names the header, and
+// the connection is closed rather than reading what follows as another request.
+void expect_framing_refusal(tcp::socket& s, const std::string& request, std::string_view header) {
+  auto res = raw_roundtrip(s, request);
+  EXPECT_EQ(res.result(), http::status::bad_request) << request;
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_EQ(res[http::field::content_type], "application/fhir+json");
+  EXPECT_NE(res.body().find("OperationOutcome"), std::string::npos);
+  EXPECT_NE(res.body().find(header), std::string::npos) << res.body();
+  char c;
+  boost::system::error_code ec;
+  asio::read(s, asio::buffer(&c, 1), ec);
+  EXPECT_EQ(ec, asio::error::eof) << "the smuggled request must not be answered";
+}
+
+const std::string smuggled = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+
+TEST_F(ServerTest, TransferEncodingChunkedIdentityIsRefused) {
+  auto s = connect();
+  expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+                            "5\r\nhello\r\n0\r\n\r\n" + smuggled, "Transfer-Encoding 'chunked, identity'");
+}
+
+TEST_F(ServerTest, TransferEncodingXchunkedIsRefused) {
+  auto s = connect();
+  expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n"
+                            "5\r\nhello\r\n0\r\n\r\n" + smuggled, "Transfer-Encoding 'xchunked'");
+}
+
+TEST_F(ServerTest, TransferEncodingSentTwiceIsRefused) {
+  auto s = connect();
+  expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + smuggled,
+                         "Transfer-Encoding");
+}
+
+TEST_F(ServerTest, TransferEncodingWithContentLengthIsRefusedInEitherOrder) {
+  {
+    auto s = connect();
+    expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                              "Transfer-Encoding: chunked\r\n\r\nhello" + smuggled, "Transfer-Encoding");
+  }
+  {
+    auto s = connect();
+    expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                              "Content-Length: 5\r\n\r\nhello" + smuggled, "Content-Length");
+  }
+  {
+    auto s = connect();  // a coding Beast does not frame, then a length
+    expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n"
+                              "Content-Length: 5\r\n\r\nhello" + smuggled, "Transfer-Encoding");
+  }
+}
+
+TEST_F(ServerTest, ContentLengthTwiceWithDifferentValuesIsRefused) {
+  auto s = connect();
+  expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+                            "hello!" + smuggled, "Content-Length");
+}
+
+TEST_F(ServerTest, PlainChunkedAndRepeatedEqualContentLengthStillWork) {
+  auto s = connect();
+  auto res = raw_roundtrip(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"
+                              "5\r\nhello\r\n0\r\n\r\n");
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_EQ(res.body(), "hello");
+  res = raw_roundtrip(s, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc");
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_EQ(res.body(), "abc");
+}
+
 TEST_F(ServerTest, ManyConnectionsAtOnce) {
   std::vector<tcp::socket> sockets;
   for (int i = 0; i < 50; ++i) sockets.push_back(connect());
