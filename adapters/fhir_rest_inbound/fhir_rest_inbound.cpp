@@ -109,7 +109,7 @@ class FhirRestInbound final : public InboundAdapter {
 
     if (rest == "metadata") {
       if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
-      co_return json_response(req, http::status::ok, capability_statement(req), "application/fhir+json");
+      co_return json_response(req, http::status::ok, capability_statement(), "application/fhir+json");
     }
     InboundRecord record;
     if (rest.empty()) {
@@ -221,10 +221,9 @@ class FhirRestInbound final : public InboundAdapter {
     for (const auto& w : a.warnings) issues.push_back(w);
 
     auto res = outcome_response(req, a.duplicate ? http::status::ok : http::status::accepted, issues);
-    auto host = req[http::field::host];
-    std::string location = host.empty() ? std::string() : "http://" + std::string(host);
-    location += "/api/messages/" + a.message_id;
-    res.set(http::field::location, location);
+    // Relative: the client's Host header is not ours to repeat (it may name any host), and the
+    // client resolves a relative reference against the address it used.
+    res.set(http::field::location, "/api/messages/" + a.message_id);
     res.set("X-Tellonce-Message-Id", a.message_id);
     if (a.duplicate) res.set("X-Tellonce-Duplicate", "true");
     return res;
@@ -232,7 +231,7 @@ class FhirRestInbound final : public InboundAdapter {
 
   std::string base() const { return settings_.base_path == "/" ? "" : settings_.base_path; }
 
-  std::string capability_statement(const HttpRequest& req) const {
+  std::string capability_statement() const {
     rapidjson::StringBuffer out;
     rapidjson::Writer<rapidjson::StringBuffer> w(out);
     w.StartObject();
@@ -245,11 +244,10 @@ class FhirRestInbound final : public InboundAdapter {
     w.Key("name"); w.String("tellonce");
     w.Key("version"); w.String(TELLONCE_VERSION);
     w.EndObject();
-    auto host = req[http::field::host];
+    // No implementation.url: the only source for it would be the client's Host header.
     w.Key("implementation");
     w.StartObject();
     w.Key("description"); w.String("Tellonce message broker: inbound FHIR REST channel " + channel_);
-    if (!host.empty()) { w.Key("url"); w.String("http://" + std::string(host) + base()); }
     w.EndObject();
     w.Key("fhirVersion"); w.String("4.0.1");
     w.Key("format"); w.StartArray(); w.String("json"); w.EndArray();

@@ -77,7 +77,7 @@ class FhirRestInboundTest : public ::testing::Test {
 TEST_F(FhirRestInboundTest, CreateIsAcceptedWithLocationAndMessageId) {
   auto res = post("/fhir/Patient", patient);
   EXPECT_EQ(res.result(), http::status::accepted);
-  EXPECT_EQ(res[http::field::location], "http://127.0.0.1/api/messages/01JTEST0000000000000000000");
+  EXPECT_EQ(res[http::field::location], "/api/messages/01JTEST0000000000000000000");
   EXPECT_EQ(res["X-Tellonce-Message-Id"], "01JTEST0000000000000000000");
   EXPECT_TRUE(res["X-Tellonce-Duplicate"].empty());
   EXPECT_NE(res.body().find("routed to gp-a81001, vcse-x"), std::string::npos);
@@ -88,6 +88,16 @@ TEST_F(FhirRestInboundTest, CreateIsAcceptedWithLocationAndMessageId) {
   EXPECT_EQ(rec.expected_type, "Patient");
   EXPECT_EQ(rec.body, patient);
   EXPECT_FALSE(rec.process_message);
+}
+
+TEST_F(FhirRestInboundTest, LocationIgnoresTheClientsHostHeader) {
+  auto req = make_request(http::verb::post, "/fhir/Patient", patient);
+  req.set(http::field::authorization, "Bearer key-trust");
+  req.set(http::field::host, "evil.example:443");
+  auto res = testing::send(port_, std::move(req));
+  EXPECT_EQ(res.result(), http::status::accepted);
+  EXPECT_EQ(res[http::field::location], "/api/messages/01JTEST0000000000000000000");
+  EXPECT_EQ(res.body().find("evil.example"), std::string::npos);
 }
 
 TEST_F(FhirRestInboundTest, WarningsBecomeWarningIssues) {
@@ -170,7 +180,7 @@ TEST_F(FhirRestInboundTest, MetadataIsACapabilityStatement) {
   EXPECT_STREQ(doc["resourceType"].GetString(), "CapabilityStatement");
   EXPECT_STREQ(doc["fhirVersion"].GetString(), "4.0.1");
   EXPECT_STREQ(doc["software"]["name"].GetString(), "tellonce");
-  EXPECT_STREQ(doc["implementation"]["url"].GetString(), "http://127.0.0.1/fhir");
+  EXPECT_FALSE(doc["implementation"].HasMember("url")) << "never built from the client's Host header";
   EXPECT_STREQ(doc["rest"][0]["operation"][0]["name"].GetString(), "process-message");
   EXPECT_GT(doc["rest"][0]["resource"].Size(), 5u);
 }
