@@ -1,5 +1,7 @@
 #include "http/server.hpp"
 
+#include "http/session.hpp"
+
 #include "core/error.hpp"
 #include "core/json.hpp"
 #include "core/log.hpp"
@@ -11,8 +13,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -29,18 +29,14 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using http_detail::use_tuple;
 
 struct Mount {
   std::string prefix;
   HttpHandler handler;
 };
 
-struct Connection {
-  explicit Connection(tcp::socket s) : stream(std::move(s)) {}
-  beast::tcp_stream stream;
-  bool busy = false;  // a request is being handled; only touched on the connection's strand
-};
+using Connection = http_detail::Session<tcp::socket>;
 
 // "/fhir" matches "/fhir", "/fhir/x" and "/fhir?x" but not "/fhirx".
 bool prefix_matches(std::string_view prefix, std::string_view target) {
@@ -65,8 +61,12 @@ bool is_parse_error(const boost::system::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_method).category();
 }
 
+}  // namespace
+
+namespace http_detail {
+
 HttpResponse bare_outcome(unsigned version, http::status status, const char* code,
-                          const std::string& diagnostics, std::string rule = {}) {
+                          const std::string& diagnostics, std::string rule) {
   HttpResponse res{status, version};
   res.set(http::field::server, "tellonce");
   res.set(http::field::content_type, "application/fhir+json");
@@ -141,7 +141,7 @@ std::optional<HttpResponse> framing_problem(const HttpRequest& req) {
   return std::nullopt;
 }
 
-}  // namespace
+}  // namespace http_detail
 
 struct HttpServer::State : std::enable_shared_from_this<State> {
   State(asio::io_context& io, std::string listen, HttpLimits limits)
@@ -168,7 +168,6 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> serve(std::shared_ptr<Connection> conn);
   asio::awaitable<HttpResponse> dispatch(HttpRequest& req);
-  asio::awaitable<void> close_after_reject(Connection& conn, HttpResponse res);
 };
 
 asio::awaitable<void> HttpServer::State::accept_loop() {
@@ -227,83 +226,10 @@ asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req) {
       {Issue{Severity::error, "exception", "internal error while handling the request", "", ""}});
 }
 
-// Answers a request we refuse to read and closes. The peer may still be sending, and closing
-// a socket with unread input makes the kernel send a reset that can destroy the answer before
-// the client reads it, so we linger briefly, discarding a bounded amount, after half-closing.
-asio::awaitable<void> HttpServer::State::close_after_reject(Connection& conn, HttpResponse res) {
-  conn.stream.expires_after(std::chrono::seconds(5));
-  auto [wec, wn] = co_await http::async_write(conn.stream, res, use_tuple);
-  if (!wec) {
-    boost::system::error_code ec;
-    conn.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    conn.stream.expires_after(std::chrono::seconds(1));
-    std::array<char, 16 * 1024> sink;
-    std::size_t discarded = 0;
-    while (discarded < 256 * 1024) {
-      auto [rec, n] = co_await conn.stream.async_read_some(asio::buffer(sink), use_tuple);
-      if (rec) break;
-      discarded += n;
-    }
-  }
-  boost::system::error_code ec;
-  conn.stream.socket().close(ec);
-}
-
 asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn) {
   auto self = shared_from_this();
-  beast::flat_buffer buffer;  // reused for every request on the connection
-  // Room for a typical record up front: Beast reads at most the free space, and a buffer that
-  // grows 512 bytes at a time costs one recvmsg per 512 bytes of body.
-  buffer.reserve(64 * 1024);
-  auto& stream = conn->stream;
-  for (;;) {
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
-    parser.body_limit(limits.max_body_bytes);
-
-    stream.expires_after(limits.idle_timeout);
-    auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
-    if (!ec) {
-      conn->busy = true;
-      if (auto refused = framing_problem(parser.get())) {
-        co_await close_after_reject(*conn, std::move(*refused));
-        break;
-      }
-      if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
-        http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
-        stream.expires_after(limits.idle_timeout);
-        std::tie(ec, n) = co_await http::async_write(stream, go_on, use_tuple);
-      }
-    }
-    if (!ec && !parser.is_done()) {
-      std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, use_tuple);  // same deadline
-    }
-    if (ec) {
-      // Built outside the co_await: g++ 12 mishandles temporaries inside co_await expressions.
-      auto answer = rejection(ec, parser, limits);
-      if (answer) co_await close_after_reject(*conn, std::move(*answer));
-      break;  // closed by the peer, timed out, cancelled by stop(), or answered above
-    }
-
-    HttpRequest req = parser.release();
-    stream.expires_never();  // the handler may wait on the store; the peer is not idle
-    HttpResponse res = co_await dispatch(req);
-    if (!req.keep_alive() || stopping) res.keep_alive(false);
-    if (res[http::field::server].empty()) res.set(http::field::server, "tellonce");
-    if (!res.has_content_length() && !res.chunked()) res.prepare_payload();
-
-    stream.expires_after(limits.idle_timeout);
-    auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
-    conn->busy = false;
-    if (wec) break;
-    if (!res.keep_alive()) {
-      boost::system::error_code sec;
-      stream.socket().shutdown(tcp::socket::shutdown_send, sec);
-      break;
-    }
-  }
-  boost::system::error_code ec;
-  stream.socket().close(ec);
+  auto dispatcher = [this](HttpRequest& req) { return dispatch(req); };
+  co_await http_detail::serve_session(std::move(conn), limits, dispatcher, stopping);
 }
 
 HttpServer::HttpServer(asio::io_context& io, std::string listen, HttpLimits limits)
@@ -359,8 +285,7 @@ void HttpServer::stop() {
     // Busy connections finish their request and then close (keep_alive is turned off).
     asio::post(conn->stream.get_executor(), [conn] {
       if (conn->busy) return;
-      boost::system::error_code ec;
-      conn->stream.socket().close(ec);
+      http_detail::close_stream(conn->stream);
     });
   }
 }

@@ -29,7 +29,9 @@ using HttpHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;
 
 struct HttpLimits {
   std::size_t max_body_bytes = 10 * 1024 * 1024;
-  std::chrono::seconds idle_timeout{60};
+  // A request must arrive whole within this long of the previous answer (or of connecting);
+  // one cut off by it is answered 408, an idle keep-alive connection is just closed.
+  std::chrono::milliseconds idle_timeout{60'000};
   std::size_t max_header_bytes = 16 * 1024;
 };
 

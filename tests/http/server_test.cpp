@@ -231,6 +231,57 @@ TEST_F(ServerTest, PlainChunkedAndRepeatedEqualContentLengthStillWork) {
   EXPECT_EQ(res.body(), "abc");
 }
 
+// A server whose requests must arrive within 200 ms.
+class ShortDeadlineServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    HttpLimits limits;
+    limits.idle_timeout = std::chrono::milliseconds(200);
+    server_ = std::make_unique<HttpServer>(io_, "127.0.0.1:0", limits);
+    server_->mount("/echo", [](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+      co_return json_response(req, http::status::ok, req.body(), "text/plain");
+    });
+    server_->start();
+    runner_ = std::thread([this] { io_.run(); });
+  }
+};
+
+TEST_F(ShortDeadlineServerTest, HalfSentHeaderIsAnswered408ThenClosed) {
+  auto s = connect();
+  asio::write(s, asio::buffer(std::string("POST /echo HTTP/1.1\r\nHost: x\r\nContent-")));
+  boost::beast::flat_buffer buf;
+  HttpResponse res;
+  http::read(s, buf, res);  // blocks until the server's deadline passes
+  EXPECT_EQ(res.result(), http::status::request_timeout);
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_NE(res.body().find("OperationOutcome"), std::string::npos);
+  char c;
+  boost::system::error_code ec;
+  asio::read(s, asio::buffer(&c, 1), ec);
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+TEST_F(ShortDeadlineServerTest, HalfSentBodyIsAnswered408) {
+  auto s = connect();
+  asio::write(s, asio::buffer(std::string("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")));
+  boost::beast::flat_buffer buf;
+  HttpResponse res;
+  http::read(s, buf, res);
+  EXPECT_EQ(res.result(), http::status::request_timeout);
+  EXPECT_NE(res.body().find("timeout"), std::string::npos);
+}
+
+TEST_F(ShortDeadlineServerTest, IdleKeepAliveConnectionClosesWithoutAnAnswer) {
+  auto s = connect();
+  boost::beast::flat_buffer buf;
+  EXPECT_EQ(roundtrip(s, buf, http::verb::post, "/echo", "one").body(), "one");
+  char c;
+  boost::system::error_code ec;
+  auto n = asio::read(s, asio::buffer(&c, 1), ec);  // nothing sent: the server closes at its deadline
+  EXPECT_EQ(n, 0u);
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
 TEST_F(ServerTest, ManyConnectionsAtOnce) {
   std::vector<tcp::socket> sockets;
   for (int i = 0; i < 50; ++i) sockets.push_back(connect());
