@@ -51,6 +51,7 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
       io_threads_(config.io_threads > 0 ? config.io_threads
                                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
       io_(io_threads_) {
+  descriptor_limit_ = raise_open_file_limit();  // before anything opens descriptors
   auto started = std::chrono::steady_clock::now();
   validator_ = make_fhir_validator(ValidatorSettings{
       config.validation.schema_dir.empty() ? std::filesystem::path(TELLONCE_SCHEMA_DIR) : config.validation.schema_dir,
@@ -74,7 +75,8 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   pipeline_ = make_pipeline(*validator_, *router_, *store_, *queue_,
                             JsonLimits{config.max_body_bytes, config.max_json_depth});
 
-  http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, std::chrono::seconds(60), 16 * 1024});
+  http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, std::chrono::seconds(60), 16 * 1024,
+                                                        config.max_connections_per_listener});
   for (const auto& ch : config.inbound) {
     contexts_.push_back(InboundContext{io_, *pipeline_, *http_, *store_, config, ch.id});
     inbound_.push_back(registry.inbound(ch.type)->create(ch.settings, contexts_.back()));
@@ -94,7 +96,12 @@ void Broker::start(std::ostream& out) {
   resume_pending(*queue_, std::move(*pending));
 
   for (auto& a : inbound_) a->start();
-  http_->start_all();
+  const std::size_t reserved = config_.descriptors_reserved();
+  const std::size_t inbound_budget = descriptor_limit_ > reserved + 16 ? descriptor_limit_ - reserved : 16;
+  log::info("serve", "open descriptor limit " + std::to_string(descriptor_limit_) + ": " + std::to_string(reserved) +
+                         " kept for delivery and the store, " + std::to_string(inbound_budget) +
+                         " for client connections");
+  http_->start_all(inbound_budget);
   dispatcher_->start();
 
   out << "tellonce " << TELLONCE_VERSION << " serving (" << io_threads_ << " io threads, schemas compiled in "

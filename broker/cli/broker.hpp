@@ -76,6 +76,7 @@ class Broker {
   BrokerOptions options_;
   int io_threads_;
   long long compile_ms_ = 0;
+  std::size_t descriptor_limit_ = 0;  // RLIMIT_NOFILE once raised to the hard limit
   std::ostream* out_ = nullptr;  // where start() wrote the banner; shutdown lines go there too
 
   std::unique_ptr<Validator> validator_;

@@ -101,6 +101,10 @@ struct Config {
   std::size_t max_body_bytes = 10 * 1024 * 1024;
   unsigned max_json_depth = 64;
   int io_threads = 0;                        // 0: one per core
+  // Inbound connections: each listener keeps at most this many, and all listeners together
+  // leave reserved_descriptors() of the process's descriptor limit for delivery and the store.
+  std::size_t max_connections_per_listener = 10'000;
+  std::size_t reserved_descriptors = 0;      // 0: derived from the partners (see below)
   ApiSettings api;
   StoreSettings store;
   ValidationSettings validation;
@@ -108,6 +112,11 @@ struct Config {
   std::vector<Partner> partners;
   std::vector<InboundChannel> inbound;
   std::vector<Route> routes;
+
+  // Descriptors kept free of inbound connections: reserved_descriptors when set, else 64 for
+  // the store, logs and listeners plus, per partner with an endpoint, its deliveries in flight
+  // and 16 for the outbound connection pool.
+  std::size_t descriptors_reserved() const;
 
   const Partner* partner(std::string_view id) const;
   const Partner* partner_by_api_key(std::string_view key) const;

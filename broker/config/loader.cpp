@@ -89,6 +89,10 @@ void read_broker(SettingsReader& top, Config& c) {
   c.max_body_bytes = s->byte_size("max_body_bytes", c.max_body_bytes, 1024, 1024ull * 1024 * 1024);
   c.max_json_depth = static_cast<unsigned>(s->integer("max_json_depth", c.max_json_depth, 1, 1000));
   c.io_threads = static_cast<int>(s->integer("io_threads", c.io_threads, 0, 256));
+  c.max_connections_per_listener = static_cast<std::size_t>(
+      s->integer("max_connections_per_listener", static_cast<std::int64_t>(c.max_connections_per_listener), 1, 1'000'000));
+  c.reserved_descriptors = static_cast<std::size_t>(
+      s->integer("reserved_descriptors", static_cast<std::int64_t>(c.reserved_descriptors), 0, 1'000'000));
   s->finish();
 }
 

@@ -14,7 +14,10 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <sys/resource.h>
+
 #include <algorithm>
+#include <sstream>
 #include <atomic>
 #include <list>
 #include <mutex>
@@ -145,7 +148,8 @@ std::optional<HttpResponse> framing_problem(const HttpRequest& req) {
 
 struct HttpServer::State : std::enable_shared_from_this<State> {
   State(asio::io_context& io, std::string listen, HttpLimits limits)
-      : io(io), listen(std::move(listen)), limits(limits), acceptor(asio::make_strand(io)) {}
+      : io(io), listen(std::move(listen)), limits(limits), acceptor(asio::make_strand(io)),
+        max_connections(limits.max_connections) {}
 
   asio::io_context& io;
   std::string listen;
@@ -155,6 +159,9 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
   std::atomic<bool> started{false};
   std::atomic<bool> stopping{false};
   std::atomic<unsigned short> bound_port{0};
+  std::size_t max_connections;            // fixed once started
+  std::atomic<std::size_t> open{0};       // connections being served
+  bool full = false;                      // acceptor strand only: for one log line per change
 
   std::mutex connections_mu;
   std::list<std::weak_ptr<Connection>> connections;
@@ -166,6 +173,7 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
   }
 
   asio::awaitable<void> accept_loop();
+  void refuse(tcp::socket socket);
   asio::awaitable<void> serve(std::shared_ptr<Connection> conn);
   asio::awaitable<HttpResponse> dispatch(HttpRequest& req);
 };
@@ -182,6 +190,14 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
       co_await pause.async_wait(use_tuple);
       continue;
     }
+    if (open.load(std::memory_order_relaxed) >= max_connections) {
+      refuse(std::move(socket));
+      continue;
+    }
+    if (full) {
+      full = false;
+      log::info("http", listen + ": accepting connections again");
+    }
     socket.set_option(tcp::no_delay(true), ec);
     auto conn = std::make_shared<Connection>(std::move(socket));
     {
@@ -189,9 +205,10 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
       // Checked under the lock stop() takes: a connection accepted as stop() runs is either
       // in the list stop() walks or refused here, never left open and idle.
       if (stopping) {
-        conn->stream.socket().close(ec);
+        conn->stream.close(ec);
         co_return;
       }
+      open.fetch_add(1, std::memory_order_relaxed);  // released when its session ends
       // Forget finished connections as we go so the list stays as long as the live set.
       connections.remove_if([](const auto& w) { return w.expired(); });
       connections.push_back(conn);
@@ -200,6 +217,29 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
     asio::co_spawn(executor, serve(std::move(conn)),
                    [](std::exception_ptr e) { log_exception("connection", e); });
   }
+}
+
+// Over the cap: one non-blocking write of a prepared 503 and close. It never waits, so a
+// flood of connections costs one descriptor for a moment each.
+void HttpServer::State::refuse(tcp::socket socket) {
+  if (!full) {
+    full = true;
+    log::warn("http", listen + ": " + std::to_string(max_connections) +
+                          " connections open: refusing new ones (503) until some close");
+  }
+  static const std::string answer = [] {
+    auto res = http_detail::bare_outcome(11, http::status::service_unavailable, "transient",
+        "too many open connections to this server; retry later or reuse a connection", "http-connection-cap");
+    res.set(http::field::retry_after, "1");
+    std::ostringstream out;
+    out << res;
+    return out.str();
+  }();
+  boost::system::error_code ec;
+  socket.non_blocking(true, ec);
+  if (!ec) socket.write_some(asio::buffer(answer), ec);
+  socket.shutdown(tcp::socket::shutdown_send, ec);
+  socket.close(ec);
 }
 
 asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req) {
@@ -228,6 +268,10 @@ asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req) {
 
 asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn) {
   auto self = shared_from_this();
+  struct Release {  // the slot is freed however the session ends
+    State& st;
+    ~Release() { st.open.fetch_sub(1, std::memory_order_relaxed); }
+  } release{*this};
   auto dispatcher = [this](HttpRequest& req) { return dispatch(req); };
   co_await http_detail::serve_session(std::move(conn), limits, dispatcher, stopping);
 }
@@ -246,6 +290,15 @@ void HttpServer::mount(std::string prefix, HttpHandler handler) {
   std::stable_sort(mounts.begin(), mounts.end(),
                    [](const Mount& a, const Mount& b) { return a.prefix.size() > b.prefix.size(); });
 }
+
+void HttpServer::cap_connections(std::size_t n) {
+  if (state_->started) throw std::logic_error("cap_connections after " + state_->listen + " started");
+  state_->max_connections = std::min(n, state_->limits.max_connections);
+}
+
+std::size_t HttpServer::max_connections() const { return state_->max_connections; }
+
+std::size_t HttpServer::open_connections() const { return state_->open.load(); }
 
 void HttpServer::start() {
   auto& st = *state_;
@@ -292,12 +345,6 @@ void HttpServer::stop() {
 
 unsigned short HttpServer::port() const { return state_->bound_port; }
 
-std::size_t HttpServer::open_connections() const {
-  std::lock_guard lk(state_->connections_mu);
-  return static_cast<std::size_t>(std::count_if(state_->connections.begin(), state_->connections.end(),
-                                                [](const auto& w) { return !w.expired(); }));
-}
-
 const std::string& HttpServer::listen() const { return state_->listen; }
 
 HttpServers::HttpServers(asio::io_context& io, HttpLimits limits) : io_(io), limits_(limits) {}
@@ -308,8 +355,27 @@ HttpServer& HttpServers::at(const std::string& listen) {
   return *slot;
 }
 
-void HttpServers::start_all() {
-  for (auto& [listen, server] : servers_) server->start();
+void HttpServers::start_all(std::size_t connection_budget) {
+  if (servers_.empty()) return;
+  std::size_t share = std::max<std::size_t>(1, connection_budget / servers_.size());
+  for (auto& [listen, server] : servers_) {
+    server->cap_connections(share);
+    server->start();
+    log::info("http", "listening on " + listen + " (at most " + std::to_string(server->max_connections()) +
+                          " connections)");
+  }
+}
+
+std::size_t raise_open_file_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 1024;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  // RLIM_INFINITY is not a count; the kernel's nr_open caps it anyway.
+  return lim.rlim_cur == RLIM_INFINITY ? std::size_t(1) << 20 : static_cast<std::size_t>(lim.rlim_cur);
 }
 
 void HttpServers::stop_all() {
