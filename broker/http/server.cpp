@@ -338,7 +338,7 @@ void HttpServer::stop() {
     // Busy connections finish their request and then close (keep_alive is turned off).
     asio::post(conn->stream.get_executor(), [conn] {
       if (conn->busy) return;
-      http_detail::close_stream(conn->stream);
+      http_detail::StreamOps<tcp::socket>::close(conn->stream);
     });
   }
 }

@@ -28,21 +28,28 @@ namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
 inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-// How the session closes, half-closes and interrupts its stream. Overloaded per stream type;
-// interrupt_stream must make a pending read or write complete soon with an error.
-inline void close_stream(tcp::socket& s) {
-  boost::system::error_code ec;
-  s.close(ec);
-}
-inline void shutdown_send(tcp::socket& s) {
-  boost::system::error_code ec;
-  s.shutdown(tcp::socket::shutdown_send, ec);
-}
-// Cancel, not close: after a read deadline the socket still has to carry the 408.
-inline void interrupt_stream(tcp::socket& s) {
-  boost::system::error_code ec;
-  s.cancel(ec);
-}
+// How the session closes, half-closes and interrupts its stream: one specialisation per stream
+// type (tests add one for Beast's test::stream). interrupt() must make a pending read or write
+// complete soon with an error.
+template <class Stream>
+struct StreamOps;
+
+template <>
+struct StreamOps<tcp::socket> {
+  static void close(tcp::socket& s) {
+    boost::system::error_code ec;
+    s.close(ec);
+  }
+  static void shutdown_send(tcp::socket& s) {
+    boost::system::error_code ec;
+    s.shutdown(tcp::socket::shutdown_send, ec);
+  }
+  // Cancel, not close: after a read deadline the socket still has to carry the 408.
+  static void interrupt(tcp::socket& s) {
+    boost::system::error_code ec;
+    s.cancel(ec);
+  }
+};
 
 template <class Stream>
 struct Session : std::enable_shared_from_this<Session<Stream>> {
@@ -63,7 +70,7 @@ struct Session : std::enable_shared_from_this<Session<Stream>> {
                             const boost::system::error_code& ec) {
       if (ec || generation != self->deadline_generation) return;
       self->timed_out = true;
-      interrupt_stream(self->stream);
+      StreamOps<Stream>::interrupt(self->stream);
     });
   }
   // Ends the phase: a deadline that already fired but has not run yet is ignored.
@@ -89,7 +96,7 @@ asio::awaitable<void> close_after_reject(Session<Stream>& s, HttpResponse res) {
   s.arm(std::chrono::seconds(5));
   auto [wec, wn] = co_await http::async_write(s.stream, res, use_tuple);
   if (!wec) {
-    shutdown_send(s.stream);
+    StreamOps<Stream>::shutdown_send(s.stream);
     s.arm(std::chrono::seconds(1));
     std::array<char, 16 * 1024> sink;
     std::size_t discarded = 0;
@@ -100,7 +107,7 @@ asio::awaitable<void> close_after_reject(Session<Stream>& s, HttpResponse res) {
     }
   }
   s.disarm();
-  close_stream(s.stream);
+  StreamOps<Stream>::close(s.stream);
 }
 
 // Serves requests on one connection until it ends. `dispatch` is called as
@@ -165,12 +172,12 @@ asio::awaitable<void> serve_session(std::shared_ptr<Session<Stream>> session, co
     s.busy = false;
     if (wec) break;
     if (!res.keep_alive()) {
-      shutdown_send(s.stream);
+      StreamOps<Stream>::shutdown_send(s.stream);
       break;
     }
   }
   s.disarm();
-  close_stream(s.stream);
+  StreamOps<Stream>::close(s.stream);
 }
 
 }  // namespace tellonce::http_detail
