@@ -1,5 +1,6 @@
 #include "cli/broker.hpp"
 
+#include "adapters/partner_directory.hpp"
 #include "api/api.hpp"
 #include "core/log.hpp"
 #include "delivery/delivery.hpp"
@@ -77,8 +78,9 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
 
   http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, std::chrono::seconds(60), 16 * 1024,
                                                         config.max_connections_per_listener});
+  partners_ = make_partner_directory(config);
   for (const auto& ch : config.inbound) {
-    contexts_.push_back(InboundContext{io_, *pipeline_, *http_, *store_, config, ch.id});
+    contexts_.push_back(InboundContext{*partners_, *pipeline_, io_.get_executor(), http_.get(), ch.id});
     inbound_.push_back(registry.inbound(ch.type)->create(ch.settings, contexts_.back()));
   }
   mount_api(http_->at(config.api.listen), *store_, *pipeline_, config);

@@ -88,6 +88,7 @@ class Broker {
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<HttpServers> http_;
+  std::unique_ptr<PartnerDirectory> partners_;
   std::deque<InboundContext> contexts_;  // adapters may keep a reference for their lifetime
   std::vector<std::unique_ptr<InboundAdapter>> inbound_;
 

@@ -2,7 +2,7 @@
 // is reported at once with file, line and config path, and nothing starts with a bad config.
 #pragma once
 
-#include "adapters/registry.hpp"
+#include "config/adapter_settings.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -21,7 +21,7 @@ std::string_view to_string(PartnerKind k);
 // Where a partner receives records: an outbound adapter picked by `type:`.
 struct PartnerEndpoint {
   std::string type;                    // registry name, e.g. "fhir-rest"
-  AdapterSettingsPtr settings;         // parsed by that adapter's factory
+  AdapterSettings settings;            // parsed by that adapter type's parse()
 };
 
 struct Partner {
@@ -37,7 +37,7 @@ struct Partner {
 struct InboundChannel {
   std::string id;
   std::string type;                    // registry name, e.g. "fhir-rest"
-  AdapterSettingsPtr settings;
+  AdapterSettings settings;
   int line = 0;
 };
 
@@ -135,7 +135,9 @@ struct ConfigLoad {
   std::vector<ConfigProblem> problems;
 };
 
-// Reads and checks the file. Adapter sections are parsed by the adapters' own factories.
-ConfigLoad load_config(const std::filesystem::path& file, const AdapterRegistry& registry);
+// Reads and checks the file. Adapter sections are parsed by the adapter types' own parse(),
+// found in `adapters`; the listeners and partner references they declare are checked with the
+// rest (every listen address of every kind, including api.listen).
+ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& adapters);
 
 }  // namespace tellonce

@@ -306,6 +306,16 @@ std::vector<SettingsReader> SettingsReader::sequence(const std::string& key) {
   return out;
 }
 
+void SettingsReader::declare_listener(const std::string& key, const std::string& address,
+                                      const std::string& protocol, const std::string& mount) {
+  impl_->log->listeners.push_back(DeclaredListener{address, protocol, mount, join_path(impl_->path, key), line(key)});
+}
+
+void SettingsReader::declare_partner_reference(const std::string& key, const std::string& partner_id) {
+  impl_->log->partner_references.push_back(
+      DeclaredPartnerReference{partner_id, join_path(impl_->path, key), line(key)});
+}
+
 void SettingsReader::finish() {
   if (impl_->finished) return;
   impl_->finished = true;

@@ -62,11 +62,23 @@ class HttpServer {
   std::shared_ptr<State> state_;
 };
 
+// The listener facility an adapter that serves HTTP gets: mount a handler under a path prefix
+// on the server for a listen address (servers are shared per address). Only before the
+// servers start; throws std::logic_error for a prefix already mounted there.
+class HttpMounts {
+ public:
+  virtual ~HttpMounts() = default;
+  virtual void mount(const std::string& listen, std::string prefix, HttpHandler handler) = 0;
+};
+
 // All servers of the process, one per listen address.
-class HttpServers {
+class HttpServers final : public HttpMounts {
  public:
   HttpServers(asio::io_context& io, HttpLimits limits);
   HttpServer& at(const std::string& listen);
+  void mount(const std::string& listen, std::string prefix, HttpHandler handler) override {
+    at(listen).mount(std::move(prefix), std::move(handler));
+  }
   // Starts every server, sharing `connection_budget` (descriptors all inbound connections
   // together may use) equally among them; each keeps at most its HttpLimits::max_connections.
   void start_all(std::size_t connection_budget = static_cast<std::size_t>(-1));

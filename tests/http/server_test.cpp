@@ -242,7 +242,7 @@ class ShortDeadlineServerTest : public ServerTest {
       co_return json_response(req, http::status::ok, req.body(), "text/plain");
     });
     server_->start();
-    runner_ = std::thread([this] { io_.run(); });
+    io_thread_.start();
   }
 };
 

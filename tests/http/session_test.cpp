@@ -95,7 +95,9 @@ TEST_P(SessionFailureInjection, EveryFailurePointEndsCleanlyWithAPrefixOfTheAnsw
     ASSERT_FALSE(run.threw) << "failing at operation " << n;
     EXPECT_LE(run.handled, script.requests) << "failing at operation " << n;
     ASSERT_TRUE(golden.sent.starts_with(run.sent)) << "failing at operation " << n << ":\n" << run.sent;
-    if (n < golden.operations / 2) EXPECT_LT(run.sent.size(), golden.sent.size()) << "failing at operation " << n;
+    if (n < golden.operations / 2) {
+      EXPECT_LT(run.sent.size(), golden.sent.size()) << "failing at operation " << n;
+    }
   }
   boost::beast::test::fail_count past_the_end(golden.operations + 1);  // nothing fails
   auto last = run_session(script.input, past_the_end, limits);
