@@ -136,12 +136,6 @@ void SettingsReader::problem(const std::string& key, const std::string& message)
   impl_->log->add(line(key), join_path(impl_->path, key), message);
 }
 
-std::string SettingsReader::peek(const std::string& key) const {
-  auto e = find_entry(impl_->node, key);
-  if (!e || !e->value.IsScalar()) return "";
-  return e->value.Scalar();
-}
-
 std::string SettingsReader::string(const std::string& key, const std::string& fallback) {
   impl_->known.insert(key);
   auto e = find_entry(impl_->node, key);

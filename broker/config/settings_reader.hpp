@@ -45,8 +45,6 @@ class SettingsReader {
     int line = 0;
   };
   std::vector<Located> located_strings(const std::string& key);
-  // Reads a scalar without marking the key as known: for cross-checks on keys an adapter owns.
-  std::string peek(const std::string& key) const;
 
   // Cross-references, checked once the whole file is read, each reported at `key`'s line:
   // this section listens on `address` with `protocol`. Listeners must not share an address
