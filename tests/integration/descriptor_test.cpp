@@ -57,7 +57,7 @@ store:
   path: data/tellonce.db
 delivery:
   concurrency_per_destination: 4
-  retry: { max_attempts: 3, initial_backoff: 100ms, max_backoff: 200ms }
+  retry: { keep_trying_for: 1m, initial_backoff: 100ms, max_backoff: 200ms }
 partners:
   - id: rtx
     name: Royal Example NHS Trust
