@@ -1,40 +1,56 @@
 // The seams partners plug into: an InboundAdapter turns a partner's transport into
 // InboundRecords for the pipeline; an OutboundAdapter delivers one record to one partner.
+// Adapter types are registered in adapters/registry.hpp.
 #pragma once
 
 #include "core/error.hpp"
 #include "core/message.hpp"
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace tellonce {
 
 namespace asio = boost::asio;
 
-struct Config;
 class Pipeline;
-class HttpServers;
-class Store;
+class HttpMounts;
+
+// Who a sender is. An inbound adapter asks by what its transport offers (a bearer key, the
+// partner id a trusted header or the channel's settings name; later an MLLP sending facility
+// or a certificate). Answers are partner ids, empty when nobody matches; the views stay valid
+// as long as the directory. Read-only after start-up: safe from any thread.
+class PartnerDirectory {
+ public:
+  virtual ~PartnerDirectory() = default;
+  virtual std::string_view by_api_key(std::string_view key) const = 0;
+  virtual std::string_view by_id(std::string_view partner_id) const = 0;  // the id if known
+};
 
 class InboundAdapter {
  public:
   virtual ~InboundAdapter() = default;
-  virtual void start() = 0;   // bind, mount, begin accepting
+  // Binds or mounts and begins accepting. Called once, at start-up, on the main thread, before
+  // the shared HTTP servers start; throws std::exception when it cannot (the broker stops).
+  virtual void start() = 0;
+  // Stops taking new records; records in flight still complete. Called at most once, after start().
   virtual void stop() = 0;
   virtual std::string describe() const = 0;  // "fhir-rest on 127.0.0.1:8080/fhir"
 };
 
+// What an inbound adapter gets; all of it outlives the adapter. Records go to the pipeline,
+// whose accept() may be awaited from any executor and resumes on the caller's.
 struct InboundContext {
-  asio::io_context& io;
+  const PartnerDirectory& partners;
   Pipeline& pipeline;
-  HttpServers& http;
-  Store& store;
-  const Config& config;
-  std::string channel_id;
+  asio::any_io_executor executor;  // for the adapter's own I/O and timers
+  HttpMounts* http;                // the shared HTTP servers, for adapters that serve HTTP; else nullptr
+  std::string channel_id;          // config `inbound[].id`
 };
 
 // What one delivery came to, in transport-neutral terms plus the partner's own code. Each

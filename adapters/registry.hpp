@@ -1,11 +1,16 @@
 // One registry of adapter types keyed by type name; the config picks them with `type:`.
-// Each type's parse() turns its config section into a typed settings struct and reports bad
-// values with their config path, so adapters never see raw config. Built-in types are listed
-// in register_builtin_adapters(), not by static initialisers.
+// Each type's parse() turns its config section into its own settings struct (held as
+// AdapterSettings, whose type is checked when read) and reports bad values with their config
+// path, so adapters never see raw config. Built-in types are listed in
+// register_builtin_adapters(), not by static initialisers.
+//
+// Contract: filled at start-up on one thread, then only read. add() throws std::logic_error
+// for a second type of the same name and direction, or a type missing parse or create.
+// create() runs at start-up and may throw (std::exception) for what only it can detect.
 #pragma once
 
 #include "adapters/adapter.hpp"
-#include "config/settings_reader.hpp"
+#include "config/adapter_settings.hpp"
 
 #include <functional>
 #include <map>
@@ -16,38 +21,53 @@
 
 namespace tellonce {
 
-using AdapterSettingsPtr = std::shared_ptr<const void>;
-
 struct InboundAdapterType {
   std::string name;
   std::string summary;
-  std::function<AdapterSettingsPtr(SettingsReader&)> parse;
-  std::function<std::unique_ptr<InboundAdapter>(const AdapterSettingsPtr&, InboundContext&)> create;
+  AdapterSettingsParser parse;
+  std::function<std::unique_ptr<InboundAdapter>(const AdapterSettings&, InboundContext&)> create;
 };
 
 struct OutboundAdapterType {
   std::string name;
   std::string summary;
-  std::function<AdapterSettingsPtr(SettingsReader&)> parse;
-  std::function<std::shared_ptr<OutboundAdapter>(const AdapterSettingsPtr&, OutboundContext&)> create;
+  AdapterSettingsParser parse;
+  std::function<std::unique_ptr<OutboundAdapter>(const AdapterSettings&, OutboundContext&)> create;
 };
 
-class AdapterRegistry {
+class AdapterRegistry final : public AdapterCatalog {
  public:
-  void add(InboundAdapterType t) { auto n = t.name; inbound_.emplace(std::move(n), std::move(t)); }
-  void add(OutboundAdapterType t) { auto n = t.name; outbound_.emplace(std::move(n), std::move(t)); }
-  const InboundAdapterType* inbound(const std::string& name) const {
-    auto it = inbound_.find(name);
-    return it == inbound_.end() ? nullptr : &it->second;
+  void add(InboundAdapterType t) { insert(inbound_, std::move(t), "inbound"); }
+  void add(OutboundAdapterType t) { insert(outbound_, std::move(t), "outbound"); }
+  const InboundAdapterType* inbound(const std::string& name) const { return find(inbound_, name); }
+  const OutboundAdapterType* outbound(const std::string& name) const { return find(outbound_, name); }
+
+  const AdapterSettingsParser* inbound_parser(const std::string& type) const override {
+    auto* t = inbound(type);
+    return t ? &t->parse : nullptr;
   }
-  const OutboundAdapterType* outbound(const std::string& name) const {
-    auto it = outbound_.find(name);
-    return it == outbound_.end() ? nullptr : &it->second;
+  const AdapterSettingsParser* outbound_parser(const std::string& type) const override {
+    auto* t = outbound(type);
+    return t ? &t->parse : nullptr;
   }
-  std::vector<std::string> inbound_names() const { return keys(inbound_); }
-  std::vector<std::string> outbound_names() const { return keys(outbound_); }
+  std::vector<std::string> inbound_names() const override { return keys(inbound_); }
+  std::vector<std::string> outbound_names() const override { return keys(outbound_); }
 
  private:
+  template <class T>
+  static void insert(std::map<std::string, T>& m, T t, const char* direction) {
+    if (t.name.empty()) throw std::logic_error(std::string(direction) + " adapter type without a name");
+    if (!t.parse || !t.create)
+      throw std::logic_error(std::string(direction) + " adapter type '" + t.name + "' lacks parse or create");
+    auto name = t.name;
+    if (!m.emplace(name, std::move(t)).second)
+      throw std::logic_error("two " + std::string(direction) + " adapter types named '" + name + "'");
+  }
+  template <class T>
+  static const T* find(const std::map<std::string, T>& m, const std::string& name) {
+    auto it = m.find(name);
+    return it == m.end() ? nullptr : &it->second;
+  }
   template <class M>
   static std::vector<std::string> keys(const M& m) {
     std::vector<std::string> out;
@@ -57,12 +77,6 @@ class AdapterRegistry {
   std::map<std::string, InboundAdapterType> inbound_;
   std::map<std::string, OutboundAdapterType> outbound_;
 };
-
-// Typed helpers so a factory writes parse(SettingsReader&) -> Settings and create(const Settings&, ctx).
-template <class Settings>
-const Settings& settings_as(const AdapterSettingsPtr& p) {
-  return *static_cast<const Settings*>(p.get());
-}
 
 // Every adapter type that ships with the broker, in one place.
 void register_builtin_adapters(AdapterRegistry& registry);

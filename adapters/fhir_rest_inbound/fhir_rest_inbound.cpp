@@ -1,6 +1,5 @@
 #include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
 
-#include "config/config.hpp"
 #include "core/json.hpp"
 #include "core/log.hpp"
 #include "http/server.hpp"
@@ -82,15 +81,17 @@ std::string utc_now_datetime() {
 class FhirRestInbound final : public InboundAdapter {
  public:
   FhirRestInbound(const FhirRestInboundSettings& settings, InboundContext& ctx)
-      : settings_(settings), pipeline_(ctx.pipeline), config_(ctx.config), channel_(ctx.channel_id),
-        started_at_(utc_now_datetime()) {
+      : settings_(settings), pipeline_(ctx.pipeline), partners_(ctx.partners), http_(ctx.http),
+        channel_(ctx.channel_id), started_at_(utc_now_datetime()) {
     if (settings_.base_path.size() > 1 && settings_.base_path.back() == '/') settings_.base_path.pop_back();
-    // Mounted now, not in start(): the shared server takes mounts only before it starts.
-    ctx.http.at(settings_.listen).mount(settings_.base_path, [this](HttpRequest& req) { return handle(req); });
+    if (!http_) throw std::logic_error("fhir-rest inbound '" + channel_ + "' needs an HTTP listener facility");
   }
 
-  // The process starts every shared server (HttpServers::start_all) once all mounts are in.
-  void start() override {}
+  // Mounts on the shared server for its address; the servers start once every adapter has.
+  void start() override {
+    http_->mount(settings_.listen, settings_.base_path, [this](HttpRequest& req) { return handle(req); });
+  }
+  // The shared server stops accepting; a request in flight still completes.
   void stop() override {}
 
   std::string describe() const override {
@@ -109,16 +110,15 @@ class FhirRestInbound final : public InboundAdapter {
 
     if (rest == "metadata") {
       if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
-      co_return json_response(req, http::status::ok, capability_statement(req), "application/fhir+json");
+      co_return json_response(req, http::status::ok, capability_statement(), "application/fhir+json");
     }
-    InboundRecord record;
+    FhirRestEndpoint endpoint;
     if (rest.empty()) {
-      record.expected_type = "Bundle";
-      record.at_base = true;
+      endpoint.kind = FhirRestEndpoint::Kind::base;
     } else if (rest == "$process-message") {
-      record.process_message = true;
+      endpoint.kind = FhirRestEndpoint::Kind::process_message;
     } else if (looks_like_resource_type(rest)) {
-      record.expected_type = std::string(rest);
+      endpoint.resource_type = std::string(rest);
     } else {
       co_return outcome_response(req, http::status::not_found, {error_issue("not-supported",
           "nothing is served at " + std::string(path) + "; this endpoint supports POST " + base() +
@@ -127,12 +127,16 @@ class FhirRestInbound final : public InboundAdapter {
     }
     if (req.method() != http::verb::post) co_return not_allowed(req, "POST");
 
+    InboundRecord record;
+    record.rule = [endpoint = std::move(endpoint)](const rapidjson::Value& doc) {
+      return check_fhir_rest_endpoint(endpoint, doc);
+    };
     auto answer = co_await create(req, std::move(record));
     co_return answer;
   }
 
   asio::awaitable<HttpResponse> create(HttpRequest& req, InboundRecord record) {
-    const Partner* partner = nullptr;
+    std::string_view partner;
     if (auto rejection = identify(req, partner)) {
       ++rejected_;
       co_return std::move(*rejection);
@@ -142,7 +146,7 @@ class FhirRestInbound final : public InboundAdapter {
       ++rejected_;
       co_return outcome_response(req, http::status::unsupported_media_type, {error_issue("not-supported", why)});
     }
-    record.source = partner->id;
+    record.source = std::string(partner);
     record.channel = channel_;
     record.content_type = std::string(content_type);
     record.body = std::move(req.body());
@@ -159,13 +163,13 @@ class FhirRestInbound final : public InboundAdapter {
     co_return accepted_response(req, *result);
   }
 
-  // Finds the sending partner, or answers 401.
-  std::optional<HttpResponse> identify(const HttpRequest& req, const Partner*& partner) const {
+  // Finds the sending partner's id, or answers 401.
+  std::optional<HttpResponse> identify(const HttpRequest& req, std::string_view& partner) const {
     auto auth = trim(req[http::field::authorization]);
     if (!auth.empty()) {
       if (auth.size() > 7 && beast::iequals(auth.substr(0, 7), "Bearer ")) {
-        partner = config_.partner_by_api_key(trim(auth.substr(7)));
-        if (partner) return std::nullopt;
+        partner = partners_.by_api_key(trim(auth.substr(7)));
+        if (!partner.empty()) return std::nullopt;
         return unauthorized(req, "the bearer token is not an API key of any partner");
       }
       return unauthorized(req, "Authorization must be 'Bearer <api key>'");
@@ -173,8 +177,8 @@ class FhirRestInbound final : public InboundAdapter {
     if (settings_.allow_partner_header) {
       auto named = trim(req["X-Tellonce-Partner"]);
       if (!named.empty()) {
-        partner = config_.partner(named);
-        if (partner) return std::nullopt;
+        partner = partners_.by_id(named);
+        if (!partner.empty()) return std::nullopt;
         return unauthorized(req, "X-Tellonce-Partner names '" + std::string(named) + "', which is not a known partner");
       }
     }
@@ -221,10 +225,9 @@ class FhirRestInbound final : public InboundAdapter {
     for (const auto& w : a.warnings) issues.push_back(w);
 
     auto res = outcome_response(req, a.duplicate ? http::status::ok : http::status::accepted, issues);
-    auto host = req[http::field::host];
-    std::string location = host.empty() ? std::string() : "http://" + std::string(host);
-    location += "/api/messages/" + a.message_id;
-    res.set(http::field::location, location);
+    // Relative: the client's Host header is not ours to repeat (it may name any host), and the
+    // client resolves a relative reference against the address it used.
+    res.set(http::field::location, "/api/messages/" + a.message_id);
     res.set("X-Tellonce-Message-Id", a.message_id);
     if (a.duplicate) res.set("X-Tellonce-Duplicate", "true");
     return res;
@@ -232,7 +235,7 @@ class FhirRestInbound final : public InboundAdapter {
 
   std::string base() const { return settings_.base_path == "/" ? "" : settings_.base_path; }
 
-  std::string capability_statement(const HttpRequest& req) const {
+  std::string capability_statement() const {
     rapidjson::StringBuffer out;
     rapidjson::Writer<rapidjson::StringBuffer> w(out);
     w.StartObject();
@@ -245,11 +248,10 @@ class FhirRestInbound final : public InboundAdapter {
     w.Key("name"); w.String("tellonce");
     w.Key("version"); w.String(TELLONCE_VERSION);
     w.EndObject();
-    auto host = req[http::field::host];
+    // No implementation.url: the only source for it would be the client's Host header.
     w.Key("implementation");
     w.StartObject();
     w.Key("description"); w.String("Tellonce message broker: inbound FHIR REST channel " + channel_);
-    if (!host.empty()) { w.Key("url"); w.String("http://" + std::string(host) + base()); }
     w.EndObject();
     w.Key("fhirVersion"); w.String("4.0.1");
     w.Key("format"); w.StartArray(); w.String("json"); w.EndArray();
@@ -293,7 +295,8 @@ class FhirRestInbound final : public InboundAdapter {
 
   FhirRestInboundSettings settings_;
   Pipeline& pipeline_;
-  const Config& config_;
+  const PartnerDirectory& partners_;
+  HttpMounts* http_;
   std::string channel_;
   std::string started_at_;
   std::atomic<std::uint64_t> accepted_{0}, duplicates_{0}, rejected_{0};
@@ -301,21 +304,58 @@ class FhirRestInbound final : public InboundAdapter {
 
 }  // namespace
 
+std::optional<Failure> check_fhir_rest_endpoint(const FhirRestEndpoint& endpoint, const rapidjson::Value& doc) {
+  auto refuse = [](std::string diagnostics, std::string location, std::string rule) {
+    return Failure::permanent(Errc::malformed, Issue{Severity::error, "invariant", std::move(diagnostics),
+                                                      std::move(location), std::move(rule)});
+  };
+  auto type = json_string(json_member(doc, "resourceType"));
+  auto bundle_type = json_string(json_member(doc, "type"));
+  switch (endpoint.kind) {
+    case FhirRestEndpoint::Kind::resource_type:
+      if (type != endpoint.resource_type)
+        return refuse("this endpoint takes " + endpoint.resource_type + " resources but the body is a " +
+                          std::string(type),
+                      "resourceType", "endpoint-type");
+      return std::nullopt;
+    case FhirRestEndpoint::Kind::base:
+      if (type != "Bundle")
+        return refuse("this endpoint takes Bundle resources but the body is a " + std::string(type),
+                      "resourceType", "endpoint-type");
+      // A searchset or history is a response someone posted by mistake; a document or
+      // collection is a resource in its own right and goes to /Bundle.
+      if (bundle_type != "message" && bundle_type != "transaction" && bundle_type != "batch")
+        return refuse("POST to the base takes a Bundle of type message, transaction or batch; this one is " +
+                          (bundle_type.empty() ? std::string("untyped") : "'" + std::string(bundle_type) + "'") +
+                          " (a document or collection Bundle can be posted to /Bundle)",
+                      "Bundle.type", "bundle-type");
+      return std::nullopt;
+    case FhirRestEndpoint::Kind::process_message:
+      if (type != "Bundle" || bundle_type != "message")
+        return refuse("$process-message takes a Bundle of type 'message' whose first entry is a MessageHeader",
+                      type == "Bundle" ? "Bundle.type" : "resourceType", "process-message");
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 InboundAdapterType fhir_rest_inbound_type() {
   InboundAdapterType t;
   t.name = "fhir-rest";
   t.summary = "FHIR R4 REST endpoint: POST resources, Bundles and $process-message";
-  t.parse = [](SettingsReader& r) -> AdapterSettingsPtr {
+  t.parse = [](SettingsReader& r) -> AdapterSettings {
     auto s = std::make_shared<FhirRestInboundSettings>();
     s->listen = r.string("listen", s->listen);
-    if (auto why = check_listen_address(s->listen); !why.empty()) r.problem("listen", why);
     s->base_path = r.string("base_path", s->base_path);
     if (s->base_path.empty() || s->base_path.front() != '/')
       r.problem("base_path", "must start with '/', e.g. /fhir");
+    if (s->base_path.size() > 1 && s->base_path.back() == '/') s->base_path.pop_back();
+    if (auto why = check_listen_address(s->listen); !why.empty()) r.problem("listen", why);
+    else r.declare_listener("listen", s->listen, "http", s->base_path);
     s->allow_partner_header = r.boolean("allow_partner_header", s->allow_partner_header);
     return s;
   };
-  t.create = [](const AdapterSettingsPtr& p, InboundContext& ctx) -> std::unique_ptr<InboundAdapter> {
+  t.create = [](const AdapterSettings& p, InboundContext& ctx) -> std::unique_ptr<InboundAdapter> {
     return std::make_unique<FhirRestInbound>(settings_as<FhirRestInboundSettings>(p), ctx);
   };
   return t;

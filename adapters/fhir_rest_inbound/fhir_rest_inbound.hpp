@@ -16,4 +16,16 @@ struct FhirRestInboundSettings {
 
 InboundAdapterType fhir_rest_inbound_type();
 
+// Which FHIR REST endpoint a POST reached; each takes only some records.
+struct FhirRestEndpoint {
+  enum class Kind { resource_type, base, process_message };
+  Kind kind = Kind::resource_type;
+  std::string resource_type;  // for Kind::resource_type: the type in the path (POST /fhir/Patient)
+};
+
+// The endpoint's rule, which the pipeline runs on the parsed record (an InboundRecord::rule):
+// POST /{type} takes that type; POST to the base takes a message, transaction or batch Bundle;
+// $process-message takes a message Bundle. A refusal is Errc::malformed with one located issue.
+std::optional<Failure> check_fhir_rest_endpoint(const FhirRestEndpoint& endpoint, const rapidjson::Value& record);
+
 }  // namespace tellonce

@@ -416,7 +416,7 @@ class FhirRestOutbound final : public OutboundAdapter {
   std::thread thread_;
 };
 
-AdapterSettingsPtr parse_settings(SettingsReader& reader) {
+AdapterSettings parse_settings(SettingsReader& reader) {
   auto s = std::make_shared<FhirRestOutboundSettings>();
   s->url = reader.required_string("url");
   if (!s->url.empty()) {
@@ -441,15 +441,15 @@ std::shared_ptr<OutboundAdapter> make_fhir_rest_outbound(const FhirRestOutboundS
   return std::make_shared<FhirRestOutbound>(settings, std::move(executor));
 }
 
-AdapterSettingsPtr parse_fhir_rest_outbound_settings(SettingsReader& reader) { return parse_settings(reader); }
+AdapterSettings parse_fhir_rest_outbound_settings(SettingsReader& reader) { return parse_settings(reader); }
 
 OutboundAdapterType fhir_rest_outbound_type() {
   OutboundAdapterType type;
   type.name = "fhir-rest";
   type.summary = "POSTs each record to the partner's FHIR R4 base URL over HTTP(S)";
   type.parse = &parse_settings;
-  type.create = [](const AdapterSettingsPtr& settings, OutboundContext& ctx) -> std::shared_ptr<OutboundAdapter> {
-    return make_fhir_rest_outbound(settings_as<FhirRestOutboundSettings>(settings), ctx.io.get_executor());
+  type.create = [](const AdapterSettings& settings, OutboundContext& ctx) -> std::unique_ptr<OutboundAdapter> {
+    return std::make_unique<FhirRestOutbound>(settings_as<FhirRestOutboundSettings>(settings), ctx.io.get_executor());
   };
   return type;
 }

@@ -28,6 +28,6 @@ std::shared_ptr<OutboundAdapter> make_fhir_rest_outbound(const FhirRestOutboundS
                                                          asio::any_io_executor executor);
 // The type's parse(): reads url, timeout, connect_timeout, verify_tls, ca_file, bearer_token,
 // max_connections, then finish() (unknown keys are problems).
-AdapterSettingsPtr parse_fhir_rest_outbound_settings(SettingsReader& reader);
+AdapterSettings parse_fhir_rest_outbound_settings(SettingsReader& reader);
 
 }  // namespace tellonce

@@ -121,7 +121,7 @@ class FileOutbound final : public OutboundAdapter {
   asio::thread_pool writer_{1};
 };
 
-AdapterSettingsPtr parse_settings(SettingsReader& reader) {
+AdapterSettings parse_settings(SettingsReader& reader) {
   auto s = std::make_shared<FileOutboundSettings>();
   s->directory = reader.required_string("directory");
   s->fsync = reader.boolean("fsync", s->fsync);
@@ -144,7 +144,7 @@ OutboundAdapterType file_outbound_type() {
   type.name = "file";
   type.summary = "writes each record as one file into the partner's outbox folder, durably";
   type.parse = &parse_settings;
-  type.create = [](const AdapterSettingsPtr& settings, OutboundContext&) -> std::shared_ptr<OutboundAdapter> {
+  type.create = [](const AdapterSettings& settings, OutboundContext&) -> std::unique_ptr<OutboundAdapter> {
     return make_file_outbound(settings_as<FileOutboundSettings>(settings));
   };
   return type;

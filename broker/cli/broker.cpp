@@ -1,5 +1,6 @@
 #include "cli/broker.hpp"
 
+#include "adapters/partner_directory.hpp"
 #include "api/api.hpp"
 #include "core/log.hpp"
 #include "delivery/delivery.hpp"
@@ -50,6 +51,7 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
       io_threads_(config.io_threads > 0 ? config.io_threads
                                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
       io_(io_threads_) {
+  descriptor_limit_ = raise_open_file_limit();  // before anything opens descriptors
   auto started = std::chrono::steady_clock::now();
   validator_ = make_fhir_validator(ValidatorSettings{
       config.validation.schema_dir.empty() ? std::filesystem::path(TELLONCE_SCHEMA_DIR) : config.validation.schema_dir,
@@ -73,9 +75,11 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   pipeline_ = make_pipeline(*validator_, *router_, *store_, *queue_,
                             JsonLimits{config.max_body_bytes, config.max_json_depth});
 
-  http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, std::chrono::seconds(60), 16 * 1024});
+  http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, std::chrono::seconds(60), 16 * 1024,
+                                                        config.max_connections_per_listener});
+  partners_ = make_partner_directory(config);
   for (const auto& ch : config.inbound) {
-    contexts_.push_back(InboundContext{io_, *pipeline_, *http_, *store_, config, ch.id});
+    contexts_.push_back(InboundContext{*partners_, *pipeline_, io_.get_executor(), http_.get(), ch.id});
     inbound_.push_back(registry.inbound(ch.type)->create(ch.settings, contexts_.back()));
   }
   mount_api(http_->at(config.api.listen), *store_, *pipeline_, config);
@@ -93,7 +97,12 @@ void Broker::start(std::ostream& out) {
   resume_pending(*queue_, std::move(*pending));
 
   for (auto& a : inbound_) a->start();
-  http_->start_all();
+  const std::size_t reserved = config_.descriptors_reserved();
+  const std::size_t inbound_budget = descriptor_limit_ > reserved + 16 ? descriptor_limit_ - reserved : 16;
+  log::info("serve", "open descriptor limit " + std::to_string(descriptor_limit_) + ": " + std::to_string(reserved) +
+                         " kept for delivery and the store, " + std::to_string(inbound_budget) +
+                         " for client connections");
+  http_->start_all(inbound_budget);
   dispatcher_->start();
 
   out << "tellonce " << TELLONCE_VERSION << " serving (" << io_threads_ << " io threads, schemas compiled in "

@@ -77,6 +77,7 @@ class Broker {
   BrokerOptions options_;
   int io_threads_;
   long long compile_ms_ = 0;
+  std::size_t descriptor_limit_ = 0;  // RLIMIT_NOFILE once raised to the hard limit
   std::ostream* out_ = nullptr;  // where start() wrote the banner; shutdown lines go there too
 
   std::unique_ptr<Validator> validator_;
@@ -88,6 +89,7 @@ class Broker {
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<HttpServers> http_;
+  std::unique_ptr<PartnerDirectory> partners_;
   std::deque<InboundContext> contexts_;  // adapters may keep a reference for their lifetime
   std::vector<std::unique_ptr<InboundAdapter>> inbound_;
 

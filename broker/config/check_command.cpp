@@ -16,7 +16,7 @@ std::string count_of(std::size_t n, const char* singular, const char* plural) {
 
 }  // namespace
 
-int run_check_config_command(int argc, char** argv, const AdapterRegistry& registry, std::ostream& out,
+int run_check_config_command(int argc, char** argv, const AdapterCatalog& registry, std::ostream& out,
                              std::ostream& err) {
   std::vector<std::string> files;
   for (int i = 1; i < argc; ++i) {
@@ -42,7 +42,7 @@ int run_check_config_command(int argc, char** argv, const AdapterRegistry& regis
   return 0;
 }
 
-int run_check_config_command(int argc, char** argv, const AdapterRegistry& registry) {
+int run_check_config_command(int argc, char** argv, const AdapterCatalog& registry) {
   return run_check_config_command(argc, argv, registry, std::cout, std::cerr);
 }
 

@@ -24,6 +24,14 @@ std::string ConfigProblem::to_string() const {
   return out;
 }
 
+std::size_t Config::descriptors_reserved() const {
+  if (reserved_descriptors > 0) return reserved_descriptors;
+  std::size_t n = 64;
+  for (const auto& p : partners)
+    if (p.endpoint) n += static_cast<std::size_t>(delivery.concurrency_per_destination) + 16;
+  return n;
+}
+
 const Partner* Config::partner(std::string_view id) const {
   for (const auto& p : partners)
     if (p.id == id) return &p;

@@ -2,7 +2,7 @@
 // is reported at once with file, line and config path, and nothing starts with a bad config.
 #pragma once
 
-#include "adapters/registry.hpp"
+#include "config/adapter_settings.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -21,7 +21,7 @@ std::string_view to_string(PartnerKind k);
 // Where a partner receives records: an outbound adapter picked by `type:`.
 struct PartnerEndpoint {
   std::string type;                    // registry name, e.g. "fhir-rest"
-  AdapterSettingsPtr settings;         // parsed by that adapter's factory
+  AdapterSettings settings;            // parsed by that adapter type's parse()
 };
 
 struct Partner {
@@ -37,7 +37,7 @@ struct Partner {
 struct InboundChannel {
   std::string id;
   std::string type;                    // registry name, e.g. "fhir-rest"
-  AdapterSettingsPtr settings;
+  AdapterSettings settings;
   int line = 0;
 };
 
@@ -101,6 +101,10 @@ struct Config {
   std::size_t max_body_bytes = 10 * 1024 * 1024;
   unsigned max_json_depth = 64;
   int io_threads = 0;                        // 0: one per core
+  // Inbound connections: each listener keeps at most this many, and all listeners together
+  // leave reserved_descriptors() of the process's descriptor limit for delivery and the store.
+  std::size_t max_connections_per_listener = 10'000;
+  std::size_t reserved_descriptors = 0;      // 0: derived from the partners (see below)
   ApiSettings api;
   StoreSettings store;
   ValidationSettings validation;
@@ -108,6 +112,11 @@ struct Config {
   std::vector<Partner> partners;
   std::vector<InboundChannel> inbound;
   std::vector<Route> routes;
+
+  // Descriptors kept free of inbound connections: reserved_descriptors when set, else 64 for
+  // the store, logs and listeners plus, per partner with an endpoint, its deliveries in flight
+  // and 16 for the outbound connection pool.
+  std::size_t descriptors_reserved() const;
 
   const Partner* partner(std::string_view id) const;
   const Partner* partner_by_api_key(std::string_view key) const;
@@ -126,7 +135,9 @@ struct ConfigLoad {
   std::vector<ConfigProblem> problems;
 };
 
-// Reads and checks the file. Adapter sections are parsed by the adapters' own factories.
-ConfigLoad load_config(const std::filesystem::path& file, const AdapterRegistry& registry);
+// Reads and checks the file. Adapter sections are parsed by the adapter types' own parse(),
+// found in `adapters`; the listeners and partner references they declare are checked with the
+// rest (every listen address of every kind, including api.listen).
+ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& adapters);
 
 }  // namespace tellonce

@@ -73,13 +73,13 @@ struct PendingChecks {
 };
 
 // Runs an adapter's parse; an exception there is a problem in its section, not a crash.
-template <class AdapterType>
-AdapterSettingsPtr parse_adapter_section(const AdapterType& type, SettingsReader& section) {
+AdapterSettings parse_adapter_section(const std::string& type, const AdapterSettingsParser& parse,
+                                      SettingsReader& section) {
   try {
-    return type.parse(section);
+    return parse(section);
   } catch (const std::exception& e) {
-    section.problem("", "adapter '" + type.name + "' rejected these settings: " + e.what());
-    return nullptr;
+    section.problem("", "adapter '" + type + "' rejected these settings: " + e.what());
+    return {};
   }
 }
 
@@ -89,15 +89,60 @@ void read_broker(SettingsReader& top, Config& c) {
   c.max_body_bytes = s->byte_size("max_body_bytes", c.max_body_bytes, 1024, 1024ull * 1024 * 1024);
   c.max_json_depth = static_cast<unsigned>(s->integer("max_json_depth", c.max_json_depth, 1, 1000));
   c.io_threads = static_cast<int>(s->integer("io_threads", c.io_threads, 0, 256));
+  c.max_connections_per_listener = static_cast<std::size_t>(
+      s->integer("max_connections_per_listener", static_cast<std::int64_t>(c.max_connections_per_listener), 1, 1'000'000));
+  c.reserved_descriptors = static_cast<std::size_t>(
+      s->integer("reserved_descriptors", static_cast<std::int64_t>(c.reserved_descriptors), 0, 1'000'000));
   s->finish();
 }
 
 void read_api(SettingsReader& top, Config& c) {
   auto s = top.child("api");
-  if (!s) return;
+  if (!s) {
+    top.declare_listener("api", c.api.listen, "http", "/api");  // the default address
+    return;
+  }
   c.api.listen = s->string("listen", c.api.listen);
   if (auto err = check_listen_address(c.api.listen); !err.empty()) s->problem("listen", err);
+  else s->declare_listener("listen", c.api.listen, "http", "/api");
   s->finish();
+}
+
+// "host:port" split at the last colon; brackets kept off an IPv6 host.
+std::pair<std::string_view, std::string_view> host_and_port(std::string_view address) {
+  auto colon = address.rfind(':');
+  if (colon == std::string_view::npos) return {address, {}};
+  auto host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return {host, address.substr(colon + 1)};
+}
+
+bool wildcard_host(std::string_view host) { return host.empty() || host == "0.0.0.0" || host == "::"; }
+
+// Two sockets cannot both bind these addresses (port 0 is a fresh port each time).
+bool addresses_overlap(std::string_view a, std::string_view b) {
+  auto [ha, pa] = host_and_port(a);
+  auto [hb, pb] = host_and_port(b);
+  if (pa != pb || pa == "0") return false;
+  return ha == hb || wildcard_host(ha) || wildcard_host(hb);
+}
+
+// Every listener of every kind against every other, in file order: the later one is reported.
+void check_listeners(const std::vector<DeclaredListener>& listeners, ProblemLog& log) {
+  for (std::size_t i = 0; i < listeners.size(); ++i) {
+    const auto& later = listeners[i];
+    for (std::size_t j = 0; j < i; ++j) {
+      const auto& earlier = listeners[j];
+      if (!addresses_overlap(later.address, earlier.address)) continue;
+      bool shared_http = later.protocol == "http" && earlier.protocol == "http" && later.address == earlier.address;
+      if (shared_http && later.mount != earlier.mount) continue;  // one server, two path prefixes
+      std::string what = shared_http ? "path " + later.mount + " on " + later.address + " is already served by "
+                                     : later.protocol + " listener on " + later.address + " overlaps ";
+      log.add(later.line, later.path, what + earlier.path + " (" + earlier.protocol + " " + earlier.address +
+                                          earlier.mount + ", line " + std::to_string(earlier.line) + ")");
+      break;
+    }
+  }
 }
 
 void read_store(SettingsReader& top, Config& c, const fs::path& dir) {
@@ -170,7 +215,7 @@ void read_delivery(SettingsReader& top, Config& c) {
   s->finish();
 }
 
-void read_partners(SettingsReader& top, Config& c, const AdapterRegistry& registry, PendingChecks& pending,
+void read_partners(SettingsReader& top, Config& c, const AdapterCatalog& registry, PendingChecks& pending,
                    ProblemLog& log) {
   IdRegistry ids("partner");
   for (auto& r : top.sequence("partners")) {
@@ -195,8 +240,8 @@ void read_partners(SettingsReader& top, Config& c, const AdapterRegistry& regist
       pending.partners_with_endpoint_section.insert(p.id);
       auto type_name = ep->required_string("type");
       if (!type_name.empty()) {
-        if (const auto* type = registry.outbound(type_name)) {
-          auto settings = parse_adapter_section(*type, *ep);
+        if (const auto* parse = registry.outbound_parser(type_name)) {
+          auto settings = parse_adapter_section(type_name, *parse, *ep);
           if (ep->ok()) p.endpoint = PartnerEndpoint{type_name, std::move(settings)};
         } else {
           ep->problem("type", "unknown outbound adapter type '" + type_name +
@@ -210,26 +255,16 @@ void read_partners(SettingsReader& top, Config& c, const AdapterRegistry& regist
   }
 }
 
-void read_inbound(SettingsReader& top, Config& c, const AdapterRegistry& registry) {
+void read_inbound(SettingsReader& top, Config& c, const AdapterCatalog& registry) {
   IdRegistry ids("inbound channel");
-  std::map<std::string, int, std::less<>> mounts;  // listen + base_path -> first line
   for (auto& r : top.sequence("inbound")) {
     InboundChannel ch;
     ch.line = r.line();
     ch.id = ids.read(r);
     ch.type = r.required_string("type");
-    // listen/base_path belong to the adapter; peek at them only to catch two channels on one mount.
-    auto listen = r.peek("listen");
-    if (!listen.empty()) {
-      auto mount = listen + r.peek("base_path");
-      auto [it, fresh] = mounts.emplace(mount, r.line("listen"));
-      if (!fresh)
-        r.problem("listen", "another inbound channel already uses " + listen + r.peek("base_path") +
-                                " (line " + std::to_string(it->second) + ")");
-    }
     if (!ch.type.empty()) {
-      if (const auto* type = registry.inbound(ch.type)) {
-        ch.settings = parse_adapter_section(*type, r);
+      if (const auto* parse = registry.inbound_parser(ch.type)) {
+        ch.settings = parse_adapter_section(ch.type, *parse, r);
       } else {
         r.problem("type", "unknown inbound adapter type '" + ch.type + "' (registered: " +
                               joined(registry.inbound_names()) + ")");
@@ -311,6 +346,9 @@ void cross_check(const Config& c, const PendingChecks& pending, ProblemLog& log)
   }
   for (const auto& s : pending.route_sources)
     if (!c.partner(s.value)) log.add(s.line, s.path, "unknown partner '" + s.value + "'");
+  for (const auto& ref : log.partner_references)
+    if (!c.partner(ref.partner_id)) log.add(ref.line, ref.path, "unknown partner '" + ref.partner_id + "'");
+  check_listeners(log.listeners, log);
   std::map<std::string, std::string, std::less<>> key_owner;
   for (const auto& [key, owner] : pending.api_keys) {
     auto [it, fresh] = key_owner.emplace(key.value, owner);
@@ -321,7 +359,7 @@ void cross_check(const Config& c, const PendingChecks& pending, ProblemLog& log)
 
 }  // namespace
 
-ConfigLoad load_config(const std::filesystem::path& file, const AdapterRegistry& registry) {
+ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& registry) {
   auto log = std::make_shared<ProblemLog>();
   log->file = file.string();
   ConfigLoad out;

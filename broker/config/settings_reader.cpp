@@ -136,12 +136,6 @@ void SettingsReader::problem(const std::string& key, const std::string& message)
   impl_->log->add(line(key), join_path(impl_->path, key), message);
 }
 
-std::string SettingsReader::peek(const std::string& key) const {
-  auto e = find_entry(impl_->node, key);
-  if (!e || !e->value.IsScalar()) return "";
-  return e->value.Scalar();
-}
-
 std::string SettingsReader::string(const std::string& key, const std::string& fallback) {
   impl_->known.insert(key);
   auto e = find_entry(impl_->node, key);
@@ -304,6 +298,16 @@ std::vector<SettingsReader> SettingsReader::sequence(const std::string& key) {
     out.emplace_back(std::move(impl));
   }
   return out;
+}
+
+void SettingsReader::declare_listener(const std::string& key, const std::string& address,
+                                      const std::string& protocol, const std::string& mount) {
+  impl_->log->listeners.push_back(DeclaredListener{address, protocol, mount, join_path(impl_->path, key), line(key)});
+}
+
+void SettingsReader::declare_partner_reference(const std::string& key, const std::string& partner_id) {
+  impl_->log->partner_references.push_back(
+      DeclaredPartnerReference{partner_id, join_path(impl_->path, key), line(key)});
 }
 
 void SettingsReader::finish() {

@@ -45,8 +45,15 @@ class SettingsReader {
     int line = 0;
   };
   std::vector<Located> located_strings(const std::string& key);
-  // Reads a scalar without marking the key as known: for cross-checks on keys an adapter owns.
-  std::string peek(const std::string& key) const;
+
+  // Cross-references, checked once the whole file is read, each reported at `key`'s line:
+  // this section listens on `address` with `protocol`. Listeners must not share an address
+  // (a wildcard host overlaps every host on its port), except "http" ones, which share one
+  // server per exact address and must differ in `mount` (their path prefix).
+  void declare_listener(const std::string& key, const std::string& address, const std::string& protocol,
+                        const std::string& mount = "");
+  // `partner_id` (the value at `key`) must be the id of a partner in `partners`.
+  void declare_partner_reference(const std::string& key, const std::string& partner_id);
 
   // Records a problem at `key` (or at this section when key is empty).
   void problem(const std::string& key, const std::string& message);

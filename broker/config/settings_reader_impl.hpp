@@ -14,10 +14,23 @@
 
 namespace tellonce {
 
-// Every problem found in one file, shared by all readers over that file.
+// A listener or partner reference a section declared, for the checks made after loading.
+struct DeclaredListener {
+  std::string address, protocol, mount, path;
+  int line = 0;
+};
+struct DeclaredPartnerReference {
+  std::string partner_id, path;
+  int line = 0;
+};
+
+// Every problem found in one file, and every cross-reference declared in it: shared by all
+// readers over that file.
 struct ProblemLog {
   std::string file;
   std::vector<ConfigProblem> problems;
+  std::vector<DeclaredListener> listeners;
+  std::vector<DeclaredPartnerReference> partner_references;
 
   void add(int line, std::string path, std::string message) {
     problems.push_back(ConfigProblem{file, line, std::move(path), std::move(message)});

@@ -1,7 +1,12 @@
 // The broker's record of a message, from acceptance to the last delivery attempt.
 #pragma once
 
+#include "core/error.hpp"
+
+#include <rapidjson/fwd.h>
+
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,16 +17,24 @@ std::int64_t now_ms();                 // wall clock, ms since epoch
 std::string new_message_id();          // time-ordered, unique: "01JD3...": 26 chars Crockford base32
 std::string sha256_hex(std::string_view data);
 
-// What an inbound adapter hands to the pipeline.
+// A rule an inbound adapter's endpoint adds about the record (POST /fhir/Patient takes only a
+// Patient), run by the pipeline on the parsed record before validation. Returns the refusal,
+// or nothing. Called once, on the caller's thread, while accept() runs; must not keep `record`.
+using RecordRule = std::function<std::optional<Failure>(const rapidjson::Value& record)>;
+
+// What an inbound adapter hands to the pipeline, whatever its transport: who sent it, on which
+// channel, the FHIR record to process and, when the adapter converted the partner's message
+// (HL7 v2, a CSV row), what actually arrived.
 struct InboundRecord {
   std::string source;           // partner id the record came from
   std::string channel;          // inbound adapter id (config `inbound[].id`)
-  std::string content_type;
-  std::string body;             // raw bytes as received
-  std::string idempotency_key;  // Idempotency-Key / X-Request-Id; may be empty
-  std::string expected_type;    // resource type named by the endpoint (POST /fhir/Patient); may be empty
-  bool process_message = false; // came in on $process-message: must be a message Bundle
-  bool at_base = false;          // POSTed to the base URL: must be a message, transaction or batch Bundle
+  std::string content_type;     // of body
+  std::string body;             // the FHIR JSON record to process, as received when not converted
+  // Set only when body was converted from what the partner sent: its content type and bytes.
+  std::string original_content_type;
+  std::string original_bytes;
+  std::string idempotency_key;  // the transport's resubmission key (Idempotency-Key...); may be empty
+  RecordRule rule;              // the endpoint's own rule; may be empty
 };
 
 enum class MessageState { accepted, unroutable, delivering, delivered, failed };

@@ -1,5 +1,7 @@
 #include "http/server.hpp"
 
+#include "http/session.hpp"
+
 #include "core/error.hpp"
 #include "core/json.hpp"
 #include "core/log.hpp"
@@ -11,10 +13,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
+
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <sstream>
 #include <atomic>
 #include <list>
 #include <mutex>
@@ -29,18 +32,14 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using http_detail::use_tuple;
 
 struct Mount {
   std::string prefix;
   HttpHandler handler;
 };
 
-struct Connection {
-  explicit Connection(tcp::socket s) : stream(std::move(s)) {}
-  beast::tcp_stream stream;
-  bool busy = false;  // a request is being handled; only touched on the connection's strand
-};
+using Connection = http_detail::Session<tcp::socket>;
 
 // "/fhir" matches "/fhir", "/fhir/x" and "/fhir?x" but not "/fhirx".
 bool prefix_matches(std::string_view prefix, std::string_view target) {
@@ -65,12 +64,16 @@ bool is_parse_error(const boost::system::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_method).category();
 }
 
+}  // namespace
+
+namespace http_detail {
+
 HttpResponse bare_outcome(unsigned version, http::status status, const char* code,
-                          const std::string& diagnostics) {
+                          const std::string& diagnostics, std::string rule) {
   HttpResponse res{status, version};
   res.set(http::field::server, "tellonce");
   res.set(http::field::content_type, "application/fhir+json");
-  res.body() = operation_outcome_json({Issue{Severity::error, code, diagnostics, "", ""}});
+  res.body() = operation_outcome_json({Issue{Severity::error, code, diagnostics, "", std::move(rule)}});
   res.keep_alive(false);
   res.prepare_payload();
   return res;
@@ -95,17 +98,58 @@ std::optional<HttpResponse> rejection(const boost::system::error_code& ec,
     return bare_outcome(version, http::status::request_header_fields_too_large, "too-long",
                         "request headers are larger than " + std::to_string(limits.max_header_bytes) + " bytes");
   }
+  // Framing errors name the header: a request whose length two parties could read differently
+  // is how requests are smuggled past a proxy.
+  if (ec == http::error::bad_transfer_encoding) {
+    return bare_outcome(version, http::status::bad_request, "structure",
+                        "Transfer-Encoding is repeated or sent together with Content-Length; send exactly one of them",
+                        "http-framing");
+  }
+  if (ec == http::error::bad_content_length) {
+    return bare_outcome(version, http::status::bad_request, "structure",
+                        "Content-Length is not a valid length or is sent together with Transfer-Encoding",
+                        "http-framing");
+  }
+  if (ec == http::error::multiple_content_length) {
+    return bare_outcome(version, http::status::bad_request, "structure",
+                        "Content-Length is sent more than once with different values", "http-framing");
+  }
   if (is_parse_error(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message) {
     return bare_outcome(version, http::status::bad_request, "structure", "malformed HTTP request: " + ec.message());
   }
   return std::nullopt;
 }
 
-}  // namespace
+// Beast frames a request whose Transfer-Encoding is not exactly "chunked" (say "chunked,
+// identity" or "xchunked") as having no body, so its body would be read as the next request,
+// while a proxy in front may frame it otherwise. Only "chunked" alone is accepted, never with
+// Content-Length, and only in HTTP/1.1. Runs once per request on the parsed header.
+std::optional<HttpResponse> framing_problem(const HttpRequest& req) {
+  auto codings = req.equal_range(http::field::transfer_encoding);
+  if (codings.first == codings.second) return std::nullopt;
+  auto refuse = [&](std::string why) {
+    return bare_outcome(req.version(), http::status::bad_request, "structure", why, "http-framing");
+  };
+  if (std::next(codings.first) != codings.second)
+    return refuse("Transfer-Encoding is sent more than once; send it once, as 'chunked'");
+  std::string_view value = codings.first->value();
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  if (!beast::iequals(value, "chunked"))
+    return refuse("Transfer-Encoding '" + std::string(value.substr(0, 64)) +
+                  "' is not supported: the only transfer coding accepted is 'chunked'");
+  if (req.version() < 11) return refuse("Transfer-Encoding is not allowed in an HTTP/1.0 request");
+  if (req.find(http::field::content_length) != req.end())
+    return refuse("Transfer-Encoding and Content-Length are both sent; send only one of them");
+  return std::nullopt;
+}
+
+}  // namespace http_detail
 
 struct HttpServer::State : std::enable_shared_from_this<State> {
   State(asio::io_context& io, std::string listen, HttpLimits limits)
-      : io(io), listen(std::move(listen)), limits(limits), acceptor(asio::make_strand(io)) {}
+      : io(io), listen(std::move(listen)), limits(limits), acceptor(asio::make_strand(io)),
+        max_connections(limits.max_connections) {}
 
   asio::io_context& io;
   std::string listen;
@@ -115,6 +159,9 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
   std::atomic<bool> started{false};
   std::atomic<bool> stopping{false};
   std::atomic<unsigned short> bound_port{0};
+  std::size_t max_connections;            // fixed once started
+  std::atomic<std::size_t> open{0};       // connections being served
+  bool full = false;                      // acceptor strand only: for one log line per change
 
   std::mutex connections_mu;
   std::list<std::weak_ptr<Connection>> connections;
@@ -126,9 +173,9 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
   }
 
   asio::awaitable<void> accept_loop();
+  void refuse(tcp::socket socket);
   asio::awaitable<void> serve(std::shared_ptr<Connection> conn);
   asio::awaitable<HttpResponse> dispatch(HttpRequest& req);
-  asio::awaitable<void> close_after_reject(Connection& conn, HttpResponse res);
 };
 
 asio::awaitable<void> HttpServer::State::accept_loop() {
@@ -143,6 +190,14 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
       co_await pause.async_wait(use_tuple);
       continue;
     }
+    if (open.load(std::memory_order_relaxed) >= max_connections) {
+      refuse(std::move(socket));
+      continue;
+    }
+    if (full) {
+      full = false;
+      log::info("http", listen + ": accepting connections again");
+    }
     socket.set_option(tcp::no_delay(true), ec);
     auto conn = std::make_shared<Connection>(std::move(socket));
     {
@@ -150,9 +205,10 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
       // Checked under the lock stop() takes: a connection accepted as stop() runs is either
       // in the list stop() walks or refused here, never left open and idle.
       if (stopping) {
-        conn->stream.socket().close(ec);
+        conn->stream.close(ec);
         co_return;
       }
+      open.fetch_add(1, std::memory_order_relaxed);  // released when its session ends
       // Forget finished connections as we go so the list stays as long as the live set.
       connections.remove_if([](const auto& w) { return w.expired(); });
       connections.push_back(conn);
@@ -161,6 +217,29 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
     asio::co_spawn(executor, serve(std::move(conn)),
                    [](std::exception_ptr e) { log_exception("connection", e); });
   }
+}
+
+// Over the cap: one non-blocking write of a prepared 503 and close. It never waits, so a
+// flood of connections costs one descriptor for a moment each.
+void HttpServer::State::refuse(tcp::socket socket) {
+  if (!full) {
+    full = true;
+    log::warn("http", listen + ": " + std::to_string(max_connections) +
+                          " connections open: refusing new ones (503) until some close");
+  }
+  static const std::string answer = [] {
+    auto res = http_detail::bare_outcome(11, http::status::service_unavailable, "transient",
+        "too many open connections to this server; retry later or reuse a connection", "http-connection-cap");
+    res.set(http::field::retry_after, "1");
+    std::ostringstream out;
+    out << res;
+    return out.str();
+  }();
+  boost::system::error_code ec;
+  socket.non_blocking(true, ec);
+  if (!ec) socket.write_some(asio::buffer(answer), ec);
+  socket.shutdown(tcp::socket::shutdown_send, ec);
+  socket.close(ec);
 }
 
 asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req) {
@@ -187,85 +266,14 @@ asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req) {
       {Issue{Severity::error, "exception", "internal error while handling the request", "", ""}});
 }
 
-// Answers a request we refuse to read and closes. The peer may still be sending, and closing
-// a socket with unread input makes the kernel send a reset that can destroy the answer before
-// the client reads it, so we linger briefly, discarding a bounded amount, after half-closing.
-asio::awaitable<void> HttpServer::State::close_after_reject(Connection& conn, HttpResponse res) {
-  conn.stream.expires_after(std::chrono::seconds(5));
-  auto [wec, wn] = co_await http::async_write(conn.stream, res, use_tuple);
-  if (!wec) {
-    boost::system::error_code ec;
-    conn.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    conn.stream.expires_after(std::chrono::seconds(1));
-    std::array<char, 16 * 1024> sink;
-    std::size_t discarded = 0;
-    while (discarded < 256 * 1024) {
-      auto [rec, n] = co_await conn.stream.async_read_some(asio::buffer(sink), use_tuple);
-      if (rec) break;
-      discarded += n;
-    }
-  }
-  boost::system::error_code ec;
-  conn.stream.socket().close(ec);
-}
-
 asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn) {
   auto self = shared_from_this();
-  beast::flat_buffer buffer;  // reused for every request on the connection
-  // Room for a typical record up front: Beast reads at most the free space, and a buffer that
-  // grows 512 bytes at a time costs one recvmsg per 512 bytes of body.
-  buffer.reserve(64 * 1024);
-  auto& stream = conn->stream;
-  for (;;) {
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
-    parser.body_limit(limits.max_body_bytes);
-
-    stream.expires_after(limits.idle_timeout);
-    auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
-    // stop() closes an idle connection; a read that had already completed is still delivered
-    // after that close. Handling its request would commit a record with no way left to answer
-    // it, so the request is dropped unread (the client sees the connection close).
-    if (!ec && !stream.socket().is_open()) break;
-    if (!ec) {
-      conn->busy = true;
-      if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
-        http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
-        stream.expires_after(limits.idle_timeout);
-        std::tie(ec, n) = co_await http::async_write(stream, go_on, use_tuple);
-      }
-    }
-    if (!ec && !parser.is_done()) {
-      std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, use_tuple);  // same deadline
-    }
-    if (ec) {
-      // Built outside the co_await: g++ 12 mishandles temporaries inside co_await expressions.
-      auto answer = rejection(ec, parser, limits);
-      if (answer) co_await close_after_reject(*conn, std::move(*answer));
-      break;  // closed by the peer, timed out, cancelled by stop(), or answered above
-    }
-
-    HttpRequest req = parser.release();
-    stream.expires_never();  // the handler may wait on the store; the peer is not idle
-    HttpResponse res = co_await dispatch(req);
-    if (!req.keep_alive() || stopping) res.keep_alive(false);
-    if (res[http::field::server].empty()) res.set(http::field::server, "tellonce");
-    if (!res.has_content_length() && !res.chunked()) res.prepare_payload();
-
-    stream.expires_after(limits.idle_timeout);
-    auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
-    conn->busy = false;
-    if (wec) break;
-    // stopping is checked again: a stop() that came while this answer was being written left
-    // the connection open because it was busy, and nothing else would close it now.
-    if (!res.keep_alive() || stopping) {
-      boost::system::error_code sec;
-      stream.socket().shutdown(tcp::socket::shutdown_send, sec);
-      break;
-    }
-  }
-  boost::system::error_code ec;
-  stream.socket().close(ec);
+  struct Release {  // the slot is freed however the session ends
+    State& st;
+    ~Release() { st.open.fetch_sub(1, std::memory_order_relaxed); }
+  } release{*this};
+  auto dispatcher = [this](HttpRequest& req) { return dispatch(req); };
+  co_await http_detail::serve_session(std::move(conn), limits, dispatcher, stopping);
 }
 
 HttpServer::HttpServer(asio::io_context& io, std::string listen, HttpLimits limits)
@@ -282,6 +290,15 @@ void HttpServer::mount(std::string prefix, HttpHandler handler) {
   std::stable_sort(mounts.begin(), mounts.end(),
                    [](const Mount& a, const Mount& b) { return a.prefix.size() > b.prefix.size(); });
 }
+
+void HttpServer::cap_connections(std::size_t n) {
+  if (state_->started) throw std::logic_error("cap_connections after " + state_->listen + " started");
+  state_->max_connections = std::min(n, state_->limits.max_connections);
+}
+
+std::size_t HttpServer::max_connections() const { return state_->max_connections; }
+
+std::size_t HttpServer::open_connections() const { return state_->open.load(); }
 
 void HttpServer::start() {
   auto& st = *state_;
@@ -321,19 +338,12 @@ void HttpServer::stop() {
     // Busy connections finish their request and then close (keep_alive is turned off).
     asio::post(conn->stream.get_executor(), [conn] {
       if (conn->busy) return;
-      boost::system::error_code ec;
-      conn->stream.socket().close(ec);
+      http_detail::StreamOps<tcp::socket>::close(conn->stream);
     });
   }
 }
 
 unsigned short HttpServer::port() const { return state_->bound_port; }
-
-std::size_t HttpServer::open_connections() const {
-  std::lock_guard lk(state_->connections_mu);
-  return static_cast<std::size_t>(std::count_if(state_->connections.begin(), state_->connections.end(),
-                                                [](const auto& w) { return !w.expired(); }));
-}
 
 const std::string& HttpServer::listen() const { return state_->listen; }
 
@@ -345,8 +355,27 @@ HttpServer& HttpServers::at(const std::string& listen) {
   return *slot;
 }
 
-void HttpServers::start_all() {
-  for (auto& [listen, server] : servers_) server->start();
+void HttpServers::start_all(std::size_t connection_budget) {
+  if (servers_.empty()) return;
+  std::size_t share = std::max<std::size_t>(1, connection_budget / servers_.size());
+  for (auto& [listen, server] : servers_) {
+    server->cap_connections(share);
+    server->start();
+    log::info("http", "listening on " + listen + " (at most " + std::to_string(server->max_connections()) +
+                          " connections)");
+  }
+}
+
+std::size_t raise_open_file_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 1024;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  // RLIM_INFINITY is not a count; the kernel's nr_open caps it anyway.
+  return lim.rlim_cur == RLIM_INFINITY ? std::size_t(1) << 20 : static_cast<std::size_t>(lim.rlim_cur);
 }
 
 void HttpServers::stop_all() {

@@ -29,8 +29,14 @@ using HttpHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;
 
 struct HttpLimits {
   std::size_t max_body_bytes = 10 * 1024 * 1024;
-  std::chrono::seconds idle_timeout{60};
+  // A request must arrive whole within this long of the previous answer (or of connecting);
+  // one cut off by it is answered 408, an idle keep-alive connection is just closed.
+  std::chrono::milliseconds idle_timeout{60'000};
   std::size_t max_header_bytes = 16 * 1024;
+  // Open connections one server keeps at most. When it is full, a new connection is accepted,
+  // answered 503 with an OperationOutcome (best effort, never waiting) and closed at once, so
+  // idle clients cannot take the descriptors outbound delivery and the store need.
+  std::size_t max_connections = 10'000;
 };
 
 class HttpServer {
@@ -40,6 +46,9 @@ class HttpServer {
   // Longest matching prefix wins. "/fhir" matches "/fhir", "/fhir/..." and "/fhir?...".
   void mount(std::string prefix, HttpHandler handler);
   void start();          // binds; throws std::runtime_error with the address on failure
+  // Lowers this server's connection cap below HttpLimits::max_connections; before start().
+  void cap_connections(std::size_t n);
+  std::size_t max_connections() const;
   // Stops accepting and closes idle connections; a connection busy with a request finishes
   // it, answers with Connection: close and then closes. Any thread; returns at once.
   void stop();
@@ -53,12 +62,26 @@ class HttpServer {
   std::shared_ptr<State> state_;
 };
 
+// The listener facility an adapter that serves HTTP gets: mount a handler under a path prefix
+// on the server for a listen address (servers are shared per address). Only before the
+// servers start; throws std::logic_error for a prefix already mounted there.
+class HttpMounts {
+ public:
+  virtual ~HttpMounts() = default;
+  virtual void mount(const std::string& listen, std::string prefix, HttpHandler handler) = 0;
+};
+
 // All servers of the process, one per listen address.
-class HttpServers {
+class HttpServers final : public HttpMounts {
  public:
   HttpServers(asio::io_context& io, HttpLimits limits);
   HttpServer& at(const std::string& listen);
-  void start_all();
+  void mount(const std::string& listen, std::string prefix, HttpHandler handler) override {
+    at(listen).mount(std::move(prefix), std::move(handler));
+  }
+  // Starts every server, sharing `connection_budget` (descriptors all inbound connections
+  // together may use) equally among them; each keeps at most its HttpLimits::max_connections.
+  void start_all(std::size_t connection_budget = static_cast<std::size_t>(-1));
   void stop_all();
   std::size_t open_connections() const;  // over every server
   // Each server's configured listen address and the port it is bound to (after start_all).
@@ -69,6 +92,11 @@ class HttpServers {
   HttpLimits limits_;
   std::map<std::string, std::unique_ptr<HttpServer>> servers_;
 };
+
+// Raises this process's soft limit on open descriptors to its hard limit (a default soft
+// limit of 1,024 is a few hundred idle clients). Returns the limit now in force. Call once at
+// start-up, before any thread is started.
+std::size_t raise_open_file_limit();
 
 // A response with an OperationOutcome body (application/fhir+json) for the given issues.
 struct Issue;

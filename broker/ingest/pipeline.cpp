@@ -22,7 +22,7 @@ Failure reject(Errc errc, std::string code, std::string diagnostics, std::string
                                           std::move(location), std::move(rule)});
 }
 
-// What the endpoint promises about the record, checked before the (costlier) validator.
+// What every record must be before the (costlier) validator, then the endpoint's own rule.
 std::optional<Failure> check_envelope(const InboundRecord& rec, const rapidjson::Value& doc) {
   if (!doc.IsObject())
     return reject(Errc::malformed, "structure", "the body must be a JSON object (a FHIR resource)", "(body)", "json");
@@ -30,25 +30,7 @@ std::optional<Failure> check_envelope(const InboundRecord& rec, const rapidjson:
   if (type.empty())
     return reject(Errc::malformed, "required", "resourceType is missing: every FHIR resource names its type",
                   "resourceType", "fhir-resource-type");
-  if (!rec.expected_type.empty() && type != rec.expected_type)
-    return reject(Errc::malformed, "invariant",
-                  "this endpoint takes " + rec.expected_type + " resources but the body is a " +
-                      std::string(type),
-                  "resourceType", "endpoint-type");
-  auto bundle_type = str_member(doc, "type");
-  // A searchset or history is a response someone posted by mistake; a document or collection
-  // is a resource in its own right and goes to /Bundle.
-  if (rec.at_base && type == "Bundle" && bundle_type != "message" && bundle_type != "transaction" &&
-      bundle_type != "batch")
-    return reject(Errc::malformed, "invariant",
-                  "POST to the base takes a Bundle of type message, transaction or batch; this one is " +
-                      (bundle_type.empty() ? std::string("untyped") : "'" + std::string(bundle_type) + "'") +
-                      " (a document or collection Bundle can be posted to /Bundle)",
-                  "Bundle.type", "bundle-type");
-  if (rec.process_message && (type != "Bundle" || bundle_type != "message"))
-    return reject(Errc::malformed, "invariant",
-                  "$process-message takes a Bundle of type 'message' whose first entry is a MessageHeader",
-                  type == "Bundle" ? "Bundle.type" : "resourceType", "process-message");
+  if (rec.rule) return rec.rule(doc);
   return std::nullopt;
 }
 

@@ -1,6 +1,6 @@
 #include "config/check_command.hpp"
 #include "config_files.hpp"
-#include "fake_adapters.hpp"
+#include "test_adapters.hpp"
 
 #include <gtest/gtest.h>
 
@@ -13,7 +13,7 @@ int run(std::vector<std::string> args, std::string& out, std::string& err) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   std::ostringstream o, e;
-  auto registry = test::fake_registry();
+  auto registry = config_test::test_registry();
   int rc = run_check_config_command(static_cast<int>(argv.size()), argv.data(), registry, o, e);
   out = o.str();
   err = e.str();

@@ -1,6 +1,8 @@
 #include "config/config.hpp"
 #include "config_files.hpp"
-#include "fake_adapters.hpp"
+#include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
+#include "adapters/fhir_rest_outbound/fhir_rest_outbound.hpp"
+#include "test_adapters.hpp"
 
 #include <gtest/gtest.h>
 
@@ -10,9 +12,7 @@ namespace tellonce {
 namespace {
 
 using test::ConfigFiles;
-using test::fake_registry;
-using test::FakeInboundSettings;
-using test::FakeOutboundSettings;
+using config_test::test_registry;
 
 // A small valid config; tests append or swap sections to make it wrong.
 const char* const valid_partners = R"(partners:
@@ -49,7 +49,7 @@ const ConfigProblem* find_problem(const ConfigLoad& load, std::string_view path)
 }
 
 TEST(LoadConfig, ShippedExampleLoads) {
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto load = load_config(std::string(TELLONCE_SOURCE_DIR) + "/config/tellonce.yaml", registry);
   ASSERT_TRUE(load.problems.empty()) << problems_text(load);
   ASSERT_TRUE(load.config);
@@ -59,11 +59,11 @@ TEST(LoadConfig, ShippedExampleLoads) {
   EXPECT_EQ(c.routes.size(), 4u);
   ASSERT_NE(c.partner("gp-a81002"), nullptr);
   ASSERT_TRUE(c.partner("gp-a81002")->endpoint);
-  EXPECT_EQ(settings_as<FakeOutboundSettings>(c.partner("gp-a81002")->endpoint->settings).url,
+  EXPECT_EQ(settings_as<FhirRestOutboundSettings>(c.partner("gp-a81002")->endpoint->settings).url,
             "http://127.0.0.1:9102/fhir");
   EXPECT_FALSE(c.partner("rtx")->endpoint);
   EXPECT_EQ(c.partner_by_api_key("demo-rtx-key"), c.partner("rtx"));
-  EXPECT_TRUE(settings_as<FakeInboundSettings>(c.inbound[0].settings).allow_partner_header);
+  EXPECT_TRUE(settings_as<FhirRestInboundSettings>(c.inbound[0].settings).allow_partner_header);
 }
 
 TEST(LoadConfig, ValidConfigHasTypedValues) {
@@ -103,7 +103,7 @@ routes:
     require_consent: true
     to: [gp-a81001, vcse-linkworkers]
 )");
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto load = load_config(path, registry);
   ASSERT_TRUE(load.problems.empty()) << problems_text(load);
   const Config& c = *load.config;
@@ -130,7 +130,7 @@ routes:
   EXPECT_EQ(c.partners[1].kind, PartnerKind::primary_care);
   EXPECT_EQ(to_string(c.partners[2].kind), "vcse");
   EXPECT_EQ(c.partners[1].line, 23);
-  EXPECT_EQ(settings_as<FakeOutboundSettings>(c.partners[1].endpoint->settings).timeout, std::chrono::seconds(3));
+  EXPECT_EQ(settings_as<FhirRestOutboundSettings>(c.partners[1].endpoint->settings).timeout, std::chrono::seconds(3));
 
   ASSERT_EQ(c.routes.size(), 1u);
   const Route& r = c.routes[0];
@@ -165,7 +165,7 @@ routes:
     destinatons: [gp-a81001]
     to: [gp-a81009]
 )");
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto load = load_config(path, registry);
   EXPECT_FALSE(load.config);
   ASSERT_EQ(load.problems.size(), 5u) << problems_text(load);
@@ -195,7 +195,7 @@ TEST(LoadConfig, UnknownKeyIsAProblemWithASuggestion) {
   ConfigFiles files;
   auto path = files.write("typo.yaml", std::string("brokr:\n  io_threads: 2\n") + valid_partners +
                                            "routes:\n  - id: r\n    to: [gp-a81001]\n    match: { sourse: rtx }\n");
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto load = load_config(path, registry);
   ASSERT_EQ(load.problems.size(), 2u) << problems_text(load);
   EXPECT_EQ(load.problems[0].path, "brokr");
@@ -216,7 +216,7 @@ TEST(LoadConfig, UnknownKeyInsideAnAdapterSection) {
       url: http://127.0.0.1:9101/fhir
       timout: 3s
 )");
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto load = load_config(path, registry);
   ASSERT_EQ(load.problems.size(), 1u) << problems_text(load);
   EXPECT_EQ(load.problems[0].path, "partners[0].endpoint.timout");
@@ -237,12 +237,12 @@ inbound:
     type: mllp
     listen: 127.0.0.1:2575
 )");
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto load = load_config(path, registry);
   auto* out = find_problem(load, "partners[0].endpoint.type");
   ASSERT_NE(out, nullptr) << problems_text(load);
   EXPECT_EQ(out->line, 6);
-  EXPECT_NE(out->message.find("unknown outbound adapter type 'mesh' (registered: fhir-rest)"), std::string::npos);
+  EXPECT_NE(out->message.find("unknown outbound adapter type 'mesh' (registered: fhir-rest, file)"), std::string::npos);
   auto* in = find_problem(load, "inbound[0].type");
   ASSERT_NE(in, nullptr) << problems_text(load);
   EXPECT_NE(in->message.find("unknown inbound adapter type 'mllp'"), std::string::npos);
@@ -254,7 +254,7 @@ TEST(LoadConfig, DuplicatePartnerId) {
     kind: primary-care
     ods: A81002
 )");
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto load = load_config(path, registry);
   ASSERT_EQ(load.problems.size(), 1u) << problems_text(load);
   EXPECT_EQ(load.problems[0].path, "partners[3].id");
@@ -269,7 +269,7 @@ TEST(LoadConfig, RouteTargetsMustBeKnownPartnersWithEndpoints) {
     match: { source: [rtx, nobody] }
     to: [gp-a81001, gp-x, rtx]
 )");
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto load = load_config(path, registry);
   ASSERT_EQ(load.problems.size(), 3u) << problems_text(load);
   EXPECT_EQ(find_problem(load, "routes[0].match.source[1]")->message, "unknown partner 'nobody'");
@@ -280,7 +280,7 @@ TEST(LoadConfig, RouteTargetsMustBeKnownPartnersWithEndpoints) {
 
 TEST(LoadConfig, DurationsAcceptUnitsAndBareMilliseconds) {
   ConfigFiles files;
-  auto registry = fake_registry();
+  auto registry = test_registry();
   struct Case {
     std::string text;
     std::chrono::milliseconds expected;
@@ -306,7 +306,7 @@ TEST(LoadConfig, DurationsAcceptUnitsAndBareMilliseconds) {
 
 TEST(LoadConfig, RelativeStorePathIsResolvedAgainstTheConfigDirectory) {
   ConfigFiles files;
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto rel = load_config(files.write("etc/tellonce.yaml", "store:\n  path: ../var/tellonce.db\n"), registry);
   ASSERT_TRUE(rel.config) << problems_text(rel);
   EXPECT_EQ(rel.config->store.path, (files.dir() / "var/tellonce.db").lexically_normal());
@@ -341,7 +341,7 @@ routes:
           equals: A81001
     to: [gp-a81001]
 )");
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto load = load_config(path, registry);
   EXPECT_NE(find_problem(load, "store.type"), nullptr);
   auto* old_count = find_problem(load, "delivery.retry.max_attempts");
@@ -358,9 +358,108 @@ routes:
   EXPECT_EQ(load.problems.size(), 8u) << problems_text(load);
 }
 
+TEST(LoadConfig, AnOddAdapterTypeIsParsedByTheGenericLoader) {
+  ConfigFiles files;
+  auto path = files.write("odd.yaml", std::string(valid_partners) + R"(inbound:
+  - id: line
+    type: odd-line
+    bind: 127.0.0.1:2575
+    sender: rtx
+    facilities: [RTX-PAS, RTX-LAB]
+routes:
+  - { id: r, to: [gp-a81001] }
+)");
+  auto registry = test_registry();
+  auto load = load_config(path, registry);
+  ASSERT_TRUE(load.config) << problems_text(load);
+  const auto& odd = settings_as<config_test::OddLineSettings>(load.config->inbound[0].settings);
+  EXPECT_EQ(odd.bind, "127.0.0.1:2575");
+  EXPECT_EQ(odd.sender, "rtx");
+  EXPECT_EQ(odd.facilities, (std::vector<std::string>{"RTX-PAS", "RTX-LAB"}));
+}
+
+TEST(LoadConfig, PartnerNamedInAnAdaptersSettingsMustExist) {
+  ConfigFiles files;
+  auto path = files.write("sender.yaml", std::string(valid_partners) + R"(inbound:
+  - id: line
+    type: odd-line
+    bind: 127.0.0.1:2575
+    sender: gp-nobody
+routes:
+  - { id: r, to: [gp-a81001] }
+)");
+  auto registry = test_registry();
+  auto load = load_config(path, registry);
+  ASSERT_EQ(load.problems.size(), 1u) << problems_text(load);
+  EXPECT_EQ(load.problems[0].path, "inbound[0].sender");
+  EXPECT_EQ(load.problems[0].line, 24);
+  EXPECT_EQ(load.problems[0].message, "unknown partner 'gp-nobody'");
+}
+
+TEST(LoadConfig, ListenAddressClashesAcrossEveryKindOfListener) {
+  ConfigFiles files;
+  auto path = files.write("clash.yaml", std::string(R"(api:
+  listen: 127.0.0.1:8080
+)") + valid_partners + R"(inbound:
+  - { id: rest, type: fhir-rest, listen: "127.0.0.1:8080", base_path: /fhir }
+  - { id: rest-again, type: fhir-rest, listen: "127.0.0.1:8080", base_path: /fhir/ }
+  - { id: api-path, type: fhir-rest, listen: "127.0.0.1:8080", base_path: /api }
+  - { id: line-on-http, type: odd-line, bind: "127.0.0.1:8080", sender: rtx }
+  - { id: line, type: odd-line, bind: "127.0.0.1:2575", sender: rtx }
+  - { id: rest-on-any, type: fhir-rest, listen: "0.0.0.0:2575" }
+  - { id: fresh-ports, type: odd-line, bind: "127.0.0.1:0", sender: rtx }
+  - { id: more-fresh, type: odd-line, bind: "127.0.0.1:0", sender: rtx }
+  - { id: elsewhere, type: fhir-rest, listen: "127.0.0.1:8081", base_path: /fhir }
+routes:
+  - { id: r, to: [gp-a81001] }
+)");
+  auto registry = test_registry();
+  auto load = load_config(path, registry);
+  std::vector<std::string> paths;
+  for (const auto& p : load.problems) paths.push_back(p.path);
+  EXPECT_EQ(paths, (std::vector<std::string>{"inbound[1].listen", "inbound[2].listen", "inbound[3].bind",
+                                             "inbound[5].listen"}))
+      << problems_text(load);
+  auto* same_path = find_problem(load, "inbound[1].listen");
+  ASSERT_NE(same_path, nullptr);
+  EXPECT_EQ(same_path->line, 24);
+  EXPECT_NE(same_path->message.find("inbound[0].listen"), std::string::npos) << same_path->message;
+  auto* api = find_problem(load, "inbound[2].listen");
+  ASSERT_NE(api, nullptr);
+  EXPECT_NE(api->message.find("api.listen"), std::string::npos) << api->message;
+  auto* across_kinds = find_problem(load, "inbound[3].bind");
+  ASSERT_NE(across_kinds, nullptr);
+  EXPECT_NE(across_kinds->message.find("odd-line listener on 127.0.0.1:8080 overlaps api.listen"), std::string::npos)
+      << across_kinds->message;
+  auto* wildcard = find_problem(load, "inbound[5].listen");
+  ASSERT_NE(wildcard, nullptr);
+  EXPECT_NE(wildcard->message.find("inbound[4].bind"), std::string::npos) << wildcard->message;
+}
+
+TEST(AdapterSettings, AreReadOnlyAsTheTypeTheyHold) {
+  AdapterSettings held = std::make_shared<FhirRestInboundSettings>();
+  EXPECT_TRUE(held.holds<FhirRestInboundSettings>());
+  EXPECT_EQ(settings_as<FhirRestInboundSettings>(held).base_path, "/fhir");
+  EXPECT_THROW(settings_as<FhirRestOutboundSettings>(held), std::logic_error);
+  EXPECT_THROW(settings_as<FhirRestInboundSettings>(AdapterSettings{}), std::logic_error);
+}
+
+TEST(AdapterRegistry, RefusesASecondTypeOfTheSameNameAndIncompleteTypes) {
+  AdapterRegistry registry;
+  register_builtin_adapters(registry);
+  EXPECT_THROW(registry.add(fhir_rest_inbound_type()), std::logic_error);
+  EXPECT_THROW(registry.add(fhir_rest_outbound_type()), std::logic_error);
+  auto incomplete = config_test::odd_line_type();
+  incomplete.create = nullptr;
+  EXPECT_THROW(registry.add(incomplete), std::logic_error);
+  registry.add(config_test::odd_line_type());  // a new name is fine
+  EXPECT_EQ(registry.inbound_names(), (std::vector<std::string>{"fhir-rest", "odd-line"}));
+  EXPECT_THROW(registry.add(config_test::odd_line_type()), std::logic_error);
+}
+
 TEST(LoadConfig, EmptyTargetsAndDuplicateKeys) {
   ConfigFiles files;
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto load = load_config(files.write("empty-to.yaml", R"(routes:
   - id: r
     id: r2
@@ -379,7 +478,7 @@ TEST(LoadConfig, EmptyTargetsAndDuplicateKeys) {
 
 TEST(LoadConfig, SyntaxErrorAndMissingFile) {
   ConfigFiles files;
-  auto registry = fake_registry();
+  auto registry = test_registry();
   auto bad = load_config(files.write("bad.yaml", "partners:\n  - id: a\n  - [unclosed\n"), registry);
   ASSERT_EQ(bad.problems.size(), 1u);
   EXPECT_GE(bad.problems[0].line, 3);

@@ -1,7 +1,7 @@
 #include "config/config.hpp"
 #include "config/settings_reader.hpp"
 #include "config_files.hpp"
-#include "fake_adapters.hpp"
+#include "test_adapters.hpp"
 
 #include <gtest/gtest.h>
 
@@ -33,7 +33,7 @@ TEST(CheckHttpUrl, RejectsOtherSchemesAndMissingHosts) {
 
 TEST(SettingsReader, ByteSizesAndNumbersThroughTheBrokerSection) {
   test::ConfigFiles files;
-  auto registry = test::fake_registry();
+  auto registry = config_test::test_registry();
   auto ok = load_config(files.write("a.yaml", "broker:\n  max_body_bytes: 512KB\n"), registry);
   ASSERT_TRUE(ok.config);
   EXPECT_EQ(ok.config->max_body_bytes, 512u * 1024);
@@ -48,11 +48,12 @@ TEST(SettingsReader, ByteSizesAndNumbersThroughTheBrokerSection) {
 
 TEST(SettingsReader, AdapterSeesPathAndRequiredKeys) {
   test::ConfigFiles files;
-  AdapterRegistry registry = test::fake_registry();
+  AdapterRegistry registry = config_test::test_registry();
   std::string seen_path;
   OutboundAdapterType probe;
   probe.name = "probe";
-  probe.parse = [&seen_path](SettingsReader& r) -> AdapterSettingsPtr {
+  probe.create = [](const AdapterSettings&, OutboundContext&) -> std::unique_ptr<OutboundAdapter> { return nullptr; };
+  probe.parse = [&seen_path](SettingsReader& r) -> AdapterSettings {
     seen_path = r.path();
     r.required_string("mailbox");
     EXPECT_FALSE(r.ok());

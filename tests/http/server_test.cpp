@@ -167,6 +167,137 @@ TEST_F(ServerTest, MalformedRequestIs400AndClosed) {
   EXPECT_EQ(ec, asio::error::eof);
 }
 
+// Sends raw bytes and reads one response.
+HttpResponse raw_roundtrip(tcp::socket& s, const std::string& bytes) {
+  asio::write(s, asio::buffer(bytes));
+  boost::beast::flat_buffer buf;
+  HttpResponse res;
+  http::read(s, buf, res);
+  return res;
+}
+
+// Every smuggling shape is refused with a 400 OperationOutcome that names the header, and
+// the connection is closed rather than reading what follows as another request.
+void expect_framing_refusal(tcp::socket& s, const std::string& request, std::string_view header) {
+  auto res = raw_roundtrip(s, request);
+  EXPECT_EQ(res.result(), http::status::bad_request) << request;
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_EQ(res[http::field::content_type], "application/fhir+json");
+  EXPECT_NE(res.body().find("OperationOutcome"), std::string::npos);
+  EXPECT_NE(res.body().find(header), std::string::npos) << res.body();
+  char c;
+  boost::system::error_code ec;
+  asio::read(s, asio::buffer(&c, 1), ec);
+  EXPECT_EQ(ec, asio::error::eof) << "the smuggled request must not be answered";
+}
+
+const std::string smuggled = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+
+TEST_F(ServerTest, TransferEncodingChunkedIdentityIsRefused) {
+  auto s = connect();
+  expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+                            "5\r\nhello\r\n0\r\n\r\n" + smuggled, "Transfer-Encoding 'chunked, identity'");
+}
+
+TEST_F(ServerTest, TransferEncodingXchunkedIsRefused) {
+  auto s = connect();
+  expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n"
+                            "5\r\nhello\r\n0\r\n\r\n" + smuggled, "Transfer-Encoding 'xchunked'");
+}
+
+TEST_F(ServerTest, TransferEncodingSentTwiceIsRefused) {
+  auto s = connect();
+  expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + smuggled,
+                         "Transfer-Encoding");
+}
+
+TEST_F(ServerTest, TransferEncodingWithContentLengthIsRefusedInEitherOrder) {
+  {
+    auto s = connect();
+    expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                              "Transfer-Encoding: chunked\r\n\r\nhello" + smuggled, "Transfer-Encoding");
+  }
+  {
+    auto s = connect();
+    expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                              "Content-Length: 5\r\n\r\nhello" + smuggled, "Content-Length");
+  }
+  {
+    auto s = connect();  // a coding Beast does not frame, then a length
+    expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n"
+                              "Content-Length: 5\r\n\r\nhello" + smuggled, "Transfer-Encoding");
+  }
+}
+
+TEST_F(ServerTest, ContentLengthTwiceWithDifferentValuesIsRefused) {
+  auto s = connect();
+  expect_framing_refusal(s, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+                            "hello!" + smuggled, "Content-Length");
+}
+
+TEST_F(ServerTest, PlainChunkedAndRepeatedEqualContentLengthStillWork) {
+  auto s = connect();
+  auto res = raw_roundtrip(s, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"
+                              "5\r\nhello\r\n0\r\n\r\n");
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_EQ(res.body(), "hello");
+  res = raw_roundtrip(s, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc");
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_EQ(res.body(), "abc");
+}
+
+// A server whose requests must arrive within 200 ms.
+class ShortDeadlineServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    HttpLimits limits;
+    limits.idle_timeout = std::chrono::milliseconds(200);
+    server_ = std::make_unique<HttpServer>(io_, "127.0.0.1:0", limits);
+    server_->mount("/echo", [](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+      co_return json_response(req, http::status::ok, req.body(), "text/plain");
+    });
+    server_->start();
+    io_thread_.start();
+  }
+};
+
+TEST_F(ShortDeadlineServerTest, HalfSentHeaderIsAnswered408ThenClosed) {
+  auto s = connect();
+  asio::write(s, asio::buffer(std::string("POST /echo HTTP/1.1\r\nHost: x\r\nContent-")));
+  boost::beast::flat_buffer buf;
+  HttpResponse res;
+  http::read(s, buf, res);  // blocks until the server's deadline passes
+  EXPECT_EQ(res.result(), http::status::request_timeout);
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_NE(res.body().find("OperationOutcome"), std::string::npos);
+  char c;
+  boost::system::error_code ec;
+  asio::read(s, asio::buffer(&c, 1), ec);
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+TEST_F(ShortDeadlineServerTest, HalfSentBodyIsAnswered408) {
+  auto s = connect();
+  asio::write(s, asio::buffer(std::string("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")));
+  boost::beast::flat_buffer buf;
+  HttpResponse res;
+  http::read(s, buf, res);
+  EXPECT_EQ(res.result(), http::status::request_timeout);
+  EXPECT_NE(res.body().find("timeout"), std::string::npos);
+}
+
+TEST_F(ShortDeadlineServerTest, IdleKeepAliveConnectionClosesWithoutAnAnswer) {
+  auto s = connect();
+  boost::beast::flat_buffer buf;
+  EXPECT_EQ(roundtrip(s, buf, http::verb::post, "/echo", "one").body(), "one");
+  char c;
+  boost::system::error_code ec;
+  auto n = asio::read(s, asio::buffer(&c, 1), ec);  // nothing sent: the server closes at its deadline
+  EXPECT_EQ(n, 0u);
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
 TEST_F(ServerTest, ManyConnectionsAtOnce) {
   std::vector<tcp::socket> sockets;
   for (int i = 0; i < 50; ++i) sockets.push_back(connect());

@@ -60,14 +60,13 @@ class PipelineTest : public ::testing::Test {
   std::unique_ptr<Pipeline> pipeline = make_pipeline(validator, router, store, queue, JsonLimits{4096, 16});
 
   Result<Accepted> accept(InboundRecord rec) { return test::run_async(pipeline->accept(std::move(rec))); }
-  static InboundRecord record(std::string body, std::string key = "", std::string type = "") {
+  static InboundRecord record(std::string body, std::string key = "") {
     InboundRecord r;
     r.source = "rtx";
     r.channel = "http";
     r.content_type = "application/fhir+json";
     r.body = std::move(body);
     r.idempotency_key = std::move(key);
-    r.expected_type = std::move(type);
     return r;
   }
 };
@@ -114,36 +113,40 @@ TEST_F(PipelineTest, MalformedJsonIs400WithPosition) {
   EXPECT_TRUE(store.stored.empty());
 }
 
-TEST_F(PipelineTest, MissingResourceTypeAndEndpointMismatch) {
-  auto a = accept(record(R"({"id":"x"})"));
+TEST_F(PipelineTest, MissingResourceTypeIsRefusedBeforeTheEndpointRule) {
+  auto rec = record(R"({"id":"x"})");
+  bool rule_ran = false;
+  rec.rule = [&rule_ran](const rapidjson::Value&) -> std::optional<Failure> {
+    rule_ran = true;
+    return std::nullopt;
+  };
+  auto a = accept(std::move(rec));
   ASSERT_FALSE(a);
   EXPECT_EQ(a.error().issues[0].location, "resourceType");
-  auto b = accept(record(R"({"resourceType":"Observation"})", "", "Patient"));
-  ASSERT_FALSE(b);
-  EXPECT_NE(b.error().issues[0].diagnostics.find("takes Patient"), std::string::npos);
+  EXPECT_FALSE(rule_ran);
 }
 
-TEST_F(PipelineTest, ProcessMessageNeedsAMessageBundle) {
-  auto rec = record(R"({"resourceType":"Bundle","type":"collection"})");
-  rec.process_message = true;
+TEST_F(PipelineTest, TheEndpointRuleSeesTheParsedRecordAndItsRefusalIsTheAnswer) {
+  auto rec = record(R"({"resourceType":"Observation"})");
+  std::string seen;
+  rec.rule = [&seen](const rapidjson::Value& doc) -> std::optional<Failure> {
+    seen = doc["resourceType"].GetString();
+    return Failure::permanent(Errc::malformed, Issue{Severity::error, "invariant", "this endpoint takes Patient",
+                                                      "resourceType", "endpoint-type"});
+  };
   auto r = accept(std::move(rec));
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().issues[0].location, "Bundle.type");
-}
-
-TEST_F(PipelineTest, BaseTakesOnlyRecordBundles) {
-  auto rec = record(R"({"resourceType":"Bundle","type":"searchset"})", "", "Bundle");
-  rec.at_base = true;
-  auto r = accept(std::move(rec));
+  EXPECT_EQ(seen, "Observation");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::malformed);
-  EXPECT_EQ(r.error().issues[0].location, "Bundle.type");
-  EXPECT_NE(r.error().issues[0].diagnostics.find("'searchset'"), std::string::npos);
-  auto tx = record(R"({"resourceType":"Bundle","type":"transaction"})", "", "Bundle");
-  tx.at_base = true;
-  EXPECT_TRUE(accept(std::move(tx)));
-  // The same searchset posted as a resource to /Bundle is a create, and is accepted.
-  EXPECT_TRUE(accept(record(R"({"resourceType":"Bundle","type":"searchset"})", "", "Bundle")));
+  EXPECT_EQ(r.error().issues[0].rule, "endpoint-type");
+  EXPECT_TRUE(store.stored.empty());
+  EXPECT_TRUE(queue.pushed.empty());
+  EXPECT_EQ(pipeline->counters().rejected, 1u);
+
+  auto taken = record(R"({"resourceType":"Patient","odd":true})");
+  taken.rule = [](const rapidjson::Value&) -> std::optional<Failure> { return std::nullopt; };
+  EXPECT_TRUE(accept(std::move(taken)));
+  EXPECT_EQ(store.stored.size(), 1u);
 }
 
 TEST_F(PipelineTest, UnroutableIsStoredNotDropped) {

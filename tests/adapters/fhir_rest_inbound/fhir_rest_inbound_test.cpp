@@ -1,7 +1,5 @@
 #include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
 
-#include "config/config.hpp"
-#include "support/fake_store.hpp"
 #include "support/loopback_client.hpp"
 #include "ingest/pipeline.hpp"
 
@@ -30,24 +28,47 @@ class FakePipeline : public Pipeline {
   asio::awaitable<Result<std::size_t>> replay(std::string) override { co_return std::size_t{0}; }
 };
 
+// Partners by key and by id, as the broker's directory answers from the config.
+class FakePartners : public PartnerDirectory {
+ public:
+  std::string_view by_api_key(std::string_view key) const override {
+    return key == "key-trust" ? std::string_view(trust_) : std::string_view();
+  }
+  std::string_view by_id(std::string_view id) const override {
+    if (id == trust_) return trust_;
+    if (id == gp_) return gp_;
+    return {};
+  }
+
+ private:
+  std::string trust_ = "trust-rx1", gp_ = "gp-a81001";
+};
+
 const std::string patient = R"({"resourceType":"Patient","id":"p1"})";
+
+// What the endpoint's rule says about `json`: empty when it takes the record, else the first
+// issue's location and diagnostics.
+std::string rule_verdict(const InboundRecord& rec, const std::string& json) {
+  rapidjson::Document doc;
+  doc.Parse(json.c_str());
+  if (!rec.rule) return "no rule";
+  auto refusal = rec.rule(doc);
+  if (!refusal) return "";
+  EXPECT_EQ(refusal->code, Errc::malformed);
+  return refusal->issues.at(0).location + ": " + refusal->issues.at(0).diagnostics;
+}
 
 class FhirRestInboundTest : public ::testing::Test {
  protected:
   void SetUp() override { build(true); }
 
   void build(bool allow_partner_header) {
-    Partner trust;
-    trust.id = "trust-rx1";
-    trust.api_keys = {"key-trust"};
-    Partner gp;
-    gp.id = "gp-a81001";
-    config_.partners = {trust, gp};
     FhirRestInboundSettings settings;
     settings.listen = "127.0.0.1:0";
     settings.allow_partner_header = allow_partner_header;
-    InboundContext ctx{io_.io, pipeline_, servers_, store_, config_, "fhir-in"};
+    InboundContext ctx{partners_, pipeline_, io_.io.get_executor(), &servers_, "fhir-in"};
     adapter_ = fhir_rest_inbound_type().create(std::make_shared<FhirRestInboundSettings>(settings), ctx);
+    adapter_->start();  // mounts
     servers_.start_all();
     io_.start();
     port_ = servers_.at("127.0.0.1:0").port();
@@ -67,8 +88,7 @@ class FhirRestInboundTest : public ::testing::Test {
 
   test::IoThread io_;
   FakePipeline pipeline_;
-  test::FakeStore store_;
-  Config config_;
+  FakePartners partners_;
   HttpServers servers_{io_.io, HttpLimits{}};
   std::unique_ptr<InboundAdapter> adapter_;
   unsigned short port_ = 0;
@@ -77,7 +97,7 @@ class FhirRestInboundTest : public ::testing::Test {
 TEST_F(FhirRestInboundTest, CreateIsAcceptedWithLocationAndMessageId) {
   auto res = post("/fhir/Patient", patient);
   EXPECT_EQ(res.result(), http::status::accepted);
-  EXPECT_EQ(res[http::field::location], "http://127.0.0.1/api/messages/01JTEST0000000000000000000");
+  EXPECT_EQ(res[http::field::location], "/api/messages/01JTEST0000000000000000000");
   EXPECT_EQ(res["X-Tellonce-Message-Id"], "01JTEST0000000000000000000");
   EXPECT_TRUE(res["X-Tellonce-Duplicate"].empty());
   EXPECT_NE(res.body().find("routed to gp-a81001, vcse-x"), std::string::npos);
@@ -85,9 +105,20 @@ TEST_F(FhirRestInboundTest, CreateIsAcceptedWithLocationAndMessageId) {
   const auto& rec = pipeline_.received[0];
   EXPECT_EQ(rec.source, "trust-rx1");
   EXPECT_EQ(rec.channel, "fhir-in");
-  EXPECT_EQ(rec.expected_type, "Patient");
   EXPECT_EQ(rec.body, patient);
-  EXPECT_FALSE(rec.process_message);
+  EXPECT_EQ(rule_verdict(rec, patient), "");
+  EXPECT_EQ(rule_verdict(rec, R"({"resourceType":"Observation"})"),
+            "resourceType: this endpoint takes Patient resources but the body is a Observation");
+}
+
+TEST_F(FhirRestInboundTest, LocationIgnoresTheClientsHostHeader) {
+  auto req = make_request(http::verb::post, "/fhir/Patient", patient);
+  req.set(http::field::authorization, "Bearer key-trust");
+  req.set(http::field::host, "evil.example:443");
+  auto res = test::send(port_, std::move(req));
+  EXPECT_EQ(res.result(), http::status::accepted);
+  EXPECT_EQ(res[http::field::location], "/api/messages/01JTEST0000000000000000000");
+  EXPECT_EQ(res.body().find("evil.example"), std::string::npos);
 }
 
 TEST_F(FhirRestInboundTest, WarningsBecomeWarningIssues) {
@@ -170,7 +201,7 @@ TEST_F(FhirRestInboundTest, MetadataIsACapabilityStatement) {
   EXPECT_STREQ(doc["resourceType"].GetString(), "CapabilityStatement");
   EXPECT_STREQ(doc["fhirVersion"].GetString(), "4.0.1");
   EXPECT_STREQ(doc["software"]["name"].GetString(), "tellonce");
-  EXPECT_STREQ(doc["implementation"]["url"].GetString(), "http://127.0.0.1/fhir");
+  EXPECT_FALSE(doc["implementation"].HasMember("url")) << "never built from the client's Host header";
   EXPECT_STREQ(doc["rest"][0]["operation"][0]["name"].GetString(), "process-message");
   EXPECT_GT(doc["rest"][0]["resource"].Size(), 5u);
 }
@@ -187,25 +218,35 @@ TEST_F(FhirRestInboundTest, IdempotencyKeyIsForwardedElseRequestId) {
   EXPECT_EQ(pipeline_.received[1].idempotency_key, "idem-1");
 }
 
-TEST_F(FhirRestInboundTest, ProcessMessageSetsTheFlag) {
+TEST_F(FhirRestInboundTest, ProcessMessageTakesOnlyMessageBundles) {
   std::string bundle = R"({"resourceType":"Bundle","type":"message","entry":[]})";
   EXPECT_EQ(post("/fhir/$process-message", bundle).result(), http::status::accepted);
   ASSERT_EQ(pipeline_.received.size(), 1u);
-  EXPECT_TRUE(pipeline_.received[0].process_message);
-  EXPECT_TRUE(pipeline_.received[0].expected_type.empty());
+  const auto& rec = pipeline_.received[0];
+  EXPECT_EQ(rule_verdict(rec, bundle), "");
+  EXPECT_NE(rule_verdict(rec, R"({"resourceType":"Bundle","type":"collection"})").find("Bundle.type: $process-message"),
+            std::string::npos);
+  EXPECT_NE(rule_verdict(rec, patient).find("resourceType: $process-message"), std::string::npos);
 }
 
 TEST_F(FhirRestInboundTest, BaseAndBundleEndpointsAreToldApart) {
-  // The pipeline checks the Bundle type once it has parsed the body; the adapter says where it came in.
+  // The pipeline runs the rule once it has parsed the body; the adapter says which rule.
   EXPECT_EQ(post("/fhir", R"({"resourceType":"Bundle","type":"transaction","entry":[]})").result(),
             http::status::accepted);
   EXPECT_EQ(post("/fhir/Bundle", R"({"resourceType":"Bundle","type":"document"})").result(),
             http::status::accepted);
   ASSERT_EQ(pipeline_.received.size(), 2u);
-  EXPECT_EQ(pipeline_.received[0].expected_type, "Bundle");
-  EXPECT_TRUE(pipeline_.received[0].at_base);
-  EXPECT_EQ(pipeline_.received[1].expected_type, "Bundle");
-  EXPECT_FALSE(pipeline_.received[1].at_base);
+  const std::string searchset = R"({"resourceType":"Bundle","type":"searchset"})";
+  const auto& at_base = pipeline_.received[0];
+  EXPECT_EQ(rule_verdict(at_base, R"({"resourceType":"Bundle","type":"transaction"})"), "");
+  EXPECT_EQ(rule_verdict(at_base, R"({"resourceType":"Bundle","type":"batch"})"), "");
+  EXPECT_NE(rule_verdict(at_base, searchset).find("Bundle.type: POST to the base takes a Bundle of type message, "
+                                                  "transaction or batch; this one is 'searchset'"),
+            std::string::npos);
+  EXPECT_NE(rule_verdict(at_base, R"({"resourceType":"Bundle"})").find("untyped"), std::string::npos);
+  EXPECT_NE(rule_verdict(at_base, patient).find("resourceType: this endpoint takes Bundle"), std::string::npos);
+  // The same searchset posted as a resource to /Bundle is a create, and is taken.
+  EXPECT_EQ(rule_verdict(pipeline_.received[1], searchset), "");
 }
 
 TEST_F(FhirRestInboundTest, OtherMethodsAre405WithAllow) {

@@ -1,0 +1,31 @@
+#include "adapters/partner_directory.hpp"
+
+#include "config/config.hpp"
+
+namespace tellonce {
+namespace {
+
+class ConfigPartnerDirectory final : public PartnerDirectory {
+ public:
+  explicit ConfigPartnerDirectory(const Config& config) : config_(config) {}
+
+  std::string_view by_api_key(std::string_view key) const override {
+    const Partner* p = config_.partner_by_api_key(key);
+    return p ? std::string_view(p->id) : std::string_view();
+  }
+  std::string_view by_id(std::string_view partner_id) const override {
+    const Partner* p = config_.partner(partner_id);
+    return p ? std::string_view(p->id) : std::string_view();
+  }
+
+ private:
+  const Config& config_;
+};
+
+}  // namespace
+
+std::unique_ptr<PartnerDirectory> make_partner_directory(const Config& config) {
+  return std::make_unique<ConfigPartnerDirectory>(config);
+}
+
+}  // namespace tellonce
