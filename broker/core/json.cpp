@@ -264,31 +264,65 @@ void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
+namespace {
+
+// Text cut to at most max bytes on a UTF-8 character boundary, marked when cut.
+void append_capped_json_string(std::string& out, std::string_view s, std::size_t max) {
+  if (s.size() <= max) return append_json_string(out, s);
+  std::size_t cut = max;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // not mid-character
+  std::string shortened(s.substr(0, cut));
+  shortened += "... (" + std::to_string(s.size() - cut) + " more bytes)";
+  append_json_string(out, shortened);
+}
+
+void append_issue(std::string& out, const Issue& i) {
+  out += R"({"severity":)";
+  append_json_string(out, to_string(i.severity));
+  out += R"(,"code":)";
+  append_capped_json_string(out, i.code.empty() ? "processing" : i.code, outcome_limits::max_text_bytes);
+  if (!i.rule.empty()) {
+    out += R"(,"details":{"coding":[{"system":"urn:tellonce:rule","code":)";
+    append_capped_json_string(out, i.rule, outcome_limits::max_text_bytes);
+    out += "}]}";
+  }
+  out += R"(,"diagnostics":)";
+  append_capped_json_string(out, i.diagnostics, outcome_limits::max_text_bytes);
+  if (!i.location.empty()) {
+    out += R"(,"location":[)";
+    append_capped_json_string(out, i.location, outcome_limits::max_text_bytes);
+    out += R"(],"expression":[)";
+    append_capped_json_string(out, i.location, outcome_limits::max_text_bytes);
+    out += "]";
+  }
+  out += "}";
+}
+
+}  // namespace
+
 std::string operation_outcome_json(const std::vector<Issue>& issues) {
   std::string out = R"({"resourceType":"OperationOutcome","issue":[)";
-  bool first = true;
+  // Room kept for the closing issue and brackets: one capped issue escapes to at most
+  // 6 bytes per byte of its four capped texts (\u00XX), plus the fixed parts.
+  constexpr std::size_t reserve = 4 * 6 * (outcome_limits::max_text_bytes + 64) + 512;
+  std::size_t listed = 0;
+  std::size_t errors_left_out = 0;
   for (const auto& i : issues) {
-    if (!first) out.push_back(',');
-    first = false;
-    out += R"({"severity":)";
-    append_json_string(out, to_string(i.severity));
-    out += R"(,"code":)";
-    append_json_string(out, i.code.empty() ? "processing" : i.code);
-    if (!i.rule.empty()) {
-      out += R"(,"details":{"coding":[{"system":"urn:tellonce:rule","code":)";
-      append_json_string(out, i.rule);
-      out += "}]}";
+    if (listed > 0 && out.size() + reserve > outcome_limits::max_answer_bytes) {
+      errors_left_out += i.is_error();
+      continue;
     }
-    out += R"(,"diagnostics":)";
-    append_json_string(out, i.diagnostics);
-    if (!i.location.empty()) {
-      out += R"(,"location":[)";
-      append_json_string(out, i.location);
-      out += R"(],"expression":[)";
-      append_json_string(out, i.location);
-      out += "]";
-    }
-    out += "}";
+    if (listed++ > 0) out.push_back(',');
+    append_issue(out, i);
+  }
+  if (listed < issues.size()) {
+    std::size_t left_out = issues.size() - listed;
+    std::string text = std::to_string(left_out) + " more issue(s) not listed: the answer is capped at " +
+                       std::to_string(outcome_limits::max_answer_bytes / 1024) + " KiB (" +
+                       std::to_string(errors_left_out) + " of them errors)";
+    out.push_back(',');
+    append_issue(out, Issue{errors_left_out ? Severity::error : Severity::information, "too-costly",
+                            std::move(text), "", "answer-limit"});
   }
   if (issues.empty())
     out += R"({"severity":"information","code":"informational","diagnostics":"no issues"})";

@@ -22,7 +22,15 @@ Result<rapidjson::Document> parse_json(std::string_view body, const JsonLimits& 
 // (see Pipeline::accept). On failure doc holds nothing useful.
 Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, const JsonLimits& limits = {});
 
-// FHIR OperationOutcome JSON for a list of issues (one issue entry per problem).
+namespace outcome_limits {
+// Each text of an issue (diagnostics, location, code, rule) is cut to this many bytes.
+inline constexpr std::size_t max_text_bytes = 2048;
+// No answer is longer: whatever issues do not fit are counted in one closing issue.
+inline constexpr std::size_t max_answer_bytes = 1024 * 1024;
+}  // namespace outcome_limits
+
+// FHIR OperationOutcome JSON for a list of issues (one issue entry per problem, in order),
+// at most outcome_limits::max_answer_bytes long whatever the issues hold.
 std::string operation_outcome_json(const std::vector<Issue>& issues);
 
 // Appends s as a JSON string literal (with quotes) to out.

@@ -1,6 +1,7 @@
 #include "ingest/pipeline.hpp"
 
 #include "core/log.hpp"
+#include "ingest/validation_pool.hpp"
 #include "queue/queue.hpp"
 #include "route/router.hpp"
 #include "store/store.hpp"
@@ -36,19 +37,39 @@ std::optional<Failure> check_envelope(const InboundRecord& rec, const rapidjson:
 
 class BrokerPipeline final : public Pipeline {
  public:
-  BrokerPipeline(const Validator& v, const Router& r, Store& s, Queue& q, JsonLimits l)
-      : validator_(v), router_(r), store_(s), queue_(q), limits_(l) {}
+  BrokerPipeline(const Validator& v, const Router& r, Store& s, Queue& q, JsonLimits l, HeavyRecords heavy)
+      : validator_(v), router_(r), store_(s), queue_(q), limits_(l), heavy_(heavy) {
+    if (heavy_.threads > 0) heavy_work_ = std::make_unique<ValidationPool>(heavy_.threads);
+  }
 
   asio::awaitable<Result<Accepted>> accept(InboundRecord rec) override {
     // RapidJSON's default pool takes 64 KiB chunks, and glibc consolidates its free lists on
     // every free of 64 KiB or more: 32 KiB holds a typical record's DOM in one chunk.
     rapidjson::MemoryPoolAllocator<> pool(32 * 1024);
     rapidjson::Document doc(&pool);
-    if (auto parsed = parse_json_into(doc, rec.body, limits_); !parsed) co_return rejected(rec, parsed.error());
+    // A big record is parsed and validated on the validation pool, so it cannot hold this I/O
+    // thread (and every connection it serves) for long; a small one stays here, where the hop
+    // would cost more than the work.
+    const bool heavy = heavy_work_ && rec.body.size() >= heavy_.min_body_bytes;
+    Result<void> parsed;
+    auto parse = [&] { parsed = parse_json_into(doc, rec.body, limits_); };
+    if (heavy) {
+      auto on_pool = heavy_work_->run(parse);
+      co_await std::move(on_pool);
+    } else {
+      parse();
+    }
+    if (!parsed) co_return rejected(rec, parsed.error());
     if (auto f = check_envelope(rec, doc)) co_return rejected(rec, std::move(*f));
 
     std::vector<Issue> issues;
-    validator_.validate(doc, issues);
+    auto validate = [&] { validator_.validate(doc, issues); };
+    if (heavy) {
+      auto on_pool = heavy_work_->run(validate);
+      co_await std::move(on_pool);
+    } else {
+      validate();
+    }
     if (has_errors(issues)) {
       // Well-formed FHIR JSON that breaks the shared schemas; warnings are kept alongside.
       co_return rejected(rec, Failure{Errc::invalid, Failure::Kind::permanent, std::move(issues)});
@@ -138,6 +159,8 @@ class BrokerPipeline final : public Pipeline {
   Store& store_;
   Queue& queue_;
   JsonLimits limits_;
+  HeavyRecords heavy_;
+  std::unique_ptr<ValidationPool> heavy_work_;  // null: everything inline
   std::atomic<std::uint64_t> accepted_{0}, duplicates_{0}, rejected_{0}, unroutable_{0};
 };
 
@@ -162,8 +185,8 @@ std::string idempotency_key_for(const InboundRecord& rec, const rapidjson::Value
 }
 
 std::unique_ptr<Pipeline> make_pipeline(const Validator& validator, const Router& router, Store& store,
-                                        Queue& queue, JsonLimits limits) {
-  return std::make_unique<BrokerPipeline>(validator, router, store, queue, limits);
+                                        Queue& queue, JsonLimits limits, HeavyRecords heavy) {
+  return std::make_unique<BrokerPipeline>(validator, router, store, queue, limits, heavy);
 }
 
 }  // namespace tellonce

@@ -67,6 +67,48 @@ TEST(OperationOutcome, OneIssuePerProblemWithLocationAndRule) {
   EXPECT_FALSE(d["issue"][1].HasMember("expression"));
 }
 
+TEST(OperationOutcome, EveryTextIsCutOnACharacterBoundary) {
+  // Issue 7 item 2: an answer quoting a 9 MB key or value must not be 9 MB (or twice that).
+  std::string huge;
+  for (int i = 0; i < 50000; ++i) huge += "\xC3\xA9";  // é: cutting mid-character would break UTF-8
+  auto json = operation_outcome_json({Issue{Severity::error, "value", huge, "Patient." + huge, "rule"}});
+  rapidjson::Document d;
+  d.Parse<rapidjson::kParseValidateEncodingFlag>(json.c_str());
+  ASSERT_FALSE(d.HasParseError()) << "not valid JSON/UTF-8";
+  std::string diagnostics = d["issue"][0]["diagnostics"].GetString();
+  EXPECT_LE(diagnostics.size(), outcome_limits::max_text_bytes + 40);
+  EXPECT_EQ(diagnostics.rfind("\xC3\xA9", 0), 0u);
+  EXPECT_NE(diagnostics.find("more bytes)"), std::string::npos) << diagnostics.substr(diagnostics.size() - 40);
+  EXPECT_LE(std::string(d["issue"][0]["expression"][0].GetString()).size(), outcome_limits::max_text_bytes + 40);
+  EXPECT_LT(json.size(), 4 * (outcome_limits::max_text_bytes + 100));
+}
+
+TEST(OperationOutcome, TheAnswerIsCappedAndCountsWhatItLeftOut) {
+  std::vector<Issue> issues;
+  // Control characters escape to six bytes each: the worst case for the answer's size.
+  for (int i = 0; i < 3000; ++i)
+    issues.push_back({i % 2 ? Severity::warning : Severity::error, "value", std::string(5000, '\x01'),
+                      "Patient.k" + std::to_string(i), "test"});
+  auto json = operation_outcome_json(issues);
+  EXPECT_LE(json.size(), outcome_limits::max_answer_bytes);
+  rapidjson::Document d;
+  d.Parse(json.c_str());
+  ASSERT_FALSE(d.HasParseError());
+  const auto& listed = d["issue"];
+  ASSERT_GT(listed.Size(), 2u);
+  ASSERT_LT(listed.Size(), issues.size());
+  std::size_t left_out = issues.size() - (listed.Size() - 1);
+  std::size_t errors_left_out = 0;
+  for (std::size_t i = listed.Size() - 1; i < issues.size(); ++i) errors_left_out += issues[i].is_error();
+  const auto& last = listed[listed.Size() - 1];
+  EXPECT_STREQ(last["details"]["coding"][0]["code"].GetString(), "answer-limit");
+  EXPECT_STREQ(last["severity"].GetString(), "error");
+  std::string text = last["diagnostics"].GetString();
+  EXPECT_EQ(text.rfind(std::to_string(left_out) + " more issue(s) not listed", 0), 0u) << text;
+  EXPECT_NE(text.find("(" + std::to_string(errors_left_out) + " of them errors)"), std::string::npos) << text;
+  EXPECT_STREQ(listed[1]["expression"][0].GetString(), "Patient.k1");  // in order
+}
+
 TEST(MessageId, UniqueSortableAndUlidShaped) {
   std::set<std::string> seen;
   std::string prev;

@@ -13,7 +13,14 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 
+#include <pthread.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <map>
+#include <mutex>
+#include <thread>
 
 namespace tellonce {
 namespace {
@@ -166,6 +173,118 @@ TEST_F(PipelineTest, DuplicateIsAnsweredWithTheFirstIdAndNotEnqueued) {
   EXPECT_EQ(second->message_id, first->message_id);
   EXPECT_EQ(queue.pushed.size(), 2u);  // only the first one's two destinations
   EXPECT_EQ(pipeline->counters().duplicates, 1u);
+}
+
+// Holds the validation of a record carrying "slow" until release(); notes where each record was
+// validated and, with the test's own notes, the order things happened in.
+class GatedValidator : public Validator {
+ public:
+  void validate(const rapidjson::Value& r, std::vector<Issue>&) const override {
+    char name[16] = {};
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    std::unique_lock lock(mutex_);
+    if (!r.HasMember("slow")) {
+      small_thread_ = std::this_thread::get_id();
+      return;
+    }
+    big_thread_name_ = name;
+    // Only a guard against hanging when the big record blocks the I/O thread (the bug): the
+    // order of events below is what the test checks, not how long anything took.
+    if (!released_cv_.wait_for(lock, std::chrono::seconds(10), [&] { return released_; }))
+      events_.push_back("big gave up waiting");
+    events_.push_back("big validated");
+  }
+  void note(std::string event) {
+    std::lock_guard lock(mutex_);
+    events_.push_back(std::move(event));
+  }
+  void release() {
+    {
+      std::lock_guard lock(mutex_);
+      released_ = true;
+    }
+    released_cv_.notify_all();
+  }
+  std::vector<std::string> events() const {
+    std::lock_guard lock(mutex_);
+    return events_;
+  }
+  std::thread::id small_thread() const {
+    std::lock_guard lock(mutex_);
+    return small_thread_;
+  }
+  std::string big_thread_name() const {
+    std::lock_guard lock(mutex_);
+    return big_thread_name_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::condition_variable released_cv_;
+  bool released_ = false;
+  mutable std::vector<std::string> events_;
+  mutable std::thread::id small_thread_;
+  mutable std::string big_thread_name_;
+};
+
+TEST(PipelineHeavyRecords, ASmallRecordIsAnsweredWhileABigOneIsStillBeingValidated) {
+  // Issue 7 item 3: one partner's costly record must not hold everyone else's on its I/O thread.
+  GatedValidator validator;
+  FakeRouter router;
+  test::FakeStore store;
+  FakeQueue queue;
+  auto pipeline = make_pipeline(validator, router, store, queue, JsonLimits{1 << 20, 16},
+                                HeavyRecords{/*min_body_bytes=*/1024, /*threads=*/1});
+  InboundRecord big;
+  big.source = "rtx";
+  big.channel = "http";
+  big.body = R"({"resourceType":"Patient","slow":true,"pad":")" + std::string(2000, 'x') + "\"}";
+  InboundRecord small = big;
+  small.body = R"({"resourceType":"Patient"})";
+
+  asio::io_context io;  // one I/O thread: this test's
+  int answered = 0;
+  asio::co_spawn(io, pipeline->accept(std::move(big)), [&](std::exception_ptr e, Result<Accepted> r) {
+    validator.note(!e && r ? "big answered" : "big failed");
+    ++answered;
+  });
+  asio::co_spawn(io, pipeline->accept(std::move(small)), [&](std::exception_ptr e, Result<Accepted> r) {
+    validator.note(!e && r ? "small answered" : "small failed");
+    ++answered;
+    validator.release();  // only now may the big one finish
+  });
+  io.run();  // returns once both are answered: the pool holds work on io while validating
+
+  ASSERT_EQ(answered, 2);
+  auto events = validator.events();
+  EXPECT_EQ(events, (std::vector<std::string>{"small answered", "big validated", "big answered"}));
+  EXPECT_EQ(validator.small_thread(), std::this_thread::get_id()) << "a small record stays inline";
+  EXPECT_EQ(validator.big_thread_name(), "validate");
+  EXPECT_EQ(store.stored.size(), 2u);
+}
+
+TEST(PipelineHeavyRecords, ABigRecordRejectedOnThePoolIsAnsweredWithItsIssues) {
+  FakeValidator validator;
+  FakeRouter router;
+  test::FakeStore store;
+  FakeQueue queue;
+  auto pipeline = make_pipeline(validator, router, store, queue, JsonLimits{1 << 20, 16},
+                                HeavyRecords{/*min_body_bytes=*/64, /*threads=*/2});
+  InboundRecord bad;
+  bad.source = "rtx";
+  bad.channel = "http";
+  bad.body = R"({"resourceType":"Patient","bad":true,"pad":")" + std::string(100, 'x') + "\"}";
+  InboundRecord broken = bad;
+  broken.body = R"({"resourceType":"Patient","pad":")" + std::string(100, 'x') + "\",}";
+  auto r = test::run_async(pipeline->accept(std::move(bad)));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::invalid);
+  ASSERT_EQ(r.error().issues.size(), 1u);
+  EXPECT_EQ(r.error().issues[0].location, "Patient.bad");
+  auto b = test::run_async(pipeline->accept(std::move(broken)));
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.error().code, Errc::malformed);
+  EXPECT_TRUE(store.stored.empty());
 }
 
 TEST(IdempotencyKey, HeaderThenMessageHeaderThenBundleId) {
