@@ -1,8 +1,8 @@
-#include "adapters/registry.hpp"
+#include "tellonce/registry.hpp"
 
-#include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
-#include "adapters/fhir_rest_outbound/fhir_rest_outbound.hpp"
-#include "adapters/file_outbound/file_outbound.hpp"
+#include "fhir_rest_inbound/fhir_rest_inbound.hpp"
+#include "fhir_rest_outbound/fhir_rest_outbound.hpp"
+#include "file_outbound/file_outbound.hpp"
 
 namespace tellonce {
 

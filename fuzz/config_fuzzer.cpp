@@ -1,7 +1,7 @@
 // libFuzzer target: a configuration file through load_config with the real adapter registry
 // (the adapters' own settings parsers included). Problems are values; nothing may throw.
-#include "adapters/registry.hpp"
-#include "config/config.hpp"
+#include "tellonce/registry.hpp"
+#include "broker/config/config.hpp"
 
 #include <unistd.h>
 

@@ -1,7 +1,7 @@
 // libFuzzer target: bytes from a client through Beast's request parser configured as
 // HttpServer::serve configures it (string body, the server's default header and body limits,
 // read_header then read on one reused buffer, keep-alive requests back to back).
-#include "http/server.hpp"
+#include "tellonce/http_server.hpp"
 
 #include <boost/beast/_experimental/test/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>

@@ -1,8 +1,8 @@
 // libFuzzer target: a partner's body through JSON intake, the FHIR validator with the shipped
 // schemas, the routing facts and the OperationOutcome answer, as the pipeline runs them.
-#include "core/json.hpp"
-#include "route/router.hpp"
-#include "validate/validator.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/router.hpp"
+#include "tellonce/validator.hpp"
 
 #include <cstddef>
 #include <cstdint>

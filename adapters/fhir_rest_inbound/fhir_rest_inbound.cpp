@@ -1,9 +1,9 @@
-#include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
+#include "fhir_rest_inbound.hpp"
 
-#include "core/json.hpp"
-#include "core/log.hpp"
-#include "http/server.hpp"
-#include "ingest/pipeline.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/log.hpp"
+#include "tellonce/http_server.hpp"
+#include "tellonce/pipeline.hpp"
 
 #include <boost/beast/core/string.hpp>
 #include <rapidjson/stringbuffer.h>

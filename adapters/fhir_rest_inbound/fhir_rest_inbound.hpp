@@ -2,7 +2,7 @@
 // GET /fhir/metadata, mounted on the shared HTTP server for its listen address.
 #pragma once
 
-#include "adapters/registry.hpp"
+#include "tellonce/registry.hpp"
 
 namespace tellonce {
 

@@ -1,4 +1,4 @@
-#include "adapters/fhir_rest_outbound/fhir_rest_outbound.hpp"
+#include "fhir_rest_outbound.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_executor.hpp>

@@ -2,7 +2,7 @@
 // (resource → {base}/{type}, Bundle → {base}), reusing connections, TLS verification on.
 #pragma once
 
-#include "adapters/registry.hpp"
+#include "tellonce/registry.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 

@@ -1,4 +1,4 @@
-#include "adapters/file_outbound/file_outbound.hpp"
+#include "file_outbound.hpp"
 
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>

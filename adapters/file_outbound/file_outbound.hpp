@@ -11,7 +11,7 @@
 // resumes the awaiting coroutine on that coroutine's own executor.
 #pragma once
 
-#include "adapters/registry.hpp"
+#include "tellonce/registry.hpp"
 
 #include <filesystem>
 

@@ -1,8 +1,8 @@
 // Validator throughput on one thread: parse + validate a corpus built from the shared sample data,
 // repeated for N seconds. Not a test. Also writes the exact corpus for the ajv side (--corpus-out)
 // and reports which hand-made defective resources it rejects (--defects DIR).
-#include "core/json.hpp"
-#include "validate/validator.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/validator.hpp"
 
 #include <sys/resource.h>
 

@@ -1,10 +1,10 @@
-#include "api/api.hpp"
+#include "broker/api/api.hpp"
 
-#include "config/config.hpp"
-#include "core/trail.hpp"
-#include "http/server.hpp"
-#include "ingest/pipeline.hpp"
-#include "store/store.hpp"
+#include "broker/config/config.hpp"
+#include "broker/core/trail.hpp"
+#include "tellonce/http_server.hpp"
+#include "tellonce/pipeline.hpp"
+#include "tellonce/store.hpp"
 
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>

@@ -1,8 +1,8 @@
 // `tellonce message ID` and `tellonce replay ID`: clients of the running broker's API, so
 // they see exactly what the console and the status URL see.
-#include "cli/commands.hpp"
+#include "broker/cli/commands.hpp"
 
-#include "config/config.hpp"
+#include "broker/config/config.hpp"
 
 #include <curl/curl.h>
 #include <rapidjson/document.h>

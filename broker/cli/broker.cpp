@@ -1,15 +1,15 @@
-#include "cli/broker.hpp"
+#include "broker/cli/broker.hpp"
 
-#include "adapters/partner_directory.hpp"
-#include "api/api.hpp"
-#include "core/log.hpp"
-#include "delivery/delivery.hpp"
-#include "http/server.hpp"
-#include "ingest/pipeline.hpp"
-#include "queue/memory_queue.hpp"
-#include "route/router.hpp"
-#include "store/sqlite_store.hpp"
-#include "validate/validator.hpp"
+#include "broker/config/partner_directory.hpp"
+#include "broker/api/api.hpp"
+#include "tellonce/log.hpp"
+#include "broker/delivery/delivery.hpp"
+#include "tellonce/http_server.hpp"
+#include "tellonce/pipeline.hpp"
+#include "broker/queue/memory_queue.hpp"
+#include "tellonce/router.hpp"
+#include "broker/store/sqlite_store.hpp"
+#include "tellonce/validator.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>

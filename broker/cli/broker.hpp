@@ -19,9 +19,9 @@
 // throw std::runtime_error on start-up errors (schemas, store, a listen address in use).
 #pragma once
 
-#include "adapters/adapter.hpp"
-#include "adapters/registry.hpp"
-#include "config/config.hpp"
+#include "tellonce/adapter.hpp"
+#include "tellonce/registry.hpp"
+#include "broker/config/config.hpp"
 
 #include <boost/asio/io_context.hpp>
 

@@ -1,6 +1,6 @@
 #pragma once
 
-#include "adapters/registry.hpp"
+#include "tellonce/registry.hpp"
 
 namespace tellonce {
 

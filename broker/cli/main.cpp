@@ -1,10 +1,10 @@
 // tellonce: one executable, one subcommand per job.
-#include "cli/commands.hpp"
+#include "broker/cli/commands.hpp"
 
-#include "adapters/registry.hpp"
-#include "config/check_command.hpp"
-#include "sink/sink.hpp"
-#include "validate/validate_command.hpp"
+#include "tellonce/registry.hpp"
+#include "broker/config/check_command.hpp"
+#include "broker/sink/sink.hpp"
+#include "broker/validate/validate_command.hpp"
 
 #include <cstring>
 #include <exception>

@@ -1,10 +1,10 @@
 // `tellonce serve`: parses its arguments, loads the config, and runs a Broker (cli/broker.hpp),
 // which owns the components and the shutdown.
-#include "cli/commands.hpp"
+#include "broker/cli/commands.hpp"
 
-#include "cli/broker.hpp"
-#include "config/config.hpp"
-#include "core/log.hpp"
+#include "broker/cli/broker.hpp"
+#include "broker/config/config.hpp"
+#include "tellonce/log.hpp"
 
 #include <iostream>
 

@@ -1,6 +1,6 @@
-#include "config/check_command.hpp"
+#include "broker/config/check_command.hpp"
 
-#include "config/config.hpp"
+#include "broker/config/config.hpp"
 
 #include <iostream>
 #include <string>

@@ -1,7 +1,7 @@
 // `tellonce check-config FILE`: loads the config as the broker would and prints every problem.
 #pragma once
 
-#include "config/adapter_settings.hpp"
+#include "tellonce/adapter_settings.hpp"
 
 #include <iosfwd>
 

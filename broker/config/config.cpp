@@ -1,4 +1,4 @@
-#include "config/config.hpp"
+#include "broker/config/config.hpp"
 
 namespace tellonce {
 

@@ -2,7 +2,7 @@
 // is reported at once with file, line and config path, and nothing starts with a bad config.
 #pragma once
 
-#include "config/adapter_settings.hpp"
+#include "tellonce/adapter_settings.hpp"
 
 #include <chrono>
 #include <cstdint>

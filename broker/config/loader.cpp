@@ -1,8 +1,8 @@
 // Reads the YAML config section by section, then cross-checks references between sections.
 // Every problem is collected; nothing stops at the first one.
-#include "config/config.hpp"
-#include "config/settings_reader_impl.hpp"
-#include "core/uk_identifiers.hpp"
+#include "broker/config/config.hpp"
+#include "broker/config/settings_reader_impl.hpp"
+#include "broker/core/uk_identifiers.hpp"
 
 #include <algorithm>
 #include <map>

@@ -1,6 +1,6 @@
-#include "config/settings_reader.hpp"
+#include "tellonce/settings_reader.hpp"
 
-#include "config/settings_reader_impl.hpp"
+#include "broker/config/settings_reader_impl.hpp"
 
 #include <algorithm>
 #include <charconv>

@@ -2,8 +2,8 @@
 // settings_reader.cpp include it, so yaml-cpp stays out of the public headers.
 #pragma once
 
-#include "config/config.hpp"
-#include "config/settings_reader.hpp"
+#include "broker/config/config.hpp"
+#include "tellonce/settings_reader.hpp"
 
 #include <yaml-cpp/yaml.h>
 

@@ -1,4 +1,4 @@
-#include "core/error.hpp"
+#include "tellonce/error.hpp"
 
 #include <stdexcept>
 

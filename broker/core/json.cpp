@@ -1,4 +1,4 @@
-#include "core/json.hpp"
+#include "tellonce/json.hpp"
 
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>

@@ -1,4 +1,4 @@
-#include "core/log.hpp"
+#include "tellonce/log.hpp"
 
 #include <atomic>
 #include <chrono>

@@ -1,4 +1,4 @@
-#include "core/message.hpp"
+#include "tellonce/message.hpp"
 
 #include <openssl/evp.h>
 

@@ -1,4 +1,4 @@
-#include "core/trail.hpp"
+#include "broker/core/trail.hpp"
 
 namespace tellonce {
 namespace {

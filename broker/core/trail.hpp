@@ -3,7 +3,7 @@
 // Pure functions of their arguments: thread-safe, no I/O, nothing kept.
 #pragma once
 
-#include "core/message.hpp"
+#include "tellonce/message.hpp"
 
 #include <string>
 

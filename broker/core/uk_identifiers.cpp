@@ -1,4 +1,4 @@
-#include "core/uk_identifiers.hpp"
+#include "broker/core/uk_identifiers.hpp"
 
 namespace tellonce {
 

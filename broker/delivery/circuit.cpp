@@ -1,6 +1,6 @@
-#include "delivery/circuit.hpp"
+#include "broker/delivery/circuit.hpp"
 
-#include "delivery/retry_policy.hpp"
+#include "broker/delivery/retry_policy.hpp"
 
 #include <algorithm>
 

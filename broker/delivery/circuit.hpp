@@ -12,7 +12,7 @@
 // moment (hold_until) without blaming the partner.
 #pragma once
 
-#include "config/config.hpp"
+#include "broker/config/config.hpp"
 
 #include <cstdint>
 #include <limits>

@@ -11,12 +11,12 @@
 // and adapters must outlive the Dispatcher's workers: stop() and run the io_context dry first.
 #pragma once
 
-#include "adapters/adapter.hpp"
-#include "config/config.hpp"
-#include "delivery/circuit.hpp"
-#include "delivery/retry_policy.hpp"
-#include "queue/queue.hpp"
-#include "store/store.hpp"
+#include "tellonce/adapter.hpp"
+#include "broker/config/config.hpp"
+#include "broker/delivery/circuit.hpp"
+#include "broker/delivery/retry_policy.hpp"
+#include "tellonce/queue.hpp"
+#include "tellonce/store.hpp"
 
 #include <boost/asio/io_context.hpp>
 

@@ -1,6 +1,6 @@
-#include "delivery/delivery.hpp"
+#include "broker/delivery/delivery.hpp"
 
-#include "core/log.hpp"
+#include "tellonce/log.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_executor.hpp>

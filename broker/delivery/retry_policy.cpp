@@ -1,4 +1,4 @@
-#include "delivery/retry_policy.hpp"
+#include "broker/delivery/retry_policy.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -2,8 +2,8 @@
 // the record's history and the time (tests pass `now_ms` and the random draw explicitly).
 #pragma once
 
-#include "config/config.hpp"
-#include "core/message.hpp"
+#include "broker/config/config.hpp"
+#include "tellonce/message.hpp"
 
 #include <cstdint>
 

@@ -1,10 +1,10 @@
-#include "http/server.hpp"
+#include "tellonce/http_server.hpp"
 
-#include "http/session.hpp"
+#include "broker/http/session.hpp"
 
-#include "core/error.hpp"
-#include "core/json.hpp"
-#include "core/log.hpp"
+#include "tellonce/error.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/log.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

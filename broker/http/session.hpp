@@ -8,7 +8,7 @@
 // it returns. A Session is shared with its deadline handler, so hold it by shared_ptr.
 #pragma once
 
-#include "http/server.hpp"
+#include "tellonce/http_server.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>

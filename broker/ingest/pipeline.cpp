@@ -1,11 +1,11 @@
-#include "ingest/pipeline.hpp"
+#include "tellonce/pipeline.hpp"
 
-#include "core/log.hpp"
-#include "ingest/validation_pool.hpp"
-#include "queue/queue.hpp"
-#include "route/router.hpp"
-#include "store/store.hpp"
-#include "validate/validator.hpp"
+#include "tellonce/log.hpp"
+#include "broker/ingest/validation_pool.hpp"
+#include "tellonce/queue.hpp"
+#include "tellonce/router.hpp"
+#include "tellonce/store.hpp"
+#include "tellonce/validator.hpp"
 
 #include <atomic>
 #include <optional>

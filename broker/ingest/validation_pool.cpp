@@ -1,4 +1,4 @@
-#include "ingest/validation_pool.hpp"
+#include "broker/ingest/validation_pool.hpp"
 
 #include <pthread.h>
 

@@ -8,7 +8,7 @@
 // memory. A job pushed with an empty body (Store::load_pending past its budget) stays so.
 #pragma once
 
-#include "queue/queue.hpp"
+#include "tellonce/queue.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 

@@ -1,6 +1,6 @@
-#include "queue/queue.hpp"
+#include "tellonce/queue.hpp"
 
-#include "core/log.hpp"
+#include "tellonce/log.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

@@ -1,5 +1,5 @@
-#include "route/record_walk.hpp"
-#include "route/router.hpp"
+#include "broker/route/record_walk.hpp"
+#include "tellonce/router.hpp"
 
 #include <algorithm>
 

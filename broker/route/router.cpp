@@ -1,9 +1,9 @@
 // Routes are compiled once at start-up; route() runs for every record, so it walks the
 // parsed JSON in place and allocates only the matches it returns.
-#include "route/router.hpp"
+#include "tellonce/router.hpp"
 
-#include "config/config.hpp"
-#include "route/record_walk.hpp"
+#include "broker/config/config.hpp"
+#include "broker/route/record_walk.hpp"
 
 #include <charconv>
 #include <optional>

@@ -1,9 +1,9 @@
-#include "sink/sink.hpp"
+#include "broker/sink/sink.hpp"
 
-#include "core/json.hpp"
-#include "core/log.hpp"
-#include "core/message.hpp"
-#include "http/server.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/log.hpp"
+#include "tellonce/message.hpp"
+#include "tellonce/http_server.hpp"
 
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>

@@ -1,4 +1,4 @@
-#include "store/sqlite_db.hpp"
+#include "broker/store/sqlite_db.hpp"
 
 #include <stdexcept>
 

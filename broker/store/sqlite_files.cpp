@@ -1,4 +1,4 @@
-#include "store/sqlite_files.hpp"
+#include "broker/store/sqlite_files.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>

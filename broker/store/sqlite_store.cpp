@@ -12,13 +12,13 @@
 //              rarer kinds). received/validated/routed/delivered are read from the rows themselves.
 // The store returns the trail as LifecycleEvents; the words are made above it (core/trail.hpp).
 // A message's state is derived from its deliveries, never stored.
-#include "store/sqlite_db.hpp"
-#include "store/sqlite_files.hpp"
-#include "store/sqlite_store.hpp"
-#include "store/worker_jobs.hpp"
+#include "broker/store/sqlite_db.hpp"
+#include "broker/store/sqlite_files.hpp"
+#include "broker/store/sqlite_store.hpp"
+#include "broker/store/worker_jobs.hpp"
 
-#include "core/json.hpp"
-#include "core/log.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/log.hpp"
 
 #include <boost/asio/async_result.hpp>
 #include <rapidjson/document.h>

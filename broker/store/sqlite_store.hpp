@@ -3,7 +3,7 @@
 // composition root (broker/cli/serve.cpp) and its own tests needs this header.
 #pragma once
 
-#include "store/store.hpp"
+#include "tellonce/store.hpp"
 
 #include <chrono>
 #include <cstdint>

@@ -2,7 +2,7 @@
 // coroutine is resumed on its own executor once the worker has a result.
 #pragma once
 
-#include "core/error.hpp"
+#include "tellonce/error.hpp"
 
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/executor_work_guard.hpp>

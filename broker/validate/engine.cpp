@@ -1,10 +1,10 @@
 // The structural FHIR R4 check: one walk over the JSON tree, driven by the compiled schema.
 // Nothing is allocated while the record is valid: the location lives in one reusable buffer
 // and is only copied into an Issue when something is wrong.
-#include "validate/contained_ids.hpp"
-#include "validate/rules.hpp"
-#include "validate/schema.hpp"
-#include "validate/validator.hpp"
+#include "broker/validate/contained_ids.hpp"
+#include "broker/validate/rules.hpp"
+#include "broker/validate/schema.hpp"
+#include "tellonce/validator.hpp"
 
 #include <algorithm>
 #include <cctype>

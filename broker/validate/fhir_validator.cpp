@@ -1,7 +1,7 @@
 // The broker's validator: the structural engine plus the FHIR invariants and UK rules.
 // Kept apart from engine.cpp so tools and tests can use the engine without the rule sets.
-#include "validate/rules.hpp"
-#include "validate/validator.hpp"
+#include "broker/validate/rules.hpp"
+#include "tellonce/validator.hpp"
 
 namespace tellonce {
 

@@ -1,9 +1,9 @@
 // FHIR R4 invariants written out by hand. Keys, severities and wording follow the `constraint`
 // lists of the R4 StructureDefinitions; each check says in plain words what the partner must fix.
-#include "validate/rules.hpp"
+#include "broker/validate/rules.hpp"
 
-#include "core/json.hpp"
-#include "validate/contained_ids.hpp"
+#include "tellonce/json.hpp"
+#include "broker/validate/contained_ids.hpp"
 
 #include <algorithm>
 #include <cstdint>

@@ -1,5 +1,5 @@
-#include "validate/rules.hpp"
-#include "validate/rules_formats.hpp"
+#include "broker/validate/rules.hpp"
+#include "broker/validate/rules_formats.hpp"
 
 #include <array>
 #include <cstdint>

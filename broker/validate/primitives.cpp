@@ -1,4 +1,4 @@
-#include "validate/primitives.hpp"
+#include "broker/validate/primitives.hpp"
 
 #include <array>
 #include <utility>

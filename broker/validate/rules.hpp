@@ -3,7 +3,7 @@
 // every RuleSet once per resource and once per complex-typed element, after its own checks.
 #pragma once
 
-#include "core/error.hpp"
+#include "tellonce/error.hpp"
 
 #include <rapidjson/document.h>
 

@@ -1,7 +1,7 @@
 // Format checks for UK identifiers and codes, shared by the UK rules, tests and the benchmark.
 #pragma once
 
-#include "core/uk_identifiers.hpp"
+#include "broker/core/uk_identifiers.hpp"
 
 #include <string_view>
 

@@ -1,4 +1,4 @@
-#include "validate/schema.hpp"
+#include "broker/validate/schema.hpp"
 
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>

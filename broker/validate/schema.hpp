@@ -3,7 +3,7 @@
 // JSON property name, so validating a member costs one hash and one compare.
 #pragma once
 
-#include "validate/primitives.hpp"
+#include "broker/validate/primitives.hpp"
 
 #include <cstdint>
 #include <filesystem>

@@ -2,9 +2,9 @@
 // The file format is described in schemas/uk/README.md. Element-wide checks (identifier
 // systems, coding systems, retired extension URLs) run on every Identifier, Coding and
 // Extension; per-resource checks run on resources of a type, when their file applies.
-#include "core/json.hpp"
-#include "validate/rules.hpp"
-#include "validate/rules_formats.hpp"
+#include "tellonce/json.hpp"
+#include "broker/validate/rules.hpp"
+#include "broker/validate/rules_formats.hpp"
 
 #include <rapidjson/error/en.h>
 

@@ -1,7 +1,7 @@
-#include "validate/validate_command.hpp"
+#include "broker/validate/validate_command.hpp"
 
-#include "core/json.hpp"
-#include "validate/validator.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/validator.hpp"
 
 #include <fstream>
 #include <iostream>

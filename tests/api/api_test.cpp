@@ -1,10 +1,10 @@
-#include "api/api.hpp"
+#include "broker/api/api.hpp"
 
-#include "config/config.hpp"
-#include "core/trail.hpp"
+#include "broker/config/config.hpp"
+#include "broker/core/trail.hpp"
 #include "support/fake_store.hpp"
 #include "support/loopback_client.hpp"
-#include "ingest/pipeline.hpp"
+#include "tellonce/pipeline.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>

@@ -1,4 +1,4 @@
-#include "config/check_command.hpp"
+#include "broker/config/check_command.hpp"
 #include "config_files.hpp"
 #include "test_adapters.hpp"
 

@@ -1,4 +1,4 @@
-#include "config/config.hpp"
+#include "broker/config/config.hpp"
 #include "config_files.hpp"
 #include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
 #include "adapters/fhir_rest_outbound/fhir_rest_outbound.hpp"

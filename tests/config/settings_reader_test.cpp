@@ -1,5 +1,5 @@
-#include "config/config.hpp"
-#include "config/settings_reader.hpp"
+#include "broker/config/config.hpp"
+#include "tellonce/settings_reader.hpp"
 #include "config_files.hpp"
 #include "test_adapters.hpp"
 

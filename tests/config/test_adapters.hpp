@@ -4,7 +4,7 @@
 // that sends on it in `sender`, and has no base path or HTTP at all.
 #pragma once
 
-#include "adapters/registry.hpp"
+#include "tellonce/registry.hpp"
 
 #include <memory>
 #include <string>

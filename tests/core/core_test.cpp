@@ -1,6 +1,6 @@
-#include "core/error.hpp"
-#include "core/json.hpp"
-#include "core/message.hpp"
+#include "tellonce/error.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/message.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>

@@ -1,6 +1,6 @@
 // Hostile JSON intake (issue 7): numbers RapidJSON's own conversion crashes on, lone
 // surrogate escapes, a byte-order mark. parse_json must refuse precisely or hold the value.
-#include "core/json.hpp"
+#include "tellonce/json.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>

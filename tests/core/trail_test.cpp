@@ -1,5 +1,5 @@
 // The trail's words: what people read in the API's events[].detail and `tellonce message`.
-#include "core/trail.hpp"
+#include "broker/core/trail.hpp"
 
 #include <gtest/gtest.h>
 

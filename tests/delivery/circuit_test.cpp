@@ -1,4 +1,4 @@
-#include "delivery/circuit.hpp"
+#include "broker/delivery/circuit.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
-#include "delivery/delivery.hpp"
-#include "queue/memory_queue.hpp"
+#include "broker/delivery/delivery.hpp"
+#include "broker/queue/memory_queue.hpp"
 
 #include "support/builders.hpp"
 #include "support/fake_store.hpp"

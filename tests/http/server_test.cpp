@@ -1,6 +1,6 @@
-#include "http/server.hpp"
+#include "tellonce/http_server.hpp"
 
-#include "core/error.hpp"
+#include "tellonce/error.hpp"
 #include "support/io_thread.hpp"
 
 #include <boost/asio/ip/tcp.hpp>

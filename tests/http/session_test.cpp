@@ -3,7 +3,7 @@
 // (no hang, no exception, no leak under ASan), hand each request to the handler at most once,
 // and leave the client with a prefix of what an undisturbed run sends: a failure may cut the
 // answers short but never garble them or answer something else.
-#include "http/session.hpp"
+#include "broker/http/session.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

@@ -1,9 +1,9 @@
-#include "ingest/pipeline.hpp"
+#include "tellonce/pipeline.hpp"
 
-#include "queue/queue.hpp"
-#include "route/router.hpp"
-#include "store/store.hpp"
-#include "validate/validator.hpp"
+#include "tellonce/queue.hpp"
+#include "tellonce/router.hpp"
+#include "tellonce/store.hpp"
+#include "tellonce/validator.hpp"
 
 #include "support/fake_store.hpp"
 #include "support/run_async.hpp"

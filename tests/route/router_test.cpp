@@ -1,5 +1,5 @@
-#include "config/config.hpp"
-#include "route/router.hpp"
+#include "broker/config/config.hpp"
+#include "tellonce/router.hpp"
 
 #include <gtest/gtest.h>
 

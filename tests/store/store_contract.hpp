@@ -4,7 +4,7 @@
 // a database schema on a server...), set up in its constructor and removed in its destructor.
 #pragma once
 
-#include "store/store.hpp"
+#include "tellonce/store.hpp"
 #include "support/run_async.hpp"
 
 #include <gtest/gtest.h>

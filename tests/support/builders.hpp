@@ -1,7 +1,7 @@
 // Test support: small, valid values to start a test from; the test changes what it looks at.
 #pragma once
 
-#include "core/message.hpp"
+#include "tellonce/message.hpp"
 
 #include <cstdint>
 #include <string>

@@ -2,7 +2,7 @@
 // call, on the calling thread). Throws boost::system::system_error when the connection fails.
 #pragma once
 
-#include "http/server.hpp"
+#include "tellonce/http_server.hpp"
 #include "support/io_thread.hpp"
 
 #include <boost/asio/ip/tcp.hpp>

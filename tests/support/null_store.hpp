@@ -2,7 +2,7 @@
 // test looks at. Completes every call at once on the caller's executor; not thread-safe.
 #pragma once
 
-#include "store/store.hpp"
+#include "tellonce/store.hpp"
 
 namespace tellonce::test {
 

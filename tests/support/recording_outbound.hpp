@@ -2,7 +2,7 @@
 // deliver() completes at once on the caller's executor; not thread-safe.
 #pragma once
 
-#include "adapters/adapter.hpp"
+#include "tellonce/adapter.hpp"
 
 #include <functional>
 #include <vector>

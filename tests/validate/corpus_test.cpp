@@ -2,8 +2,8 @@
 // invalid/, each listed in expected.txt as "NAME RULE LOCATION" (one line per problem the
 // validator must report as an error there), and tricky but valid records under valid/, which
 // must produce no errors at all. Runs the full broker validator (engine, invariants, UK rules).
-#include "core/json.hpp"
-#include "validate/validator.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/validator.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,10 +1,10 @@
 // The structural FHIR R4 engine: per check family one record that fails (exact location and
 // rule) and one that passes; every shipped sample record passes; the `validate` command.
-#include "core/json.hpp"
-#include "validate/primitives.hpp"
-#include "validate/rules.hpp"
-#include "validate/validate_command.hpp"
-#include "validate/validator.hpp"
+#include "tellonce/json.hpp"
+#include "broker/validate/primitives.hpp"
+#include "broker/validate/rules.hpp"
+#include "broker/validate/validate_command.hpp"
+#include "tellonce/validator.hpp"
 
 #include "support/temp_dir.hpp"
 

@@ -1,8 +1,8 @@
 // Hostile records against the full validator (issue 7): bounded issue lists, work linear in
 // the record's size (counted in steps, not timed), FHIR's string limit, one resourceType.
-#include "core/json.hpp"
-#include "validate/contained_ids.hpp"
-#include "validate/validator.hpp"
+#include "tellonce/json.hpp"
+#include "broker/validate/contained_ids.hpp"
+#include "tellonce/validator.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,9 +1,9 @@
 // The FHIR invariants and UK rules, driven directly: a small walker below stands in for the
 // structural engine and calls the RuleSets per resource and per complex element, the way the
 // engine does (types come from element names, enough for these fixtures).
-#include "validate/rules.hpp"
-#include "validate/rules_formats.hpp"
-#include "validate/validator.hpp"
+#include "broker/validate/rules.hpp"
+#include "broker/validate/rules_formats.hpp"
+#include "tellonce/validator.hpp"
 
 #include "support/temp_dir.hpp"
 

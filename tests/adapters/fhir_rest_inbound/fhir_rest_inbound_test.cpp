@@ -1,7 +1,7 @@
 #include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
 
 #include "support/loopback_client.hpp"
-#include "ingest/pipeline.hpp"
+#include "tellonce/pipeline.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>

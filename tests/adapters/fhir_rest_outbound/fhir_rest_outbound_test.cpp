@@ -1,6 +1,6 @@
 #include "adapters/fhir_rest_outbound/fhir_rest_outbound.hpp"
 
-#include "config/config.hpp"
+#include "broker/config/config.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>

@@ -1,5 +1,5 @@
 #include "adapters/file_outbound/file_outbound.hpp"
-#include "config/config.hpp"
+#include "broker/config/config.hpp"
 #include "support/run_async.hpp"
 #include "support/temp_dir.hpp"
 

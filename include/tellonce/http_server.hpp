@@ -3,7 +3,7 @@
 // adapters and the API can share one listen address.
 #pragma once
 
-#include "core/error.hpp"
+#include "tellonce/error.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>

@@ -3,7 +3,7 @@
 // record; adapters that build FHIR from other formats call it too.
 #pragma once
 
-#include "core/error.hpp"
+#include "tellonce/error.hpp"
 
 #include <rapidjson/document.h>
 

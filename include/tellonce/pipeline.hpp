@@ -2,9 +2,9 @@
 // deliveries go to the queue. accept() completes only once the record is committed.
 #pragma once
 
-#include "core/error.hpp"
-#include "core/json.hpp"
-#include "core/message.hpp"
+#include "tellonce/error.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/message.hpp"
 
 #include <boost/asio/awaitable.hpp>
 

@@ -9,8 +9,8 @@
 // create() runs at start-up and may throw (std::exception) for what only it can detect.
 #pragma once
 
-#include "adapters/adapter.hpp"
-#include "config/adapter_settings.hpp"
+#include "tellonce/adapter.hpp"
+#include "tellonce/adapter_settings.hpp"
 
 #include <functional>
 #include <map>

@@ -3,8 +3,8 @@
 // Adapter types are registered in adapters/registry.hpp.
 #pragma once
 
-#include "core/error.hpp"
-#include "core/message.hpp"
+#include "tellonce/error.hpp"
+#include "tellonce/message.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>

@@ -1,7 +1,7 @@
 // The broker's record of a message, from acceptance to the last delivery attempt.
 #pragma once
 
-#include "core/error.hpp"
+#include "tellonce/error.hpp"
 
 #include <rapidjson/fwd.h>
 

@@ -8,7 +8,7 @@
 // a config problem: config problems go through SettingsReader::problem).
 #pragma once
 
-#include "config/settings_reader.hpp"
+#include "tellonce/settings_reader.hpp"
 
 #include <functional>
 #include <memory>

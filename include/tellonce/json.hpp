@@ -1,7 +1,7 @@
 // Strict JSON intake for FHIR bodies and the OperationOutcome that answers bad ones.
 #pragma once
 
-#include "core/error.hpp"
+#include "tellonce/error.hpp"
 
 #include <rapidjson/document.h>
 

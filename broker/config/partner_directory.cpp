@@ -1,6 +1,6 @@
-#include "adapters/partner_directory.hpp"
+#include "broker/config/partner_directory.hpp"
 
-#include "config/config.hpp"
+#include "broker/config/config.hpp"
 
 namespace tellonce {
 namespace {

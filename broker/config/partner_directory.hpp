@@ -1,7 +1,7 @@
 // The PartnerDirectory the broker runs with: the partners of the loaded configuration.
 #pragma once
 
-#include "adapters/adapter.hpp"
+#include "tellonce/adapter.hpp"
 
 #include <memory>
 

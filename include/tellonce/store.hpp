@@ -9,8 +9,8 @@
 // - A commit or record_attempt that completed successfully is durable.
 #pragma once
 
-#include "core/error.hpp"
-#include "core/message.hpp"
+#include "tellonce/error.hpp"
+#include "tellonce/message.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>

@@ -25,8 +25,8 @@
 // it may wait until then. They never fail for a job's content.
 #pragma once
 
-#include "core/error.hpp"
-#include "core/message.hpp"
+#include "tellonce/error.hpp"
+#include "tellonce/message.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
