@@ -2,7 +2,8 @@
 # Quick start command 2: installs what is missing, builds, and runs the whole test suite
 # (unit tests and integration tests that start the real broker on 127.0.0.1), then builds
 # build-asan and runs the same suite again under AddressSanitizer + UndefinedBehaviorSanitizer
-# (SANITIZERS=0 skips that second pass).
+# (SANITIZERS=0 skips that second pass), and finally gives each libFuzzer target a short
+# bounded run from its seed corpus (FUZZ=0 skips it; scripts/fuzz.sh --long N for real runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -16,4 +17,8 @@ if [[ "${SANITIZERS:-1}" != 0 ]]; then
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
     ctest --test-dir build-asan --output-on-failure -j "${JOBS:-$(nproc)}" --timeout 600
+fi
+
+if [[ "${FUZZ:-1}" != 0 ]]; then
+  ./scripts/fuzz.sh --short
 fi
