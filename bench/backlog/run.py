@@ -22,28 +22,8 @@ is back comes within that time (the shipped default is 5m; the bench would wait 
 """
 import argparse, json, os, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time, urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_line(proc, needle, timeout=60):
-    end = time.time() + timeout
-    while time.time() < end:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                raise RuntimeError(f"process exited: {proc.args}")
-            continue
-        if needle in line:
-            return line
-    raise RuntimeError(f"timeout waiting for {needle!r}")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import ROOT, free_port, wait_line  # noqa: E402
 
 
 def write_config(path, port, sink_port, concurrency, max_backoff, body_budget):

@@ -17,28 +17,8 @@ Exit status 1 when anything acknowledged was lost. Not a test: the suite has a s
 """
 import argparse, json, os, random, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_line(proc, needle, timeout=60):
-    end = time.time() + timeout
-    while time.time() < end:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                raise RuntimeError(f"process exited before '{needle}': {proc.args}")
-            continue
-        if needle in line:
-            return line
-    raise RuntimeError(f"timeout waiting for {needle!r}")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import ROOT, free_port, wait_line  # noqa: E402
 
 
 CONFIG = """api:

@@ -19,33 +19,7 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 std::string config_text(unsigned short port, unsigned short sink) {
-  return R"(api:
-  listen: 127.0.0.1:)" + std::to_string(port) + R"(
-store:
-  path: data/tellonce.db
-delivery:
-  concurrency_per_destination: 16
-partners:
-  - id: rtx
-    name: Royal Example NHS Trust
-    kind: trust
-    ods: RTX
-  - id: gp-a
-    name: Example Surgery A
-    kind: primary-care
-    ods: A81001
-    endpoint: { type: fhir-rest, url: "http://127.0.0.1:)" + std::to_string(sink) + R"(/fhir", timeout: 5s }
-inbound:
-  - id: fhir-http
-    type: fhir-rest
-    listen: 127.0.0.1:)" + std::to_string(port) + R"(
-    base_path: /fhir
-    allow_partner_header: true
-routes:
-  - id: all-to-gp-a
-    match: {}
-    to: [gp-a]
-)";
+  return one_route_config(sink, "  concurrency_per_destination: 16\n", "", port);
 }
 
 std::vector<std::string> lines_of(const fs::path& file) {

@@ -51,33 +51,8 @@ std::string read_until_closed(int fd) {
 TEST(DescriptorLimits, IdleConnectionFloodNeitherStarvesDeliveryNorBlamesThePartner) {
   TempDir dir;
   Sink gp(dir.path(), "gp-a", 0);
-  std::string config = R"(api:
-  listen: 127.0.0.1:0
-store:
-  path: data/tellonce.db
-delivery:
-  concurrency_per_destination: 4
-  retry: { keep_trying_for: 1m, initial_backoff: 100ms, max_backoff: 200ms }
-partners:
-  - id: rtx
-    name: Royal Example NHS Trust
-    kind: trust
-    ods: RTX
-  - id: gp-a
-    name: Example Surgery A
-    kind: primary-care
-    ods: A81001
-    endpoint: { type: fhir-rest, url: "http://127.0.0.1:)" + std::to_string(gp.port()) + R"(/fhir", timeout: 2s, connect_timeout: 1s }
-inbound:
-  - id: fhir-http
-    type: fhir-rest
-    listen: 127.0.0.1:0
-    allow_partner_header: true
-routes:
-  - id: all-to-gp-a
-    match: {}
-    to: [gp-a]
-)";
+  std::string config = one_route_config(gp.port(), "  concurrency_per_destination: 4\n"
+                                                  "  retry: { keep_trying_for: 1m, initial_backoff: 100ms, max_backoff: 200ms }\n");
   write_file(dir.path() / "tellonce.yaml", config);
   // ulimit -n sets the hard limit too, so the broker cannot raise itself past 300.
   Process broker({"/bin/sh", "-c",

@@ -27,6 +27,33 @@
 
 namespace tellonce::itest {
 
+std::string one_route_config(unsigned short sink, const std::string& delivery, const std::string& store_extra,
+                             unsigned short port) {
+  const std::string listen = "127.0.0.1:" + std::to_string(port);
+  return "api:\n  listen: " + listen + "\nstore:\n  path: data/tellonce.db\n" + store_extra +
+         (delivery.empty() ? "" : "delivery:\n" + delivery) + R"(partners:
+  - id: rtx
+    name: Royal Example NHS Trust
+    kind: trust
+    ods: RTX
+  - id: gp-a
+    name: Example Surgery A
+    kind: primary-care
+    ods: A81001
+    endpoint: { type: fhir-rest, url: "http://127.0.0.1:)" + std::to_string(sink) + R"(/fhir", timeout: 5s, connect_timeout: 1s }
+inbound:
+  - id: fhir-http
+    type: fhir-rest
+    listen: )" + listen + R"(
+    base_path: /fhir
+    allow_partner_header: true
+routes:
+  - id: all-to-gp-a
+    match: {}
+    to: [gp-a]
+)";
+}
+
 std::filesystem::path tellonce_binary() { return TELLONCE_BINARY; }
 std::filesystem::path source_dir() { return TELLONCE_SOURCE_DIR; }
 std::filesystem::path shared_data_dir() { return TELLONCE_SHARED_DATA; }

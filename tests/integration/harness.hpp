@@ -129,6 +129,14 @@ class Broker {
 // A fresh temporary directory removed at the end of the test (tests/support).
 using TempDir = test::TempDir;
 
+// The config most integration tests start from: the API and one fhir-rest channel (base /fhir,
+// X-Tellonce-Partner allowed) on 127.0.0.1:`port` (0: the broker binds one and reports it), the
+// sending trust `rtx`, the practice `gp-a` with a fhir-rest endpoint on 127.0.0.1:`sink`, and one
+// route sending every record to gp-a. `delivery` and `store_extra` are YAML lines (two-space
+// indented) added to those sections.
+std::string one_route_config(unsigned short sink, const std::string& delivery = "",
+                             const std::string& store_extra = "", unsigned short port = 0);
+
 // JSON helpers for assertions.
 std::string json_string_at(const std::string& json, const std::string& pointer);  // RFC 6901
 std::vector<std::string> outcome_locations(const std::string& operation_outcome);
