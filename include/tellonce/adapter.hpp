@@ -69,6 +69,12 @@ class OutboundAdapter {
  public:
   virtual ~OutboundAdapter() = default;
   // Sends one record. Never throws for a partner's failure: that is a DeliveryResult.
+  // Threading: called on an io thread; resumes the caller on the executor it was awaited from;
+  // blocking work (a C library, file I/O) belongs on the adapter's own thread. Lifetime: `job`
+  // is owned by the awaiting dispatcher and stays alive until this coroutine completes; the
+  // adapter must not keep a reference (or a pointer into job.body) after it has returned.
+  // (A reference rather than a copy: the body would otherwise be copied once per attempt.)
+  // stop() may come while deliveries are in flight; they then end as retryable.
   virtual asio::awaitable<DeliveryResult> deliver(const DeliveryJob& job) = 0;
   virtual std::string describe() const = 0;
   virtual void stop() {}
