@@ -27,3 +27,33 @@ def wait_line(proc, needle, timeout=60):
         if needle in line:
             return line
     raise RuntimeError(f"timeout waiting for {needle!r}")
+
+
+def broker_config(path, port, sink_ports, store, delivery, endpoint="", broker=""):
+    """Writes a broker config: the trust `rtx` posts on 127.0.0.1:port (API there too) and every
+    record goes to each sink, as partners dest-0, dest-1... `delivery` and `broker` are YAML lines
+    (two-space indented) for those sections; `endpoint` is extra keys for each fhir-rest endpoint."""
+    extra = f", {endpoint}" if endpoint else ""
+    parts = [("broker:\n" + broker if broker else ""),
+             f"api:\n  listen: 127.0.0.1:{port}\nstore:\n  path: {store}\ndelivery:\n{delivery}",
+             "partners:\n  - id: rtx\n    name: Bench Trust\n    kind: trust\n    ods: RTX\n"]
+    for i, sp in enumerate(sink_ports):
+        parts.append(f"""  - id: dest-{i}
+    name: Destination {i}
+    kind: primary-care
+    ods: A8100{i}
+    endpoint: {{ type: fhir-rest, url: "http://127.0.0.1:{sp}/fhir"{extra} }}
+""")
+    parts.append(f"""inbound:
+  - id: http
+    type: fhir-rest
+    listen: 127.0.0.1:{port}
+    base_path: /fhir
+    allow_partner_header: true
+routes:
+  - id: everyone
+    match: {{}}
+    to: [{", ".join(f"dest-{i}" for i in range(len(sink_ports)))}]
+""")
+    with open(path, "w") as f:
+        f.write("".join(parts))

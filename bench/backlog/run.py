@@ -23,42 +23,16 @@ is back comes within that time (the shipped default is 5m; the bench would wait 
 import argparse, json, os, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchlib import ROOT, free_port, wait_line  # noqa: E402
+from benchlib import ROOT, broker_config, free_port, wait_line  # noqa: E402
 
 
 def write_config(path, port, sink_port, concurrency, max_backoff, body_budget):
-    with open(path, "w") as f:
-        f.write(f"""broker:
-  max_body_bytes: 4MB
-api:
-  listen: 127.0.0.1:{port}
-store:
-  path: data/backlog.db
-delivery:
-  concurrency_per_destination: {concurrency}
-  max_queued_body_bytes: {body_budget}
-  retry: {{ keep_trying_for: 3d, initial_backoff: 500ms, max_backoff: {max_backoff}, multiplier: 2, jitter: 0.2 }}
-partners:
-  - id: rtx
-    name: Bench Trust
-    kind: trust
-    ods: RTX
-  - id: gp
-    name: Bench Surgery
-    kind: primary-care
-    ods: A81001
-    endpoint: {{ type: fhir-rest, url: "http://127.0.0.1:{sink_port}/fhir", max_connections: {concurrency} }}
-inbound:
-  - id: http
-    type: fhir-rest
-    listen: 127.0.0.1:{port}
-    base_path: /fhir
-    allow_partner_header: true
-routes:
-  - id: everyone
-    match: {{}}
-    to: [gp]
-""")
+    broker_config(path, port, [sink_port], "data/backlog.db",
+                  f"  concurrency_per_destination: {concurrency}\n"
+                  f"  max_queued_body_bytes: {body_budget}\n"
+                  f"  retry: {{ keep_trying_for: 3d, initial_backoff: 500ms, max_backoff: {max_backoff}, "
+                  "multiplier: 2, jitter: 0.2 }\n",
+                  endpoint=f"max_connections: {concurrency}", broker="  max_body_bytes: 4MB\n")
 
 
 def sink_received(port):
@@ -183,7 +157,7 @@ def run(args, partner_up):
         with open(log_path) as f:
             text = f.read()
         r["log_lines"] = text.count("\n")
-        r["log_lines_destination"] = text.count("destination=gp")
+        r["log_lines_destination"] = text.count("destination=dest-0")
         r["store_after_drain_mb"] = store_bytes(work) / 2**20
         r.update(check_store(work, record))
         return r

@@ -18,36 +18,9 @@ Exit status 1 when anything acknowledged was lost. Not a test: the suite has a s
 import argparse, json, os, random, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchlib import ROOT, free_port, wait_line  # noqa: E402
+from benchlib import ROOT, broker_config, free_port, wait_line  # noqa: E402
 
 
-CONFIG = """api:
-  listen: 127.0.0.1:{port}
-store:
-  path: data/crash.db
-delivery:
-  concurrency_per_destination: 32
-partners:
-  - id: rtx
-    name: Crash Trust
-    kind: trust
-    ods: RTX
-  - id: gp-a
-    name: Crash Surgery
-    kind: primary-care
-    ods: A81001
-    endpoint: {{ type: fhir-rest, url: "http://127.0.0.1:{sink}/fhir", timeout: 5s }}
-inbound:
-  - id: http
-    type: fhir-rest
-    listen: 127.0.0.1:{port}
-    base_path: /fhir
-    allow_partner_header: true
-routes:
-  - id: everyone
-    match: {{}}
-    to: [gp-a]
-"""
 
 
 def received(record):
@@ -82,8 +55,8 @@ def main():
     loadgen = os.path.join(args.build, "bench/load/loadgen")
     work = tempfile.mkdtemp(prefix="tellonce-crash-")
     port, sink_port = free_port(), free_port()
-    with open(f"{work}/crash.yaml", "w") as f:
-        f.write(CONFIG.format(port=port, sink=sink_port))
+    broker_config(f"{work}/crash.yaml", port, [sink_port], "data/crash.db", "  concurrency_per_destination: 32\n",
+                  endpoint="timeout: 5s")
     record = f"{work}/sink.ndjson"
     sink = broker = None
     acked = []

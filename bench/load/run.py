@@ -18,44 +18,12 @@ delivered/s against 9,800 accepted/s, end-to-end p50 over a second); at 64 it ke
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchlib import ROOT, free_port, wait_line  # noqa: E402
+from benchlib import ROOT, broker_config, free_port, wait_line  # noqa: E402
 
 
 def config(port, sinks, path, concurrency):
-    parts = [f"""broker:
-  max_body_bytes: 4MB
-api:
-  listen: 127.0.0.1:{port}
-store:
-  path: data/bench.db
-delivery:
-  concurrency_per_destination: {concurrency}
-partners:
-  - id: rtx
-    name: Bench Trust
-    kind: trust
-    ods: RTX
-"""]
-    for i, sp in enumerate(sinks):
-        parts.append(f"""  - id: dest-{i}
-    name: Destination {i}
-    kind: primary-care
-    ods: A8100{i}
-    endpoint: {{ type: fhir-rest, url: "http://127.0.0.1:{sp}/fhir", max_connections: {concurrency} }}
-""")
-    parts.append(f"""inbound:
-  - id: http
-    type: fhir-rest
-    listen: 127.0.0.1:{port}
-    base_path: /fhir
-    allow_partner_header: true
-routes:
-  - id: everyone
-    match: {{}}
-    to: [{", ".join(f"dest-{i}" for i in range(len(sinks)))}]
-""")
-    with open(path, "w") as f:
-        f.write("".join(parts))
+    broker_config(path, port, sinks, "data/bench.db", f"  concurrency_per_destination: {concurrency}\n",
+                  endpoint=f"max_connections: {concurrency}", broker="  max_body_bytes: 4MB\n")
 
 
 def stats(port):
