@@ -20,7 +20,7 @@ usage: bench/backlog/run.py [--build build] [--records 200000] [--connections 32
 --max-backoff caps the wait between probes of the down partner, so the first probe after it
 is back comes within that time (the shipped default is 5m; the bench would wait for it).
 """
-import argparse, json, os, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import ROOT, broker_config, free_port, wait_line  # noqa: E402

@@ -15,7 +15,7 @@ usage: bench/crash/run.py [--build build] [--kills 20] [--connections 16] [--sin
 Exit status 1 when anything acknowledged was lost. Not a test: the suite has a short version
 (tests/integration/crash_durability_test.cpp); figures go in docs/reliability.md.
 """
-import argparse, json, os, random, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, random, shutil, signal, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import ROOT, broker_config, free_port, wait_line  # noqa: E402

@@ -15,7 +15,7 @@ usage: bench/load/run.py [--build build] [--seconds 10] [--runs 3]
 the delivery side fell behind acceptance at 128 client connections on the 2-core VM (8,300
 delivered/s against 9,800 accepted/s, end-to-end p50 over a second); at 64 it keeps up.
 """
-import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import ROOT, broker_config, free_port, wait_line  # noqa: E402

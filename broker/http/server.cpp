@@ -164,6 +164,7 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
   bool full = false;                      // acceptor strand only: for one log line per change
 
   std::mutex connections_mu;
+  // Every connection being served; each session erases its own entry when it ends.
   std::list<std::weak_ptr<Connection>> connections;
 
   const HttpHandler* find(std::string_view target) const {
@@ -174,7 +175,8 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
 
   asio::awaitable<void> accept_loop();
   void refuse(tcp::socket socket);
-  asio::awaitable<void> serve(std::shared_ptr<Connection> conn);
+  asio::awaitable<void> serve(std::shared_ptr<Connection> conn,
+                              std::list<std::weak_ptr<Connection>>::iterator entry);
   asio::awaitable<HttpResponse> dispatch(HttpRequest& req);
 };
 
@@ -200,6 +202,7 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
     }
     socket.set_option(tcp::no_delay(true), ec);
     auto conn = std::make_shared<Connection>(std::move(socket));
+    std::list<std::weak_ptr<Connection>>::iterator entry;
     {
       std::lock_guard lk(connections_mu);
       // Checked under the lock stop() takes: a connection accepted as stop() runs is either
@@ -209,12 +212,10 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
         co_return;
       }
       open.fetch_add(1, std::memory_order_relaxed);  // released when its session ends
-      // Forget finished connections as we go so the list stays as long as the live set.
-      connections.remove_if([](const auto& w) { return w.expired(); });
-      connections.push_back(conn);
+      entry = connections.insert(connections.end(), conn);
     }
     auto executor = conn->stream.get_executor();
-    asio::co_spawn(executor, serve(std::move(conn)),
+    asio::co_spawn(executor, serve(std::move(conn), entry),
                    [](std::exception_ptr e) { log_exception("connection", e); });
   }
 }
@@ -266,12 +267,18 @@ asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req) {
       {Issue{Severity::error, "exception", "internal error while handling the request", "", ""}});
 }
 
-asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn) {
+asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn,
+                                               std::list<std::weak_ptr<Connection>>::iterator entry) {
   auto self = shared_from_this();
-  struct Release {  // the slot is freed however the session ends
+  struct Release {  // the slot and the list entry are freed however the session ends
     State& st;
-    ~Release() { st.open.fetch_sub(1, std::memory_order_relaxed); }
-  } release{*this};
+    std::list<std::weak_ptr<Connection>>::iterator entry;
+    ~Release() {
+      std::lock_guard lk(st.connections_mu);
+      st.connections.erase(entry);
+      st.open.fetch_sub(1, std::memory_order_relaxed);
+    }
+  } release{*this, entry};
   auto dispatcher = [this](HttpRequest& req) { return dispatch(req); };
   co_await http_detail::serve_session(std::move(conn), limits, dispatcher, stopping);
 }
