@@ -46,4 +46,14 @@ const Partner* Config::partner_by_api_key(std::string_view key) const {
   return nullptr;
 }
 
+const Partner* Config::partner_by_hl7v2_facility(std::string_view facility) const {
+  if (facility.empty()) return nullptr;
+  for (const auto& p : partners)
+    for (const auto& f : p.hl7v2_facilities)
+      if (f == facility) return &p;
+  for (const auto& p : partners)
+    if (p.ods_code == facility) return &p;
+  return nullptr;
+}
+
 }  // namespace tellonce

@@ -30,6 +30,9 @@ struct Partner {
   PartnerKind kind = PartnerKind::trust;
   std::string ods_code;
   std::vector<std::string> api_keys;   // bearer tokens this partner sends with
+  // HL7 v2 sending facilities (MSH-4.1) this partner's systems put on their messages; its ODS
+  // code counts as one too. Each belongs to one partner.
+  std::vector<std::string> hl7v2_facilities;
   std::optional<PartnerEndpoint> endpoint;  // absent: partner only sends
   int line = 0;
 };
@@ -120,6 +123,7 @@ struct Config {
 
   const Partner* partner(std::string_view id) const;
   const Partner* partner_by_api_key(std::string_view key) const;
+  const Partner* partner_by_hl7v2_facility(std::string_view facility) const;
 };
 
 struct ConfigProblem {

@@ -69,6 +69,7 @@ struct PendingChecks {
   std::vector<Located> route_targets;
   std::vector<Located> route_sources;
   std::vector<std::pair<Located, std::string>> api_keys;  // key, owning partner id
+  std::vector<std::pair<Located, std::string>> facilities;  // MSH-4 value, owning partner id
   std::set<std::string, std::less<>> partners_with_endpoint_section;
 };
 
@@ -236,6 +237,11 @@ void read_partners(SettingsReader& top, Config& c, const AdapterCatalog& registr
       p.api_keys.push_back(key.value);
       pending.api_keys.emplace_back(key, p.id);
     }
+    for (auto& f : r.located_strings("hl7v2_facilities")) {
+      if (f.value.empty()) log.add(f.line, f.path, "sending facility must not be empty");
+      p.hl7v2_facilities.push_back(f.value);
+      pending.facilities.emplace_back(f, p.id);
+    }
     if (auto ep = r.child("endpoint")) {
       pending.partners_with_endpoint_section.insert(p.id);
       auto type_name = ep->required_string("type");
@@ -354,6 +360,17 @@ void cross_check(const Config& c, const PendingChecks& pending, ProblemLog& log)
     auto [it, fresh] = key_owner.emplace(key.value, owner);
     // The key itself is a secret: name the partners, never the key.
     if (!fresh) log.add(key.line, key.path, "api key already used by partner '" + it->second + "'");
+  }
+  // A sending facility names one sender: listed twice, or listed by one partner while it is
+  // another partner's ODS code, a message could not be told apart.
+  std::map<std::string, std::string, std::less<>> facility_owner;
+  for (const auto& [f, owner] : pending.facilities) {
+    auto [it, fresh] = facility_owner.emplace(f.value, owner);
+    if (!fresh && it->second != owner)
+      log.add(f.line, f.path, "sending facility '" + f.value + "' is already partner '" + it->second + "''s");
+    for (const auto& p : c.partners)
+      if (p.id != owner && p.ods_code == f.value)
+        log.add(f.line, f.path, "sending facility '" + f.value + "' is partner '" + p.id + "''s ODS code");
   }
 }
 

@@ -22,14 +22,16 @@ class Pipeline;
 class HttpMounts;
 
 // Who a sender is. An inbound adapter asks by what its transport offers (a bearer key, the
-// partner id a trusted header or the channel's settings name; later an MLLP sending facility
-// or a certificate). Answers are partner ids, empty when nobody matches; the views stay valid
+// partner id a trusted header or the channel's settings name, an HL7 v2 sending facility;
+// later a certificate). Answers are partner ids, empty when nobody matches; the views stay valid
 // as long as the directory. Read-only after start-up: safe from any thread.
 class PartnerDirectory {
  public:
   virtual ~PartnerDirectory() = default;
   virtual std::string_view by_api_key(std::string_view key) const = 0;
   virtual std::string_view by_id(std::string_view partner_id) const = 0;  // the id if known
+  // HL7 v2 MSH-4.1: a partner's listed `hl7v2_facilities`, else the partner with that ODS code.
+  virtual std::string_view by_hl7v2_facility(std::string_view facility) const = 0;
 };
 
 class InboundAdapter {

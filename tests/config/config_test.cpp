@@ -358,6 +358,42 @@ routes:
   EXPECT_EQ(load.problems.size(), 8u) << problems_text(load);
 }
 
+TEST(LoadConfig, Hl7v2SendingFacilitiesNameOnePartnerEach) {
+  ConfigFiles files;
+  auto good = files.write("fac.yaml", std::string(valid_partners) + R"(  - id: trust-two
+    kind: trust
+    ods: RX2
+    hl7v2_facilities: [RX2PAS, RX2LAB]
+)");
+  auto registry = test_registry();
+  auto load = load_config(good, registry);
+  ASSERT_TRUE(load.config) << problems_text(load);
+  const Config& c = *load.config;
+  ASSERT_NE(c.partner_by_hl7v2_facility("RX2LAB"), nullptr);
+  EXPECT_EQ(c.partner_by_hl7v2_facility("RX2LAB")->id, "trust-two");
+  ASSERT_NE(c.partner_by_hl7v2_facility("RTX"), nullptr);  // an ODS code is a facility too
+  EXPECT_EQ(c.partner_by_hl7v2_facility("RTX")->id, "rtx");
+  EXPECT_EQ(c.partner_by_hl7v2_facility("RX9"), nullptr);
+  EXPECT_EQ(c.partner_by_hl7v2_facility(""), nullptr);
+
+  auto clash = files.write("clash.yaml", std::string(valid_partners) + R"(  - id: trust-two
+    kind: trust
+    ods: RX2
+    hl7v2_facilities: [RX2PAS, A81001]
+  - id: trust-three
+    kind: trust
+    ods: RX3
+    hl7v2_facilities: [RX2PAS]
+)");
+  auto bad = load_config(clash, registry);
+  auto* own = find_problem(bad, "partners[3].hl7v2_facilities[1]");
+  ASSERT_NE(own, nullptr) << problems_text(bad);
+  EXPECT_EQ(own->message, "sending facility 'A81001' is partner 'gp-a81001''s ODS code");
+  auto* twice = find_problem(bad, "partners[4].hl7v2_facilities[0]");
+  ASSERT_NE(twice, nullptr) << problems_text(bad);
+  EXPECT_EQ(twice->message, "sending facility 'RX2PAS' is already partner 'trust-two''s");
+}
+
 TEST(LoadConfig, AnOddAdapterTypeIsParsedByTheGenericLoader) {
   ConfigFiles files;
   auto path = files.write("odd.yaml", std::string(valid_partners) + R"(inbound:
@@ -491,8 +527,8 @@ TEST(LoadConfig, SyntaxErrorAndMissingFile) {
 
 TEST(Config, LookupsAndNames) {
   Config c;
-  c.partners.push_back(Partner{"a", "A", PartnerKind::trust, "AAA", {"k1", "k2"}, std::nullopt, 1});
-  c.partners.push_back(Partner{"b", "B", PartnerKind::primary_care, "BBB", {"k3"}, std::nullopt, 2});
+  c.partners.push_back(Partner{"a", "A", PartnerKind::trust, "AAA", {"k1", "k2"}, {}, std::nullopt, 1});
+  c.partners.push_back(Partner{"b", "B", PartnerKind::primary_care, "BBB", {"k3"}, {}, std::nullopt, 2});
   EXPECT_EQ(c.partner("b"), &c.partners[1]);
   EXPECT_EQ(c.partner("c"), nullptr);
   EXPECT_EQ(c.partner_by_api_key("k2"), &c.partners[0]);

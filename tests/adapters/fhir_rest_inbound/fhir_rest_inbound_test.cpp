@@ -39,6 +39,7 @@ class FakePartners : public PartnerDirectory {
     if (id == gp_) return gp_;
     return {};
   }
+  std::string_view by_hl7v2_facility(std::string_view) const override { return {}; }
 
  private:
   std::string trust_ = "trust-rx1", gp_ = "gp-a81001";
