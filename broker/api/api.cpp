@@ -47,6 +47,10 @@ void write_event_facts(JsonWriter& w, const LifecycleEvent& e) {
       w.Key("channel"); write_string(w, e.channel);
       w.Key("contentType"); write_string(w, e.content_type);
       w.Key("bytes"); w.Uint64(e.bytes);
+      if (!e.original_content_type.empty()) {
+        w.Key("sentAs"); write_string(w, e.original_content_type);
+        w.Key("sentBytes"); w.Uint64(e.original_bytes);
+      }
       w.Key("contentHash"); write_string(w, e.content_hash);
       w.Key("idempotencyKey"); write_string(w, e.idempotency_key);
       break;
@@ -93,7 +97,17 @@ std::string message_json(const MessageView& m) {
   w.Key("contentHash"); write_string(w, m.content_hash);
   w.Key("receivedAt"); write_time(w, m.received_at_ms);
   w.Key("state"); write_string(w, to_string(m.state));
+  w.Key("contentType"); write_string(w, m.content_type);
   w.Key("bodyBytes"); w.Uint64(m.body_bytes);
+  w.Key("original");  // what the partner sent, when it was converted; null: the body is what was sent
+  if (m.original_content_type.empty()) {
+    w.Null();
+  } else {
+    w.StartObject();
+    w.Key("contentType"); write_string(w, m.original_content_type);
+    w.Key("bytes"); w.Uint64(m.original_bytes);
+    w.EndObject();
+  }
   w.Key("deliveries");
   w.StartArray();
   for (const auto& d : m.deliveries) {
@@ -245,6 +259,24 @@ class AdminApi {
         if (!*found) co_return not_found(req, "no message with id " + id);
         co_return json_response(req, http::status::ok, message_json(**found));
       }
+      // The record as stored (its FHIR form), and what the partner sent: the same bytes unless an
+      // inbound adapter converted them (HL7 v2, CSV).
+      if (!id.empty() && (action == "body" || action == "original")) {
+        if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
+        if (action == "original") {
+          auto original = co_await store_.original(id);
+          if (!original) co_return failure_response(req, original.error());
+          if (*original)
+            co_return json_response(req, http::status::ok, std::move((*original)->bytes),
+                                    std::move((*original)->content_type));
+        }
+        auto found = co_await store_.find(id);
+        if (!found) co_return failure_response(req, found.error());
+        if (!*found) co_return not_found(req, "no message with id " + id);
+        auto body = co_await store_.body(id);
+        if (!body) co_return failure_response(req, body.error());
+        co_return json_response(req, http::status::ok, std::move(*body), (*found)->content_type);
+      }
       if (!id.empty() && action == "replay") {
         if (req.method() != http::verb::post) co_return not_allowed(req, "POST");
         auto replayed = co_await pipeline_.replay(id);
@@ -254,6 +286,7 @@ class AdminApi {
     }
     co_return not_found(req, "no API at " + std::string(path) +
                                  "; see GET /api/health, GET /api/messages, GET /api/messages/{id}, "
+                                 "GET /api/messages/{id}/body, GET /api/messages/{id}/original, "
                                  "POST /api/messages/{id}/replay");
   }
 

@@ -12,6 +12,8 @@
 #include <iostream>
 #include <optional>
 
+#include <unistd.h>
+
 namespace tellonce {
 namespace {
 
@@ -19,6 +21,7 @@ struct ClientArgs {
   std::string id;
   std::string api;  // http://host:port
   bool json = false;
+  std::string show;  // "body" or "original": print those bytes instead of the trail
 };
 
 std::optional<ClientArgs> parse_client_args(const char* cmd, int argc, char** argv,
@@ -30,6 +33,7 @@ std::optional<ClientArgs> parse_client_args(const char* cmd, int argc, char** ar
     if (s == "--config" && i + 1 < argc) config = argv[++i];
     else if (s == "--api" && i + 1 < argc) a.api = argv[++i];
     else if (s == "--json") a.json = true;
+    else if ((s == "--body" || s == "--original") && std::string_view(cmd) == "message") a.show = s.substr(2);
     else if (!s.starts_with("--") && a.id.empty()) a.id = s;
     else {
       std::cerr << "tellonce " << cmd << ": unexpected argument '" << s << "'\n";
@@ -37,7 +41,8 @@ std::optional<ClientArgs> parse_client_args(const char* cmd, int argc, char** ar
     }
   }
   if (a.id.empty()) {
-    std::cerr << "usage: tellonce " << cmd << " ID [--config FILE | --api http://HOST:PORT] [--json]\n";
+    std::cerr << "usage: tellonce " << cmd << " ID [--config FILE | --api http://HOST:PORT] [--json"
+              << (std::string_view(cmd) == "message" ? " | --body | --original" : "") << "]\n";
     return std::nullopt;
   }
   if (a.api.empty()) {
@@ -105,6 +110,9 @@ void print_message(const rapidjson::Document& d) {
   if (!str(d, "event").empty()) std::cout << " (event " << str(d, "event") << ")";
   std::cout << "\n  received " << str(d, "receivedAt") << ", " << str(d, "bodyBytes") << " bytes, sha256 "
             << str(d, "contentHash") << "\n";
+  if (d.HasMember("original") && d["original"].IsObject())
+    std::cout << "  sent as " << str(d["original"], "contentType") << ", " << str(d["original"], "bytes")
+              << " bytes (--original shows them; --body the FHIR form)\n";
   if (!str(d, "patientKey").empty()) std::cout << "  patient " << str(d, "patientKey") << "\n";
   if (d.HasMember("deliveries") && d["deliveries"].IsArray()) {
     std::cout << "  deliveries:\n";
@@ -143,6 +151,17 @@ int run_message_command(int argc, char** argv, const AdapterRegistry& registry) 
   auto a = parse_client_args("message", argc, argv, registry);
   if (!a) return 2;
   int status = 0;
+  if (!a->show.empty()) {  // the stored FHIR form, or the bytes the partner sent, exactly
+    auto bytes = call_ok("GET", a->api + "/api/messages/" + a->id + "/" + a->show, status);
+    if (!bytes) return status;
+    // HL7 v2 ends segments with CR alone, which a terminal draws over one line: one per line there.
+    if (isatty(STDOUT_FILENO))
+      for (std::size_t i = 0; i < bytes->size(); ++i)
+        if ((*bytes)[i] == '\r' && (i + 1 == bytes->size() || (*bytes)[i + 1] != '\n')) (*bytes)[i] = '\n';
+    std::cout << *bytes;
+    if (!bytes->empty() && bytes->back() != '\n' && bytes->back() != '\r') std::cout << "\n";
+    return 0;
+  }
   auto body = call_ok("GET", a->api + "/api/messages/" + a->id, status);
   if (!body) return status;
   rapidjson::Document d;

@@ -68,7 +68,7 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   queue_ = make_memory_queue(io_.get_executor(), static_cast<std::size_t>(config.delivery.max_queued_body_bytes));
   for (const auto& p : config.partners) {
     if (!p.endpoint) continue;
-    OutboundContext octx{io_, p.id};
+    OutboundContext octx{io_, p.id, *store_};
     outbound_[p.id] = registry.outbound(p.endpoint->type)->create(p.endpoint->settings, octx);
   }
   dispatcher_ = std::make_unique<Dispatcher>(io_, *store_, *queue_, config.delivery, outbound_);

@@ -32,7 +32,12 @@ std::string trail_text(const LifecycleEvent& e) {
                                        e.legacy_text;
   switch (e.kind) {
     case EventKind::received:
-      return "source=" + e.source + " channel=" + e.channel + " content_type=" + e.content_type +
+      return "source=" + e.source + " channel=" + e.channel +
+             (e.original_content_type.empty()
+                  ? std::string()
+                  : " sent_as=" + e.original_content_type + " sent_bytes=" + std::to_string(e.original_bytes) +
+                        " converted_to=" + e.content_type) +
+             (e.original_content_type.empty() ? " content_type=" + e.content_type : std::string()) +
              " bytes=" + std::to_string(e.bytes) + " sha256=" + e.content_hash +
              (e.idempotency_key.empty() ? "" : " idempotency_key=" + e.idempotency_key);
     case EventKind::validated:

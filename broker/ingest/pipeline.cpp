@@ -90,6 +90,8 @@ class BrokerPipeline final : public Pipeline {
     msg.content_hash = sha256_hex(rec.body);
     msg.received_at_ms = now_ms();
     msg.body = std::move(rec.body);
+    msg.original_content_type = std::move(rec.original_content_type);
+    msg.original_bytes = std::move(rec.original_bytes);
     msg.destinations = destinations_of(matches);
     for (auto& m : matches) msg.route_ids.push_back(m.route_id);
     for (auto& i : issues) msg.warnings.push_back(i.location + ": " + i.diagnostics);

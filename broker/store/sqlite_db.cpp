@@ -104,4 +104,6 @@ std::string Statement::text(int column) const {
   return bytes ? std::string(bytes, static_cast<std::size_t>(n)) : std::string();
 }
 
+bool Statement::is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+
 }  // namespace tellonce::sqlite

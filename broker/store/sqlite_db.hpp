@@ -63,6 +63,7 @@ class Statement {
 
   std::int64_t int64(int column) const;
   std::string text(int column) const;  // TEXT or BLOB bytes
+  bool is_null(int column) const;
 
  private:
   Connection& db_;

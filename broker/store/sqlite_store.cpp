@@ -1,10 +1,12 @@
 // The embedded store: SQLite in WAL mode, one writer thread with group commit, one reader.
 //
-// Schema, version 4 (PRAGMA user_version; see README.md). Rows are written once where possible:
+// Schema, version 5 (PRAGMA user_version; see README.md). Rows are written once where possible:
 // on a VM every dirtied page is a 32 KiB WAL frame, then copied again by the checkpoint.
 //   messages   one row per accepted record, never updated; id is the public key, seq the
 //              acceptance order (the rowid, so it costs no index of its own)
 //   bodies     the raw bytes, apart so that nothing rewrites the pages that hold them
+//   originals  for a record an inbound adapter converted (HL7 v2, CSV): what the partner sent,
+//              beside the FHIR form in bodies; no row when the body is what was sent
 //   deliveries one row per (message, destination): pending, delivered or dead, and the facts
 //              of its last attempt; a successful attempt is recorded here alone
 //   events     the trail that cannot be derived from the rows above: failed attempts, dead
@@ -40,7 +42,7 @@ using store_detail::Job;
 using store_detail::JobFor;
 using store_detail::JobQueue;
 
-constexpr int current_schema_version = 4;
+constexpr int current_schema_version = 5;
 
 // The WAL bound (README "WAL bound"). A background checkpoint starts at checkpoint_pages (SQLite's
 // own default); if it falls behind, the writer checkpoints itself at runaway_wal_pages (with
@@ -112,8 +114,18 @@ std::string each(const Columns& columns, std::string_view before, std::string_vi
   return out;
 }
 
+// Schema 5: the partner's own bytes of a converted record.
+constexpr const char* originals_sql = R"sql(
+CREATE TABLE originals (
+  seq          INTEGER PRIMARY KEY REFERENCES messages(seq),
+  content_type TEXT NOT NULL,
+  bytes        INTEGER NOT NULL,
+  body         BLOB NOT NULL
+);
+)sql";
+
 std::string schema_sql() {
-  return messages_table("messages") + messages_indexes_and_bodies_sql + R"sql(
+  return messages_table("messages") + messages_indexes_and_bodies_sql + originals_sql + R"sql(
 CREATE TABLE deliveries (
   id              INTEGER PRIMARY KEY,
   message_id      TEXT NOT NULL REFERENCES messages(id),
@@ -274,6 +286,8 @@ std::vector<LifecycleEvent> accept_events(const MessageView& v, const AcceptedRo
   received.bytes = v.body_bytes;
   received.content_hash = v.content_hash;
   received.idempotency_key = row.idempotency_key;
+  received.original_content_type = v.original_content_type;
+  received.original_bytes = v.original_bytes;
 
   auto& validated = events[1];
   validated.kind = EventKind::validated;
@@ -312,6 +326,7 @@ struct WriteStatements {
                        "body_bytes, routes, destinations, warnings) "
                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
         insert_body(db, "INSERT OR FAIL INTO bodies (seq, body) VALUES (?1, ?2)"),
+        insert_original(db, "INSERT OR FAIL INTO originals (seq, content_type, bytes, body) VALUES (?1, ?2, ?3, ?4)"),
         insert_delivery(db,
                         "INSERT OR FAIL INTO deliveries (message_id, destination, status, attempts, "
                         "next_attempt_ms, legacy_last_error, seq) VALUES (?1, ?2, 'pending', 0, 0, '', ?3)"),
@@ -337,7 +352,7 @@ struct WriteStatements {
         probe_clear(db, "DELETE FROM store_meta WHERE key = 'health_probe'") {}
 
   sqlite::Statement begin, commit, rollback;
-  sqlite::Statement find_by_key, insert_message, insert_body, insert_delivery, insert_event;
+  sqlite::Statement find_by_key, insert_message, insert_body, insert_original, insert_delivery, insert_event;
   sqlite::Statement settle_delivery, message_for_replay, dead_deliveries, revive_dead;
   // The health probe: a record-sized row (two 32 KiB pages) written and removed in one commit,
   // so it needs new pages and WAL frames as a record would.
@@ -351,7 +366,8 @@ struct ReadStatements {
         message(db,
                 "SELECT id, source, channel, resource_type, event, patient_key, content_hash, "
                 "received_at_ms, accepted_at_ms, body_bytes, routes, warnings, content_type, "
-                "idempotency_key FROM messages WHERE id = ?1"),
+                "idempotency_key, seq FROM messages WHERE id = ?1"),
+        original_size(db, "SELECT content_type, bytes FROM originals WHERE seq = ?1"),
         deliveries(db,
                    "SELECT id, destination, status, attempts, next_attempt_ms, settled_at_ms, last_outcome, "
                    "partner_code, detail, legacy_last_error, legacy_outcome "
@@ -359,9 +375,12 @@ struct ReadStatements {
         events(db,
                "SELECT at_ms, kind, legacy_text, destination, attempt, outcome, partner_code, detail, "
                "next_attempt_ms, data FROM events WHERE message_id = ?1 ORDER BY id"),
-        body(db, "SELECT b.body FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1") {}
+        body(db, "SELECT b.body FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1"),
+        original(db,
+                 "SELECT o.content_type, o.body, m.seq FROM messages m LEFT JOIN originals o ON o.seq = m.seq "
+                 "WHERE m.id = ?1") {}
 
-  sqlite::Statement begin, end, message, deliveries, events, body;
+  sqlite::Statement begin, end, message, original_size, deliveries, events, body, original;
   std::map<std::string, std::unique_ptr<sqlite::Statement>> lists;  // by SQL text
 };
 
@@ -588,6 +607,11 @@ class SqliteStore final : public Store {
     return submit<std::string>(reads_, std::move(work));
   }
 
+  asio::awaitable<Result<std::optional<StoredBytes>>> original(std::string message_id) override {
+    auto work = [this, id = std::move(message_id)] { return read_original(id); };
+    return submit<std::optional<StoredBytes>>(reads_, std::move(work));
+  }
+
   asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery query) override {
     auto work = [this, query = std::move(query)] { return read_list(query); };
     return submit<std::vector<MessageSummary>>(reads_, std::move(work));
@@ -671,6 +695,7 @@ class SqliteStore final : public Store {
   // Reader thread only.
   Result<std::optional<MessageView>> read_message(const std::string& message_id);
   Result<std::string> read_body(const std::string& message_id);
+  Result<std::optional<StoredBytes>> read_original(const std::string& message_id);
   Result<std::vector<MessageSummary>> read_list(const MessageQuery& query);
   sqlite::Statement& list_statement(const MessageQuery& query);
 
@@ -724,12 +749,13 @@ void SqliteStore::migrate() {
   }
   // 1 -> 2 rebuilds messages, which deliveries and events reference: SQLite's own recipe for
   // that is foreign keys off (as they are on the writer: configure_writer), rebuild, check.
-  // 2 -> 3 adds store_meta; 3 -> 4 the trail's fact columns.
+  // 2 -> 3 adds store_meta; 3 -> 4 the trail's fact columns; 4 -> 5 the originals table.
   log::info("store", "upgrading " + settings_.path.string() + " from schema " + std::to_string(version) + " to " +
                          std::to_string(current_schema_version));
   try {
     writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + (version == 1 ? migrate_1_to_2_sql() : std::string()) +
-                             (version < 3 ? meta : std::string()) + migrate_3_to_4_sql());
+                             (version < 3 ? meta : std::string()) +
+                             (version < 4 ? migrate_3_to_4_sql() : std::string()) + originals_sql);
     if (single_int(writer_db_, "SELECT count(*) FROM pragma_foreign_key_check") != 0)
       throw std::runtime_error("foreign keys broken after the upgrade");
     writer_db_.exec_or_throw(set_version + "COMMIT;");
@@ -917,6 +943,11 @@ Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
       .bind(15, static_cast<std::int64_t>(destinations.size())).bind(16, warnings)
       .run();
   write_->insert_body.start().bind(1, seq).bind_blob(2, msg.body).run();
+  if (!msg.original_content_type.empty())
+    write_->insert_original.start()
+        .bind(1, seq).bind(2, msg.original_content_type)
+        .bind(3, static_cast<std::int64_t>(msg.original_bytes.size())).bind_blob(4, msg.original_bytes)
+        .run();
 
   for (const auto& destination : destinations) {
     write_->insert_delivery.start().bind(1, id).bind(2, destination).bind(3, seq).run();
@@ -1101,7 +1132,15 @@ Result<std::optional<MessageView>> SqliteStore::read_message(const std::string& 
     row.warnings_json = r.message.text(11);
     row.content_type = r.message.text(12);
     row.idempotency_key = r.message.text(13);
+    const auto seq = r.message.int64(14);
     r.message.reset();
+    v.content_type = row.content_type;
+    r.original_size.start().bind(1, seq);
+    if (r.original_size.step()) {
+      v.original_content_type = r.original_size.text(0);
+      v.original_bytes = static_cast<std::size_t>(r.original_size.int64(1));
+    }
+    r.original_size.reset();
 
     std::vector<LifecycleEvent> settled;  // deliveries' own record of their successful attempt
     std::int64_t pending = 0, dead = 0;
@@ -1199,6 +1238,27 @@ Result<std::string> SqliteStore::read_body(const std::string& message_id) {
   }
   if (!body) return not_found(message_id);
   return std::move(*body);
+}
+
+Result<std::optional<StoredBytes>> SqliteStore::read_original(const std::string& message_id) {
+  auto& db = *reader_db_;
+  auto& st = read_->original;
+  st.start().bind(1, message_id);
+  bool found = false;
+  std::optional<StoredBytes> original;
+  if (st.step()) {
+    found = true;
+    if (!st.is_null(0)) original = StoredBytes{st.text(0), st.text(1)};
+  }
+  st.reset();
+  if (db.failed()) {
+    auto failure = unavailable("message store could not read what was sent for " + message_id + ": " +
+                               db.error_message());
+    db.clear_error();
+    return failure;
+  }
+  if (!found) return not_found(message_id);
+  return original;
 }
 
 sqlite::Statement& SqliteStore::list_statement(const MessageQuery& query) {

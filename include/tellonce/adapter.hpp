@@ -20,6 +20,7 @@ namespace asio = boost::asio;
 
 class Pipeline;
 class HttpMounts;
+class OriginalReader;  // tellonce/store.hpp
 
 // Who a sender is. An inbound adapter asks by what its transport offers (a bearer key, the
 // partner id a trusted header or the channel's settings name, an HL7 v2 sending facility;
@@ -85,6 +86,7 @@ class OutboundAdapter {
 struct OutboundContext {
   asio::io_context& io;
   std::string partner_id;
+  OriginalReader& originals;  // outlives the adapter; for adapters that forward a partner's bytes
 };
 
 }  // namespace tellonce

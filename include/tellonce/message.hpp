@@ -58,12 +58,21 @@ struct NewMessage {
   std::string content_hash;      // sha256 of body
   std::int64_t received_at_ms = 0;
   std::string body;
+  // What the partner sent, when an inbound adapter converted it into body (else both empty).
+  std::string original_content_type;
+  std::string original_bytes;
   std::vector<std::string> route_ids;     // routes that matched
   std::vector<std::string> destinations;  // partner ids; empty = unroutable
   std::vector<std::string> warnings;      // validator warnings, kept on the trail
 };
 
 struct DeliveryJob;
+
+// Bytes a store returns with their content type.
+struct StoredBytes {
+  std::string content_type;
+  std::string bytes;
+};
 
 struct CommitOutcome {
   std::string message_id;  // the existing id when duplicate
@@ -131,6 +140,10 @@ struct LifecycleEvent {
   std::string idempotency_key;
   std::size_t bytes = 0;
   bool same_content = true;
+  // received, for a converted record: what the partner sent (content_type and bytes are then
+  // the FHIR form's). Empty and 0 when the record arrived as it is stored.
+  std::string original_content_type;
+  std::size_t original_bytes = 0;
 
   std::vector<std::string> warnings;      // validated: the validator's warnings (none: empty)
   std::vector<std::string> routes;        // routed, unroutable: the routes that matched
@@ -175,7 +188,10 @@ struct MessageView {
   std::string content_hash;
   std::int64_t received_at_ms = 0;
   MessageState state = MessageState::accepted;
+  std::string content_type;                 // of the stored (FHIR) body
   std::size_t body_bytes = 0;
+  std::string original_content_type;        // set when converted: what the partner sent
+  std::size_t original_bytes = 0;
   std::vector<DeliveryView> deliveries;
   std::vector<LifecycleEvent> events;
 };

@@ -43,12 +43,24 @@ struct MessageQuery {
   int limit = 100;
 };
 
-class Store {
+// Read access to what partners sent, for outbound adapters that can forward a partner's own
+// bytes (an HL7 v2 message to a v2 destination) instead of a rendering of the FHIR form.
+// Threading as for Store (below): any thread; resumes on the awaiting coroutine's executor.
+class OriginalReader {
+ public:
+  virtual ~OriginalReader() = default;
+  // The bytes as the partner sent them, when an inbound adapter converted them (HL7 v2, CSV);
+  // nullopt when the record arrived as it is stored (the body is what was sent). Errc::not_found
+  // when there is no such message, Errc::unavailable (retryable) when the store cannot read now.
+  virtual asio::awaitable<Result<std::optional<StoredBytes>>> original(std::string message_id) = 0;
+};
+
+class Store : public OriginalReader {
  public:
   virtual ~Store() = default;
 
-  // Durably stores a validated, routed message and its pending deliveries. Completes after
-  // the group commit that contains it. A message whose (source, idempotency_key) is already
+  // Durably stores a validated, routed message (with the partner's original bytes when it was
+  // converted) and its pending deliveries. Completes after the group commit that contains it. A message whose (source, idempotency_key) is already
   // stored is not stored again: the outcome names the existing id with duplicate = true.
   virtual asio::awaitable<Result<Committed>> commit(NewMessage msg) = 0;
 
@@ -57,13 +69,13 @@ class Store {
   virtual asio::awaitable<Result<void>> record_attempt(DeliveryAttempt attempt) = 0;
 
   virtual asio::awaitable<Result<std::optional<MessageView>>> find(std::string message_id) = 0;
-  // The raw body as received; not-found Failure (404) when there is no such message.
+  // The stored body (the FHIR form); Errc::not_found when there is no such message.
   virtual asio::awaitable<Result<std::string>> body(std::string message_id) = 0;
   virtual asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery query) = 0;
 
   // Replay: dead deliveries of the message go back to pending with their attempt count
   // reset; a "replayed" event is added. Returns the jobs to hand to the queue (empty when
-  // nothing was dead). not-found Failure (404) when the message does not exist.
+  // nothing was dead). Errc::not_found when the message does not exist.
   virtual asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string message_id) = 0;
 
   // Start-up: every pending delivery in acceptance order. Bodies are included while they add up

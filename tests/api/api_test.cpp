@@ -119,6 +119,61 @@ TEST_F(ApiTest, MessageViewIsJson) {
   EXPECT_STREQ(a["detail"].GetString(), trail_text(store_.messages["01JKNOWN"].events[1]).c_str());
 }
 
+// The stored FHIR form and what the partner sent, each with its own content type; for a record
+// that arrived as FHIR both are the body.
+TEST_F(ApiTest, BodyAndOriginalAreServedAsStored) {
+  NewMessage converted;
+  converted.id = "01JCONVERTED";
+  converted.body = R"({"resourceType":"Bundle","type":"message"})";
+  converted.original_content_type = "x-application/hl7-v2+er7";
+  converted.original_bytes = "MSH|^~\\&|PAS|RTX|||20261130||ADT^A01|1|P|2.4\r";
+  store_.stored.push_back(converted);
+  MessageView view;
+  view.id = converted.id;
+  view.content_type = "application/fhir+json";
+  view.body_bytes = converted.body.size();
+  view.original_content_type = converted.original_content_type;
+  view.original_bytes = converted.original_bytes.size();
+  store_.messages[view.id] = view;
+  NewMessage plain;
+  plain.id = "01JPLAIN";
+  plain.body = R"({"resourceType":"Patient"})";
+  store_.stored.push_back(plain);
+  store_.messages[plain.id] = MessageView{};
+  store_.messages[plain.id].id = plain.id;
+  store_.messages[plain.id].content_type = "application/fhir+json";
+
+  auto body = get("/api/messages/01JCONVERTED/body");
+  ASSERT_EQ(body.result(), http::status::ok);
+  EXPECT_EQ(body.body(), converted.body);
+  EXPECT_EQ(body[http::field::content_type], "application/fhir+json");
+  auto original = get("/api/messages/01JCONVERTED/original");
+  ASSERT_EQ(original.result(), http::status::ok);
+  EXPECT_EQ(original.body(), converted.original_bytes);
+  EXPECT_EQ(original[http::field::content_type], "x-application/hl7-v2+er7");
+  auto same = get("/api/messages/01JPLAIN/original");
+  ASSERT_EQ(same.result(), http::status::ok);
+  EXPECT_EQ(same.body(), plain.body);
+
+  auto json = get("/api/messages/01JCONVERTED");
+  rapidjson::Document doc;
+  doc.Parse(json.body().c_str());
+  ASSERT_TRUE(doc.IsObject()) << json.body();
+  EXPECT_STREQ(doc["contentType"].GetString(), "application/fhir+json");
+  ASSERT_TRUE(doc["original"].IsObject());
+  EXPECT_STREQ(doc["original"]["contentType"].GetString(), "x-application/hl7-v2+er7");
+  EXPECT_EQ(doc["original"]["bytes"].GetUint64(), converted.original_bytes.size());
+  auto plain_json = get("/api/messages/01JPLAIN");
+  doc.Parse(plain_json.body().c_str());
+  ASSERT_TRUE(doc.IsObject());
+  EXPECT_TRUE(doc["original"].IsNull());
+
+  EXPECT_EQ(get("/api/messages/01JNOPE/body").result(), http::status::not_found);
+  EXPECT_EQ(get("/api/messages/01JNOPE/original").result(), http::status::not_found);
+  EXPECT_EQ(test::send(server_.port(), make_request(http::verb::post, "/api/messages/01JPLAIN/body")).result(),
+            http::status::method_not_allowed);
+}
+
 TEST_F(ApiTest, UnknownMessageIs404Outcome) {
   auto res = get("/api/messages/01JNOPE");
   EXPECT_EQ(res.result(), http::status::not_found);

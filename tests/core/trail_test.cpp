@@ -47,6 +47,11 @@ TEST(Trail, AcceptanceEvents) {
   received.idempotency_key = "k1";
   EXPECT_EQ(trail_text(received),
             "source=rtx channel=fhir-in content_type=application/fhir+json bytes=42 sha256=abc idempotency_key=k1");
+  received.original_content_type = "x-application/hl7-v2+er7";
+  received.original_bytes = 17;
+  EXPECT_EQ(trail_text(received),
+            "source=rtx channel=fhir-in sent_as=x-application/hl7-v2+er7 sent_bytes=17 "
+            "converted_to=application/fhir+json bytes=42 sha256=abc idempotency_key=k1");
 
   LifecycleEvent validated;
   validated.kind = EventKind::validated;

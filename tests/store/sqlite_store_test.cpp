@@ -51,7 +51,7 @@ class SqliteStoreTest : public ::testing::Test {
 TEST_F(SqliteStoreTest, CreatesVersionedSchemaInWalMode) {
   auto db = dir_ / "t.db";
   make_sqlite_store(SqliteStoreSettings{db})->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 4);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 5);
   sqlite3* handle = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
@@ -132,7 +132,7 @@ PRAGMA user_version = 1;
   EXPECT_EQ(pending[0].attempts, 2);
   EXPECT_TRUE(run(store->commit(sample("key:a", {"gp"}, "trust"))).value().outcome.duplicate);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 4);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 5);
 }
 
 // A store written by schema 3 (the trail kept as rendered text: events.detail, deliveries'
@@ -214,7 +214,7 @@ PRAGMA user_version = 3;
   EXPECT_TRUE(delivered.legacy_text.empty());
   EXPECT_TRUE(run(store->commit(sample("key:b", {"gp"}, "trust"))).value().outcome.duplicate);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 4);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 5);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
 }
 
@@ -229,7 +229,7 @@ TEST_F(SqliteStoreTest, UpgradedSchemaMatchesAFreshOne) {
     EXPECT_EQ(sqlite3_prepare_v2(handle,
                                  "SELECT m.name || '.' || p.name || ' ' || p.type || ' ' || p.\"notnull\" || ' ' || "
                                  "coalesce(p.dflt_value, '-') FROM sqlite_schema m, pragma_table_info(m.name) p "
-                                 "WHERE m.type = 'table' AND m.name IN ('deliveries', 'events') ORDER BY m.name, p.cid",
+                                 "WHERE m.type = 'table' AND m.name IN ('deliveries', 'events', 'originals') ORDER BY m.name, p.cid",
                                  -1, &st, nullptr),
               SQLITE_OK);
     std::vector<std::string> out;

@@ -151,6 +151,41 @@ TEST_P(StoreContract, BodyIsReadBackAsReceived) {
   EXPECT_EQ(missing.error().code, Errc::not_found);
 }
 
+// A converted record keeps what the partner sent beside its FHIR form; a record that arrived as
+// FHIR has no separate original.
+TEST_P(StoreContract, ConvertedRecordKeepsWhatThePartnerSent) {
+  auto converted = sample("v2:MSG00001");
+  converted.original_content_type = "x-application/hl7-v2+er7";
+  converted.original_bytes = std::string("MSH|^~\\&|PAS|RTX|||20261130||ADT^A01|MSG00001|P|2.4\rPID|||x\r\0z", 55);
+  auto id = run(store_->commit(converted)).value().outcome.message_id;
+  auto original = run(store_->original(id)).value();
+  ASSERT_TRUE(original.has_value());
+  EXPECT_EQ(original->content_type, "x-application/hl7-v2+er7");
+  EXPECT_EQ(original->bytes, converted.original_bytes);  // byte for byte, a NUL included
+  EXPECT_EQ(run(store_->body(id)).value(), converted.body);
+
+  auto view = run(store_->find(id)).value();
+  ASSERT_TRUE(view);
+  EXPECT_EQ(view->content_type, "application/fhir+json");
+  EXPECT_EQ(view->original_content_type, "x-application/hl7-v2+er7");
+  EXPECT_EQ(view->original_bytes, converted.original_bytes.size());
+  const auto& received = only_event(*view, EventKind::received);
+  EXPECT_EQ(received.original_content_type, "x-application/hl7-v2+er7");
+  EXPECT_EQ(received.original_bytes, converted.original_bytes.size());
+  EXPECT_EQ(received.bytes, converted.body.size());
+
+  auto plain = run(store_->commit(sample("fhir-1"))).value().outcome.message_id;
+  EXPECT_FALSE(run(store_->original(plain)).value().has_value());
+  auto plain_view = run(store_->find(plain)).value();
+  ASSERT_TRUE(plain_view);
+  EXPECT_TRUE(plain_view->original_content_type.empty());
+  EXPECT_EQ(plain_view->original_bytes, 0u);
+
+  auto missing = run(store_->original("01UNKNOWN0000000000000000"));
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+}
+
 TEST_P(StoreContract, FindUnknownIdReturnsNothing) {
   auto view = run(store_->find("01UNKNOWN0000000000000000")).value();
   EXPECT_FALSE(view.has_value());

@@ -52,6 +52,20 @@ class FakeStore : public NullStore {
     if (it == messages.end()) co_return std::optional<MessageView>{};
     co_return std::optional<MessageView>{it->second};
   }
+  asio::awaitable<Result<std::string>> body(std::string id) override {
+    for (const auto& m : stored)
+      if (m.id == id) co_return m.body;
+    co_return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found", "no message " + id, "", ""});
+  }
+  // A stored message's original: nullopt when it was not converted.
+  asio::awaitable<Result<std::optional<StoredBytes>>> original(std::string id) override {
+    for (const auto& m : stored)
+      if (m.id == id)
+        co_return m.original_content_type.empty()
+            ? std::optional<StoredBytes>{}
+            : std::optional<StoredBytes>{StoredBytes{m.original_content_type, m.original_bytes}};
+    co_return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found", "no message " + id, "", ""});
+  }
   asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery q) override {
     last_query = q;
     co_return summaries;
@@ -74,7 +88,7 @@ class FakeStore : public NullStore {
 // store outage (retryable, Errc::unavailable) without reaching `inner`.
 class FailingStore : public Store {
  public:
-  enum class FailOn { commit, record_attempt, find, body, list, replay, load_pending };
+  enum class FailOn { commit, record_attempt, find, body, original, list, replay, load_pending };
 
   explicit FailingStore(Store& inner) : inner_(inner) {}
   void fail_next(FailOn op, int times = 1) { left_[op] = times; }
@@ -99,6 +113,10 @@ class FailingStore : public Store {
   asio::awaitable<Result<std::string>> body(std::string id) override {
     if (fails(FailOn::body)) co_return outage();
     co_return co_await inner_.body(std::move(id));
+  }
+  asio::awaitable<Result<std::optional<StoredBytes>>> original(std::string id) override {
+    if (fails(FailOn::original)) co_return outage();
+    co_return co_await inner_.original(std::move(id));
   }
   asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery q) override {
     if (fails(FailOn::list)) co_return outage();

@@ -18,6 +18,9 @@ class NullStore : public Store {
   asio::awaitable<Result<std::string>> body(std::string) override {
     co_return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found", "not in this fake", "", ""});
   }
+  asio::awaitable<Result<std::optional<StoredBytes>>> original(std::string) override {
+    co_return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found", "not in this fake", "", ""});
+  }
   asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery) override {
     co_return std::vector<MessageSummary>{};
   }
