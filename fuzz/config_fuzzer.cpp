@@ -17,6 +17,7 @@ const tellonce::AdapterRegistry& registry() {
   static tellonce::AdapterRegistry r = [] {
     tellonce::AdapterRegistry reg;
     tellonce::register_builtin_adapters(reg);
+    tellonce::register_builtin_engines(reg);
     return reg;
   }();
   return r;

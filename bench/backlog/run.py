@@ -98,7 +98,7 @@ def check_store(work, sink_record):
             if pk and prev and seq < prev[0]:
                 # An inversion counts only if the later record was sent after the earlier one was
                 # acknowledged. Records whose commits overlapped (sent concurrently on two
-                # connections) have no acceptance order between them (broker/queue/queue.hpp).
+                # connections) have no acceptance order between them (include/tellonce/queue.hpp).
                 if prev[1] > accepted:
                     out_of_order += 1
                 else:

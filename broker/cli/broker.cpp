@@ -6,9 +6,7 @@
 #include "broker/delivery/delivery.hpp"
 #include "tellonce/http_server.hpp"
 #include "tellonce/pipeline.hpp"
-#include "broker/queue/memory_queue.hpp"
 #include "tellonce/router.hpp"
-#include "broker/store/sqlite_store.hpp"
 #include "tellonce/validator.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -58,14 +56,11 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
       config.validation.nhs_number_check_digit_is_error});
   compile_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
   router_ = make_router(config);
-  std::filesystem::create_directories(config.store.path.parent_path().empty() ? "." : config.store.path.parent_path());
-  SqliteStoreSettings store_settings{config.store.path, config.store.max_commit_delay, config.store.max_batch};
-  store_settings.max_size_bytes = config.store.max_size_bytes;
-  store_settings.accept_new_store = options.accept_new_store;
-  store_settings.accept_wal_loss = options.accept_wal_loss;
-  store_ = make_sqlite_store(store_settings);
-
-  queue_ = make_memory_queue(io_.get_executor(), static_cast<std::size_t>(config.delivery.max_queued_body_bytes));
+  store_ = registry.store(config.store.type)
+               ->create(config.store.settings, StoreStartup{options.accept_new_store, options.accept_wal_loss});
+  queue_ = registry.queue(config.queue.type)
+               ->create(config.queue.settings,
+                        QueueContext{io_.get_executor(), static_cast<std::size_t>(config.delivery.max_queued_body_bytes)});
   for (const auto& p : config.partners) {
     if (!p.endpoint) continue;
     OutboundContext octx{io_, p.id, *store_};
@@ -112,7 +107,7 @@ void Broker::start(std::ostream& out) {
   out << "  api      http://" << config_.api.listen << "/api/messages/{id}\n";
   for (const auto& [listen, port] : http_->bound())
     out << "  listening " << listen.substr(0, listen.rfind(':')) << ":" << port << "\n";
-  out << "  store    " << config_.store.path.string() << " (" << resumed << " pending deliveries resumed)\n"
+  out << "  store    " << store_->describe() << " (" << resumed << " pending deliveries resumed)\n"
       << std::flush;
 }
 

@@ -46,7 +46,7 @@ class HttpServers;
 struct BrokerOptions {
   // How long in-flight requests may take to finish after a stop is requested.
   std::chrono::milliseconds drain_deadline{10000};
-  // Store recovery choices from `tellonce serve` (broker/store/README.md, "Refusing a lost store").
+  // Store recovery choices from `tellonce serve` (engines/sqlite_store/README.md, "Refusing a lost store").
   bool accept_new_store = false;
   bool accept_wal_loss = false;
 };

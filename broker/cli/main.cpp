@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   try {
     tellonce::AdapterRegistry registry;
     tellonce::register_builtin_adapters(registry);
+    tellonce::register_builtin_engines(registry);
     if (cmd == "serve") return tellonce::run_serve_command(argc - 2, argv + 2, registry);
     if (cmd == "check-config") return tellonce::run_check_config_command(argc - 1, argv + 1, registry);
     if (cmd == "validate")

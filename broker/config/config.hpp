@@ -82,12 +82,11 @@ struct DeliverySettings {
   std::uint64_t max_queued_body_bytes = 256ull * 1024 * 1024;
 };
 
-struct StoreSettings {
-  std::string type = "sqlite";
-  std::filesystem::path path = "data/tellonce.db";
-  std::chrono::microseconds max_commit_delay{2000};  // group commit window
-  int max_batch = 512;
-  std::uint64_t max_size_bytes = 0;                  // 0: no limit; past it writes fail as on a full disk
+// Which engine runs behind a seam (`store:`, `queue:`), with the settings its type parsed.
+struct EngineChoice {
+  std::string type;
+  AdapterSettings settings;
+  int line = 0;
 };
 
 struct ValidationSettings {
@@ -109,7 +108,8 @@ struct Config {
   std::size_t max_connections_per_listener = 10'000;
   std::size_t reserved_descriptors = 0;      // 0: derived from the partners (see below)
   ApiSettings api;
-  StoreSettings store;
+  EngineChoice store{"sqlite", {}, 0};
+  EngineChoice queue{"memory", {}, 0};
   ValidationSettings validation;
   DeliverySettings delivery;
   std::vector<Partner> partners;

@@ -79,7 +79,7 @@ AdapterSettings parse_adapter_section(const std::string& type, const AdapterSett
   try {
     return parse(section);
   } catch (const std::exception& e) {
-    section.problem("", "adapter '" + type + "' rejected these settings: " + e.what());
+    section.problem("", "type '" + type + "' rejected these settings: " + e.what());
     return {};
   }
 }
@@ -146,22 +146,21 @@ void check_listeners(const std::vector<DeclaredListener>& listeners, ProblemLog&
   }
 }
 
-void read_store(SettingsReader& top, Config& c, const fs::path& dir) {
-  auto s = top.child("store");
-  if (s) {
-    c.store.type = s->string("type", c.store.type);
-    if (c.store.type != "sqlite")
-      s->problem("type", "store type '" + c.store.type + "' is not available (available: sqlite)");
-    c.store.path = s->string("path", c.store.path.string());
-    auto delay = s->duration("max_commit_delay",
-                             std::chrono::duration_cast<std::chrono::milliseconds>(c.store.max_commit_delay));
-    if (delay > std::chrono::seconds(1)) s->problem("max_commit_delay", "must be at most 1s");
-    else c.store.max_commit_delay = delay;
-    c.store.max_batch = static_cast<int>(s->integer("max_batch", c.store.max_batch, 1, 100000));
-    c.store.max_size_bytes = s->byte_size("max_size", c.store.max_size_bytes, 0, std::uint64_t{1} << 50);
-    s->finish();
+// `store:` or `queue:`: the engine its `type` names (default `fallback`) parses the rest; an
+// absent section is that engine with its defaults.
+void read_engine(SettingsReader& top, const char* key, EngineChoice& choice, const AdapterCatalog& registry) {
+  const bool store = std::string_view(key) == "store";
+  auto s = top.section(key);
+  choice.line = s.line();
+  choice.type = s.string("type", choice.type);
+  const auto* parse = store ? registry.store_parser(choice.type) : registry.queue_parser(choice.type);
+  if (!parse) {
+    s.problem("type", std::string(key) + " type '" + choice.type + "' is not available (available: " +
+                          joined(store ? registry.store_names() : registry.queue_names()) + ")");
+    return;
   }
-  c.store.path = beside(dir, c.store.path.string());
+  choice.settings = parse_adapter_section(choice.type, *parse, s);
+  s.finish();
 }
 
 void read_validation(SettingsReader& top, Config& c, const fs::path& dir) {
@@ -411,7 +410,8 @@ ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& 
   PendingChecks pending;
   read_broker(top, c);
   read_api(top, c);
-  read_store(top, c, dir);
+  read_engine(top, "store", c.store, registry);
+  read_engine(top, "queue", c.queue, registry);
   read_validation(top, c, dir);
   read_delivery(top, c);
   read_partners(top, c, registry, pending, *log);

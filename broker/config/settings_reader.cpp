@@ -257,6 +257,24 @@ std::vector<std::string> SettingsReader::strings(const std::string& key) {
   return out;
 }
 
+SettingsReader SettingsReader::section(const std::string& key) {
+  if (auto c = child(key)) return std::move(*c);
+  auto impl = std::make_shared<Impl>();
+  impl->node = YAML::Node(YAML::NodeType::Null);
+  impl->path = join_path(impl_->path, key);
+  impl->log = impl_->log;
+  impl->fallback_line = impl_->fallback_line;
+  return SettingsReader(std::move(impl));
+}
+
+std::string SettingsReader::file_path(const std::string& key, const std::string& fallback) {
+  auto value = string(key, fallback);
+  if (value.empty()) return value;
+  std::filesystem::path p(value);
+  if (p.is_relative()) p = std::filesystem::path(impl_->log->file).parent_path() / p;
+  return p.lexically_normal().string();
+}
+
 std::optional<SettingsReader> SettingsReader::child(const std::string& key) {
   impl_->known.insert(key);
   auto e = find_entry(impl_->node, key);

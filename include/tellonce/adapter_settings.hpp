@@ -1,4 +1,4 @@
-// The seam between the config loader and adapter types, owned by config so that config never
+// The seam between the config loader and adapter and engine types, owned by config so that config never
 // includes adapters (adapters include this). An adapter type's parse() turns its section into
 // its own settings struct, held as AdapterSettings; the loader finds parsers through an
 // AdapterCatalog (AdapterRegistry is the one the broker uses).
@@ -65,6 +65,11 @@ class AdapterCatalog {
   virtual const AdapterSettingsParser* outbound_parser(const std::string& type) const = 0;
   virtual std::vector<std::string> inbound_names() const = 0;
   virtual std::vector<std::string> outbound_names() const = 0;
+  // The engines behind the Store and Queue seams, by `store.type` / `queue.type`.
+  virtual const AdapterSettingsParser* store_parser(const std::string& type) const = 0;
+  virtual const AdapterSettingsParser* queue_parser(const std::string& type) const = 0;
+  virtual std::vector<std::string> store_names() const = 0;
+  virtual std::vector<std::string> queue_names() const = 0;
 };
 
 }  // namespace tellonce

@@ -2,7 +2,7 @@
 // one patient's records in turn. Every job pushed is already durable in the Store (pending),
 // so a queue may lose what it holds (a crash) without losing a record: start-up pushes every
 // pending delivery again (Store::load_pending). Implementations: the in-process memory queue
-// (memory_queue.hpp); a broker-backed one (RabbitMQ) fits behind the same interface.
+// (engines/memory_queue); a broker-backed one (RabbitMQ) fits behind the same interface.
 //
 // Threading: every member may be called from any thread. Each awaitable resumes its caller on
 // the executor it was awaited from. A coroutine parameter is taken by value: the queue never

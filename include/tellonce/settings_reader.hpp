@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,11 @@ class SettingsReader {
   std::chrono::milliseconds duration(const std::string& key, std::chrono::milliseconds fallback);  // "500ms", "5s", "2m", "1h", "3d" or ms number
   std::vector<std::string> strings(const std::string& key);  // a scalar or a sequence
   std::optional<SettingsReader> child(const std::string& key);  // nested mapping
+  // Like child(), but an absent section reads as an empty one, so every value takes its default.
+  SettingsReader section(const std::string& key);
+  // A file or folder path; a relative one is taken from the folder of the config file, so that
+  // a config and what it names move together. Empty stays empty.
+  std::string file_path(const std::string& key, const std::string& fallback);
   bool has(const std::string& key) const;
 
   // Added for the loader (and usable by adapters):

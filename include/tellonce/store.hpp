@@ -1,5 +1,5 @@
 // The Store seam: durable storage of messages, their routing and every delivery attempt.
-// Implementations (the embedded one: store/sqlite_store.hpp) all pass tests/store/store_contract.
+// Implementations (engines/: sqlite_store) all pass tests/store/store_contract.
 //
 // Contract for every implementation:
 // - Threading: every method may be called from any thread, concurrently. An awaitable
@@ -91,6 +91,9 @@ class Store : public OriginalReader {
 
   // Finishes outstanding batches; later calls fail.
   virtual void close() = 0;
+
+  // For the start-up summary and logs: the engine and where it keeps its data ("sqlite data/t.db").
+  virtual std::string describe() const { return "store"; }
 };
 
 }  // namespace tellonce

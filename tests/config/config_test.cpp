@@ -3,6 +3,7 @@
 #include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
 #include "adapters/fhir_rest_outbound/fhir_rest_outbound.hpp"
 #include "test_adapters.hpp"
+#include "engines/sqlite_store/sqlite_store.hpp"
 
 #include <gtest/gtest.h>
 
@@ -41,6 +42,8 @@ std::string problems_text(const ConfigLoad& load) {
   for (const auto& p : load.problems) out += p.to_string() + "\n";
   return out;
 }
+
+const SqliteStoreSettings& sqlite_settings(const Config& c) { return settings_as<SqliteStoreSettings>(c.store.settings); }
 
 const ConfigProblem* find_problem(const ConfigLoad& load, std::string_view path) {
   for (const auto& p : load.problems)
@@ -112,9 +115,10 @@ routes:
   EXPECT_EQ(c.io_threads, 3);
   EXPECT_EQ(c.api.listen, "[::1]:9000");
   EXPECT_EQ(c.store.type, "sqlite");
-  EXPECT_EQ(c.store.path, "/var/lib/tellonce/t.db");
-  EXPECT_EQ(c.store.max_commit_delay, std::chrono::microseconds(5000));
-  EXPECT_EQ(c.store.max_batch, 100);
+  EXPECT_EQ(sqlite_settings(c).path, "/var/lib/tellonce/t.db");
+  EXPECT_EQ(sqlite_settings(c).max_commit_delay, std::chrono::microseconds(5000));
+  EXPECT_EQ(sqlite_settings(c).max_batch, 100);
+  EXPECT_EQ(c.queue.type, "memory");  // no queue: section: the default engine
   EXPECT_EQ(c.validation.schema_dir, files.dir() / "schemas");
   EXPECT_FALSE(c.validation.nhs_number_check_digit_is_error);
   EXPECT_EQ(c.delivery.concurrency_per_destination, 4);
@@ -309,15 +313,42 @@ TEST(LoadConfig, RelativeStorePathIsResolvedAgainstTheConfigDirectory) {
   auto registry = test_registry();
   auto rel = load_config(files.write("etc/tellonce.yaml", "store:\n  path: ../var/tellonce.db\n"), registry);
   ASSERT_TRUE(rel.config) << problems_text(rel);
-  EXPECT_EQ(rel.config->store.path, (files.dir() / "var/tellonce.db").lexically_normal());
+  EXPECT_EQ(sqlite_settings(*rel.config).path, (files.dir() / "var/tellonce.db").lexically_normal());
 
   auto fallback = load_config(files.write("etc/empty.yaml", "broker: {}\n"), registry);
   ASSERT_TRUE(fallback.config) << problems_text(fallback);
-  EXPECT_EQ(fallback.config->store.path, (files.dir() / "etc/data/tellonce.db").lexically_normal());
+  EXPECT_EQ(sqlite_settings(*fallback.config).path, (files.dir() / "etc/data/tellonce.db").lexically_normal());
 
   auto abs = load_config(files.write("etc/abs.yaml", "store:\n  path: /srv/t.db\n"), registry);
   ASSERT_TRUE(abs.config);
-  EXPECT_EQ(abs.config->store.path, "/srv/t.db");
+  EXPECT_EQ(sqlite_settings(*abs.config).path, "/srv/t.db");
+}
+
+// store.type and queue.type pick engines from the registry; the engine reads the rest of the
+// section, and an unknown type names the ones there are.
+TEST(LoadConfig, StoreAndQueueEnginesAreChosenByType) {
+  ConfigFiles files;
+  auto registry = test_registry();
+  auto load = load_config(files.write("e.yaml", "store:\n  type: sqlite\n  max_batch: 7\nqueue:\n  type: memory\n"),
+                          registry);
+  ASSERT_TRUE(load.config) << problems_text(load);
+  EXPECT_EQ(load.config->store.type, "sqlite");
+  EXPECT_EQ(sqlite_settings(*load.config).max_batch, 7);
+  EXPECT_EQ(load.config->queue.type, "memory");
+  EXPECT_TRUE(load.config->queue.settings);
+
+  auto bad = load_config(files.write("bad.yaml", "store:\n  type: postgres\nqueue:\n  type: rabbitmq\n  extra: 1\n"),
+                         registry);
+  auto* store = find_problem(bad, "store.type");
+  ASSERT_NE(store, nullptr) << problems_text(bad);
+  EXPECT_EQ(store->message, "store type 'postgres' is not available (available: sqlite)");
+  EXPECT_EQ(store->line, 2);
+  auto* queue = find_problem(bad, "queue.type");
+  ASSERT_NE(queue, nullptr) << problems_text(bad);
+  EXPECT_EQ(queue->message, "queue type 'rabbitmq' is not available (available: memory)");
+
+  auto typo = load_config(files.write("typo.yaml", "store:\n  max_batchh: 7\n"), registry);
+  EXPECT_NE(find_problem(typo, "store.max_batchh"), nullptr) << problems_text(typo);
 }
 
 TEST(LoadConfig, CrossChecksAndRanges) {
@@ -485,6 +516,11 @@ TEST(AdapterRegistry, RefusesASecondTypeOfTheSameNameAndIncompleteTypes) {
   register_builtin_adapters(registry);
   EXPECT_THROW(registry.add(fhir_rest_inbound_type()), std::logic_error);
   EXPECT_THROW(registry.add(fhir_rest_outbound_type()), std::logic_error);
+  register_builtin_engines(registry);
+  EXPECT_THROW(registry.add(sqlite_store_engine()), std::logic_error);
+  EXPECT_NE(registry.store("sqlite"), nullptr);
+  EXPECT_NE(registry.queue("memory"), nullptr);
+  EXPECT_EQ(registry.store("memory"), nullptr);  // each kind has its own names
   auto incomplete = config_test::odd_line_type();
   incomplete.create = nullptr;
   EXPECT_THROW(registry.add(incomplete), std::logic_error);

@@ -41,6 +41,7 @@ inline InboundAdapterType odd_line_type() {
 inline AdapterRegistry test_registry() {
   AdapterRegistry registry;
   register_builtin_adapters(registry);
+  register_builtin_engines(registry);
   registry.add(odd_line_type());
   return registry;
 }

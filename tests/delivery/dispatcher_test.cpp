@@ -1,5 +1,5 @@
 #include "broker/delivery/delivery.hpp"
-#include "broker/queue/memory_queue.hpp"
+#include "engines/memory_queue/memory_queue.hpp"
 
 #include "support/builders.hpp"
 #include "support/fake_store.hpp"

@@ -400,6 +400,7 @@ class FhirRestOutboundSettingsTest : public ::testing::Test {
     std::ofstream(path) << "partners:\n  - id: gp\n    kind: primary-care\n    ods: A81001\n    endpoint:\n"
                            "      type: fhir-rest\n" << endpoint_lines;
     AdapterRegistry registry;
+    register_builtin_engines(registry);  // the config names a store and a queue engine too
     registry.add(fhir_rest_outbound_type());
     return load_config(path, registry);
   }

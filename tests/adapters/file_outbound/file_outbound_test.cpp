@@ -104,6 +104,7 @@ class FileOutboundSettingsTest : public FileOutboundTest {
     std::ofstream(path) << "partners:\n  - id: carers\n    kind: vcse\n    ods: 8JK99\n    endpoint:\n"
                            "      type: file\n" << endpoint_lines;
     AdapterRegistry registry;
+    register_builtin_engines(registry);  // the config names a store and a queue engine too
     registry.add(file_outbound_type());
     return load_config(path, registry);
   }

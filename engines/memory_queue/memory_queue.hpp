@@ -19,4 +19,7 @@ namespace tellonce {
 std::unique_ptr<Queue> make_memory_queue(asio::any_io_executor timer_executor,
                                          std::size_t max_body_bytes = 256u * 1024 * 1024);
 
+struct QueueEngineType;
+QueueEngineType memory_queue_engine();  // for the registry: `queue.type: memory`
+
 }  // namespace tellonce

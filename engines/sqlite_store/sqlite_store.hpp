@@ -1,6 +1,6 @@
 // The embedded Store: SQLite in WAL mode, one writer thread with group commit, one reader and
-// one checkpointer thread (broker/store/README.md). Its settings are its own; nothing above the
-// composition root (broker/cli/serve.cpp) and its own tests needs this header.
+// one checkpointer thread (engines/sqlite_store/README.md). Its settings are its own: the broker
+// reaches it through the registry (`store.type: sqlite`); only its own tests include this header.
 #pragma once
 
 #include "tellonce/store.hpp"
@@ -28,7 +28,7 @@ struct SqliteStoreSettings {
   // While writes fail, health() tries a probe write at most this often.
   std::chrono::milliseconds health_probe_interval{1000};
 
-  // Start-up checks (broker/store/README.md, "Refusing a lost store"). By default the store
+  // Start-up checks (engines/sqlite_store/README.md, "Refusing a lost store"). By default the store
   // refuses to start when its marker (<path>.id) says a store existed but the file is missing,
   // empty, damaged or another store's, and when its WAL holds committed transactions that
   // SQLite's recovery would drop.
@@ -46,5 +46,8 @@ struct SqliteStoreSettings {
 // (unwritable path, a store refused by the checks above), with a message naming the files and
 // how to recover.
 std::unique_ptr<Store> make_sqlite_store(const SqliteStoreSettings& settings);
+
+struct StoreEngineType;
+StoreEngineType sqlite_store_engine();  // for the registry: `store.type: sqlite`
 
 }  // namespace tellonce

@@ -14,10 +14,10 @@
 //              rarer kinds). received/validated/routed/delivered are read from the rows themselves.
 // The store returns the trail as LifecycleEvents; the words are made above it (core/trail.hpp).
 // A message's state is derived from its deliveries, never stored.
-#include "broker/store/sqlite_db.hpp"
-#include "broker/store/sqlite_files.hpp"
-#include "broker/store/sqlite_store.hpp"
-#include "broker/store/worker_jobs.hpp"
+#include "sqlite_db.hpp"
+#include "sqlite_files.hpp"
+#include "sqlite_store.hpp"
+#include "worker_jobs.hpp"
 
 #include "tellonce/json.hpp"
 #include "tellonce/log.hpp"
@@ -412,7 +412,7 @@ std::string recovery_advice(const fs::path& db) {
   return "To recover: restore " + db.string() + " (with its -wal file, if the backup has one) from a backup "
          "and start again; or, to give up what it held and start with a new, empty store, run "
          "`tellonce serve --accept-new-store` once (the old files are renamed aside, nothing is deleted). "
-         "See broker/store/README.md, \"Refusing a lost store\".";
+         "See engines/sqlite_store/README.md, \"Refusing a lost store\".";
 }
 
 // SQLite's own check, on a read-only connection so that nothing (no checkpoint, no new WAL)
@@ -493,7 +493,7 @@ Opening check_files_before_open(const SqliteStoreSettings& settings) {
                                "records silently, so the broker refuses. To recover: keep a copy of both files "
                                "for investigation, then restore from a backup; or start with "
                                "`tellonce serve --accept-wal-loss` to keep what SQLite recovers (a copy of the "
-                               "damaged log is kept aside). See broker/store/README.md, \"Refusing a lost store\".");
+                               "damaged log is kept aside). See engines/sqlite_store/README.md, \"Refusing a lost store\".");
     auto kept = fs::path(wal.string() + ".damaged-" + std::to_string(now_ms()));
     fs::copy_file(wal, kept, ec);
     log::error("store", "--accept-wal-loss: starting on a damaged write-ahead log: " + scan.describe() +
@@ -581,6 +581,8 @@ class SqliteStore final : public Store {
   }
 
   ~SqliteStore() override { close(); }
+
+  std::string describe() const override { return "sqlite " + settings_.path.string(); }
 
   asio::awaitable<Result<Committed>> commit(NewMessage msg) override {
     auto work = [this, msg = std::move(msg)] { return apply_commit(msg); };

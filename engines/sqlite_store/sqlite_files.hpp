@@ -7,7 +7,7 @@
 //             also counts committed transactions that recovery would silently drop (a frame
 //             whose checksum fails hides every commit after it).
 //
-// Internal to broker/store. Every function is blocking and meant for start-up; errors are
+// Internal to the SQLite engine. Every function is blocking and meant for start-up; errors are
 // thrown as std::runtime_error (start-up is where exceptions are allowed).
 #pragma once
 

@@ -1,4 +1,4 @@
-#include "broker/store/sqlite_db.hpp"
+#include "sqlite_db.hpp"
 
 #include <stdexcept>
 

@@ -1,4 +1,4 @@
-#include "broker/queue/memory_queue.hpp"
+#include "engines/memory_queue/memory_queue.hpp"
 
 #include "support/builders.hpp"
 #include "support/run_async.hpp"

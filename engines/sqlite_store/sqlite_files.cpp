@@ -1,4 +1,4 @@
-#include "broker/store/sqlite_files.hpp"
+#include "sqlite_files.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -78,7 +78,7 @@ void write_marker(const fs::path& marker, const std::string& store_id) {
     out << store_id << "\n"
         << "Tellonce message store marker: the store " << marker.stem().string() << " beside this file has id "
         << store_id << ".\nWhile this file exists the broker refuses to start if that store is missing, empty "
-        << "or holds another id.\nSee broker/store/README.md (\"Refusing a lost store\") before deleting it.\n";
+        << "or holds another id.\nSee engines/sqlite_store/README.md (\"Refusing a lost store\") before deleting it.\n";
     out.flush();
     if (!out) throw std::runtime_error("cannot write the store marker " + temp.string());
   }

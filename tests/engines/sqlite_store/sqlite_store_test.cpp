@@ -1,6 +1,6 @@
 #include "store_contract.hpp"
 
-#include "broker/store/sqlite_store.hpp"
+#include "engines/sqlite_store/sqlite_store.hpp"
 #include "support/temp_dir.hpp"
 
 #include <boost/asio/co_spawn.hpp>

@@ -1,4 +1,4 @@
-#include "broker/queue/memory_queue.hpp"
+#include "memory_queue.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_executor.hpp>

@@ -2,8 +2,8 @@
 // that names the files and the way out, and the way out works.
 #include "store_contract.hpp"
 
-#include "broker/store/sqlite_files.hpp"
-#include "broker/store/sqlite_store.hpp"
+#include "engines/sqlite_store/sqlite_files.hpp"
+#include "engines/sqlite_store/sqlite_store.hpp"
 #include "support/temp_dir.hpp"
 
 #include <sqlite3.h>

@@ -1,0 +1,13 @@
+#include "tellonce/registry.hpp"
+
+#include "memory_queue/memory_queue.hpp"
+#include "sqlite_store/sqlite_store.hpp"
+
+namespace tellonce {
+
+void register_builtin_engines(AdapterRegistry& registry) {
+  registry.add(sqlite_store_engine());
+  registry.add(memory_queue_engine());
+}
+
+}  // namespace tellonce
