@@ -1,6 +1,6 @@
 // FHIR R4 -> HL7 v2.4 ADT in the NHS ITK flavour. Codes that differ between the two come from
 // schemas/hl7v2/out-codes.csv; the layout (which element lands in which field) is here, and
-// docs/hl7v2-mapping.md lists it field by field. Every value is escaped on its way in.
+// docs/hl7v2-mapping-out.md lists it field by field. Every value is escaped on its way in.
 #include "hl7v2/from_fhir.hpp"
 
 #include "hl7v2/er7.hpp"

@@ -43,6 +43,9 @@ struct AckSender {
 // The ACK for a parsed message: MSH (sender and receiver swapped, MSH-9 ACK^<event>^ACK, the
 // message's version and processing id, a new control id), MSA (code, MSH-10 of the original,
 // MSA-3 text for older receivers), then one ERR per error. Segments end with CR; not framed.
+// Written in the original's own delimiters, so echoed fields are copied exactly as received.
+// MSA-3 is the first error's diagnostic cut to 80 bytes (v2.4's length); an AckError without
+// hl7_code gets 207 (application internal error).
 std::string build_ack(const Message& original, AckCode code, const std::vector<AckError>& errors,
                       const AckSender& sender, std::string_view control_id, std::string_view timestamp);
 
@@ -57,8 +60,9 @@ std::string build_ack_for_unparsed(std::string_view raw, AckCode code, const std
 struct ReceivedAck {
   AckCode code = AckCode::AA;
   std::string acked_control_id;     // MSA-2: must match the MSH-10 that was sent
-  std::string text;                 // MSA-3 and each ERR's ERR-8 (or ERR-1 in v2.4), joined by "; "
-  std::vector<std::string> error_codes;  // ERR-3.1 values
+  std::string text;                 // MSA-3 and each ERR's ERR-8 (else ERR-7, else ERR-3.2; in v2.4
+                                    // ERR-1.4.2), joined by "; ", each distinct text once
+  std::vector<std::string> error_codes;  // ERR-3.1 values (v2.4: ERR-1.4.1)
 };
 Result<ReceivedAck> read_ack(std::string_view er7);
 

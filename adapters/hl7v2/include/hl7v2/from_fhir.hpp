@@ -33,9 +33,13 @@ struct Rendered {
 
 class FhirToV2 {
  public:
+  // Reads tables_dir/out-codes.csv (schemas/hl7v2/); throws std::exception naming the file and
+  // line when it is missing or bad. docs/hl7v2-mapping-out.md lists where each element lands.
   static std::unique_ptr<FhirToV2> load(const std::filesystem::path& tables_dir);
   virtual ~FhirToV2() = default;
   // control_id: unique per send (the outbound adapter uses the delivery id and attempt).
+  // Bad JSON is the Failure parse_json gives (Errc::malformed); the ER7 is UTF-8 and says so in
+  // MSH-18 (UNICODE UTF-8).
   virtual Result<Rendered> render(std::string_view fhir_json, const V2Addressing& to,
                                   std::string_view control_id, std::string_view timestamp) const = 0;
 };

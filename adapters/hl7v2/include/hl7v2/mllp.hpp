@@ -7,6 +7,11 @@
 //   never grows past max_frame_bytes (plus one read): a longer frame is reported once as
 //   too_large and its remaining bytes are skipped up to its end. Bytes outside a frame
 //   (between frames, before the first) are skipped and reported, not treated as a message.
+// - Tolerated: FS without its CR still ends a frame (the byte after it is then outside any
+//   frame). A VT inside a frame means the sender gave up on it: what it had sent, its VT
+//   included, is reported as stray_bytes and a new frame starts.
+// - `skipped` counts the bytes of a stray_bytes event, and for too_large the bytes seen when the
+//   limit was passed.
 #pragma once
 
 #include <cstddef>
