@@ -1,8 +1,14 @@
 #include "hl7v2/er7.hpp"
 
+#include "support/temp_dir.hpp"
+#include "tellonce/json.hpp"
+
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -377,6 +383,65 @@ TEST(Er7Samples, EveryMicrosoftAndItkSampleMessageParses) {
     }
   }
   EXPECT_GE(count, 139u + 18u);
+}
+
+// A parser nobody here wrote, Debian's python3-hl7, splits every Microsoft sample message into the
+// same segments and raw fields. Both see the text normalised the same way (byte-order mark, line
+// ends, trailing blanks); python-hl7 leaves values escaped, so raw_field() is what compares.
+TEST(Er7Samples, RawFieldsAgreeWithPythonHl7) {
+  const char* env = std::getenv("TELLONCE_SHARED_DATA");
+  const std::filesystem::path dir =
+      std::filesystem::path(env != nullptr ? env : TELLONCE_SHARED_DATA) / "hl7v2-ms-fhir-converter" / "messages";
+  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "shared sample data not found at " << dir;
+  test::TempDir tmp;
+  const auto script = tmp / "dump.py";
+  std::ofstream(script) << R"(import glob, json, re, sys
+import hl7
+out = {}
+for f in sorted(glob.glob(sys.argv[1] + '/*.hl7')):
+    text = open(f, encoding='utf-8-sig').read()
+    lines = [l.rstrip(' \t') for l in re.split(r'\r\n|\r|\n', text)]
+    segs = []
+    for seg in hl7.parse('\r'.join(l for l in lines if l)):
+        fields = [str(x) for x in seg]
+        while len(fields) > 1 and fields[-1] == '':
+            fields.pop()
+        segs.append(fields)
+    out[f] = segs
+json.dump(out, sys.stdout)
+)";
+  const std::string command = "/usr/bin/python3 " + script.string() + " " + dir.string() + " 2>/dev/null";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  std::array<char, 65536> buf;
+  while (std::size_t n = fread(buf.data(), 1, buf.size(), pipe.get())) out.append(buf.data(), n);
+  if (out.empty()) GTEST_SKIP() << "python3-hl7 is not installed (scripts/install-deps.sh installs it)";
+  const auto theirs = parse_json(out, JsonLimits{64 * 1024 * 1024, 64});
+  ASSERT_TRUE(theirs.has_value());
+  std::size_t files = 0, segments = 0;
+  for (const auto& [name, segs] : theirs.value().GetObject()) {
+    std::ifstream in(name.GetString(), std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto ours = parse(text.str());
+    ASSERT_TRUE(ours.has_value()) << name.GetString();
+    ASSERT_EQ(ours->segments().size(), segs.Size()) << name.GetString();
+    for (rapidjson::SizeType i = 0; i < segs.Size(); ++i) {
+      const Segment& seg = ours->segments()[i];
+      const auto& fields = segs[i].GetArray();
+      ASSERT_EQ(seg.id(), std::string_view(fields[0].GetString())) << name.GetString();
+      ASSERT_EQ(seg.field_count(), fields.Size() - 1) << name.GetString() << " " << seg.id();
+      for (rapidjson::SizeType f = 1; f < fields.Size(); ++f) {
+        EXPECT_EQ(seg.raw_field(f), std::string_view(fields[f].GetString(), fields[f].GetStringLength()))
+            << name.GetString() << " " << seg.id() << "-" << f;
+      }
+      ++segments;
+    }
+    ++files;
+  }
+  EXPECT_EQ(files, 139u);
+  EXPECT_GT(segments, 1000u);
 }
 
 }  // namespace
