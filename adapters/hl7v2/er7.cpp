@@ -573,6 +573,14 @@ std::string escape(std::string_view text, const Encoding& enc) {
       out += enc.escape;
       out += ".br";
       out += enc.escape;
+    } else if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == '\x7f') {
+      // Other control bytes (MLLP's 0x0B and 0x1C among them) would break the framing: hex.
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      out += enc.escape;
+      out += 'X';
+      out += kHex[static_cast<unsigned char>(c) >> 4];
+      out += kHex[static_cast<unsigned char>(c) & 0xF];
+      out += enc.escape;
     } else {
       out += c;
     }

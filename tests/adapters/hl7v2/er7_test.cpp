@@ -215,6 +215,14 @@ TEST(Er7Escape, EscapeThenUnescapeGivesTheTextBack) {
   EXPECT_EQ(escape("a#b"), "a#b");
 }
 
+TEST(Er7Escape, ControlBytesAreHexSoNoValueCarriesMllpFraming) {
+  const std::string text = std::string("a\x0b" "b\x1c" "c\x00" "d\te\x7f", 10);
+  const std::string escaped = escape(text);
+  EXPECT_EQ(escaped, "a\\X0B\\b\\X1C\\c\\X00\\d\te\\X7F\\");
+  EXPECT_EQ(escaped.find_first_of(std::string_view("\x0b\x1c\x00", 3)), std::string::npos);
+  EXPECT_EQ(unescape(escaped, Encoding{}), text);
+}
+
 TEST(Er7Parse, ExplicitNullIsSeenAndReadsAsEmpty) {
   const Message m = parsed(adt("", "\"\""));
   const Segment* pid = m.first("PID");

@@ -163,6 +163,13 @@ TEST_F(FhirToV2Test, NamesGenderBirthDateAddressAndTelecomAreEscaped) {
   EXPECT_EQ(pid->value(14, 2), "WPN");
 }
 
+TEST_F(FhirToV2Test, ControlCharactersInValuesCannotBreakTheFraming) {
+  const Message m = render_and_parse(R"({"resourceType":"Patient","name":[{"family":"A\u001cB\u000bC","given":["x\ny"]}]})");
+  EXPECT_EQ(last_.er7.find_first_of(std::string_view("\x0b\x1c", 2)), std::string::npos);
+  EXPECT_EQ(m.first("PID")->value(5, 1), "A\x1c" "B\x0b" "C");
+  EXPECT_EQ(m.first("PID")->value(5, 2), "x\ny");
+}
+
 TEST_F(FhirToV2Test, GenderCodesFollowHl7Table0001) {
   for (const auto& [fhir, v2] : {std::pair{"male", "M"}, {"female", "F"}, {"other", "O"}, {"unknown", "U"}}) {
     const std::string json = std::string(R"({"resourceType":"Patient","gender":")") + fhir + R"("})";

@@ -115,7 +115,9 @@ Result<Message> parse(std::string_view er7);
 // Decodes one raw (escaped) value with the message's delimiters. Exposed for tests and fuzzing.
 std::string unescape(std::string_view raw, const Encoding& enc);
 
-// Escapes UTF-8 text for a field value: delimiters become \F\ \S\ \T\ \R\ \E\, line breaks \.br\.
+// Escapes UTF-8 text for a field value: delimiters become \F\ \S\ \T\ \R\ \E\ (and \P\ for a
+// declared truncation character), line breaks \.br\, other control bytes but TAB \Xhh\ (so a
+// value can never carry MLLP's framing bytes).
 std::string escape(std::string_view text, const Encoding& enc = {});
 
 }  // namespace tellonce::hl7v2
