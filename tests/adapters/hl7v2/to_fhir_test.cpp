@@ -1,0 +1,613 @@
+// HL7 v2 -> FHIR conversion: each mapping rule on small messages, then every sample message in
+// ../shared/data (hl7v2-ms-fhir-converter, nhs-itk-v2) through the converter and the broker's
+// own validator, and field-by-field agreement with Microsoft's expected Bundles.
+#include "hl7v2/er7.hpp"
+#include "hl7v2/to_fhir.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/validator.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+namespace tellonce::hl7v2 {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path tables_dir = fs::path(TELLONCE_SOURCE_DIR) / "schemas" / "hl7v2";
+
+fs::path shared_data() {
+  if (const char* env = std::getenv("TELLONCE_SHARED_DATA")) return env;
+  return TELLONCE_SHARED_DATA;
+}
+
+const V2ToFhir& converter() {
+  static const std::unique_ptr<V2ToFhir> c = V2ToFhir::load(tables_dir);
+  return *c;
+}
+
+const Validator& validator() {
+  static const std::unique_ptr<Validator> v = make_fhir_validator(ValidatorSettings{fs::path(TELLONCE_SOURCE_DIR) / "schemas"});
+  return *v;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Result<Converted> convert_text(std::string_view er7) {
+  auto m = parse(er7);
+  if (!m) return m.error();
+  return converter().convert(*m);
+}
+
+// Converts, expecting success, and parses the Bundle.
+rapidjson::Document bundle_of(std::string_view er7, Converted* keep = nullptr) {
+  rapidjson::Document doc;
+  auto r = convert_text(er7);
+  EXPECT_TRUE(r.has_value()) << (r.has_value() ? "" : r.error().summary());
+  if (!r) return doc;
+  doc.Parse(r->bundle_json.c_str());
+  EXPECT_FALSE(doc.HasParseError());
+  if (keep) *keep = *r;
+  return doc;
+}
+
+std::vector<Issue> validation_errors(std::string_view json) {
+  auto doc = parse_json(json);
+  if (!doc) return doc.error().issues;
+  std::vector<Issue> issues;
+  validator().validate(*doc, issues);
+  std::vector<Issue> errors;
+  for (auto& i : issues)
+    if (i.is_error()) errors.push_back(i);
+  return errors;
+}
+
+std::string describe(const std::vector<Issue>& issues) {
+  std::string out;
+  for (const auto& i : issues) out += "  " + i.location + ": " + i.diagnostics + " [" + i.rule + "]\n";
+  return out;
+}
+
+// The first resource of a type in the Bundle (nullptr when none).
+const rapidjson::Value* resource(const rapidjson::Value& bundle, std::string_view type, int nth = 0) {
+  if (!bundle.IsObject() || !bundle.HasMember("entry")) return nullptr;
+  for (const auto& e : bundle["entry"].GetArray()) {
+    const auto& r = e["resource"];
+    if (std::string_view(r["resourceType"].GetString()) == type && nth-- == 0) return &r;
+  }
+  return nullptr;
+}
+
+std::string s(const rapidjson::Value* v) { return v && v->IsString() ? v->GetString() : std::string(); }
+const rapidjson::Value* get(const rapidjson::Value* v, std::string_view path) {
+  // "a.b[1].c" on objects and arrays.
+  std::size_t i = 0;
+  while (v && i < path.size()) {
+    std::size_t end = path.find_first_of(".[", i);
+    std::string_view name = path.substr(i, end == std::string_view::npos ? std::string_view::npos : end - i);
+    if (!name.empty()) {
+      if (!v->IsObject()) return nullptr;
+      auto it = v->FindMember(rapidjson::Value(name.data(), static_cast<rapidjson::SizeType>(name.size())));
+      if (it == v->MemberEnd()) return nullptr;
+      v = &it->value;
+    }
+    if (end == std::string_view::npos) break;
+    if (path[end] == '[') {
+      std::size_t close = path.find(']', end);
+      unsigned index = static_cast<unsigned>(std::stoul(std::string(path.substr(end + 1, close - end - 1))));
+      if (!v->IsArray() || index >= v->Size()) return nullptr;
+      v = &(*v)[index];
+      i = close + 1;
+      if (i < path.size() && path[i] == '.') ++i;
+    } else {
+      i = end + 1;
+    }
+  }
+  return v;
+}
+std::string str_at(const rapidjson::Value* v, std::string_view path) { return s(get(v, path)); }
+std::string raw_at(const rapidjson::Value* v, std::string_view path) {
+  const rapidjson::Value* x = get(v, path);
+  if (!x) return {};
+  if (x->IsString()) return x->GetString();
+  if (x->IsNumber()) {
+    std::ostringstream o;
+    o << x->GetDouble();
+    return o.str();
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small messages
+
+// "PV1|..." with the given fields at their numbers.
+std::string segment(std::string_view id, const std::map<int, std::string>& fields) {
+  std::string out(id);
+  int last = fields.empty() ? 0 : fields.rbegin()->first;
+  for (int f = 1; f <= last; ++f) {
+    out += '|';
+    auto it = fields.find(f);
+    if (it != fields.end()) out += it->second;
+  }
+  return out;
+}
+
+struct Msg {
+  std::string msh = "MSH|^~\\&|PAS|RCB|ROUTE|RX1|20240101120000||ADT^A01^ADT_A01|CTRL-1|P|2.4|||||GBR|UNICODE|EN";
+  std::string evn = "EVN||20240101120000";
+  std::string pid = "PID|1||9434765919^^^NHS||SMITH^JANE^ANN^^MRS^^L||19800101|2|||1 HIGH ST^FLAT 2^LEEDS^WEST YORKSHIRE^LS1 1AA^GBR^H||01131234567^PRN^PH";
+  std::string pd1 = "PD1|||LEEDS GP^^B86001|G1234567^JONES^ANN^^^DR";
+  std::string pv1 = segment("PV1", {{1, "1"},
+                                    {2, "I"},
+                                    {3, "WARD1^ROOM2^BED3^RCB"},
+                                    {7, "C1234567^DARWIN^SAMUEL^^^DR^^^GMC"},
+                                    {19, "V123^^^RCB^VN"},
+                                    {44, "20240101100000"},
+                                    {45, "20240105100000"}});
+  std::vector<std::string> extra;
+  std::string text() const {
+    std::string out = msh + "\r" + evn + "\r" + pid + "\r";
+    if (!pd1.empty()) out += pd1 + "\r";
+    if (!pv1.empty()) out += pv1 + "\r";
+    for (const auto& e : extra) out += e + "\r";
+    return out;
+  }
+  Msg& event(std::string_view e) {
+    auto at = msh.find("ADT^A01^ADT_A01");
+    msh.replace(at, 15, std::string(e));
+    return *this;
+  }
+};
+
+TEST(V2ToFhirMessage, IsAMessageBundleWithMessageHeaderFirst) {
+  Converted c;
+  auto b = bundle_of(Msg{}.text(), &c);
+  EXPECT_EQ(str_at(&b, "type"), "message");
+  EXPECT_EQ(str_at(&b, "identifier.value"), "CTRL-1");
+  EXPECT_EQ(str_at(&b, "timestamp"), "2024-01-01T12:00:00Z") << "GBR local time in winter is UTC";
+  EXPECT_EQ(str_at(&b, "entry[0].resource.resourceType"), "MessageHeader");
+  const auto* h = get(&b, "entry[0].resource");
+  EXPECT_EQ(str_at(h, "eventCoding.system"), "http://terminology.hl7.org/CodeSystem/v2-0003");
+  EXPECT_EQ(str_at(h, "eventCoding.code"), "A01");
+  EXPECT_EQ(str_at(h, "source.name"), "PAS");
+  EXPECT_EQ(str_at(h, "source.endpoint"), "urn:tellonce:hl7v2:application:PAS");
+  EXPECT_EQ(str_at(h, "destination[0].name"), "ROUTE");
+  EXPECT_EQ(str_at(h, "destination[0].receiver.identifier.value"), "RX1");
+  EXPECT_EQ(str_at(h, "sender.identifier.system"), "https://fhir.nhs.uk/Id/ods-organization-code");
+  EXPECT_EQ(str_at(h, "sender.identifier.value"), "RCB");
+  // focus: the Encounter, and every fullUrl is a urn:uuid the references resolve to.
+  const auto* enc = resource(b, "Encounter");
+  ASSERT_NE(enc, nullptr);
+  EXPECT_EQ(str_at(h, "focus[0].reference"), "urn:uuid:" + str_at(enc, "id"));
+  for (const auto& e : b["entry"].GetArray())
+    EXPECT_EQ(s(get(&e, "fullUrl")), "urn:uuid:" + str_at(&e, "resource.id"));
+  EXPECT_EQ(str_at(enc, "subject.reference"), "urn:uuid:" + str_at(resource(b, "Patient"), "id"));
+  EXPECT_EQ(c.event, "ADT^A01");
+  EXPECT_TRUE(validation_errors(c.bundle_json).empty()) << describe(validation_errors(c.bundle_json));
+}
+
+TEST(V2ToFhirMessage, ResendConvertsToTheSameIdsAndANewControlIdDoesNot) {
+  Msg m;
+  auto a = convert_text(m.text()), b = convert_text(m.text());
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->bundle_json, b->bundle_json);
+  Msg other;
+  other.msh.replace(other.msh.find("CTRL-1"), 6, "CTRL-2");
+  auto c = bundle_of(other.text());
+  auto first = bundle_of(m.text());
+  EXPECT_NE(str_at(&first, "entry[0].resource.id"), str_at(&c, "entry[0].resource.id"));
+}
+
+TEST(V2ToFhirMessage, UnsupportedEventIsRefusedAtMsh9WithoutQuotingTheMessage) {
+  for (std::string_view event : {"ADT^A45^ADT_A45", "SIU^S12^SIU_S12", "ADT^A21^ADT_A21"}) {
+    auto r = convert_text(Msg{}.event(event).text());
+    ASSERT_FALSE(r.has_value()) << event;
+    EXPECT_EQ(r.error().code, Errc::unsupported);
+    const Failure f = r.error();
+    ASSERT_EQ(f.issues.size(), 1u);
+    const Issue& i = f.issues[0];
+    EXPECT_EQ(i.rule, "hl7v2-unsupported-event");
+    EXPECT_EQ(i.location, "MSH^1^9");
+    EXPECT_EQ(i.diagnostics.find(std::string(event.substr(4, 3))), std::string::npos);
+  }
+}
+
+TEST(V2ToFhirMessage, MissingControlIdIsInvalidAtMsh10) {
+  Msg m;
+  m.msh.replace(m.msh.find("CTRL-1"), 6, "");
+  auto r = convert_text(m.text());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, Errc::invalid);
+  EXPECT_EQ(r.error().issues.at(0).location, "MSH^1^10");
+}
+
+TEST(V2ToFhirPatient, NhsNumberByAssigningAuthorityNhsOrTypeNh) {
+  for (std::string_view cx : {"9434765919^^^NHS", "9434765919^^^NHS^NH", "9434765919^^^^NH", "9434765919^^^nhs"}) {
+    Msg m;
+    m.pid = "PID|1||" + std::string(cx) + "~H123^^^RCB^MR||SMITH^JANE";
+    auto b = bundle_of(m.text());
+    const auto* p = resource(b, "Patient");
+    EXPECT_EQ(str_at(p, "identifier[0].system"), "https://fhir.nhs.uk/Id/nhs-number") << cx;
+    EXPECT_EQ(str_at(p, "identifier[0].value"), "9434765919");
+    EXPECT_EQ(str_at(p, "identifier[1].system"), "") << "a local MRN gets no made-up system";
+    EXPECT_EQ(str_at(p, "identifier[1].value"), "H123");
+    EXPECT_EQ(str_at(p, "identifier[1].type.coding[0].code"), "MR");
+    EXPECT_EQ(str_at(p, "identifier[1].assigner.display"), "RCB");
+  }
+}
+
+TEST(V2ToFhirPatient, AnNhsNumberWithABadCheckDigitIsCaughtByTheValidator) {
+  Msg m;
+  m.pid = "PID|1||9434765918^^^NHS||SMITH^JANE";
+  Converted c;
+  bundle_of(m.text(), &c);
+  auto errors = validation_errors(c.bundle_json);
+  ASSERT_FALSE(errors.empty());
+  EXPECT_EQ(errors[0].rule, "uk-nhs-number");
+  EXPECT_EQ(v2_location_for(c, errors[0].location), "PID^1^3") << errors[0].location;
+}
+
+TEST(V2ToFhirPatient, VerificationStatusFromPid32OnTheNhsNumber) {
+  for (auto [code, expected] : {std::pair{"NSTS01", "01"}, {"NSTS02", "02"}, {"NSTS08", "08"}, {"PDS03", "03"}}) {
+    Msg m;
+    m.pid = "PID|1||9434765919^^^NHS||SMITH^JANE||19800101|2" + std::string(24, '|') + code;
+    Converted c;
+    auto b = bundle_of(m.text(), &c);
+    const auto* id = get(resource(b, "Patient"), "identifier[0]");
+    EXPECT_EQ(str_at(id, "extension[0].url"),
+              "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus");
+    EXPECT_EQ(str_at(id, "extension[0].valueCodeableConcept.coding[0].system"),
+              "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland");
+    EXPECT_EQ(str_at(id, "extension[0].valueCodeableConcept.coding[0].code"), expected) << code;
+    EXPECT_EQ(v2_location_for(c, "Bundle.entry[1].resource.identifier[0].extension[0].url"), "PID^1^32");
+    EXPECT_TRUE(validation_errors(c.bundle_json).empty()) << describe(validation_errors(c.bundle_json));
+  }
+  Msg estimated_dob;  // ITK's "ED" is not a verification status
+  estimated_dob.pid = "PID|1||9434765919^^^NHS||SMITH^JANE||19800101|2" + std::string(24, '|') + "ED";
+  auto b = bundle_of(estimated_dob.text());
+  EXPECT_EQ(get(resource(b, "Patient"), "identifier[0].extension"), nullptr);
+}
+
+TEST(V2ToFhirPatient, GenderFromItkAndHl7Codes) {
+  const std::map<std::string, std::string> expected{{"1", "male"},    {"2", "female"}, {"9", "other"},   {"0", "unknown"},
+                                                    {"M", "male"},    {"F", "female"}, {"U", "unknown"}, {"A", "other"},
+                                                    {"O", "other"},   {"N", "other"}};
+  for (const auto& [code, gender] : expected) {
+    Msg m;
+    m.pid = "PID|1||9434765919^^^NHS||SMITH^JANE||19800101|" + code;
+    auto b = bundle_of(m.text());
+    EXPECT_EQ(str_at(resource(b, "Patient"), "gender"), gender) << code;
+  }
+  Msg odd;
+  odd.pid = "PID|1||9434765919^^^NHS||SMITH^JANE||19800101|Q";
+  Converted c;
+  auto b = bundle_of(odd.text(), &c);
+  EXPECT_EQ(get(resource(b, "Patient"), "gender"), nullptr);
+  ASSERT_FALSE(c.warnings.empty());
+  EXPECT_EQ(c.warnings.back().location, "PID^1^8");
+}
+
+TEST(V2ToFhirPatient, NameBirthDateAddressTelecom) {
+  auto b = bundle_of(Msg{}.text());
+  const auto* p = resource(b, "Patient");
+  EXPECT_EQ(str_at(p, "name[0].family"), "SMITH");
+  EXPECT_EQ(str_at(p, "name[0].given[0]"), "JANE");
+  EXPECT_EQ(str_at(p, "name[0].given[1]"), "ANN");
+  EXPECT_EQ(str_at(p, "name[0].prefix[0]"), "MRS");
+  EXPECT_EQ(str_at(p, "name[0].use"), "official");
+  EXPECT_EQ(str_at(p, "birthDate"), "1980-01-01");
+  EXPECT_EQ(str_at(p, "address[0].line[0]"), "1 HIGH ST");
+  EXPECT_EQ(str_at(p, "address[0].line[1]"), "FLAT 2");
+  EXPECT_EQ(str_at(p, "address[0].city"), "LEEDS");
+  EXPECT_EQ(str_at(p, "address[0].state"), "WEST YORKSHIRE");
+  EXPECT_EQ(str_at(p, "address[0].postalCode"), "LS1 1AA");
+  EXPECT_EQ(str_at(p, "address[0].country"), "GBR");
+  EXPECT_EQ(str_at(p, "address[0].use"), "home");
+  EXPECT_EQ(str_at(p, "telecom[0].system"), "phone");
+  EXPECT_EQ(str_at(p, "telecom[0].value"), "01131234567");
+  EXPECT_EQ(str_at(p, "telecom[0].use"), "home");
+}
+
+TEST(V2ToFhirPatient, ImpossibleBirthDateIsInvalidAtPid7WithoutQuotingIt) {
+  Msg m;
+  m.pid = "PID|1||9434765919^^^NHS||SMITH^JANE||19800231|2";
+  auto r = convert_text(m.text());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, Errc::invalid);
+  EXPECT_EQ(r.error().issues.at(0).location, "PID^1^7");
+  EXPECT_EQ(r.error().issues.at(0).diagnostics.find("19800231"), std::string::npos);
+}
+
+TEST(V2ToFhirPatient, RegisteredPracticeAndGpFromPd1) {
+  auto b = bundle_of(Msg{}.text());
+  const auto* p = resource(b, "Patient");
+  EXPECT_EQ(str_at(p, "generalPractitioner[0].type"), "Organization");
+  EXPECT_EQ(str_at(p, "generalPractitioner[0].identifier.system"), "https://fhir.nhs.uk/Id/ods-organization-code");
+  EXPECT_EQ(str_at(p, "generalPractitioner[0].identifier.value"), "B86001");
+  EXPECT_EQ(str_at(p, "generalPractitioner[0].display"), "LEEDS GP");
+  EXPECT_EQ(str_at(p, "generalPractitioner[1].type"), "Practitioner");
+  EXPECT_EQ(str_at(p, "generalPractitioner[1].identifier.system"), "https://fhir.hl7.org.uk/Id/gmp-number");
+  EXPECT_EQ(str_at(p, "generalPractitioner[1].identifier.value"), "G1234567");
+  EXPECT_EQ(str_at(p, "generalPractitioner[1].display"), "DR ANN JONES");
+}
+
+TEST(V2ToFhirPatient, Pd1InV25FormUsesXon10) {
+  Msg m;
+  m.pd1 = "PD1|||LEEDS GP^^^^^^^^^B86001";
+  auto b = bundle_of(m.text());
+  EXPECT_EQ(str_at(resource(b, "Patient"), "generalPractitioner[0].identifier.value"), "B86001");
+}
+
+TEST(V2ToFhirEncounter, ClassPeriodVisitNumberAndConsultant) {
+  Converted c;
+  auto b = bundle_of(Msg{}.text(), &c);
+  const auto* e = resource(b, "Encounter");
+  EXPECT_EQ(str_at(e, "class.system"), "http://terminology.hl7.org/CodeSystem/v3-ActCode");
+  EXPECT_EQ(str_at(e, "class.code"), "IMP");
+  EXPECT_EQ(str_at(e, "period.start"), "2024-01-01T10:00:00+00:00");
+  EXPECT_EQ(str_at(e, "period.end"), "2024-01-05T10:00:00+00:00");
+  EXPECT_EQ(str_at(e, "identifier[0].value"), "V123");
+  EXPECT_EQ(str_at(e, "identifier[0].type.coding[0].code"), "VN");
+  EXPECT_EQ(str_at(e, "participant[0].type[0].coding[0].code"), "ATND");
+  EXPECT_EQ(str_at(e, "participant[0].individual.identifier.system"), "https://fhir.hl7.org.uk/Id/gmc-number");
+  EXPECT_EQ(str_at(e, "participant[0].individual.identifier.value"), "C1234567");
+  EXPECT_EQ(str_at(e, "location[0].location.display"), "RCB WARD1 ROOM2 BED3");
+  EXPECT_EQ(v2_location_for(c, "Bundle.entry[2].resource.class.code"), "PV1^1^2");
+  EXPECT_EQ(v2_location_for(c, "Bundle.entry[2].resource.period.end"), "PV1^1^45");
+}
+
+TEST(V2ToFhirEncounter, PatientClassMapping) {
+  const std::map<std::string, std::string> expected{{"I", "IMP"}, {"O", "AMB"}, {"E", "EMER"}, {"P", "PRENC"}, {"W", "PRENC"}};
+  for (const auto& [v2, code] : expected) {
+    Msg m;
+    m.pv1 = "PV1|1|" + v2;
+    auto b = bundle_of(m.text());
+    EXPECT_EQ(str_at(resource(b, "Encounter"), "class.code"), code) << v2;
+  }
+  for (std::string_view bad : {"", "Q"}) {
+    Msg m;
+    m.pv1 = "PV1|1|" + std::string(bad);
+    auto r = convert_text(m.text());
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_EQ(r.error().issues.at(0).location, "PV1^1^2");
+  }
+}
+
+TEST(V2ToFhirEncounter, StatusFollowsTheEvent) {
+  const std::map<std::string, std::string> expected{{"A01", "in-progress"}, {"A02", "in-progress"}, {"A03", "finished"},
+                                                    {"A04", "planned"},     {"A05", "planned"},     {"A08", "unknown"},
+                                                    {"A11", "cancelled"},   {"A12", "in-progress"}, {"A13", "in-progress"}};
+  for (const auto& [event, status] : expected) {
+    Converted c;
+    auto b = bundle_of(Msg{}.event("ADT^" + event).text(), &c);
+    EXPECT_EQ(str_at(resource(b, "Encounter"), "status"), status) << event;
+    EXPECT_EQ(str_at(&b, "entry[0].resource.eventCoding.code"), event);
+    EXPECT_TRUE(validation_errors(c.bundle_json).empty()) << event << describe(validation_errors(c.bundle_json));
+  }
+}
+
+TEST(V2ToFhirEncounter, PatientOnlyEventsBuildNoEncounter) {
+  for (std::string_view event : {"ADT^A28^ADT_A05", "ADT^A31^ADT_A05"}) {
+    auto b = bundle_of(Msg{}.event(event).text());
+    EXPECT_EQ(resource(b, "Encounter"), nullptr) << event;
+    ASSERT_NE(resource(b, "Patient"), nullptr);
+    EXPECT_EQ(str_at(&b, "entry[0].resource.focus[0].reference"), "urn:uuid:" + str_at(resource(b, "Patient"), "id"));
+  }
+}
+
+TEST(V2ToFhirDates, OffsetsUkLocalTimeAndTimesWithoutOffset) {
+  Msg summer;
+  summer.pv1 = segment("PV1", {{2, "I"}, {44, "202407011530"}});
+  auto b = bundle_of(summer.text());
+  EXPECT_EQ(str_at(resource(b, "Encounter"), "period.start"), "2024-07-01T15:30:00+01:00") << "BST";
+  Msg explicit_offset;
+  explicit_offset.pv1 = segment("PV1", {{2, "I"}, {44, "20240701153000.25-0500"}});
+  b = bundle_of(explicit_offset.text());
+  EXPECT_EQ(str_at(resource(b, "Encounter"), "period.start"), "2024-07-01T15:30:00.25-05:00");
+  Msg not_uk = summer;  // no MSH-17 GBR: the offset is unknown, the date is kept
+  not_uk.msh = "MSH|^~\\&|PAS|RCB|ROUTE|RX1|20240101120000||ADT^A01^ADT_A01|CTRL-1|P|2.4";
+  Converted c;
+  b = bundle_of(not_uk.text(), &c);
+  EXPECT_EQ(str_at(resource(b, "Encounter"), "period.start"), "2024-07-01");
+  bool warned = false;
+  for (const auto& w : c.warnings) warned |= w.rule == "hl7v2-time-without-offset";
+  EXPECT_TRUE(warned);
+}
+
+TEST(V2ToFhirMerge, A40LinksTheSurvivorAndTheMergedPatient) {
+  Msg m;
+  m.event("ADT^A40^ADT_A39");
+  m.pv1.clear();
+  m.extra.push_back("MRG|22789^^^LOCALID~9449306028^^^NHS||||44455^^^VISITID");
+  Converted c;
+  auto b = bundle_of(m.text(), &c);
+  const auto* survivor = resource(b, "Patient", 0);
+  const auto* merged = resource(b, "Patient", 1);
+  ASSERT_TRUE(survivor && merged);
+  EXPECT_EQ(str_at(survivor, "link[0].type"), "replaces");
+  EXPECT_EQ(str_at(survivor, "link[0].other.reference"), "urn:uuid:" + str_at(merged, "id"));
+  EXPECT_EQ(str_at(merged, "link[0].type"), "replaced-by");
+  EXPECT_EQ(str_at(merged, "link[0].other.reference"), "urn:uuid:" + str_at(survivor, "id"));
+  EXPECT_EQ(str_at(merged, "identifier[0].value"), "22789");
+  EXPECT_EQ(str_at(merged, "identifier[1].system"), "https://fhir.nhs.uk/Id/nhs-number");
+  EXPECT_FALSE(get(merged, "active")->GetBool());
+  EXPECT_EQ(str_at(&b, "entry[0].resource.focus[0].reference"), "urn:uuid:" + str_at(survivor, "id"));
+  EXPECT_TRUE(validation_errors(c.bundle_json).empty()) << describe(validation_errors(c.bundle_json));
+  Msg no_mrg;
+  no_mrg.event("ADT^A40^ADT_A39");
+  auto r = convert_text(no_mrg.text());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().issues.at(0).location, "MRG^1");
+}
+
+TEST(V2ToFhirMessage, ZSegmentsAreToleratedAndOtherUnmappedSegmentsReported) {
+  Msg m;
+  m.extra = {"ZU1|201010071234|1|C", "AL1|1|DA|Z88.5", "ZU8|Z|1|No"};
+  Converted c;
+  bundle_of(m.text(), &c);
+  std::set<std::string> reported;
+  for (const auto& w : c.warnings)
+    if (w.rule == "hl7v2-segment-not-mapped") reported.insert(w.location);
+  EXPECT_EQ(reported, (std::set<std::string>{"AL1^1"}));
+}
+
+// ORU^R01 -------------------------------------------------------------------------------------
+
+std::string oru(const std::vector<std::string>& obx_and_more) {
+  std::string m =
+      "MSH|^~\\&|LAB|RCB|EPR|RCB|20240301101500+0000||ORU^R01^ORU_R01|LAB-1|P|2.4\r"
+      "PID|1||9434765919^^^NHS||SMITH^JANE||19800101|F\r"
+      "OBR|1|PL123|FL456|24317-0^Hemogram^LN|||20240301090000+0000||||||||||||||||||F\r";
+  for (const auto& s : obx_and_more) m += s + "\r";
+  return m;
+}
+
+TEST(V2ToFhirOru, ReportWithObservationsStatusAndReferences) {
+  Converted c;
+  auto b = bundle_of(oru({"OBX|1|NM|718-7^Haemoglobin^LN||135|g/L^^UCUM|115-165|N|||F|||20240301091000+0000",
+                          "NTE|1||checked twice",
+                          "OBX|2|NM|777-3^Platelets^LN||450|10*9/L|150-400|H|||P"}),
+                     &c);
+  const auto* report = resource(b, "DiagnosticReport");
+  ASSERT_NE(report, nullptr);
+  EXPECT_EQ(str_at(report, "status"), "final");
+  EXPECT_EQ(str_at(report, "code.coding[0].system"), "http://loinc.org");
+  EXPECT_EQ(str_at(report, "code.coding[0].code"), "24317-0");
+  EXPECT_EQ(str_at(report, "identifier[0].value"), "PL123");
+  EXPECT_EQ(str_at(report, "identifier[1].type.coding[0].code"), "FILL");
+  EXPECT_EQ(str_at(report, "effectiveDateTime"), "2024-03-01T09:00:00+00:00");
+  const auto* hb = resource(b, "Observation", 0);
+  const auto* plt = resource(b, "Observation", 1);
+  EXPECT_EQ(str_at(report, "result[0].reference"), "urn:uuid:" + str_at(hb, "id"));
+  EXPECT_EQ(str_at(report, "result[1].reference"), "urn:uuid:" + str_at(plt, "id"));
+  EXPECT_EQ(str_at(&b, "entry[0].resource.focus[0].reference"), "urn:uuid:" + str_at(report, "id"));
+  EXPECT_EQ(str_at(hb, "status"), "final");
+  EXPECT_EQ(str_at(plt, "status"), "preliminary");
+  EXPECT_EQ(raw_at(hb, "valueQuantity.value"), "135");
+  EXPECT_EQ(str_at(hb, "valueQuantity.unit"), "g/L");
+  EXPECT_EQ(str_at(hb, "valueQuantity.system"), "http://unitsofmeasure.org");
+  EXPECT_EQ(str_at(hb, "valueQuantity.code"), "g/L");
+  EXPECT_EQ(raw_at(hb, "referenceRange[0].low.value"), "115");
+  EXPECT_EQ(raw_at(hb, "referenceRange[0].high.value"), "165");
+  EXPECT_EQ(str_at(hb, "interpretation[0].coding[0].code"), "N");
+  EXPECT_EQ(str_at(hb, "interpretation[0].coding[0].system"),
+            "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation");
+  EXPECT_EQ(str_at(hb, "effectiveDateTime"), "2024-03-01T09:10:00+00:00");
+  EXPECT_EQ(str_at(hb, "note[0].text"), "checked twice");
+  EXPECT_EQ(str_at(plt, "effectiveDateTime"), "2024-03-01T09:00:00+00:00") << "OBR-7 when OBX-14 is empty";
+  EXPECT_EQ(str_at(plt, "valueQuantity.code"), "10*9/L");
+  EXPECT_EQ(str_at(plt, "interpretation[0].coding[0].code"), "H");
+  EXPECT_EQ(str_at(hb, "subject.reference"), "urn:uuid:" + str_at(resource(b, "Patient"), "id"));
+  EXPECT_TRUE(validation_errors(c.bundle_json).empty()) << describe(validation_errors(c.bundle_json));
+  EXPECT_EQ(v2_location_for(c, "Bundle.entry[3].resource.valueQuantity.value"), "OBX^1^5");
+  EXPECT_EQ(v2_location_for(c, "Bundle.entry[4].resource.status"), "OBX^2^11");
+}
+
+TEST(V2ToFhirOru, ValueTypes) {
+  Converted c;
+  auto b = bundle_of(oru({"OBX|1|CE|600-7^Culture^LN||27268008^Salmonella^SCT||||||F",
+                          "OBX|2|ST|8251-1^Comment^LN||see report~second line||||||F",
+                          "OBX|3|SN|1^A^L||>^10|mmol/L|||||F",
+                          "OBX|4|SN|2^B^L||^2^-^5|mmol/L|||||F",
+                          "OBX|5|SN|3^C^L||^1^:^128||||||F",
+                          "OBX|6|SN|4^D^L||^2^+||||||F",
+                          "OBX|7|NM|5^E^L||+007.50|tera.l-1|<10||||C",
+                          "OBX|8|TX|6^F^L||free text||||||F",
+                          "OBX|9|DT|7^G^L||20240229||||||F"}),
+                     &c);
+  auto obs = [&](int n) { return resource(b, "Observation", n); };
+  EXPECT_EQ(str_at(obs(0), "valueCodeableConcept.coding[0].system"), "http://snomed.info/sct");
+  EXPECT_EQ(str_at(obs(0), "valueCodeableConcept.coding[0].code"), "27268008");
+  EXPECT_EQ(str_at(obs(0), "valueCodeableConcept.coding[0].display"), "Salmonella");
+  EXPECT_EQ(str_at(obs(1), "valueString"), "see report\nsecond line");
+  EXPECT_EQ(raw_at(obs(2), "valueQuantity.value"), "10");
+  EXPECT_EQ(str_at(obs(2), "valueQuantity.comparator"), ">");
+  EXPECT_EQ(raw_at(obs(3), "valueRange.low.value"), "2");
+  EXPECT_EQ(raw_at(obs(3), "valueRange.high.value"), "5");
+  EXPECT_EQ(str_at(obs(3), "valueRange.high.unit"), "mmol/L");
+  EXPECT_EQ(raw_at(obs(4), "valueRatio.numerator.value"), "1");
+  EXPECT_EQ(raw_at(obs(4), "valueRatio.denominator.value"), "128");
+  EXPECT_EQ(str_at(obs(5), "valueString"), "2+");
+  EXPECT_NE(c.bundle_json.find("\"value\":7.50"), std::string::npos) << "decimal text kept, sign and zeros dropped";
+  EXPECT_EQ(str_at(obs(6), "valueQuantity.code"), "10*12/L");
+  EXPECT_EQ(str_at(obs(6), "status"), "corrected");
+  EXPECT_EQ(raw_at(obs(6), "referenceRange[0].high.value"), "10");
+  EXPECT_EQ(get(obs(6), "referenceRange[0].low"), nullptr);
+  EXPECT_EQ(str_at(obs(7), "valueString"), "free text");
+  EXPECT_EQ(str_at(obs(8), "valueDateTime"), "2024-02-29");
+  EXPECT_TRUE(validation_errors(c.bundle_json).empty()) << describe(validation_errors(c.bundle_json));
+}
+
+TEST(V2ToFhirOru, BadNumbersUnknownStatusesAndMissingCodesAreLocated) {
+  auto r = convert_text(oru({"OBX|1|NM|1^A^L||12,5||||||F", "OBX|2|NM|2^B^L||1||||||Q", "OBX|3|NM|||1||||||F"}));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, Errc::invalid);
+  std::set<std::string> where;
+  const Failure f = r.error();
+  for (const auto& i : f.issues) where.insert(i.location);
+  EXPECT_EQ(where, (std::set<std::string>{"OBX^1^5", "OBX^2^11", "OBX^3^3"}));
+  for (const auto& i : f.issues) EXPECT_EQ(i.diagnostics.find("12,5"), std::string::npos);
+}
+
+TEST(V2ToFhirOru, MissingResultStatusIsUnknownWithAWarning) {
+  Converted c;
+  auto b = bundle_of(oru({"OBX|1|NM|1^A^L||5"}), &c);
+  EXPECT_EQ(str_at(resource(b, "Observation"), "status"), "unknown");
+  bool warned = false;
+  for (const auto& w : c.warnings) warned |= w.location == "OBX^1^11";
+  EXPECT_TRUE(warned);
+}
+
+// Tables ---------------------------------------------------------------------------------------
+
+TEST(V2ToFhirTables, ABadTableStopsLoadingWithFileAndLine) {
+  fs::path dir = fs::temp_directory_path() / ("tellonce-v2tables-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::copy(tables_dir, dir);
+  {
+    std::ofstream out(dir / "sex.csv", std::ios::app);
+    out << "M,http://hl7.org/fhir/administrative-gender,male,Male\n";  // 4 cells, and a duplicate
+  }
+  try {
+    V2ToFhir::load(dir);
+    ADD_FAILURE() << "load accepted a bad table";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("sex.csv:"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("expected 5 cells"), std::string::npos) << e.what();
+  }
+  fs::remove(dir / "events.csv");
+  EXPECT_THROW(V2ToFhir::load(dir), std::exception);
+  fs::remove_all(dir);
+}
+
+TEST(V2ToFhirTables, LocationsMapTheLongestPrefixOnAPathBoundary) {
+  Converted c;
+  c.locations = {{"Bundle.entry[1].resource", "PID^1"},
+                 {"Bundle.entry[1].resource.identifier[0]", "PID^1^3"},
+                 {"Bundle.entry[1].resource.identifier[1]", "PID^1^2"}};
+  EXPECT_EQ(v2_location_for(c, "Bundle.entry[1].resource.identifier[0].value"), "PID^1^3");
+  EXPECT_EQ(v2_location_for(c, "Bundle.entry[1].resource.identifier[1]"), "PID^1^2");
+  EXPECT_EQ(v2_location_for(c, "Bundle.entry[1].resource.name[0]"), "PID^1");
+  EXPECT_EQ(v2_location_for(c, "Bundle.entry[10].resource"), "");
+}
+
+}  // namespace
+}  // namespace tellonce::hl7v2
