@@ -870,7 +870,7 @@ bool Builder::write_xtn(const Segment& s, std::size_t f, std::size_t rep, std::s
   auto use = t_.telecom_use.find(get(s, f, 2, 1, rep));
   if (use != t_.telecom_use.end()) {
     field("use", use->second.code);
-  } else if (system == "mobile") {
+  } else if (iequals(get(s, f, 3, 1, rep), "CP")) {  // a mobile phone (FHIR R4 has it as a use, not a system)
     field("use", "mobile");
   } else {
     field("use", default_use);

@@ -217,7 +217,7 @@ TEST(V2ToFhirMessage, ResendConvertsToTheSameIdsAndANewControlIdDoesNot) {
 }
 
 TEST(V2ToFhirMessage, UnsupportedEventIsRefusedAtMsh9WithoutQuotingTheMessage) {
-  for (std::string_view event : {"ADT^A45^ADT_A45", "SIU^S12^SIU_S12", "ADT^A21^ADT_A21"}) {
+  for (std::string_view event : {"ADT^A45^ADT_A45", "SIU^S12^SIU_S12", "ADT^A29^ADT_A21"}) {
     auto r = convert_text(Msg{}.event(event).text());
     ASSERT_FALSE(r.has_value()) << event;
     EXPECT_EQ(r.error().code, Errc::unsupported);
@@ -607,6 +607,171 @@ TEST(V2ToFhirTables, LocationsMapTheLongestPrefixOnAPathBoundary) {
   EXPECT_EQ(v2_location_for(c, "Bundle.entry[1].resource.identifier[1]"), "PID^1^2");
   EXPECT_EQ(v2_location_for(c, "Bundle.entry[1].resource.name[0]"), "PID^1");
   EXPECT_EQ(v2_location_for(c, "Bundle.entry[10].resource"), "");
+}
+
+// Sample messages ------------------------------------------------------------------------------
+
+// Every shared sample message that the converter refuses, with the reason. The same list, with
+// the same reasons, is in docs/hl7v2-mapping.md ("Sample messages refused"). A file refused but not
+// listed, or listed but converted, fails the test: the list cannot go stale.
+struct Refusal {
+  Errc code;
+  const char* rule;
+  const char* reason;
+};
+const std::map<std::string, Refusal>& refused_samples() {
+  static const std::map<std::string, Refusal> list = {
+      {"A28_Example.txt", {Errc::invalid, "hl7v2-date", "NHS ITK ADT^A28 example: PID-7 birth date has month 13 (196513121515), an upstream defect"}},
+      {"A31_example.txt", {Errc::invalid, "hl7v2-date", "NHS ITK ADT^A31 example: PID-7 birth date has month 13 (196513121515), an upstream defect"}},
+      {"ADT-A29-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A29 delete person information: a deletion is not converted (the broker would have to retract records it delivered)"}},
+      {"ADT-A29-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A29 delete person information: a deletion is not converted (the broker would have to retract records it delivered)"}},
+      {"ADT-A41-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A41 merge account: Account is not mapped"}},
+      {"ADT-A41-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A41 merge account: Account is not mapped"}},
+      {"ADT-A45-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A45 move visit information: needs Account/EpisodeOfCare, not mapped"}},
+      {"ADT-A45-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A45 move visit information: needs Account/EpisodeOfCare, not mapped"}},
+      {"ADT-A47-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A47 change patient identifier list: identifier correction is not mapped"}},
+      {"ADT-A47-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A47 change patient identifier list: identifier correction is not mapped"}},
+      {"ADT-A60-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A60 update adverse reaction information: AllergyIntolerance is not mapped"}},
+      {"ADT-A60-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A60 update adverse reaction information: AllergyIntolerance is not mapped"}},
+      {"BAR-P01-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "BAR^P01 billing account: Account is not mapped"}},
+      {"BAR-P01-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "BAR^P01 billing account: Account is not mapped"}},
+      {"BAR-P02-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "BAR^P02 billing account: Account is not mapped"}},
+      {"BAR-P02-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "BAR^P02 billing account: Account is not mapped"}},
+      {"BAR-P12-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "BAR^P12 billing account: Account is not mapped"}},
+      {"BAR-P12-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "BAR^P12 billing account: Account is not mapped"}},
+      {"DFT-P03-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "DFT^P03 detailed financial transaction: ChargeItem is not mapped"}},
+      {"DFT-P03-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "DFT^P03 detailed financial transaction: ChargeItem is not mapped"}},
+      {"DFT-P11-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "DFT^P11 detailed financial transaction: ChargeItem is not mapped"}},
+      {"DFT-P11-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "DFT^P11 detailed financial transaction: ChargeItem is not mapped"}},
+      {"IZ_1_1.1_Admin_Child_Max_Message.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "VXU^V04 vaccination record: Immunization is not mapped"}},
+      {"LAB-ORM-1.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ORM^O01 order: ServiceRequest/MedicationRequest are not mapped"}},
+      {"MDHHS-OML-O21-1.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OML^O21 laboratory order: ServiceRequest/Specimen are not mapped"}},
+      {"MDHHS-OML-O21-2.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OML^O21 laboratory order: ServiceRequest/Specimen are not mapped"}},
+      {"MDM-T01-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T01 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T01-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T01 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T02-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T02 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T02-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T02 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T02-03.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T02 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T05-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T05 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T05-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T05 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T06-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T06 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T06-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T06 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T09-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T09 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T09-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T09 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T10-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T10 medical document management: DocumentReference is not mapped"}},
+      {"MDM-T10-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "MDM^T10 medical document management: DocumentReference is not mapped"}},
+      {"OMG-O19-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OMG^O19 general clinical order: ServiceRequest is not mapped"}},
+      {"OMG-O19-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OMG^O19 general clinical order: ServiceRequest is not mapped"}},
+      {"OML-O21-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OML^O21 laboratory order: ServiceRequest/Specimen are not mapped"}},
+      {"OML-O21-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ORM^O01 order: ServiceRequest/MedicationRequest are not mapped"}},
+      {"OML-O21-03.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OML^O21 laboratory order: ServiceRequest/Specimen are not mapped"}},
+      {"ORM-O01-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ORM^O01 order: ServiceRequest/MedicationRequest are not mapped"}},
+      {"ORM-O01-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ORM^O01 order: ServiceRequest/MedicationRequest are not mapped"}},
+      {"ORM-O01-03.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ORM^O01 order: ServiceRequest/MedicationRequest are not mapped"}},
+      {"ORM-O01-04.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ORM^O01 order: ServiceRequest/MedicationRequest are not mapped"}},
+      {"ORM-O01-05.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ORM^O01 order: ServiceRequest/MedicationRequest are not mapped"}},
+      {"ORM-O01-06.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ORM^O01 order: ServiceRequest/MedicationRequest are not mapped"}},
+      {"ORU-R01-01.hl7", {Errc::invalid, "hl7v2-required-field", "ORU^R01 whose second OBX (an ED value with no OBX-3 observation identifier) cannot become an Observation: Observation.code is required"}},
+      {"OUL-R22-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OUL^R22 specimen-oriented laboratory results: only ORU^R01 results are mapped"}},
+      {"OUL-R22-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OUL^R22 specimen-oriented laboratory results: only ORU^R01 results are mapped"}},
+      {"OUL-R23-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OUL^R23 specimen-oriented laboratory results: only ORU^R01 results are mapped"}},
+      {"OUL-R23-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OUL^R23 specimen-oriented laboratory results: only ORU^R01 results are mapped"}},
+      {"OUL-R24-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OUL^R24 specimen-oriented laboratory results: only ORU^R01 results are mapped"}},
+      {"OUL-R24-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "OUL^R24 specimen-oriented laboratory results: only ORU^R01 results are mapped"}},
+      {"PC1-Problem-Add-v2.3.1.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "PPR^PC1 patient problem: Condition is not mapped"}},
+      {"PC1-Problem-Delete-v2.3.1.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "PPR^PC3 patient problem: Condition is not mapped"}},
+      {"PC1-Problem-Update-v2.3.1.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "PPR^PC2 patient problem: Condition is not mapped"}},
+      {"RDE-O11-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "RDE^O11 pharmacy encoded order: MedicationRequest is not mapped"}},
+      {"RDE-O11-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "RDE^O11 pharmacy encoded order: MedicationRequest is not mapped"}},
+      {"RDE-O25-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "RDE^O25 pharmacy encoded order: MedicationRequest is not mapped"}},
+      {"RDE-O25-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "RDE^O25 pharmacy encoded order: MedicationRequest is not mapped"}},
+      {"RDS-O13-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "RDS^O13 pharmacy dispense: MedicationDispense is not mapped"}},
+      {"RDS-O13-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "RDS^O13 pharmacy dispense: MedicationDispense is not mapped"}},
+      {"REF-I12-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "REF^I12 referral: ServiceRequest is not mapped"}},
+      {"REF-I12-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "REF^I12 referral: ServiceRequest is not mapped"}},
+      {"REF-I14-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "REF^I14 referral: ServiceRequest is not mapped"}},
+      {"REF-I14-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "REF^I14 referral: ServiceRequest is not mapped"}},
+      {"SIU-S12-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S12 scheduling: Appointment is not mapped"}},
+      {"SIU-S12-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S12 scheduling: Appointment is not mapped"}},
+      {"SIU-S12_1.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S12 scheduling: Appointment is not mapped"}},
+      {"SIU-S13-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S13 scheduling: Appointment is not mapped"}},
+      {"SIU-S13-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S13 scheduling: Appointment is not mapped"}},
+      {"SIU-S14-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S14 scheduling: Appointment is not mapped"}},
+      {"SIU-S14-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S14 scheduling: Appointment is not mapped"}},
+      {"SIU-S15-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S15 scheduling: Appointment is not mapped"}},
+      {"SIU-S15-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S15 scheduling: Appointment is not mapped"}},
+      {"SIU-S16-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S16 scheduling: Appointment is not mapped"}},
+      {"SIU-S16-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S16 scheduling: Appointment is not mapped"}},
+      {"SIU-S17-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S17 scheduling: Appointment is not mapped"}},
+      {"SIU-S17-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S17 scheduling: Appointment is not mapped"}},
+      {"SIU-S26-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S26 scheduling: Appointment is not mapped"}},
+      {"SIU-S26-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "SIU^S26 scheduling: Appointment is not mapped"}},
+      {"SIU_12.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "ADT^A60 update adverse reaction information: AllergyIntolerance is not mapped"}},
+      {"VXU-V04-01.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "VXU^V04 vaccination record: Immunization is not mapped"}},
+      {"VXU-V04-02.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "VXU^V04 vaccination record: Immunization is not mapped"}},
+      {"VXU.hl7", {Errc::unsupported, "hl7v2-unsupported-event", "VXU^V04 vaccination record: Immunization is not mapped"}},
+  };
+  return list;
+}
+
+std::vector<fs::path> sample_messages() {
+  std::vector<fs::path> files;
+  fs::path data = shared_data();
+  if (fs::is_directory(data / "hl7v2-ms-fhir-converter/messages"))
+    for (const auto& e : fs::directory_iterator(data / "hl7v2-ms-fhir-converter/messages"))
+      if (e.path().extension() == ".hl7") files.push_back(e.path());
+  if (fs::is_directory(data / "nhs-itk-v2"))
+    for (const auto& e : fs::recursive_directory_iterator(data / "nhs-itk-v2")) {
+      std::string name = e.path().filename().string();
+      if (name.find("_Example.txt") != std::string::npos || name.find("_example.txt") != std::string::npos)
+        files.push_back(e.path());
+    }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+#define SKIP_WITHOUT_SHARED_DATA()                                                                         \
+  if (!fs::is_directory(shared_data() / "hl7v2-ms-fhir-converter") || !fs::is_directory(shared_data() / "nhs-itk-v2")) \
+  GTEST_SKIP() << "shared sample data not found at " << shared_data()                                     \
+               << " (expected beside the checkout; set TELLONCE_SHARED_DATA to point elsewhere)"
+
+TEST(V2ToFhirSamples, EveryMessageConvertsToAValidBundleOrIsRefusedForAListedReason) {
+  SKIP_WITHOUT_SHARED_DATA();
+  auto files = sample_messages();
+  ASSERT_GE(files.size(), 139u + 18u);
+  std::set<std::string> seen;
+  int converted = 0;
+  for (const auto& file : files) {
+    std::string name = file.filename().string();
+    seen.insert(name);
+    auto listed = refused_samples().find(name);
+    auto r = convert_text(read_file(file));
+    if (!r) {
+      const Failure f = r.error();
+      if (listed == refused_samples().end()) {
+        ADD_FAILURE() << name << " refused but not listed: " << to_string(f.code) << " " << describe(f.issues);
+        continue;
+      }
+      EXPECT_EQ(f.code, listed->second.code) << name;
+      EXPECT_EQ(f.issues.at(0).rule, listed->second.rule) << name;
+      continue;
+    }
+    auto errors = validation_errors(r->bundle_json);
+    if (listed != refused_samples().end()) {
+      if (std::string(listed->second.rule).rfind("validator:", 0) == 0) {
+        ASSERT_FALSE(errors.empty()) << name << " is listed as failing validation but passes";
+        EXPECT_EQ("validator:" + errors[0].rule, listed->second.rule) << name << describe(errors);
+        for (const auto& e : errors) EXPECT_FALSE(v2_location_for(*r, e.location).empty()) << name << " " << e.location;
+      } else {
+        ADD_FAILURE() << name << " is listed as refused but converts";
+      }
+      continue;
+    }
+    EXPECT_TRUE(errors.empty()) << name << "\n" << describe(errors);
+    ++converted;
+  }
+  for (const auto& [name, why] : refused_samples()) EXPECT_TRUE(seen.count(name)) << "listed but not found: " << name;
+  EXPECT_GT(converted, 30);
 }
 
 }  // namespace
