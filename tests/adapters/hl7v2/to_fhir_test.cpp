@@ -774,6 +774,12 @@ TEST(V2ToFhirSamples, EveryMessageConvertsToAValidBundleOrIsRefusedForAListedRea
     ++converted;
   }
   for (const auto& [name, why] : refused_samples()) EXPECT_TRUE(seen.count(name)) << "listed but not found: " << name;
+  // The documentation lists the same files with the same reasons.
+  std::string doc = read_file(fs::path(TELLONCE_SOURCE_DIR) / "docs/hl7v2-mapping.md");
+  for (const auto& [name, why] : refused_samples())
+    EXPECT_NE(doc.find("| `" + name + "` | " + to_string(why.code).data() + " | `" + why.rule + "` | " + why.reason + " |"),
+              std::string::npos)
+        << "docs/hl7v2-mapping.md does not list " << name << " with the test's reason";
   EXPECT_GT(converted, 30);
 }
 
