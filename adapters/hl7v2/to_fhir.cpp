@@ -617,8 +617,7 @@ class Builder {
   void write_merged_patient(const Segment& mrg, const std::string& uuid, const std::string& survivor);
   void write_encounter(const Segment& pv1, const std::string& uuid, const std::string& status,
                        const std::string* patient);
-  void write_report(const Segment& obr, const std::string& uuid, const std::vector<const Segment*>& obxs,
-                    const std::vector<std::string>& obx_uuids, const std::string* patient, const std::string* encounter);
+  void write_report(const Segment& obr, const std::string& uuid, const std::vector<std::string>& obx_uuids, const std::string* patient, const std::string* encounter);
   void write_observation(const Segment& obx, const std::string& uuid, const Segment* obr,
                          const std::vector<const Segment*>& notes, const std::string* patient,
                          const std::string* encounter);
@@ -1224,8 +1223,7 @@ void Builder::write_encounter(const Segment& pv1, const std::string& uuid, const
   end_entry();
 }
 
-void Builder::write_report(const Segment& obr, const std::string& uuid, const std::vector<const Segment*>& obxs,
-                           const std::vector<std::string>& obx_uuids, const std::string* patient,
+void Builder::write_report(const Segment& obr, const std::string& uuid, const std::vector<std::string>& obx_uuids, const std::string* patient,
                            const std::string* encounter) {
   begin_entry("DiagnosticReport", uuid);
   map_location(prefix_, v2_location(obr));
@@ -1285,7 +1283,6 @@ void Builder::write_report(const Segment& obr, const std::string& uuid, const st
     }
     w_.EndArray();
   }
-  (void)obxs;
   end_entry();
 }
 
@@ -1701,13 +1698,9 @@ Result<Converted> Builder::run() {
     std::vector<std::string> report_focus;
     for (const auto& report : reports) {
       std::string uuid = uuid_of(seed_, "OBR/" + std::to_string(++n));
-      std::vector<const Segment*> obxs;
       std::vector<std::string> uuids;
-      for (const auto& r : report.results) {
-        obxs.push_back(r.obx);
-        uuids.push_back(r.uuid);
-      }
-      write_report(*report.obr, uuid, obxs, uuids, patient, encounter);
+      for (const auto& r : report.results) uuids.push_back(r.uuid);
+      write_report(*report.obr, uuid, uuids, patient, encounter);
       for (const auto& r : report.results) write_observation(*r.obx, r.uuid, report.obr, r.notes, patient, encounter);
       report_focus.push_back(uuid);
     }
