@@ -7,8 +7,8 @@
 //   1-based occurrence, field; then component when known) and never quote the message's values.
 // - A Message owns a copy of the text it was parsed from; Segment references stay valid while
 //   the Message lives and is not moved-from.
-// - Everything a caller reads through value() is UTF-8 with the escapes resolved: \F\ \S\ \T\ \R\
-//   \E\ become the message's own delimiters, \Xhh..\ the bytes named (decoded in the message's
+// - Everything a caller reads through value() is UTF-8 with the escapes resolved: the escapes
+//   \F\ \S\ \T\ \R\ \E\ become the message's own delimiters, \Xhh..\ the bytes named (decoded in the message's
 //   character set), \.br\ a line feed; other formatting escapes (\H\ \N\ \.sp\ ...) are dropped.
 // - What parse() accepts: a leading UTF-8 byte-order mark; segments ended by CR, LF or CRLF; blank
 //   lines and trailing whitespace; MSH-2 of four characters or five (the v2.7 truncation character);
@@ -66,6 +66,13 @@ class Segment {
 
 class Message {
  public:
+  Message() = default;
+  // Copies and moves re-point each Segment at its new owner (Segments hold offsets into text_).
+  Message(const Message& other);
+  Message(Message&& other) noexcept;
+  Message& operator=(const Message& other);
+  Message& operator=(Message&& other) noexcept;
+
   const Encoding& encoding() const { return encoding_; }
   std::string_view charset() const { return charset_; }   // MSH-18 as declared; empty: ASCII
   const std::vector<Segment>& segments() const { return segments_; }
@@ -87,7 +94,9 @@ class Message {
   std::string text_;  // normalised: BOM stripped, charset decoded to UTF-8, segments ended by '\r'
   Encoding encoding_;
   std::string charset_;
+  bool latin1_ = false;  // \Xhh..\ bytes are ISO 8859-1 (else UTF-8)
   std::vector<Segment> segments_;
+  void adopt_segments();  // points each Segment's owner_ at this Message
 };
 
 // Parses one message (what sat between MLLP's start and end bytes).
