@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 namespace tellonce::hl7v2 {
@@ -209,6 +210,32 @@ std::size_t field_at(std::string_view line, std::size_t offset, char field_sep, 
   return is_msh ? seps + 1 : seps;
 }
 
+// Occurrences per segment id. A real message has a handful of distinct ids, which a short list
+// counts fastest; a hostile one may have thousands, so past 32 they move to a hash map.
+class OccurrenceCounter {
+ public:
+  std::size_t next(std::string_view id) {
+    const std::uint32_t key = static_cast<std::uint32_t>(static_cast<unsigned char>(id[0])) << 16 |
+                              static_cast<std::uint32_t>(static_cast<unsigned char>(id[1])) << 8 |
+                              static_cast<unsigned char>(id[2]);
+    if (many_.empty()) {
+      for (std::size_t i = 0; i < few_count_; ++i)
+        if (few_[i].first == key) return ++few_[i].second;
+      if (few_count_ < few_.size()) {
+        few_[few_count_++] = {key, 1};
+        return 1;
+      }
+      for (const auto& [k, n] : few_) many_.emplace(k, n);
+    }
+    return ++many_[key];
+  }
+
+ private:
+  std::array<std::pair<std::uint32_t, std::size_t>, 32> few_{};
+  std::size_t few_count_ = 0;
+  std::unordered_map<std::uint32_t, std::size_t> many_;
+};
+
 }  // namespace
 
 // ---- Segment ---------------------------------------------------------------------------------
@@ -407,7 +434,7 @@ Result<Message> parse(std::string_view er7) {
 
   msg.text_.reserve(charset == Charset::latin1 ? er7.size() + er7.size() / 8 : er7.size());
   msg.segments_.reserve(16);
-  std::vector<std::pair<std::array<char, 3>, std::size_t>> seen;
+  OccurrenceCounter occurrences;
   std::size_t pos = 0;
   while (pos < er7.size()) {
     std::size_t end = pos;
@@ -433,17 +460,7 @@ Result<Message> parse(std::string_view er7) {
       return malformed("hl7v2-msh", v2_location("MSH", 2),
                        "a second MSH segment: one message per MLLP frame (batches are not accepted)");
     }
-    // Occurrences per segment id; a message has few distinct ids, so a short list beats a map.
-    std::size_t occurrence = 1;
-    {
-      const std::array<char, 3> key{id[0], id[1], id[2]};
-      auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& p) { return p.first == key; });
-      if (it == seen.end()) {
-        seen.emplace_back(key, 1);
-      } else {
-        occurrence = ++it->second;
-      }
-    }
+    const std::size_t occurrence = occurrences.next(id);
 
     // Decode the line into the normalised text.
     const std::size_t seg_begin = msg.text_.size();

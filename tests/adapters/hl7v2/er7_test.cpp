@@ -109,6 +109,20 @@ TEST(Er7Parse, SegmentOccurrencesCountPerId) {
   EXPECT_EQ(m.first("NTE")->occurrence(), 1u);
 }
 
+TEST(Er7Parse, OccurrencesStayRightWithManyDistinctSegmentIds) {
+  std::string msg = adt();
+  for (int round = 0; round < 2; ++round)
+    for (int i = 0; i < 40; ++i) msg += std::string("Z") + std::to_string(10 + i) + "|" + std::to_string(round) + "\r";
+  const Message m = parsed(msg);
+  const auto z49 = m.all("Z49");
+  ASSERT_EQ(z49.size(), 2u);
+  EXPECT_EQ(z49[0]->occurrence(), 1u);
+  EXPECT_EQ(z49[1]->occurrence(), 2u);
+  EXPECT_EQ(z49[1]->value(1), "1");
+  EXPECT_EQ(m.all("Z10")[1]->occurrence(), 2u);
+  EXPECT_EQ(m.first("PID")->occurrence(), 1u);
+}
+
 TEST(Er7Parse, SegmentEndsMayBeCrLfOrCrLf) {
   for (std::string_view end : {"\r", "\n", "\r\n"}) {
     const Message m = parsed(adt("", "SMITH^JOHN", end));
