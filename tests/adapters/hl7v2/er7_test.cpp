@@ -352,8 +352,27 @@ TEST(Er7Samples, EveryMicrosoftAndItkSampleMessageParses) {
       const auto r = parse(text);
       ASSERT_TRUE(r.has_value()) << e.path() << ": " << r.error().issues.front().diagnostics << " at "
                                  << r.error().issues.front().location;
-      EXPECT_FALSE(r.value().message_code().empty()) << e.path();
-      EXPECT_FALSE(r.value().control_id().empty()) << e.path();
+      const Message& m = r.value();
+      EXPECT_FALSE(m.message_code().empty()) << e.path();
+      EXPECT_FALSE(m.control_id().empty()) << e.path();
+      // One segment per non-blank line.
+      std::size_t lines = 0;
+      std::string line;
+      std::istringstream split(text);
+      while (std::getline(split, line)) {
+        while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+        if (line.size() > 3 || (line.size() == 3 && line != "\xEF\xBB\xBF")) ++lines;
+      }
+      EXPECT_EQ(m.segments().size(), lines) << e.path();
+      // Files named after their type and event ("ADT-A01-01.hl7", "MDM-T02-1.hl7") agree with MSH-9.
+      // Not LAB-ORU-1 (named by department), nor OML-O21-02, which upstream holds an ORM^O01.
+      const std::string name = e.path().stem().string();
+      const bool named_by_event = name.find('-') == 3 && name.size() > 8 && name[7] == '-' &&
+                                  name.rfind("LAB-", 0) != 0 && name != "OML-O21-02";
+      if (dir == ms && named_by_event) {
+        EXPECT_EQ(m.message_code(), name.substr(0, 3)) << e.path();
+        EXPECT_EQ(m.trigger_event(), name.substr(4, 3)) << e.path();
+      }
       ++count;
     }
   }
