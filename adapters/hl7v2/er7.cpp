@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -62,6 +63,18 @@ std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
     if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return 0;
   }
   return len;
+}
+
+bool all_ascii(std::string_view s) {
+  std::size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, s.data() + i, 8);
+    if (word & 0x8080808080808080ULL) return false;
+  }
+  for (; i < s.size(); ++i)
+    if (static_cast<unsigned char>(s[i]) >= 0x80) return false;
+  return true;
 }
 
 void append_latin1(std::string& out, unsigned char b) {
@@ -245,11 +258,11 @@ std::string_view Segment::id() const {
 }
 std::size_t Segment::position() const { return position_; }
 std::size_t Segment::occurrence() const { return occurrence_; }
-std::size_t Segment::field_count() const { return fields_.size(); }
+std::size_t Segment::field_count() const { return field_count_; }
 
 std::string_view Segment::raw_field(std::size_t field) const {
-  if (field == 0 || field > fields_.size()) return {};
-  const Span& s = fields_[field - 1];
+  if (field == 0 || field > field_count_) return {};
+  const Span& s = owner_->fields_[first_field_ + field - 1];
   return std::string_view(owner_->text_).substr(s.begin, s.end - s.begin);
 }
 
@@ -299,12 +312,12 @@ void Message::adopt_segments() {
 }
 Message::Message(const Message& other)
     : text_(other.text_), encoding_(other.encoding_), charset_(other.charset_), latin1_(other.latin1_),
-      segments_(other.segments_) {
+      segments_(other.segments_), fields_(other.fields_) {
   adopt_segments();
 }
 Message::Message(Message&& other) noexcept
     : text_(std::move(other.text_)), encoding_(other.encoding_), charset_(std::move(other.charset_)),
-      latin1_(other.latin1_), segments_(std::move(other.segments_)) {
+      latin1_(other.latin1_), segments_(std::move(other.segments_)), fields_(std::move(other.fields_)) {
   adopt_segments();
 }
 Message& Message::operator=(const Message& other) {
@@ -321,6 +334,7 @@ Message& Message::operator=(Message&& other) noexcept {
     charset_ = std::move(other.charset_);
     latin1_ = other.latin1_;
     segments_ = std::move(other.segments_);
+    fields_ = std::move(other.fields_);
     adopt_segments();
   }
   return *this;
@@ -432,8 +446,11 @@ Result<Message> parse(std::string_view er7) {
     }
   }
 
+  const bool ascii_only = all_ascii(er7);  // the common case: nothing to check byte by byte
   msg.text_.reserve(charset == Charset::latin1 ? er7.size() + er7.size() / 8 : er7.size());
   msg.segments_.reserve(16);
+  // One span per field separator (plus MSH-1): counting them first spares the vector's regrowth.
+  msg.fields_.reserve(static_cast<std::size_t>(std::count(er7.begin(), er7.end(), enc.field)) + 2);
   OccurrenceCounter occurrences;
   std::size_t pos = 0;
   while (pos < er7.size()) {
@@ -466,6 +483,8 @@ Result<Message> parse(std::string_view er7) {
     const std::size_t seg_begin = msg.text_.size();
     if (charset == Charset::latin1) {
       for (char c : line) append_latin1(msg.text_, static_cast<unsigned char>(c));
+    } else if (ascii_only) {
+      msg.text_.append(line);
     } else {
       std::size_t i = 0;
       while (i < line.size()) {
@@ -495,28 +514,25 @@ Result<Message> parse(std::string_view er7) {
     seg.occurrence_ = occurrence;
     seg.id_ = {seg_begin, seg_begin + 3};
     const std::string_view text(msg.text_);
-    if (is_msh) {
-      seg.fields_.push_back({seg_begin + 3, seg_begin + 4});  // MSH-1: the separator itself
+    auto& fields = msg.fields_;
+    seg.first_field_ = fields.size();
+    if (is_msh || seg_end > seg_begin + 3) {
+      if (is_msh) fields.push_back({seg_begin + 3, seg_begin + 4});  // MSH-1: the separator itself
+      // One pass over the segment; fields are short, so a byte loop beats a memchr call per field.
+      const char* data = text.data();
+      const char sep = enc.field;
       std::size_t f = seg_begin + 4;
-      while (true) {
-        std::size_t next = text.find(enc.field, f);
-        if (next == std::string_view::npos || next > seg_end) next = seg_end;
-        seg.fields_.push_back({f, next});
-        if (next == seg_end) break;
-        f = next + 1;
+      for (std::size_t i = f; i < seg_end; ++i) {
+        if (data[i] == sep) {
+          fields.push_back({f, i});
+          f = i + 1;
+        }
       }
-    } else if (seg_end > seg_begin + 3) {
-      std::size_t f = seg_begin + 4;
-      while (true) {
-        std::size_t next = text.find(enc.field, f);
-        if (next == std::string_view::npos || next > seg_end) next = seg_end;
-        seg.fields_.push_back({f, next});
-        if (next == seg_end) break;
-        f = next + 1;
-      }
+      fields.push_back({f, seg_end});
     }
     // Trailing empty fields are "not present": field_count() is the highest field with a value.
-    while (!seg.fields_.empty() && seg.fields_.back().begin == seg.fields_.back().end) seg.fields_.pop_back();
+    while (fields.size() > seg.first_field_ && fields.back().begin == fields.back().end) fields.pop_back();
+    seg.field_count_ = fields.size() - seg.first_field_;
     msg.segments_.push_back(std::move(seg));
   }
   msg.adopt_segments();

@@ -57,11 +57,13 @@ class Segment {
   bool is_explicit_null(std::size_t field, std::size_t rep = 1) const;
 
   // Implementation detail, public for the parser: where this segment's text and fields lie.
+  // Its fields are owner_->fields_[first_field_ .. first_field_ + field_count_), the first being
+  // field 1 (for MSH: the separator); one vector for the whole message, not one per segment.
   struct Span { std::size_t begin = 0, end = 0; };
   const class Message* owner_ = nullptr;
   std::size_t position_ = 0, occurrence_ = 0;
   Span id_;
-  std::vector<Span> fields_;  // fields_[0] is field 1 (for MSH: the separator)
+  std::size_t first_field_ = 0, field_count_ = 0;
 };
 
 class Message {
@@ -96,6 +98,7 @@ class Message {
   std::string charset_;
   bool latin1_ = false;  // \Xhh..\ bytes are ISO 8859-1 (else UTF-8)
   std::vector<Segment> segments_;
+  std::vector<Segment::Span> fields_;  // every segment's fields, in order
   void adopt_segments();  // points each Segment's owner_ at this Message
 };
 
