@@ -5,9 +5,12 @@
 // unescaped. Traps when an invariant breaks:
 // - an ACK the library built does not read back, or reads back another MSA-2 than MSH-10;
 // - unescape(escape(text)) is not the text (for text without line breaks);
-// - a message framed by mllp_frame() does not come back out of a FrameReader whole.
+// - a message framed by mllp_frame() does not come back out of a FrameReader whole;
+// - what FhirToV2 renders from the input (read as FHIR JSON) does not parse, or names another
+//   MSH-10 than the control id it was given (every value it writes must be escaped).
 #include "hl7v2/ack.hpp"
 #include "hl7v2/er7.hpp"
+#include "hl7v2/from_fhir.hpp"
 #include "hl7v2/mllp.hpp"
 
 #include <cstddef>
@@ -75,6 +78,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (input.find_first_of("\r\n") == std::string_view::npos) {
     if (hl7::unescape(hl7::escape(input), hl7::Encoding{}) != input) __builtin_trap();
   }
+  static const auto to_v2 = hl7::FhirToV2::load(TELLONCE_SOURCE_DIR "/schemas/hl7v2");
+  if (const auto rendered = to_v2->render(input, hl7::V2Addressing{}, "C|1^2", "20240101120000")) {
+    const auto back = hl7::parse(rendered->er7);
+    if (!back.has_value() || back->control_id() != "C|1^2") __builtin_trap();
+  }
+
   if (input.find_first_of(std::string_view("\x0b\x1c", 2)) == std::string_view::npos) {
     hl7::FrameReader fresh(size + 16);
     const std::string framed = hl7::mllp_frame(input);
