@@ -7,8 +7,8 @@
 //   1-based occurrence, field; then component when known) and never quote the message's values.
 // - A Message owns a copy of the text it was parsed from; Segment references stay valid while
 //   the Message lives and is not moved-from.
-// - Everything a caller reads through value() is UTF-8 with the escapes resolved: \F\ \S\ \T\ \R\
-//   \E\ become the message's own delimiters, \Xhh..\ the bytes named (decoded in the message's
+// - Everything a caller reads through value() is UTF-8 with the escapes resolved: the escapes
+//   \F\ \S\ \T\ \R\ \E\ become the message's own delimiters, \Xhh..\ the bytes named (decoded in the message's
 //   character set), \.br\ a line feed; other formatting escapes (\H\ \N\ \.sp\ ...) are dropped.
 // - What parse() accepts: a leading UTF-8 byte-order mark; segments ended by CR, LF or CRLF; blank
 //   lines and trailing whitespace; MSH-2 of four characters or five (the v2.7 truncation character);
@@ -57,15 +57,24 @@ class Segment {
   bool is_explicit_null(std::size_t field, std::size_t rep = 1) const;
 
   // Implementation detail, public for the parser: where this segment's text and fields lie.
+  // Its fields are owner_->fields_[first_field_ .. first_field_ + field_count_), the first being
+  // field 1 (for MSH: the separator); one vector for the whole message, not one per segment.
   struct Span { std::size_t begin = 0, end = 0; };
   const class Message* owner_ = nullptr;
   std::size_t position_ = 0, occurrence_ = 0;
   Span id_;
-  std::vector<Span> fields_;  // fields_[0] is field 1 (for MSH: the separator)
+  std::size_t first_field_ = 0, field_count_ = 0;
 };
 
 class Message {
  public:
+  Message() = default;
+  // Copies and moves re-point each Segment at its new owner (Segments hold offsets into text_).
+  Message(const Message& other);
+  Message(Message&& other) noexcept;
+  Message& operator=(const Message& other);
+  Message& operator=(Message&& other) noexcept;
+
   const Encoding& encoding() const { return encoding_; }
   std::string_view charset() const { return charset_; }   // MSH-18 as declared; empty: ASCII
   const std::vector<Segment>& segments() const { return segments_; }
@@ -87,7 +96,10 @@ class Message {
   std::string text_;  // normalised: BOM stripped, charset decoded to UTF-8, segments ended by '\r'
   Encoding encoding_;
   std::string charset_;
+  bool latin1_ = false;  // \Xhh..\ bytes are ISO 8859-1 (else UTF-8)
   std::vector<Segment> segments_;
+  std::vector<Segment::Span> fields_;  // every segment's fields, in order
+  void adopt_segments();  // points each Segment's owner_ at this Message
 };
 
 // Parses one message (what sat between MLLP's start and end bytes).

@@ -47,7 +47,8 @@ class FrameReader {
  private:
   std::size_t max_;
   std::string buffer_;
-  std::size_t pos_ = 0;
+  std::size_t pos_ = 0;   // first unconsumed byte; inside a frame, the first byte of its message
+  std::size_t scan_ = 0;  // inside a frame: where the search for its end resumes
   bool inside_ = false;
   bool skipping_large_ = false;
 };
