@@ -5,6 +5,7 @@
 #include "broker/config/check_command.hpp"
 #include "broker/sink/sink.hpp"
 #include "broker/validate/validate_command.hpp"
+#include "broker/cli/convert_command.hpp"
 
 #include <cstring>
 #include <exception>
@@ -20,6 +21,8 @@ usage:
   tellonce check-config FILE            check a configuration; every problem with file and line
   tellonce validate [--text] [--ndjson] [--schemas DIR] FILE...|-
                                         validate FHIR R4 + UK Core records; exit 1 on any error
+  tellonce convert --from hl7v2 [--schemas DIR] FILE|-
+                                        an HL7 v2 message as the FHIR Bundle the broker builds, validated
   tellonce message ID [--config FILE | --api URL]
                                         show a message's lifecycle
   tellonce replay ID [--config FILE | --api URL]
@@ -45,6 +48,7 @@ int main(int argc, char** argv) {
     if (cmd == "check-config") return tellonce::run_check_config_command(argc - 1, argv + 1, registry);
     if (cmd == "validate")
       return tellonce::run_validate_command(argc - 2, argv + 2, TELLONCE_SCHEMA_DIR);
+    if (cmd == "convert") return tellonce::run_convert_command(argc - 2, argv + 2, TELLONCE_SCHEMA_DIR);
     if (cmd == "message") return tellonce::run_message_command(argc - 2, argv + 2, registry);
     if (cmd == "replay") return tellonce::run_replay_command(argc - 2, argv + 2, registry);
     if (cmd == "demo-sink") return tellonce::run_sink_command(argc - 2, argv + 2);
