@@ -153,7 +153,8 @@ struct MllpConnection::State : std::enable_shared_from_this<State> {
           if (was_timeout) {
             out.status = MllpExchange::Status::timed_out;
             out.detail = "no ACK within " + std::to_string(options.ack_timeout.count()) + " ms";
-          } else if (may_resend && !read_anything && rec == asio::error::eof) {
+          } else if (may_resend && !read_anything &&
+                     (rec == asio::error::eof || rec == asio::error::connection_reset)) {
             break;  // an idle connection the receiver had closed: send again on a fresh one
           } else {
             out.status = MllpExchange::Status::closed;
