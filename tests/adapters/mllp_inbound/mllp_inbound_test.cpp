@@ -3,7 +3,9 @@
 #include "adapters/mllp_inbound/mllp_inbound.hpp"
 
 #include "adapters/mllp_inbound/mllp_socket.hpp"
+#include "broker/config/config.hpp"
 #include "support/io_thread.hpp"
+#include "support/temp_dir.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -11,6 +13,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
 #include <regex>
 
@@ -404,6 +407,50 @@ TEST(MllpAcksFor, EnhancedModeFollowsMSH15AndMSH16) {
   EXPECT_EQ(codes("|||AL|AL", AckCode::AR), "CR");
   EXPECT_EQ(codes("|||NE|ER", AckCode::AE), "AE");
   EXPECT_EQ(codes("|||SU|SU", AckCode::AA), "CA,AA");
+}
+
+}  // namespace
+}  // namespace tellonce
+
+namespace tellonce {
+namespace {
+
+// Settings through the real config loader, as in the broker.
+ConfigLoad load_mllp(const std::string& inbound_lines) {
+  test::TempDir dir;
+  auto path = dir.path() / "tellonce.yaml";
+  std::ofstream(path) << "api:\n  listen: 127.0.0.1:8080\npartners:\n  - id: rtx\n    kind: trust\n    ods: RTX\n"
+                         "inbound:\n  - id: v2\n    type: mllp\n" << inbound_lines;
+  AdapterRegistry registry;
+  registry.add(mllp_inbound_type());
+  return load_config(path, registry);
+}
+
+std::string problems(const ConfigLoad& l) {
+  std::string out;
+  for (const auto& p : l.problems) out += p.to_string() + "\n";
+  return out;
+}
+
+TEST(MllpInboundSettings, ReadsItsKeysWithDefaults) {
+  auto l = load_mllp("    listen: 127.0.0.1:2575\n    partner: rtx\n    max_frame_bytes: 64KB\n    idle_timeout: 30s\n");
+  ASSERT_TRUE(l.config) << problems(l);
+  const auto& s = settings_as<MllpInboundSettings>(l.config->inbound[0].settings);
+  EXPECT_EQ(s.listen, "127.0.0.1:2575");
+  EXPECT_EQ(s.partner, "rtx");
+  EXPECT_EQ(s.max_frame_bytes, 64u * 1024);
+  EXPECT_EQ(s.idle_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(s.max_connections, 256u);
+}
+
+TEST(MllpInboundSettings, AClashWithTheApiListenerAnUnknownPartnerAndATypoAreProblems) {
+  auto l = load_mllp("    listen: 127.0.0.1:8080\n    partner: nobody\n    idle_timeuot: 5s\n");
+  EXPECT_FALSE(l.config);
+  auto text = problems(l);
+  EXPECT_NE(text.find("inbound[0].listen"), std::string::npos) << text;
+  EXPECT_NE(text.find("overlaps"), std::string::npos) << text;
+  EXPECT_NE(text.find("unknown partner 'nobody'"), std::string::npos) << text;
+  EXPECT_NE(text.find("inbound[0].idle_timeuot"), std::string::npos) << text;
 }
 
 }  // namespace
