@@ -25,7 +25,7 @@ namespace fs = std::filesystem;
 std::string adt_a01(const std::string& id, const std::string& facility = "RTX",
                     const std::string& nhs_number = "9449306753") {
   return "MSH|^~\\&|PAS|" + facility + "|TELLONCE|BROKER|20261130120000||ADT^A01^ADT_A01|" + id +
-         "|P|2.4|||AL|NE|GBR|UNICODE UTF-8|EN\r"
+         "|P|2.4|||||GBR|UNICODE UTF-8|EN\r"
          "EVN|A01|20261130120000\r"
          "PID|1||" + nhs_number + "^^^NHS^NH~" + id + "^^^RTX^MR||SMITH^JOHN^^^MR||19800101|1|||"
          "1 HIGH STREET^^LEEDS^^LS1 1AA^GBR^H\r"
