@@ -269,8 +269,8 @@ class MllpInbound final : public InboundAdapter {
 
   std::string describe() const override {
     return "mllp on " + (bound_.empty() ? settings_.listen : bound_) +
-           (settings_.partner.empty() ? " (sender by MSH-4)" : " (partner " + settings_.partner + ")") +
-           " (accepted " + std::to_string(accepted_.load()) + ", rejected " + std::to_string(rejected_.load()) + ")";
+           (settings_.partner.empty() ? ", sender by MSH-4" : ", partner " + settings_.partner) + " (accepted " +
+           std::to_string(accepted_.load()) + ", rejected " + std::to_string(rejected_.load()) + ")";
   }
 
  private:
