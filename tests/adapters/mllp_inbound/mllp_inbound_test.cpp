@@ -422,6 +422,7 @@ ConfigLoad load_mllp(const std::string& inbound_lines) {
   std::ofstream(path) << "api:\n  listen: 127.0.0.1:8080\npartners:\n  - id: rtx\n    kind: trust\n    ods: RTX\n"
                          "inbound:\n  - id: v2\n    type: mllp\n" << inbound_lines;
   AdapterRegistry registry;
+  register_builtin_engines(registry);  // the config names a store and a queue engine too
   registry.add(mllp_inbound_type());
   return load_config(path, registry);
 }
