@@ -333,7 +333,7 @@ class MllpInbound final : public InboundAdapter {
     log::debug(kComponent, "connection from " + c->peer + " on " + bound_);
 
     hl7v2::FrameReader frames(settings_.max_frame_bytes);
-    std::vector<char> buffer(64 * 1024);
+    std::vector<char> buffer(16 * 1024);  // per connection: 256 of them hold 4 MiB
     std::string closed_because;
     for (;;) {
       bool write_failed = false;
