@@ -101,7 +101,7 @@ asio::awaitable<int> send_all(MllpConnection& connection, std::vector<Input> inp
       continue;
     }
     auto code = hl7v2::to_string(result.ack.code);
-    std::cout << code << (result.ack.text.empty() ? "" : " " + result.ack.text) << "\n" << printable(result.ack_er7);
+    std::cout << code << "\n" << printable(result.ack_er7);  // MSA-3 and ERR-8 are in it
     if (code != "AA" && code != "CA") ++failures;
   }
   co_return failures;
