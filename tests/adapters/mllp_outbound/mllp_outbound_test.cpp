@@ -5,11 +5,15 @@
 
 #include "adapters/mllp_inbound/mllp_socket.hpp"
 #include "adapters/mllp_outbound/mllp_client.hpp"
+#include "broker/config/config.hpp"
 #include "support/builders.hpp"
 #include "support/run_async.hpp"
+#include "support/temp_dir.hpp"
 #include "tellonce/store.hpp"
 
 #include <gtest/gtest.h>
+
+#include <fstream>
 
 namespace tellonce {
 namespace {
@@ -210,6 +214,43 @@ TEST(ReaddressOriginal, ReplacesOnlyMSH5And6AndReadsTheControlId) {
   EXPECT_EQ(*out, "MSH|^~\\&|A|B|R\\T\\D|D|2026||ADT^A01|CID7|P|2.4\nPID|1\n");
   EXPECT_EQ(control_id, "CID7");
   EXPECT_FALSE(readdress_original("PID|1\r", "", "", control_id));
+}
+
+}  // namespace
+}  // namespace tellonce
+
+namespace tellonce {
+namespace {
+
+// Settings through the real config loader, as in the broker.
+TEST(MllpOutboundSettings, ReadsItsKeysAndReportsBadOnesWithTheirPaths) {
+  test::TempDir dir;
+  auto load = [&](const std::string& endpoint_lines) {
+    auto path = dir.path() / "tellonce.yaml";
+    std::ofstream(path) << "partners:\n  - id: pas\n    kind: trust\n    ods: RYX\n    endpoint:\n      type: mllp\n"
+                        << endpoint_lines;
+    AdapterRegistry registry;
+    register_builtin_engines(registry);
+    registry.add(mllp_outbound_type());
+    return load_config(path, registry);
+  };
+  auto good = load("      address: 127.0.0.1:2576\n      ack_timeout: 3s\n      send: original\n"
+                   "      receiving_application: PAS\n      connections: 2\n");
+  ASSERT_TRUE(good.config);
+  const auto& s = settings_as<MllpOutboundSettings>(good.config->partners[0].endpoint->settings);
+  EXPECT_EQ(s.address, "127.0.0.1:2576");
+  EXPECT_EQ(s.ack_timeout, std::chrono::seconds(3));
+  EXPECT_EQ(s.send, MllpOutboundSettings::Send::original);
+  EXPECT_EQ(s.receiving_application, "PAS");
+  EXPECT_EQ(s.connections, 2);
+
+  auto bad = load("      address: nowhere\n      send: translated\n      ack_timeot: 3s\n");
+  EXPECT_FALSE(bad.config);
+  std::string text;
+  for (const auto& p : bad.problems) text += p.to_string() + "\n";
+  EXPECT_NE(text.find("partners[0].endpoint.address: 'nowhere' must be host:port"), std::string::npos) << text;
+  EXPECT_NE(text.find("partners[0].endpoint.send: must be converted or original"), std::string::npos) << text;
+  EXPECT_NE(text.find("partners[0].endpoint.ack_timeot"), std::string::npos) << text;
 }
 
 }  // namespace
