@@ -3,6 +3,8 @@
 #include "fhir_rest_inbound/fhir_rest_inbound.hpp"
 #include "fhir_rest_outbound/fhir_rest_outbound.hpp"
 #include "file_outbound/file_outbound.hpp"
+#include "mllp_inbound/mllp_inbound.hpp"
+#include "mllp_outbound/mllp_outbound.hpp"
 
 namespace tellonce {
 
@@ -10,6 +12,8 @@ void register_builtin_adapters(AdapterRegistry& registry) {
   registry.add(fhir_rest_inbound_type());
   registry.add(fhir_rest_outbound_type());
   registry.add(file_outbound_type());
+  registry.add(mllp_inbound_type());
+  registry.add(mllp_outbound_type());
 }
 
 }  // namespace tellonce

@@ -15,11 +15,15 @@ for port in 9101 9102 9103; do
   "$BIN" demo-sink --listen 127.0.0.1:$port --record data/demo/sink-$port.ndjson --quiet > /dev/null &
   pids+=($!)
 done
+# The community trust's legacy PAS, which only takes HL7 v2 (Debian's python3-hl7 MLLP server).
+/usr/bin/python3 tests/integration/mllp_receiver.py --port 2576 --record data/demo/v2-2576.txt > /dev/null &
+pids+=($!)
 "$BIN" check-config config/tellonce.yaml
 cat <<MSG
 
 Demo partners: GP A81001 receives on :9101, GP A81002 on :9102, the VCSE link-worker service on :9103.
-What each one received is in data/demo/sink-<port>.ndjson.
+What each one received is in data/demo/sink-<port>.ndjson. The community trust's HL7 v2 PAS listens
+on :2576 (MLLP) and writes what it receives to data/demo/v2-2576.txt.
 
 Send a record from the trust (partner 'rtx') in another terminal:
   curl -s -X POST http://127.0.0.1:8080/fhir/Patient \\
@@ -27,6 +31,7 @@ Send a record from the trust (partner 'rtx') in another terminal:
        --data @config/examples/patient-a81001.json
 Then follow it: curl -s http://127.0.0.1:8080/api/messages/<id>  or  $BIN message <id>
 A broken record gets an OperationOutcome:  --data @config/examples/patient-bad-nhs-number.json
+HL7 v2 from the trust's PAS over MLLP:  $BIN mllp-send --to 127.0.0.1:2575 config/examples/adt-a01-a81001.hl7
 
 MSG
 "$BIN" serve --config config/tellonce.yaml &

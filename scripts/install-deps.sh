@@ -14,6 +14,7 @@ packages=(
   libgoogle-perftools-dev     # tcmalloc: 7-19 % more records/s than glibc malloc (bench/load)
   libgtest-dev libgmock-dev   # tests
   python3                     # bench/load/run.py (benchmarks only)
+  python3-hl7                 # the MLLP integration tests' partners: mllp_send and hl7.mllp (not ours)
   curl                        # the quick start sends records with it
   clang libclang-rt-14-dev    # libFuzzer + ASan/UBSan for scripts/fuzz.sh (fuzz/)
 )

@@ -7,5 +7,6 @@ namespace tellonce {
 int run_serve_command(int argc, char** argv, const AdapterRegistry& registry);
 int run_message_command(int argc, char** argv, const AdapterRegistry& registry);
 int run_replay_command(int argc, char** argv, const AdapterRegistry& registry);
+int run_mllp_send_command(int argc, char** argv);  // mllp_send.cpp
 
 }  // namespace tellonce

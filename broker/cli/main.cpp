@@ -27,6 +27,8 @@ usage:
                                         show a message's lifecycle
   tellonce replay ID [--config FILE | --api URL]
                                         resend a dead-lettered message
+  tellonce mllp-send --to HOST:PORT [--timeout 10s] FILE...|-
+                                        send HL7 v2 messages over MLLP; exit 1 unless each is ACKed AA
   tellonce demo-sink --listen HOST:PORT [--record FILE] [--fail-status N --fail-first N]
                                         a partner FHIR endpoint for demos and tests
   tellonce version
@@ -51,6 +53,7 @@ int main(int argc, char** argv) {
     if (cmd == "convert") return tellonce::run_convert_command(argc - 2, argv + 2, TELLONCE_SCHEMA_DIR);
     if (cmd == "message") return tellonce::run_message_command(argc - 2, argv + 2, registry);
     if (cmd == "replay") return tellonce::run_replay_command(argc - 2, argv + 2, registry);
+    if (cmd == "mllp-send") return tellonce::run_mllp_send_command(argc - 2, argv + 2);
     if (cmd == "demo-sink") return tellonce::run_sink_command(argc - 2, argv + 2);
     if (cmd == "version" || cmd == "--version") {
       std::cout << "tellonce " << TELLONCE_VERSION << "\n";

@@ -2,6 +2,8 @@
 #include "config_files.hpp"
 #include "adapters/fhir_rest_inbound/fhir_rest_inbound.hpp"
 #include "adapters/fhir_rest_outbound/fhir_rest_outbound.hpp"
+#include "adapters/mllp_inbound/mllp_inbound.hpp"
+#include "adapters/mllp_outbound/mllp_outbound.hpp"
 #include "test_adapters.hpp"
 #include "engines/sqlite_store/sqlite_store.hpp"
 
@@ -57,9 +59,9 @@ TEST(LoadConfig, ShippedExampleLoads) {
   ASSERT_TRUE(load.problems.empty()) << problems_text(load);
   ASSERT_TRUE(load.config);
   const Config& c = *load.config;
-  EXPECT_EQ(c.partners.size(), 4u);
-  EXPECT_EQ(c.inbound.size(), 1u);
-  EXPECT_EQ(c.routes.size(), 4u);
+  EXPECT_EQ(c.partners.size(), 5u);
+  EXPECT_EQ(c.inbound.size(), 2u);
+  EXPECT_EQ(c.routes.size(), 5u);
   ASSERT_NE(c.partner("gp-a81002"), nullptr);
   ASSERT_TRUE(c.partner("gp-a81002")->endpoint);
   EXPECT_EQ(settings_as<FhirRestOutboundSettings>(c.partner("gp-a81002")->endpoint->settings).url,
@@ -67,6 +69,8 @@ TEST(LoadConfig, ShippedExampleLoads) {
   EXPECT_FALSE(c.partner("rtx")->endpoint);
   EXPECT_EQ(c.partner_by_api_key("demo-rtx-key"), c.partner("rtx"));
   EXPECT_TRUE(settings_as<FhirRestInboundSettings>(c.inbound[0].settings).allow_partner_header);
+  EXPECT_EQ(settings_as<MllpInboundSettings>(c.inbound[1].settings).listen, "127.0.0.1:2575");
+  EXPECT_EQ(settings_as<MllpOutboundSettings>(c.partner("community-pas")->endpoint->settings).address, "127.0.0.1:2576");
 }
 
 TEST(LoadConfig, ValidConfigHasTypedValues) {
@@ -238,18 +242,18 @@ TEST(LoadConfig, UnknownAdapterTypeListsTheRegisteredTypes) {
       mailbox: X26OT001
 inbound:
   - id: in
-    type: mllp
-    listen: 127.0.0.1:2575
+    type: dicom
+    listen: 127.0.0.1:104
 )");
   auto registry = test_registry();
   auto load = load_config(path, registry);
   auto* out = find_problem(load, "partners[0].endpoint.type");
   ASSERT_NE(out, nullptr) << problems_text(load);
   EXPECT_EQ(out->line, 6);
-  EXPECT_NE(out->message.find("unknown outbound adapter type 'mesh' (registered: fhir-rest, file)"), std::string::npos);
+  EXPECT_NE(out->message.find("unknown outbound adapter type 'mesh' (registered: fhir-rest, file, mllp)"), std::string::npos);
   auto* in = find_problem(load, "inbound[0].type");
   ASSERT_NE(in, nullptr) << problems_text(load);
-  EXPECT_NE(in->message.find("unknown inbound adapter type 'mllp'"), std::string::npos);
+  EXPECT_NE(in->message.find("unknown inbound adapter type 'dicom'"), std::string::npos);
 }
 
 TEST(LoadConfig, DuplicatePartnerId) {
@@ -525,7 +529,7 @@ TEST(AdapterRegistry, RefusesASecondTypeOfTheSameNameAndIncompleteTypes) {
   incomplete.create = nullptr;
   EXPECT_THROW(registry.add(incomplete), std::logic_error);
   registry.add(config_test::odd_line_type());  // a new name is fine
-  EXPECT_EQ(registry.inbound_names(), (std::vector<std::string>{"fhir-rest", "odd-line"}));
+  EXPECT_EQ(registry.inbound_names(), (std::vector<std::string>{"fhir-rest", "mllp", "odd-line"}));
   EXPECT_THROW(registry.add(config_test::odd_line_type()), std::logic_error);
 }
 
