@@ -80,7 +80,6 @@ bool is_v2_location(std::string_view loc) {
 
 }  // namespace
 
-std::filesystem::path default_hl7v2_tables_dir() { return std::filesystem::path(TELLONCE_HL7V2_TABLES); }
 
 AckError ack_error_for(const Issue& issue, const hl7v2::Converted* converted, bool diagnostics_are_safe) {
   AckError e;
@@ -521,18 +520,13 @@ InboundAdapterType mllp_inbound_type() {
     s->idle_timeout = r.duration("idle_timeout", s->idle_timeout);
     if (s->idle_timeout.count() <= 0) r.problem("idle_timeout", "must be more than 0, e.g. 5m");
     s->max_connections = static_cast<std::size_t>(r.integer("max_connections", 256, 1, 100000));
-    auto tables = r.string("tables", "");
-    if (!tables.empty()) {
-      s->tables_dir = tables;
-      if (!std::filesystem::is_directory(s->tables_dir))
-        r.problem("tables", "'" + tables + "' is not a folder of HL7 v2 mapping tables");
-    }
+    s->tables_dir = hl7v2::read_tables_setting(r);
     return s;
   };
   t.create = [](const AdapterSettings& p, InboundContext& ctx) -> std::unique_ptr<InboundAdapter> {
     const auto& s = settings_as<MllpInboundSettings>(p);
     std::shared_ptr<const hl7v2::V2ToFhir> converter =
-        hl7v2::V2ToFhir::load(s.tables_dir.empty() ? default_hl7v2_tables_dir() : s.tables_dir);
+        hl7v2::V2ToFhir::load(s.tables_dir);
     return make_mllp_inbound(s, ctx, std::move(converter));
   };
   return t;

@@ -26,6 +26,7 @@
 
 #include "hl7v2/ack.hpp"
 #include "hl7v2/er7.hpp"
+#include "hl7v2/tables.hpp"
 #include "hl7v2/to_fhir.hpp"
 #include "tellonce/pipeline.hpp"
 #include "tellonce/registry.hpp"
@@ -47,7 +48,7 @@ struct MllpInboundSettings {
   std::size_t max_frame_bytes = 1024 * 1024;
   std::chrono::milliseconds idle_timeout{5 * 60 * 1000};
   std::size_t max_connections = 256;
-  std::filesystem::path tables_dir;  // the converter's tables; empty: the shipped schemas/hl7v2
+  std::filesystem::path tables_dir = hl7v2::default_tables_dir();  // the converter's tables (`tables:`)
 };
 
 InboundAdapterType mllp_inbound_type();
@@ -55,9 +56,6 @@ InboundAdapterType mllp_inbound_type();
 // The adapter with a converter of the caller's (tests use a fake one); create() loads the tables.
 std::unique_ptr<InboundAdapter> make_mllp_inbound(const MllpInboundSettings& settings, InboundContext& ctx,
                                                   std::shared_ptr<const hl7v2::V2ToFhir> converter);
-
-// Where the shipped converter tables are (the build tree's schemas/hl7v2).
-std::filesystem::path default_hl7v2_tables_dir();
 
 // What one message came to, in original-mode terms.
 struct MllpVerdict {

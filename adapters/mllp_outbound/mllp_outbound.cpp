@@ -224,18 +224,13 @@ OutboundAdapterType mllp_outbound_type() {
     else if (send != "converted") r.problem("send", "must be converted or original, found '" + send + "'");
     s->connections = static_cast<int>(r.integer("connections", 1, 1, 64));
     s->max_ack_bytes = static_cast<std::size_t>(r.byte_size("max_ack_bytes", s->max_ack_bytes, 1024, 64u << 20));
-    auto tables = r.string("tables", "");
-    if (!tables.empty()) {
-      s->tables_dir = tables;
-      if (!std::filesystem::is_directory(s->tables_dir))
-        r.problem("tables", "'" + tables + "' is not a folder of HL7 v2 mapping tables");
-    }
+    s->tables_dir = hl7v2::read_tables_setting(r);
     return s;
   };
   t.create = [](const AdapterSettings& p, OutboundContext& ctx) -> std::unique_ptr<OutboundAdapter> {
     const auto& s = settings_as<MllpOutboundSettings>(p);
     std::shared_ptr<const hl7v2::FhirToV2> renderer =
-        hl7v2::FhirToV2::load(s.tables_dir.empty() ? std::filesystem::path(TELLONCE_HL7V2_TABLES) : s.tables_dir);
+        hl7v2::FhirToV2::load(s.tables_dir);
     return make_mllp_outbound(s, ctx.io.get_executor(), std::move(renderer), &ctx.originals);
   };
   return t;

@@ -18,6 +18,7 @@
 #pragma once
 
 #include "hl7v2/from_fhir.hpp"
+#include "hl7v2/tables.hpp"
 #include "tellonce/registry.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -45,7 +46,7 @@ struct MllpOutboundSettings {
   enum class Send { converted, original } send = Send::converted;
   int connections = 1;
   std::size_t max_ack_bytes = 1024 * 1024;
-  std::filesystem::path tables_dir;         // FhirToV2's tables; empty: the shipped schemas/hl7v2
+  std::filesystem::path tables_dir = hl7v2::default_tables_dir();  // FhirToV2's tables (`tables:`)
 };
 
 OutboundAdapterType mllp_outbound_type();

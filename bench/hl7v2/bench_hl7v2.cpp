@@ -1,11 +1,16 @@
 // The HL7 v2 library's CPU cost per message on one thread: the MLLP framer, parse(), reading the
-// fields an ADT converter reads, build_ack() and read_ack() over the NHS ITK example messages, and
-// FhirToV2::render() over a UK Core Patient. Not a test: the figures depend on the machine.
+// fields an ADT converter reads, V2ToFhir::convert(), the broker's validator over what convert()
+// made (JSON parse included: the pipeline parses the Bundle it is handed), build_ack() and
+// read_ack() over the NHS ITK example messages, and FhirToV2::render() over a UK Core Patient.
+// Not a test: the figures depend on the machine.
 //   bench_hl7v2 [--seconds N] [--data DIR]
 #include "hl7v2/ack.hpp"
 #include "hl7v2/er7.hpp"
 #include "hl7v2/from_fhir.hpp"
 #include "hl7v2/mllp.hpp"
+#include "hl7v2/to_fhir.hpp"
+#include "tellonce/json.hpp"
+#include "tellonce/validator.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -99,6 +104,27 @@ int main(int argc, char** argv) {
   });
   std::vector<hl7::Message> parsed;
   for (const auto& m : messages) parsed.push_back(*hl7::parse(m));
+
+  // The ITK examples that convert (two carry an impossible birth date upstream: refused).
+  const fs::path schemas = fs::path(TELLONCE_SOURCE_DIR) / "schemas";
+  const auto to_fhir = hl7::V2ToFhir::load(schemas / "hl7v2");
+  std::vector<const hl7::Message*> convertible;
+  std::vector<std::string> bundles;
+  for (const auto& m : parsed)
+    if (auto c = to_fhir->convert(m)) {
+      convertible.push_back(&m);
+      bundles.push_back(c->bundle_json);
+    }
+  std::printf("convert and validate: the %zu of them that convert\n", convertible.size());
+  measure("V2ToFhir::convert", convertible.size(), seconds,
+          [&](std::size_t i) { return to_fhir->convert(*convertible[i])->bundle_json.size(); });
+  const auto validator = tellonce::make_fhir_validator(tellonce::ValidatorSettings{schemas});
+  measure("JSON parse + validate Bundle", bundles.size(), seconds, [&](std::size_t i) {
+    auto doc = tellonce::parse_json(bundles[i]);
+    std::vector<tellonce::Issue> issues;
+    validator->validate(*doc, issues);
+    return issues.size() + 1;
+  });
   std::vector<std::string> acks;
   measure("build_ack AA", messages.size(), seconds, [&](std::size_t i) {
     return hl7::build_ack(parsed[i], hl7::AckCode::AA, {}, {}, "ACK1", "20240101120000+0000").size();

@@ -42,6 +42,28 @@ routes:
 """)
 
 
+def thread_cpu(pid):
+    """CPU seconds per thread name of a process (utime + stime from /proc/PID/task/*/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+# Broker threads by what they do with an ADT message. The io threads (named like the binary) run
+# the MLLP connections: framing, parse, convert, validate, route, the ACK, and the HTTP side of
+# delivering to the sink; the store writer commits (SQLite, fsync waits are not CPU).
+THREAD_ROLES = {"store-writer": "commit", "deliver-curl": "deliver (libcurl)", "store-ckpt": "checkpoint"}
+
+
 def one_run(args, conns):
     tellonce = os.path.join(args.build, "broker/cli/tellonce")
     loadgen = os.path.join(args.build, "bench/mllp/mllp_loadgen")
@@ -60,9 +82,19 @@ def one_run(args, conns):
                                   stderr=open(f"{work}/broker.log", "w"), text=True)
         procs.append(broker)
         wait_line(broker, "pending deliveries resumed")
+        before = thread_cpu(broker.pid)
         out = subprocess.run([loadgen, "--port", str(mllp_port), "--connections", str(conns), "--seconds",
                               str(args.seconds)], capture_output=True, text=True, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        after = thread_cpu(broker.pid)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        per_role = {}
+        for name, seconds in after.items():
+            role = THREAD_ROLES.get(name, "io threads" if name.startswith("tellonce") else name)
+            per_role[role] = per_role.get(role, 0.0) + seconds - before.get(name, 0.0)
+        aa = max(1, result["aa"])
+        for role, seconds in per_role.items():
+            result[f"cpu_us:{role}"] = round(1e6 * seconds / aa, 1)
+        return result
     finally:
         for p in procs:
             if p.poll() is None:
@@ -95,6 +127,12 @@ def main():
     print("|---:|---:|---:|---:|---:|---:|")
     for conns, m in rows:
         print(f"| {conns} | {m['aa_per_s']:.0f} | {m['ack_p50_ms']:.2f} | {m['ack_p99_ms']:.2f} | {m['ae']:.0f} | {m['ar']:.0f} |")
+    print("\nBroker CPU per acknowledged message, by thread (µs; median of the runs):\n")
+    roles = sorted({k[len("cpu_us:"):] for _, m in rows for k in m if k.startswith("cpu_us:")})
+    print("| connections | " + " | ".join(roles) + " |")
+    print("|---:|" + "---:|" * len(roles))
+    for conns, m in rows:
+        print(f"| {conns} | " + " | ".join(f"{m.get('cpu_us:' + r, 0):.1f}" for r in roles) + " |")
 
 
 if __name__ == "__main__":

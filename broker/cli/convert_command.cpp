@@ -3,6 +3,7 @@
 // Bundle (indented) followed by the validation outcome (an OperationOutcome whose diagnostics name
 // the v2 field each issue came from). No broker needed: for integration engineers checking a feed.
 #include "broker/cli/convert_command.hpp"
+#include "broker/validate/validate_command.hpp"
 
 #include "hl7v2/er7.hpp"
 #include "hl7v2/to_fhir.hpp"
@@ -83,19 +84,6 @@ std::string indent_json(std::string_view json) {
   return out;
 }
 
-bool read_input(const std::string& name, std::string& content) {
-  if (name == "-") {
-    content.assign(std::istreambuf_iterator<char>(std::cin), {});
-    return true;
-  }
-  std::ifstream in(name, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream text;
-  text << in.rdbuf();
-  content = text.str();
-  return true;
-}
-
 }  // namespace
 
 int run_convert_command(int argc, char** argv, const std::filesystem::path& default_schema_dir) {
@@ -139,7 +127,7 @@ int run_convert_command(int argc, char** argv, const std::filesystem::path& defa
     return 2;
   }
   std::string content;
-  if (!read_input(input, content)) {
+  if (!read_command_input(input, content)) {
     std::cerr << "tellonce convert: cannot read " << input << '\n';
     return 2;
   }

@@ -30,18 +30,6 @@ struct Options {
   std::vector<std::string> inputs;
 };
 
-bool read_input(const std::string& name, std::string& content) {
-  if (name == "-") {
-    content.assign(std::istreambuf_iterator<char>(std::cin), {});
-    return true;
-  }
-  std::ifstream in(name, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream text;
-  text << in.rdbuf();
-  content = text.str();
-  return true;
-}
 
 std::vector<Issue> check(const Validator& validator, std::string_view body) {
   auto doc = parse_json(body);
@@ -112,7 +100,7 @@ int run_validate_command(int argc, char** argv, const std::filesystem::path& def
   bool errors = false;
   for (const std::string& input : options.inputs) {
     std::string content;
-    if (!read_input(input, content)) {
+    if (!read_command_input(input, content)) {
       std::cerr << "tellonce validate: cannot read " << input << '\n';
       return 2;
     }
@@ -129,6 +117,19 @@ int run_validate_command(int argc, char** argv, const std::filesystem::path& def
     }
   }
   return errors ? 1 : 0;
+}
+
+bool read_command_input(const std::string& name, std::string& content) {
+  if (name == "-") {
+    content.assign(std::istreambuf_iterator<char>(std::cin), {});
+    return true;
+  }
+  std::ifstream in(name, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream text;
+  text << in.rdbuf();
+  content = text.str();
+  return true;
 }
 
 }  // namespace tellonce

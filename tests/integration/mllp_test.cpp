@@ -33,9 +33,18 @@ std::string adt_a01(const std::string& id, const std::string& facility = "RTX",
          "PV1|1|I|RTX^WARD1^BED1||||C1234567^DARWIN^SAMUEL^^^DR|||300|||||||||V" + id + "^^^RTX^VN|||||||||||||||||||||||||20261130120000\r";
 }
 
+// The same admission's discharge (ADT^A03, PV1-45 the discharge time).
+std::string adt_a03(const std::string& id) {
+  std::string m = adt_a01(id);
+  m.replace(m.find("ADT^A01^ADT_A01"), 15, "ADT^A03^ADT_A03");
+  m.replace(m.find("EVN|A01"), 7, "EVN|A03");
+  m.replace(m.size() - 1, 1, "|20261201093000\r");  // PV1-45 after PV1-44
+  return m;
+}
+
 // The broker: an MLLP channel for the trust (sender by MSH-4) on a reserved port; ADT from the
-// trust goes to the GP's FHIR endpoint (a demo-sink); a Patient the GP posts goes to a legacy v2
-// system (mllp_receiver.py).
+// trust goes to the GP's FHIR endpoint (a demo-sink), and discharges (routed on the v2 event) to
+// a legacy v2 system (mllp_receiver.py) too; a Patient the GP posts goes to the legacy system.
 std::string mllp_config(unsigned short mllp_port, unsigned short sink, unsigned short legacy) {
   return "api:\n  listen: 127.0.0.1:0\nstore:\n  path: data/tellonce.db\n"
          "delivery:\n  retry: { initial_backoff: 100ms, max_backoff: 200ms }\n"
@@ -69,6 +78,9 @@ routes:
     to: [gp-a]
   - id: gp-updates-to-legacy
     match: { source: [gp-a], resource_type: Patient }
+    to: [legacy]
+  - id: discharges-to-legacy
+    match: { source: [rtx], event: "http://terminology.hl7.org/CodeSystem/v2-0003|A03" }
     to: [legacy]
 )";
 }
@@ -192,6 +204,23 @@ TEST_F(MllpIntegration, AnAdtA01SentWithDebiansMllpSendArrivesAtTheGpAsFhir) {
   auto original = c.request("GET", broker_->base() + "/api/messages/" + id + "/original");
   EXPECT_EQ(original.status, 200);
   EXPECT_NE(original.body.find("ADT^A01^ADT_A01|DEB0001"), std::string::npos) << original.body;
+}
+
+// A route can name the v2 event (MessageHeader.eventCoding of the converted Bundle): the A03
+// goes to the GP and to the legacy system, which gets it back as an A03; the A01 only to the GP.
+TEST_F(MllpIntegration, ARouteOnTheV2EventSendsADischargeOnwardAndNotTheAdmission) {
+  int rc = -1;
+  auto admitted = mllp_send_tellonce(write_message("a01.hl7", adt_a01("EVT0001")), rc);
+  ASSERT_EQ(rc, 0) << admitted << broker_->output();
+  auto discharged = mllp_send_tellonce(write_message("a03.hl7", adt_a03("EVT0002")), rc);
+  ASSERT_EQ(rc, 0) << discharged << broker_->output();
+  ASSERT_TRUE(sink_->wait_for(2, 20s)) << broker_->output();
+  ASSERT_TRUE(legacy_.wait_for(1, 20s)) << broker_->output();
+  std::this_thread::sleep_for(300ms);  // an A01 wrongly routed would have arrived by now too
+  auto messages = legacy_.messages();
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_NE(messages[0].find("ADT^A03"), std::string::npos) << messages[0];
+  EXPECT_NE(messages[0].find("9449306753"), std::string::npos) << messages[0];
 }
 
 TEST_F(MllpIntegration, AResentMessageIsStoredOnceAndAcknowledgedAAAgain) {

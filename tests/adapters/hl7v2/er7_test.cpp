@@ -41,7 +41,7 @@ Message parsed(std::string_view er7) {
   return r.has_value() ? std::move(r.value()) : Message{};
 }
 
-const Issue& only_issue(const Result<Message>& r) {
+Issue only_issue(const Result<Message>& r) {  // a copy: Result::error() returns by value
   static const Issue none;
   EXPECT_FALSE(r.has_value());
   if (r.has_value() || r.error().issues.empty()) return none;
