@@ -1,5 +1,8 @@
 #include "file_outbound.hpp"
 
+#include "batch_outbound.hpp"
+#include "durable_file.hpp"
+
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -7,40 +10,14 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <cerrno>
-#include <cstring>
-#include <fcntl.h>
+#include <stdexcept>
+#include <variant>
 #include <unistd.h>
 
 namespace tellonce {
 namespace {
 
-// What a failed system call means for the delivery. The outbox is a folder on the broker's
-// machine, so every failure is one an operator can fix (space, permissions, a missing
-// folder): all are retryable, none is the record's fault.
-DeliveryResult os_failure(const char* step, int err) {
-  DeliveryResult r;
-  r.outcome = DeliveryOutcome::retryable;
-  const char* name = strerrordesc_np(err);
-  r.partner_code = std::string("file ") + (strerrorname_np(err) ? strerrorname_np(err) : "error");
-  r.detail = std::string(step) + ": " + (name ? name : "unknown error");
-  return r;
-}
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
+using file_outbound::write_file_durably;
 
 std::string extension_for(const std::string& content_type) {
   return content_type.find("json") != std::string::npos ? ".json" : ".dat";
@@ -49,37 +26,9 @@ std::string extension_for(const std::string& content_type) {
 // Runs on the writer thread.
 DeliveryResult write_durably(const FileOutboundSettings& s, const std::string& message_id,
                              const std::string& content_type, const std::string& body) {
-  const auto final_path = s.directory / (message_id + extension_for(content_type));
-  const auto temp_path = s.directory / (".partial-" + message_id);
-  Fd file(::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
-  if (file.get() < 0) return os_failure("create", errno);
-  for (std::size_t done = 0; done < body.size();) {
-    ssize_t n = ::write(file.get(), body.data() + done, body.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::unlink(temp_path.c_str());
-      return os_failure("write", err);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (s.fsync && ::fdatasync(file.get()) != 0) {
-    int err = errno;
-    ::unlink(temp_path.c_str());
-    return os_failure("flush", err);
-  }
-  if (::close(file.release()) != 0) return os_failure("close", errno);
-  if (::rename(temp_path.c_str(), final_path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(temp_path.c_str());
-    return os_failure("rename", err);
-  }
-  // The rename is durable only once the folder's own entry list is on disk.
-  if (s.fsync) {
-    Fd dir(::open(s.directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (dir.get() < 0) return os_failure("open folder", errno);
-    if (::fsync(dir.get()) != 0) return os_failure("flush folder", errno);
-  }
+  if (auto failed = write_file_durably(s.directory, ".partial-" + message_id,
+                                       message_id + extension_for(content_type), body, s.fsync))
+    return *failed;
   DeliveryResult ok;
   ok.outcome = DeliveryOutcome::ok;
   ok.partner_code = "file written";
@@ -121,6 +70,21 @@ class FileOutbound final : public OutboundAdapter {
   asio::thread_pool writer_{1};
 };
 
+// The CSV mapping with its paths parsed; the first bad path's message in `problem`.
+file_outbound::CsvMapping compile_mapping(const FileOutboundSettings& s, std::string* problem) {
+  file_outbound::CsvMapping mapping;
+  mapping.resource_type = s.csv_resource_type;
+  for (const auto& column : s.csv_columns) {
+    auto parsed = file_outbound::parse_csv_path(column.path);
+    if (auto* why = std::get_if<std::string>(&parsed)) {
+      if (problem && problem->empty()) *problem = "column '" + column.header + "': " + *why;
+      continue;
+    }
+    mapping.columns.push_back({column.header, std::get<file_outbound::CsvPath>(std::move(parsed))});
+  }
+  return mapping;
+}
+
 AdapterSettings parse_settings(SettingsReader& reader) {
   auto s = std::make_shared<FileOutboundSettings>();
   s->directory = reader.required_string("directory");
@@ -129,6 +93,38 @@ AdapterSettings parse_settings(SettingsReader& reader) {
     reader.problem("directory", "'" + s->directory.string() + "' is not a folder (create it first)");
   else if (!s->directory.empty() && ::access(s->directory.c_str(), W_OK) != 0)
     reader.problem("directory", "the broker may not write into '" + s->directory.string() + "'");
+
+  const auto format = reader.string("format", "json-per-record");
+  if (format == "ndjson") s->format = FileOutboundFormat::ndjson;
+  else if (format == "csv") s->format = FileOutboundFormat::csv;
+  else if (format != "json-per-record")
+    reader.problem("format", "'" + format + "' is not a format: json-per-record (the default), ndjson or csv");
+  const bool batched = s->format != FileOutboundFormat::json_per_record;
+  for (const char* key : {"batch_max_records", "batch_max_wait"})
+    if (!batched && reader.has(key)) reader.problem(key, "applies to format ndjson or csv only");
+  s->batch_max_records = static_cast<std::size_t>(reader.integer("batch_max_records", 500, 1, 100000));
+  s->batch_max_wait = reader.duration("batch_max_wait", s->batch_max_wait);
+  if (s->batch_max_wait <= std::chrono::milliseconds(0) || s->batch_max_wait > std::chrono::hours(1))
+    reader.problem("batch_max_wait", "must be more than 0 and at most 1h");
+
+  if (auto csv = reader.child("csv")) {
+    if (s->format != FileOutboundFormat::csv) reader.problem("csv", "a CSV mapping needs format: csv");
+    s->csv_resource_type = csv->required_string("resource_type");
+    auto columns = csv->sequence("columns");
+    if (columns.empty()) csv->problem("columns", "list at least one column: { header: ..., path: ... }");
+    for (auto& column : columns) {
+      CsvColumn c{column.required_string("header"), column.required_string("path")};
+      if (!c.path.empty()) {
+        auto parsed = file_outbound::parse_csv_path(c.path);
+        if (auto* why = std::get_if<std::string>(&parsed)) column.problem("path", *why);
+      }
+      column.finish();
+      s->csv_columns.push_back(std::move(c));
+    }
+    csv->finish();
+  } else if (s->format == FileOutboundFormat::csv) {
+    reader.problem("csv", "format csv needs a csv mapping: resource_type and columns");
+  }
   reader.finish();
   return s;
 }
@@ -136,13 +132,17 @@ AdapterSettings parse_settings(SettingsReader& reader) {
 }  // namespace
 
 std::unique_ptr<OutboundAdapter> make_file_outbound(const FileOutboundSettings& settings) {
-  return std::make_unique<FileOutbound>(settings);
+  if (settings.format == FileOutboundFormat::json_per_record) return std::make_unique<FileOutbound>(settings);
+  std::string problem;
+  auto mapping = compile_mapping(settings, &problem);
+  if (!problem.empty()) throw std::invalid_argument("file outbound csv mapping: " + problem);
+  return file_outbound::make_batch_outbound(settings, std::move(mapping));
 }
 
 OutboundAdapterType file_outbound_type() {
   OutboundAdapterType type;
   type.name = "file";
-  type.summary = "writes each record as one file into the partner's outbox folder, durably";
+  type.summary = "writes records into the partner's outbox folder, durably: one file each, or NDJSON/CSV batches with a manifest";
   type.parse = &parse_settings;
   type.create = [](const AdapterSettings& settings, OutboundContext&) -> std::unique_ptr<OutboundAdapter> {
     return make_file_outbound(settings_as<FileOutboundSettings>(settings));
