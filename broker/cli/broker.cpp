@@ -66,7 +66,9 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
     OutboundContext octx{io_, p.id, *store_};
     outbound_[p.id] = registry.outbound(p.endpoint->type)->create(p.endpoint->settings, octx);
   }
-  dispatcher_ = std::make_unique<Dispatcher>(io_, *store_, *queue_, config.delivery, outbound_);
+  dispatcher_ = std::make_unique<Dispatcher>(
+      io_, *store_, *queue_, config.delivery, outbound_,
+      make_minimisers(config, *validator_, *store_, JsonLimits{config.max_body_bytes, config.max_json_depth}));
   pipeline_ = make_pipeline(*validator_, *router_, *store_, *queue_,
                             JsonLimits{config.max_body_bytes, config.max_json_depth});
 

@@ -56,4 +56,10 @@ const Partner* Config::partner_by_hl7v2_facility(std::string_view facility) cons
   return nullptr;
 }
 
+const MinimisationList* Config::minimisation_list(std::string_view id) const {
+  for (const auto& m : minimisation)
+    if (m.id == id) return &m;
+  return nullptr;
+}
+
 }  // namespace tellonce

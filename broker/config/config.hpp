@@ -15,6 +15,8 @@
 
 namespace tellonce {
 
+class AllowList;  // broker/minimise/minimise.hpp
+
 enum class PartnerKind { trust, primary_care, vcse };
 std::string_view to_string(PartnerKind k);
 
@@ -34,6 +36,7 @@ struct Partner {
   // code counts as one too. Each belongs to one partner.
   std::vector<std::string> hl7v2_facilities;
   std::optional<PartnerEndpoint> endpoint;  // absent: partner only sends
+  std::string minimise;                // allow-list id (`minimisation:`) for every record it receives; empty: none
   int line = 0;
 };
 
@@ -59,6 +62,24 @@ struct Route {
   std::vector<FieldPredicate> where;
   bool require_consent = false;             // parsed and kept; not enforced (README "Known limits")
   std::vector<std::string> to;              // partner ids with an endpoint
+  // Allow-list id (`minimisation:`) for the deliveries this route makes; empty: none. A delivery
+  // every applying list restricts keeps only what all of them allow (broker/minimise/minimise.hpp).
+  std::string minimise;
+  int line = 0;
+};
+
+// One FHIR element path of an allow-list ("Patient.name", "Observation.value[x]"), where it is.
+struct AllowedPath {
+  std::string path;
+  std::string config_path;  // minimisation[0].allow[3]
+  int line = 0;
+};
+
+// `minimisation:` a named allow-list of FHIR element paths: what a destination may receive.
+// Checked against the FHIR definitions by broker/minimise (check-config and serve).
+struct MinimisationList {
+  std::string id;
+  std::vector<AllowedPath> allow;
   int line = 0;
 };
 
@@ -115,6 +136,9 @@ struct Config {
   std::vector<Partner> partners;
   std::vector<InboundChannel> inbound;
   std::vector<Route> routes;
+  std::vector<MinimisationList> minimisation;
+  // The lists above compiled against the FHIR definitions by load_config (broker/minimise), by id.
+  std::map<std::string, std::shared_ptr<const AllowList>, std::less<>> allow_lists;
 
   // Descriptors kept free of inbound connections: reserved_descriptors when set, else 64 for
   // the store, logs and listeners plus, per partner with an endpoint, its deliveries in flight
@@ -124,6 +148,7 @@ struct Config {
   const Partner* partner(std::string_view id) const;
   const Partner* partner_by_api_key(std::string_view key) const;
   const Partner* partner_by_hl7v2_facility(std::string_view facility) const;
+  const MinimisationList* minimisation_list(std::string_view id) const;
 };
 
 struct ConfigProblem {

@@ -3,6 +3,7 @@
 #include "broker/config/config.hpp"
 #include "broker/config/settings_reader_impl.hpp"
 #include "broker/core/uk_identifiers.hpp"
+#include "broker/minimise/minimise.hpp"
 
 #include <algorithm>
 #include <map>
@@ -71,7 +72,17 @@ struct PendingChecks {
   std::vector<std::pair<Located, std::string>> api_keys;  // key, owning partner id
   std::vector<std::pair<Located, std::string>> facilities;  // MSH-4 value, owning partner id
   std::set<std::string, std::less<>> partners_with_endpoint_section;
+  std::vector<Located> minimise_refs;  // partners' and routes' `minimise:` list ids
 };
+
+// `minimise: ID` on a partner or route: kept for the cross-check (the list may come later).
+std::string read_minimise_ref(SettingsReader& section, PendingChecks& pending) {
+  if (!section.has("minimise")) return {};
+  auto id = section.string("minimise", "");
+  if (id.empty()) section.problem("minimise", "must name an allow-list of minimisation:");
+  else pending.minimise_refs.push_back(Located{id, section.path() + ".minimise", section.line("minimise")});
+  return id;
+}
 
 // Runs an adapter's parse; an exception there is a problem in its section, not a crash.
 AdapterSettings parse_adapter_section(const std::string& type, const AdapterSettingsParser& parse,
@@ -255,6 +266,7 @@ void read_partners(SettingsReader& top, Config& c, const AdapterCatalog& registr
       }
       ep->finish();
     }
+    p.minimise = read_minimise_ref(r, pending);
     r.finish();
     c.partners.push_back(std::move(p));
   }
@@ -336,12 +348,42 @@ void read_routes(SettingsReader& top, Config& c, PendingChecks& pending, Problem
     }
     if (route.to.empty() && log.problems.size() == problems_before)
       r.problem("to", "required: at least one partner id to deliver to");
+    route.minimise = read_minimise_ref(r, pending);
     r.finish();
     c.routes.push_back(std::move(route));
   }
 }
 
+// `minimisation:` named allow-lists. Here only their shape: a path must be Type.element[.element...];
+// whether FHIR has it and what it would remove is broker/minimise's check (it needs the definitions).
+void read_minimisation(SettingsReader& top, Config& c, ProblemLog& log) {
+  IdRegistry ids("minimisation");
+  for (auto& r : top.sequence("minimisation")) {
+    MinimisationList list;
+    list.line = r.line();
+    list.id = ids.read(r);
+    for (auto& a : r.located_strings("allow")) {
+      auto dot = a.value.find('.');
+      auto first = std::string_view(a.value).substr(0, dot);
+      if (!looks_like_resource_type(first) || dot == std::string::npos || dot + 1 == a.value.size() ||
+          a.value.find("..") != std::string::npos || a.value.find(' ') != std::string::npos)
+        log.add(a.line, a.path, "path '" + a.value + "' must be a resource type and its elements, e.g. Patient.name");
+      list.allow.push_back(AllowedPath{a.value, a.path, a.line});
+    }
+    if (list.allow.empty() && r.ok()) r.problem("allow", "required: at least one FHIR element path to keep");
+    r.finish();
+    c.minimisation.push_back(std::move(list));
+  }
+}
+
 void cross_check(const Config& c, const PendingChecks& pending, ProblemLog& log) {
+  for (const auto& m : pending.minimise_refs)
+    if (!c.minimisation_list(m.value))
+      log.add(m.line, m.path, "unknown allow-list '" + m.value + "' (minimisation: " + [&c] {
+        std::vector<std::string> ids;
+        for (const auto& l : c.minimisation) ids.push_back(l.id);
+        return joined(ids);
+      }() + ")");
   for (const auto& t : pending.route_targets) {
     const Partner* p = c.partner(t.value);
     if (!p)
@@ -417,8 +459,13 @@ ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& 
   read_partners(top, c, registry, pending, *log);
   read_inbound(top, c, registry);
   read_routes(top, c, pending, *log);
+  read_minimisation(top, c, *log);
   top.finish();
   cross_check(c, pending, *log);
+  // Allow-lists against the FHIR definitions (what exists, what FHIR requires).
+  auto compiled = compile_minimisation(c, std::filesystem::path(TELLONCE_SCHEMA_DIR));
+  for (auto& p : compiled.problems) log->problems.push_back(std::move(p));
+  c.allow_lists = std::move(compiled.lists);
 
   out.problems = std::move(log->problems);
   std::stable_sort(out.problems.begin(), out.problems.end(),

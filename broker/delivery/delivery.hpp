@@ -15,6 +15,7 @@
 #include "broker/config/config.hpp"
 #include "broker/delivery/circuit.hpp"
 #include "broker/delivery/retry_policy.hpp"
+#include "broker/minimise/minimise.hpp"
 #include "tellonce/queue.hpp"
 #include "tellonce/store.hpp"
 
@@ -36,8 +37,12 @@ struct DestinationStats {
 
 class Dispatcher {
  public:
+  // `minimisers`: the destinations with an allow-list (broker/minimise); their records are
+  // minimised before the adapter sees them, and the trail's attempt says how much was removed.
+  // Other destinations' bodies go to the adapter untouched, unparsed.
   Dispatcher(asio::io_context& io, Store& store, Queue& queue, DeliverySettings settings,
-             std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters);
+             std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters,
+             std::map<std::string, std::shared_ptr<const Minimiser>> minimisers = {});
   ~Dispatcher();
   void start();  // spawns concurrency_per_destination workers per destination
   // Stops the queue (waiting workers end) and every adapter (in-flight deliveries end

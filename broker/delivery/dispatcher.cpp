@@ -63,6 +63,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
         : name(std::move(name)), adapter(std::move(adapter)), circuit(policy), timer(ex) {}
     const std::string name;
     const std::shared_ptr<OutboundAdapter> adapter;
+    std::shared_ptr<const Minimiser> minimiser;  // null: bodies go out as stored; set at construction
     std::atomic<std::uint64_t> delivered{0}, failed_attempts{0}, dead{0}, broker_faults{0};
 
     // Read without the lock on the hot path: the circuit is closed and nothing is held, and no
@@ -80,11 +81,14 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
   };
 
   State(asio::io_context& io, Store& store, Queue& queue, DeliverySettings settings,
-        std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters)
+        std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters,
+        std::map<std::string, std::shared_ptr<const Minimiser>> minimisers)
       : io(io), store(store), queue(queue), settings(std::move(settings)) {
     for (auto& [name, adapter] : adapters)
       destinations.emplace(name, std::make_unique<Destination>(name, std::move(adapter), this->settings.retry,
                                                                io.get_executor()));
+    for (auto& [name, m] : minimisers)
+      if (auto it = destinations.find(name); it != destinations.end()) it->second->minimiser = std::move(m);
   }
 
   asio::io_context& io;
@@ -360,10 +364,33 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
         }
         job->body = std::move(*body);
       }
+      // Data minimisation (broker/minimise): only destinations with an allow-list parse the body.
+      std::optional<DeliveryJob> minimised;  // what the adapter gets instead; the job keeps the stored body
+      std::string minimised_note;
+      bool refused = false;
+      if (d->minimiser) {
+        MinimiseOutcome m = co_await d->minimiser->apply(*job);
+        if (m.kind == MinimiseOutcome::Kind::retry) {
+          log::error("delivery", "could not read the routes of destination=" + destination + " message=" +
+                                     job->message_id + " store=\"" + m.note + "\"; kept pending");
+          const auto retry_at = now_ms() + store_retry_ms;
+          if (probe) self->probe_untried(*d, retry_at);
+          co_await self->settle(*d, std::move(*job), Settlement{Settlement::Kind::retry, retry_at});
+          continue;
+        }
+        refused = m.kind == MinimiseOutcome::Kind::refused;
+        if (m.kind == MinimiseOutcome::Kind::minimised) {
+          minimised = *job;
+          minimised->body = std::move(m.body);
+        }
+        minimised_note = std::move(m.note);
+      }
       DeliveryResult result;
       bool threw = false;
       try {
-        result = co_await adapter->deliver(*job);
+        // Never sent when minimising refused it: a permanent failure, its reason on the trail.
+        if (refused) result = DeliveryResult{DeliveryOutcome::permanent, "", ""};
+        else result = co_await adapter->deliver(minimised ? *minimised : *job);
       } catch (const std::exception& e) {
         threw = true;
         log::error("delivery", "attempt threw destination=" + destination + " message=" + job->message_id +
@@ -386,9 +413,11 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
         co_await self->settle(*d, std::move(*job), Settlement{Settlement::Kind::retry, 0});
         continue;
       }
-      self->on_partner_verdict(*d, probe, result);
+      if (!refused) self->on_partner_verdict(*d, probe, result);
+      else if (probe) self->probe_untried(*d, now_ms());  // the partner was not asked
       DeliveryAttempt a;
       Settlement settlement = self->judge(*job, std::move(result), a);
+      if (!minimised_note.empty()) a.detail = a.detail.empty() ? minimised_note : a.detail + "; " + minimised_note;
       // Recording is handed off so this worker carries the next record while the store's group
       // commit makes this attempt durable: workers wait on partners, never on fsync.
       // The log line is built only if recording throws; destination and id are copied for it.
@@ -402,8 +431,10 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
 };
 
 Dispatcher::Dispatcher(asio::io_context& io, Store& store, Queue& queue, DeliverySettings settings,
-                       std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters)
-    : state_(std::make_shared<State>(io, store, queue, std::move(settings), std::move(adapters))) {}
+                       std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters,
+                       std::map<std::string, std::shared_ptr<const Minimiser>> minimisers)
+    : state_(std::make_shared<State>(io, store, queue, std::move(settings), std::move(adapters),
+                                     std::move(minimisers))) {}
 
 Dispatcher::~Dispatcher() { stop(); }
 
