@@ -264,7 +264,13 @@ struct Filter {
         if (!(name.starts_with('_') && obj.HasMember(std::string(name.substr(1)).c_str()))) removed += count_of(m->value);
         continue;
       }
-      if (rule->second && !value(m->value, *rule->second)) continue;
+      if (rule->second) {
+        const long before = removed;
+        if (!value(m->value, *rule->second)) {
+          if (!m->value.IsArray()) removed = before + 1;  // an array's emptied items were counted
+          continue;
+        }
+      }
       kept.AddMember(m->name.Move(), m->value.Move(), alloc);
     }
     obj = std::move(kept);
@@ -276,8 +282,9 @@ struct Filter {
     if (!v.IsArray()) return item(v, node);
     rapidjson::Value kept(rapidjson::kArrayType);
     for (auto& x : v.GetArray()) {
+      const long before = removed;
       if (item(x, node)) kept.PushBack(x.Move(), alloc);
-      else ++removed;
+      else removed = before + 1;  // an item removed whole counts once, whatever was inside
     }
     v = std::move(kept);
     return !v.Empty();
