@@ -1,5 +1,6 @@
 #include "broker/delivery/delivery.hpp"
 #include "engines/memory_queue/memory_queue.hpp"
+#include "tellonce/validator.hpp"
 
 #include "support/builders.hpp"
 #include "support/fake_store.hpp"
@@ -284,6 +285,67 @@ TEST_F(DispatcherTest, StopEndsWorkers) {
   EXPECT_FALSE(push(test::job(1, "trust-a")));  // the queue is stopped
   test::run_ready(io);
   EXPECT_EQ(partner->calls, 0);
+}
+
+// A destination with an allow-list: its adapter gets the minimised record, the trail's attempt
+// says how much was removed, and the stored body (the job's) is left as it was. Another
+// destination gets the same record untouched.
+TEST_F(DispatcherTest, MinimisedDestinationGetsTheMinimisedBodyAndTheTrailCountsTheRemovals) {
+  Config config;
+  config.minimisation.push_back(MinimisationList{"names-only", {{"Patient.name", "minimisation[0].allow[0]", 2}}, 1});
+  auto compiled = compile_minimisation(config, std::filesystem::path(TELLONCE_SOURCE_DIR) / "schemas");
+  ASSERT_TRUE(compiled.problems.empty());
+  auto validator = make_fhir_validator(ValidatorSettings{std::filesystem::path(TELLONCE_SOURCE_DIR) / "schemas"});
+  auto minimiser = std::make_shared<Minimiser>(compiled.lists.at("names-only"),
+                                               std::map<std::string, std::shared_ptr<const AllowList>>{}, *validator, store);
+  auto charity = std::make_shared<test::RecordingOutbound>();
+  auto trust = std::make_shared<test::RecordingOutbound>();
+  dispatcher = std::make_unique<Dispatcher>(io, failing_store, *queue, settings(),
+                                            std::map<std::string, std::shared_ptr<OutboundAdapter>>{{"charity", charity}, {"trust-a", trust}},
+                                            std::map<std::string, std::shared_ptr<const Minimiser>>{{"charity", minimiser}});
+  dispatcher->start();
+  const std::string body = R"({"resourceType":"Patient","name":[{"family":"Example"}],"birthDate":"1980-04-12",)"
+                           R"("gender":"female","telecom":[{"system":"phone","value":"1"},{"system":"email","value":"a@b"}]})";
+  auto to_charity = test::job(1, "charity");
+  to_charity.body = body;
+  auto to_trust = test::job(2, "trust-a");
+  to_trust.body = body;
+  (void)push(to_charity);
+  (void)push(to_trust);
+  run_until([&] { return store.attempts.size() == 2; });
+
+  ASSERT_EQ(charity->received.size(), 1u);
+  EXPECT_EQ(charity->received[0].body, R"({"resourceType":"Patient","name":[{"family":"Example"}]})");
+  ASSERT_EQ(trust->received.size(), 1u);
+  EXPECT_EQ(trust->received[0].body, body);
+  for (const auto& a : store.attempts) {
+    if (a.destination == "charity") EXPECT_EQ(a.detail, "minimised by allow-list names-only: 4 elements removed");
+    else EXPECT_EQ(a.detail, "");
+    EXPECT_TRUE(a.ok());
+  }
+}
+
+// A record the list keeps nothing of is never handed to the adapter: dead at once, reason on the trail.
+TEST_F(DispatcherTest, RecordAnAllowListRefusesIsNeverSent) {
+  Config config;
+  config.minimisation.push_back(MinimisationList{"names-only", {{"Patient.name", "minimisation[0].allow[0]", 2}}, 1});
+  auto compiled = compile_minimisation(config, std::filesystem::path(TELLONCE_SOURCE_DIR) / "schemas");
+  auto validator = make_fhir_validator(ValidatorSettings{std::filesystem::path(TELLONCE_SOURCE_DIR) / "schemas"});
+  auto minimiser = std::make_shared<Minimiser>(compiled.lists.at("names-only"),
+                                               std::map<std::string, std::shared_ptr<const AllowList>>{}, *validator, store);
+  auto charity = std::make_shared<test::RecordingOutbound>();
+  dispatcher = std::make_unique<Dispatcher>(io, failing_store, *queue, settings(),
+                                            std::map<std::string, std::shared_ptr<OutboundAdapter>>{{"charity", charity}},
+                                            std::map<std::string, std::shared_ptr<const Minimiser>>{{"charity", minimiser}});
+  dispatcher->start();
+  auto j = test::job(1, "charity");
+  j.body = R"({"resourceType":"Condition","subject":{"reference":"Patient/1"}})";
+  (void)push(j);
+  run_until([&] { return dispatcher->stats("charity").dead == 1; });
+  EXPECT_EQ(charity->calls, 0);
+  ASSERT_EQ(store.attempts.size(), 1u);
+  EXPECT_EQ(store.attempts[0].outcome, DeliveryOutcome::permanent);
+  EXPECT_EQ(store.attempts[0].detail, "not sent: allow-list names-only keeps nothing of a Condition");
 }
 
 }  // namespace
