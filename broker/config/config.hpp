@@ -36,8 +36,8 @@ struct Partner {
   // code counts as one too. Each belongs to one partner.
   std::vector<std::string> hl7v2_facilities;
   std::optional<PartnerEndpoint> endpoint;  // absent: partner only sends
-  std::string minimise;                // allow-list id (`minimisation:`) for every record it receives; empty: none
   int line = 0;
+  std::string minimise;                // allow-list id (`minimisation:`) for every record it receives; empty: none
 };
 
 struct InboundChannel {
@@ -64,8 +64,8 @@ struct Route {
   std::vector<std::string> to;              // partner ids with an endpoint
   // Allow-list id (`minimisation:`) for the deliveries this route makes; empty: none. A delivery
   // every applying list restricts keeps only what all of them allow (broker/minimise/minimise.hpp).
-  std::string minimise;
   int line = 0;
+  std::string minimise;
 };
 
 // One FHIR element path of an allow-list ("Patient.name", "Observation.value[x]"), where it is.

@@ -368,9 +368,10 @@ void read_minimisation(SettingsReader& top, Config& c, ProblemLog& log) {
       if (!looks_like_resource_type(first) || dot == std::string::npos || dot + 1 == a.value.size() ||
           a.value.find("..") != std::string::npos || a.value.find(' ') != std::string::npos)
         log.add(a.line, a.path, "path '" + a.value + "' must be a resource type and its elements, e.g. Patient.name");
-      list.allow.push_back(AllowedPath{a.value, a.path, a.line});
+      else
+        list.allow.push_back(AllowedPath{a.value, a.path, a.line});
     }
-    if (list.allow.empty() && r.ok()) r.problem("allow", "required: at least one FHIR element path to keep");
+    if (!r.has("allow")) r.problem("allow", "required: at least one FHIR element path to keep");
     r.finish();
     c.minimisation.push_back(std::move(list));
   }

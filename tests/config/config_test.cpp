@@ -62,6 +62,9 @@ TEST(LoadConfig, ShippedExampleLoads) {
   EXPECT_EQ(c.partners.size(), 5u);
   EXPECT_EQ(c.inbound.size(), 2u);
   EXPECT_EQ(c.routes.size(), 5u);
+  ASSERT_EQ(c.minimisation.size(), 1u);
+  EXPECT_EQ(c.partner("vcse-linkworkers")->minimise, "social-prescribing");
+  EXPECT_EQ(c.allow_lists.count("social-prescribing"), 1u);
   ASSERT_NE(c.partner("gp-a81002"), nullptr);
   ASSERT_TRUE(c.partner("gp-a81002")->endpoint);
   EXPECT_EQ(settings_as<FhirRestOutboundSettings>(c.partner("gp-a81002")->endpoint->settings).url,
@@ -197,6 +200,55 @@ routes:
     EXPECT_EQ(p.file, path.string());
   }
   EXPECT_EQ(load.problems[4].to_string(), path.string() + ":18: routes[0].to[0]: unknown partner 'gp-a81009'");
+}
+
+// valid_partners is 19 lines: what is appended starts at line 20.
+TEST(LoadConfig, MinimisationListsAreReferencedByPartnersAndRoutes) {
+  ConfigFiles files;
+  auto path = files.write("minimise.yaml", std::string(valid_partners) + R"(routes:
+  - id: r
+    to: [vcse-linkworkers]
+    minimise: names
+minimisation:
+  - id: names
+    allow: [Patient.name, Patient.identifier]
+)");
+  auto registry = test_registry();
+  auto load = load_config(path, registry);
+  ASSERT_TRUE(load.problems.empty()) << problems_text(load);
+  EXPECT_EQ(load.config->routes[0].minimise, "names");
+  ASSERT_EQ(load.config->minimisation.size(), 1u);
+  EXPECT_EQ(load.config->minimisation[0].allow.size(), 2u);
+  EXPECT_EQ(load.config->minimisation[0].allow[1].line, 26);
+}
+
+TEST(LoadConfig, MinimisationProblemsAreReportedWhereTheyAre) {
+  ConfigFiles files;
+  auto path = files.write("minimise-bad.yaml", std::string(valid_partners) + R"(routes:
+  - id: r
+    to: [vcse-linkworkers]
+    minimise: nmaes
+minimisation:
+  - id: obs
+    allow:
+      - Patient.name
+      - Observation.code
+      - Patient.favouriteColour
+      - patient
+)");
+  auto registry = test_registry();
+  auto load = load_config(path, registry);
+  ASSERT_EQ(load.problems.size(), 4u) << problems_text(load);
+  EXPECT_EQ(load.problems[0].line, 23);
+  EXPECT_EQ(load.problems[0].path, "routes[0].minimise");
+  EXPECT_NE(load.problems[0].message.find("unknown allow-list 'nmaes'"), std::string::npos);
+  EXPECT_EQ(load.problems[1].line, 28);
+  EXPECT_EQ(load.problems[1].path, "minimisation[0].allow[1]");
+  EXPECT_EQ(load.problems[1].message, "allow-list 'obs' would remove Observation.status, which FHIR requires: add Observation.status");
+  EXPECT_EQ(load.problems[2].line, 29);
+  EXPECT_NE(load.problems[2].message.find("Patient has no element 'favouriteColour'"), std::string::npos);
+  EXPECT_EQ(load.problems[3].line, 30);
+  EXPECT_NE(load.problems[3].message.find("must be a resource type and its elements"), std::string::npos);
 }
 
 TEST(LoadConfig, UnknownKeyIsAProblemWithASuggestion) {
