@@ -6,6 +6,11 @@
 #include "adapters/mllp_outbound/mllp_outbound.hpp"
 #include "test_adapters.hpp"
 #include "engines/sqlite_store/sqlite_store.hpp"
+#include "broker/minimise/minimise.hpp"
+#include "support/fake_store.hpp"
+
+#include <fstream>
+#include <iterator>
 
 #include <gtest/gtest.h>
 
@@ -74,6 +79,29 @@ TEST(LoadConfig, ShippedExampleLoads) {
   EXPECT_TRUE(settings_as<FhirRestInboundSettings>(c.inbound[0].settings).allow_partner_header);
   EXPECT_EQ(settings_as<MllpInboundSettings>(c.inbound[1].settings).listen, "127.0.0.1:2575");
   EXPECT_EQ(settings_as<MllpOutboundSettings>(c.partner("community-pas")->endpoint->settings).address, "127.0.0.1:2576");
+}
+
+// The demo's link-worker charity gets the referral, the patient's name, NHS number and contact
+// details and the reason, not the diagnosis or the medication (config/examples' referral).
+TEST(LoadConfig, ShippedAllowListKeepsTheReferralWithoutDiagnosesOrMedications) {
+  auto registry = test_registry();
+  auto load = load_config(std::string(TELLONCE_SOURCE_DIR) + "/config/tellonce.yaml", registry);
+  ASSERT_TRUE(load.config) << problems_text(load);
+  auto validator = make_fhir_validator(ValidatorSettings{std::string(TELLONCE_SOURCE_DIR) + "/schemas"});
+  test::FakeStore store;
+  auto minimisers = make_minimisers(*load.config, *validator, store, JsonLimits{});
+  ASSERT_EQ(minimisers.count("vcse-linkworkers"), 1u);
+  EXPECT_EQ(minimisers.size(), 1u);  // nobody else's deliveries are parsed
+  std::ifstream in(std::string(TELLONCE_SOURCE_DIR) + "/config/examples/referral-social-prescribing.json");
+  std::string referral((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(referral.empty());
+  auto out = minimisers.at("vcse-linkworkers")->apply_lists(referral, {load.config->allow_lists.at("social-prescribing").get()});
+  ASSERT_EQ(out.kind, MinimiseOutcome::Kind::minimised) << out.note;
+  for (const char* kept : {"9000000009", "\"family\":\"Example\"", "07700 900123", "LS1 4AP", "422650009", "871711000000103"})
+    EXPECT_NE(out.body.find(kept), std::string::npos) << kept << " in " << out.body;
+  for (const char* gone : {"\"Condition\"", "MedicationStatement", "Sertraline", "35489007", "reasonReference", "birthDate"})
+    EXPECT_EQ(out.body.find(gone), std::string::npos) << gone << " in " << out.body;
+  EXPECT_EQ(out.note, "minimised by allow-list social-prescribing: 6 elements removed");
 }
 
 TEST(LoadConfig, ValidConfigHasTypedValues) {
