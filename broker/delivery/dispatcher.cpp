@@ -389,7 +389,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       bool threw = false;
       try {
         // Never sent when minimising refused it: a permanent failure, its reason on the trail.
-        if (refused) result = DeliveryResult{DeliveryOutcome::permanent, "", ""};
+        if (refused) result = DeliveryResult{DeliveryOutcome::permanent, std::string(kNotSent), ""};
         else result = co_await adapter->deliver(minimised ? *minimised : *job);
       } catch (const std::exception& e) {
         threw = true;

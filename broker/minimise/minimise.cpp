@@ -370,7 +370,7 @@ MinimiseOutcome Minimiser::apply_lists(std::string_view body, const std::vector<
   rapidjson::Document doc;
   if (auto parsed = parse_json_into(doc, body, limits_); !parsed) {
     out.kind = MinimiseOutcome::Kind::refused;
-    out.note = "not minimised by " + by + ": the stored record is not JSON; not sent";
+    out.note = "the stored record is not JSON, so " + by + " cannot be applied";
     return out;
   }
   long removed = 0;
@@ -379,14 +379,14 @@ MinimiseOutcome Minimiser::apply_lists(std::string_view body, const std::vector<
     long n = l->filter(doc, doc.GetAllocator(), modifier_removed);
     if (n < 0) {
       out.kind = MinimiseOutcome::Kind::refused;
-      out.note = "not sent: " + by + " keeps nothing of a " + std::string(json_string(json_member(doc, "resourceType")));
+      out.note = by + " keeps nothing of a " + std::string(json_string(json_member(doc, "resourceType")));
       return out;
     }
     removed += n;
   }
   if (modifier_removed) {
     out.kind = MinimiseOutcome::Kind::refused;
-    out.note = "not sent: " + by + " would remove a modifierExtension, which changes the meaning of what is kept";
+    out.note = by + " would remove a modifierExtension, which changes the meaning of what is kept";
     return out;
   }
   std::vector<Issue> issues;
@@ -395,7 +395,7 @@ MinimiseOutcome Minimiser::apply_lists(std::string_view body, const std::vector<
     if (!i.is_error()) continue;
     // Location and rule only: the diagnostics may quote values.
     out.kind = MinimiseOutcome::Kind::refused;
-    out.note = "not sent: the record minimised by " + by + " is not valid FHIR (" + i.location +
+    out.note = "the record minimised by " + by + " is not valid FHIR (" + i.location +
                (i.rule.empty() ? "" : " " + i.rule) + ")";
     return out;
   }

@@ -99,6 +99,8 @@ struct DeliveryJob {
 
 // How one delivery attempt ended, whatever the transport: the partner took it; it may take
 // it later (down, busy, timed out); or it refused this record for good.
+inline constexpr std::string_view kNotSent = "not sent";
+
 enum class DeliveryOutcome { ok, retryable, permanent };
 std::string_view to_string(DeliveryOutcome o);
 std::optional<DeliveryOutcome> delivery_outcome_from(std::string_view s);  // empty: not a name
@@ -112,7 +114,8 @@ struct DeliveryAttempt {
   std::int64_t at_ms = 0;
   DeliveryOutcome outcome = DeliveryOutcome::retryable;
   // The partner's own answer in its own vocabulary ("HTTP 503", "ACK AE", "mailbox full");
-  // empty when no answer came (connect failure, timeout).
+  // empty when no answer came (connect failure, timeout); kNotSent when the broker itself would
+  // not send the record (an allow-list refused it), so the partner was never asked.
   std::string partner_code;
   std::string detail;             // the partner's reason, or the transport error
   bool ok() const { return outcome == DeliveryOutcome::ok; }

@@ -23,6 +23,9 @@ TEST(Trail, AttemptOutcomeShowsThePartnersCodeOrThatNoAnswerCame) {
   EXPECT_EQ(attempt_outcome_text("ACK AE", ""), "ACK AE");
   EXPECT_EQ(attempt_outcome_text("", "connect: refused"), "no response: connect: refused");
   EXPECT_EQ(attempt_outcome_text("", ""), "no response");
+  // The broker refused to send it (an allow-list): not a silent partner.
+  EXPECT_EQ(attempt_outcome_text(kNotSent, "allow-list x keeps nothing of a Condition"),
+            "not sent: allow-list x keeps nothing of a Condition");
 }
 
 TEST(Trail, AttemptsDeliveriesAndDeadLetters) {

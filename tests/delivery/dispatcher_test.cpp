@@ -345,7 +345,8 @@ TEST_F(DispatcherTest, RecordAnAllowListRefusesIsNeverSent) {
   EXPECT_EQ(charity->calls, 0);
   ASSERT_EQ(store.attempts.size(), 1u);
   EXPECT_EQ(store.attempts[0].outcome, DeliveryOutcome::permanent);
-  EXPECT_EQ(store.attempts[0].detail, "not sent: allow-list names-only keeps nothing of a Condition");
+  EXPECT_EQ(store.attempts[0].partner_code, kNotSent);  // the partner was never asked
+  EXPECT_EQ(store.attempts[0].detail, "allow-list names-only keeps nothing of a Condition");
 }
 
 }  // namespace

@@ -205,7 +205,7 @@ TEST_F(MinimiserTest, UnlistedTypeAndRemovedModifierExtensionAreRefused) {
   Minimiser m(list, {}, *validator, store);
   auto condition = m.apply_lists(R"({"resourceType":"Condition","subject":{"reference":"Patient/1"}})", {list.get()});
   EXPECT_EQ(condition.kind, MinimiseOutcome::Kind::refused);
-  EXPECT_EQ(condition.note, "not sent: allow-list test-list keeps nothing of a Condition");
+  EXPECT_EQ(condition.note, "allow-list test-list keeps nothing of a Condition");
   auto modifier = m.apply_lists(R"({"resourceType":"Patient","modifierExtension":[{"url":"http://m","valueBoolean":true}],"name":[{"family":"X"}]})",
                                 {list.get()});
   EXPECT_EQ(modifier.kind, MinimiseOutcome::Kind::refused);
