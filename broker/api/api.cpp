@@ -71,6 +71,8 @@ void write_event_facts(JsonWriter& w, const LifecycleEvent& e) {
     case EventKind::attempt:
     case EventKind::delivered:
     case EventKind::dead:
+    case EventKind::held:
+    case EventKind::expired:
       w.Key("destination"); write_string(w, e.destination);
       w.Key("attempt"); w.Int(e.attempt);
       w.Key("outcome"); write_string(w, to_string(e.outcome));

@@ -61,9 +61,13 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   queue_ = registry.queue(config.queue.type)
                ->create(config.queue.settings,
                         QueueContext{io_.get_executor(), static_cast<std::size_t>(config.delivery.max_queued_body_bytes)});
+  // Before the outbound adapters: a mailbox is served over HTTP to partners that present their key.
+  http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, std::chrono::seconds(60), 16 * 1024,
+                                                        config.max_connections_per_listener});
+  partners_ = make_partner_directory(config);
   for (const auto& p : config.partners) {
     if (!p.endpoint) continue;
-    OutboundContext octx{io_, p.id, *store_};
+    OutboundContext octx{io_, p.id, *store_, http_.get(), partners_.get(), store_.get()};
     outbound_[p.id] = registry.outbound(p.endpoint->type)->create(p.endpoint->settings, octx);
   }
   dispatcher_ = std::make_unique<Dispatcher>(
@@ -72,9 +76,6 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   pipeline_ = make_pipeline(*validator_, *router_, *store_, *queue_,
                             JsonLimits{config.max_body_bytes, config.max_json_depth});
 
-  http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, std::chrono::seconds(60), 16 * 1024,
-                                                        config.max_connections_per_listener});
-  partners_ = make_partner_directory(config);
   for (const auto& ch : config.inbound) {
     contexts_.push_back(InboundContext{*partners_, *pipeline_, io_.get_executor(), http_.get(), ch.id});
     inbound_.push_back(registry.inbound(ch.type)->create(ch.settings, contexts_.back()));

@@ -74,6 +74,7 @@ std::string_view to_string(DeliveryOutcome o) {
     case DeliveryOutcome::ok: return "ok";
     case DeliveryOutcome::retryable: return "retryable";
     case DeliveryOutcome::permanent: return "permanent";
+    case DeliveryOutcome::held: return "held";
   }
   return "retryable";
 }
@@ -82,6 +83,7 @@ std::optional<DeliveryOutcome> delivery_outcome_from(std::string_view s) {
   if (s == "ok") return DeliveryOutcome::ok;
   if (s == "retryable") return DeliveryOutcome::retryable;
   if (s == "permanent") return DeliveryOutcome::permanent;
+  if (s == "held") return DeliveryOutcome::held;
   return std::nullopt;
 }
 
@@ -89,7 +91,8 @@ namespace {
 constexpr std::pair<EventKind, std::string_view> event_kind_names[] = {
     {EventKind::received, "received"}, {EventKind::validated, "validated"}, {EventKind::routed, "routed"},
     {EventKind::unroutable, "unroutable"}, {EventKind::duplicate, "duplicate"}, {EventKind::attempt, "attempt"},
-    {EventKind::delivered, "delivered"}, {EventKind::dead, "dead"}, {EventKind::replayed, "replayed"}};
+    {EventKind::delivered, "delivered"}, {EventKind::dead, "dead"}, {EventKind::replayed, "replayed"},
+    {EventKind::held, "held"}, {EventKind::expired, "expired"}};
 }  // namespace
 
 std::string_view to_string(EventKind k) {
@@ -109,6 +112,8 @@ std::string_view to_string(DeliveryStatus s) {
     case DeliveryStatus::pending: return "pending";
     case DeliveryStatus::delivered: return "delivered";
     case DeliveryStatus::dead: return "dead";
+    case DeliveryStatus::held: return "held";
+    case DeliveryStatus::expired: return "expired";
   }
   return "pending";
 }
@@ -116,6 +121,8 @@ std::string_view to_string(DeliveryStatus s) {
 DeliveryStatus delivery_status_from(std::string_view s) {
   if (s == "delivered") return DeliveryStatus::delivered;
   if (s == "dead") return DeliveryStatus::dead;
+  if (s == "held") return DeliveryStatus::held;
+  if (s == "expired") return DeliveryStatus::expired;
   return DeliveryStatus::pending;
 }
 

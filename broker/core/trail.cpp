@@ -61,13 +61,17 @@ std::string trail_text(const LifecycleEvent& e) {
       return attempt_line(e) + " (gave up after " + std::to_string(e.attempt) + " attempt(s))";
     case EventKind::replayed:
       return "destinations=" + join(e.destinations, ",");
+    case EventKind::held:
+      return attempt_line(e) + " (placed in the partner's mailbox, waiting to be collected)";
+    case EventKind::expired:
+      return attempt_line(e) + " (expired: not acknowledged in time; replay sends it again)";
   }
   return {};
 }
 
 std::string last_error_text(const DeliveryView& d) {
   if (!d.legacy_last_error.empty()) return d.legacy_last_error;
-  if (!d.last_outcome || *d.last_outcome == DeliveryOutcome::ok) return {};
+  if (!d.last_outcome || *d.last_outcome == DeliveryOutcome::ok || *d.last_outcome == DeliveryOutcome::held) return {};
   return attempt_outcome_text(d.last_partner_code, d.last_detail);
 }
 

@@ -266,7 +266,9 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
     a.outcome = result.outcome;
     a.partner_code = std::move(result.partner_code);
     a.detail = std::move(result.detail);
-    if (a.ok()) return {Settlement::Kind::delivered, 0};
+    // Held (placed in the partner's mailbox) is settled for the queue like a delivery: the
+    // patient's next record may follow it into the mailbox, where the listing keeps seq order.
+    if (a.ok() || a.held()) return {Settlement::Kind::delivered, 0};
     auto after = after_failure(settings.retry, a.outcome, a.attempt, job.first_failed_at_ms, a.at_ms, random01());
     job.first_failed_at_ms = after.first_failed_at_ms;
     if (!after.dead) {

@@ -1,14 +1,15 @@
 // The embedded store: SQLite in WAL mode, one writer thread with group commit, one reader.
 //
-// Schema, version 5 (PRAGMA user_version; see README.md). Rows are written once where possible:
+// Schema, version 6 (PRAGMA user_version; see README.md). Rows are written once where possible:
 // on a VM every dirtied page is a 32 KiB WAL frame, then copied again by the checkpoint.
 //   messages   one row per accepted record, never updated; id is the public key, seq the
 //              acceptance order (the rowid, so it costs no index of its own)
 //   bodies     the raw bytes, apart so that nothing rewrites the pages that hold them
 //   originals  for a record an inbound adapter converted (HL7 v2, CSV): what the partner sent,
 //              beside the FHIR form in bodies; no row when the body is what was sent
-//   deliveries one row per (message, destination): pending, delivered or dead, and the facts
-//              of its last attempt; a successful attempt is recorded here alone
+//   deliveries one row per (message, destination): pending, delivered, dead, held (in the
+//              partner's mailbox) or expired, and the facts of its last attempt; a successful
+//              attempt is recorded here alone
 //   events     the trail that cannot be derived from the rows above: failed attempts, dead
 //              letters, duplicates, replays, as facts (columns, plus a small JSON object for the
 //              rarer kinds). received/validated/routed/delivered are read from the rows themselves.
@@ -42,7 +43,7 @@ using store_detail::Job;
 using store_detail::JobFor;
 using store_detail::JobQueue;
 
-constexpr int current_schema_version = 5;
+constexpr int current_schema_version = 6;
 
 // The WAL bound (README "WAL bound"). A background checkpoint starts at checkpoint_pages (SQLite's
 // own default); if it falls behind, the writer checkpoints itself at runaway_wal_pages (with
@@ -114,6 +115,41 @@ std::string each(const Columns& columns, std::string_view before, std::string_vi
   return out;
 }
 
+// The deliveries table, shared by a fresh schema and the upgrade from schema 5 (which rebuilds
+// it: SQLite cannot change a CHECK in place). settled_at_ms is when it was delivered, went dead
+// or expired, or, while held, when it was placed in the mailbox.
+std::string deliveries_table(std::string_view name) {
+  return "CREATE TABLE " + std::string(name) + R"sql( (
+  id              INTEGER PRIMARY KEY,
+  message_id      TEXT NOT NULL REFERENCES messages(id),
+  destination     TEXT NOT NULL,
+  status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead', 'held', 'expired')),
+  attempts        INTEGER NOT NULL,
+  next_attempt_ms INTEGER NOT NULL,
+  legacy_last_error TEXT NOT NULL,
+  seq             INTEGER NOT NULL,
+  settled_at_ms   INTEGER NOT NULL DEFAULT 0,
+  legacy_outcome  TEXT NOT NULL DEFAULT '')sql" + each(delivery_fact_columns, ",\n  ", "") + R"sql(,
+  UNIQUE (message_id, destination)
+);
+)sql";
+}
+
+// Schema 6: a partner's mailbox, listed in acceptance order.
+constexpr const char* deliveries_held_index_sql =
+    "CREATE INDEX deliveries_held ON deliveries(destination, seq) WHERE status = 'held';\n";
+
+// Schema 5 -> 6: deliveries rebuilt with the held and expired statuses (foreign keys are off on
+// the writer; migrate() checks them afterwards). Columns are those of schema 4 and later.
+std::string migrate_5_to_6_sql() {
+  const std::string columns =
+      "id, message_id, destination, status, attempts, next_attempt_ms, legacy_last_error, seq, settled_at_ms, "
+      "legacy_outcome, last_outcome, partner_code, detail";
+  return deliveries_table("deliveries_6") + "INSERT INTO deliveries_6 (" + columns + ") SELECT " + columns +
+         " FROM deliveries;\nDROP TABLE deliveries;\nALTER TABLE deliveries_6 RENAME TO deliveries;\n" +
+         deliveries_open_index_sql + deliveries_held_index_sql;
+}
+
 // Schema 5: the partner's own bytes of a converted record.
 constexpr const char* originals_sql = R"sql(
 CREATE TABLE originals (
@@ -126,20 +162,7 @@ CREATE TABLE originals (
 
 std::string schema_sql() {
   return messages_table("messages") + messages_indexes_and_bodies_sql + originals_sql + R"sql(
-CREATE TABLE deliveries (
-  id              INTEGER PRIMARY KEY,
-  message_id      TEXT NOT NULL REFERENCES messages(id),
-  destination     TEXT NOT NULL,
-  status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
-  attempts        INTEGER NOT NULL,
-  next_attempt_ms INTEGER NOT NULL,
-  legacy_last_error TEXT NOT NULL,
-  seq             INTEGER NOT NULL,
-  settled_at_ms   INTEGER NOT NULL DEFAULT 0,
-  legacy_outcome  TEXT NOT NULL DEFAULT '')sql" + each(delivery_fact_columns, ",\n  ", "") + R"sql(,
-  UNIQUE (message_id, destination)
-);
-)sql" + deliveries_open_index_sql + R"sql(
+)sql" + deliveries_table("deliveries") + deliveries_open_index_sql + deliveries_held_index_sql + R"sql(
 CREATE TABLE events (
   id         INTEGER PRIMARY KEY,
   message_id TEXT NOT NULL REFERENCES messages(id),
@@ -304,12 +327,13 @@ std::vector<LifecycleEvent> accept_events(const MessageView& v, const AcceptedRo
   return events;
 }
 
-// A message's state, from its deliveries (alias m for messages).
+// A message's state, from its deliveries (alias m for messages): held counts as pending (on
+// its way), expired as dead.
 #define TELLONCE_STATE_SQL                                                                            \
   "CASE WHEN m.destinations = 0 THEN 'unroutable' "                                                   \
-  "WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.status = 'pending') "      \
+  "WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.status IN ('pending', 'held')) " \
   "THEN 'delivering' "                                                                                \
-  "WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.status = 'dead') "         \
+  "WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.status IN ('dead', 'expired')) " \
   "THEN 'failed' ELSE 'delivered' END"
 
 struct WriteStatements {
@@ -344,16 +368,27 @@ struct WriteStatements {
                            "FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1"),
         dead_deliveries(db,
                         "SELECT id, destination, seq FROM deliveries "
-                        "WHERE message_id = ?1 AND status = 'dead' ORDER BY id"),
+                        "WHERE message_id = ?1 AND status IN ('dead', 'expired') ORDER BY id"),
         revive_dead(db,
                     "UPDATE OR FAIL deliveries SET status = 'pending', attempts = 0, next_attempt_ms = 0, "
-                    "settled_at_ms = 0 WHERE message_id = ?1 AND status = 'dead'"),
+                    "settled_at_ms = 0 WHERE message_id = ?1 AND status IN ('dead', 'expired')"),
+        collect_held(db,
+                     "UPDATE OR FAIL deliveries SET status = 'delivered', settled_at_ms = ?3, last_outcome = 'ok', "
+                     "partner_code = 'acknowledged', detail = 'collected from the mailbox' "
+                     "WHERE message_id = ?1 AND destination = ?2 AND status = 'held'"),
+        held_before(db,
+                    "SELECT id, message_id, attempts, settled_at_ms FROM deliveries "
+                    "WHERE destination = ?1 AND status = 'held' AND settled_at_ms < ?2 ORDER BY seq LIMIT ?3"),
+        expire_delivery(db,
+                        "UPDATE OR FAIL deliveries SET status = 'expired', settled_at_ms = ?2 "
+                        "WHERE id = ?1 AND status = 'held'"),
         probe_fill(db, "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('health_probe', zeroblob(65536))"),
         probe_clear(db, "DELETE FROM store_meta WHERE key = 'health_probe'") {}
 
   sqlite::Statement begin, commit, rollback;
   sqlite::Statement find_by_key, insert_message, insert_body, insert_original, insert_delivery, insert_event;
   sqlite::Statement settle_delivery, message_for_replay, dead_deliveries, revive_dead;
+  sqlite::Statement collect_held, held_before, expire_delivery;  // the mailbox
   // The health probe: a record-sized row (two 32 KiB pages) written and removed in one commit,
   // so it needs new pages and WAL frames as a record would.
   sqlite::Statement probe_fill, probe_clear;
@@ -378,9 +413,17 @@ struct ReadStatements {
         body(db, "SELECT b.body FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1"),
         original(db,
                  "SELECT o.content_type, o.body, m.seq FROM messages m LEFT JOIN originals o ON o.seq = m.seq "
-                 "WHERE m.id = ?1") {}
+                 "WHERE m.id = ?1"),
+        mailbox(db,
+                "SELECT m.id, m.source, m.resource_type, m.content_type, d.seq, d.settled_at_ms "
+                "FROM deliveries d JOIN messages m ON m.seq = d.seq "
+                "WHERE d.destination = ?1 AND d.status = 'held' ORDER BY d.seq LIMIT ?2"),
+        held(db,
+             "SELECT m.id, m.source, m.resource_type, m.content_type, d.seq, d.settled_at_ms, b.body "
+             "FROM deliveries d JOIN messages m ON m.seq = d.seq JOIN bodies b ON b.seq = d.seq "
+             "WHERE d.message_id = ?1 AND d.destination = ?2 AND d.status = 'held'") {}
 
-  sqlite::Statement begin, end, message, original_size, deliveries, events, body, original;
+  sqlite::Statement begin, end, message, original_size, deliveries, events, body, original, mailbox, held;
   std::map<std::string, std::unique_ptr<sqlite::Statement>> lists;  // by SQL text
 };
 
@@ -621,6 +664,26 @@ class SqliteStore final : public Store {
 
   Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) override;
 
+  asio::awaitable<Result<std::vector<HeldRecord>>> mailbox(std::string partner, int limit) override {
+    auto work = [this, partner = std::move(partner), limit] { return read_mailbox(partner, limit); };
+    return submit<std::vector<HeldRecord>>(reads_, std::move(work));
+  }
+
+  asio::awaitable<Result<HeldRecord>> held(std::string partner, std::string message_id) override {
+    auto work = [this, partner = std::move(partner), id = std::move(message_id)] { return read_held(partner, id); };
+    return submit<HeldRecord>(reads_, std::move(work));
+  }
+
+  asio::awaitable<Result<void>> collect(std::string partner, std::string message_id) override {
+    auto work = [this, partner = std::move(partner), id = std::move(message_id)] { return apply_collect(partner, id); };
+    return submit<void>(writes_, std::move(work));
+  }
+
+  asio::awaitable<Result<std::size_t>> expire_held(std::string partner, std::int64_t held_before_ms) override {
+    auto work = [this, partner = std::move(partner), held_before_ms] { return apply_expiry(partner, held_before_ms); };
+    return submit<std::size_t>(writes_, std::move(work));
+  }
+
   asio::awaitable<Result<void>> health() override {
     if (closed_flag_.load()) co_return unavailable("the message store is closed");
     if (!writes_failing_.load()) co_return Result<void>{};
@@ -691,6 +754,8 @@ class SqliteStore final : public Store {
   Result<Committed> apply_commit(const NewMessage& msg);
   Result<void> apply_attempt(const DeliveryAttempt& attempt);
   Result<std::vector<DeliveryJob>> apply_replay(const std::string& message_id);
+  Result<void> apply_collect(const std::string& partner, const std::string& message_id);
+  Result<std::size_t> apply_expiry(const std::string& partner, std::int64_t held_before_ms);
   // Stores the event's attempt facts as columns; data carries the rarer kinds' fields (JSON).
   void add_event(const std::string& message_id, const LifecycleEvent& event, const std::string& data = {});
 
@@ -699,6 +764,8 @@ class SqliteStore final : public Store {
   Result<std::string> read_body(const std::string& message_id);
   Result<std::optional<StoredBytes>> read_original(const std::string& message_id);
   Result<std::vector<MessageSummary>> read_list(const MessageQuery& query);
+  Result<std::vector<HeldRecord>> read_mailbox(const std::string& partner, int limit);
+  Result<HeldRecord> read_held(const std::string& partner, const std::string& message_id);
   sqlite::Statement& list_statement(const MessageQuery& query);
 
   SqliteStoreSettings settings_;
@@ -751,13 +818,15 @@ void SqliteStore::migrate() {
   }
   // 1 -> 2 rebuilds messages, which deliveries and events reference: SQLite's own recipe for
   // that is foreign keys off (as they are on the writer: configure_writer), rebuild, check.
-  // 2 -> 3 adds store_meta; 3 -> 4 the trail's fact columns; 4 -> 5 the originals table.
+  // 2 -> 3 adds store_meta; 3 -> 4 the trail's fact columns; 4 -> 5 the originals table;
+  // 5 -> 6 rebuilds deliveries for the mailbox statuses (held, expired).
   log::info("store", "upgrading " + settings_.path.string() + " from schema " + std::to_string(version) + " to " +
                          std::to_string(current_schema_version));
   try {
     writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + (version == 1 ? migrate_1_to_2_sql() : std::string()) +
                              (version < 3 ? meta : std::string()) +
-                             (version < 4 ? migrate_3_to_4_sql() : std::string()) + originals_sql);
+                             (version < 4 ? migrate_3_to_4_sql() : std::string()) +
+                             (version < 5 ? originals_sql : std::string()) + migrate_5_to_6_sql());
     if (single_int(writer_db_, "SELECT count(*) FROM pragma_foreign_key_check") != 0)
       throw std::runtime_error("foreign keys broken after the upgrade");
     writer_db_.exec_or_throw(set_version + "COMMIT;");
@@ -970,8 +1039,10 @@ Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
 // The hot path is a first-time success: one UPDATE, no event row (the delivery row is the
 // record of that attempt). Failed attempts and dead letters also get an event each.
 Result<void> SqliteStore::apply_attempt(const DeliveryAttempt& attempt) {
-  const auto status = attempt.ok() ? DeliveryStatus::delivered
-                                 : attempt.dead ? DeliveryStatus::dead : DeliveryStatus::pending;
+  const auto status = attempt.ok()     ? DeliveryStatus::delivered
+                      : attempt.held() ? DeliveryStatus::held
+                      : attempt.dead   ? DeliveryStatus::dead
+                                       : DeliveryStatus::pending;
   const auto at = attempt.at_ms ? attempt.at_ms : now_ms();
 
   // Bound text is not copied (SQLITE_STATIC): everything bound lives until the step below.
@@ -992,7 +1063,9 @@ Result<void> SqliteStore::apply_attempt(const DeliveryAttempt& attempt) {
 
   // The dispatcher's job names the message and destination of the delivery it settles.
   LifecycleEvent event;
-  event.kind = status == DeliveryStatus::dead ? EventKind::dead : EventKind::attempt;
+  event.kind = status == DeliveryStatus::dead   ? EventKind::dead
+               : status == DeliveryStatus::held ? EventKind::held
+                                                : EventKind::attempt;
   event.at_ms = at;
   event.destination = attempt.destination;
   event.attempt = attempt.attempt;
@@ -1047,6 +1120,53 @@ Result<std::vector<DeliveryJob>> SqliteStore::apply_replay(const std::string& me
   data += "]}";
   add_event(message_id, replayed, data);
   return jobs;
+}
+
+Failure not_held(const std::string& partner, const std::string& message_id) {
+  return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found",
+                                                   "message " + message_id + " is not in the mailbox of " + partner,
+                                                   "", ""});
+}
+
+// A collected delivery is recorded on its row alone, as a first-time success is: the trail
+// shows it delivered, attempt number unchanged, partner code "acknowledged".
+Result<void> SqliteStore::apply_collect(const std::string& partner, const std::string& message_id) {
+  write_->collect_held.start().bind(1, message_id).bind(2, partner).bind(3, now_ms()).run();
+  if (writer_db_.failed()) return {};  // the batch fails as a whole
+  if (sqlite3_changes(writer_db_.handle()) == 0) return not_held(partner, message_id);
+  return {};
+}
+
+Result<std::size_t> SqliteStore::apply_expiry(const std::string& partner, std::int64_t held_before_ms) {
+  struct Due {
+    std::int64_t delivery_id;
+    std::string message_id;
+    int attempt;
+    std::int64_t held_since_ms;
+  };
+  std::vector<Due> due;
+  auto& find = write_->held_before;
+  find.start().bind(1, partner).bind(2, held_before_ms).bind(3, static_cast<std::int64_t>(max_expire_batch));
+  while (find.step())
+    due.push_back(Due{find.int64(0), find.text(1), static_cast<int>(find.int64(2)), find.int64(3)});
+  find.reset();
+  if (writer_db_.failed()) return std::size_t{0};  // the batch fails as a whole
+  const auto now = now_ms();
+  for (const auto& d : due) {
+    write_->expire_delivery.start().bind(1, d.delivery_id).bind(2, now).run();
+    LifecycleEvent expired;
+    expired.kind = EventKind::expired;
+    expired.at_ms = now;
+    expired.destination = partner;
+    expired.attempt = d.attempt;
+    expired.outcome = DeliveryOutcome::held;
+    expired.partner_code = "mailbox";
+    expired.detail = "not acknowledged within " + std::to_string((now - d.held_since_ms) / 1000) +
+                     " s of being placed in the mailbox";
+    add_event(d.message_id, expired);
+    if (writer_db_.failed()) return std::size_t{0};
+  }
+  return due.size();
 }
 
 void SqliteStore::read_loop() {
@@ -1170,8 +1290,8 @@ Result<std::optional<MessageView>> SqliteStore::read_message(const std::string& 
         e.legacy_text = r.deliveries.text(10);  // delivered before schema 4: its outcome as text
         settled.push_back(std::move(e));
       }
-      pending += d.status == DeliveryStatus::pending;
-      dead += d.status == DeliveryStatus::dead;
+      pending += d.status == DeliveryStatus::pending || d.status == DeliveryStatus::held;
+      dead += d.status == DeliveryStatus::dead || d.status == DeliveryStatus::expired;
       v.deliveries.push_back(std::move(d));
     }
     r.deliveries.reset();
@@ -1272,13 +1392,13 @@ sqlite::Statement& SqliteStore::list_statement(const MessageQuery& query) {
       case MessageState::accepted: where.push_back("0"); break;  // never stored in this state
       case MessageState::unroutable: where.push_back("m.destinations = 0"); break;
       case MessageState::delivering:
-        where.push_back("m.seq IN (SELECT d.seq FROM deliveries d WHERE d.status = 'pending' "
+        where.push_back("m.seq IN (SELECT d.seq FROM deliveries d WHERE d.status IN ('pending', 'held') "
                         "AND d.status <> 'delivered')");
         break;
       case MessageState::failed:
-        where.push_back("m.seq IN (SELECT d.seq FROM deliveries d WHERE d.status = 'dead' "
+        where.push_back("m.seq IN (SELECT d.seq FROM deliveries d WHERE d.status IN ('dead', 'expired') "
                         "AND d.status <> 'delivered') AND NOT EXISTS (SELECT 1 FROM deliveries p "
-                        "WHERE p.message_id = m.id AND p.status = 'pending')");
+                        "WHERE p.message_id = m.id AND p.status IN ('pending', 'held'))");
         break;
       case MessageState::delivered:
         where.push_back("m.destinations > 0 AND NOT EXISTS (SELECT 1 FROM deliveries d "
@@ -1310,6 +1430,40 @@ Result<std::vector<MessageSummary>> SqliteStore::read_list(const MessageQuery& q
     return failure;
   }
   return out;
+}
+
+Result<std::vector<HeldRecord>> SqliteStore::read_mailbox(const std::string& partner, int limit) {
+  auto& db = *reader_db_;
+  auto& st = read_->mailbox;
+  st.start().bind(1, partner).bind(2, std::int64_t{limit > 0 ? limit : 1});
+  std::vector<HeldRecord> out;
+  while (st.step())
+    out.push_back(HeldRecord{st.text(0), st.text(1), st.text(2), st.text(3), st.int64(4), st.int64(5), {}});
+  st.reset();
+  if (db.failed()) {
+    auto failure = unavailable("message store could not list the mailbox of " + partner + ": " + db.error_message());
+    db.clear_error();
+    return failure;
+  }
+  return out;
+}
+
+Result<HeldRecord> SqliteStore::read_held(const std::string& partner, const std::string& message_id) {
+  auto& db = *reader_db_;
+  auto& st = read_->held;
+  st.start().bind(1, message_id).bind(2, partner);
+  std::optional<HeldRecord> record;
+  if (st.step())
+    record = HeldRecord{st.text(0), st.text(1), st.text(2), st.text(3), st.int64(4), st.int64(5), st.text(6)};
+  st.reset();
+  if (db.failed()) {
+    auto failure = unavailable("message store could not read " + message_id + " from the mailbox of " + partner +
+                               ": " + db.error_message());
+    db.clear_error();
+    return failure;
+  }
+  if (!record) return not_held(partner, message_id);
+  return std::move(*record);
 }
 
 Result<std::vector<DeliveryJob>> SqliteStore::load_pending(std::size_t max_body_bytes) {

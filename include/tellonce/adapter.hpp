@@ -21,6 +21,7 @@ namespace asio = boost::asio;
 class Pipeline;
 class HttpMounts;
 class OriginalReader;  // tellonce/store.hpp
+class MailboxStore;    // tellonce/store.hpp
 
 // Who a sender is. An inbound adapter asks by what its transport offers (a bearer key, the
 // partner id a trusted header or the channel's settings name, an HL7 v2 sending facility;
@@ -58,7 +59,9 @@ struct InboundContext {
 
 // What one delivery came to, in transport-neutral terms plus the partner's own code. Each
 // adapter decides what its wire's answers mean: fhir-rest calls 4xx (but 408/425/429)
-// permanent and 5xx, timeouts and refused connections retryable.
+// permanent and 5xx, timeouts and refused connections retryable. `held` means the record was
+// placed in the partner's mailbox (the `mailbox` adapter): the delivery waits there, held,
+// until the partner collects it, and the dispatcher moves on to the next record.
 struct DeliveryResult {
   DeliveryOutcome outcome = DeliveryOutcome::retryable;
   std::string partner_code;  // "HTTP 201", "ACK AE"...; empty when nothing was answered
@@ -83,10 +86,21 @@ class OutboundAdapter {
   virtual void stop() {}
 };
 
+// What an outbound adapter gets; everything referred to stays valid while the io_context runs
+// (the broker destroys it only after the io threads have stopped).
 struct OutboundContext {
   asio::io_context& io;
   std::string partner_id;
-  OriginalReader& originals;  // outlives the adapter; for adapters that forward a partner's bytes
+  OriginalReader& originals;  // for adapters that forward a partner's bytes
+  // For adapters the partner calls instead (the `mailbox` adapter: the partner collects its
+  // held deliveries over HTTP). Set by `tellonce serve`; nullptr where there is none (tests,
+  // tools), and an adapter that needs one throws std::logic_error from create(). `http` may be
+  // mounted on only during create() (before the servers start); `partners` is read-only and
+  // safe from any thread; `mailbox` follows tellonce/store.hpp (any thread, resumes on the
+  // caller's executor).
+  HttpMounts* http = nullptr;
+  const PartnerDirectory* partners = nullptr;
+  MailboxStore* mailbox = nullptr;
 };
 
 }  // namespace tellonce

@@ -37,11 +37,16 @@ struct InboundRecord {
   RecordRule rule;              // the endpoint's own rule; may be empty
 };
 
+// Derived from the deliveries: a held one (in a mailbox) counts as delivering, an expired one
+// as failed.
 enum class MessageState { accepted, unroutable, delivering, delivered, failed };
 std::string_view to_string(MessageState s);
 MessageState message_state_from(std::string_view s);
 
-enum class DeliveryStatus { pending, delivered, dead };
+// held: placed in the partner's mailbox, waiting to be collected (DeliveryOutcome::held); it
+// then ends delivered (collected and acknowledged) or expired (not acknowledged in time; like
+// dead, a replay sends it again).
+enum class DeliveryStatus { pending, delivered, dead, held, expired };
 std::string_view to_string(DeliveryStatus s);
 DeliveryStatus delivery_status_from(std::string_view s);
 
@@ -98,10 +103,11 @@ struct DeliveryJob {
 };
 
 // How one delivery attempt ended, whatever the transport: the partner took it; it may take
-// it later (down, busy, timed out); or it refused this record for good.
+// it later (down, busy, timed out); it refused this record for good; or it was placed in the
+// partner's mailbox (held), where the partner collects it later (Store::collect).
 inline constexpr std::string_view kNotSent = "not sent";
 
-enum class DeliveryOutcome { ok, retryable, permanent };
+enum class DeliveryOutcome { ok, retryable, permanent, held };
 std::string_view to_string(DeliveryOutcome o);
 std::optional<DeliveryOutcome> delivery_outcome_from(std::string_view s);  // empty: not a name
 
@@ -119,13 +125,16 @@ struct DeliveryAttempt {
   std::string partner_code;
   std::string detail;             // the partner's reason, or the transport error
   bool ok() const { return outcome == DeliveryOutcome::ok; }
+  bool held() const { return outcome == DeliveryOutcome::held; }
   std::int64_t next_attempt_ms = 0;  // when a retry is due (0: none)
   bool dead = false;              // gave up: dead-lettered
 };
 
 // One step of a message's trail, as facts. The store keeps and returns these; the words a
 // person reads are made from them in one place, core/trail.hpp.
-enum class EventKind { received, validated, routed, unroutable, duplicate, attempt, delivered, dead, replayed };
+// held: placed in a mailbox; expired: held and not acknowledged in time.
+enum class EventKind { received, validated, routed, unroutable, duplicate, attempt, delivered, dead, replayed,
+                       held, expired };
 std::string_view to_string(EventKind k);
 std::optional<EventKind> event_kind_from(std::string_view s);
 
@@ -152,7 +161,8 @@ struct LifecycleEvent {
   std::vector<std::string> routes;        // routed, unroutable: the routes that matched
   std::vector<std::string> destinations;  // routed, replayed: partner ids
 
-  // attempt (failed, will be retried), delivered, dead: one delivery attempt.
+  // attempt (failed, will be retried), delivered, dead, held, expired: one delivery attempt
+  // (expired: the attempt that placed it; detail says how long it waited).
   std::string destination;
   int attempt = 0;                        // 1-based
   DeliveryOutcome outcome = DeliveryOutcome::ok;

@@ -55,7 +55,42 @@ class OriginalReader {
   virtual asio::awaitable<Result<std::optional<StoredBytes>>> original(std::string message_id) = 0;
 };
 
-class Store : public OriginalReader {
+// A delivery held in a partner's mailbox (DeliveryStatus::held), as the mailbox lists it.
+struct HeldRecord {
+  std::string message_id;
+  std::string source;            // partner id the record came from
+  std::string resource_type;
+  std::string content_type;      // of the stored (FHIR) body
+  std::int64_t seq = 0;          // acceptance order: the listing's order
+  std::int64_t held_since_ms = 0;
+  std::string body;              // set by held() only; empty in a listing
+};
+
+// The mailbox side of the store, for the `mailbox` outbound adapter: a partner without an
+// endpoint collects its held deliveries. A delivery becomes held when an attempt is recorded
+// with DeliveryOutcome::held (Store::record_attempt).
+// Threading as for Store (below): any thread, concurrently; resumes on the awaiting coroutine's
+// executor. Errors: Errc::unavailable (retryable: nothing changed), Errc::not_found.
+class MailboxStore {
+ public:
+  virtual ~MailboxStore() = default;
+  // The partner's held deliveries, oldest first by acceptance order (seq), at most `limit`
+  // (bodies not included). A patient's records are therefore listed in acceptance order.
+  virtual asio::awaitable<Result<std::vector<HeldRecord>>> mailbox(std::string partner, int limit) = 0;
+  // One held delivery with its body. Errc::not_found when that message is not held for that
+  // partner (unknown, another partner's, already collected or expired).
+  virtual asio::awaitable<Result<HeldRecord>> held(std::string partner, std::string message_id) = 0;
+  // The partner acknowledged it: held -> delivered, durable on completion; the trail then shows
+  // it delivered (partner code "acknowledged"). Errc::not_found as for held().
+  virtual asio::awaitable<Result<void>> collect(std::string partner, std::string message_id) = 0;
+  // Every delivery held for the partner since before held_before_ms becomes expired, with an
+  // `expired` event on its message's trail; at most max_expire_batch per call (call again while
+  // it returns that many). Returns how many expired. Durable on completion.
+  static constexpr std::size_t max_expire_batch = 500;
+  virtual asio::awaitable<Result<std::size_t>> expire_held(std::string partner, std::int64_t held_before_ms) = 0;
+};
+
+class Store : public OriginalReader, public MailboxStore {
  public:
   virtual ~Store() = default;
 
@@ -64,8 +99,8 @@ class Store : public OriginalReader {
   // stored is not stored again: the outcome names the existing id with duplicate = true.
   virtual asio::awaitable<Result<Committed>> commit(NewMessage msg) = 0;
 
-  // Appends an attempt to the trail and updates the delivery (pending, delivered, dead) and
-  // the message state. Completes once durable.
+  // Appends an attempt to the trail and updates the delivery (pending, delivered, dead, or held
+  // for DeliveryOutcome::held) and the message state. Completes once durable.
   virtual asio::awaitable<Result<void>> record_attempt(DeliveryAttempt attempt) = 0;
 
   virtual asio::awaitable<Result<std::optional<MessageView>>> find(std::string message_id) = 0;
@@ -73,12 +108,12 @@ class Store : public OriginalReader {
   virtual asio::awaitable<Result<std::string>> body(std::string message_id) = 0;
   virtual asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery query) = 0;
 
-  // Replay: dead deliveries of the message go back to pending with their attempt count
+  // Replay: dead and expired deliveries of the message go back to pending with their attempt count
   // reset; a "replayed" event is added. Returns the jobs to hand to the queue (empty when
   // nothing was dead). Errc::not_found when the message does not exist.
   virtual asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string message_id) = 0;
 
-  // Start-up: every pending delivery in acceptance order. Bodies are included while they add up
+  // Start-up: every pending delivery in acceptance order (held ones wait in their mailbox). Bodies are included while they add up
   // to at most max_body_bytes; later jobs come with an empty body (read back with body()).
   virtual Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) = 0;
   Result<std::vector<DeliveryJob>> load_pending() { return load_pending(static_cast<std::size_t>(-1)); }

@@ -88,7 +88,8 @@ class FakeStore : public NullStore {
 // store outage (retryable, Errc::unavailable) without reaching `inner`.
 class FailingStore : public Store {
  public:
-  enum class FailOn { commit, record_attempt, find, body, original, list, replay, load_pending };
+  enum class FailOn { commit, record_attempt, find, body, original, list, replay, load_pending, mailbox, held,
+                      collect, expire_held };
 
   explicit FailingStore(Store& inner) : inner_(inner) {}
   void fail_next(FailOn op, int times = 1) { left_[op] = times; }
@@ -132,6 +133,22 @@ class FailingStore : public Store {
   }
   asio::awaitable<Result<void>> health() override { co_return co_await inner_.health(); }
   void close() override { inner_.close(); }
+  asio::awaitable<Result<std::vector<HeldRecord>>> mailbox(std::string partner, int limit) override {
+    if (fails(FailOn::mailbox)) co_return outage();
+    co_return co_await inner_.mailbox(std::move(partner), limit);
+  }
+  asio::awaitable<Result<HeldRecord>> held(std::string partner, std::string id) override {
+    if (fails(FailOn::held)) co_return outage();
+    co_return co_await inner_.held(std::move(partner), std::move(id));
+  }
+  asio::awaitable<Result<void>> collect(std::string partner, std::string id) override {
+    if (fails(FailOn::collect)) co_return outage();
+    co_return co_await inner_.collect(std::move(partner), std::move(id));
+  }
+  asio::awaitable<Result<std::size_t>> expire_held(std::string partner, std::int64_t held_before_ms) override {
+    if (fails(FailOn::expire_held)) co_return outage();
+    co_return co_await inner_.expire_held(std::move(partner), held_before_ms);
+  }
 
  private:
   bool fails(FailOn op) {

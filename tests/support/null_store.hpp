@@ -30,6 +30,16 @@ class NullStore : public Store {
   Result<std::vector<DeliveryJob>> load_pending(std::size_t) override { return std::vector<DeliveryJob>{}; }
   asio::awaitable<Result<void>> health() override { co_return Result<void>{}; }
   void close() override {}
+  asio::awaitable<Result<std::vector<HeldRecord>>> mailbox(std::string, int) override {
+    co_return std::vector<HeldRecord>{};
+  }
+  asio::awaitable<Result<HeldRecord>> held(std::string, std::string) override {
+    co_return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found", "not in this fake", "", ""});
+  }
+  asio::awaitable<Result<void>> collect(std::string, std::string) override {
+    co_return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found", "not in this fake", "", ""});
+  }
+  asio::awaitable<Result<std::size_t>> expire_held(std::string, std::int64_t) override { co_return std::size_t{0}; }
 };
 
 }  // namespace tellonce::test
