@@ -490,4 +490,127 @@ TEST_P(StoreContract, HealthIsOkWhileWritableAndUnavailableOnceClosed) {
   EXPECT_FALSE(health.error().issues[0].diagnostics.empty());
 }
 
+
+// ---- mailboxes: held deliveries (MailboxStore) ----
+
+namespace {
+
+DeliveryAttempt held_on(const DeliveryJob& job, std::int64_t at_ms) {
+  DeliveryAttempt a;
+  a.delivery_id = job.delivery_id;
+  a.message_id = job.message_id;
+  a.destination = job.destination;
+  a.attempt = 1;
+  a.at_ms = at_ms;
+  a.outcome = DeliveryOutcome::held;
+  a.partner_code = "mailbox";
+  a.detail = "placed in the mailbox";
+  return a;
+}
+
+std::vector<std::string> listed_ids(const std::vector<HeldRecord>& records) {
+  std::vector<std::string> out;
+  for (const auto& r : records) out.push_back(r.message_id);
+  return out;
+}
+
+}  // namespace
+
+TEST_P(StoreContract, HeldDeliveriesAreListedInTheirPartnersMailboxInAcceptanceOrder) {
+  std::vector<Committed> committed;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    committed.push_back(run(store_->commit(sample("", {"carers", "gp-b"}))).value());
+    ids.push_back(committed.back().outcome.message_id);
+  }
+  // Held out of acceptance order: the mailbox still lists them in it.
+  for (int i : {2, 0, 1}) ASSERT_TRUE(run(store_->record_attempt(held_on(committed[i].jobs[0], now_ms()))));
+
+  auto listed = run(store_->mailbox("carers", 10)).value();
+  EXPECT_EQ(listed_ids(listed), ids);
+  EXPECT_EQ(listed[0].source, "hospital-1");
+  EXPECT_EQ(listed[0].resource_type, "Bundle");
+  EXPECT_EQ(listed[0].content_type, "application/fhir+json");
+  EXPECT_TRUE(listed[0].body.empty());
+  EXPECT_LT(listed[0].seq, listed[1].seq);
+  EXPECT_EQ(listed_ids(run(store_->mailbox("carers", 2)).value()), (std::vector<std::string>{ids[0], ids[1]}));
+  EXPECT_TRUE(run(store_->mailbox("gp-b", 10)).value().empty());  // pending there, not held
+
+  auto view = run(store_->find(ids[0])).value();
+  EXPECT_EQ(delivery_to(*view, "carers").status, DeliveryStatus::held);
+  EXPECT_EQ(delivery_to(*view, "carers").last_outcome, DeliveryOutcome::held);
+  EXPECT_EQ(view->state, MessageState::delivering);
+  const auto& held = only_event(*view, EventKind::held);
+  EXPECT_EQ(held.destination, "carers");
+  EXPECT_EQ(held.attempt, 1);
+  EXPECT_EQ(held.partner_code, "mailbox");
+  // Held deliveries wait in the mailbox: a restart does not queue them again.
+  for (const auto& job : store_->load_pending().value()) EXPECT_NE(job.destination, "carers");
+  reopen();
+  EXPECT_EQ(listed_ids(run(store_->mailbox("carers", 10)).value()), ids);
+}
+
+TEST_P(StoreContract, CollectingAHeldDeliveryMakesItDeliveredOnce) {
+  auto msg = sample("", {"carers"});
+  auto committed = run(store_->commit(msg)).value();
+  ASSERT_TRUE(run(store_->record_attempt(held_on(committed.jobs[0], now_ms()))));
+
+  auto record = run(store_->held("carers", msg.id));
+  ASSERT_TRUE(record);
+  EXPECT_EQ(record->message_id, msg.id);
+  EXPECT_EQ(record->body, msg.body);
+  EXPECT_EQ(record->source, "hospital-1");
+  EXPECT_EQ(record->resource_type, "Bundle");
+  // Another partner's key on this message, or a message not there: not found.
+  EXPECT_EQ(run(store_->held("gp-b", msg.id)).error().code, Errc::not_found);
+  EXPECT_EQ(run(store_->collect("gp-b", msg.id)).error().code, Errc::not_found);
+  EXPECT_EQ(run(store_->collect("carers", "01NOSUCHMESSAGE0000000000")).error().code, Errc::not_found);
+
+  ASSERT_TRUE(run(store_->collect("carers", msg.id)));
+  auto view = run(store_->find(msg.id)).value();
+  EXPECT_EQ(delivery_to(*view, "carers").status, DeliveryStatus::delivered);
+  EXPECT_EQ(view->state, MessageState::delivered);
+  const auto& delivered = only_event(*view, EventKind::delivered);
+  EXPECT_EQ(delivered.destination, "carers");
+  EXPECT_EQ(delivered.partner_code, "acknowledged");
+  EXPECT_TRUE(run(store_->mailbox("carers", 10)).value().empty());
+  auto again = run(store_->collect("carers", msg.id));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, Errc::not_found);
+  EXPECT_FALSE(again.error().is_retryable());
+  EXPECT_EQ(run(store_->held("carers", msg.id)).error().code, Errc::not_found);
+}
+
+TEST_P(StoreContract, HeldDeliveriesPastTheirTimeExpireVisiblyAndCanBeReplayed) {
+  const auto now = now_ms();
+  auto old_msg = sample("", {"carers"});
+  auto new_msg = sample("", {"carers"});
+  auto old_job = run(store_->commit(old_msg)).value().jobs[0];
+  auto new_job = run(store_->commit(new_msg)).value().jobs[0];
+  ASSERT_TRUE(run(store_->record_attempt(held_on(old_job, now - 60'000))));
+  ASSERT_TRUE(run(store_->record_attempt(held_on(new_job, now))));
+
+  EXPECT_EQ(run(store_->expire_held("gp-b", now - 30'000)).value(), 0u);  // another partner's: untouched
+  EXPECT_EQ(run(store_->expire_held("carers", now - 30'000)).value(), 1u);
+  EXPECT_EQ(run(store_->expire_held("carers", now - 30'000)).value(), 0u);  // once only
+  EXPECT_EQ(listed_ids(run(store_->mailbox("carers", 10)).value()), (std::vector<std::string>{new_msg.id}));
+
+  auto view = run(store_->find(old_msg.id)).value();
+  EXPECT_EQ(delivery_to(*view, "carers").status, DeliveryStatus::expired);
+  EXPECT_EQ(view->state, MessageState::failed);
+  const auto& expired = only_event(*view, EventKind::expired);
+  EXPECT_EQ(expired.destination, "carers");
+  EXPECT_EQ(expired.attempt, 1);
+  EXPECT_FALSE(expired.detail.empty());
+  EXPECT_EQ(run(store_->collect("carers", old_msg.id)).error().code, Errc::not_found);
+  auto failed = run(store_->list(MessageQuery{MessageState::failed, "", 10})).value();
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].id, old_msg.id);
+
+  auto replayed = run(store_->replay(old_msg.id)).value();
+  ASSERT_EQ(replayed.size(), 1u);
+  EXPECT_EQ(replayed[0].destination, "carers");
+  view = run(store_->find(old_msg.id)).value();
+  EXPECT_EQ(delivery_to(*view, "carers").status, DeliveryStatus::pending);
+}
 }  // namespace tellonce::test

@@ -51,7 +51,7 @@ class SqliteStoreTest : public ::testing::Test {
 TEST_F(SqliteStoreTest, CreatesVersionedSchemaInWalMode) {
   auto db = dir_ / "t.db";
   make_sqlite_store(SqliteStoreSettings{db})->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 5);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 6);
   sqlite3* handle = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
@@ -132,7 +132,7 @@ PRAGMA user_version = 1;
   EXPECT_EQ(pending[0].attempts, 2);
   EXPECT_TRUE(run(store->commit(sample("key:a", {"gp"}, "trust"))).value().outcome.duplicate);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 5);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 6);
 }
 
 // A store written by schema 3 (the trail kept as rendered text: events.detail, deliveries'
@@ -214,7 +214,7 @@ PRAGMA user_version = 3;
   EXPECT_TRUE(delivered.legacy_text.empty());
   EXPECT_TRUE(run(store->commit(sample("key:b", {"gp"}, "trust"))).value().outcome.duplicate);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 5);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 6);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
 }
 
@@ -264,6 +264,100 @@ PRAGMA user_version = 3;
   sqlite3_close(handle);
   make_sqlite_store(SqliteStoreSettings{old})->close();
   EXPECT_EQ(columns(old), want);
+}
+
+// A store written by schema 5 (deliveries could be pending, delivered or dead) opens under
+// schema 6 with its deliveries intact, takes held and expired ones, and has the indexes of a new file.
+TEST_F(SqliteStoreTest, UpgradesSchemaFiveForMailboxes) {
+  auto db = dir_ / "t.db";
+  sqlite3* handle = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(handle, R"sql(
+PRAGMA page_size = 32768;
+PRAGMA journal_mode = WAL;
+CREATE TABLE messages (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
+  channel TEXT NOT NULL, idempotency_key TEXT NOT NULL, resource_type TEXT NOT NULL, event TEXT NOT NULL,
+  patient_key TEXT NOT NULL, content_type TEXT NOT NULL, content_hash TEXT NOT NULL,
+  received_at_ms INTEGER NOT NULL, accepted_at_ms INTEGER NOT NULL, body_bytes INTEGER NOT NULL,
+  routes TEXT NOT NULL, destinations INTEGER NOT NULL, warnings TEXT NOT NULL);
+CREATE UNIQUE INDEX messages_by_idempotency_key ON messages(source, idempotency_key) WHERE idempotency_key <> '';
+CREATE INDEX messages_unroutable ON messages(seq) WHERE destinations = 0;
+CREATE TABLE bodies (seq INTEGER PRIMARY KEY REFERENCES messages(seq), body BLOB NOT NULL);
+CREATE TABLE originals (seq INTEGER PRIMARY KEY REFERENCES messages(seq), content_type TEXT NOT NULL,
+  bytes INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE TABLE deliveries (id INTEGER PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id),
+  destination TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+  attempts INTEGER NOT NULL, next_attempt_ms INTEGER NOT NULL, legacy_last_error TEXT NOT NULL, seq INTEGER NOT NULL,
+  settled_at_ms INTEGER NOT NULL DEFAULT 0, legacy_outcome TEXT NOT NULL DEFAULT '',
+  last_outcome TEXT NOT NULL DEFAULT '', partner_code TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',
+  UNIQUE (message_id, destination));
+CREATE INDEX deliveries_open ON deliveries(status, seq) WHERE status <> 'delivered';
+CREATE TABLE events (id INTEGER PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id),
+  at_ms INTEGER NOT NULL, kind TEXT NOT NULL, legacy_text TEXT NOT NULL,
+  destination TEXT NOT NULL DEFAULT '', attempt INTEGER NOT NULL DEFAULT 0, outcome TEXT NOT NULL DEFAULT '',
+  partner_code TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '', next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+  data TEXT NOT NULL DEFAULT '');
+CREATE INDEX events_by_message ON events(message_id, id);
+CREATE TABLE store_meta (key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;
+INSERT INTO store_meta (key, value) VALUES ('store_id', '01STOREFIVE00000000000000');
+INSERT INTO messages VALUES (1, 'M5', 'trust', 'fhir-http', '', 'Patient', '', '9449306753',
+  'application/fhir+json', 'abc', 1000, 1001, 26, 'r1', 3, '[]');
+INSERT INTO bodies VALUES (1, '{"resourceType":"Patient"}');
+INSERT INTO deliveries VALUES (1, 'M5', 'gp', 'delivered', 1, 0, '', 1, 1100, '', 'ok', 'HTTP 201', 'created');
+INSERT INTO deliveries VALUES (2, 'M5', 'carers', 'pending', 0, 0, '', 1, 0, '', '', '', '');
+INSERT INTO deliveries VALUES (3, 'M5', 'care', 'dead', 2, 0, '', 1, 1300, '', 'permanent', 'HTTP 400', 'bad');
+INSERT INTO events (message_id, at_ms, kind, legacy_text, destination, attempt, outcome, partner_code, detail)
+  VALUES ('M5', 1300, 'dead', '', 'care', 2, 'permanent', 'HTTP 400', 'bad');
+PRAGMA user_version = 5;
+)sql", nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(handle);
+  sqlite3_close(handle);
+
+  auto store = make_sqlite_store(SqliteStoreSettings{db});
+  auto view = run(store->find("M5")).value();
+  ASSERT_TRUE(view);
+  ASSERT_EQ(view->deliveries.size(), 3u);
+  EXPECT_EQ(view->deliveries[0].status, DeliveryStatus::delivered);
+  EXPECT_EQ(view->deliveries[0].last_partner_code, "HTTP 201");
+  EXPECT_EQ(view->deliveries[2].status, DeliveryStatus::dead);
+  auto pending = store->load_pending().value();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].destination, "carers");
+
+  DeliveryAttempt held;
+  held.delivery_id = 2;
+  held.message_id = "M5";
+  held.destination = "carers";
+  held.attempt = 1;
+  held.at_ms = 2000;
+  held.outcome = DeliveryOutcome::held;
+  held.partner_code = "mailbox";
+  ASSERT_TRUE(run(store->record_attempt(held)));
+  ASSERT_EQ(run(store->mailbox("carers", 10)).value().size(), 1u);
+  EXPECT_EQ(run(store->expire_held("carers", 3000)).value(), 1u);
+  store->close();
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 6);
+  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM deliveries WHERE status = 'expired'"), 1);
+
+  // The deliveries indexes of a new file (the rebuilt table lost none).
+  auto fresh = dir_ / "fresh.db";
+  make_sqlite_store(SqliteStoreSettings{fresh})->close();
+  auto indexes = [](const std::filesystem::path& file) {
+    sqlite3* h = nullptr;
+    EXPECT_EQ(sqlite3_open_v2(file.c_str(), &h, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(h, "SELECT name || ': ' || sql FROM sqlite_schema WHERE type = 'index' "
+                                    "AND tbl_name = 'deliveries' AND sql IS NOT NULL ORDER BY name", -1, &st, nullptr), SQLITE_OK);
+    std::vector<std::string> out;
+    while (sqlite3_step(st) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return out;
+  };
+  auto want = indexes(fresh);
+  EXPECT_NE(std::find_if(want.begin(), want.end(), [](const auto& s) { return s.rfind("deliveries_held", 0) == 0; }),
+            want.end());
+  EXPECT_EQ(indexes(db), want);
 }
 
 // The writer runs without SQLite's foreign key enforcement (see configure_writer); this checks
