@@ -204,7 +204,7 @@ class MailboxOutbound final : public OutboundAdapter {
 
   asio::awaitable<DeliveryResult> deliver(const DeliveryJob&) override {
     state_->held.fetch_add(1, std::memory_order_relaxed);
-    co_return DeliveryResult{DeliveryOutcome::held, "mailbox", "placed in the mailbox, waiting to be collected",
+    co_return DeliveryResult{DeliveryOutcome::held, "mailbox", "placed in the mailbox",
                              false};
   }
 

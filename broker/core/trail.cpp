@@ -62,7 +62,7 @@ std::string trail_text(const LifecycleEvent& e) {
     case EventKind::replayed:
       return "destinations=" + join(e.destinations, ",");
     case EventKind::held:
-      return attempt_line(e) + " (placed in the partner's mailbox, waiting to be collected)";
+      return attempt_line(e) + " (held until the partner collects it)";
     case EventKind::expired:
       return attempt_line(e) + " (expired: not acknowledged in time; replay sends it again)";
   }

@@ -303,7 +303,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
   // the patient's next record for this destination is still held back.
   static asio::awaitable<void> record_and_settle(std::shared_ptr<State> self, Destination* d, DeliveryJob job,
                                                  DeliveryAttempt a, Settlement settlement) {
-    const bool ok = a.ok();
+    const bool ok = a.ok() || a.held();  // held: handed over to the partner's mailbox
     const bool dead = a.dead;
     const int attempt_number = a.attempt;
     Result<void> recorded = co_await self->store.record_attempt(std::move(a));

@@ -38,6 +38,18 @@ TEST(Trail, AttemptsDeliveriesAndDeadLetters) {
             "destination=gp-a attempt=3 HTTP 201");
 }
 
+TEST(Trail, MailboxHoldsAndExpiries) {
+  EXPECT_EQ(trail_text(attempt_event(EventKind::held, DeliveryOutcome::held, "mailbox", "placed in the mailbox")),
+            "destination=gp-a attempt=3 mailbox: placed in the mailbox (held until the partner collects it)");
+  EXPECT_EQ(trail_text(attempt_event(EventKind::expired, DeliveryOutcome::held, "mailbox", "not acknowledged within 5 s")),
+            "destination=gp-a attempt=3 mailbox: not acknowledged within 5 s (expired: not acknowledged in time; "
+            "replay sends it again)");
+  DeliveryView d;
+  d.last_outcome = DeliveryOutcome::held;  // waiting in the mailbox is not an error
+  d.last_partner_code = "mailbox";
+  EXPECT_EQ(last_error_text(d), "");
+}
+
 TEST(Trail, AcceptanceEvents) {
   LifecycleEvent received;
   received.kind = EventKind::received;
@@ -120,8 +132,12 @@ TEST(Trail, LastErrorOfADelivery) {
 TEST(Trail, EventKindNamesRoundTrip) {
   for (auto kind : {EventKind::received, EventKind::validated, EventKind::routed, EventKind::unroutable,
                     EventKind::duplicate, EventKind::attempt, EventKind::delivered, EventKind::dead,
-                    EventKind::replayed})
+                    EventKind::replayed, EventKind::held, EventKind::expired})
     EXPECT_EQ(event_kind_from(to_string(kind)), kind);
+  EXPECT_EQ(delivery_outcome_from("held"), DeliveryOutcome::held);
+  for (auto status : {DeliveryStatus::pending, DeliveryStatus::delivered, DeliveryStatus::dead, DeliveryStatus::held,
+                      DeliveryStatus::expired})
+    EXPECT_EQ(delivery_status_from(to_string(status)), status);
   EXPECT_FALSE(event_kind_from("nonsense").has_value());
   EXPECT_EQ(delivery_outcome_from("permanent"), DeliveryOutcome::permanent);
   EXPECT_FALSE(delivery_outcome_from("").has_value());

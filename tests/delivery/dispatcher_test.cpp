@@ -95,6 +95,32 @@ TEST_F(DispatcherTest, DownThenUpRetriesThenDelivers) {
   EXPECT_EQ(st.dead, 0u);
 }
 
+// A mailbox answers "held": recorded as held, settled for the queue, so the same patient's next
+// record follows at once (it would wait forever behind a job left in flight).
+TEST_F(DispatcherTest, HeldIsRecordedAndReleasesThePatientsNextRecord) {
+  auto mailbox = std::make_shared<test::RecordingOutbound>([](int) {
+    return DeliveryResult{DeliveryOutcome::held, "mailbox", "placed in the mailbox", false};
+  });
+  start({{"carers", mailbox}}, settings());
+  for (int seq = 1; seq <= 3; ++seq) (void)push(test::job(seq, "carers"));  // one patient
+  run_until([&] { return store.attempts.size() == 3; });
+
+  ASSERT_EQ(mailbox->received.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(mailbox->received[i].seq, i + 1);
+    const auto& a = store.attempts[i];
+    EXPECT_EQ(a.outcome, DeliveryOutcome::held);
+    EXPECT_TRUE(a.held());
+    EXPECT_FALSE(a.dead);
+    EXPECT_EQ(a.attempt, 1);
+    EXPECT_EQ(a.next_attempt_ms, 0);
+    EXPECT_EQ(a.partner_code, "mailbox");
+  }
+  run_until([&] { return dispatcher->stats("carers").delivered == 3; });
+  EXPECT_EQ(dispatcher->stats("carers").failed_attempts, 0u);
+  EXPECT_EQ(queue->stats("carers").in_flight, 0u);
+}
+
 TEST_F(DispatcherTest, PermanentRejectionIsDeadAtOnce) {
   auto partner = std::make_shared<test::RecordingOutbound>([](int) { return test::refused(); });
   start({{"trust-a", partner}}, settings());
