@@ -64,9 +64,9 @@ TEST(LoadConfig, ShippedExampleLoads) {
   ASSERT_TRUE(load.problems.empty()) << problems_text(load);
   ASSERT_TRUE(load.config);
   const Config& c = *load.config;
-  EXPECT_EQ(c.partners.size(), 5u);
+  EXPECT_EQ(c.partners.size(), 6u);
   EXPECT_EQ(c.inbound.size(), 2u);
-  EXPECT_EQ(c.routes.size(), 5u);
+  EXPECT_EQ(c.routes.size(), 6u);
   ASSERT_EQ(c.minimisation.size(), 1u);
   EXPECT_EQ(c.partner("vcse-linkworkers")->minimise, "social-prescribing");
   EXPECT_EQ(c.allow_lists.count("social-prescribing"), 1u);
@@ -79,6 +79,9 @@ TEST(LoadConfig, ShippedExampleLoads) {
   EXPECT_TRUE(settings_as<FhirRestInboundSettings>(c.inbound[0].settings).allow_partner_header);
   EXPECT_EQ(settings_as<MllpInboundSettings>(c.inbound[1].settings).listen, "127.0.0.1:2575");
   EXPECT_EQ(settings_as<MllpOutboundSettings>(c.partner("community-pas")->endpoint->settings).address, "127.0.0.1:2576");
+  ASSERT_NE(c.partner("vcse-carers"), nullptr);
+  EXPECT_EQ(c.partner("vcse-carers")->endpoint->type, "mailbox");
+  EXPECT_EQ(c.partner_by_api_key("demo-carers-key"), c.partner("vcse-carers"));
 }
 
 // The demo's link-worker charity gets the referral, the patient's name, NHS number and contact
@@ -330,7 +333,7 @@ inbound:
   auto* out = find_problem(load, "partners[0].endpoint.type");
   ASSERT_NE(out, nullptr) << problems_text(load);
   EXPECT_EQ(out->line, 6);
-  EXPECT_NE(out->message.find("unknown outbound adapter type 'mesh' (registered: fhir-rest, file, mllp)"), std::string::npos);
+  EXPECT_NE(out->message.find("unknown outbound adapter type 'mesh' (registered: fhir-rest, file, mailbox, mllp)"), std::string::npos);
   auto* in = find_problem(load, "inbound[0].type");
   ASSERT_NE(in, nullptr) << problems_text(load);
   EXPECT_NE(in->message.find("unknown inbound adapter type 'dicom'"), std::string::npos);
