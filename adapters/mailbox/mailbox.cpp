@@ -64,10 +64,16 @@ Route route_of(std::string_view rest) {
 // Shared by the adapter, its HTTP handler and its expiry timer, so neither outlives what it uses.
 struct MailboxState {
   MailboxState(const MailboxSettings& settings, OutboundContext& ctx)
-      : settings(settings), partner(ctx.partner_id), prefix("/mailbox/" + ctx.partner_id), partners(*ctx.partners),
-        store(*ctx.mailbox), timer(ctx.io) {}
+      : settings(settings),
+        listen(settings.listen.empty() ? ctx.api_listen : settings.listen),
+        partner(ctx.partner_id),
+        prefix("/mailbox/" + ctx.partner_id),
+        partners(*ctx.partners),
+        store(*ctx.mailbox),
+        timer(ctx.io) {}
 
   const MailboxSettings settings;
+  const std::string listen;
   const std::string partner;
   const std::string prefix;
   const PartnerDirectory& partners;
@@ -178,12 +184,12 @@ struct MailboxState {
 class MailboxOutbound final : public OutboundAdapter {
  public:
   MailboxOutbound(const MailboxSettings& settings, OutboundContext& ctx) {
-    if (!ctx.http || !ctx.partners || !ctx.mailbox)
-      throw std::logic_error("mailbox partner '" + ctx.partner_id +
-                             "' needs the HTTP listener facility, the partner directory and the store's mailbox");
+    if (!ctx.http || !ctx.partners || !ctx.mailbox || (settings.listen.empty() && ctx.api_listen.empty()))
+      throw std::logic_error("mailbox partner '" + ctx.partner_id + "' needs the HTTP listener facility, the partner "
+                             "directory, the store's mailbox and a listen address");
     state_ = std::make_shared<MailboxState>(settings, ctx);
     std::weak_ptr<MailboxState> weak = state_;
-    ctx.http->mount(settings.listen, state_->prefix, [weak](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+    ctx.http->mount(state_->listen, state_->prefix, [weak](HttpRequest& req) -> asio::awaitable<HttpResponse> {
       auto self = weak.lock();
       if (!self)
         co_return outcome_response(req, http::status::service_unavailable,
@@ -209,7 +215,7 @@ class MailboxOutbound final : public OutboundAdapter {
   }
 
   std::string describe() const override {
-    return "mailbox at http://" + state_->settings.listen + state_->prefix + "/inbox (expires after " +
+    return "mailbox at http://" + state_->listen + state_->prefix + "/inbox (expires after " +
            std::to_string(state_->settings.expire_after.count() / 1000) + " s)";
   }
 
@@ -230,9 +236,13 @@ AdapterSettings parse_settings(SettingsReader& r) {
   s->expire_after = r.duration("expire_after", s->expire_after);
   if (s->expire_after < std::chrono::seconds(1))
     r.problem("expire_after", "must be at least 1s (records not acknowledged within it expire)");
-  if (auto why = check_listen_address(s->listen); !why.empty()) r.problem("listen", why);
-  // Each mailbox mounts /mailbox/<partner id>; the path here is this section's, which is unique.
-  else r.declare_listener("listen", s->listen, "http", "/mailbox (" + r.path() + ")");
+  // Without `listen` it shares the API's address, already declared (its /mailbox paths cannot
+  // clash with /api). Each mailbox mounts /mailbox/<partner id>; the id is not known here, so
+  // the declared path names this section instead, which is unique.
+  if (!s->listen.empty()) {
+    if (auto why = check_listen_address(s->listen); !why.empty()) r.problem("listen", why);
+    else r.declare_listener("listen", s->listen, "http", "/mailbox (" + r.path() + ")");
+  }
   r.finish();
   return s;
 }

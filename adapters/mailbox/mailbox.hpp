@@ -1,6 +1,6 @@
 // Outbound `mailbox`: for a partner without an endpoint. deliver() places the record in the
 // partner's mailbox at once (DeliveryOutcome::held: no I/O); the partner collects it over HTTP,
-// on the listener at `listen` (by default the shared one, 127.0.0.1:8080), under
+// on the listener at `listen` (by default the API's, OutboundContext::api_listen), under
 // /mailbox/<partner id>, authenticated with its own API key (`Authorization: Bearer <key>`):
 //   GET  /mailbox/{partner}/inbox                              {"messages": [ids]}, oldest first, <= 500
 //   GET  /mailbox/{partner}/inbox/{id}                         the record, with X-Tellonce-* headers
@@ -22,7 +22,7 @@
 namespace tellonce {
 
 struct MailboxSettings {
-  std::string listen = "127.0.0.1:8080";
+  std::string listen;  // empty: the API's listen address
   std::chrono::milliseconds expire_after{5LL * 24 * 3600 * 1000};
 };
 

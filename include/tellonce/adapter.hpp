@@ -101,6 +101,7 @@ struct OutboundContext {
   HttpMounts* http = nullptr;
   const PartnerDirectory* partners = nullptr;
   MailboxStore* mailbox = nullptr;
+  std::string api_listen;  // the API's listen address (config `api.listen`): where such an adapter mounts by default
 };
 
 }  // namespace tellonce

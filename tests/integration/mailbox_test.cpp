@@ -38,7 +38,7 @@ partners:
     kind: vcse
     ods: 8JK97
     api_keys: [it-pantry-key]
-    endpoint: { type: mailbox, listen: "127.0.0.1:0" }
+    endpoint: { type: mailbox }   # on the API's listener
 inbound:
   - id: fhir-http
     type: fhir-rest
