@@ -420,6 +420,8 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       DeliveryAttempt a;
       Settlement settlement = self->judge(*job, std::move(result), a);
       if (!minimised_note.empty()) a.detail = a.detail.empty() ? minimised_note : a.detail + "; " + minimised_note;
+      // A mailbox partner later collects what its adapter was given: the minimised body.
+      if (a.held() && minimised) a.held_body = std::move(minimised->body);
       // Recording is handed off so this worker carries the next record while the store's group
       // commit makes this attempt durable: workers wait on partners, never on fsync.
       // The log line is built only if recording throws; destination and id are copied for it.

@@ -135,9 +135,11 @@ std::string deliveries_table(std::string_view name) {
 )sql";
 }
 
-// Schema 6: a partner's mailbox, listed in acceptance order.
-constexpr const char* deliveries_held_index_sql =
-    "CREATE INDEX deliveries_held ON deliveries(destination, seq) WHERE status = 'held';\n";
+// Schema 6: a partner's mailbox, listed in acceptance order, and the body a held delivery is
+// collected with when it is not the stored one (minimised for that partner).
+constexpr const char* mailbox_sql =
+    "CREATE INDEX deliveries_held ON deliveries(destination, seq) WHERE status = 'held';\n"
+    "CREATE TABLE held_bodies (delivery_id INTEGER PRIMARY KEY, body BLOB NOT NULL);\n";
 
 // Schema 5 -> 6: deliveries rebuilt with the held and expired statuses (foreign keys are off on
 // the writer; migrate() checks them afterwards). Columns are those of schema 4 and later.
@@ -147,7 +149,7 @@ std::string migrate_5_to_6_sql() {
       "legacy_outcome, last_outcome, partner_code, detail";
   return deliveries_table("deliveries_6") + "INSERT INTO deliveries_6 (" + columns + ") SELECT " + columns +
          " FROM deliveries;\nDROP TABLE deliveries;\nALTER TABLE deliveries_6 RENAME TO deliveries;\n" +
-         deliveries_open_index_sql + deliveries_held_index_sql;
+         deliveries_open_index_sql + mailbox_sql;
 }
 
 // Schema 5: the partner's own bytes of a converted record.
@@ -162,7 +164,7 @@ CREATE TABLE originals (
 
 std::string schema_sql() {
   return messages_table("messages") + messages_indexes_and_bodies_sql + originals_sql + R"sql(
-)sql" + deliveries_table("deliveries") + deliveries_open_index_sql + deliveries_held_index_sql + R"sql(
+)sql" + deliveries_table("deliveries") + deliveries_open_index_sql + mailbox_sql + R"sql(
 CREATE TABLE events (
   id         INTEGER PRIMARY KEY,
   message_id TEXT NOT NULL REFERENCES messages(id),
@@ -379,6 +381,7 @@ struct WriteStatements {
         held_before(db,
                     "SELECT id, message_id, attempts, settled_at_ms FROM deliveries "
                     "WHERE destination = ?1 AND status = 'held' AND settled_at_ms < ?2 ORDER BY seq LIMIT ?3"),
+        insert_held_body(db, "INSERT OR REPLACE INTO held_bodies (delivery_id, body) VALUES (?1, ?2)"),
         expire_delivery(db,
                         "UPDATE OR FAIL deliveries SET status = 'expired', settled_at_ms = ?2 "
                         "WHERE id = ?1 AND status = 'held'"),
@@ -388,7 +391,7 @@ struct WriteStatements {
   sqlite::Statement begin, commit, rollback;
   sqlite::Statement find_by_key, insert_message, insert_body, insert_original, insert_delivery, insert_event;
   sqlite::Statement settle_delivery, message_for_replay, dead_deliveries, revive_dead;
-  sqlite::Statement collect_held, held_before, expire_delivery;  // the mailbox
+  sqlite::Statement collect_held, held_before, insert_held_body, expire_delivery;  // the mailbox
   // The health probe: a record-sized row (two 32 KiB pages) written and removed in one commit,
   // so it needs new pages and WAL frames as a record would.
   sqlite::Statement probe_fill, probe_clear;
@@ -419,8 +422,9 @@ struct ReadStatements {
                 "FROM deliveries d JOIN messages m ON m.seq = d.seq "
                 "WHERE d.destination = ?1 AND d.status = 'held' ORDER BY d.seq LIMIT ?2"),
         held(db,
-             "SELECT m.id, m.source, m.resource_type, m.content_type, d.seq, d.settled_at_ms, b.body "
-             "FROM deliveries d JOIN messages m ON m.seq = d.seq JOIN bodies b ON b.seq = d.seq "
+             "SELECT m.id, m.source, m.resource_type, m.content_type, d.seq, d.settled_at_ms, "
+             "coalesce(h.body, b.body) FROM deliveries d JOIN messages m ON m.seq = d.seq "
+             "JOIN bodies b ON b.seq = d.seq LEFT JOIN held_bodies h ON h.delivery_id = d.id "
              "WHERE d.message_id = ?1 AND d.destination = ?2 AND d.status = 'held'") {}
 
   sqlite::Statement begin, end, message, original_size, deliveries, events, body, original, mailbox, held;
@@ -1060,6 +1064,8 @@ Result<void> SqliteStore::apply_attempt(const DeliveryAttempt& attempt) {
                                          "no delivery " + std::to_string(attempt.delivery_id) + " in the store",
                                          "", ""});
   if (status == DeliveryStatus::delivered) return {};
+  if (status == DeliveryStatus::held && !attempt.held_body.empty())
+    write_->insert_held_body.start().bind(1, attempt.delivery_id).bind_blob(2, attempt.held_body).run();
 
   // The dispatcher's job names the message and destination of the delivery it settles.
   LifecycleEvent event;

@@ -128,6 +128,9 @@ struct DeliveryAttempt {
   bool held() const { return outcome == DeliveryOutcome::held; }
   std::int64_t next_attempt_ms = 0;  // when a retry is due (0: none)
   bool dead = false;              // gave up: dead-lettered
+  // held: what the partner collects from its mailbox when it is not the stored body (the body
+  // minimised for this destination); empty: the stored body.
+  std::string held_body;
 };
 
 // One step of a message's trail, as facts. The store keeps and returns these; the words a

@@ -77,7 +77,8 @@ class MailboxStore {
   // The partner's held deliveries, oldest first by acceptance order (seq), at most `limit`
   // (bodies not included). A patient's records are therefore listed in acceptance order.
   virtual asio::awaitable<Result<std::vector<HeldRecord>>> mailbox(std::string partner, int limit) = 0;
-  // One held delivery with its body. Errc::not_found when that message is not held for that
+  // One held delivery with its body: the held_body of the attempt that held it, if it had one
+  // (minimised for this partner), else the stored body. Errc::not_found when that message is not held for that
   // partner (unknown, another partner's, already collected or expired).
   virtual asio::awaitable<Result<HeldRecord>> held(std::string partner, std::string message_id) = 0;
   // The partner acknowledged it: held -> delivered, durable on completion; the trail then shows

@@ -581,6 +581,19 @@ TEST_P(StoreContract, CollectingAHeldDeliveryMakesItDeliveredOnce) {
   EXPECT_EQ(run(store_->held("carers", msg.id)).error().code, Errc::not_found);
 }
 
+// A delivery minimised for the partner is collected as minimised, never as stored.
+TEST_P(StoreContract, AHeldDeliveryIsCollectedWithTheBodyItWasHeldWith) {
+  auto msg = sample("", {"carers", "gp-b"});
+  auto committed = run(store_->commit(msg)).value();
+  auto held = held_on(committed.jobs[0], now_ms());
+  held.held_body = R"({"resourceType":"Bundle","type":"message"})";
+  ASSERT_TRUE(run(store_->record_attempt(held)));
+  EXPECT_EQ(run(store_->held("carers", msg.id)).value().body, held.held_body);
+  EXPECT_EQ(run(store_->body(msg.id)).value(), msg.body);  // the stored record is unchanged
+  ASSERT_TRUE(run(store_->record_attempt(held_on(committed.jobs[1], now_ms()))));
+  EXPECT_EQ(run(store_->held("gp-b", msg.id)).value().body, msg.body);  // not minimised there
+}
+
 TEST_P(StoreContract, HeldDeliveriesPastTheirTimeExpireVisiblyAndCanBeReplayed) {
   const auto now = now_ms();
   auto old_msg = sample("", {"carers"});
