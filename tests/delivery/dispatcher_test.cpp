@@ -351,6 +351,39 @@ TEST_F(DispatcherTest, MinimisedDestinationGetsTheMinimisedBodyAndTheTrailCounts
   }
 }
 
+// A mailbox with an allow-list: the held attempt carries the minimised body, which the partner
+// collects later; one without keeps the stored body (held_body empty).
+TEST_F(DispatcherTest, AMinimisedHeldDeliveryKeepsTheMinimisedBodyForItsMailbox) {
+  Config config;
+  config.minimisation.push_back(MinimisationList{"names-only", {{"Patient.name", "minimisation[0].allow[0]", 2}}, 1});
+  auto compiled = compile_minimisation(config, std::filesystem::path(TELLONCE_SOURCE_DIR) / "schemas");
+  ASSERT_TRUE(compiled.problems.empty());
+  auto validator = make_fhir_validator(ValidatorSettings{std::filesystem::path(TELLONCE_SOURCE_DIR) / "schemas"});
+  auto minimiser = std::make_shared<Minimiser>(compiled.lists.at("names-only"),
+                                               std::map<std::string, std::shared_ptr<const AllowList>>{}, *validator, store);
+  auto hold = [](int) { return DeliveryResult{DeliveryOutcome::held, "mailbox", "placed in the mailbox", false}; };
+  auto carers = std::make_shared<test::RecordingOutbound>(hold);
+  auto pantry = std::make_shared<test::RecordingOutbound>(hold);
+  dispatcher = std::make_unique<Dispatcher>(io, failing_store, *queue, settings(),
+                                            std::map<std::string, std::shared_ptr<OutboundAdapter>>{{"carers", carers}, {"pantry", pantry}},
+                                            std::map<std::string, std::shared_ptr<const Minimiser>>{{"carers", minimiser}});
+  dispatcher->start();
+  const std::string body = R"({"resourceType":"Patient","name":[{"family":"Example"}],"birthDate":"1980-04-12"})";
+  auto to_carers = test::job(1, "carers");
+  to_carers.body = body;
+  auto to_pantry = test::job(2, "pantry");
+  to_pantry.body = body;
+  (void)push(to_carers);
+  (void)push(to_pantry);
+  run_until([&] { return store.attempts.size() == 2; });
+
+  for (const auto& a : store.attempts) {
+    EXPECT_TRUE(a.held());
+    if (a.destination == "carers") EXPECT_EQ(a.held_body, R"({"resourceType":"Patient","name":[{"family":"Example"}]})");
+    else EXPECT_EQ(a.held_body, "");
+  }
+}
+
 // A record the list keeps nothing of is never handed to the adapter: dead at once, reason on the trail.
 TEST_F(DispatcherTest, RecordAnAllowListRefusesIsNeverSent) {
   Config config;
