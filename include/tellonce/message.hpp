@@ -102,11 +102,11 @@ struct DeliveryJob {
   std::int64_t first_failed_at_ms = 0;
 };
 
+inline constexpr std::string_view kNotSent = "not sent";
+
 // How one delivery attempt ended, whatever the transport: the partner took it; it may take
 // it later (down, busy, timed out); it refused this record for good; or it was placed in the
 // partner's mailbox (held), where the partner collects it later (Store::collect).
-inline constexpr std::string_view kNotSent = "not sent";
-
 enum class DeliveryOutcome { ok, retryable, permanent, held };
 std::string_view to_string(DeliveryOutcome o);
 std::optional<DeliveryOutcome> delivery_outcome_from(std::string_view s);  // empty: not a name
