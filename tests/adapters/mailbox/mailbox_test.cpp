@@ -1,6 +1,7 @@
 // The mailbox adapter against a real SQLite store and a real HTTP server on 127.0.0.1.
 #include "adapters/mailbox/mailbox.hpp"
 
+#include "broker/config/config.hpp"
 #include "engines/sqlite_store/sqlite_store.hpp"
 #include "support/loopback_client.hpp"
 #include "support/run_async.hpp"
@@ -10,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <thread>
 
 namespace tellonce {
@@ -217,6 +219,34 @@ TEST_F(MailboxExpiryTest, RecordsNotAcknowledgedInTimeExpireOnTheTrail) {
 TEST_F(MailboxTest, NeedsTheBrokersHttpFacility) {
   OutboundContext bare{io_.io, "carers", *store_};
   EXPECT_THROW(mailbox_outbound_type().create(std::make_shared<MailboxSettings>(), bare), std::logic_error);
+}
+
+// The config checks a mailbox's settings: expire_after of at least a second, a usable listen
+// address; without either key the defaults (5 days, the API's listener) apply.
+TEST(MailboxConfig, ExpireAfterAndListenAreChecked) {
+  test::TempDir dir("tellonce-mailbox-config");
+  auto load = [&](const std::string& endpoint) {
+    const auto path = dir.path() / "t.yaml";
+    std::ofstream(path) << "partners:\n  - id: rtx\n    kind: trust\n    ods: RTX\n"
+                           "  - id: carers\n    kind: vcse\n    ods: 8JK98\n    api_keys: [k]\n"
+                           "    endpoint: " + endpoint + "\n"
+                           "routes:\n  - id: all\n    match: {}\n    to: [carers]\n";
+    AdapterRegistry registry;
+    register_builtin_adapters(registry);
+    register_builtin_engines(registry);
+    return load_config(path, registry);
+  };
+  auto ok = load("{ type: mailbox }");
+  ASSERT_TRUE(ok.problems.empty()) << ok.problems.front().message;
+  const auto& settings = settings_as<MailboxSettings>(ok.config->partner("carers")->endpoint->settings);
+  EXPECT_EQ(settings.expire_after, std::chrono::hours(24 * 5));
+  EXPECT_EQ(settings.listen, "");
+  auto short_expiry = load("{ type: mailbox, expire_after: 500ms }");
+  ASSERT_EQ(short_expiry.problems.size(), 1u);
+  EXPECT_EQ(short_expiry.problems[0].path, "partners[1].endpoint.expire_after");
+  auto bad_listen = load("{ type: mailbox, listen: nowhere }");
+  ASSERT_EQ(bad_listen.problems.size(), 1u);
+  EXPECT_EQ(bad_listen.problems[0].path, "partners[1].endpoint.listen");
 }
 
 }  // namespace
