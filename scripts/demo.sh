@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/build.sh
 BIN=${BUILD_DIR:-build}/broker/cli/tellonce
-mkdir -p data/demo
+mkdir -p data/demo data/demo/inbox/linkworkers
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM

@@ -65,8 +65,8 @@ TEST(LoadConfig, ShippedExampleLoads) {
   ASSERT_TRUE(load.config);
   const Config& c = *load.config;
   EXPECT_EQ(c.partners.size(), 6u);
-  EXPECT_EQ(c.inbound.size(), 2u);
-  EXPECT_EQ(c.routes.size(), 6u);
+  EXPECT_EQ(c.inbound.size(), 3u);
+  EXPECT_EQ(c.routes.size(), 8u);
   ASSERT_EQ(c.minimisation.size(), 1u);
   EXPECT_EQ(c.partner("vcse-linkworkers")->minimise, "social-prescribing");
   EXPECT_EQ(c.allow_lists.count("social-prescribing"), 1u);
