@@ -65,6 +65,15 @@ bool write_whole(const fs::path& path, const std::string& text) {
 
 }  // namespace
 
+void tidy(FileReport& r) {
+  std::stable_sort(r.problems.begin(), r.problems.end(), [](const RowReport& a, const RowReport& b) { return a.row < b.row; });
+  r.problems.erase(std::unique(r.problems.begin(), r.problems.end(),
+                               [](const RowReport& a, const RowReport& b) {
+                                 return a.row == b.row && a.column == b.column && a.problem == b.problem;
+                               }),
+                   r.problems.end());
+}
+
 std::size_t FileReport::bad_rows() const {
   std::vector<int> rows;
   for (const auto& p : problems)
@@ -277,7 +286,8 @@ struct Core {
   }
 
   // Worker thread: reports, then the move (so a crash in between only repeats the reports).
-  bool finish(const FileReport& report) {
+  bool finish(FileReport report) {
+    tidy(report);
     const auto& name = report.file;
     fs::path to_dir = settings.inbox / (report.rejected ? "rejected" : "archive");
     fs::path report_dir = report.rejected ? to_dir : settings.inbox / "reports";

@@ -68,6 +68,8 @@ struct FileReport {
   std::size_t bad_rows() const;
 };
 
+// Problems in row order, each said once.
+void tidy(FileReport& r);
 std::string report_csv(const FileReport& r);
 std::string report_json(const FileReport& r);
 

@@ -118,9 +118,10 @@ std::vector<std::string> Mapping::columns() const {
   std::vector<std::string> out;
   for (const auto& r : resources)
     for (const auto& f : r.fields)
-      if (!f.column.empty() &&
-          std::none_of(out.begin(), out.end(), [&](const std::string& c) { return csv::same_column(c, f.column); }))
-        out.push_back(f.column);
+      for (const auto* c : {&f.column, &f.if_column})
+        if (!c->empty() &&
+            std::none_of(out.begin(), out.end(), [&](const std::string& have) { return csv::same_column(have, *c); }))
+          out.push_back(*c);
   return out;
 }
 
@@ -178,11 +179,13 @@ std::optional<Mapping> parse_mapping(SettingsReader& reader) {
       std::string display = fr.string("display", "");
       if (!code.empty()) f.fixed_code = Code{"", code, system, display};
       else if (!system.empty() || !display.empty()) bad(fr, system.empty() ? "display" : "system", "goes with `code:`");
+      f.if_column = fr.string("if_column", "");
+      if (!f.if_column.empty() && !f.column.empty()) bad(fr, "if_column", "only for a fixed value, code or reference");
       int sources = !f.column.empty() + fr.has("value") + f.fixed_code.has_value() + !f.reference_to.empty();
       if (sources != 1)
         bad(fr, "", "each field takes exactly one of `column`, `value`, `code` or `reference_to`");
       std::string as = fr.string("as", "");
-      if (as.empty()) f.kind = fr.has("codes") ? FieldKind::coding : FieldKind::text;
+      if (as.empty()) f.kind = FieldKind::text;  // with `codes:`, the code as text
       else if (as == "text") f.kind = FieldKind::text;
       else if (as == "date") f.kind = FieldKind::date;
       else if (as == "nhs-number") f.kind = FieldKind::nhs_number;
@@ -279,7 +282,7 @@ std::optional<std::string> parse_date(std::string_view cell, const std::vector<s
     static constexpr int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (d > days[m - 1] + (m == 2 && leap)) continue;
-    char out[32];
+    char out[40];
     std::snprintf(out, sizeof out, "%04d-%02d-%02d", y, m, d);
     return std::string(out);
   }
@@ -393,6 +396,8 @@ MappedRow map_row(const Mapping& m, const std::vector<std::string>& header, cons
           }
         }
         out.placements.push_back({entry, without_indices(f.path), f.column});
+      } else if (!f.if_column.empty() && cell_of(f.if_column).empty()) {
+        continue;
       } else if (f.fixed_code) {
         v = coding_value(*f.fixed_code, a);
       } else if (!f.reference_to.empty()) {

@@ -41,6 +41,7 @@ struct Field {
   std::vector<Code> codes;           // lookup: the cell must be one of these
   std::optional<Code> fixed_code;    // `code:` (+ `system:`, `display:`) without a column
   std::string reference_to;          // the name of another resource of the row
+  std::string if_column;             // a fixed value, code or reference only when this column has a value
   bool required = false;             // an empty cell is a problem (else the element is left out)
 };
 
