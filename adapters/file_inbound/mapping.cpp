@@ -359,7 +359,7 @@ MappedRow map_row(const Mapping& m, const std::vector<std::string>& header, cons
           case FieldKind::nhs_number: {
             auto d = nhs_number_digits(cell);
             if (!d) {
-              out.problems.push_back({f.column, "is not an NHS number: it should be 10 digits (spaces are fine, e.g. 943 476 5919)"});
+              out.problems.push_back({f.column, "is not an NHS number: it should be 10 digits (spaces are fine, written like 123 456 7890)"});
               continue;
             }
             v.SetString(d->c_str(), a);
