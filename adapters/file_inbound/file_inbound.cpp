@@ -67,11 +67,15 @@ bool write_whole(const fs::path& path, const std::string& text) {
 
 void tidy(FileReport& r) {
   std::stable_sort(r.problems.begin(), r.problems.end(), [](const RowReport& a, const RowReport& b) { return a.row < b.row; });
-  r.problems.erase(std::unique(r.problems.begin(), r.problems.end(),
-                               [](const RowReport& a, const RowReport& b) {
-                                 return a.row == b.row && a.column == b.column && a.problem == b.problem;
-                               }),
-                   r.problems.end());
+  std::vector<RowReport> once;
+  std::size_t row_start = 0;  // where the current row's problems begin in `once`
+  for (auto& p : r.problems) {
+    if (once.empty() || once.back().row != p.row) row_start = once.size();
+    if (std::none_of(once.begin() + static_cast<std::ptrdiff_t>(row_start), once.end(),
+                     [&](const RowReport& q) { return q.column == p.column && q.problem == p.problem; }))
+      once.push_back(std::move(p));
+  }
+  r.problems = std::move(once);
 }
 
 std::size_t FileReport::bad_rows() const {
