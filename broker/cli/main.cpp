@@ -6,6 +6,7 @@
 #include "broker/sink/sink.hpp"
 #include "broker/validate/validate_command.hpp"
 #include "broker/cli/convert_command.hpp"
+#include "broker/cli/csv_check_command.hpp"
 
 #include <cstring>
 #include <exception>
@@ -23,6 +24,8 @@ usage:
                                         validate FHIR R4 + UK Core records; exit 1 on any error
   tellonce convert --from hl7v2 [--schemas DIR] FILE|-
                                         an HL7 v2 message as the FHIR Bundle the broker builds, validated
+  tellonce csv-check --config FILE --channel ID DATA.csv [--row N]
+                                        a `file` channel's mapping and validation, offline; exit 1 on a bad row
   tellonce message ID [--config FILE | --api URL]
                                         show a message's lifecycle
   tellonce replay ID [--config FILE | --api URL]
@@ -51,6 +54,8 @@ int main(int argc, char** argv) {
     if (cmd == "validate")
       return tellonce::run_validate_command(argc - 2, argv + 2, TELLONCE_SCHEMA_DIR);
     if (cmd == "convert") return tellonce::run_convert_command(argc - 2, argv + 2, TELLONCE_SCHEMA_DIR);
+    if (cmd == "csv-check")
+      return tellonce::run_csv_check_command(argc - 2, argv + 2, registry, TELLONCE_SCHEMA_DIR);
     if (cmd == "message") return tellonce::run_message_command(argc - 2, argv + 2, registry);
     if (cmd == "replay") return tellonce::run_replay_command(argc - 2, argv + 2, registry);
     if (cmd == "mllp-send") return tellonce::run_mllp_send_command(argc - 2, argv + 2);

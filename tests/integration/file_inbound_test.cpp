@@ -205,5 +205,30 @@ TEST(FileInbound, AKillMidFileThenARestartStoresEveryRowExactlyOnce) {
   EXPECT_EQ(broker.stop(), 0);
 }
 
+// The shipped demo: its mapping and example file, checked offline as a partner would.
+TEST(CsvCheck, RunsTheShippedMappingOfflineAndPrintsTheReportAndOneRowsFhir) {
+  TempDir dir("tellonce-csv-check");
+  const auto config = (source_dir() / "config" / "tellonce.yaml").string();
+  const auto example = (source_dir() / "config" / "examples" / "linkworker-outcomes.csv").string();
+  Process check({tellonce_binary().string(), "csv-check", "--config", config, "--channel", "linkworker-outcomes",
+                 example, "--row", "3"},
+                dir / "check.log");
+  EXPECT_EQ(check.wait_exit(30s), 1);  // the example has two bad rows on purpose
+  auto out = check.output();
+  EXPECT_NE(out.find("row,column,problem\r\n5,Referral date,is not a date"), std::string::npos) << out;
+  EXPECT_NE(out.find("6,Outcome,\"is not one of the values"), std::string::npos) << out;
+  EXPECT_NE(out.find("5 rows: 3 good, 2 bad"), std::string::npos) << out;
+  EXPECT_NE(out.find("row 3 becomes:"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"valueString\": \"Walking group, Tuesdays\""), std::string::npos) << out;
+
+  // A file of good rows only: exit 0.
+  write_file(dir / "good.csv", "NHS number,Referral date,Outcome date,Link worker,Outcome,Onward service,GP practice\n"
+                               "943 476 5919,03/02/2026,17/03/2026,Sam,Completed,,A81001\n");
+  Process good({tellonce_binary().string(), "csv-check", "--config", config, "--channel", "linkworker-outcomes",
+                (dir / "good.csv").string()},
+               dir / "good.log");
+  EXPECT_EQ(good.wait_exit(30s), 0) << good.output();
+}
+
 }  // namespace
 }  // namespace tellonce::itest
