@@ -213,6 +213,7 @@ TEST(CsvCheck, RunsTheShippedMappingOfflineAndPrintsTheReportAndOneRowsFhir) {
   Process check({tellonce_binary().string(), "csv-check", "--config", config, "--channel", "linkworker-outcomes",
                  example, "--row", "3"},
                 dir / "check.log");
+  check.wait_for_line("\"url\": \"Observation\"", 30s);  // drains stdout into the log
   EXPECT_EQ(check.wait_exit(30s), 1);  // the example has two bad rows on purpose
   auto out = check.output();
   EXPECT_NE(out.find("row,column,problem\r\n5,Referral date,is not a date"), std::string::npos) << out;
@@ -227,7 +228,9 @@ TEST(CsvCheck, RunsTheShippedMappingOfflineAndPrintsTheReportAndOneRowsFhir) {
   Process good({tellonce_binary().string(), "csv-check", "--config", config, "--channel", "linkworker-outcomes",
                 (dir / "good.csv").string()},
                dir / "good.log");
+  good.wait_for_line("rows:", 30s);
   EXPECT_EQ(good.wait_exit(30s), 0) << good.output();
+  EXPECT_NE(good.output().find("1 rows: 1 good, 0 bad"), std::string::npos) << good.output();
 }
 
 }  // namespace
