@@ -20,7 +20,7 @@ while (($#)); do
   esac
   shift
 done
-((${#targets[@]})) || targets=(json_validate config http_request hl7v2)
+((${#targets[@]})) || targets=(json_validate config http_request hl7v2 csv)
 
 build=build-fuzz
 if [[ ! -f $build/CMakeCache.txt ]]; then
