@@ -227,9 +227,11 @@ std::optional<Mapping> parse_mapping(SettingsReader& reader) {
     if (!rr.ok()) ok = false;
     m.resources.push_back(std::move(res));
   }
-  for (auto& [fr, to] : references)
+  for (auto& ref : references) {
+    const std::string& to = ref.second;
     if (std::none_of(m.resources.begin(), m.resources.end(), [&](const Resource& r) { return r.name == to; }))
-      bad(fr, "reference_to", "no resource of this mapping is called '" + to + "'");
+      bad(ref.first, "reference_to", "no resource of this mapping is called '" + to + "'");
+  }
   reader.finish();
   if (!reader.ok()) ok = false;
   if (!ok) return std::nullopt;
