@@ -612,7 +612,7 @@ TEST(AdapterRegistry, RefusesASecondTypeOfTheSameNameAndIncompleteTypes) {
   incomplete.create = nullptr;
   EXPECT_THROW(registry.add(incomplete), std::logic_error);
   registry.add(config_test::odd_line_type());  // a new name is fine
-  EXPECT_EQ(registry.inbound_names(), (std::vector<std::string>{"fhir-rest", "mllp", "odd-line"}));
+  EXPECT_EQ(registry.inbound_names(), (std::vector<std::string>{"fhir-rest", "file", "mllp", "odd-line"}));
   EXPECT_THROW(registry.add(config_test::odd_line_type()), std::logic_error);
 }
 
