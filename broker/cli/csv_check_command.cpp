@@ -117,7 +117,7 @@ int run_csv_check_command(int argc, char** argv, const AdapterRegistry& registry
   const auto& r = file.report;
   if (r.rejected) std::cout << "the broker would move this file to rejected/\n";
   else
-    std::cout << r.rows << " rows: " << r.accepted << " good, " << r.bad_rows() << " bad\n";
+    std::cout << r.rows << (r.rows == 1 ? " row: " : " rows: ") << r.accepted << " good, " << r.bad_rows() << " bad\n";
   if (row > 0) {
     if (!row_json.empty()) std::cout << "row " << row << " becomes:\n" << row_json << '\n';
     else if (row_found) std::cout << "row " << row << " is not JSON\n";

@@ -228,9 +228,9 @@ TEST(CsvCheck, RunsTheShippedMappingOfflineAndPrintsTheReportAndOneRowsFhir) {
   Process good({tellonce_binary().string(), "csv-check", "--config", config, "--channel", "linkworker-outcomes",
                 (dir / "good.csv").string()},
                dir / "good.log");
-  good.wait_for_line("rows:", 30s);
+  good.wait_for_line("row:", 30s);
   EXPECT_EQ(good.wait_exit(30s), 0) << good.output();
-  EXPECT_NE(good.output().find("1 rows: 1 good, 0 bad"), std::string::npos) << good.output();
+  EXPECT_NE(good.output().find("1 row: 1 good, 0 bad"), std::string::npos) << good.output();
 }
 
 }  // namespace
