@@ -254,6 +254,12 @@ struct Filter {
   // Keeps only what `node` allows of `obj`. Returns false when nothing is left.
   bool object(rapidjson::Value& obj, const Node& node) {
     if (!obj.IsObject()) return true;  // the validator refused anything else on the way in
+    // The names, copied before the loop below moves members out of obj (a moved-from name is
+    // null, and short names live inside the member itself).
+    std::vector<std::string> names;
+    names.reserve(obj.MemberCount());
+    for (auto m = obj.MemberBegin(); m != obj.MemberEnd(); ++m) names.emplace_back(name_of(m->name));
+    auto present = [&names](std::string_view n) { return std::find(names.begin(), names.end(), n) != names.end(); };
     rapidjson::Value kept(rapidjson::kObjectType);
     for (auto m = obj.MemberBegin(); m != obj.MemberEnd(); ++m) {
       std::string_view name = name_of(m->name);
@@ -261,7 +267,7 @@ struct Filter {
       if (rule == node.keep.end()) {
         if (name == "modifierExtension") modifier_removed = true;
         // "_name" beside "name" is one element.
-        if (!(name.starts_with('_') && obj.HasMember(std::string(name.substr(1)).c_str()))) removed += count_of(m->value);
+        if (!(name.starts_with('_') && present(name.substr(1)))) removed += count_of(m->value);
         continue;
       }
       if (rule->second) {
