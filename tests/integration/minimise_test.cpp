@@ -8,6 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <thread>
+
 namespace tellonce::itest {
 namespace {
 
@@ -108,6 +111,60 @@ TEST(MinimiseIntegration, MinimisedPartnerGetsOnlyTheListAndTheOtherTheRecordAsS
   // The two clinical entries; Patient gender, birthDate, generalPractitioner.
   EXPECT_NE(view.find("minimised by allow-list social-prescribing: 5 elements removed"), std::string::npos) << view;
   EXPECT_EQ(view.find("Sertraline"), std::string::npos);
+}
+
+// The same allow-list on a `file` outbox and on a `mailbox`: the dispatcher minimises before every
+// adapter, so what lands in the folder and what the partner collects lack the clinical entries.
+TEST(MinimiseIntegration, FileAndMailboxPartnersGetTheMinimisedRecordToo) {
+  TempDir dir;
+  const auto outbox = dir.path() / "outbox";
+  std::filesystem::create_directories(outbox);
+  std::string config = config_text(1, 1);  // the fhir-rest partners are not routed to here
+  const std::string extra_partners = R"(  - id: charity-files
+    kind: vcse
+    ods: 8JK98
+    minimise: social-prescribing
+    endpoint: { type: file, directory: ")" + outbox.string() + R"(" }
+  - id: charity-box
+    kind: vcse
+    ods: 8JK97
+    api_keys: [it-box-key]
+    minimise: social-prescribing
+    endpoint: { type: mailbox }
+inbound:)";
+  config.replace(config.find("inbound:"), 8, extra_partners);
+  config.replace(config.find("to: [gp-a, charity]"), 19, "to: [charity-files, charity-box]");
+  Broker broker(dir.path(), config);
+  broker.start();
+  Client client;
+
+  auto r = client.post_fhir(broker.base() + "/fhir/$process-message", referral_with_clinical_entries(nhs_number(42)), "rtx");
+  ASSERT_EQ(r.status, 202) << r.body;
+  const std::string id = r.headers["x-tellonce-message-id"];
+
+  const auto file = outbox / (id + ".json");
+  for (int i = 0; i < 100 && !std::filesystem::exists(file); ++i) std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(std::filesystem::exists(file)) << broker.output();
+  const std::string in_file = read_file(file);
+
+  HttpReply collected;
+  for (int i = 0; i < 100; ++i) {
+    collected = client.request("GET", broker.base() + "/mailbox/charity-box/inbox/" + id, "",
+                               {"Authorization: Bearer it-box-key"});
+    if (collected.status == 200) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(collected.status, 200) << collected.body << broker.output();
+
+  for (const std::string* body : std::initializer_list<const std::string*>{&in_file, &collected.body}) {
+    EXPECT_EQ(body->find("\"Condition\""), std::string::npos) << *body;
+    EXPECT_EQ(body->find("Sertraline"), std::string::npos) << *body;
+    EXPECT_EQ(body->find("birthDate"), std::string::npos) << *body;
+    EXPECT_NE(body->find(nhs_number(42)), std::string::npos) << *body;
+    EXPECT_NE(body->find("\"ServiceRequest\""), std::string::npos) << *body;
+  }
+  auto view = client.request("GET", broker.base() + "/api/messages/" + id).body;
+  EXPECT_NE(view.find("minimised by allow-list social-prescribing: 5 elements removed"), std::string::npos) << view;
 }
 
 }  // namespace
