@@ -505,7 +505,9 @@ std::string column_for(const std::vector<Placement>& placements, const std::stri
 }
 
 std::string words_for(const Issue& issue) {
-  std::string where = issue.location.empty() ? "" : " (at " + issue.location + ")";
+  // The report is UTF-8 text a partner's tools read: a location that is not (cut short somewhere
+  // upstream) is left out rather than written as broken bytes.
+  std::string where = issue.location.empty() || !csv::is_utf8(issue.location) ? "" : " (at " + issue.location + ")";
   if (issue.rule.find("nhs-number") != std::string::npos)
     return "is not a valid NHS number: its last digit does not match the others, so there is probably a typing "
            "mistake";

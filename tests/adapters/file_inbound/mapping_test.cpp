@@ -209,3 +209,20 @@ TEST(FileInboundSettings, ReadsItsKeysAndChecksTheInboxAndPartner) {
 
 }  // namespace
 }  // namespace tellonce
+
+namespace tellonce {
+namespace {
+
+// A report is UTF-8 a partner's tools read: a location cut inside a character (found by
+// fuzz_csv, fuzz/corpus/csv/cut-bom-in-location.csv) is left out, not written as broken bytes.
+TEST(CsvReportWords, ALocationThatIsNotUtf8IsLeftOut) {
+  Issue cut{Severity::error, "required", "", "Bundle.entry[1].resource\xEF\xBB", ""};
+  const auto words = csvmap::words_for(cut);
+  EXPECT_TRUE(csv::is_utf8(words)) << words;
+  EXPECT_EQ(words, "is missing: the record needs it");
+  Issue fine{Severity::error, "required", "", "Bundle.entry[1].resource.status", ""};
+  EXPECT_EQ(csvmap::words_for(fine), "is missing: the record needs it (at Bundle.entry[1].resource.status)");
+}
+
+}  // namespace
+}  // namespace tellonce
