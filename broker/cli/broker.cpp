@@ -2,6 +2,7 @@
 
 #include "broker/config/partner_directory.hpp"
 #include "broker/api/api.hpp"
+#include "broker/metrics/broker_metrics.hpp"
 #include "tellonce/log.hpp"
 #include "broker/delivery/delivery.hpp"
 #include "tellonce/http_server.hpp"
@@ -58,6 +59,10 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   router_ = make_router(config);
   store_ = registry.store(config.store.type)
                ->create(config.store.settings, StoreStartup{options.accept_new_store, options.accept_wal_loss});
+  std::vector<std::string> destinations;
+  for (const auto& p : config.partners)
+    if (p.endpoint) destinations.push_back(p.id);
+  metrics_ = std::make_unique<BrokerMetrics>(TELLONCE_VERSION, std::move(destinations));
   queue_ = registry.queue(config.queue.type)
                ->create(config.queue.settings,
                         QueueContext{io_.get_executor(), static_cast<std::size_t>(config.delivery.max_queued_body_bytes)});
@@ -72,15 +77,17 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   }
   dispatcher_ = std::make_unique<Dispatcher>(
       io_, *store_, *queue_, config.delivery, outbound_,
-      make_minimisers(config, *validator_, *store_, JsonLimits{config.max_body_bytes, config.max_json_depth}));
+      make_minimisers(config, *validator_, *store_, JsonLimits{config.max_body_bytes, config.max_json_depth}),
+      metrics_.get());
   pipeline_ = make_pipeline(*validator_, *router_, *store_, *queue_,
-                            JsonLimits{config.max_body_bytes, config.max_json_depth});
+                            JsonLimits{config.max_body_bytes, config.max_json_depth}, HeavyRecords{}, metrics_.get());
 
   for (const auto& ch : config.inbound) {
     contexts_.push_back(InboundContext{*partners_, *pipeline_, io_.get_executor(), http_.get(), ch.id});
     inbound_.push_back(registry.inbound(ch.type)->create(ch.settings, contexts_.back()));
   }
   mount_api(http_->at(config.api.listen), *store_, *pipeline_, config);
+  mount_operations(http_->at(config.api.listen), *metrics_, *store_);
   shutdown_ = std::make_unique<Shutdown>(io_);
 }
 
@@ -101,6 +108,7 @@ void Broker::start(std::ostream& out) {
                          " kept for delivery and the store, " + std::to_string(inbound_budget) +
                          " for client connections");
   http_->start_all(inbound_budget);
+  metrics_->set_listening(true);  // start_all throws unless every listener is bound
   dispatcher_->start();
 
   out << "tellonce " << TELLONCE_VERSION << " serving (" << io_threads_ << " io threads, schemas compiled in "
@@ -131,6 +139,7 @@ void Broker::request_stop() {
 
 void Broker::begin_shutdown() {
   if (out_) *out_ << "tellonce stopping" << std::endl;
+  metrics_->set_stopping();
   log::info("serve", "stopping: no new connections; requests in flight finish (up to " +
                          std::to_string(options_.drain_deadline.count()) + " ms)");
   for (auto& a : inbound_) a->stop();

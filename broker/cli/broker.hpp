@@ -42,6 +42,7 @@ class Queue;
 class Dispatcher;
 class Pipeline;
 class HttpServers;
+class BrokerMetrics;
 
 struct BrokerOptions {
   // How long in-flight requests may take to finish after a stop is requested.
@@ -83,6 +84,7 @@ class Broker {
   std::unique_ptr<Validator> validator_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<BrokerMetrics> metrics_;  // outlives everything that records into it
   asio::io_context io_;
   std::unique_ptr<Queue> queue_;
   std::map<std::string, std::shared_ptr<OutboundAdapter>> outbound_;

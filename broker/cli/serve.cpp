@@ -51,6 +51,7 @@ int run_serve_command(int argc, char** argv, const AdapterRegistry& registry) {
     return 2;
   }
 
+  if (load.config->log_format == "json") log::set_format(log::Format::json);
   Broker broker(*load.config, registry, args->options);
   broker.start(std::cout);
   int rc = broker.run();

@@ -129,6 +129,7 @@ struct Config {
   std::size_t max_connections_per_listener = 10'000;
   std::size_t reserved_descriptors = 0;      // 0: derived from the partners (see below)
   ApiSettings api;
+  std::string log_format = "text";           // log.format: text or json (tellonce/log.hpp)
   EngineChoice store{"sqlite", {}, 0};
   EngineChoice queue{"memory", {}, 0};
   ValidationSettings validation;

@@ -108,6 +108,15 @@ void read_broker(SettingsReader& top, Config& c) {
   s->finish();
 }
 
+// log: format: text (default) or json (one JSON object a line; tellonce/log.hpp).
+void read_log(SettingsReader& top, Config& c) {
+  auto s = top.child("log");
+  if (!s) return;
+  c.log_format = s->string("format", c.log_format);
+  if (c.log_format != "text" && c.log_format != "json") s->problem("format", "must be text or json");
+  s->finish();
+}
+
 void read_api(SettingsReader& top, Config& c) {
   auto s = top.child("api");
   if (!s) {
@@ -453,6 +462,7 @@ ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& 
   PendingChecks pending;
   read_broker(top, c);
   read_api(top, c);
+  read_log(top, c);
   read_engine(top, "store", c.store, registry);
   read_engine(top, "queue", c.queue, registry);
   read_validation(top, c, dir);

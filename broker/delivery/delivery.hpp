@@ -27,6 +27,8 @@
 
 namespace tellonce {
 
+class BrokerMetrics;
+
 struct DestinationStats {
   std::uint64_t delivered = 0;
   std::uint64_t failed_attempts = 0;  // recorded on the trail (the broker's own faults are not)
@@ -42,7 +44,8 @@ class Dispatcher {
   // Other destinations' bodies go to the adapter untouched, unparsed.
   Dispatcher(asio::io_context& io, Store& store, Queue& queue, DeliverySettings settings,
              std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters,
-             std::map<std::string, std::shared_ptr<const Minimiser>> minimisers = {});
+             std::map<std::string, std::shared_ptr<const Minimiser>> minimisers = {},
+             BrokerMetrics* metrics = nullptr);  // when given: told of every recorded attempt; outlives this
   ~Dispatcher();
   void start();  // spawns concurrency_per_destination workers per destination
   // Stops the queue (waiting workers end) and every adapter (in-flight deliveries end

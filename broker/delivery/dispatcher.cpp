@@ -1,6 +1,7 @@
 #include "broker/delivery/delivery.hpp"
 
 #include "tellonce/log.hpp"
+#include "broker/metrics/broker_metrics.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -82,8 +83,8 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
 
   State(asio::io_context& io, Store& store, Queue& queue, DeliverySettings settings,
         std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters,
-        std::map<std::string, std::shared_ptr<const Minimiser>> minimisers)
-      : io(io), store(store), queue(queue), settings(std::move(settings)) {
+        std::map<std::string, std::shared_ptr<const Minimiser>> minimisers, BrokerMetrics* metrics)
+      : io(io), store(store), queue(queue), settings(std::move(settings)), metrics(metrics) {
     for (auto& [name, adapter] : adapters)
       destinations.emplace(name, std::make_unique<Destination>(name, std::move(adapter), this->settings.retry,
                                                                io.get_executor()));
@@ -95,6 +96,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
   Store& store;
   Queue& queue;
   const DeliverySettings settings;
+  BrokerMetrics* const metrics;  // null: not recorded
   std::map<std::string, std::unique_ptr<Destination>> destinations;  // keys fixed at construction
   std::atomic<bool> started{false};
   std::atomic<bool> stopping{false};
@@ -306,6 +308,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
     const bool ok = a.ok() || a.held();  // held: handed over to the partner's mailbox
     const bool dead = a.dead;
     const int attempt_number = a.attempt;
+    const DeliveryOutcome outcome = a.outcome;
     Result<void> recorded = co_await self->store.record_attempt(std::move(a));
     if (!recorded) {
       // Unrecorded means still pending: the attempt is repeated (receivers de-duplicate on X-Request-Id).
@@ -316,6 +319,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       co_return;
     }
     job.attempts = attempt_number;
+    if (self->metrics) self->metrics->attempt(d->name, outcome, dead, message_id_time_ms(job.message_id));
     if (ok) {
       d->delivered.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -436,9 +440,10 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
 
 Dispatcher::Dispatcher(asio::io_context& io, Store& store, Queue& queue, DeliverySettings settings,
                        std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters,
-                       std::map<std::string, std::shared_ptr<const Minimiser>> minimisers)
+                       std::map<std::string, std::shared_ptr<const Minimiser>> minimisers,
+                       BrokerMetrics* metrics)
     : state_(std::make_shared<State>(io, store, queue, std::move(settings), std::move(adapters),
-                                     std::move(minimisers))) {}
+                                     std::move(minimisers), metrics)) {}
 
 Dispatcher::~Dispatcher() { stop(); }
 

@@ -1,6 +1,7 @@
 #include "tellonce/pipeline.hpp"
 
 #include "tellonce/log.hpp"
+#include "broker/metrics/broker_metrics.hpp"
 #include "broker/ingest/validation_pool.hpp"
 #include "tellonce/queue.hpp"
 #include "tellonce/router.hpp"
@@ -8,6 +9,7 @@
 #include "tellonce/validator.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <optional>
 
 namespace tellonce {
@@ -37,12 +39,15 @@ std::optional<Failure> check_envelope(const InboundRecord& rec, const rapidjson:
 
 class BrokerPipeline final : public Pipeline {
  public:
-  BrokerPipeline(const Validator& v, const Router& r, Store& s, Queue& q, JsonLimits l, HeavyRecords heavy)
-      : validator_(v), router_(r), store_(s), queue_(q), limits_(l), heavy_(heavy) {
+  BrokerPipeline(const Validator& v, const Router& r, Store& s, Queue& q, JsonLimits l, HeavyRecords heavy,
+                 BrokerMetrics* metrics)
+      : validator_(v), router_(r), store_(s), queue_(q), limits_(l), heavy_(heavy), metrics_(metrics) {
     if (heavy_.threads > 0) heavy_work_ = std::make_unique<ValidationPool>(heavy_.threads);
   }
 
   asio::awaitable<Result<Accepted>> accept(InboundRecord rec) override {
+    const auto started = std::chrono::steady_clock::now();
+    if (metrics_) metrics_->received(rec.channel, rec.source);
     // RapidJSON's default pool takes 64 KiB chunks, and glibc consolidates its free lists on
     // every free of 64 KiB or more: 32 KiB holds a typical record's DOM in one chunk.
     rapidjson::MemoryPoolAllocator<> pool(32 * 1024);
@@ -59,8 +64,9 @@ class BrokerPipeline final : public Pipeline {
     } else {
       parse();
     }
-    if (!parsed) co_return rejected(rec, parsed.error());
-    if (auto f = check_envelope(rec, doc)) co_return rejected(rec, std::move(*f));
+    if (!parsed) co_return rejected(rec, parsed.error(), {}, started);
+    if (auto f = check_envelope(rec, doc))
+      co_return rejected(rec, std::move(*f), doc.IsObject() ? str_member(doc, "resourceType") : std::string_view(), started);
 
     std::vector<Issue> issues;
     auto validate = [&] { validator_.validate(doc, issues); };
@@ -72,7 +78,8 @@ class BrokerPipeline final : public Pipeline {
     }
     if (has_errors(issues)) {
       // Well-formed FHIR JSON that breaks the shared schemas; warnings are kept alongside.
-      co_return rejected(rec, Failure{Errc::invalid, Failure::Kind::permanent, std::move(issues)});
+      co_return rejected(rec, Failure{Errc::invalid, Failure::Kind::permanent, std::move(issues)},
+                         str_member(doc, "resourceType"), started);
     }
 
     RecordFacts facts = read_record_facts(doc);
@@ -101,6 +108,9 @@ class BrokerPipeline final : public Pipeline {
     auto committed = co_await store_.commit(std::move(msg));
     if (!committed) {
       log::error("ingest", "store commit failed: " + committed.error().summary());
+      if (metrics_)
+        metrics_->rejected(rec.channel, rec.source, facts.resource_type, to_string(committed.error().code),
+                           "store unavailable", seconds_since(started));
       co_return committed.error();
     }
     out.message_id = committed->outcome.message_id;
@@ -109,6 +119,7 @@ class BrokerPipeline final : public Pipeline {
     out.warnings = std::move(issues);
     if (out.duplicate) {
       duplicates_.fetch_add(1, std::memory_order_relaxed);
+      if (metrics_) metrics_->duplicate(rec.channel, rec.source, seconds_since(started));
       co_return out;
     }
     accepted_.fetch_add(1, std::memory_order_relaxed);
@@ -116,8 +127,11 @@ class BrokerPipeline final : public Pipeline {
       unroutable_.fetch_add(1, std::memory_order_relaxed);
       out.state = MessageState::unroutable;
       log::warn("route", "message " + out.message_id + " from " + rec.source + " (" +
-                             facts.resource_type + ") matched no route: held as unroutable");
+                             facts.resource_type + ") matched no route: held as unroutable message=" + out.message_id +
+                             " partner=" + rec.source);
     }
+    if (metrics_)
+      metrics_->accepted(rec.channel, rec.source, facts.resource_type, out.destinations.empty(), seconds_since(started));
     // Durable already: a job the queue refuses stays pending in the store, queued again at start-up.
     for (auto& job : committed->jobs) {
       Result<void> queued = co_await queue_.push(std::move(job));
@@ -147,12 +161,28 @@ class BrokerPipeline final : public Pipeline {
                              " queue=\"" + f.summary() + "\"; it stays pending in the store");
   }
 
-  Failure rejected(const InboundRecord& rec, Failure f) {
+  static double seconds_since(std::chrono::steady_clock::time_point started) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
+
+  // The rule that fired first (else its issue code): the console's "top rejection reasons".
+  static std::string_view first_reason(const Failure& f) {
+    for (const auto& i : f.issues)
+      if (i.is_error()) return i.rule.empty() ? std::string_view(i.code) : std::string_view(i.rule);
+    return {};
+  }
+
+  Failure rejected(const InboundRecord& rec, Failure f, std::string_view resource_type,
+                   std::chrono::steady_clock::time_point started) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
+    if (metrics_)
+      metrics_->rejected(rec.channel, rec.source, resource_type, to_string(f.code), first_reason(f),
+                         seconds_since(started));
     std::size_t errors = 0;
     for (auto& i : f.issues) errors += i.is_error();
     log::info("ingest", "rejected record from " + rec.source + " on " + rec.channel + ": " +
-                            std::to_string(errors) + " error(s): " + f.summary());
+                            std::to_string(errors) + " error(s): " + f.summary() + " partner=" + rec.source +
+                            " channel=" + rec.channel);
     return f;
   }
 
@@ -163,6 +193,7 @@ class BrokerPipeline final : public Pipeline {
   JsonLimits limits_;
   HeavyRecords heavy_;
   std::unique_ptr<ValidationPool> heavy_work_;  // null: everything inline
+  BrokerMetrics* metrics_;                      // null: not recorded
   std::atomic<std::uint64_t> accepted_{0}, duplicates_{0}, rejected_{0}, unroutable_{0};
 };
 
@@ -187,8 +218,9 @@ std::string idempotency_key_for(const InboundRecord& rec, const rapidjson::Value
 }
 
 std::unique_ptr<Pipeline> make_pipeline(const Validator& validator, const Router& router, Store& store,
-                                        Queue& queue, JsonLimits limits, HeavyRecords heavy) {
-  return std::make_unique<BrokerPipeline>(validator, router, store, queue, limits, heavy);
+                                        Queue& queue, JsonLimits limits, HeavyRecords heavy,
+                                        BrokerMetrics* metrics) {
+  return std::make_unique<BrokerPipeline>(validator, router, store, queue, limits, heavy, metrics);
 }
 
 }  // namespace tellonce

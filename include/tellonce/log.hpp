@@ -1,14 +1,24 @@
-// One-line structured log to stderr: `2026-11-23T10:00:00.123Z level component message key=value`.
+// One-line structured log to stderr: `2026-11-23T10:00:00.123Z level component message key=value`,
+// or with Format::json (config `log.format: json`) one JSON object a line:
+// {"time":"...","level":"info","component":"ingest","message":"...","messageId":"01M...","partner":"rtx"}
+// where messageId, partner, destination, channel and event are copied from the message's own
+// message=, partner=, destination=, channel= and event= pairs when it has them. Log messages never carry
+// patient data (the seams issue); the JSON form adds none. Any thread; set_* before serving.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace tellonce::log {
 
 enum class Level { debug, info, warn, error };
 void set_level(Level l);
+enum class Format { text, json };
+void set_format(Format f);
 bool enabled(Level l);
 void write(Level l, std::string_view component, std::string_view message);
+// The JSON form of one line (with its newline), as write() emits it with Format::json.
+std::string json_line(Level l, std::string_view component, std::string_view message);
 
 inline void info(std::string_view c, std::string_view m) { write(Level::info, c, m); }
 inline void warn(std::string_view c, std::string_view m) { write(Level::warn, c, m); }

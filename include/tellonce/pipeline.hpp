@@ -39,6 +39,7 @@ class Pipeline {
   virtual PipelineCounters counters() const { return {}; }
 };
 
+class BrokerMetrics;
 class Validator;
 class Router;
 class Store;
@@ -57,8 +58,10 @@ struct HeavyRecords {
 
 // The broker's Pipeline: parse → validate → route → commit → enqueue. accept() may be called
 // from any number of coroutines at once, on any executors; each resumes on its own.
+// `metrics` (broker/metrics), when given, must outlive the pipeline; it is told of every record.
 std::unique_ptr<Pipeline> make_pipeline(const Validator& validator, const Router& router, Store& store,
-                                        Queue& queue, JsonLimits limits, HeavyRecords heavy = {});
+                                        Queue& queue, JsonLimits limits, HeavyRecords heavy = {},
+                                        BrokerMetrics* metrics = nullptr);
 
 // Which key makes a resubmission a duplicate: the client's header key, else MessageHeader.id
 // of a message Bundle, else Bundle.id. Empty for single resources without a header key.
