@@ -89,6 +89,13 @@ CREATE TABLE bodies (
 );
 )sql";
 
+// Store::backlog() reads this index only (count and first seq per destination), never the
+// table. Made at every start (IF NOT EXISTS) rather than by a schema upgrade: it holds no
+// data, so a store without it (an older file) is correct, and it is built once on first start.
+constexpr const char* deliveries_pending_index_sql =
+    "CREATE INDEX IF NOT EXISTS deliveries_pending_by_destination ON deliveries(destination, seq) "
+    "WHERE status = 'pending'";
+
 constexpr const char* deliveries_open_index_sql =
     "CREATE INDEX deliveries_open ON deliveries(status, seq) WHERE status <> 'delivered';\n";
 
@@ -511,9 +518,14 @@ struct ReadStatements {
              "SELECT m.id, m.source, m.resource_type, m.content_type, d.seq, d.settled_at_ms, "
              "coalesce(h.body, b.body) FROM deliveries d JOIN messages m ON m.seq = d.seq "
              "JOIN bodies b ON b.seq = d.seq LEFT JOIN held_bodies h ON h.delivery_id = d.id "
-             "WHERE d.message_id = ?1 AND d.destination = ?2 AND d.status = 'held'") {}
+             "WHERE d.message_id = ?1 AND d.destination = ?2 AND d.status = 'held'"),
+        backlog(db,
+                "SELECT p.destination, p.pending, m.received_at_ms FROM "
+                "(SELECT destination, count(*) AS pending, min(seq) AS first_seq FROM deliveries "
+                "WHERE status = 'pending' GROUP BY destination) p "
+                "JOIN messages m ON m.seq = p.first_seq ORDER BY p.destination") {}
 
-  sqlite::Statement begin, end, message, original_size, deliveries, events, body, original, mailbox, held;
+  sqlite::Statement begin, end, message, original_size, deliveries, events, body, original, mailbox, held, backlog;
   std::map<std::string, std::unique_ptr<sqlite::Statement>> lists;  // by SQL text
 };
 
@@ -680,6 +692,7 @@ class SqliteStore final : public Store {
     writer_db_.exec_or_throw("PRAGMA cache_size = -32768");
     migrate();
     check_identity();
+    writer_db_.exec_or_throw(deliveries_pending_index_sql);
     // Nothing else has the file open yet: copy whatever a crash left in the WAL back into the
     // database and cut the log to nothing, so a restart also gives back an oversized WAL.
     if (sqlite3_wal_checkpoint_v2(writer_db_.handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr) != SQLITE_OK)
@@ -784,6 +797,21 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) override;
+
+  asio::awaitable<Result<std::vector<DestinationBacklog>>> backlog() override {
+    auto work = [this] { return read_backlog(); };
+    return submit<std::vector<DestinationBacklog>>(reads_, std::move(work));
+  }
+
+  std::uint64_t size_bytes() const override {
+    std::uint64_t total = 0;
+    for (const auto& file : {settings_.path, store_detail::wal_path(settings_.path)}) {
+      std::error_code ec;
+      auto size = fs::file_size(file, ec);
+      if (!ec) total += size;
+    }
+    return total;
+  }
 
   asio::awaitable<Result<std::vector<HeldRecord>>> mailbox(std::string partner, int limit) override {
     auto work = [this, partner = std::move(partner), limit] { return read_mailbox(partner, limit); };
@@ -892,6 +920,7 @@ class SqliteStore final : public Store {
   Result<ReplayMatch> read_replayable_count(const MessageQuery& query);
   Result<std::vector<DestinationControl>> read_controls();
   Result<std::vector<DestinationAction>> read_destination_trail(const std::string& destination, int limit);
+  Result<std::vector<DestinationBacklog>> read_backlog();
 
   SqliteStoreSettings settings_;
   std::size_t max_batch_;
@@ -1840,6 +1869,22 @@ Result<HeldRecord> SqliteStore::read_held(const std::string& partner, const std:
   }
   if (!record) return not_held(partner, message_id);
   return std::move(*record);
+}
+
+Result<std::vector<DestinationBacklog>> SqliteStore::read_backlog() {
+  auto& db = *reader_db_;
+  auto& st = read_->backlog;
+  st.start();
+  std::vector<DestinationBacklog> out;
+  while (st.step())
+    out.push_back(DestinationBacklog{st.text(0), static_cast<std::uint64_t>(st.int64(1)), st.int64(2)});
+  st.reset();
+  if (db.failed()) {
+    auto failure = unavailable("message store could not count the backlog: " + db.error_message());
+    db.clear_error();
+    return failure;
+  }
+  return out;
 }
 
 Result<std::vector<DeliveryJob>> SqliteStore::load_pending(std::size_t max_body_bytes) {

@@ -15,6 +15,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -129,6 +130,15 @@ class MailboxStore {
   virtual asio::awaitable<Result<std::size_t>> expire_held(std::string partner, std::int64_t held_before_ms) = 0;
 };
 
+// One destination's undelivered work, for metrics and the console: deliveries still pending
+// (not delivered, dead, held or expired), and when the oldest of them (in acceptance order)
+// was received.
+struct DestinationBacklog {
+  std::string destination;
+  std::uint64_t pending = 0;
+  std::int64_t oldest_received_at_ms = 0;  // of the first pending in acceptance order; 0 when none
+};
+
 class Store : public OriginalReader, public MailboxStore {
  public:
   virtual ~Store() = default;
@@ -170,6 +180,16 @@ class Store : public OriginalReader, public MailboxStore {
   virtual asio::awaitable<Result<std::vector<DestinationControl>>> destination_controls();
   // The latest actions on a destination's trail, newest first, at most `limit`.
   virtual asio::awaitable<Result<std::vector<DestinationAction>>> destination_trail(std::string destination, int limit);
+
+  // Every destination with at least one pending delivery, ordered by name (destinations with
+  // none are not listed). Cheap enough to call every few seconds on a store with a large backlog
+  // (an index read, not a table scan); callers that may be called more often cache it.
+  // Errc::unavailable (retryable) when the store cannot read now.
+  virtual asio::awaitable<Result<std::vector<DestinationBacklog>>> backlog() = 0;
+
+  // Bytes the store takes on disk now (database and its logs); 0 when it cannot tell. Any
+  // thread, never blocks for long (a stat or two).
+  virtual std::uint64_t size_bytes() const { return 0; }
 
   // Start-up: every pending delivery in acceptance order (held ones wait in their mailbox). Bodies are included while they add up
   // to at most max_body_bytes; later jobs come with an empty body (read back with body()).

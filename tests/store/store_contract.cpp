@@ -789,3 +789,64 @@ TEST_P(StoreContract, HeldDeliveriesPastTheirTimeExpireVisiblyAndCanBeReplayed) 
   EXPECT_EQ(delivery_to(*view, "carers").status, DeliveryStatus::pending);
 }
 }  // namespace tellonce::test
+
+namespace tellonce::test {
+
+// The backlog counts pending deliveries only, per destination, and dates each by its oldest
+// record in acceptance order; a retried delivery is still pending, settled ones leave it.
+TEST_P(StoreContract, BacklogCountsPendingDeliveriesPerDestinationWithTheOldestReceivedTime) {
+  EXPECT_TRUE(run(store_->backlog()).value().empty());
+
+  auto first = sample("", {"trust-a", "gp-b"});
+  first.received_at_ms = 1'700'000'000'000;
+  auto second = sample("", {"trust-a", "gp-b"});
+  second.received_at_ms = 1'700'000'060'000;
+  auto third = sample("", {"trust-a", "carers"});
+  third.received_at_ms = 1'700'000'120'000;
+  auto c1 = run(store_->commit(first)).value();
+  auto c2 = run(store_->commit(second)).value();
+  auto c3 = run(store_->commit(third)).value();
+  ASSERT_TRUE(run(store_->commit(sample("", {}))));  // unroutable: no delivery at all
+
+  auto job = [](const Committed& c, const std::string& destination) {
+    return *std::find_if(c.jobs.begin(), c.jobs.end(), [&](const auto& j) { return j.destination == destination; });
+  };
+  // trust-a: the first is delivered, the second retried (still pending), the third untouched.
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(job(c1, "trust-a"), 1, true))));
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(job(c2, "trust-a"), 1, false))));
+  // gp-b: the first dead, the second pending. carers: held in the mailbox.
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(job(c1, "gp-b"), 1, false, true))));
+  ASSERT_TRUE(run(store_->record_attempt(held_on(job(c3, "carers"), now_ms()))));
+
+  auto backlog = run(store_->backlog()).value();
+  ASSERT_EQ(backlog.size(), 2u);
+  EXPECT_EQ(backlog[0].destination, "gp-b");
+  EXPECT_EQ(backlog[0].pending, 1u);
+  EXPECT_EQ(backlog[0].oldest_received_at_ms, second.received_at_ms);
+  EXPECT_EQ(backlog[1].destination, "trust-a");
+  EXPECT_EQ(backlog[1].pending, 2u);
+  EXPECT_EQ(backlog[1].oldest_received_at_ms, second.received_at_ms);
+
+  // A replayed dead delivery is pending again, and the oldest again.
+  ASSERT_EQ(run(store_->replay(first.id)).value().size(), 1u);
+  backlog = run(store_->backlog()).value();
+  ASSERT_EQ(backlog.size(), 2u);
+  EXPECT_EQ(backlog[0].pending, 2u);
+  EXPECT_EQ(backlog[0].oldest_received_at_ms, first.received_at_ms);
+
+  reopen();  // durable: read back the same after a restart
+  backlog = run(store_->backlog()).value();
+  ASSERT_EQ(backlog.size(), 2u);
+  EXPECT_EQ(backlog[1].destination, "trust-a");
+  EXPECT_EQ(backlog[1].pending, 2u);
+}
+
+TEST_P(StoreContract, BacklogOfAClosedStoreIsUnavailable) {
+  store_->close();
+  auto backlog = run(store_->backlog());
+  ASSERT_FALSE(backlog);
+  EXPECT_EQ(backlog.error().code, Errc::unavailable);
+  EXPECT_TRUE(backlog.error().is_retryable());
+}
+
+}  // namespace tellonce::test

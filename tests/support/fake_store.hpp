@@ -132,6 +132,7 @@ class FailingStore : public Store {
     return inner_.load_pending(max_body_bytes);
   }
   asio::awaitable<Result<void>> health() override { co_return co_await inner_.health(); }
+  asio::awaitable<Result<std::vector<DestinationBacklog>>> backlog() override { co_return co_await inner_.backlog(); }
   void close() override { inner_.close(); }
   asio::awaitable<Result<std::vector<HeldRecord>>> mailbox(std::string partner, int limit) override {
     if (fails(FailOn::mailbox)) co_return outage();

@@ -29,6 +29,9 @@ class NullStore : public Store {
   }
   Result<std::vector<DeliveryJob>> load_pending(std::size_t) override { return std::vector<DeliveryJob>{}; }
   asio::awaitable<Result<void>> health() override { co_return Result<void>{}; }
+  asio::awaitable<Result<std::vector<DestinationBacklog>>> backlog() override {
+    co_return std::vector<DestinationBacklog>{};
+  }
   void close() override {}
   asio::awaitable<Result<std::vector<HeldRecord>>> mailbox(std::string, int) override {
     co_return std::vector<HeldRecord>{};
