@@ -15,6 +15,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/core/string.hpp>
 
 #include <array>
@@ -166,6 +167,12 @@ asio::awaitable<void> serve_session(std::shared_ptr<Session<Stream>> session, co
     s.disarm();  // the handler may wait on the store; the peer is not idle
 
     HttpRequest req = parser.release();
+    // Who is asking, for handlers that record it (the admin API's actions): set here only, so
+    // a client cannot claim another address.
+    req.erase(kPeerHeader);
+    boost::system::error_code peer_ec;
+    auto peer = beast::get_lowest_layer(s.stream).remote_endpoint(peer_ec);
+    if (!peer_ec) req.set(kPeerHeader, peer.address().to_string());
     HttpResponse res = co_await dispatch(req);
     if (!req.keep_alive() || stopping) res.keep_alive(false);
     if (res[http::field::server].empty()) res.set(http::field::server, "tellonce");
