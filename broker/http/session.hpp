@@ -89,6 +89,18 @@ std::optional<HttpResponse> rejection(const boost::system::error_code& ec,
                                       const HttpLimits& limits);
 std::optional<HttpResponse> framing_problem(const HttpRequest& req);
 
+// The client's IP address, for kPeerHeader; empty for a stream without one (tests' streams).
+template <class Stream>
+std::string peer_address(Stream& stream) {
+  auto& lowest = beast::get_lowest_layer(stream);
+  if constexpr (requires(boost::system::error_code& ec) { lowest.remote_endpoint(ec); }) {
+    boost::system::error_code ec;
+    auto endpoint = lowest.remote_endpoint(ec);
+    if (!ec) return endpoint.address().to_string();
+  }
+  return {};
+}
+
 // Answers a request we refuse to read and closes. The peer may still be sending, and closing
 // a socket with unread input makes the kernel send a reset that can destroy the answer before
 // the client reads it, so we linger briefly, discarding a bounded amount, after half-closing.
@@ -170,9 +182,7 @@ asio::awaitable<void> serve_session(std::shared_ptr<Session<Stream>> session, co
     // Who is asking, for handlers that record it (the admin API's actions): set here only, so
     // a client cannot claim another address.
     req.erase(kPeerHeader);
-    boost::system::error_code peer_ec;
-    auto peer = beast::get_lowest_layer(s.stream).remote_endpoint(peer_ec);
-    if (!peer_ec) req.set(kPeerHeader, peer.address().to_string());
+    if (auto peer = peer_address(s.stream); !peer.empty()) req.set(kPeerHeader, peer);
     HttpResponse res = co_await dispatch(req);
     if (!req.keep_alive() || stopping) res.keep_alive(false);
     if (res[http::field::server].empty()) res.set(http::field::server, "tellonce");
