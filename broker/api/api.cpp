@@ -2,6 +2,7 @@
 
 #include "broker/config/config.hpp"
 #include "broker/core/trail.hpp"
+#include "broker/delivery/delivery.hpp"
 #include "tellonce/http_server.hpp"
 #include "tellonce/pipeline.hpp"
 #include "tellonce/store.hpp"
@@ -82,8 +83,18 @@ void write_event_facts(JsonWriter& w, const LifecycleEvent& e) {
       break;
     case EventKind::replayed:
       write_strings(w, "destinations", e.destinations);
+      w.Key("actor"); write_string(w, e.actor);
       break;
   }
+}
+
+// An answer excerpt: at most this many bytes, cut between characters.
+constexpr std::size_t kExcerptBytes = 512;
+std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  std::size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return s.substr(0, cut);
 }
 
 std::string message_json(const MessageView& m) {
@@ -127,6 +138,23 @@ std::string message_json(const MessageView& m) {
     w.EndObject();
   }
   w.EndArray();
+  // Every delivery attempt, oldest first, with a bounded excerpt of the partner's answer.
+  w.Key("attempts");
+  w.StartArray();
+  for (const auto& e : m.events) {
+    if (e.kind != EventKind::attempt && e.kind != EventKind::delivered && e.kind != EventKind::dead &&
+        e.kind != EventKind::held)
+      continue;
+    w.StartObject();
+    w.Key("at"); write_time(w, e.at_ms);
+    w.Key("destination"); write_string(w, e.destination);
+    w.Key("attempt"); w.Int(e.attempt);
+    w.Key("outcome"); write_string(w, e.legacy_text.empty() ? to_string(e.outcome) : std::string_view("unknown"));
+    w.Key("partnerCode"); write_string(w, e.partner_code);
+    w.Key("excerpt"); write_string(w, utf8_prefix(e.legacy_text.empty() ? e.detail : e.legacy_text, kExcerptBytes));
+    w.EndObject();
+  }
+  w.EndArray();
   w.Key("events");
   w.StartArray();
   for (const auto& e : m.events) {
@@ -142,18 +170,21 @@ std::string message_json(const MessageView& m) {
   return std::string(out.GetString(), out.GetSize());
 }
 
-std::string summaries_json(const std::vector<MessageSummary>& list) {
+std::string summaries_json(const std::vector<MessageSummary>& list, const std::string& next) {
   rapidjson::StringBuffer out;
   JsonWriter w(out);
   w.StartObject();
   w.Key("count"); w.Uint64(list.size());
+  if (!next.empty()) { w.Key("next"); write_string(w, next); }
   w.Key("messages");
   w.StartArray();
   for (const auto& m : list) {
     w.StartObject();
     w.Key("id"); write_string(w, m.id);
     w.Key("source"); write_string(w, m.source);
+    w.Key("channel"); write_string(w, m.channel);
     w.Key("resourceType"); write_string(w, m.resource_type);
+    w.Key("event"); write_string(w, m.event);
     w.Key("state"); write_string(w, to_string(m.state));
     w.Key("receivedAt"); write_time(w, m.received_at_ms);
     w.EndObject();
@@ -190,8 +221,30 @@ Issue bad_request(std::string diagnostics, std::string location) {
   return Issue{Severity::error, "value", std::move(diagnostics), std::move(location), ""};
 }
 
-// Builds the store query from ?state=&source=&limit=, or says what is wrong.
-std::optional<Issue> read_query(std::string_view query, MessageQuery& q) {
+// "2026-11-30T10:00:00Z", "2026-11-30T10:00:00.250Z" or ms since the epoch; 0 when neither.
+std::int64_t parse_time(const std::string& v) {
+  std::int64_t ms = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+  if (ec == std::errc() && end == v.data() + v.size()) return ms > 0 ? ms : 0;
+  std::tm tm{};
+  const char* rest = strptime(v.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!rest) return 0;
+  int frac = 0;
+  if (*rest == '.') {
+    int digits = 0;
+    for (++rest; *rest >= '0' && *rest <= '9'; ++rest)
+      if (digits++ < 3) frac = frac * 10 + (*rest - '0');
+    while (digits++ < 3) frac *= 10;
+  }
+  if (std::string_view(rest) != "Z") return 0;
+  return static_cast<std::int64_t>(timegm(&tm)) * 1000 + frac;
+}
+
+// Builds the store query from the search parameters (and, for POST /api/replay, dryRun), or
+// says what is wrong. `filters` counts the parameters that narrow the search.
+std::optional<Issue> read_query(std::string_view query, MessageQuery& q, int* filters = nullptr,
+                                bool* dry_run = nullptr) {
+  int narrowing = 0;
   while (!query.empty()) {
     auto amp = query.find('&');
     auto pair = query.substr(0, amp);
@@ -199,6 +252,8 @@ std::optional<Issue> read_query(std::string_view query, MessageQuery& q) {
     auto eq = pair.find('=');
     auto name = pair.substr(0, eq);
     std::string value = eq == std::string_view::npos ? std::string() : url_decode(pair.substr(eq + 1));
+    if (name.empty()) continue;
+    if (name != "limit" && name != "cursor" && name != "dryRun" && !value.empty()) ++narrowing;
     if (name == "state") {
       if (value != "accepted" && value != "unroutable" && value != "delivering" && value != "delivered" &&
           value != "failed")
@@ -206,25 +261,63 @@ std::optional<Issue> read_query(std::string_view query, MessageQuery& q) {
       q.state = message_state_from(value);
     } else if (name == "source") {
       q.source = value;
+    } else if (name == "destination") {
+      q.destination = value;
+    } else if (name == "route") {
+      q.route = value;
+    } else if (name == "resourceType") {
+      q.resource_type = value;
+    } else if (name == "event") {
+      q.event = value;
+    } else if (name == "nhsNumber") {
+      if (value.size() != 10 || value.find_first_not_of("0123456789") != std::string::npos)
+        return bad_request("nhsNumber must be 10 digits", "nhsNumber");
+      q.nhs_number = value;
+    } else if (name == "since" || name == "until") {
+      auto ms = parse_time(value);
+      if (ms == 0)
+        return bad_request(std::string(name) + " must be a UTC time such as 2026-11-30T09:00:00Z, or ms since 1970",
+                           std::string(name));
+      (name == "since" ? q.since_ms : q.until_ms) = ms;
+    } else if (name == "cursor") {
+      q.cursor = value;
+    } else if (name == "dryRun" && dry_run) {
+      if (value != "true" && value != "false") return bad_request("dryRun must be true or false", "dryRun");
+      *dry_run = value == "true";
     } else if (name == "limit") {
       int limit = 0;
       auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), limit);
       if (ec != std::errc() || end != value.data() + value.size() || limit < 1 || limit > 1000)
         return bad_request("limit must be a whole number from 1 to 1000", "limit");
       q.limit = limit;
-    } else if (!name.empty()) {
-      return bad_request("unknown parameter '" + std::string(name) + "'; use state, source or limit",
+    } else {
+      return bad_request("unknown parameter '" + std::string(name) +
+                             "'; use state, source, destination, route, resourceType, event, since, until, "
+                             "nhsNumber, limit or cursor" + (dry_run ? ", dryRun" : ""),
                          std::string(name));
     }
   }
+  if (filters) *filters = narrowing;
   return std::nullopt;
+}
+
+// Who asked for an action: the X-Tellonce-Actor header (the CLI sends "cli:$USER"), else the
+// client's address. Bounded and printable, as it goes on trails.
+std::string actor_of(const HttpRequest& req) {
+  std::string actor(req["X-Tellonce-Actor"]);
+  if (actor.empty()) actor = "api@" + std::string(req[kPeerHeader].empty() ? "unknown" : req[kPeerHeader]);
+  if (actor.size() > 100) actor = std::string(utf8_prefix(actor, 100));
+  for (auto& c : actor)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return actor;
 }
 
 // No authentication yet: the API binds to 127.0.0.1 by default (api.listen), so only local
 // operators reach it. Anything listening wider needs a token check here first.
 class AdminApi {
  public:
-  AdminApi(Store& store, Pipeline& pipeline) : store_(store), pipeline_(pipeline) {}
+  AdminApi(Store& store, Pipeline& pipeline, const Config& config, Dispatcher* dispatcher)
+      : store_(store), pipeline_(pipeline), config_(config), dispatcher_(dispatcher) {}
 
   asio::awaitable<HttpResponse> handle(HttpRequest& req) {
     std::string_view target = req.target();
@@ -244,9 +337,64 @@ class AdminApi {
       MessageQuery q;
       q.limit = 50;
       if (auto problem = read_query(query, q)) co_return outcome_response(req, http::status::bad_request, {*problem});
+      const auto limit = static_cast<std::size_t>(q.limit);
+      ++q.limit;  // one more: whether there is a next page
       auto listed = co_await store_.list(std::move(q));
       if (!listed) co_return failure_response(req, listed.error());
-      co_return json_response(req, http::status::ok, summaries_json(*listed));
+      std::string next;
+      if (listed->size() > limit) {
+        listed->resize(limit);
+        next = listed->back().cursor;
+      }
+      co_return json_response(req, http::status::ok, summaries_json(*listed, next));
+    }
+    if (path == "/api/replay") {
+      if (req.method() != http::verb::post) co_return not_allowed(req, "POST");
+      MessageQuery q;
+      int filters = 0;
+      bool dry_run = false;
+      if (auto problem = read_query(query, q, &filters, &dry_run))
+        co_return outcome_response(req, http::status::bad_request, {*problem});
+      if (filters == 0)
+        co_return outcome_response(req, http::status::bad_request,
+                                   {bad_request("give at least one filter (state, source, destination, ...): "
+                                                "replaying every dead delivery at once is refused", "")});
+      auto counts = co_await pipeline_.replay_matching(std::move(q), actor_of(req), dry_run);
+      if (!counts) co_return failure_response(req, counts.error());
+      co_return json_response(req, http::status::ok,
+                              R"({"matched":)" + std::to_string(counts->matched) + R"(,"replayed":)" +
+                                  std::to_string(counts->replayed) + R"(,"dryRun":)" + (dry_run ? "true" : "false") + "}");
+    }
+    if (path == "/api/destinations") {
+      if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
+      auto listed = co_await destinations_json("");
+      if (!listed) co_return failure_response(req, listed.error());
+      co_return json_response(req, http::status::ok, std::move(*listed));
+    }
+    constexpr std::string_view destinations = "/api/destinations/";
+    if (path.starts_with(destinations)) {
+      auto rest = path.substr(destinations.size());
+      auto slash = rest.find('/');
+      std::string name = url_decode(rest.substr(0, slash));
+      auto action = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+      if (!is_destination(name)) co_return not_found(req, "no destination named " + name);
+      if (action.empty()) {
+        if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
+        auto one = co_await destinations_json(name);
+        if (!one) co_return failure_response(req, one.error());
+        co_return json_response(req, http::status::ok, std::move(*one));
+      }
+      if (action == "pause" || action == "resume") {
+        if (req.method() != http::verb::post) co_return not_allowed(req, "POST");
+        const bool pause = action == "pause";
+        // Durable first: once answered, a restart keeps it.
+        auto saved = co_await store_.set_paused(name, pause, actor_of(req));
+        if (!saved) co_return failure_response(req, saved.error());
+        if (dispatcher_) dispatcher_->set_paused(name, pause);
+        auto one = co_await destinations_json(name);
+        if (!one) co_return failure_response(req, one.error());
+        co_return json_response(req, http::status::ok, std::move(*one));
+      }
     }
     constexpr std::string_view messages = "/api/messages/";
     if (path.starts_with(messages)) {
@@ -281,7 +429,7 @@ class AdminApi {
       }
       if (!id.empty() && action == "replay") {
         if (req.method() != http::verb::post) co_return not_allowed(req, "POST");
-        auto replayed = co_await pipeline_.replay(id);
+        auto replayed = co_await pipeline_.replay_as(id, actor_of(req));
         if (!replayed) co_return failure_response(req, replayed.error());
         co_return json_response(req, http::status::ok, R"({"replayed":)" + std::to_string(*replayed) + "}");
       }
@@ -289,7 +437,8 @@ class AdminApi {
     co_return not_found(req, "no API at " + std::string(path) +
                                  "; see GET /api/health, GET /api/messages, GET /api/messages/{id}, "
                                  "GET /api/messages/{id}/body, GET /api/messages/{id}/original, "
-                                 "POST /api/messages/{id}/replay");
+                                 "POST /api/messages/{id}/replay, POST /api/replay, GET /api/destinations, "
+                                 "POST /api/destinations/{name}/pause|resume");
   }
 
  private:
@@ -306,8 +455,102 @@ class AdminApi {
     return res;
   }
 
+  bool is_destination(const std::string& name) const {
+    for (const auto& p : config_.partners)
+      if (p.id == name && p.endpoint) return true;
+    return false;
+  }
+
+  // GET /api/destinations (name empty: every destination, as an array) or one destination with
+  // its own trail (pause, resume).
+  asio::awaitable<Result<std::string>> destinations_json(std::string name) {
+    auto controls = co_await store_.destination_controls();
+    if (!controls) co_return controls.error();
+    auto backlog = co_await store_.backlog();
+    if (!backlog) co_return backlog.error();
+    std::vector<DestinationAction> trail;
+    if (!name.empty()) {
+      auto t = co_await store_.destination_trail(name, 20);
+      if (!t) co_return t.error();
+      trail = std::move(*t);
+    }
+    const auto now = now_ms();
+    rapidjson::StringBuffer out;
+    JsonWriter w(out);
+    if (name.empty()) w.StartArray();
+    for (const auto& p : config_.partners) {
+      if (!p.endpoint || (!name.empty() && p.id != name)) continue;
+      DestinationStats stats = dispatcher_ ? dispatcher_->stats(p.id) : DestinationStats{};
+      const DestinationControl* control = nullptr;
+      for (const auto& c : *controls)
+        if (c.destination == p.id) control = &c;
+      std::uint64_t depth = 0;
+      std::int64_t oldest = 0;
+      for (const auto& b : *backlog)
+        if (b.destination == p.id) {
+          depth = b.pending;
+          oldest = b.oldest_received_at_ms;
+        }
+      const bool paused = control ? control->paused : stats.paused;
+      std::string status, text;
+      const bool failing_now = stats.last_failure_at_ms > stats.last_success_at_ms;
+      if (paused) {
+        status = "paused";
+        text = "paused by " + (control ? control->actor : std::string("an operator")) +
+               (control ? " at " + iso8601_utc(control->changed_at_ms) : std::string()) + "; " +
+               std::to_string(depth) + " record(s) waiting in order";
+      } else if (stats.circuit == Circuit::State::open) {
+        status = "failing";
+        text = "the partner is not taking records; sending is held and probed now and then" +
+               (stats.last_error.empty() ? std::string() : " (last: " + stats.last_error + ")");
+      } else if (stats.circuit == Circuit::State::probing || failing_now) {
+        status = "retrying";
+        text = "recent attempts failed and are being retried" +
+               (stats.last_error.empty() ? std::string() : " (last: " + stats.last_error + ")");
+      } else {
+        status = "ok";
+        text = depth == 0 ? "delivering; nothing waiting" : "delivering; " + std::to_string(depth) + " record(s) on their way";
+      }
+      w.StartObject();
+      w.Key("name"); write_string(w, p.id);
+      w.Key("type"); write_string(w, p.endpoint->type);
+      w.Key("status"); write_string(w, status);
+      w.Key("statusText"); write_string(w, text);
+      w.Key("paused"); w.Bool(paused);
+      if (control) {
+        w.Key("changedBy"); write_string(w, control->actor);
+        w.Key("changedAt"); write_time(w, control->changed_at_ms);
+      }
+      w.Key("depth"); w.Uint64(depth);
+      w.Key("oldestAgeSeconds");
+      if (oldest > 0) w.Double(static_cast<double>(std::max<std::int64_t>(0, now - oldest)) / 1000.0);
+      else w.Null();
+      w.Key("delivered"); w.Uint64(stats.delivered);  // since the broker started
+      w.Key("dead"); w.Uint64(stats.dead);
+      w.Key("lastError"); write_string(w, stats.last_error);
+      w.Key("lastErrorAt"); write_time(w, stats.last_failure_at_ms);
+      if (!name.empty()) {
+        w.Key("trail");
+        w.StartArray();
+        for (const auto& a : trail) {
+          w.StartObject();
+          w.Key("at"); write_time(w, a.at_ms);
+          w.Key("action"); write_string(w, a.action);
+          w.Key("actor"); write_string(w, a.actor);
+          w.EndObject();
+        }
+        w.EndArray();
+      }
+      w.EndObject();
+    }
+    if (name.empty()) w.EndArray();
+    co_return std::string(out.GetString(), out.GetSize());
+  }
+
   Store& store_;
   Pipeline& pipeline_;
+  const Config& config_;
+  Dispatcher* dispatcher_;
 };
 
 }  // namespace
@@ -348,8 +591,8 @@ std::string health_json(const Health& health) {
   return std::string(out.GetString(), out.GetSize());
 }
 
-void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config&) {
-  auto api = std::make_shared<AdminApi>(store, pipeline);
+void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config& config, Dispatcher* dispatcher) {
+  auto api = std::make_shared<AdminApi>(store, pipeline, config, dispatcher);
   server.mount("/api", [api](HttpRequest& req) { return api->handle(req); });
 }
 

@@ -12,6 +12,7 @@ namespace tellonce {
 class HttpServer;
 class Store;
 class Pipeline;
+class Dispatcher;
 struct Config;
 
 // Whether the broker can accept records now, and if not why. The one place readiness is
@@ -24,8 +25,10 @@ struct Health {
 boost::asio::awaitable<Health> check_health(Store& store);
 std::string health_json(const Health& health);  // {"status":"ok"} or {"status":"unavailable","problems":[...]}
 
-// Mounts /api on the server. Call before the server starts.
-void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config& config);
+// Mounts /api on the server. Call before the server starts. `config` and `dispatcher` (may be
+// null: no pause/resume in effect, no per-destination counts) must outlive the server.
+void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config& config,
+               Dispatcher* dispatcher = nullptr);
 
 // "2026-11-23T10:00:00.123Z"
 std::string iso8601_utc(std::int64_t ms_since_epoch);

@@ -8,6 +8,7 @@
 #include "tellonce/http_server.hpp"
 #include "tellonce/pipeline.hpp"
 #include "tellonce/router.hpp"
+#include "tellonce/store.hpp"
 #include "tellonce/validator.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -31,6 +32,23 @@ namespace {
 // After the drain, in-flight deliveries are cut off and recording attempts already handed to
 // the store finish: a few seconds at most, even on a slow disk.
 constexpr std::chrono::seconds kDeliveryGrace{5};
+// Start-up, before the io threads run: the destinations the store says are paused.
+std::vector<std::string> paused_destinations(Store& store) {
+  asio::io_context once;
+  std::optional<Result<std::vector<DestinationControl>>> got;
+  asio::co_spawn(once, store.destination_controls(),
+                 [&got](std::exception_ptr e, Result<std::vector<DestinationControl>> r) {
+                   if (!e) got = std::move(r);
+                 });
+  once.run();
+  if (!got || !*got)
+    throw std::runtime_error("cannot read which destinations are paused: " +
+                             (got ? got->error().summary() : std::string("the store did not answer")));
+  std::vector<std::string> out;
+  for (const auto& c : **got)
+    if (c.paused) out.push_back(c.destination);
+  return out;
+}
 }  // namespace
 
 // What the shutdown shares between the signal handler, the drain and the watchdog thread.
@@ -86,7 +104,7 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
     contexts_.push_back(InboundContext{*partners_, *pipeline_, io_.get_executor(), http_.get(), ch.id});
     inbound_.push_back(registry.inbound(ch.type)->create(ch.settings, contexts_.back()));
   }
-  mount_api(http_->at(config.api.listen), *store_, *pipeline_, config);
+  mount_api(http_->at(config.api.listen), *store_, *pipeline_, config, dispatcher_.get());
   mount_operations(http_->at(config.api.listen), *metrics_, *store_);
   shutdown_ = std::make_unique<Shutdown>(io_);
 }
@@ -109,6 +127,10 @@ void Broker::start(std::ostream& out) {
                          " for client connections");
   http_->start_all(inbound_budget);
   metrics_->set_listening(true);  // start_all throws unless every listener is bound
+  // Destinations an operator paused stay paused across a restart (issue 11).
+  for (const auto& name : paused_destinations(*store_)) {
+    if (dispatcher_->set_paused(name, true)) log::warn("serve", "destination " + name + " is paused (resume: tellonce destinations resume " + name + ")");
+  }
   dispatcher_->start();
 
   out << "tellonce " << TELLONCE_VERSION << " serving (" << io_threads_ << " io threads, schemas compiled in "

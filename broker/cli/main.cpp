@@ -30,6 +30,13 @@ usage:
                                         show a message's lifecycle
   tellonce replay ID [--config FILE | --api URL]
                                         resend a dead-lettered message
+  tellonce replay --filter KEY=VALUE... [--dry-run]
+                                        resend every dead delivery matching (state, source, destination, ...)
+  tellonce messages [--state S] [--source P] [--destination P] [--route R] [--resource-type T]
+                    [--event E] [--since TIME] [--until TIME] [--nhs-number N] [--limit N] [--cursor C]
+                                        find messages, newest first
+  tellonce destinations [pause|resume NAME]
+                                        each destination's health and backlog; pause or resume one
   tellonce mllp-send --to HOST:PORT [--timeout 10s] FILE...|-
                                         send HL7 v2 messages over MLLP; exit 1 unless each is ACKed AA
   tellonce demo-sink --listen HOST:PORT [--record FILE] [--fail-status N --fail-first N]
@@ -58,6 +65,8 @@ int main(int argc, char** argv) {
       return tellonce::run_csv_check_command(argc - 2, argv + 2, registry, TELLONCE_SCHEMA_DIR);
     if (cmd == "message") return tellonce::run_message_command(argc - 2, argv + 2, registry);
     if (cmd == "replay") return tellonce::run_replay_command(argc - 2, argv + 2, registry);
+    if (cmd == "messages") return tellonce::run_messages_command(argc - 2, argv + 2, registry);
+    if (cmd == "destinations") return tellonce::run_destinations_command(argc - 2, argv + 2, registry);
     if (cmd == "mllp-send") return tellonce::run_mllp_send_command(argc - 2, argv + 2);
     if (cmd == "demo-sink") return tellonce::run_sink_command(argc - 2, argv + 2);
     if (cmd == "version" || cmd == "--version") {

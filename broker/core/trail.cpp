@@ -60,7 +60,7 @@ std::string trail_text(const LifecycleEvent& e) {
     case EventKind::dead:
       return attempt_line(e) + " (gave up after " + std::to_string(e.attempt) + " attempt(s))";
     case EventKind::replayed:
-      return "destinations=" + join(e.destinations, ",");
+      return "destinations=" + join(e.destinations, ",") + (e.actor.empty() ? "" : " by " + e.actor);
     case EventKind::held:
       return attempt_line(e) + " (held until the partner collects it)";
     case EventKind::expired:

@@ -35,6 +35,10 @@ struct DestinationStats {
   std::uint64_t dead = 0;
   std::uint64_t broker_faults = 0;    // attempts that failed for the broker's own reasons
   Circuit::State circuit = Circuit::State::closed;
+  bool paused = false;                // by an operator (set_paused)
+  std::int64_t last_failure_at_ms = 0;  // of the last failed attempt since start (0: none)
+  std::int64_t last_success_at_ms = 0;  // of the last delivered (or held) attempt since start
+  std::string last_error;             // that failure's partner code and reason, bounded
 };
 
 class Dispatcher {
@@ -52,6 +56,10 @@ class Dispatcher {
   // unrecorded: those jobs stay pending in the store and are loaded again on the next start).
   void stop();
   DestinationStats stats(const std::string& destination) const;
+  // An operator's pause: while paused the destination's workers take no jobs, so its records
+  // wait in order in the queue; resuming lets them drain. In memory only (the Store keeps it
+  // durable; the broker applies it before start()). Any thread. False: no such destination.
+  bool set_paused(const std::string& destination, bool paused);
 
  private:
   struct State;

@@ -75,6 +75,9 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
     std::mutex mutex;  // guards everything below
     Circuit circuit;
     bool stopped = false;
+    bool paused = false;  // by an operator: no job is taken while set
+    std::int64_t last_failure_at_ms = 0, last_success_at_ms = 0;
+    std::string last_error;
     std::vector<AdmitWaiter> waiters;  // workers waiting for the circuit
     // Circuit times are wall-clock ms, hence a system_timer.
     asio::system_timer timer;
@@ -106,6 +109,11 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
   // Under d.mutex: asks the circuit; a worker told to wait is registered with `register_waiter`.
   int try_admit(Destination& d, std::int64_t now, std::int64_t& wait_until) {
     if (d.stopped) return admit_stopped;
+    if (d.paused) {  // woken by resume
+      d.flowing.store(false, std::memory_order_release);
+      wait_until = Circuit::never;
+      return admit_again;
+    }
     auto a = d.circuit.admit(now);
     d.flowing.store(d.circuit.sending_allowed(now), std::memory_order_release);
     if (a.kind == Circuit::Admission::Kind::send) return admit_send;
@@ -185,7 +193,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
   bool still_sending(Destination& d) {
     if (d.flowing.load(std::memory_order_acquire)) return true;
     std::lock_guard lock(d.mutex);
-    return d.circuit.sending_allowed(now_ms());
+    return !d.paused && d.circuit.sending_allowed(now_ms());
   }
 
   // A probe ended without the partner's verdict: another one is due at retry_at.
@@ -234,7 +242,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       if (result.outcome == DeliveryOutcome::retryable) change = d.circuit.failed(now, probe, random01());
       else change = d.circuit.answered(now);
       next_probe = d.circuit.next_probe_at();
-      d.flowing.store(d.circuit.sending_allowed(now), std::memory_order_release);
+      d.flowing.store(!d.paused && d.circuit.sending_allowed(now), std::memory_order_release);
     }
     if (recovered) log::info("delivery", "broker fault over destination=" + d.name);
     if (!change) return;
@@ -254,6 +262,22 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
                                 " probe(s); releasing held deliveries");
     }
     wake(d);
+  }
+
+  // For the operators' view (GET /api/destinations): the last failure, in words, bounded.
+  void note_outcome(Destination& d, const DeliveryAttempt& a) {
+    std::lock_guard lock(d.mutex);
+    if (a.ok() || a.held()) {
+      d.last_success_at_ms = a.at_ms;
+      return;
+    }
+    d.last_failure_at_ms = a.at_ms;
+    d.last_error = a.partner_code.empty() ? a.detail : a.partner_code + (a.detail.empty() ? "" : ": " + a.detail);
+    if (d.last_error.size() > 300) {  // adapters already bound it; keep it so, whole characters only
+      std::size_t cut = 300;
+      while (cut > 0 && (static_cast<unsigned char>(d.last_error[cut]) & 0xC0) == 0x80) --cut;
+      d.last_error.resize(cut);
+    }
   }
 
   // ---- one attempt ----
@@ -426,6 +450,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       if (!minimised_note.empty()) a.detail = a.detail.empty() ? minimised_note : a.detail + "; " + minimised_note;
       // A mailbox partner later collects what its adapter was given: the minimised body.
       if (a.held() && minimised) a.held_body = std::move(minimised->body);
+      self->note_outcome(*d, a);
       // Recording is handed off so this worker carries the next record while the store's group
       // commit makes this attempt durable: workers wait on partners, never on fsync.
       // The log line is built only if recording throws; destination and id are copied for it.
@@ -479,10 +504,31 @@ DestinationStats Dispatcher::stats(const std::string& destination) const {
   auto it = state_->destinations.find(destination);
   if (it == state_->destinations.end()) return {};
   auto& d = *it->second;
-  DestinationStats s{d.delivered.load(), d.failed_attempts.load(), d.dead.load(), d.broker_faults.load()};
+  DestinationStats s;
+  s.delivered = d.delivered.load();
+  s.failed_attempts = d.failed_attempts.load();
+  s.dead = d.dead.load();
+  s.broker_faults = d.broker_faults.load();
   std::lock_guard lock(d.mutex);
   s.circuit = d.circuit.state();
+  s.paused = d.paused;
+  s.last_failure_at_ms = d.last_failure_at_ms;
+  s.last_success_at_ms = d.last_success_at_ms;
+  s.last_error = d.last_error;
   return s;
+}
+
+bool Dispatcher::set_paused(const std::string& destination, bool paused) {
+  auto it = state_->destinations.find(destination);
+  if (it == state_->destinations.end()) return false;
+  auto& d = *it->second;
+  {
+    std::lock_guard lock(d.mutex);
+    d.paused = paused;
+    d.flowing.store(!paused && d.circuit.sending_allowed(now_ms()), std::memory_order_release);
+  }
+  if (!paused) state_->wake(d);
+  return true;
 }
 
 }  // namespace tellonce

@@ -15,6 +15,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/core/string.hpp>
 
 #include <array>
@@ -87,6 +88,18 @@ std::optional<HttpResponse> rejection(const boost::system::error_code& ec,
                                       http::request_parser<http::string_body>& parser,
                                       const HttpLimits& limits);
 std::optional<HttpResponse> framing_problem(const HttpRequest& req);
+
+// The client's IP address, for kPeerHeader; empty for a stream without one (tests' streams).
+template <class Stream>
+std::string peer_address(Stream& stream) {
+  auto& lowest = beast::get_lowest_layer(stream);
+  if constexpr (requires(boost::system::error_code& ec) { lowest.remote_endpoint(ec); }) {
+    boost::system::error_code ec;
+    auto endpoint = lowest.remote_endpoint(ec);
+    if (!ec) return endpoint.address().to_string();
+  }
+  return {};
+}
 
 // Answers a request we refuse to read and closes. The peer may still be sending, and closing
 // a socket with unread input makes the kernel send a reset that can destroy the answer before
@@ -166,6 +179,10 @@ asio::awaitable<void> serve_session(std::shared_ptr<Session<Stream>> session, co
     s.disarm();  // the handler may wait on the store; the peer is not idle
 
     HttpRequest req = parser.release();
+    // Who is asking, for handlers that record it (the admin API's actions): set here only, so
+    // a client cannot claim another address.
+    req.erase(kPeerHeader);
+    if (auto peer = peer_address(s.stream); !peer.empty()) req.set(kPeerHeader, peer);
     HttpResponse res = co_await dispatch(req);
     if (!req.keep_alive() || stopping) res.keep_alive(false);
     if (res[http::field::server].empty()) res.set(http::field::server, "tellonce");

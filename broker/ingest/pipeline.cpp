@@ -151,6 +151,29 @@ class BrokerPipeline final : public Pipeline {
     co_return n;
   }
 
+  asio::awaitable<Result<std::size_t>> replay_as(std::string message_id, std::string actor) override {
+    auto jobs = co_await store_.replay_as(std::move(message_id), std::move(actor));
+    if (!jobs) co_return jobs.error();
+    std::size_t n = jobs->size();
+    for (auto& job : *jobs) {
+      Result<void> queued = co_await queue_.push(std::move(job));
+      if (!queued) log_refused(queued.error());
+    }
+    co_return n;
+  }
+
+  asio::awaitable<Result<ReplayCounts>> replay_matching(MessageQuery query, std::string actor, bool dry_run) override {
+    auto match = co_await store_.replay_matching(std::move(query), std::move(actor), dry_run);
+    if (!match) co_return match.error();
+    ReplayCounts counts{match->matched, match->jobs.size()};
+    // Durable already: a job the queue refuses stays pending in the store, queued at start-up.
+    for (auto& job : match->jobs) {
+      Result<void> queued = co_await queue_.push(std::move(job));
+      if (!queued) log_refused(queued.error());
+    }
+    co_return counts;
+  }
+
   PipelineCounters counters() const override {
     return {accepted_.load(), duplicates_.load(), rejected_.load(), unroutable_.load()};
   }

@@ -43,7 +43,7 @@ using store_detail::Job;
 using store_detail::JobFor;
 using store_detail::JobQueue;
 
-constexpr int current_schema_version = 6;
+constexpr int current_schema_version = 7;
 
 // The WAL bound (README "WAL bound"). A background checkpoint starts at checkpoint_pages (SQLite's
 // own default); if it falls behind, the writer checkpoints itself at runaway_wal_pages (with
@@ -183,6 +183,54 @@ CREATE INDEX events_by_message ON events(message_id, id);
 )sql";
 }
 
+// Schema 7: search (issue 11). Every listing is newest received first, so each filter has an
+// index that ends in (received_at_ms, seq): deliveries and routes carry the message's
+// received_at_ms to be searched in that order too. nhs_number is the patient key when that is an
+// NHS number (10 digits). Destinations an operator paused, and their own trail. Applied to a
+// fresh schema and to an upgrade alike; the UPDATEs fill the new columns of an older store.
+constexpr const char* search_sql = R"sql(
+ALTER TABLE messages ADD COLUMN nhs_number TEXT NOT NULL DEFAULT '';
+UPDATE messages SET nhs_number = patient_key
+  WHERE length(patient_key) = 10 AND patient_key NOT GLOB '*[^0-9]*';
+ALTER TABLE deliveries ADD COLUMN received_at_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE deliveries SET received_at_ms = (SELECT m.received_at_ms FROM messages m WHERE m.seq = deliveries.seq);
+CREATE TABLE message_routes (
+  route          TEXT NOT NULL,
+  received_at_ms INTEGER NOT NULL,
+  seq            INTEGER NOT NULL,
+  PRIMARY KEY (route, received_at_ms, seq)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO message_routes (route, received_at_ms, seq)
+  WITH RECURSIVE split(seq, at, route, rest) AS (
+    SELECT seq, received_at_ms, '', routes || ',' FROM messages WHERE routes <> ''
+    UNION ALL
+    SELECT seq, at, substr(rest, 1, instr(rest, ',') - 1), substr(rest, instr(rest, ',') + 1) FROM split WHERE rest <> '')
+  SELECT route, at, seq FROM split WHERE route <> '';
+CREATE INDEX messages_by_received ON messages(received_at_ms);
+CREATE INDEX messages_by_source ON messages(source, received_at_ms);
+CREATE INDEX messages_by_resource_type ON messages(resource_type, received_at_ms);
+CREATE INDEX messages_by_event ON messages(event, received_at_ms) WHERE event <> '';
+CREATE INDEX messages_by_nhs_number ON messages(nhs_number, received_at_ms) WHERE nhs_number <> '';
+CREATE INDEX messages_unroutable_by_received ON messages(received_at_ms) WHERE destinations = 0;
+CREATE INDEX deliveries_by_destination ON deliveries(destination, received_at_ms, seq);
+CREATE INDEX deliveries_failed ON deliveries(received_at_ms, seq) WHERE status IN ('dead', 'expired');
+CREATE INDEX deliveries_waiting ON deliveries(received_at_ms, seq) WHERE status IN ('pending', 'held');
+CREATE TABLE destination_controls (
+  destination   TEXT PRIMARY KEY,
+  paused        INTEGER NOT NULL,
+  changed_at_ms INTEGER NOT NULL,
+  actor         TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE destination_events (
+  id          INTEGER PRIMARY KEY,
+  destination TEXT NOT NULL,
+  at_ms       INTEGER NOT NULL,
+  action      TEXT NOT NULL,
+  actor       TEXT NOT NULL
+);
+CREATE INDEX destination_events_by_destination ON destination_events(destination, id);
+)sql";
+
 // Schema 3 added store_meta: the store's id (also in the marker beside the file) and the room
 // the health probe writes into.
 std::string store_meta_sql(const std::string& store_id) {
@@ -296,6 +344,31 @@ std::string json_member_string(const rapidjson::Document& doc, const char* key) 
                                                        : std::string();
 }
 
+// The patient key when it is an NHS number (ten digits), else empty: the searchable column.
+std::string_view nhs_number_in(std::string_view patient_key) {
+  // "" rather than {}: SQLite binds a null pointer as NULL.
+  if (patient_key.size() != 10) return "";
+  for (char c : patient_key)
+    if (c < '0' || c > '9') return "";
+  return patient_key;
+}
+
+// A replayed event's data: its destinations and who asked.
+std::string replayed_data(const std::vector<std::string>& destinations, const std::string& actor) {
+  std::string data = "{\"destinations\":[";
+  for (std::size_t i = 0; i < destinations.size(); ++i) {
+    if (i) data += ',';
+    append_json_string(data, destinations[i]);
+  }
+  data += ']';
+  if (!actor.empty()) {
+    data += ",\"actor\":";
+    append_json_string(data, actor);
+  }
+  data += '}';
+  return data;
+}
+
 // The message row, as much of it as the accept events need.
 struct AcceptedRow {
   std::int64_t accepted_at_ms = 0;
@@ -356,13 +429,15 @@ struct WriteStatements {
         insert_message(db,
                        "INSERT OR FAIL INTO messages (id, seq, source, channel, idempotency_key, resource_type, "
                        "event, patient_key, content_type, content_hash, received_at_ms, accepted_at_ms, "
-                       "body_bytes, routes, destinations, warnings) "
-                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+                       "body_bytes, routes, destinations, warnings, nhs_number) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+        insert_route(db, "INSERT OR IGNORE INTO message_routes (route, received_at_ms, seq) VALUES (?1, ?2, ?3)"),
         insert_body(db, "INSERT OR FAIL INTO bodies (seq, body) VALUES (?1, ?2)"),
         insert_original(db, "INSERT OR FAIL INTO originals (seq, content_type, bytes, body) VALUES (?1, ?2, ?3, ?4)"),
         insert_delivery(db,
                         "INSERT OR FAIL INTO deliveries (message_id, destination, status, attempts, "
-                        "next_attempt_ms, legacy_last_error, seq) VALUES (?1, ?2, 'pending', 0, 0, '', ?3)"),
+                        "next_attempt_ms, legacy_last_error, seq, received_at_ms) "
+                        "VALUES (?1, ?2, 'pending', 0, 0, '', ?3, ?4)"),
         insert_event(db,
                      "INSERT OR FAIL INTO events (message_id, at_ms, kind, legacy_text, destination, attempt, "
                      "outcome, partner_code, detail, next_attempt_ms, data) "
@@ -392,13 +467,24 @@ struct WriteStatements {
         expire_delivery(db,
                         "UPDATE OR FAIL deliveries SET status = 'expired', settled_at_ms = ?2 "
                         "WHERE id = ?1 AND status = 'held'"),
+        set_control(db,
+                    "INSERT OR REPLACE INTO destination_controls (destination, paused, changed_at_ms, actor) "
+                    "VALUES (?1, ?2, ?3, ?4)"),
+        insert_destination_event(db,
+                                 "INSERT INTO destination_events (destination, at_ms, action, actor) "
+                                 "VALUES (?1, ?2, ?3, ?4)"),
+        revive_one(db,
+                   "UPDATE OR FAIL deliveries SET status = 'pending', attempts = 0, next_attempt_ms = 0, "
+                   "settled_at_ms = 0 WHERE id = ?1 AND status IN ('dead', 'expired')"),
         probe_fill(db, "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('health_probe', zeroblob(65536))"),
         probe_clear(db, "DELETE FROM store_meta WHERE key = 'health_probe'") {}
 
   sqlite::Statement begin, commit, rollback;
-  sqlite::Statement find_by_key, insert_message, insert_body, insert_original, insert_delivery, insert_event;
+  sqlite::Statement find_by_key, insert_message, insert_route, insert_body, insert_original, insert_delivery,
+      insert_event;
   sqlite::Statement settle_delivery, message_for_replay, dead_deliveries, revive_dead;
   sqlite::Statement collect_held, held_before, insert_held_body, expire_delivery;  // the mailbox
+  sqlite::Statement set_control, insert_destination_event, revive_one;  // operations (issue 11)
   // The health probe: a record-sized row (two 32 KiB pages) written and removed in one commit,
   // so it needs new pages and WAL frames as a record would.
   sqlite::Statement probe_fill, probe_clear;
@@ -659,6 +745,37 @@ class SqliteStore final : public Store {
     return submit<std::vector<DeliveryJob>>(writes_, std::move(work));
   }
 
+  asio::awaitable<Result<std::vector<DeliveryJob>>> replay_as(std::string message_id, std::string actor) override {
+    auto work = [this, id = std::move(message_id), actor = std::move(actor)] { return apply_replay(id, actor); };
+    return submit<std::vector<DeliveryJob>>(writes_, std::move(work));
+  }
+
+  asio::awaitable<Result<ReplayMatch>> replay_matching(MessageQuery query, std::string actor, bool dry_run) override {
+    if (dry_run) {
+      auto work = [this, query = std::move(query)] { return read_replayable_count(query); };
+      return submit<ReplayMatch>(reads_, std::move(work));
+    }
+    auto work = [this, query = std::move(query), actor = std::move(actor)] { return apply_replay_matching(query, actor); };
+    return submit<ReplayMatch>(writes_, std::move(work));
+  }
+
+  asio::awaitable<Result<void>> set_paused(std::string destination, bool paused, std::string actor) override {
+    auto work = [this, destination = std::move(destination), paused, actor = std::move(actor)] {
+      return apply_set_paused(destination, paused, actor);
+    };
+    return submit<void>(writes_, std::move(work));
+  }
+
+  asio::awaitable<Result<std::vector<DestinationControl>>> destination_controls() override {
+    auto work = [this] { return read_controls(); };
+    return submit<std::vector<DestinationControl>>(reads_, std::move(work));
+  }
+
+  asio::awaitable<Result<std::vector<DestinationAction>>> destination_trail(std::string destination, int limit) override {
+    auto work = [this, destination = std::move(destination), limit] { return read_destination_trail(destination, limit); };
+    return submit<std::vector<DestinationAction>>(reads_, std::move(work));
+  }
+
   asio::awaitable<Result<std::optional<MessageView>>> find(std::string message_id) override {
     auto work = [this, id = std::move(message_id)] { return read_message(id); };
     return submit<std::optional<MessageView>>(reads_, std::move(work));
@@ -785,7 +902,9 @@ class SqliteStore final : public Store {
   // Writer thread only.
   Result<Committed> apply_commit(const NewMessage& msg);
   Result<void> apply_attempt(const DeliveryAttempt& attempt);
-  Result<std::vector<DeliveryJob>> apply_replay(const std::string& message_id);
+  Result<std::vector<DeliveryJob>> apply_replay(const std::string& message_id, const std::string& actor = {});
+  Result<ReplayMatch> apply_replay_matching(const MessageQuery& query, const std::string& actor);
+  Result<void> apply_set_paused(const std::string& destination, bool paused, const std::string& actor);
   Result<void> apply_collect(const std::string& partner, const std::string& message_id);
   Result<std::size_t> apply_expiry(const std::string& partner, std::int64_t held_before_ms);
   // Stores the event's attempt facts as columns; data carries the rarer kinds' fields (JSON).
@@ -798,8 +917,10 @@ class SqliteStore final : public Store {
   Result<std::vector<MessageSummary>> read_list(const MessageQuery& query);
   Result<std::vector<HeldRecord>> read_mailbox(const std::string& partner, int limit);
   Result<HeldRecord> read_held(const std::string& partner, const std::string& message_id);
+  Result<ReplayMatch> read_replayable_count(const MessageQuery& query);
+  Result<std::vector<DestinationControl>> read_controls();
+  Result<std::vector<DestinationAction>> read_destination_trail(const std::string& destination, int limit);
   Result<std::vector<DestinationBacklog>> read_backlog();
-  sqlite::Statement& list_statement(const MessageQuery& query);
 
   SqliteStoreSettings settings_;
   std::size_t max_batch_;
@@ -846,20 +967,21 @@ void SqliteStore::migrate() {
   const std::string set_version = "PRAGMA user_version = " + std::to_string(current_schema_version) + ";";
   const std::string meta = store_meta_sql(new_message_id());
   if (version == 0) {
-    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + schema_sql() + meta + set_version + "COMMIT;");
+    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + schema_sql() + search_sql + meta + set_version + "COMMIT;");
     return;
   }
   // 1 -> 2 rebuilds messages, which deliveries and events reference: SQLite's own recipe for
   // that is foreign keys off (as they are on the writer: configure_writer), rebuild, check.
   // 2 -> 3 adds store_meta; 3 -> 4 the trail's fact columns; 4 -> 5 the originals table;
-  // 5 -> 6 rebuilds deliveries for the mailbox statuses (held, expired).
+  // 5 -> 6 rebuilds deliveries for the mailbox statuses (held, expired); 6 -> 7 adds search.
   log::info("store", "upgrading " + settings_.path.string() + " from schema " + std::to_string(version) + " to " +
                          std::to_string(current_schema_version));
   try {
     writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + (version == 1 ? migrate_1_to_2_sql() : std::string()) +
                              (version < 3 ? meta : std::string()) +
                              (version < 4 ? migrate_3_to_4_sql() : std::string()) +
-                             (version < 5 ? originals_sql : std::string()) + migrate_5_to_6_sql());
+                             (version < 5 ? originals_sql : std::string()) +
+                             (version < 6 ? migrate_5_to_6_sql() : std::string()) + search_sql);
     if (single_int(writer_db_, "SELECT count(*) FROM pragma_foreign_key_check") != 0)
       throw std::runtime_error("foreign keys broken after the upgrade");
     writer_db_.exec_or_throw(set_version + "COMMIT;");
@@ -1045,7 +1167,10 @@ Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
       .bind(10, msg.content_hash).bind(11, msg.received_at_ms).bind(12, now)
       .bind(13, static_cast<std::int64_t>(msg.body.size())).bind(14, join(msg.route_ids, ","))
       .bind(15, static_cast<std::int64_t>(destinations.size())).bind(16, warnings)
+      .bind(17, nhs_number_in(msg.patient_key))
       .run();
+  for (const auto& route : msg.route_ids)
+    write_->insert_route.start().bind(1, route).bind(2, msg.received_at_ms).bind(3, seq).run();
   write_->insert_body.start().bind(1, seq).bind_blob(2, msg.body).run();
   if (!msg.original_content_type.empty())
     write_->insert_original.start()
@@ -1054,7 +1179,7 @@ Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
         .run();
 
   for (const auto& destination : destinations) {
-    write_->insert_delivery.start().bind(1, id).bind(2, destination).bind(3, seq).run();
+    write_->insert_delivery.start().bind(1, id).bind(2, destination).bind(3, seq).bind(4, msg.received_at_ms).run();
     DeliveryJob job;
     job.delivery_id = sqlite3_last_insert_rowid(writer_db_.handle());
     job.message_id = id;
@@ -1112,7 +1237,7 @@ Result<void> SqliteStore::apply_attempt(const DeliveryAttempt& attempt) {
   return {};
 }
 
-Result<std::vector<DeliveryJob>> SqliteStore::apply_replay(const std::string& message_id) {
+Result<std::vector<DeliveryJob>> SqliteStore::apply_replay(const std::string& message_id, const std::string& actor) {
   auto& message = write_->message_for_replay;
   message.start().bind(1, message_id);
   if (!message.step()) {
@@ -1147,13 +1272,7 @@ Result<std::vector<DeliveryJob>> SqliteStore::apply_replay(const std::string& me
   LifecycleEvent replayed;
   replayed.kind = EventKind::replayed;
   replayed.at_ms = now_ms();
-  std::string data = "{\"destinations\":[";
-  for (std::size_t i = 0; i < destinations.size(); ++i) {
-    if (i) data += ',';
-    append_json_string(data, destinations[i]);
-  }
-  data += "]}";
-  add_event(message_id, replayed, data);
+  add_event(message_id, replayed, replayed_data(destinations, actor));
   return jobs;
 }
 
@@ -1358,6 +1477,7 @@ Result<std::optional<MessageView>> SqliteStore::read_message(const std::string& 
           e.same_content = e.content_hash == v.content_hash;
           auto destinations = doc.FindMember("destinations");
           if (destinations != doc.MemberEnd()) e.destinations = json_strings(&destinations->value);
+          e.actor = json_member_string(doc, "actor");
         }
       }
       v.events.push_back(std::move(e));
@@ -1418,49 +1538,299 @@ Result<std::optional<StoredBytes>> SqliteStore::read_original(const std::string&
   return original;
 }
 
-sqlite::Statement& SqliteStore::list_statement(const MessageQuery& query) {
-  std::string sql = "SELECT m.id, m.source, m.resource_type, " TELLONCE_STATE_SQL ", m.received_at_ms FROM messages m";
+// The search as SQL (see search_sql for the indexes). One table drives it, walked newest received
+// first through an index that serves its most selective filter; the other filters are checked
+// on each row it yields. Values are bound in the order the builder added them.
+struct SearchSql {
+  std::string from_where;               // "FROM ... WHERE ..." with x the driving row, m the message
+  std::vector<std::string> texts;       // kept here so bound text outlives the step (SQLITE_STATIC)
+  struct Bind { bool is_text; std::size_t text; std::int64_t number; };
+  std::vector<Bind> binds;
+};
+
+std::optional<std::pair<std::int64_t, std::int64_t>> parse_cursor(const std::string& cursor) {
+  // "<received_at_ms hex>.<seq hex>": opaque to clients, stable while the rows it names exist.
+  auto dot = cursor.find('.');
+  if (dot == std::string::npos || dot == 0 || dot + 1 == cursor.size()) return std::nullopt;
+  try {
+    std::size_t used = 0;
+    auto at = std::stoll(cursor.substr(0, dot), &used, 16);
+    if (used != dot) return std::nullopt;
+    auto seq = std::stoll(cursor.substr(dot + 1), &used, 16);
+    if (used != cursor.size() - dot - 1) return std::nullopt;
+    return std::make_pair(static_cast<std::int64_t>(at), static_cast<std::int64_t>(seq));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+std::string make_cursor(std::int64_t received_at_ms, std::int64_t seq) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%llx.%llx", static_cast<unsigned long long>(received_at_ms),
+                static_cast<unsigned long long>(seq));
+  return buf;
+}
+
+Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor) {
+  SearchSql out;
   std::vector<std::string> where;
-  if (query.state) {
-    // "d.status <> 'delivered'" repeats the partial index's condition so SQLite will use it.
-    switch (*query.state) {
+  auto text = [&](const std::string& value) {
+    out.texts.push_back(value);
+    out.binds.push_back({true, out.texts.size() - 1, 0});
+    return std::string("?");
+  };
+  auto number = [&](std::int64_t value) {
+    out.binds.push_back({false, 0, value});
+    return std::string("?");
+  };
+  std::vector<std::string> joins_where;  // conditions on the driving row, bound first
+  enum class Driver { messages, route, destination, failed, waiting } driver = Driver::messages;
+  const bool state_failed = q.state == MessageState::failed, state_delivering = q.state == MessageState::delivering;
+  if (q.nhs_number.empty() && q.event.empty()) {
+    if (!q.route.empty()) driver = Driver::route;
+    else if (!q.destination.empty()) driver = Driver::destination;
+    else if (state_failed) driver = Driver::failed;
+    else if (state_delivering) driver = Driver::waiting;
+  }
+  // CROSS JOIN keeps the driving table first: SQLite would otherwise often walk messages.
+  switch (driver) {
+    case Driver::messages: out.from_where = "FROM messages x CROSS JOIN messages m ON m.seq = x.seq"; break;
+    case Driver::route:
+      out.from_where = "FROM message_routes x CROSS JOIN messages m ON m.seq = x.seq";
+      where.push_back("x.route = " + text(q.route));
+      break;
+    case Driver::destination:
+      out.from_where = "FROM deliveries x INDEXED BY deliveries_by_destination CROSS JOIN messages m ON m.seq = x.seq";
+      where.push_back("x.destination = " + text(q.destination));
+      break;
+    case Driver::failed:
+      out.from_where = "FROM deliveries x INDEXED BY deliveries_failed CROSS JOIN messages m ON m.seq = x.seq";
+      where.push_back("x.status IN ('dead', 'expired')");
+      // one row per message: its first dead delivery
+      where.push_back("NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.message_id = x.message_id "
+                      "AND e.status IN ('dead', 'expired') AND e.id < x.id)");
+      break;
+    case Driver::waiting:
+      out.from_where = "FROM deliveries x INDEXED BY deliveries_waiting CROSS JOIN messages m ON m.seq = x.seq";
+      where.push_back("x.status IN ('pending', 'held')");
+      where.push_back("NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.message_id = x.message_id "
+                      "AND e.status IN ('pending', 'held') AND e.id < x.id)");
+      break;
+  }
+  if (driver == Driver::messages) {
+    // The message table itself: `x` and `m` are the same row. A plain alias lets SQLite choose
+    // the index for the equality filters below.
+    out.from_where = "FROM messages m";
+  }
+  const std::string x = driver == Driver::messages ? "m" : "x";
+  if (q.since_ms > 0) where.push_back(x + ".received_at_ms >= " + number(q.since_ms));
+  if (q.until_ms > 0) where.push_back(x + ".received_at_ms < " + number(q.until_ms));
+  if (with_cursor && !q.cursor.empty()) {
+    auto c = parse_cursor(q.cursor);
+    if (!c)
+      return Failure::permanent(Errc::malformed, Issue{Severity::error, "value",
+                                                       "cursor is not one this broker gave out", "cursor", ""});
+    // Bound one at a time: the operands of one expression are evaluated in no set order.
+    const auto at = number(c->first);
+    const auto seq = number(c->second);
+    where.push_back("(" + x + ".received_at_ms, " + x + ".seq) < (" + at + ", " + seq + ")");
+  }
+  if (!q.nhs_number.empty()) where.push_back("m.nhs_number = " + text(q.nhs_number));
+  if (!q.event.empty()) where.push_back("m.event = " + text(q.event));
+  if (!q.source.empty()) where.push_back("m.source = " + text(q.source));
+  if (!q.resource_type.empty()) where.push_back("m.resource_type = " + text(q.resource_type));
+  if (!q.route.empty() && driver != Driver::route)
+    where.push_back("EXISTS (SELECT 1 FROM message_routes r WHERE r.route = " + text(q.route) +
+                    " AND r.received_at_ms = m.received_at_ms AND r.seq = m.seq)");
+  if (!q.destination.empty() && driver != Driver::destination)
+    where.push_back("EXISTS (SELECT 1 FROM deliveries t WHERE t.message_id = m.id AND t.destination = " +
+                    text(q.destination) + ")");
+  if (q.state) {
+    switch (*q.state) {
       case MessageState::accepted: where.push_back("0"); break;  // never stored in this state
       case MessageState::unroutable: where.push_back("m.destinations = 0"); break;
       case MessageState::delivering:
-        where.push_back("m.seq IN (SELECT d.seq FROM deliveries d WHERE d.status IN ('pending', 'held') "
-                        "AND d.status <> 'delivered')");
+        if (driver != Driver::waiting)
+          where.push_back("EXISTS (SELECT 1 FROM deliveries w WHERE w.message_id = m.id AND w.status IN ('pending', 'held'))");
         break;
       case MessageState::failed:
-        where.push_back("m.seq IN (SELECT d.seq FROM deliveries d WHERE d.status IN ('dead', 'expired') "
-                        "AND d.status <> 'delivered') AND NOT EXISTS (SELECT 1 FROM deliveries p "
-                        "WHERE p.message_id = m.id AND p.status IN ('pending', 'held'))");
+        if (driver != Driver::failed)
+          where.push_back("EXISTS (SELECT 1 FROM deliveries w WHERE w.message_id = m.id AND w.status IN ('dead', 'expired'))");
+        where.push_back("NOT EXISTS (SELECT 1 FROM deliveries w WHERE w.message_id = m.id AND w.status IN ('pending', 'held'))");
         break;
       case MessageState::delivered:
-        where.push_back("m.destinations > 0 AND NOT EXISTS (SELECT 1 FROM deliveries d "
-                        "WHERE d.message_id = m.id AND d.status <> 'delivered')");
+        where.push_back("m.destinations > 0 AND NOT EXISTS (SELECT 1 FROM deliveries w "
+                        "WHERE w.message_id = m.id AND w.status <> 'delivered')");
         break;
     }
   }
-  if (!query.source.empty()) where.push_back("m.source = ?2");
-  if (!where.empty()) sql += " WHERE " + join(where, " AND ");
-  sql += " ORDER BY m.seq DESC LIMIT ?3";
-  auto& slot = read_->lists[sql];
-  if (!slot) slot = std::make_unique<sqlite::Statement>(*reader_db_, sql);
-  return *slot;
+  if (!where.empty()) out.from_where += " WHERE " + join(where, " AND ");
+  return out;
+}
+
+void bind_search(sqlite::Statement& st, const SearchSql& s, int first = 1) {
+  int at = first;
+  for (const auto& b : s.binds) {
+    if (b.is_text) st.bind(at++, std::string_view(s.texts[b.text]));
+    else st.bind(at++, b.number);
+  }
 }
 
 Result<std::vector<MessageSummary>> SqliteStore::read_list(const MessageQuery& query) {
   auto& db = *reader_db_;
-  auto& st = list_statement(query);
+  auto search = search_sql_for(query, true);
+  if (!search) return search.error();
+  const bool on_messages = search->from_where.starts_with("FROM messages m");
+  const std::string x = on_messages ? "m" : "x";
+  const std::string sql = "SELECT m.id, m.source, m.resource_type, " TELLONCE_STATE_SQL
+                          ", m.received_at_ms, m.channel, m.event, m.seq " + search->from_where +
+                          " ORDER BY " + x + ".received_at_ms DESC, " + x + ".seq DESC LIMIT ?";
+  auto& slot = read_->lists[sql];
+  if (!slot) {
+    try {
+      slot = std::make_unique<sqlite::Statement>(db, sql);
+    } catch (const std::exception& e) {
+      return unavailable(std::string("message store could not search: ") + e.what());
+    }
+  }
+  auto& st = *slot;
   st.start();
-  if (!query.source.empty()) st.bind(2, query.source);
-  st.bind(3, std::int64_t{query.limit > 0 ? query.limit : 100});
+  bind_search(st, *search);
+  st.bind(static_cast<int>(search->binds.size()) + 1, std::int64_t{query.limit > 0 ? query.limit : 100});
   std::vector<MessageSummary> out;
-  while (st.step())
-    out.push_back(MessageSummary{st.text(0), st.text(1), st.text(2), message_state_from(st.text(3)), st.int64(4)});
+  while (st.step()) {
+    MessageSummary m{st.text(0), st.text(1), st.text(2), message_state_from(st.text(3)), st.int64(4), st.text(5),
+                     st.text(6), ""};
+    m.cursor = make_cursor(m.received_at_ms, st.int64(7));
+    out.push_back(std::move(m));
+  }
   st.reset();
   if (db.failed()) {
     auto failure = unavailable("message store could not list messages: " + db.error_message());
+    db.clear_error();
+    return failure;
+  }
+  return out;
+}
+
+// The dead and expired deliveries of the messages a search matches (to its destination only,
+// when it names one), oldest first.
+std::string replayable_sql(const SearchSql& search, const MessageQuery& q, bool count_only) {
+  std::string sql = count_only ? "SELECT count(*)" : "SELECT dd.id, dd.message_id, dd.destination, dd.seq";
+  sql += " FROM deliveries dd WHERE dd.status IN ('dead', 'expired') AND dd.seq IN (SELECT m.seq " +
+         search.from_where + ")";
+  if (!q.destination.empty()) sql += " AND dd.destination = ?";
+  if (!count_only) sql += " ORDER BY dd.seq, dd.id LIMIT " + std::to_string(Store::max_replay_batch);
+  return sql;
+}
+
+Result<ReplayMatch> SqliteStore::read_replayable_count(const MessageQuery& query) {
+  auto& db = *reader_db_;
+  auto search = search_sql_for(query, false);
+  if (!search) return search.error();
+  ReplayMatch out;
+  try {
+    sqlite::Statement st(db, replayable_sql(*search, query, true));
+    st.start();
+    bind_search(st, *search);
+    if (!query.destination.empty()) st.bind(static_cast<int>(search->binds.size()) + 1, query.destination);
+    if (st.step()) out.matched = static_cast<std::size_t>(st.int64(0));
+    st.reset();
+  } catch (const std::exception& e) {
+    return unavailable(std::string("message store could not count replayable deliveries: ") + e.what());
+  }
+  if (db.failed()) {
+    auto failure = unavailable("message store could not count replayable deliveries: " + db.error_message());
+    db.clear_error();
+    return failure;
+  }
+  return out;
+}
+
+// Writer thread: puts the matching dead deliveries back to pending, one "replayed" event per
+// message naming its destinations and who asked.
+Result<ReplayMatch> SqliteStore::apply_replay_matching(const MessageQuery& query, const std::string& actor) {
+  auto search = search_sql_for(query, false);
+  if (!search) return search.error();
+  struct Found { std::int64_t id; std::string message_id, destination; std::int64_t seq; };
+  std::vector<Found> found;
+  {
+    sqlite::Statement st(writer_db_, replayable_sql(*search, query, false));
+    st.start();
+    bind_search(st, *search);
+    if (!query.destination.empty()) st.bind(static_cast<int>(search->binds.size()) + 1, query.destination);
+    while (st.step()) found.push_back(Found{st.int64(0), st.text(1), st.text(2), st.int64(3)});
+    st.reset();
+  }
+  ReplayMatch out;
+  if (writer_db_.failed()) return out;  // the batch fails as a whole
+  out.matched = found.size();
+  std::map<std::string, std::vector<std::string>> destinations_of;  // per message, for its event
+  for (const auto& f : found) {
+    auto& message = write_->message_for_replay;
+    message.start().bind(1, f.message_id);
+    if (!message.step()) {
+      message.reset();
+      continue;
+    }
+    DeliveryJob job;
+    job.message_id = f.message_id;
+    job.patient_key = message.text(0);
+    job.resource_type = message.text(1);
+    job.content_type = message.text(2);
+    job.body = message.text(3);
+    message.reset();
+    job.delivery_id = f.id;
+    job.destination = f.destination;
+    job.seq = f.seq;
+    write_->revive_one.start().bind(1, f.id).run();
+    destinations_of[f.message_id].push_back(f.destination);
+    out.jobs.push_back(std::move(job));
+  }
+  const auto now = now_ms();
+  for (const auto& [message_id, destinations] : destinations_of) {
+    LifecycleEvent replayed;
+    replayed.kind = EventKind::replayed;
+    replayed.at_ms = now;
+    add_event(message_id, replayed, replayed_data(destinations, actor));
+  }
+  return out;
+}
+
+Result<void> SqliteStore::apply_set_paused(const std::string& destination, bool paused, const std::string& actor) {
+  const auto now = now_ms();
+  write_->set_control.start().bind(1, destination).bind(2, std::int64_t{paused ? 1 : 0}).bind(3, now).bind(4, actor).run();
+  write_->insert_destination_event.start()
+      .bind(1, destination).bind(2, now).bind(3, std::string_view(paused ? "paused" : "resumed")).bind(4, actor)
+      .run();
+  return {};
+}
+
+Result<std::vector<DestinationControl>> SqliteStore::read_controls() {
+  auto& db = *reader_db_;
+  std::vector<DestinationControl> out;
+  sqlite::Statement st(db, "SELECT destination, paused, changed_at_ms, actor FROM destination_controls ORDER BY destination");
+  st.start();
+  while (st.step()) out.push_back(DestinationControl{st.text(0), st.int64(1) != 0, st.int64(2), st.text(3)});
+  st.reset();
+  if (db.failed()) {
+    auto failure = unavailable("message store could not read destination controls: " + db.error_message());
+    db.clear_error();
+    return failure;
+  }
+  return out;
+}
+
+Result<std::vector<DestinationAction>> SqliteStore::read_destination_trail(const std::string& destination, int limit) {
+  auto& db = *reader_db_;
+  std::vector<DestinationAction> out;
+  sqlite::Statement st(db, "SELECT at_ms, destination, action, actor FROM destination_events "
+                           "WHERE destination = ?1 ORDER BY id DESC LIMIT ?2");
+  st.start().bind(1, destination).bind(2, std::int64_t{limit > 0 ? limit : 20});
+  while (st.step()) out.push_back(DestinationAction{st.int64(0), st.text(1), st.text(2), st.text(3)});
+  st.reset();
+  if (db.failed()) {
+    auto failure = unavailable("message store could not read the trail of " + destination + ": " + db.error_message());
     db.clear_error();
     return failure;
   }

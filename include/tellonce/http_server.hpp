@@ -24,6 +24,9 @@ namespace http = boost::beast::http;
 
 using HttpRequest = http::request<http::string_body>;
 using HttpResponse = http::response<http::string_body>;
+// Set by the server on every request it hands to a handler: the client's IP address (any value
+// the client sent under this name is removed first).
+inline constexpr std::string_view kPeerHeader = "X-Tellonce-Peer";
 // Runs on the connection's strand. Must not block.
 using HttpHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;
 

@@ -163,6 +163,7 @@ struct LifecycleEvent {
   std::vector<std::string> warnings;      // validated: the validator's warnings (none: empty)
   std::vector<std::string> routes;        // routed, unroutable: the routes that matched
   std::vector<std::string> destinations;  // routed, replayed: partner ids
+  std::string actor;                      // replayed: who asked ("cli:alice", "api@127.0.0.1"); may be empty
 
   // attempt (failed, will be retried), delivered, dead, held, expired: one delivery attempt
   // (expired: the attempt that placed it; detail says how long it waited).

@@ -5,6 +5,7 @@
 #include "tellonce/error.hpp"
 #include "tellonce/json.hpp"
 #include "tellonce/message.hpp"
+#include "tellonce/store.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
@@ -25,6 +26,10 @@ struct Accepted {
   std::vector<Issue> warnings;                    // validator warnings: accepted anyway
 };
 
+struct ReplayCounts {
+  std::size_t matched = 0, replayed = 0;
+};
+
 struct PipelineCounters {
   std::uint64_t accepted = 0, duplicates = 0, rejected = 0, unroutable = 0;
 };
@@ -36,8 +41,20 @@ class Pipeline {
   virtual asio::awaitable<Result<Accepted>> accept(InboundRecord record) = 0;
   // Re-sends the dead deliveries of a message. 404 Failure when unknown.
   virtual asio::awaitable<Result<std::size_t>> replay(std::string message_id) = 0;
+  // As replay(), noting who asked on the trail. The default forgets the actor.
+  virtual asio::awaitable<Result<std::size_t>> replay_as(std::string message_id, std::string actor) {
+    (void)actor;
+    return replay(std::move(message_id));
+  }
+  // Replay by filter (Store::replay_matching): how many dead/expired deliveries match and, unless
+  // dry_run, how many were queued again. The default: Errc::unsupported.
+  virtual asio::awaitable<Result<ReplayCounts>> replay_matching(MessageQuery query, std::string actor, bool dry_run);
   virtual PipelineCounters counters() const { return {}; }
 };
+
+inline asio::awaitable<Result<ReplayCounts>> Pipeline::replay_matching(MessageQuery, std::string, bool) {
+  co_return store_unsupported("replay by filter");
+}
 
 class BrokerMetrics;
 class Validator;

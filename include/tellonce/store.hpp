@@ -36,12 +36,50 @@ struct MessageSummary {
   std::string resource_type;
   MessageState state = MessageState::accepted;
   std::int64_t received_at_ms = 0;
+  std::string channel;
+  std::string event;
+  // Opaque position of this row in the listing order; a query with it as cursor continues after it.
+  std::string cursor;
 };
 
+// A search of the stored messages, newest received first (ties: newest accepted first). Every
+// field set narrows it (all must match). Paging is by cursor: pass the last row's cursor to get
+// the rows after it; rows stored since the first page never shift a later page.
 struct MessageQuery {
   std::optional<MessageState> state;     // e.g. unroutable, failed
   std::string source;                    // empty: any
   int limit = 100;
+  std::string destination;               // has a delivery to this partner
+  std::string route;                     // matched this route id
+  std::string resource_type;
+  std::string event;                     // NewMessage::event as stored ("system|code", "ADT^A01")
+  std::string nhs_number;                // the patient's NHS number (10 digits)
+  std::int64_t since_ms = 0;             // received at or after (0: no bound)
+  std::int64_t until_ms = 0;             // received before (0: no bound)
+  std::string cursor;                    // from MessageSummary::cursor; empty: from the newest
+};
+
+// Replay by filter (Store::replay_matching): the dead and expired deliveries of the matching
+// messages (only those to query.destination when it is set).
+struct ReplayMatch {
+  std::size_t matched = 0;               // such deliveries found
+  std::vector<DeliveryJob> jobs;         // those put back to pending (empty for a dry run)
+};
+
+// An operator's hold on a destination: while paused its deliveries wait, in order.
+struct DestinationControl {
+  std::string destination;
+  bool paused = false;
+  std::int64_t changed_at_ms = 0;
+  std::string actor;                     // who paused or resumed it last
+};
+
+// One step of a destination's own trail (pause, resume).
+struct DestinationAction {
+  std::int64_t at_ms = 0;
+  std::string destination;
+  std::string action;                    // "paused" | "resumed"
+  std::string actor;
 };
 
 // Read access to what partners sent, for outbound adapters that can forward a partner's own
@@ -123,6 +161,25 @@ class Store : public OriginalReader, public MailboxStore {
   // reset; a "replayed" event is added. Returns the jobs to hand to the queue (empty when
   // nothing was dead). Errc::not_found when the message does not exist.
   virtual asio::awaitable<Result<std::vector<DeliveryJob>>> replay(std::string message_id) = 0;
+  // As replay(), with who asked on the "replayed" event. The default ignores the actor.
+  virtual asio::awaitable<Result<std::vector<DeliveryJob>>> replay_as(std::string message_id, std::string actor) {
+    (void)actor;
+    return replay(std::move(message_id));
+  }
+
+  // Operations (issue 11). Defaults answer Errc::unsupported for stores that lack them.
+  // Replay by filter: with dry_run, counts the dead/expired deliveries of the messages matching
+  // `query` (limit and cursor ignored) and changes nothing; otherwise also puts up to
+  // max_replay_batch of them back to pending, each message's trail noting who did it.
+  static constexpr std::size_t max_replay_batch = 10000;
+  virtual asio::awaitable<Result<ReplayMatch>> replay_matching(MessageQuery query, std::string actor, bool dry_run);
+  // Durably pauses or resumes a destination and notes it on the destination's trail. Idempotent
+  // in state; each call is noted.
+  virtual asio::awaitable<Result<void>> set_paused(std::string destination, bool paused, std::string actor);
+  // Every destination that was ever paused or resumed, with its current state.
+  virtual asio::awaitable<Result<std::vector<DestinationControl>>> destination_controls();
+  // The latest actions on a destination's trail, newest first, at most `limit`.
+  virtual asio::awaitable<Result<std::vector<DestinationAction>>> destination_trail(std::string destination, int limit);
 
   // Every destination with at least one pending delivery, ordered by name (destinations with
   // none are not listed). Cheap enough to call every few seconds on a store with a large backlog
@@ -151,5 +208,22 @@ class Store : public OriginalReader, public MailboxStore {
   // For the start-up summary and logs: the engine and where it keeps its data ("sqlite data/t.db").
   virtual std::string describe() const { return "store"; }
 };
+
+inline Failure store_unsupported(std::string_view what) {
+  return Failure::permanent(Errc::unsupported,
+                            Issue{Severity::error, "not-supported", "this store cannot " + std::string(what), "", ""});
+}
+inline asio::awaitable<Result<ReplayMatch>> Store::replay_matching(MessageQuery, std::string, bool) {
+  co_return store_unsupported("replay by filter");
+}
+inline asio::awaitable<Result<void>> Store::set_paused(std::string, bool, std::string) {
+  co_return store_unsupported("pause destinations");
+}
+inline asio::awaitable<Result<std::vector<DestinationControl>>> Store::destination_controls() {
+  co_return std::vector<DestinationControl>{};
+}
+inline asio::awaitable<Result<std::vector<DestinationAction>>> Store::destination_trail(std::string, int) {
+  co_return std::vector<DestinationAction>{};
+}
 
 }  // namespace tellonce

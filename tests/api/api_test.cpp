@@ -194,17 +194,38 @@ TEST_F(ApiTest, ReplayOfUnknownIs404) {
 }
 
 TEST_F(ApiTest, ListPassesTheQuery) {
-  store_.summaries.push_back(MessageSummary{"01JA", "trust-rx1", "Patient", MessageState::unroutable, 1700000000000});
+  store_.summaries.push_back(MessageSummary{"01JA", "trust-rx1", "Patient", MessageState::unroutable, 1700000000000, "fhir-http", "", "c1"});
   auto res = get("/api/messages?state=unroutable&source=trust%2Drx1&limit=5");
   ASSERT_EQ(res.result(), http::status::ok);
   ASSERT_TRUE(store_.last_query.state.has_value());
   EXPECT_EQ(*store_.last_query.state, MessageState::unroutable);
   EXPECT_EQ(store_.last_query.source, "trust-rx1");
-  EXPECT_EQ(store_.last_query.limit, 5);
+  EXPECT_EQ(store_.last_query.limit, 6);  // one more than asked: whether there is a next page
   rapidjson::Document doc;
   doc.Parse(res.body().c_str());
   ASSERT_TRUE(doc.IsObject());
   EXPECT_STREQ(doc["messages"][0]["id"].GetString(), "01JA");
+  EXPECT_FALSE(doc.HasMember("next"));  // the only page
+
+  // Every tracking filter reaches the store; a full page names the next one.
+  for (int i = 0; i < 2; ++i) store_.summaries.push_back(store_.summaries.front());
+  store_.summaries[1].cursor = "c2";
+  res = get("/api/messages?destination=gp-a&route=r1&resourceType=Bundle&event=ADT%5EA01&nhsNumber=9449306753"
+            "&since=2026-11-30T09:00:00Z&until=1764500000000&cursor=abc&limit=2");
+  ASSERT_EQ(res.result(), http::status::ok) << res.body();
+  EXPECT_EQ(store_.last_query.destination, "gp-a");
+  EXPECT_EQ(store_.last_query.route, "r1");
+  EXPECT_EQ(store_.last_query.resource_type, "Bundle");
+  EXPECT_EQ(store_.last_query.event, "ADT^A01");
+  EXPECT_EQ(store_.last_query.nhs_number, "9449306753");
+  EXPECT_EQ(store_.last_query.since_ms, 1796029200000);
+  EXPECT_EQ(store_.last_query.until_ms, 1764500000000);
+  EXPECT_EQ(store_.last_query.cursor, "abc");
+  doc.Parse(res.body().c_str());
+  EXPECT_EQ(doc["messages"].Size(), 2u);
+  EXPECT_STREQ(doc["next"].GetString(), "c2");
+  EXPECT_EQ(get("/api/messages?nhsNumber=12345").result(), http::status::bad_request);
+  EXPECT_EQ(get("/api/messages?since=yesterday").result(), http::status::bad_request);
   EXPECT_EQ(get("/api/messages?state=lost").result(), http::status::bad_request);
   EXPECT_EQ(get("/api/messages?limit=0").result(), http::status::bad_request);
 }

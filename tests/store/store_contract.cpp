@@ -45,6 +45,14 @@ DeliveryAttempt attempt_on(const DeliveryJob& job, int number, bool ok, bool dea
   return a;
 }
 
+MessageQuery query(std::optional<MessageState> state, std::string source, int limit) {
+  MessageQuery q;
+  q.state = state;
+  q.source = std::move(source);
+  q.limit = limit;
+  return q;
+}
+
 const DeliveryView& delivery_to(const MessageView& view, std::string_view destination) {
   for (const auto& d : view.deliveries)
     if (d.destination == destination) return d;
@@ -321,7 +329,7 @@ TEST_P(StoreContract, DeadDeliveryFailsTheMessage) {
   EXPECT_EQ(dead.partner_code, "HTTP 503");
   EXPECT_EQ(dead.detail, "partner busy");
   EXPECT_EQ(delivery_to(*view, "gp-b").last_outcome, DeliveryOutcome::permanent);
-  auto failed = run(store_->list(MessageQuery{MessageState::failed, "", 10})).value();
+  auto failed = run(store_->list(query(MessageState::failed, "", 10))).value();
   ASSERT_EQ(failed.size(), 1u);
   EXPECT_EQ(failed[0].id, committed.outcome.message_id);
 }
@@ -421,22 +429,176 @@ TEST_P(StoreContract, ListFiltersByStateAndSource) {
   ASSERT_EQ(all.size(), 3u);
   EXPECT_EQ(all[0].id, other.outcome.message_id);  // newest first
 
-  auto stuck = run(store_->list(MessageQuery{MessageState::unroutable, "", 100})).value();
+  auto stuck = run(store_->list(query(MessageState::unroutable, "", 100))).value();
   ASSERT_EQ(stuck.size(), 1u);
   EXPECT_EQ(stuck[0].id, unroutable.outcome.message_id);
   EXPECT_EQ(stuck[0].state, MessageState::unroutable);
   EXPECT_EQ(stuck[0].source, "hospital-1");
   EXPECT_EQ(stuck[0].resource_type, "Bundle");
 
-  auto from_gp = run(store_->list(MessageQuery{std::nullopt, "gp-2", 100})).value();
+  auto from_gp = run(store_->list(query(std::nullopt, "gp-2", 100))).value();
   ASSERT_EQ(from_gp.size(), 1u);
   EXPECT_EQ(from_gp[0].id, other.outcome.message_id);
 
-  auto delivering = run(store_->list(MessageQuery{MessageState::delivering, "hospital-1", 100})).value();
+  auto delivering = run(store_->list(query(MessageState::delivering, "hospital-1", 100))).value();
   ASSERT_EQ(delivering.size(), 1u);
   EXPECT_EQ(delivering[0].id, routed.outcome.message_id);
 
-  EXPECT_EQ(run(store_->list(MessageQuery{std::nullopt, "", 2})).value().size(), 2u);
+  EXPECT_EQ(run(store_->list(query(std::nullopt, "", 2))).value().size(), 2u);
+}
+
+// Search (issue 11): each filter alone, and together, newest received first.
+TEST_P(StoreContract, SearchFindsMessagesByEachFilterNewestReceivedFirst) {
+  auto make = [](std::string source, std::vector<std::string> destinations, std::string resource_type,
+                 std::string event, std::string patient_key, std::string route, std::int64_t received) {
+    NewMessage m = sample("", std::move(destinations), std::move(source));
+    m.resource_type = std::move(resource_type);
+    m.event = std::move(event);
+    m.patient_key = std::move(patient_key);
+    m.route_ids = {std::move(route)};
+    m.received_at_ms = received;
+    return m;
+  };
+  const std::int64_t t0 = 1'700'000'000'000;
+  auto a = run(store_->commit(make("rtx", {"gp-1"}, "Patient", "", "9449306753", "patients", t0 + 1000))).value();
+  auto b = run(store_->commit(make("rtx", {"gp-1", "vcse"}, "Bundle", "ADT^A01", "9449306761", "admissions", t0 + 2000))).value();
+  auto c = run(store_->commit(make("gp-a", {"vcse"}, "Bundle", "ADT^A01", "Patient/x", "admissions", t0 + 3000))).value();
+  auto d = run(store_->commit(make("gp-a", {}, "Observation", "", "9449306753", "none", t0 + 4000))).value();
+  // a delivered, b failed at vcse (gp-1 delivered), c pending, d unroutable
+  run(store_->record_attempt(attempt_on(a.jobs[0], 1, true))).value();
+  for (const auto& job : b.jobs) run(store_->record_attempt(attempt_on(job, 1, job.destination == "gp-1", true))).value();
+
+  auto ids = [&](MessageQuery q) {
+    std::vector<std::string> out;
+    for (const auto& m : run(store_->list(std::move(q))).value()) out.push_back(m.id);
+    return out;
+  };
+  const auto A = a.outcome.message_id, B = b.outcome.message_id, C = c.outcome.message_id, D = d.outcome.message_id;
+  using V = std::vector<std::string>;
+  EXPECT_EQ(ids({}), (V{D, C, B, A}));
+  MessageQuery q;
+  q.source = "rtx";
+  EXPECT_EQ(ids(q), (V{B, A}));
+  q = {};
+  q.destination = "vcse";
+  EXPECT_EQ(ids(q), (V{C, B}));
+  q = {};
+  q.route = "admissions";
+  EXPECT_EQ(ids(q), (V{C, B}));
+  q = {};
+  q.resource_type = "Bundle";
+  EXPECT_EQ(ids(q), (V{C, B}));
+  q = {};
+  q.event = "ADT^A01";
+  EXPECT_EQ(ids(q), (V{C, B}));
+  q = {};
+  q.nhs_number = "9449306753";
+  EXPECT_EQ(ids(q), (V{D, A}));
+  q = {};
+  q.since_ms = t0 + 2000;
+  q.until_ms = t0 + 4000;  // until is exclusive
+  EXPECT_EQ(ids(q), (V{C, B}));
+  q = {};
+  q.state = MessageState::failed;
+  EXPECT_EQ(ids(q), (V{B}));
+  q.state = MessageState::delivering;
+  EXPECT_EQ(ids(q), (V{C}));
+  q.state = MessageState::delivered;
+  EXPECT_EQ(ids(q), (V{A}));
+  q.state = MessageState::unroutable;
+  EXPECT_EQ(ids(q), (V{D}));
+  // Together: every filter must match.
+  q = {};
+  q.destination = "vcse";
+  q.state = MessageState::failed;
+  EXPECT_EQ(ids(q), (V{B}));
+  q.source = "gp-a";
+  EXPECT_EQ(ids(q), V{});
+  q = {};
+  q.event = "ADT^A01";
+  q.destination = "gp-1";
+  EXPECT_EQ(ids(q), (V{B}));
+  // A summary says what the listing shows.
+  q = {};
+  q.nhs_number = "9449306761";
+  auto found = run(store_->list(q)).value();
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].channel, "fhir-http");
+  EXPECT_EQ(found[0].event, "ADT^A01");
+  EXPECT_EQ(found[0].received_at_ms, t0 + 2000);
+  EXPECT_EQ(found[0].state, MessageState::failed);
+}
+
+TEST_P(StoreContract, CursorPagesThroughEveryMatchOnceEvenWhileNewRecordsArrive) {
+  std::set<std::string> stored;
+  for (int i = 0; i < 7; ++i) {
+    auto m = sample("", {"gp-1"});
+    m.received_at_ms = 1'700'000'000'000 + (i / 2) * 1000;  // pairs share a time: ties break by acceptance
+    stored.insert(run(store_->commit(m)).value().outcome.message_id);
+  }
+  std::vector<std::string> seen;
+  MessageQuery q;
+  q.limit = 3;
+  for (int page = 0; page < 10; ++page) {
+    auto rows = run(store_->list(q)).value();
+    for (const auto& r : rows) seen.push_back(r.id);
+    if (page == 0) run(store_->commit(sample("", {"gp-1"}))).value();  // newer: must not shift the pages
+    if (rows.size() < 3u) break;
+    q.cursor = rows.back().cursor;
+  }
+  ASSERT_EQ(seen.size(), 7u);
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), stored);
+  MessageQuery bad;
+  bad.cursor = "not-a-cursor";
+  auto refused = run(store_->list(bad));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::malformed);
+}
+
+TEST_P(StoreContract, ReplayByFilterCountsFirstThenRevivesOnlyMatchingDeadDeliveriesWithWhoDidIt) {
+  auto one = run(store_->commit(sample("", {"gp-1", "vcse"}))).value();
+  auto two = run(store_->commit(sample("", {"vcse"}, "gp-a"))).value();
+  for (const auto& job : one.jobs) run(store_->record_attempt(attempt_on(job, 1, false, true))).value();
+  for (const auto& job : two.jobs) run(store_->record_attempt(attempt_on(job, 1, false, true))).value();
+
+  MessageQuery q;
+  q.destination = "vcse";
+  auto dry = run(store_->replay_matching(q, "cli:alice", true)).value();
+  EXPECT_EQ(dry.matched, 2u);
+  EXPECT_TRUE(dry.jobs.empty());
+  EXPECT_EQ(run(store_->find(one.outcome.message_id)).value()->state, MessageState::failed);  // nothing changed
+
+  auto done = run(store_->replay_matching(q, "cli:alice", false)).value();
+  EXPECT_EQ(done.matched, 2u);
+  ASSERT_EQ(done.jobs.size(), 2u);
+  for (const auto& job : done.jobs) EXPECT_EQ(job.destination, "vcse");
+  auto view = run(store_->find(one.outcome.message_id)).value().value();
+  EXPECT_EQ(delivery_to(view, "vcse").status, DeliveryStatus::pending);
+  EXPECT_EQ(delivery_to(view, "gp-1").status, DeliveryStatus::dead);  // not matched: left dead
+  const auto& replayed = only_event(view, EventKind::replayed);
+  EXPECT_EQ(replayed.actor, "cli:alice");
+  EXPECT_EQ(replayed.destinations, std::vector<std::string>{"vcse"});
+  EXPECT_EQ(run(store_->replay_matching(q, "cli:alice", true)).value().matched, 0u);
+}
+
+TEST_P(StoreContract, APausedDestinationStaysPausedAfterReopenWithItsTrail) {
+  run(store_->set_paused("vcse", true, "cli:alice")).value();
+  reopen();
+  auto controls = run(store_->destination_controls()).value();
+  ASSERT_EQ(controls.size(), 1u);
+  EXPECT_EQ(controls[0].destination, "vcse");
+  EXPECT_TRUE(controls[0].paused);
+  EXPECT_EQ(controls[0].actor, "cli:alice");
+  run(store_->set_paused("vcse", false, "api@127.0.0.1")).value();
+  controls = run(store_->destination_controls()).value();
+  ASSERT_EQ(controls.size(), 1u);
+  EXPECT_FALSE(controls[0].paused);
+  auto trail = run(store_->destination_trail("vcse", 10)).value();
+  ASSERT_EQ(trail.size(), 2u);
+  EXPECT_EQ(trail[0].action, "resumed");
+  EXPECT_EQ(trail[0].actor, "api@127.0.0.1");
+  EXPECT_EQ(trail[1].action, "paused");
+  EXPECT_EQ(trail[1].actor, "cli:alice");
 }
 
 TEST_P(StoreContract, ConcurrentCommitsFromTwoThreadsAllComplete) {
@@ -616,7 +778,7 @@ TEST_P(StoreContract, HeldDeliveriesPastTheirTimeExpireVisiblyAndCanBeReplayed) 
   EXPECT_EQ(expired.attempt, 1);
   EXPECT_FALSE(expired.detail.empty());
   EXPECT_EQ(run(store_->collect("carers", old_msg.id)).error().code, Errc::not_found);
-  auto failed = run(store_->list(MessageQuery{MessageState::failed, "", 10})).value();
+  auto failed = run(store_->list(query(MessageState::failed, "", 10))).value();
   ASSERT_EQ(failed.size(), 1u);
   EXPECT_EQ(failed[0].id, old_msg.id);
 

@@ -14,6 +14,12 @@
 namespace tellonce::test {
 namespace {
 
+MessageQuery all_messages() {
+  MessageQuery q;
+  q.limit = 1000;
+  return q;
+}
+
 // A store in a temporary folder of its own, removed with the fixture.
 class SqliteFixture final : public StoreFixture {
  public:
@@ -51,7 +57,7 @@ class SqliteStoreTest : public ::testing::Test {
 TEST_F(SqliteStoreTest, CreatesVersionedSchemaInWalMode) {
   auto db = dir_ / "t.db";
   make_sqlite_store(SqliteStoreSettings{db})->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 6);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 7);
   sqlite3* handle = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
@@ -132,7 +138,7 @@ PRAGMA user_version = 1;
   EXPECT_EQ(pending[0].attempts, 2);
   EXPECT_TRUE(run(store->commit(sample("key:a", {"gp"}, "trust"))).value().outcome.duplicate);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 6);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 7);
 }
 
 // A store written by schema 3 (the trail kept as rendered text: events.detail, deliveries'
@@ -214,7 +220,7 @@ PRAGMA user_version = 3;
   EXPECT_TRUE(delivered.legacy_text.empty());
   EXPECT_TRUE(run(store->commit(sample("key:b", {"gp"}, "trust"))).value().outcome.duplicate);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 6);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 7);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
 }
 
@@ -335,7 +341,7 @@ PRAGMA user_version = 5;
   ASSERT_EQ(run(store->mailbox("carers", 10)).value().size(), 1u);
   EXPECT_EQ(run(store->expire_held("carers", 3000)).value(), 1u);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 6);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 7);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM deliveries WHERE status = 'expired'"), 1);
 
@@ -470,7 +476,7 @@ TEST_F(SqliteStoreTest, RejectedWriteDoesNotSinkItsBatch) {
   io.run();
   EXPECT_EQ(stored, 39);
   EXPECT_EQ(rejected, 1);
-  EXPECT_EQ(run(store->list(MessageQuery{std::nullopt, "", 1000})).value().size(), 39u);
+  EXPECT_EQ(run(store->list(all_messages())).value().size(), 39u);
   auto pending = store->load_pending().value();
   ASSERT_EQ(pending.size(), 39u);
   for (std::size_t i = 1; i < pending.size(); ++i) EXPECT_LT(pending[i - 1].seq, pending[i].seq);
@@ -556,7 +562,7 @@ TEST_F(SqliteStoreTest, WalGrownPastItsLimitIsCutBackOnceCheckpointed) {
   for (int i = 0; i < 200 && std::filesystem::file_size(wal) > limit; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_LE(std::filesystem::file_size(wal), limit);
-  EXPECT_EQ(run(store->list(MessageQuery{std::nullopt, "", 1000})).value().size(), 82u);
+  EXPECT_EQ(run(store->list(all_messages())).value().size(), 82u);
 }
 
 }  // namespace
