@@ -86,6 +86,14 @@ function renderDestinations(list) {
         }, paused ? 'Resume' : 'Pause')));
   }));
   if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: 8, class: 'muted' }, 'No destinations are configured.')));
+  // One sentence first: what needs attention, so a failing destination is seen at once.
+  const attention = rows.filter((d) => d.status !== 'ok').map((d) =>
+    `${d.name} ${(HEALTH_WORDS[d.status] || d.status).toLowerCase()} (${num(d.depth)} waiting${d.depth ? `, oldest ${age(d.oldestAgeSeconds)}` : ''})`);
+  const summary = $('health-summary');
+  summary.classList.toggle('attention', rows.some((d) => d.status === 'failing' || d.status === 'retrying'));
+  summary.textContent = !rows.length ? '' : attention.length
+    ? `Needs attention: ${attention.join('; ')}.`
+    : `All ${rows.length} destinations are delivering normally.`;
   if (focused) tbody.querySelector(`button[data-destination="${CSS.escape(focused)}"]`)?.focus();
   if (changes.length) announce(changes.join('. '));
 }
