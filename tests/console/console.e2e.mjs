@@ -168,6 +168,7 @@ const context = await chromium.launchPersistentContext(profile, {
     '--disable-sync', '--no-first-run'],
 });
 cleanups.push(() => context.close());
+context.setDefaultTimeout(10000);  // a probe inside until() gives up quickly and is retried
 const page = context.pages()[0] || await context.newPage();
 const consoleProblems = [];
 page.on('pageerror', (e) => consoleProblems.push(`page error: ${e.message}`));
