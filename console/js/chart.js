@@ -13,11 +13,12 @@ function svg(tag, attrs = {}) {
   return n;
 }
 
+// The top of the axis: four equal whole-number steps of 1, 2 or 5 times a power of ten.
 function niceMax(v) {
-  if (v <= 5) return 5;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+  const raw = Math.max(1, v / 4);
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw);
+  return step * 4;
 }
 
 // series: [{label, values}]; minuteStarts: epoch ms of each point. Replaces `container`'s content.
@@ -34,7 +35,7 @@ export function drawChart(container, { series, minuteStarts, summary, clock }) {
     const v = (max * t) / 4;
     grid.append(svg('line', { x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v) }));
     const label = svg('text', { x: PAD.left - 6, y: y(v) + 4, 'text-anchor': 'end' });
-    label.textContent = Number.isInteger(v) ? String(v) : v.toFixed(1);
+    label.textContent = String(Math.round(v));
     axis.append(label);
   }
   for (let i = 0; i < n; i += Math.max(1, Math.ceil(n / 5))) {

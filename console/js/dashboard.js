@@ -93,7 +93,7 @@ function renderDestinations(list) {
   summary.classList.toggle('attention', rows.some((d) => d.status === 'failing' || d.status === 'retrying'));
   summary.textContent = !rows.length ? '' : attention.length
     ? `Needs attention: ${attention.join('; ')}.`
-    : `All ${rows.length} destinations are delivering normally.`;
+    : (rows.length === 1 ? 'The destination is delivering normally.' : `All ${rows.length} destinations are delivering normally.`);
   if (focused) tbody.querySelector(`button[data-destination="${CSS.escape(focused)}"]`)?.focus();
   if (changes.length) announce(changes.join('. '));
 }

@@ -242,7 +242,7 @@ function renderMessage(m) {
           el('td', {}, el('time', { datetime: a.at || a.time || '' }, when(a.at || a.time))),
           el('td', {}, a.destination || '–'),
           el('td', { class: 'num' }, a.attempt ?? '–'),
-          el('td', {}, a.outcome || '–'),
+          el('td', {}, OUTCOME_WORDS[a.outcome] || a.outcome || '–'),
           el('td', {}, a.partnerCode || '–'),
           el('td', {}, (a.excerpt || a.answerExcerpt || a.reason) ? el('pre', { class: 'excerpt' }, a.excerpt || a.answerExcerpt || a.reason) : '–'))))))
       : el('p', { class: 'muted' }, 'No delivery attempts yet.')));
@@ -258,6 +258,8 @@ function renderMessage(m) {
 
   $('message-body').replaceChildren(...parts);
 }
+
+const OUTCOME_WORDS = { ok: 'Accepted by the partner', retryable: 'Failed, will retry', permanent: 'Refused (not retried)', unknown: 'Unknown' };
 
 const KIND_WORDS = {
   received: 'Received', validated: 'Validated', routed: 'Routed', unroutable: 'Unroutable', duplicate: 'Duplicate',

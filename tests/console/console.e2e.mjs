@@ -38,6 +38,7 @@ for (const key of ['tellonce', 'source', 'out'])
 
 const out = path.resolve(args.out);
 fs.mkdirSync(out, { recursive: true });
+for (const f of fs.readdirSync(out)) if (f.endsWith('.png')) fs.rmSync(path.join(out, f));  // no stale pictures
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tellonce-console-e2e-'));
 const patient = JSON.parse(fs.readFileSync(path.join(args.source, 'config/examples/patient-a81001.json'), 'utf8'));
 const cleanups = [];
@@ -223,6 +224,8 @@ try {
   await until('the replayed message to show Delivered', async () =>
     (await page.locator('#message-state').textContent()) === 'Delivered', 20000);
   if ((await apiGet(`/api/messages/${dead}`)).state !== 'delivered') fail(`${dead} shows delivered but the API disagrees`);
+  const timeline = await page.locator('#timeline').textContent();
+  if (!/Replayed\s*by console/.test(timeline)) fail(`the timeline does not say the console replayed it: ${timeline}`);
   await shot('replayed');
   log(`dead letter ${dead} replayed and delivered`);
 
@@ -234,6 +237,8 @@ try {
   const paused = (await apiGet('/api/destinations')).find((d) => d.name === 'gp-a81001');
   if (paused?.status !== 'paused') fail(`the API says gp-a81001 is ${paused?.status} after Pause`);
   await until('records to wait while paused', async () => Number((await apiGet('/api/destinations')).find((d) => d.name === 'gp-a81001')?.depth) > 0);
+  await until('the dashboard to show records waiting', async () =>
+    Number((await row.locator('td[data-label="Waiting"]').textContent()).replace(/\D/g, '')) > 0);
   await shot('paused');
   const atPause = partner.received;
   await row.getByRole('button', { name: 'Resume delivery to gp-a81001' }).click();
