@@ -101,7 +101,7 @@ const stateWords = (s) => STATE_WORDS[s] || s || '–';
 let pendingReplay = null;
 
 async function startReplayByFilter() {
-  const f = { ...readForm(), state: undefined };  // replay acts on dead deliveries whatever the search state
+  const f = { ...readForm(), state: 'failed' };  // dead letters only, whatever state the search shows
   showError('messages-error', '');
   let dry;
   try {
@@ -112,7 +112,7 @@ async function startReplayByFilter() {
   }
   pendingReplay = f;
   const n = Number(dry.matched) || 0;
-  const described = Object.entries(f).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`).join(', ') || 'no filter: every dead letter';
+  const described = Object.entries(f).filter(([k, v]) => v && k !== 'state').map(([k, v]) => `${k} ${v}`).join(', ') || 'every dead letter';
   $('replay-confirm-text').textContent = n
     ? `${n} dead-lettered deliver${n === 1 ? 'y matches' : 'ies match'} (${described}). Replay ${n === 1 ? 'it' : 'them all'} now?`
     : `No dead-lettered deliveries match (${described}). Nothing to replay.`;
