@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start command 1: installs what is missing, builds, starts three demo partner
-# endpoints and the broker with config/tellonce.yaml, and says where to send records.
-# Ctrl-C stops everything.
+# endpoints and the broker with config/tellonce.yaml, and says where to send records. Steady demo
+# traffic (a record about every second, now and then a broken one) shows flow in the web console
+# at http://127.0.0.1:8080/console/ (DEMO_TRAFFIC=0: none). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -33,7 +34,33 @@ Then follow it: curl -s http://127.0.0.1:8080/api/messages/<id>  or  $BIN messag
 A broken record gets an OperationOutcome:  --data @config/examples/patient-bad-nhs-number.json
 HL7 v2 from the trust's PAS over MLLP:  $BIN mllp-send --to 127.0.0.1:2575 config/examples/adt-a01-a81001.hl7
 
+Web console (dashboard, message search, replay, pause/resume): http://127.0.0.1:8080/console/
 MSG
 "$BIN" serve --config config/tellonce.yaml &
 pids+=($!)
-wait "${pids[-1]}"
+broker=$!
+
+# Demo traffic for the console: the trust sends a patient about once a second, a broken record
+# every tenth time (a rejection with its reasons), a referral every seventh (to the link workers).
+demo_traffic() {
+  local api=http://127.0.0.1:8080 n=0 file url
+  until curl -sf -o /dev/null "$api/api/health"; do
+    kill -0 "$broker" 2>/dev/null || return 0
+    sleep 0.5
+  done
+  while kill -0 "$broker" 2>/dev/null; do
+    n=$((n + 1))
+    file=config/examples/patient-a81001.json
+    if ((n % 10 == 0)); then file=config/examples/patient-bad-nhs-number.json
+    elif ((n % 7 == 0)); then file=config/examples/referral-social-prescribing.json; fi
+    if [[ $file == *referral* ]]; then url="$api/fhir/\$process-message"; else url="$api/fhir/Patient"; fi
+    curl -s --max-time 5 -o /dev/null -X POST "$url" -H 'Content-Type: application/fhir+json' \
+         -H 'X-Tellonce-Partner: rtx' --data @"$file" || true
+    sleep 1
+  done
+}
+if [[ "${DEMO_TRAFFIC:-1}" != 0 ]]; then
+  demo_traffic &
+  pids+=($!)
+fi
+wait "$broker"

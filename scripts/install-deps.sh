@@ -18,7 +18,11 @@ packages=(
   curl                        # the quick start sends records with it
   prometheus                  # promtool: the suite checks ops/ alert rules and a real /metrics scrape with it
   clang libclang-rt-14-dev    # libFuzzer + ASan/UBSan for scripts/fuzz.sh (fuzz/)
+  chromium                    # the web console's end-to-end test (tests/console) drives it headless
+  nodejs                      # runs that test with playwright-core (installed by scripts/test.sh: npm ci)
 )
+# Debian's nodejs comes without npm (NodeSource's bundles it); npm ci needs it.
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

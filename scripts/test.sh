@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
+# The console's end-to-end test drives chromium with playwright-core, pinned by its lock file;
+# installed here so that the tests themselves download nothing.
+(cd tests/console && npm ci --no-audit --no-fund --prefer-offline --loglevel=error)
 ./scripts/build.sh
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j "${JOBS:-$(nproc)}" --timeout 600
 

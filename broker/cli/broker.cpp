@@ -3,6 +3,7 @@
 #include "broker/config/partner_directory.hpp"
 #include "broker/api/api.hpp"
 #include "broker/metrics/broker_metrics.hpp"
+#include "broker/console/console_files.hpp"
 #include "tellonce/log.hpp"
 #include "broker/delivery/delivery.hpp"
 #include "tellonce/http_server.hpp"
@@ -106,6 +107,13 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   }
   mount_api(http_->at(config.api.listen), *store_, *pipeline_, config, dispatcher_.get());
   mount_operations(http_->at(config.api.listen), *metrics_, *store_);
+  // Message flow does not need the console: a configured folder that cannot be used stops the
+  // start (load throws), a default one that is missing (a binary copied alone) only warns.
+  auto console_dir = find_console_dir(config.api.console_dir, current_executable(), TELLONCE_CONSOLE_DIR);
+  if (config.api.console_dir.empty() && !std::filesystem::exists(console_dir / "index.html"))
+    log::warn("serve", "no web console: " + console_dir.string() + " has no index.html (set api.console_dir)");
+  else
+    mount_console(http_->at(config.api.listen), std::make_shared<const ConsoleFiles>(ConsoleFiles::load(console_dir)));
   shutdown_ = std::make_unique<Shutdown>(io_);
 }
 
@@ -138,6 +146,7 @@ void Broker::start(std::ostream& out) {
   for (auto& a : inbound_) out << "  inbound  " << a->describe() << "\n";
   for (auto& [id, a] : outbound_) out << "  outbound " << id << ": " << a->describe() << "\n";
   out << "  api      http://" << config_.api.listen << "/api/messages/{id}\n";
+  out << "  console  http://" << config_.api.listen << "/console/\n";
   for (const auto& [listen, port] : http_->bound())
     out << "  listening " << listen.substr(0, listen.rfind(':')) << ":" << port << "\n";
   out << "  store    " << store_->describe() << " (" << resumed << " pending deliveries resumed)\n"

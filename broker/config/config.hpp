@@ -117,6 +117,7 @@ struct ValidationSettings {
 
 struct ApiSettings {
   std::string listen = "127.0.0.1:8080";     // shared with an inbound fhir-rest on the same address
+  std::filesystem::path console_dir;         // the web console's files; empty: found by the binary
 };
 
 struct Config {

@@ -117,7 +117,7 @@ void read_log(SettingsReader& top, Config& c) {
   s->finish();
 }
 
-void read_api(SettingsReader& top, Config& c) {
+void read_api(SettingsReader& top, Config& c, const fs::path& dir) {
   auto s = top.child("api");
   if (!s) {
     top.declare_listener("api", c.api.listen, "http", "/api");  // the default address
@@ -126,6 +126,8 @@ void read_api(SettingsReader& top, Config& c) {
   c.api.listen = s->string("listen", c.api.listen);
   if (auto err = check_listen_address(c.api.listen); !err.empty()) s->problem("listen", err);
   else s->declare_listener("listen", c.api.listen, "http", "/api");
+  auto console_dir = s->string("console_dir", "");
+  if (!console_dir.empty()) c.api.console_dir = beside(dir, console_dir);
   s->finish();
 }
 
@@ -461,7 +463,7 @@ ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& 
   const auto dir = file.parent_path();
   PendingChecks pending;
   read_broker(top, c);
-  read_api(top, c);
+  read_api(top, c, dir);
   read_log(top, c);
   read_engine(top, "store", c.store, registry);
   read_engine(top, "queue", c.queue, registry);
