@@ -3,7 +3,10 @@
 #include "broker/validate/rules.hpp"
 
 #include "tellonce/json.hpp"
+#include "broker/validate/bundle_rules.hpp"
 #include "broker/validate/contained_ids.hpp"
+
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -266,9 +269,81 @@ void check_contact_point(const Value& v, const std::string& path, std::vector<Is
            "ContactPoint has a value but no system: say what kind of contact it is (phone, email ...)");
 }
 
+// The bytes of base64 text (whitespace skipped, as line-wrapped base64 is common), or nothing
+// when it is not base64: the structural check reports that.
+std::optional<std::string> base64_decode(std::string_view text) {
+  auto sextet = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string bytes;
+  bytes.reserve(text.size() / 4 * 3);
+  std::uint32_t group = 0;
+  int filled = 0, padding = 0;
+  for (char c : text) {
+    if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+    if (c == '=') {
+      ++padding;
+      group <<= 6;
+    } else {
+      int s = sextet(c);
+      if (s < 0 || padding) return std::nullopt;
+      group = (group << 6) | static_cast<std::uint32_t>(s);
+    }
+    if (++filled == 4) {
+      if (padding > 2) return std::nullopt;
+      bytes += static_cast<char>(group >> 16);
+      if (padding < 2) bytes += static_cast<char>((group >> 8) & 0xFF);
+      if (padding < 1) bytes += static_cast<char>(group & 0xFF);
+      group = 0;
+      filled = 0;
+    }
+  }
+  if (filled != 0) return std::nullopt;
+  return bytes;
+}
+
+std::string base64_encode(const unsigned char* data, std::size_t size) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string text;
+  for (std::size_t i = 0; i < size; i += 3) {
+    std::uint32_t group = static_cast<std::uint32_t>(data[i]) << 16;
+    if (i + 1 < size) group |= static_cast<std::uint32_t>(data[i + 1]) << 8;
+    if (i + 2 < size) group |= data[i + 2];
+    text += alphabet[(group >> 18) & 63];
+    text += alphabet[(group >> 12) & 63];
+    text += i + 1 < size ? alphabet[(group >> 6) & 63] : '=';
+    text += i + 2 < size ? alphabet[group & 63] : '=';
+  }
+  return text;
+}
+
 void check_attachment(const Value& v, const std::string& path, std::vector<Issue>& out) {
-  if (has(v, "data") && !has(v, "contentType"))
+  const bool data = has(v, "data");
+  if (data && !has(v, "contentType"))
     report(out, "att-1", path, "Attachment has inline data but no contentType: add its MIME type");
+  const Value* size = json_member(v, "size");
+  std::string_view hash = str_at(v, "hash");
+  if (!data || (!size && hash.empty())) return;
+  auto bytes = base64_decode(str_at(v, "data"));
+  if (!bytes) return;
+  if (size && size->IsUint64() && size->GetUint64() != bytes->size())
+    report(out, "att-size", child(path, "size"),
+           "Attachment.size is " + std::to_string(size->GetUint64()) + " but data holds " +
+               std::to_string(bytes->size()) + " bytes: size must be the number of bytes in data");
+  if (!hash.empty()) {
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1(reinterpret_cast<const unsigned char*>(bytes->data()), bytes->size(), digest);
+    std::string expected = base64_encode(digest, sizeof digest);
+    if (hash != expected)
+      report(out, "att-hash", child(path, "hash"),
+             "Attachment.hash does not match data: it must be the base64 SHA-1 of the bytes in data (" + expected +
+                 ")");
+  }
 }
 
 void check_ratio(const Value& v, const std::string& path, std::vector<Issue>& out) {
@@ -415,6 +490,7 @@ void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& o
   if (type == "message" && first_type() != "MessageHeader")
     report(out, "bdl-12", count ? child(indexed(path, "entry", 0), "resource") : path,
            "A message Bundle must have a MessageHeader as its first entry");
+  fhir::check_bundle_entries(v, type, path, out);
 }
 
 void check_observation(const Value& v, const std::string& path, std::vector<Issue>& out) {
