@@ -5,6 +5,7 @@
 #include "tellonce/json.hpp"
 #include "broker/validate/bundle_rules.hpp"
 #include "broker/validate/contained_ids.hpp"
+#include "broker/validate/narrative_rules.hpp"
 
 #include <openssl/sha.h>
 
@@ -600,7 +601,29 @@ void check_service_request(const Value& v, const std::string& path, std::vector<
     report(out, "prr-1", child(path, "orderDetail"), "ServiceRequest.orderDetail needs a code");
 }
 
+// The patient-birthTime extension on birthDate gives the time of birth, so its date (in the
+// zone it is written in) is the birthDate.
+void check_birth_time(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  const Value* companion = json_member(v, "_birthDate");
+  const Value* extensions = companion && companion->IsObject() ? json_member(*companion, "extension") : nullptr;
+  if (!extensions || !extensions->IsArray()) return;
+  std::string_view birth_date = str_at(v, "birthDate");
+  for (rapidjson::SizeType i = 0; i < extensions->Size(); ++i) {
+    const Value& ext = (*extensions)[i];
+    if (!ext.IsObject() || str_at(ext, "url") != "http://hl7.org/fhir/StructureDefinition/patient-birthTime")
+      continue;
+    std::string_view time = str_at(ext, "valueDateTime");
+    if (birth_date.empty() || time.size() < 10) continue;  // no date to compare, or the type check's business
+    std::string_view date = time.substr(0, std::min<std::size_t>(birth_date.size(), 10));
+    if (!birth_date.starts_with(date) && date != birth_date)
+      report(out, "pat-birth-time", indexed(child(path, "birthDate"), "extension", i) + ".valueDateTime",
+             "the birthTime extension says " + std::string(time.substr(0, 10)) + " but birthDate is " +
+                 std::string(birth_date) + ": the time of birth must fall on the birth date");
+  }
+}
+
 void check_patient(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  check_birth_time(v, path, out);
   const Value* contacts = json_member(v, "contact");
   if (!contacts || !contacts->IsArray()) return;
   for (rapidjson::SizeType i = 0; i < contacts->Size(); ++i) {
@@ -696,6 +719,7 @@ class FhirInvariants final : public RuleSet {
     if (!value.IsObject()) return;
     if (value.HasMember("resourceType")) {
       check_contained(value, path, out);
+      fhir::check_narrative(value, path, out);
       if (type == "Bundle") check_bundle(value, path, out);
       else if (type == "Observation") check_observation(value, path, out);
       else if (type == "Consent") check_consent(value, path, out);
