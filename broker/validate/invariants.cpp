@@ -121,6 +121,46 @@ void check_extension(const Value& v, const std::string& path, std::vector<Issue>
                   : "Extension has neither nested extensions nor a value[x]: it must have one of them");
 }
 
+// Only an extension inside a complex extension may name itself with a bare word (its url is
+// relative to the outer one); everywhere else the url identifies the definition, so it must be
+// absolute. `list` is an extension or modifierExtension array at `at`.
+void check_extension_urls(const Value& list, const std::string& at, std::vector<Issue>& out) {
+  if (!list.IsArray()) return;
+  for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
+    std::string_view url = str_at(list[i], "url");
+    if (url.empty() || url.find(':') != std::string_view::npos) continue;
+    report(out, "ext-url-absolute", at + "[" + std::to_string(i) + "].url",
+           "extension url '" + std::string(url.substr(0, 64)) +
+               "' is not absolute: only an extension inside a complex extension may use a bare name");
+  }
+}
+
+void check_extension_urls_of(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  for (auto& m : v.GetObject()) {
+    std::string_view name{m.name.GetString(), m.name.GetStringLength()};
+    if (name == "extension" || name == "modifierExtension") {
+      if (!m.value.IsArray()) continue;
+      for (auto& e : m.value.GetArray()) {
+        std::string_view url = str_at(e, "url");
+        if (!url.empty() && url.find(':') == std::string_view::npos) {
+          check_extension_urls(m.value, child(path, name), out);
+          break;
+        }
+      }
+    } else if (name.size() > 1 && name[0] == '_' && m.value.IsObject()) {
+      // a primitive's companion: its extensions sit on the primitive
+      if (const Value* list = json_member(m.value, "extension"); list && list->IsArray())
+        for (auto& e : list->GetArray()) {
+          std::string_view url = str_at(e, "url");
+          if (!url.empty() && url.find(':') == std::string_view::npos) {
+            check_extension_urls(*list, child(child(path, name.substr(1)), "extension"), out);
+            break;
+          }
+        }
+    }
+  }
+}
+
 // A FHIR date/dateTime/instant as the interval of instants it may denote, in UTC microseconds.
 struct InstantRange {
   std::int64_t earliest = 0;
@@ -717,6 +757,7 @@ class FhirInvariants final : public RuleSet {
   void check(std::string_view type, const Value& value, const std::string& path,
              std::vector<Issue>& out) const override {
     if (!value.IsObject()) return;
+    if (type != "Extension") check_extension_urls_of(value, path, out);
     if (value.HasMember("resourceType")) {
       check_contained(value, path, out);
       fhir::check_narrative(value, path, out);
