@@ -167,7 +167,8 @@ void check_duplicates(std::vector<Entry> entries, const std::string& path, std::
   }
 }
 
-// Walks an entry's resource for References and checks each against the Bundle.
+// Walks an entry's resource for References and checks each against the Bundle. The location
+// is kept as a stack of names and indexes and spelled out only for a reference that fails.
 class ReferenceCheck {
  public:
   // `self_contained`: a document, which must hold everything it refers to. `urn_local`: a
@@ -176,38 +177,66 @@ class ReferenceCheck {
   ReferenceCheck(const EntryIndex& index, bool self_contained, bool urn_local, std::vector<Issue>& out)
       : index_(index), self_contained_(self_contained), urn_local_(urn_local), out_(out) {}
 
-  void walk(const Value& v, std::string& path, bool top) {
+  void walk_entry(const Value& resource, std::string entry_location) {
+    entry_location_ = std::move(entry_location);
+    walk(resource, true);
+  }
+
+ private:
+  struct Step {
+    std::string_view name;  // empty for an array item
+    rapidjson::SizeType index = 0;
+  };
+
+  void walk(const Value& v, bool top) {
     ++validation_steps;
     if (v.IsObject()) {
       // A Bundle inside an entry resolves its own references.
       if (!top && str_at(v, "resourceType") == "Bundle") return;
       for (auto& m : v.GetObject()) {
         std::string_view name = view(m.name);
-        std::size_t mark = path.size();
-        path += '.';
-        path += name;
-        if (name == "reference" && m.value.IsString()) check(view(m.value), path);
-        else if (m.value.IsObject() || m.value.IsArray()) walk(m.value, path, false);
-        path.resize(mark);
+        if (name == "reference" && m.value.IsString()) {
+          steps_.push_back({name});
+          check(view(m.value));
+          steps_.pop_back();
+        } else if (m.value.IsObject() || m.value.IsArray()) {
+          steps_.push_back({name});
+          walk(m.value, false);
+          steps_.pop_back();
+        }
       }
     } else if (v.IsArray()) {
       for (rapidjson::SizeType i = 0; i < v.Size(); ++i) {
-        std::size_t mark = path.size();
-        path += '[' + std::to_string(i) + ']';
-        walk(v[i], path, false);
-        path.resize(mark);
+        if (!v[i].IsObject() && !v[i].IsArray()) continue;
+        steps_.push_back({{}, i});
+        walk(v[i], false);
+        steps_.pop_back();
       }
     }
   }
 
- private:
-  void check(std::string_view ref, const std::string& path) {
+  std::string location() const {
+    std::string at = entry_location_;
+    for (const Step& s : steps_) {
+      if (s.name.empty()) {
+        at += '[';
+        at += std::to_string(s.index);
+        at += ']';
+      } else {
+        at += '.';
+        at += s.name;
+      }
+    }
+    return at;
+  }
+
+  void check(std::string_view ref) {
     if (ref.empty() || ref[0] == '#' || ref.find('?') != std::string_view::npos) return;  // local, conditional
     const bool urn = ref.starts_with("urn:");
     const Entry* target = index_.find(ref);
     if (!target) {
       if ((urn && urn_local_) || (self_contained_ && !absolute(ref)))
-        report(out_, "not-found", "bundle-reference-unresolved", path,
+        report(out_, "not-found", "bundle-reference-unresolved", location(),
                "reference '" + std::string(ref) + "' does not resolve to any entry in the Bundle" +
                    (urn ? std::string(": a urn: reference must name an entry's fullUrl")
                         : std::string(": a document Bundle must contain what it refers to")));
@@ -217,7 +246,7 @@ class ReferenceCheck {
     if (h == std::string_view::npos) return;
     std::string_view wanted = ref.substr(h + 10);
     if (!target->version.empty() && target->version != wanted)
-      report(out_, "not-found", "bundle-reference-version", path,
+      report(out_, "not-found", "bundle-reference-version", location(),
              "reference '" + std::string(ref) + "' asks for version " + std::string(wanted) +
                  " but the Bundle holds version " + std::string(target->version) + " (entry[" +
                  std::to_string(target->index) + "])");
@@ -226,6 +255,8 @@ class ReferenceCheck {
   const EntryIndex& index_;
   bool self_contained_, urn_local_;
   std::vector<Issue>& out_;
+  std::string entry_location_;
+  std::vector<Step> steps_;
 };
 
 }  // namespace
@@ -263,15 +294,15 @@ void check_bundle_entries(const Value& bundle, std::string_view type, const std:
   }
   if (entries.size() > 1) check_duplicates(entries, path, type, out);
 
-  EntryIndex index(entries);
+  // Search results and histories may refer to what is not on the page: nothing to resolve.
   const bool urn_local = type == "document" || type == "message" || type == "transaction" || type == "batch" ||
                          type == "collection";
+  if (!urn_local) return;
+  EntryIndex index(entries);
   ReferenceCheck references(index, type == "document", urn_local, out);
-  std::string at;
-  for (const Entry& e : entries) {
-    at = entry_path(path, e.index) + ".resource";
-    references.walk((*list)[static_cast<rapidjson::SizeType>(e.index)]["resource"], at, true);
-  }
+  for (const Entry& e : entries)
+    references.walk_entry((*list)[static_cast<rapidjson::SizeType>(e.index)]["resource"],
+                          entry_path(path, e.index) + ".resource");
 }
 
 }  // namespace tellonce::fhir

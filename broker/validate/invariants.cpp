@@ -111,7 +111,34 @@ void check_ele_1(const Value& v, const std::string& path, std::vector<Issue>& ou
 
 // ---- datatypes ---------------------------------------------------------------------------
 
+// Only an extension inside a complex extension may name itself with a bare word (its url is
+// relative to the outer one); everywhere else the url identifies the definition, so it must be
+// absolute. Whether the parent is an extension is read from the location: ".extension[i]"
+// (or modifierExtension) right before this one's own ".extension[j]".
+bool inside_extension(std::string_view path) {
+  auto strip_item = [](std::string_view& p) {
+    if (p.empty() || p.back() != ']') return false;
+    auto open = p.rfind('[');
+    auto dot = p.rfind('.', open);
+    if (open == std::string_view::npos || dot == std::string_view::npos) return false;
+    std::string_view name = p.substr(dot + 1, open - dot - 1);
+    p = p.substr(0, dot);
+    return name == "extension" || name == "modifierExtension";
+  };
+  std::string_view p = path;
+  return strip_item(p) && strip_item(p);
+}
+
+void check_extension_url(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  std::string_view url = str_at(v, "url");
+  if (url.empty() || url.find(':') != std::string_view::npos || inside_extension(path)) return;
+  report(out, "ext-url-absolute", child(path, "url"),
+         "extension url '" + std::string(url.substr(0, 64)) +
+             "' is not absolute: only an extension inside a complex extension may use a bare name");
+}
+
 void check_extension(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  check_extension_url(v, path, out);
   bool nested = has(v, "extension");
   bool valued = has_value_choice(v);
   if (nested == valued)
@@ -119,46 +146,6 @@ void check_extension(const Value& v, const std::string& path, std::vector<Issue>
            nested ? "Extension has both nested extensions and a value[x]: it must have one or the "
                     "other, not both"
                   : "Extension has neither nested extensions nor a value[x]: it must have one of them");
-}
-
-// Only an extension inside a complex extension may name itself with a bare word (its url is
-// relative to the outer one); everywhere else the url identifies the definition, so it must be
-// absolute. `list` is an extension or modifierExtension array at `at`.
-void check_extension_urls(const Value& list, const std::string& at, std::vector<Issue>& out) {
-  if (!list.IsArray()) return;
-  for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
-    std::string_view url = str_at(list[i], "url");
-    if (url.empty() || url.find(':') != std::string_view::npos) continue;
-    report(out, "ext-url-absolute", at + "[" + std::to_string(i) + "].url",
-           "extension url '" + std::string(url.substr(0, 64)) +
-               "' is not absolute: only an extension inside a complex extension may use a bare name");
-  }
-}
-
-void check_extension_urls_of(const Value& v, const std::string& path, std::vector<Issue>& out) {
-  for (auto& m : v.GetObject()) {
-    std::string_view name{m.name.GetString(), m.name.GetStringLength()};
-    if (name == "extension" || name == "modifierExtension") {
-      if (!m.value.IsArray()) continue;
-      for (auto& e : m.value.GetArray()) {
-        std::string_view url = str_at(e, "url");
-        if (!url.empty() && url.find(':') == std::string_view::npos) {
-          check_extension_urls(m.value, child(path, name), out);
-          break;
-        }
-      }
-    } else if (name.size() > 1 && name[0] == '_' && m.value.IsObject()) {
-      // a primitive's companion: its extensions sit on the primitive
-      if (const Value* list = json_member(m.value, "extension"); list && list->IsArray())
-        for (auto& e : list->GetArray()) {
-          std::string_view url = str_at(e, "url");
-          if (!url.empty() && url.find(':') == std::string_view::npos) {
-            check_extension_urls(*list, child(child(path, name.substr(1)), "extension"), out);
-            break;
-          }
-        }
-    }
-  }
 }
 
 // A FHIR date/dateTime/instant as the interval of instants it may denote, in UTC microseconds.
@@ -757,7 +744,6 @@ class FhirInvariants final : public RuleSet {
   void check(std::string_view type, const Value& value, const std::string& path,
              std::vector<Issue>& out) const override {
     if (!value.IsObject()) return;
-    if (type != "Extension") check_extension_urls_of(value, path, out);
     if (value.HasMember("resourceType")) {
       check_contained(value, path, out);
       fhir::check_narrative(value, path, out);
