@@ -1,6 +1,7 @@
 // The FHIR invariants and UK rules, driven directly: a small walker below stands in for the
 // structural engine and calls the RuleSets per resource and per complex element, the way the
 // engine does (types come from element names, enough for these fixtures).
+#include "broker/validate/bundle_rules.hpp"
 #include "broker/validate/rules.hpp"
 #include "broker/validate/rules_formats.hpp"
 #include "tellonce/validator.hpp"
@@ -153,6 +154,16 @@ TEST(Snomed, ConceptIdFormat) {
   EXPECT_FALSE(snomed_concept_id_valid("022298006"));  // leading zero
   EXPECT_FALSE(snomed_concept_id_valid("2229800x"));
   EXPECT_TRUE(snomed_expression_p("71388002:405813007=15497006"));
+}
+
+TEST(BundleRules, UrnUuidSyntax) {
+  EXPECT_TRUE(fhir::urn_uuid_valid("urn:uuid:0c8e3d5a-1b2f-4c6d-8e9f-a0b1c2d3e4f5"));
+  EXPECT_TRUE(fhir::urn_uuid_valid("urn:uuid:0C8E3D5A-1B2F-4C6D-8E9F-A0B1C2D3E4F5"));
+  EXPECT_FALSE(fhir::urn_uuid_valid("urn:uuid:"));
+  EXPECT_FALSE(fhir::urn_uuid_valid("urn:uuid:1"));
+  EXPECT_FALSE(fhir::urn_uuid_valid("urn:uuid:0c8e3d5a1b2f-4c6d-8e9f-a0b1c2d3e4f5a"));  // dash moved
+  EXPECT_FALSE(fhir::urn_uuid_valid("urn:uuid:33a33b58-648a-4453-b981-e21ea9ggb4hj"));  // not hex
+  EXPECT_FALSE(fhir::urn_uuid_valid("0c8e3d5a-1b2f-4c6d-8e9f-a0b1c2d3e4f5"));
 }
 
 // ---- invariants ---------------------------------------------------------------------------
