@@ -350,7 +350,64 @@ std::string base64_encode(const unsigned char* data, std::size_t size) {
   return text;
 }
 
+// RFC 6838 type/subtype with optional "; name=value" parameters (syntax only: the registry of
+// media types is not shipped).
+bool mime_type_valid(std::string_view s) {
+  auto token = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("!#$&^_.+-").find(c) != std::string_view::npos;
+  };
+  std::size_t pos = 0, start = 0;
+  while (pos < s.size() && token(s[pos])) ++pos;
+  if (pos == start || pos >= s.size() || s[pos] != '/') return false;
+  start = ++pos;
+  while (pos < s.size() && token(s[pos])) ++pos;
+  if (pos == start) return false;
+  if (pos == s.size()) return true;
+  // parameters: anything printable after a ';'
+  while (pos < s.size() && s[pos] == ' ') ++pos;
+  return pos < s.size() && s[pos] == ';';
+}
+
+// BCP 47 syntax: a 2-8 letter language (or x- / i- private and grandfathered forms), then subtags
+// of 1-8 letters or digits.
+bool language_tag_valid(std::string_view s) {
+  if (s.empty()) return false;
+  std::size_t index = 0;
+  while (!s.empty()) {
+    auto dash = s.find('-');
+    std::string_view part = s.substr(0, dash);
+    if (part.empty() || part.size() > 8) return false;
+    for (char c : part) {
+      bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+      if (!alpha && !(index > 0 && c >= '0' && c <= '9')) return false;
+    }
+    if (index == 0 && part.size() == 1 && part != "x" && part != "X" && part != "i" && part != "I") return false;
+    if (dash == std::string_view::npos) break;
+    s.remove_prefix(dash + 1);
+    if (s.empty()) return false;
+    ++index;
+  }
+  return true;
+}
+
+void check_content_type(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  std::string_view type = str_at(v, "contentType");
+  if (!type.empty() && !mime_type_valid(type))
+    report(out, "mime-type", child(path, "contentType"),
+           "contentType '" + std::string(type.substr(0, 64)) + "' is not a MIME type (type/subtype, e.g. application/pdf)");
+}
+
+void check_language(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  std::string_view language = str_at(v, "language");
+  if (!language.empty() && !language_tag_valid(language))
+    report(out, "language-tag", child(path, "language"),
+           "language '" + std::string(language.substr(0, 64)) + "' is not a BCP 47 language tag (e.g. en, en-GB, cy)");
+}
+
 void check_attachment(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  check_content_type(v, path, out);
+  check_language(v, path, out);
   const bool data = has(v, "data");
   if (data && !has(v, "contentType"))
     report(out, "att-1", path, "Attachment has inline data but no contentType: add its MIME type");
@@ -747,6 +804,8 @@ class FhirInvariants final : public RuleSet {
     if (value.HasMember("resourceType")) {
       check_contained(value, path, out);
       fhir::check_narrative(value, path, out);
+      check_language(value, path, out);
+      if (type == "Binary") check_content_type(value, path, out);
       if (type == "Bundle") check_bundle(value, path, out);
       else if (type == "Observation") check_observation(value, path, out);
       else if (type == "Consent") check_consent(value, path, out);
