@@ -3,7 +3,11 @@
 #include "broker/validate/rules.hpp"
 
 #include "tellonce/json.hpp"
+#include "broker/validate/bundle_rules.hpp"
 #include "broker/validate/contained_ids.hpp"
+#include "broker/validate/narrative_rules.hpp"
+
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -107,7 +111,34 @@ void check_ele_1(const Value& v, const std::string& path, std::vector<Issue>& ou
 
 // ---- datatypes ---------------------------------------------------------------------------
 
+// Only an extension inside a complex extension may name itself with a bare word (its url is
+// relative to the outer one); everywhere else the url identifies the definition, so it must be
+// absolute. Whether the parent is an extension is read from the location: ".extension[i]"
+// (or modifierExtension) right before this one's own ".extension[j]".
+bool inside_extension(std::string_view path) {
+  auto strip_item = [](std::string_view& p) {
+    if (p.empty() || p.back() != ']') return false;
+    auto open = p.rfind('[');
+    auto dot = p.rfind('.', open);
+    if (open == std::string_view::npos || dot == std::string_view::npos) return false;
+    std::string_view name = p.substr(dot + 1, open - dot - 1);
+    p = p.substr(0, dot);
+    return name == "extension" || name == "modifierExtension";
+  };
+  std::string_view p = path;
+  return strip_item(p) && strip_item(p);
+}
+
+void check_extension_url(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  std::string_view url = str_at(v, "url");
+  if (url.empty() || url.find(':') != std::string_view::npos || inside_extension(path)) return;
+  report(out, "ext-url-absolute", child(path, "url"),
+         "extension url '" + std::string(url.substr(0, 64)) +
+             "' is not absolute: only an extension inside a complex extension may use a bare name");
+}
+
 void check_extension(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  check_extension_url(v, path, out);
   bool nested = has(v, "extension");
   bool valued = has_value_choice(v);
   if (nested == valued)
@@ -266,9 +297,138 @@ void check_contact_point(const Value& v, const std::string& path, std::vector<Is
            "ContactPoint has a value but no system: say what kind of contact it is (phone, email ...)");
 }
 
+// The bytes of base64 text (whitespace skipped, as line-wrapped base64 is common), or nothing
+// when it is not base64: the structural check reports that.
+std::optional<std::string> base64_decode(std::string_view text) {
+  auto sextet = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string bytes;
+  bytes.reserve(text.size() / 4 * 3);
+  std::uint32_t group = 0;
+  int filled = 0, padding = 0;
+  for (char c : text) {
+    if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+    if (c == '=') {
+      ++padding;
+      group <<= 6;
+    } else {
+      int s = sextet(c);
+      if (s < 0 || padding) return std::nullopt;
+      group = (group << 6) | static_cast<std::uint32_t>(s);
+    }
+    if (++filled == 4) {
+      if (padding > 2) return std::nullopt;
+      bytes += static_cast<char>(group >> 16);
+      if (padding < 2) bytes += static_cast<char>((group >> 8) & 0xFF);
+      if (padding < 1) bytes += static_cast<char>(group & 0xFF);
+      group = 0;
+      filled = 0;
+    }
+  }
+  if (filled != 0) return std::nullopt;
+  return bytes;
+}
+
+std::string base64_encode(const unsigned char* data, std::size_t size) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string text;
+  for (std::size_t i = 0; i < size; i += 3) {
+    std::uint32_t group = static_cast<std::uint32_t>(data[i]) << 16;
+    if (i + 1 < size) group |= static_cast<std::uint32_t>(data[i + 1]) << 8;
+    if (i + 2 < size) group |= data[i + 2];
+    text += alphabet[(group >> 18) & 63];
+    text += alphabet[(group >> 12) & 63];
+    text += i + 1 < size ? alphabet[(group >> 6) & 63] : '=';
+    text += i + 2 < size ? alphabet[group & 63] : '=';
+  }
+  return text;
+}
+
+// RFC 6838 type/subtype with optional "; name=value" parameters (syntax only: the registry of
+// media types is not shipped).
+bool mime_type_valid(std::string_view s) {
+  auto token = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("!#$&^_.+-").find(c) != std::string_view::npos;
+  };
+  std::size_t pos = 0, start = 0;
+  while (pos < s.size() && token(s[pos])) ++pos;
+  if (pos == start || pos >= s.size() || s[pos] != '/') return false;
+  start = ++pos;
+  while (pos < s.size() && token(s[pos])) ++pos;
+  if (pos == start) return false;
+  if (pos == s.size()) return true;
+  // parameters: anything printable after a ';'
+  while (pos < s.size() && s[pos] == ' ') ++pos;
+  return pos < s.size() && s[pos] == ';';
+}
+
+// BCP 47 syntax: a 2-8 letter language (or x- / i- private and grandfathered forms), then subtags
+// of 1-8 letters or digits.
+bool language_tag_valid(std::string_view s) {
+  if (s.empty()) return false;
+  std::size_t index = 0;
+  while (!s.empty()) {
+    auto dash = s.find('-');
+    std::string_view part = s.substr(0, dash);
+    if (part.empty() || part.size() > 8) return false;
+    for (char c : part) {
+      bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+      if (!alpha && !(index > 0 && c >= '0' && c <= '9')) return false;
+    }
+    if (index == 0 && part.size() == 1 && part != "x" && part != "X" && part != "i" && part != "I") return false;
+    if (dash == std::string_view::npos) break;
+    s.remove_prefix(dash + 1);
+    if (s.empty()) return false;
+    ++index;
+  }
+  return true;
+}
+
+void check_content_type(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  std::string_view type = str_at(v, "contentType");
+  if (!type.empty() && !mime_type_valid(type))
+    report(out, "mime-type", child(path, "contentType"),
+           "contentType '" + std::string(type.substr(0, 64)) + "' is not a MIME type (type/subtype, e.g. application/pdf)");
+}
+
+void check_language(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  std::string_view language = str_at(v, "language");
+  if (!language.empty() && !language_tag_valid(language))
+    report(out, "language-tag", child(path, "language"),
+           "language '" + std::string(language.substr(0, 64)) + "' is not a BCP 47 language tag (e.g. en, en-GB, cy)");
+}
+
 void check_attachment(const Value& v, const std::string& path, std::vector<Issue>& out) {
-  if (has(v, "data") && !has(v, "contentType"))
+  check_content_type(v, path, out);
+  check_language(v, path, out);
+  const bool data = has(v, "data");
+  if (data && !has(v, "contentType"))
     report(out, "att-1", path, "Attachment has inline data but no contentType: add its MIME type");
+  const Value* size = json_member(v, "size");
+  std::string_view hash = str_at(v, "hash");
+  if (!data || (!size && hash.empty())) return;
+  auto bytes = base64_decode(str_at(v, "data"));
+  if (!bytes) return;
+  if (size && size->IsUint64() && size->GetUint64() != bytes->size())
+    report(out, "att-size", child(path, "size"),
+           "Attachment.size is " + std::to_string(size->GetUint64()) + " but data holds " +
+               std::to_string(bytes->size()) + " bytes: size must be the number of bytes in data");
+  if (!hash.empty()) {
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1(reinterpret_cast<const unsigned char*>(bytes->data()), bytes->size(), digest);
+    std::string expected = base64_encode(digest, sizeof digest);
+    if (hash != expected)
+      report(out, "att-hash", child(path, "hash"),
+             "Attachment.hash does not match data: it must be the base64 SHA-1 of the bytes in data (" + expected +
+                 ")");
+  }
 }
 
 void check_ratio(const Value& v, const std::string& path, std::vector<Issue>& out) {
@@ -415,6 +575,7 @@ void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& o
   if (type == "message" && first_type() != "MessageHeader")
     report(out, "bdl-12", count ? child(indexed(path, "entry", 0), "resource") : path,
            "A message Bundle must have a MessageHeader as its first entry");
+  fhir::check_bundle_entries(v, type, path, out);
 }
 
 void check_observation(const Value& v, const std::string& path, std::vector<Issue>& out) {
@@ -524,7 +685,29 @@ void check_service_request(const Value& v, const std::string& path, std::vector<
     report(out, "prr-1", child(path, "orderDetail"), "ServiceRequest.orderDetail needs a code");
 }
 
+// The patient-birthTime extension on birthDate gives the time of birth, so its date (in the
+// zone it is written in) is the birthDate.
+void check_birth_time(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  const Value* companion = json_member(v, "_birthDate");
+  const Value* extensions = companion && companion->IsObject() ? json_member(*companion, "extension") : nullptr;
+  if (!extensions || !extensions->IsArray()) return;
+  std::string_view birth_date = str_at(v, "birthDate");
+  for (rapidjson::SizeType i = 0; i < extensions->Size(); ++i) {
+    const Value& ext = (*extensions)[i];
+    if (!ext.IsObject() || str_at(ext, "url") != "http://hl7.org/fhir/StructureDefinition/patient-birthTime")
+      continue;
+    std::string_view time = str_at(ext, "valueDateTime");
+    if (birth_date.empty() || time.size() < 10) continue;  // no date to compare, or the type check's business
+    std::string_view date = time.substr(0, std::min<std::size_t>(birth_date.size(), 10));
+    if (!birth_date.starts_with(date) && date != birth_date)
+      report(out, "pat-birth-time", indexed(child(path, "birthDate"), "extension", i) + ".valueDateTime",
+             "the birthTime extension says " + std::string(time.substr(0, 10)) + " but birthDate is " +
+                 std::string(birth_date) + ": the time of birth must fall on the birth date");
+  }
+}
+
 void check_patient(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  check_birth_time(v, path, out);
   const Value* contacts = json_member(v, "contact");
   if (!contacts || !contacts->IsArray()) return;
   for (rapidjson::SizeType i = 0; i < contacts->Size(); ++i) {
@@ -620,6 +803,9 @@ class FhirInvariants final : public RuleSet {
     if (!value.IsObject()) return;
     if (value.HasMember("resourceType")) {
       check_contained(value, path, out);
+      fhir::check_narrative(value, path, out);
+      check_language(value, path, out);
+      if (type == "Binary") check_content_type(value, path, out);
       if (type == "Bundle") check_bundle(value, path, out);
       else if (type == "Observation") check_observation(value, path, out);
       else if (type == "Consent") check_consent(value, path, out);
