@@ -23,7 +23,8 @@ using test::ConfigFiles;
 using config_test::test_registry;
 
 // A small valid config; tests append or swap sections to make it wrong.
-const char* const valid_partners = R"(partners:
+const char* const valid_partners = R"(insecure_clear_api_keys: true
+partners:
   - id: rtx
     name: Royal Example NHS Trust
     kind: trust
@@ -190,6 +191,7 @@ TEST(LoadConfig, FiveMistakesAreAllReportedWithTheirLines) {
   ConfigFiles files;
   auto path = files.write("five.yaml", R"(broker:
   max_json_depth: deep
+insecure_clear_api_keys: true
 partners:
   - id: rtx
     kind: hospital
