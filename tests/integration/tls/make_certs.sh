@@ -69,3 +69,6 @@ past() {
 }
 past expired "/O=Royal Example NHS Trust/CN=rtx-old"
 past server-expired "/CN=localhost"
+# The renewed server certificate a reload (SIGHUP) picks up.
+leaf server2 "/CN=localhost" "subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth"
