@@ -308,10 +308,24 @@ partners:
     kind: vcse
     ods: 8JK98
     certificates: ["subject:CN=carers-app,O=Example Carers Centre"]
+  - id: legacy-pas
+    kind: trust
+    ods: RYX
+    endpoint:
+      type: mllp
+      address: 127.0.0.1:)" + M + R"(
+      sending_facility: RTX
+      tls: { ca_file: )" + cert("ca.pem") + ", client_cert: " + cert("rtx.pem") + ", client_key: " + cert("rtx.key") + R"( }
 inbound:
+  - { id: fhir, type: fhir-rest, listen: "127.0.0.1:)" + std::to_string(api_port_.port()) + R"(", base_path: /fhir, allow_partner_header: true }
   - id: v2
     type: mllp
-    listen: 127.0.0.1:)" + M + "\n    tls: " + tls_block("optional") + "\n", api_port_.port());
+    listen: 127.0.0.1:)" + M + "\n    tls: " + tls_block("optional") + R"(
+routes:
+  - id: carers-to-legacy
+    match: { source: carers, resource_type: Patient }
+    to: [legacy-pas]
+)", api_port_.port());
   broker.start();
   const auto message = (source_dir() / "config/examples/adt-a01-a81001.hl7").string();
   auto send = [&](const std::string& client_args) {
@@ -332,6 +346,17 @@ inbound:
   EXPECT_TRUE(contains(other, "client certificate is partner 'carers''s")) << other;
   auto none = send("");  // no certificate: the sender is known by MSH-4, as over plain TCP
   EXPECT_TRUE(contains(none, "MSA|AA|DEMO00001")) << none;
+
+  // Outbound MLLP over TLS: a Patient from the carers goes to the legacy PAS as an ADT^A31 over
+  // TLS with the trust's client certificate, here the broker's own MLLP listener, which takes it
+  // as the trust's (MSH-4 RTX matches the certificate) and answers AA: the delivery is delivered.
+  const std::string api = "http://127.0.0.1:" + std::to_string(api_port_.port());
+  auto posted = sh("curl -s -o /dev/null -w %{http_code} -X POST -H \"Content-Type: application/fhir+json\" -H \"X-Tellonce-Partner: carers\" --data @" +
+                   (source_dir() / "config/examples/patient-a81001.json").string() + " " + api + "/fhir/Patient");
+  EXPECT_EQ(posted.output, "202");
+  EXPECT_TRUE(eventually([&] {
+    return contains(sh("curl -s \"" + api + "/api/messages?source=carers&state=delivered\"").output, "\"id\"");
+  })) << broker.output();
 }
 
 }  // namespace
