@@ -33,15 +33,15 @@ struct Partner {
   PartnerKind kind = PartnerKind::trust;
   std::string ods_code;
   std::vector<std::string> api_keys;   // bearer tokens in clear: only with `insecure_clear_api_keys: true`
-  std::vector<std::string> api_key_hashes;  // "sha256:<hex>" of the bearer tokens (tellonce hash-key)
-  // Client certificates it connects with: "sha256:AB:CD:..." fingerprints or "subject:CN=...,O=...".
-  std::vector<std::string> certificates;
   // HL7 v2 sending facilities (MSH-4.1) this partner's systems put on their messages; its ODS
   // code counts as one too. Each belongs to one partner.
   std::vector<std::string> hl7v2_facilities;
   std::optional<PartnerEndpoint> endpoint;  // absent: partner only sends
   int line = 0;
   std::string minimise;                // allow-list id (`minimisation:`) for every record it receives; empty: none
+  std::vector<std::string> api_key_hashes;  // "sha256:<hex>" of the bearer tokens (tellonce hash-key)
+  // Client certificates it connects with: "sha256:AB:CD:..." fingerprints or "subject:CN=...,O=...".
+  std::vector<std::string> certificates;
 };
 
 struct InboundChannel {

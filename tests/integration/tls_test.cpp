@@ -224,7 +224,8 @@ partners:
   const auto out = dir_.path() / "keepalive.out", go = dir_.path() / "go";
   std::thread client([&] {
     sh("(printf \"GET /api/health HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\"; while [ ! -e " + go.string() +
-       " ]; do sleep 0.05; done; printf \"GET /api/health HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n\")"
+       " ]; do sleep 0.05; done; printf \"GET /api/health HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n\"; "
+       "for i in $(seq 200); do [ $(grep -c \"HTTP/1.1 200\" " + out.string() + ") -ge 2 ] && break; sleep 0.05; done)"
        " | openssl s_client -quiet -no_ign_eof -connect 127.0.0.1:" + B + " -CAfile " + cert("ca.pem") + " > " +
        out.string() + " 2>&1");
   });
