@@ -166,6 +166,19 @@ class FhirRestInbound final : public InboundAdapter {
   // Finds the sending partner's id, or answers 401.
   std::optional<HttpResponse> identify(const HttpRequest& req, std::string_view& partner) const {
     auto auth = trim(req[http::field::authorization]);
+    // A verified client certificate (set by the TLS listener) names the partner; a key or a
+    // header sent as well must then name the same one.
+    auto by_cert = partners_.by_certificate(req[kClientCertFingerprintHeader], req[kClientCertSubjectHeader]);
+    if (!by_cert.empty()) {
+      std::string_view other;
+      if (auth.size() > 7 && beast::iequals(auth.substr(0, 7), "Bearer ")) other = partners_.by_api_key(trim(auth.substr(7)));
+      else if (settings_.allow_partner_header) other = partners_.by_id(trim(req["X-Tellonce-Partner"]));
+      if (!other.empty() && other != by_cert)
+        return unauthorized(req, "the client certificate is partner '" + std::string(by_cert) +
+                                     "''s but the request names another partner");
+      partner = by_cert;
+      return std::nullopt;
+    }
     if (!auth.empty()) {
       if (auth.size() > 7 && beast::iequals(auth.substr(0, 7), "Bearer ")) {
         partner = partners_.by_api_key(trim(auth.substr(7)));

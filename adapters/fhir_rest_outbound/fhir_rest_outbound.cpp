@@ -1,4 +1,5 @@
 #include "fhir_rest_outbound.hpp"
+#include "tellonce/tls.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -295,6 +296,11 @@ class FhirRestOutbound final : public OutboundAdapter {
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, settings_.verify_tls ? 1L : 0L);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, settings_.verify_tls ? 2L : 0L);
     if (!settings_.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, settings_.ca_file.c_str());
+    curl_easy_setopt(easy, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
+    if (!settings_.client_cert.empty()) {  // the partner knows us by this certificate
+      curl_easy_setopt(easy, CURLOPT_SSLCERT, settings_.client_cert.c_str());
+      curl_easy_setopt(easy, CURLOPT_SSLKEY, settings_.client_key.c_str());
+    }
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "tellonce/0.1");
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &collect_body);
@@ -427,7 +433,18 @@ AdapterSettings parse_settings(SettingsReader& reader) {
   if (s->timeout.count() <= 0) reader.problem("timeout", "must be more than 0");
   if (s->connect_timeout.count() <= 0) reader.problem("connect_timeout", "must be more than 0");
   s->verify_tls = reader.boolean("verify_tls", s->verify_tls);
-  s->ca_file = reader.string("ca_file", "");
+  s->ca_file = reader.file_path("ca_file", "");
+  s->client_cert = reader.file_path("client_cert", "");
+  s->client_key = reader.file_path("client_key", "");
+  if (s->client_cert.empty() != s->client_key.empty()) {
+    reader.problem(s->client_cert.empty() ? "client_cert" : "client_key",
+                   "a client certificate needs both client_cert and client_key");
+  } else if (!s->client_cert.empty()) {
+    TlsSettings files;
+    files.cert = s->client_cert;
+    files.key = s->client_key;
+    for (auto& why : check_tls_files(files)) reader.problem("client_cert", why);
+  }
   s->bearer_token = reader.string("bearer_token", "");
   s->max_connections = static_cast<int>(reader.integer("max_connections", s->max_connections, 1, 256));
   reader.finish();

@@ -15,7 +15,9 @@ struct FhirRestOutboundSettings {
   std::chrono::milliseconds timeout{10000};
   std::chrono::milliseconds connect_timeout{3000};
   bool verify_tls = true;
-  std::string ca_file;                   // optional extra CA bundle
+  std::string ca_file;                   // optional CA bundle the partner's certificate is checked against
+  std::string client_cert;               // optional PEM client certificate (with client_key): TLS client auth
+  std::string client_key;
   std::string bearer_token;              // optional Authorization: Bearer
   int max_connections = 16;
 };
@@ -26,7 +28,8 @@ OutboundAdapterType fhir_rest_outbound_type();
 // deliver() resumes the caller on its own executor (`executor` is only the fallback).
 std::shared_ptr<OutboundAdapter> make_fhir_rest_outbound(const FhirRestOutboundSettings& settings,
                                                          asio::any_io_executor executor);
-// The type's parse(): reads url, timeout, connect_timeout, verify_tls, ca_file, bearer_token,
+// The type's parse(): reads url, timeout, connect_timeout, verify_tls, ca_file, client_cert,
+// client_key (checked: readable, unexpired, matching), bearer_token,
 // max_connections, then finish() (unknown keys are problems).
 AdapterSettings parse_fhir_rest_outbound_settings(SettingsReader& reader);
 

@@ -95,12 +95,14 @@ struct MailboxState {
   asio::awaitable<HttpResponse> handle(HttpRequest& req) {
     // Who is asking comes first: without a valid key nothing, not even whether an id exists, is said.
     auto auth = trim(std::string_view(req[http::field::authorization]));
-    std::string_view caller;
-    if (auth.size() > 7 && (auth.substr(0, 7) == "Bearer " || auth.substr(0, 7) == "bearer "))
+    // A client certificate the TLS handshake verified (the server sets the header) names the
+    // caller as a key does.
+    std::string_view caller = partners.by_certificate(req[kClientCertFingerprintHeader], req[kClientCertSubjectHeader]);
+    if (caller.empty() && auth.size() > 7 && (auth.substr(0, 7) == "Bearer " || auth.substr(0, 7) == "bearer "))
       caller = partners.by_api_key(trim(auth.substr(7)));
     if (caller.empty())
       co_return refuse(req, http::status::unauthorized, "security",
-                       "send 'Authorization: Bearer <api key>' with the API key you were given");
+                       "send 'Authorization: Bearer <api key>' with the API key you were given, or connect with your client certificate");
     if (caller != partner)
       co_return refuse(req, http::status::forbidden, "forbidden",
                        "this is the mailbox of another partner; use /mailbox/" + std::string(caller) + "/inbox");

@@ -2,11 +2,13 @@
 
 #include "hl7v2/mllp.hpp"
 #include "tellonce/log.hpp"
+#include "tellonce/tls.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -178,6 +180,11 @@ struct Connection {
   bool timed_out = false;
   bool busy = false;  // answering a message: stop() lets it finish
   std::string peer;
+  // TLS listeners: the session over `socket` (cancelling the socket interrupts it too).
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
+  std::shared_ptr<asio::ssl::context> tls_context;  // the one its handshake started with
+  bool presented_certificate = false;  // a client certificate the handshake verified
+  std::string certificate_partner;     // the partner that certificate is listed for; empty: none
 };
 
 // What the acceptor, the connections and stop() share; outlives the adapter when it must.
@@ -212,6 +219,7 @@ class MllpInbound final : public InboundAdapter {
         channel_(ctx.channel_id), converter_(std::move(converter)), acceptor_(asio::make_strand(ctx.executor)),
         shared_(std::make_shared<Shared>()) {
     if (!converter_) throw std::logic_error("mllp inbound '" + channel_ + "' without a converter");
+    if (settings_.tls) tls_ = std::make_shared<TlsServerContext>(*settings_.tls, settings_.listen);  // throws on bad files
     if (!settings_.partner.empty()) {
       fixed_partner_ = std::string(partners_.by_id(settings_.partner));
       if (fixed_partner_.empty())
@@ -300,6 +308,10 @@ class MllpInbound final : public InboundAdapter {
       }
       socket.set_option(tcp::no_delay(true), ignored);
       auto conn = std::make_shared<Connection>(tcp::socket(std::move(socket)));
+      if (tls_) {
+        conn->tls_context = tls_->current();  // kept: a reload (SIGHUP) affects later connections only
+        conn->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(conn->socket, *conn->tls_context);
+      }
       auto remote = conn->socket.remote_endpoint(ignored);
       conn->peer = ignored ? std::string("?") : remote.address().to_string() + ":" + std::to_string(remote.port());
       std::list<std::weak_ptr<Connection>>::iterator entry;
@@ -330,6 +342,12 @@ class MllpInbound final : public InboundAdapter {
       }
     } release{*shared, entry};
     log::debug(kComponent, "connection from " + c->peer + " on " + bound_);
+    if (c->tls && !co_await handshake(c)) {
+      boost::system::error_code ignored;
+      c->socket.close(ignored);
+      c->deadline.cancel();
+      co_return;
+    }
 
     hl7v2::FrameReader frames(settings_.max_frame_bytes);
     std::vector<char> buffer(16 * 1024);  // per connection: 256 of them hold 4 MiB
@@ -354,12 +372,14 @@ class MllpInbound final : public InboundAdapter {
                                   std::to_string(settings_.max_frame_bytes) + " bytes")},
               hl7v2::AckSender{}, next_ack_control_id(), hl7v2::hl7_timestamp_now()));
         } else {
-          acks = co_await answer(std::move(event->message), c->peer);
+          acks = co_await answer(std::move(event->message), *c);
         }
         for (const auto& ack : acks) {
           auto framed = hl7v2::mllp_frame(ack);
           arm(c, settings_.idle_timeout);  // a peer that stops reading must not hold the connection
-          auto [ec, n] = co_await asio::async_write(c->socket, asio::buffer(framed), use_tuple);
+          boost::system::error_code ec;
+          if (c->tls) std::tie(ec, std::ignore) = co_await asio::async_write(*c->tls, asio::buffer(framed), use_tuple);
+          else std::tie(ec, std::ignore) = co_await asio::async_write(c->socket, asio::buffer(framed), use_tuple);
           disarm(c);
           if (ec) {
             closed_because = c->timed_out ? "the peer did not read its ACK within idle_timeout" : "write: " + ec.message();
@@ -376,7 +396,10 @@ class MllpInbound final : public InboundAdapter {
         break;
       }
       arm(c, settings_.idle_timeout);
-      auto [ec, n] = co_await c->socket.async_read_some(asio::buffer(buffer), use_tuple);
+      boost::system::error_code ec;
+      std::size_t n = 0;
+      if (c->tls) std::tie(ec, n) = co_await c->tls->async_read_some(asio::buffer(buffer), use_tuple);
+      else std::tie(ec, n) = co_await c->socket.async_read_some(asio::buffer(buffer), use_tuple);
       disarm(c);
       if (ec) {
         if (c->timed_out) closed_because = "idle for " + std::to_string(settings_.idle_timeout.count()) + " ms";
@@ -396,7 +419,26 @@ class MllpInbound final : public InboundAdapter {
   }
 
   // Everything that happens to one message; returns the ACKs to send, in order.
-  asio::awaitable<std::vector<std::string>> answer(std::string raw, const std::string& peer) {
+  // The TLS handshake within handshake_timeout, then who the client certificate names.
+  asio::awaitable<bool> handshake(std::shared_ptr<Connection> c) {
+    arm(c, tls_->settings().handshake_timeout);
+    auto [ec] = co_await c->tls->async_handshake(asio::ssl::stream_base::server, use_tuple);
+    disarm(c);
+    if (ec) {
+      log::info(kComponent, "connection " + c->peer + ": TLS handshake " +
+                                (c->timed_out ? std::string("timed out") : "failed: " + ec.message()));
+      co_return false;
+    }
+    SSL* ssl = c->tls->native_handle();
+    if (X509* cert = SSL_get0_peer_certificate(ssl); cert && SSL_get_verify_result(ssl) == X509_V_OK) {
+      c->presented_certificate = true;
+      c->certificate_partner = std::string(partners_.by_certificate(certificate_fingerprint(cert), certificate_subject(cert)));
+    }
+    co_return true;
+  }
+
+  asio::awaitable<std::vector<std::string>> answer(std::string raw, const Connection& conn) {
+    const std::string& peer = conn.peer;
     const auto timestamp = hl7v2::hl7_timestamp_now();
     const auto ack_id = next_ack_control_id();
     auto refuse_unparsed = [&](std::vector<AckError> errors, const std::string& why) {
@@ -448,6 +490,14 @@ class MllpInbound final : public InboundAdapter {
                                                                    "' (MSH-4.1) is not a partner's")}},
                          "", "unknown sending facility '" + facility + "'");
     }
+    // A sender that authenticated with a certificate speaks only for its own partner.
+    if (conn.presented_certificate && conn.certificate_partner != partner) {
+      std::string why = conn.certificate_partner.empty()
+          ? "the connection's client certificate is not listed for any partner"
+          : "MSH-4 names partner '" + partner + "' but the connection's client certificate is partner '" +
+                conn.certificate_partner + "''s";
+      co_return finish({AckCode::AR, {err("MSH^1^4^1", "204", why)}}, partner, why);
+    }
 
     auto converted = converter_->convert(message);
     if (!converted) {
@@ -493,6 +543,7 @@ class MllpInbound final : public InboundAdapter {
   std::shared_ptr<const hl7v2::V2ToFhir> converter_;
   tcp::acceptor acceptor_;
   std::string bound_;
+  std::shared_ptr<TlsServerContext> tls_;  // null: plain TCP
   std::shared_ptr<Shared> shared_;
   std::atomic<std::uint64_t> accepted_{0}, rejected_{0};
 };
@@ -521,6 +572,7 @@ InboundAdapterType mllp_inbound_type() {
     if (s->idle_timeout.count() <= 0) r.problem("idle_timeout", "must be more than 0, e.g. 5m");
     s->max_connections = static_cast<std::size_t>(r.integer("max_connections", 256, 1, 100000));
     s->tables_dir = hl7v2::read_tables_setting(r);
+    s->tls = read_tls_settings(r, "tls");
     return s;
   };
   t.create = [](const AdapterSettings& p, InboundContext& ctx) -> std::unique_ptr<InboundAdapter> {

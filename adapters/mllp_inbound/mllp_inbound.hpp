@@ -30,11 +30,13 @@
 #include "hl7v2/to_fhir.hpp"
 #include "tellonce/pipeline.hpp"
 #include "tellonce/registry.hpp"
+#include "tellonce/tls.hpp"
 
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +51,10 @@ struct MllpInboundSettings {
   std::chrono::milliseconds idle_timeout{5 * 60 * 1000};
   std::size_t max_connections = 256;
   std::filesystem::path tables_dir = hl7v2::default_tables_dir();  // the converter's tables (`tables:`)
+  // `tls:` MLLP over TLS (tellonce/tls.hpp). A connection that presents a client certificate
+  // speaks only for the partner that certificate is listed for: a message whose sender
+  // (MSH-4, or `partner`) is another partner is answered AR with ERR-3 204 saying so.
+  std::optional<TlsSettings> tls;
 };
 
 InboundAdapterType mllp_inbound_type();

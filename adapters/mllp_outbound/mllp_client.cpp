@@ -7,6 +7,8 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -47,6 +49,7 @@ struct MllpConnection::State : std::enable_shared_from_this<State> {
   MllpClientOptions options;
   hl7v2::FrameReader frames;
   std::vector<char> buffer;
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;  // over `socket`, when options.tls is set
   bool connected = false;
   unsigned generation = 0;
   bool timed_out = false;
@@ -73,6 +76,7 @@ struct MllpConnection::State : std::enable_shared_from_this<State> {
     boost::system::error_code ignored;
     socket.shutdown(tcp::socket::shutdown_both, ignored);
     socket.close(ignored);
+    tls.reset();
     connected = false;
     frames = hl7v2::FrameReader(options.max_frame_bytes);
   }
@@ -100,6 +104,23 @@ struct MllpConnection::State : std::enable_shared_from_this<State> {
     }
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
+    if (options.tls) {
+      tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket, *options.tls);
+      SSL_set_tlsext_host_name(tls->native_handle(), options.host.c_str());  // SNI
+      tls->set_verify_callback(asio::ssl::host_name_verification(options.host));
+      arm(options.connect_timeout);
+      auto [hec] = co_await tls->async_handshake(asio::ssl::stream_base::client, use_tuple);
+      disarm();
+      if (hec || timed_out) {
+        bool was_timeout = timed_out;
+        drop();
+        out.status = MllpExchange::Status::connect_failed;
+        out.detail = "TLS handshake with " + target() + ": " +
+                     (was_timeout ? "not done within " + std::to_string(options.connect_timeout.count()) + " ms"
+                                  : hec.message());
+        co_return false;
+      }
+    }
     connected = true;
     co_return true;
   }
@@ -111,7 +132,9 @@ struct MllpConnection::State : std::enable_shared_from_this<State> {
     for (int attempt = 0;; ++attempt) {
       const bool may_resend = reused && attempt == 0;
       arm(options.ack_timeout);
-      auto [wec, written] = co_await asio::async_write(socket, asio::buffer(framed), use_tuple);
+      boost::system::error_code wec;
+      if (tls) std::tie(wec, std::ignore) = co_await asio::async_write(*tls, asio::buffer(framed), use_tuple);
+      else std::tie(wec, std::ignore) = co_await asio::async_write(socket, asio::buffer(framed), use_tuple);
       if (wec) {
         disarm();
         bool was_timeout = timed_out;
@@ -145,7 +168,10 @@ struct MllpConnection::State : std::enable_shared_from_this<State> {
           out.ack_er7 = std::move(event->message);
           co_return out;
         }
-        auto [rec, n] = co_await socket.async_read_some(asio::buffer(buffer), use_tuple);
+        boost::system::error_code rec;
+        std::size_t n = 0;
+        if (tls) std::tie(rec, n) = co_await tls->async_read_some(asio::buffer(buffer), use_tuple);
+        else std::tie(rec, n) = co_await socket.async_read_some(asio::buffer(buffer), use_tuple);
         if (rec) {
           disarm();
           bool was_timeout = timed_out;

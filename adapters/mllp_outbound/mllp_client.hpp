@@ -23,8 +23,11 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
+
+namespace boost::asio::ssl { class context; }
 
 namespace tellonce {
 
@@ -53,6 +56,9 @@ struct MllpClientOptions {
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds ack_timeout{10000};
   std::size_t max_frame_bytes = 1024 * 1024;  // an ACK longer than this is discarded
+  // MLLP over TLS when set (make_tls_client_context, tellonce/tls.hpp): the receiver's certificate
+  // is verified and must name `host`; the handshake counts against connect_timeout.
+  std::shared_ptr<asio::ssl::context> tls;
 };
 
 class MllpConnection {

@@ -1,4 +1,5 @@
 #include "mllp_outbound.hpp"
+#include "tellonce/tls.hpp"
 
 #include "mllp_client.hpp"
 
@@ -57,6 +58,7 @@ class MllpOutbound final : public OutboundAdapter {
     options.connect_timeout = settings_.connect_timeout;
     options.ack_timeout = settings_.ack_timeout;
     options.max_frame_bytes = settings_.max_ack_bytes;
+    if (settings_.tls) options.tls = make_tls_client_context(settings_.ca_file, settings_.client_cert, settings_.client_key);
     addressing_.sending_application = settings_.sending_application;
     addressing_.sending_facility = settings_.sending_facility;
     addressing_.receiving_application = settings_.receiving_application;
@@ -225,6 +227,18 @@ OutboundAdapterType mllp_outbound_type() {
     s->connections = static_cast<int>(r.integer("connections", 1, 1, 64));
     s->max_ack_bytes = static_cast<std::size_t>(r.byte_size("max_ack_bytes", s->max_ack_bytes, 1024, 64u << 20));
     s->tables_dir = hl7v2::read_tables_setting(r);
+    if (auto t = r.child("tls")) {
+      s->tls = true;
+      s->ca_file = t->file_path("ca_file", "");
+      s->client_cert = t->file_path("client_cert", "");
+      s->client_key = t->file_path("client_key", "");
+      if (s->client_cert.empty() != s->client_key.empty())
+        t->problem(s->client_cert.empty() ? "client_cert" : "client_key", "a client certificate needs both client_cert and client_key");
+      else if (!s->client_cert.empty())
+        for (auto& why : check_tls_files(TlsSettings{s->client_cert, s->client_key, {}, ClientCertificates::none, false, {}}))
+          t->problem("client_cert", why);
+      t->finish();
+    }
     return s;
   };
   t.create = [](const AdapterSettings& p, OutboundContext& ctx) -> std::unique_ptr<OutboundAdapter> {

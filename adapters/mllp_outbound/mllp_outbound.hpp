@@ -47,6 +47,11 @@ struct MllpOutboundSettings {
   int connections = 1;
   std::size_t max_ack_bytes = 1024 * 1024;
   std::filesystem::path tables_dir = hl7v2::default_tables_dir();  // FhirToV2's tables (`tables:`)
+  // `tls: { ca_file, client_cert, client_key }`: MLLP over TLS, the receiver verified against
+  // ca_file (default: the system's CAs) and named by the address's host; a client certificate
+  // when both are given.
+  bool tls = false;
+  std::string ca_file, client_cert, client_key;
 };
 
 OutboundAdapterType mllp_outbound_type();

@@ -23,6 +23,7 @@ def config(path, port):
   listen: 127.0.0.1:{port}
 store:
   path: data/bench.db
+insecure_clear_api_keys: true
 partners:
   - id: rtx
     name: Bench Trust

@@ -7,6 +7,7 @@
 #include "tellonce/log.hpp"
 #include "broker/delivery/delivery.hpp"
 #include "tellonce/http_server.hpp"
+#include "tellonce/tls.hpp"
 #include "tellonce/pipeline.hpp"
 #include "tellonce/router.hpp"
 #include "tellonce/store.hpp"
@@ -54,8 +55,9 @@ std::vector<std::string> paused_destinations(Store& store) {
 
 // What the shutdown shares between the signal handler, the drain and the watchdog thread.
 struct Broker::Shutdown {
-  explicit Shutdown(asio::io_context& io) : signals(io, SIGINT, SIGTERM) {}
+  explicit Shutdown(asio::io_context& io) : signals(io, SIGINT, SIGTERM), reload(io, SIGHUP) {}
   asio::signal_set signals;
+  asio::signal_set reload;  // SIGHUP: TLS certificates and keys are read again
   std::atomic<bool> requested{false};
   std::mutex mu;
   std::condition_variable changed;
@@ -114,6 +116,8 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
     log::warn("serve", "no web console: " + console_dir.string() + " has no index.html (set api.console_dir)");
   else
     mount_console(http_->at(config.api.listen), std::make_shared<const ConsoleFiles>(ConsoleFiles::load(console_dir)));
+  for (const auto& l : config.listeners)  // throws naming the file when a certificate or key is bad
+    if (l.tls) http_->at(l.listen).use_tls(std::make_shared<TlsServerContext>(*l.tls, l.listen));
   shutdown_ = std::make_unique<Shutdown>(io_);
 }
 
@@ -201,6 +205,7 @@ void Broker::stop_delivery() {
   // Nothing is left to wait for a signal: the io_context now runs out of work on its own.
   boost::system::error_code ignored;
   shutdown_->signals.cancel(ignored);
+  shutdown_->reload.cancel(ignored);
 }
 
 // The last resort: if the io threads have not returned in time, stop the io_context.
@@ -224,6 +229,15 @@ int Broker::run() {
     request_stop();
   };
   shutdown_->signals.async_wait(on_signal);
+  std::function<void(const boost::system::error_code&, int)> on_reload;
+  on_reload = [this, &on_reload](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    // A few small PEM files read on an io thread, once per SIGHUP: not worth a thread of its own.
+    int failed = reload_all_tls_contexts();
+    if (out_) *out_ << "tellonce reloaded TLS certificates (" << failed << " failed)" << std::endl;
+    shutdown_->reload.async_wait(on_reload);
+  };
+  shutdown_->reload.async_wait(on_reload);
 
   std::thread watchdog([this] { watch_deadline(); });
   std::vector<std::thread> pool;

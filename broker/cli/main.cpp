@@ -41,6 +41,7 @@ usage:
                                         send HL7 v2 messages over MLLP; exit 1 unless each is ACKed AA
   tellonce demo-sink --listen HOST:PORT [--record FILE] [--fail-status N --fail-first N]
                                         a partner FHIR endpoint for demos and tests
+  tellonce hash-key < KEYFILE            print the hash a partner's api_key_hashes stores for a key
   tellonce version
 )";
 
@@ -68,6 +69,7 @@ int main(int argc, char** argv) {
     if (cmd == "messages") return tellonce::run_messages_command(argc - 2, argv + 2, registry);
     if (cmd == "destinations") return tellonce::run_destinations_command(argc - 2, argv + 2, registry);
     if (cmd == "mllp-send") return tellonce::run_mllp_send_command(argc - 2, argv + 2);
+    if (cmd == "hash-key") return tellonce::run_hash_key_command(argc - 2, argv + 2);
     if (cmd == "demo-sink") return tellonce::run_sink_command(argc - 2, argv + 2);
     if (cmd == "version" || cmd == "--version") {
       std::cout << "tellonce " << TELLONCE_VERSION << "\n";

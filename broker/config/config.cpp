@@ -38,11 +38,30 @@ const Partner* Config::partner(std::string_view id) const {
   return nullptr;
 }
 
+// Every stored key is compared, each in constant time, so the time taken says nothing about
+// which partner's key came close.
 const Partner* Config::partner_by_api_key(std::string_view key) const {
   if (key.empty()) return nullptr;
-  for (const auto& p : partners)
+  const Partner* found = nullptr;
+  const std::string hash = api_key_hash(key);
+  for (const auto& p : partners) {
+    for (const auto& h : p.api_key_hashes)
+      if (constant_time_equal(h, hash) && !found) found = &p;
     for (const auto& k : p.api_keys)
-      if (k == key) return &p;
+      if (constant_time_equal(k, key) && !found) found = &p;
+  }
+  return found;
+}
+
+const Partner* Config::partner_by_certificate(std::string_view fingerprint, std::string_view subject) const {
+  if (fingerprint.empty()) return nullptr;
+  for (const auto& p : partners)
+    for (const auto& c : p.certificates)
+      if (c == fingerprint) return &p;
+  if (subject.empty()) return nullptr;
+  for (const auto& p : partners)
+    for (const auto& c : p.certificates)
+      if (c.starts_with("subject:") && std::string_view(c).substr(8) == subject) return &p;
   return nullptr;
 }
 

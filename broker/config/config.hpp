@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tellonce/adapter_settings.hpp"
+#include "tellonce/tls.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -31,13 +32,16 @@ struct Partner {
   std::string name;
   PartnerKind kind = PartnerKind::trust;
   std::string ods_code;
-  std::vector<std::string> api_keys;   // bearer tokens this partner sends with
+  std::vector<std::string> api_keys;   // bearer tokens in clear: only with `insecure_clear_api_keys: true`
   // HL7 v2 sending facilities (MSH-4.1) this partner's systems put on their messages; its ODS
   // code counts as one too. Each belongs to one partner.
   std::vector<std::string> hl7v2_facilities;
   std::optional<PartnerEndpoint> endpoint;  // absent: partner only sends
   int line = 0;
   std::string minimise;                // allow-list id (`minimisation:`) for every record it receives; empty: none
+  std::vector<std::string> api_key_hashes;  // "sha256:<hex>" of the bearer tokens (tellonce hash-key)
+  // Client certificates it connects with: "sha256:AB:CD:..." fingerprints or "subject:CN=...,O=...".
+  std::vector<std::string> certificates;
 };
 
 struct InboundChannel {
@@ -120,6 +124,14 @@ struct ApiSettings {
   std::filesystem::path console_dir;         // the web console's files; empty: found by the binary
 };
 
+// `listeners:` what an HTTP listen address (shared by the API, fhir-rest and mailboxes) serves
+// beyond plain HTTP: for now its TLS.
+struct ListenerSettings {
+  std::string listen;
+  std::optional<TlsSettings> tls;
+  int line = 0;
+};
+
 struct Config {
   std::filesystem::path file;
   std::size_t max_body_bytes = 10 * 1024 * 1024;
@@ -131,6 +143,8 @@ struct Config {
   std::size_t reserved_descriptors = 0;      // 0: derived from the partners (see below)
   ApiSettings api;
   std::string log_format = "text";           // log.format: text or json (tellonce/log.hpp)
+  std::vector<ListenerSettings> listeners;
+  bool insecure_clear_api_keys = false;      // accept partners' `api_keys` in clear (demos, tests)
   EngineChoice store{"sqlite", {}, 0};
   EngineChoice queue{"memory", {}, 0};
   ValidationSettings validation;
@@ -148,7 +162,9 @@ struct Config {
   std::size_t descriptors_reserved() const;
 
   const Partner* partner(std::string_view id) const;
-  const Partner* partner_by_api_key(std::string_view key) const;
+  const Partner* partner_by_api_key(std::string_view key) const;  // constant-time compare of hashes
+  // By a verified client certificate: its fingerprint, else its subject.
+  const Partner* partner_by_certificate(std::string_view fingerprint, std::string_view subject) const;
   const Partner* partner_by_hl7v2_facility(std::string_view facility) const;
   const MinimisationList* minimisation_list(std::string_view id) const;
 };

@@ -6,6 +6,7 @@
 #include "broker/minimise/minimise.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <set>
 
@@ -71,6 +72,7 @@ struct PendingChecks {
   std::vector<Located> route_sources;
   std::vector<std::pair<Located, std::string>> api_keys;  // key, owning partner id
   std::vector<std::pair<Located, std::string>> facilities;  // MSH-4 value, owning partner id
+  std::vector<std::pair<Located, std::string>> certificates;  // fingerprint or subject, owning partner id
   std::set<std::string, std::less<>> partners_with_endpoint_section;
   std::vector<Located> minimise_refs;  // partners' and routes' `minimise:` list ids
 };
@@ -115,6 +117,21 @@ void read_log(SettingsReader& top, Config& c) {
   c.log_format = s->string("format", c.log_format);
   if (c.log_format != "text" && c.log_format != "json") s->problem("format", "must be text or json");
   s->finish();
+}
+
+// `listeners:` TLS per HTTP listen address (an address nothing else names serves only 404s).
+void read_listeners(SettingsReader& top, Config& c) {
+  for (auto& r : top.sequence("listeners")) {
+    ListenerSettings l;
+    l.line = r.line();
+    l.listen = r.required_string("listen");
+    if (auto err = check_listen_address(l.listen); !l.listen.empty() && !err.empty()) r.problem("listen", err);
+    for (const auto& other : c.listeners)
+      if (other.listen == l.listen) r.problem("listen", "listener " + l.listen + " is already configured at line " + std::to_string(other.line));
+    l.tls = read_tls_settings(r, "tls");
+    r.finish();
+    c.listeners.push_back(std::move(l));
+  }
 }
 
 void read_api(SettingsReader& top, Config& c, const fs::path& dir) {
@@ -255,8 +272,34 @@ void read_partners(SettingsReader& top, Config& c, const AdapterCatalog& registr
       r.problem("ods", "ODS code '" + p.ods_code + "' must be 3 to 10 uppercase letters or digits");
     for (auto& key : r.located_strings("api_keys")) {
       if (key.value.empty()) log.add(key.line, key.path, "api key must not be empty");
+      else if (!c.insecure_clear_api_keys)
+        log.add(key.line, key.path, "api keys are stored hashed: put `tellonce hash-key` of it under api_key_hashes "
+                                    "(clear keys only with insecure_clear_api_keys: true, for demos and tests)");
       p.api_keys.push_back(key.value);
       pending.api_keys.emplace_back(key, p.id);
+    }
+    for (auto& h : r.located_strings("api_key_hashes")) {
+      bool hex64 = h.value.size() == 7 + 64 && h.value.starts_with("sha256:") &&
+                   h.value.find_first_not_of("0123456789abcdef", 7) == std::string::npos;
+      if (!hex64) log.add(h.line, h.path, "must be 'sha256:' and 64 lowercase hex digits, as `tellonce hash-key` prints");
+      p.api_key_hashes.push_back(h.value);
+      pending.api_keys.emplace_back(h, p.id);
+    }
+    for (auto& cert : r.located_strings("certificates")) {
+      const auto& v = cert.value;
+      bool fingerprint = v.size() == 7 + 95 && v.starts_with("sha256:");
+      for (std::size_t i = 7; fingerprint && i < v.size(); ++i)
+        fingerprint = (i - 7) % 3 == 2 ? v[i] == ':' : std::isxdigit(static_cast<unsigned char>(v[i])) != 0;
+      bool subject = v.starts_with("subject:") && v.size() > 8;
+      if (!fingerprint && !subject)
+        log.add(cert.line, cert.path,
+                "must be 'sha256:AB:CD:...' (32 hex pairs, as `openssl x509 -noout -fingerprint -sha256` prints) "
+                "or 'subject:CN=...' (RFC 2253, as `openssl x509 -noout -subject -nameopt RFC2253` prints)");
+      std::string stored = v;
+      if (fingerprint)
+        for (std::size_t i = 7; i < stored.size(); ++i) stored[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(stored[i])));
+      p.certificates.push_back(stored);
+      pending.certificates.emplace_back(cert, p.id);
     }
     for (auto& f : r.located_strings("hl7v2_facilities")) {
       if (f.value.empty()) log.add(f.line, f.path, "sending facility must not be empty");
@@ -414,6 +457,12 @@ void cross_check(const Config& c, const PendingChecks& pending, ProblemLog& log)
     // The key itself is a secret: name the partners, never the key.
     if (!fresh) log.add(key.line, key.path, "api key already used by partner '" + it->second + "'");
   }
+  std::map<std::string, std::string, std::less<>> cert_owner;
+  for (const auto& [cert, owner] : pending.certificates) {
+    auto [it, fresh] = cert_owner.emplace(cert.value, owner);
+    if (!fresh && it->second != owner)
+      log.add(cert.line, cert.path, "certificate already identifies partner '" + it->second + "'");
+  }
   // A sending facility names one sender: listed twice, or listed by one partner while it is
   // another partner's ODS code, a message could not be told apart.
   std::map<std::string, std::string, std::less<>> facility_owner;
@@ -465,6 +514,8 @@ ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& 
   read_broker(top, c);
   read_api(top, c, dir);
   read_log(top, c);
+  read_listeners(top, c);
+  c.insecure_clear_api_keys = top.boolean("insecure_clear_api_keys", false);
   read_engine(top, "store", c.store, registry);
   read_engine(top, "queue", c.queue, registry);
   read_validation(top, c, dir);

@@ -17,6 +17,10 @@ class ConfigPartnerDirectory final : public PartnerDirectory {
     const Partner* p = config_.partner(partner_id);
     return p ? std::string_view(p->id) : std::string_view();
   }
+  std::string_view by_certificate(std::string_view fingerprint, std::string_view subject) const override {
+    const Partner* p = config_.partner_by_certificate(fingerprint, subject);
+    return p ? std::string_view(p->id) : std::string_view();
+  }
   std::string_view by_hl7v2_facility(std::string_view facility) const override {
     const Partner* p = config_.partner_by_hl7v2_facility(facility);
     return p ? std::string_view(p->id) : std::string_view();

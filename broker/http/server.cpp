@@ -5,6 +5,7 @@
 #include "tellonce/error.hpp"
 #include "tellonce/json.hpp"
 #include "tellonce/log.hpp"
+#include "tellonce/tls.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -40,6 +41,13 @@ struct Mount {
 };
 
 using Connection = http_detail::Session<tcp::socket>;
+using TlsConnection = http_detail::Session<asio::ssl::stream<tcp::socket>>;
+
+// What a TLS handshake verified about the client, set on each of its requests.
+struct PeerIdentity {
+  std::string fingerprint;
+  std::string subject;
+};
 
 // "/fhir" matches "/fhir", "/fhir/x" and "/fhir?x" but not "/fhirx".
 bool prefix_matches(std::string_view prefix, std::string_view target) {
@@ -166,6 +174,14 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
   std::mutex connections_mu;
   // Every connection being served; each session erases its own entry when it ends.
   std::list<std::weak_ptr<Connection>> connections;
+  std::list<std::weak_ptr<TlsConnection>> tls_connections;
+  std::shared_ptr<TlsServerContext> tls;  // null: plain TCP; fixed once started
+
+  template <class Conn>
+  std::list<std::weak_ptr<Conn>>& tracked() {
+    if constexpr (std::is_same_v<Conn, Connection>) return connections;
+    else return tls_connections;
+  }
 
   const HttpHandler* find(std::string_view target) const {
     for (const auto& m : mounts)
@@ -175,9 +191,13 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
 
   asio::awaitable<void> accept_loop();
   void refuse(tcp::socket socket);
+  template <class Conn>
+  bool track(const std::shared_ptr<Conn>& conn, typename std::list<std::weak_ptr<Conn>>::iterator& entry);
   asio::awaitable<void> serve(std::shared_ptr<Connection> conn,
                               std::list<std::weak_ptr<Connection>>::iterator entry);
-  asio::awaitable<HttpResponse> dispatch(HttpRequest& req);
+  asio::awaitable<void> serve_tls(std::shared_ptr<TlsConnection> conn, std::shared_ptr<asio::ssl::context> ctx,
+                                  std::list<std::weak_ptr<TlsConnection>>::iterator entry);
+  asio::awaitable<HttpResponse> dispatch(HttpRequest& req, const PeerIdentity* peer = nullptr);
 };
 
 asio::awaitable<void> HttpServer::State::accept_loop() {
@@ -193,6 +213,10 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
       continue;
     }
     if (open.load(std::memory_order_relaxed) >= max_connections) {
+      if (tls) {  // a plain-text 503 means nothing to a TLS client
+        socket.close(ec);
+        continue;
+      }
       refuse(std::move(socket));
       continue;
     }
@@ -201,23 +225,40 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
       log::info("http", listen + ": accepting connections again");
     }
     socket.set_option(tcp::no_delay(true), ec);
+    if (tls) {
+      auto ctx = tls->current();  // this connection keeps it, whatever a reload does later
+      auto conn = std::make_shared<TlsConnection>(std::move(socket), *ctx);
+      std::list<std::weak_ptr<TlsConnection>>::iterator entry;
+      if (!track(conn, entry)) co_return;
+      auto executor = conn->stream.get_executor();
+      asio::co_spawn(executor, serve_tls(std::move(conn), std::move(ctx), entry),
+                     [](std::exception_ptr e) { log_exception("connection", e); });
+      continue;
+    }
     auto conn = std::make_shared<Connection>(std::move(socket));
     std::list<std::weak_ptr<Connection>>::iterator entry;
-    {
-      std::lock_guard lk(connections_mu);
-      // Checked under the lock stop() takes: a connection accepted as stop() runs is either
-      // in the list stop() walks or refused here, never left open and idle.
-      if (stopping) {
-        conn->stream.close(ec);
-        co_return;
-      }
-      open.fetch_add(1, std::memory_order_relaxed);  // released when its session ends
-      entry = connections.insert(connections.end(), conn);
-    }
+    if (!track(conn, entry)) co_return;
     auto executor = conn->stream.get_executor();
     asio::co_spawn(executor, serve(std::move(conn), entry),
                    [](std::exception_ptr e) { log_exception("connection", e); });
   }
+}
+
+// Adds a connection to the list stop() walks; false (the connection closed) once stopping.
+template <class Conn>
+bool HttpServer::State::track(const std::shared_ptr<Conn>& conn,
+                              typename std::list<std::weak_ptr<Conn>>::iterator& entry) {
+  std::lock_guard lk(connections_mu);
+  // Checked under the lock stop() takes: a connection accepted as stop() runs is either
+  // in the list stop() walks or refused here, never left open and idle.
+  if (stopping) {
+    http_detail::StreamOps<std::decay_t<decltype(conn->stream)>>::close(conn->stream);
+    return false;
+  }
+  open.fetch_add(1, std::memory_order_relaxed);  // released when its session ends
+  auto& list = tracked<Conn>();
+  entry = list.insert(list.end(), conn);
+  return true;
 }
 
 // Over the cap: one non-blocking write of a prepared 503 and close. It never waits, so a
@@ -243,7 +284,14 @@ void HttpServer::State::refuse(tcp::socket socket) {
   socket.close(ec);
 }
 
-asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req) {
+asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req, const PeerIdentity* peer) {
+  // Only the handshake may say who the client is: a client's own copies are dropped.
+  req.erase(kClientCertFingerprintHeader);
+  req.erase(kClientCertSubjectHeader);
+  if (peer && !peer->fingerprint.empty()) {
+    req.set(kClientCertFingerprintHeader, peer->fingerprint);
+    req.set(kClientCertSubjectHeader, peer->subject);
+  }
   const HttpHandler* handler = find(req.target());
   if (!handler) {
     co_return outcome_response(req, http::status::not_found,
@@ -283,6 +331,42 @@ asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn,
   co_await http_detail::serve_session(std::move(conn), limits, dispatcher, stopping);
 }
 
+asio::awaitable<void> HttpServer::State::serve_tls(std::shared_ptr<TlsConnection> conn,
+                                                   std::shared_ptr<asio::ssl::context> ctx,
+                                                   std::list<std::weak_ptr<TlsConnection>>::iterator entry) {
+  auto self = shared_from_this();
+  struct Release {
+    State& st;
+    std::list<std::weak_ptr<TlsConnection>>::iterator entry;
+    ~Release() {
+      std::lock_guard lk(st.connections_mu);
+      st.tls_connections.erase(entry);
+      st.open.fetch_sub(1, std::memory_order_relaxed);
+    }
+  } release{*this, entry};
+  // A client that opens a connection and never finishes the handshake holds a slot only this long.
+  conn->arm(tls->settings().handshake_timeout);
+  auto [ec] = co_await conn->stream.async_handshake(asio::ssl::stream_base::server, use_tuple);
+  conn->disarm();
+  if (ec || stopping) {
+    boost::system::error_code peer_ec;
+    auto peer = conn->stream.next_layer().remote_endpoint(peer_ec);
+    if (ec)
+      log::info("http", listen + ": TLS handshake with " + (peer_ec ? std::string("?") : peer.address().to_string()) +
+                            (conn->timed_out ? " timed out" : " failed: " + ec.message()));
+    http_detail::StreamOps<asio::ssl::stream<tcp::socket>>::close(conn->stream);
+    co_return;
+  }
+  PeerIdentity peer;
+  SSL* ssl = conn->stream.native_handle();
+  if (X509* cert = SSL_get0_peer_certificate(ssl); cert && SSL_get_verify_result(ssl) == X509_V_OK) {
+    peer.fingerprint = certificate_fingerprint(cert);
+    peer.subject = certificate_subject(cert);
+  }
+  auto dispatcher = [this, peer = std::move(peer)](HttpRequest& req) { return dispatch(req, &peer); };
+  co_await http_detail::serve_session(std::move(conn), limits, dispatcher, stopping);
+}
+
 HttpServer::HttpServer(asio::io_context& io, std::string listen, HttpLimits limits)
     : state_(std::make_shared<State>(io, std::move(listen), limits)) {}
 
@@ -301,6 +385,11 @@ void HttpServer::mount(std::string prefix, HttpHandler handler) {
 void HttpServer::cap_connections(std::size_t n) {
   if (state_->started) throw std::logic_error("cap_connections after " + state_->listen + " started");
   state_->max_connections = std::min(n, state_->limits.max_connections);
+}
+
+void HttpServer::use_tls(std::shared_ptr<TlsServerContext> tls) {
+  if (state_->started) throw std::logic_error("use_tls after " + state_->listen + " started");
+  state_->tls = std::move(tls);
 }
 
 std::size_t HttpServer::max_connections() const { return state_->max_connections; }
@@ -346,6 +435,14 @@ void HttpServer::stop() {
     asio::post(conn->stream.get_executor(), [conn] {
       if (conn->busy) return;
       http_detail::StreamOps<tcp::socket>::close(conn->stream);
+    });
+  }
+  for (auto& weak : st->tls_connections) {
+    auto conn = weak.lock();
+    if (!conn) continue;
+    asio::post(conn->stream.get_executor(), [conn] {
+      if (conn->busy) return;
+      http_detail::StreamOps<asio::ssl::stream<tcp::socket>>::close(conn->stream);
     });
   }
 }

@@ -12,6 +12,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -50,6 +51,15 @@ struct StreamOps<tcp::socket> {
     boost::system::error_code ec;
     s.cancel(ec);
   }
+};
+
+// TLS: a half-close or close of the TCP connection beneath, without waiting for the peer's
+// close_notify (the peer may never send it; the answer's length is framed by HTTP).
+template <>
+struct StreamOps<asio::ssl::stream<tcp::socket>> {
+  static void close(asio::ssl::stream<tcp::socket>& s) { StreamOps<tcp::socket>::close(s.next_layer()); }
+  static void shutdown_send(asio::ssl::stream<tcp::socket>& s) { StreamOps<tcp::socket>::shutdown_send(s.next_layer()); }
+  static void interrupt(asio::ssl::stream<tcp::socket>& s) { StreamOps<tcp::socket>::interrupt(s.next_layer()); }
 };
 
 template <class Stream>

@@ -24,8 +24,8 @@ class OriginalReader;  // tellonce/store.hpp
 class MailboxStore;    // tellonce/store.hpp
 
 // Who a sender is. An inbound adapter asks by what its transport offers (a bearer key, the
-// partner id a trusted header or the channel's settings name, an HL7 v2 sending facility;
-// later a certificate). Answers are partner ids, empty when nobody matches; the views stay valid
+// partner id a trusted header or the channel's settings name, an HL7 v2 sending facility, a
+// verified client certificate). Answers are partner ids, empty when nobody matches; the views stay valid
 // as long as the directory. Read-only after start-up: safe from any thread.
 class PartnerDirectory {
  public:
@@ -34,6 +34,13 @@ class PartnerDirectory {
   virtual std::string_view by_id(std::string_view partner_id) const = 0;  // the id if known
   // HL7 v2 MSH-4.1: a partner's listed `hl7v2_facilities`, else the partner with that ODS code.
   virtual std::string_view by_hl7v2_facility(std::string_view facility) const = 0;
+  // A client certificate the transport verified: its "sha256:AB:..." fingerprint (see
+  // tellonce/tls.hpp), else its RFC 2253 subject, as listed in a partner's `certificates`.
+  virtual std::string_view by_certificate(std::string_view fingerprint, std::string_view subject) const {
+    (void)fingerprint;
+    (void)subject;
+    return {};
+  }
 };
 
 class InboundAdapter {

@@ -30,6 +30,15 @@ inline constexpr std::string_view kPeerHeader = "X-Tellonce-Peer";
 // Runs on the connection's strand. Must not block.
 using HttpHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;
 
+class TlsServerContext;  // tellonce/tls.hpp
+
+// On a TLS listener the server sets these request headers from the client certificate the
+// handshake verified (absent when the client sent none); on every listener it first removes
+// any a client sent, so a handler may trust them. Values: certificate_fingerprint() and
+// certificate_subject() of tellonce/tls.hpp.
+inline constexpr const char* kClientCertFingerprintHeader = "X-Tellonce-Client-Cert-Sha256";
+inline constexpr const char* kClientCertSubjectHeader = "X-Tellonce-Client-Cert-Subject";
+
 struct HttpLimits {
   std::size_t max_body_bytes = 10 * 1024 * 1024;
   // A request must arrive whole within this long of the previous answer (or of connecting);
@@ -51,6 +60,9 @@ class HttpServer {
   void start();          // binds; throws std::runtime_error with the address on failure
   // Lowers this server's connection cap below HttpLimits::max_connections; before start().
   void cap_connections(std::size_t n);
+  // Serves this address over TLS with `tls`'s current context (before start()). A handshake not
+  // done within its handshake_timeout is dropped; a reload affects only later connections.
+  void use_tls(std::shared_ptr<TlsServerContext> tls);
   std::size_t max_connections() const;
   // Stops accepting and closes idle connections; a connection busy with a request finishes
   // it, answers with Connection: close and then closes. Any thread; returns at once.

@@ -28,7 +28,7 @@ const char* const valid_partners = R"(partners:
     name: Royal Example NHS Trust
     kind: trust
     ods: RTX
-    api_keys: [demo-rtx-key]
+    api_key_hashes: ["sha256:d605493942f0226466975c066c2a46299430af995419ca9e54664dab9be20312"]
   - id: gp-a81001
     kind: primary-care
     ods: A81001
@@ -447,7 +447,7 @@ delivery:
 )") + valid_partners + R"(  - id: charity-two
     kind: vcse
     ods: 8JK98
-    api_keys: [demo-rtx-key]
+    api_key_hashes: ["sha256:d605493942f0226466975c066c2a46299430af995419ca9e54664dab9be20312"]
 inbound:
   - { id: a, type: fhir-rest, listen: "127.0.0.1:8080", base_path: /fhir }
   - { id: b, type: fhir-rest, listen: "127.0.0.1:8080", base_path: /fhir }
@@ -468,7 +468,7 @@ routes:
   EXPECT_NE(find_problem(load, "delivery.retry.keep_trying_for"), nullptr);
   EXPECT_NE(find_problem(load, "delivery.retry.jitter"), nullptr);
   EXPECT_NE(find_problem(load, "delivery.retry.max_backoff"), nullptr);
-  auto* key = find_problem(load, "partners[3].api_keys[0]");
+  auto* key = find_problem(load, "partners[3].api_key_hashes[0]");
   ASSERT_NE(key, nullptr) << problems_text(load);
   EXPECT_EQ(key->message, "api key already used by partner 'rtx'");
   EXPECT_NE(find_problem(load, "inbound[1].listen"), nullptr);
@@ -659,6 +659,61 @@ TEST(Config, LookupsAndNames) {
   EXPECT_EQ(c.partner_by_api_key("k"), nullptr);
   EXPECT_EQ(to_string(PartnerKind::primary_care), "primary-care");
   EXPECT_EQ((ConfigProblem{"f.yaml", 3, "", "bad"}).to_string(), "f.yaml:3: bad");
+}
+
+}  // namespace
+}  // namespace tellonce
+
+namespace tellonce {
+namespace {
+
+// Partner credentials: keys only hashed (unless marked), hashes and certificates in their forms,
+// a listener's TLS files checked where they are named.
+TEST(LoadConfig, PartnerCredentialsAndListenerTls) {
+  test::ConfigFiles files;
+  auto path = files.write("creds.yaml", R"(partners:
+  - id: rtx
+    kind: trust
+    ods: RTX
+    api_keys: [in-clear]
+    api_key_hashes: ["sha256:NOTHEX"]
+    certificates: ["AB:CD", "subject:CN=rtx-pas", "sha256:cc:3f:c9:94:e2:a3:c8:16:fa:d5:0b:dc:1b:d0:f7:98:b4:f4:c3:2f:ba:bc:7f:39:e7:05:97:f5:87:57:f9:bc"]
+listeners:
+  - listen: 127.0.0.1:8443
+    tls: { cert: no-such.pem, key: no-such.key, client_certificates: required, min_version: "1.1" }
+)");
+  auto registry = config_test::test_registry();
+  auto load = load_config(path, registry);
+  auto text = [&](const char* at) {
+    for (const auto& p : load.problems)
+      if (p.path == at) return p.message;
+    return std::string("(no problem at ") + at + ")";
+  };
+  EXPECT_NE(text("partners[0].api_keys[0]").find("stored hashed"), std::string::npos) << text("partners[0].api_keys[0]");
+  EXPECT_NE(text("partners[0].api_key_hashes[0]").find("64 lowercase hex"), std::string::npos);
+  EXPECT_NE(text("partners[0].certificates[0]").find("sha256:AB:CD"), std::string::npos);
+  EXPECT_EQ(text("partners[0].certificates[1]"), "(no problem at partners[0].certificates[1])");
+  EXPECT_EQ(text("partners[0].certificates[2]"), "(no problem at partners[0].certificates[2])");
+  EXPECT_NE(text("listeners[0].tls.cert").find("does not exist"), std::string::npos) << text("listeners[0].tls.cert");
+  EXPECT_NE(text("listeners[0].tls.client_ca").find("client_ca"), std::string::npos);
+  EXPECT_NE(text("listeners[0].tls.min_version").find("1.2"), std::string::npos);
+  for (const auto& p : load.problems) EXPECT_EQ(p.message.find("in-clear"), std::string::npos) << p.message;
+}
+
+TEST(Config, ApiKeysMatchByHashAndCertificatesByFingerprintOrSubject) {
+  Config c;
+  Partner a;
+  a.id = "a";
+  a.api_key_hashes = {api_key_hash("key-of-a")};
+  a.certificates = {"sha256:AA:BB", "subject:CN=a-app,O=A"};
+  c.partners.push_back(a);
+  EXPECT_EQ(c.partner_by_api_key("key-of-a"), &c.partners[0]);
+  EXPECT_EQ(c.partner_by_api_key("key-of-b"), nullptr);
+  EXPECT_EQ(c.partner_by_api_key(api_key_hash("key-of-a")), nullptr);  // the hash is not the key
+  EXPECT_EQ(c.partner_by_certificate("sha256:AA:BB", "CN=other"), &c.partners[0]);
+  EXPECT_EQ(c.partner_by_certificate("sha256:CC:DD", "CN=a-app,O=A"), &c.partners[0]);
+  EXPECT_EQ(c.partner_by_certificate("sha256:CC:DD", "CN=a-app"), nullptr);
+  EXPECT_EQ(c.partner_by_certificate("", "CN=a-app,O=A"), nullptr);  // no verified certificate
 }
 
 }  // namespace

@@ -29,6 +29,7 @@ store:
 delivery:
   concurrency_per_destination: 4
 )" + extra_delivery + R"(  retry: { keep_trying_for: 1h, initial_backoff: 100ms, max_backoff: 400ms, multiplier: 2, jitter: 0.1 }
+insecure_clear_api_keys: true
 partners:
   - id: rtx
     name: Royal Example NHS Trust

@@ -44,6 +44,7 @@ TEST(FileDelivery, EachRecordBecomesOneFileInThePartnersOutbox) {
   listen: 127.0.0.1:0
 store:
   path: data/tellonce.db
+insecure_clear_api_keys: true
 partners:
   - id: rtx
     kind: trust
@@ -142,6 +143,7 @@ TEST(FileDelivery, NdjsonBatchesWithAManifestEachReachTheOutbox) {
   listen: 127.0.0.1:0
 store:
   path: data/tellonce.db
+insecure_clear_api_keys: true
 partners:
   - id: rtx
     kind: trust

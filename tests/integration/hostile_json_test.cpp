@@ -18,6 +18,7 @@ api:
   listen: 127.0.0.1:{{PORT}}
 store:
   path: data/tellonce.db
+insecure_clear_api_keys: true
 partners:
   - id: rtx
     name: Royal Example NHS Trust

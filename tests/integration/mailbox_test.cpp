@@ -22,6 +22,7 @@ std::string mailbox_config(const std::string& expire_after) {
   listen: 127.0.0.1:0
 store:
   path: data/tellonce.db
+insecure_clear_api_keys: true
 partners:
   - id: rtx
     kind: trust

@@ -21,6 +21,7 @@ std::string config_text(unsigned short gp, unsigned short charity) {
   listen: 127.0.0.1:0
 store:
   path: data/tellonce.db
+insecure_clear_api_keys: true
 partners:
   - id: rtx
     kind: trust

@@ -227,7 +227,7 @@ TEST(MailboxConfig, ExpireAfterAndListenAreChecked) {
   test::TempDir dir("tellonce-mailbox-config");
   auto load = [&](const std::string& endpoint) {
     const auto path = dir.path() / "t.yaml";
-    std::ofstream(path) << "partners:\n  - id: rtx\n    kind: trust\n    ods: RTX\n"
+    std::ofstream(path) << "insecure_clear_api_keys: true\npartners:\n  - id: rtx\n    kind: trust\n    ods: RTX\n"
                            "  - id: carers\n    kind: vcse\n    ods: 8JK98\n    api_keys: [k]\n"
                            "    endpoint: " + endpoint + "\n"
                            "routes:\n  - id: all\n    match: {}\n    to: [carers]\n";
