@@ -237,7 +237,8 @@ def main():
         after = machine_state()
         print(f"ms per request, {args.requests} requests per case and page, limit {args.limit}; "
               f"load average before {before['loadavg'][0]:.2f}, after {after['loadavg'][0]:.2f}; "
-              f"builds running before/after: {before['builds_running']}/{after['builds_running']}")
+              f"'cmake --build' processes (running or waiting) before/after: "
+              f"{before['builds_running']}/{after['builds_running']}")
     finally:
         broker.terminate()
         broker.wait(timeout=60)
