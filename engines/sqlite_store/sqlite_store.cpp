@@ -28,6 +28,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -1571,7 +1572,22 @@ std::string make_cursor(std::int64_t received_at_ms, std::int64_t seq) {
   return buf;
 }
 
-Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor) {
+// Where a search starts: the index it walks newest first. by_* walk an index of messages; the
+// others a table keyed by received time (routes, deliveries).
+enum class Driver { messages, by_source, by_resource_type, by_event, by_nhs_number, unroutable, route, destination,
+                    failed, waiting };
+
+// The driver the filters alone suggest, without looking at the data (replay by filter uses it).
+Driver fixed_driver(const MessageQuery& q) {
+  if (!q.nhs_number.empty() || !q.event.empty()) return Driver::messages;
+  if (!q.route.empty()) return Driver::route;
+  if (!q.destination.empty()) return Driver::destination;
+  if (q.state == MessageState::failed) return Driver::failed;
+  if (q.state == MessageState::delivering) return Driver::waiting;
+  return Driver::messages;
+}
+
+Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor, Driver driver) {
   SearchSql out;
   std::vector<std::string> where;
   auto text = [&](const std::string& value) {
@@ -1583,18 +1599,15 @@ Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor) {
     out.binds.push_back({false, 0, value});
     return std::string("?");
   };
-  std::vector<std::string> joins_where;  // conditions on the driving row, bound first
-  enum class Driver { messages, route, destination, failed, waiting } driver = Driver::messages;
-  const bool state_failed = q.state == MessageState::failed, state_delivering = q.state == MessageState::delivering;
-  if (q.nhs_number.empty() && q.event.empty()) {
-    if (!q.route.empty()) driver = Driver::route;
-    else if (!q.destination.empty()) driver = Driver::destination;
-    else if (state_failed) driver = Driver::failed;
-    else if (state_delivering) driver = Driver::waiting;
-  }
   // CROSS JOIN keeps the driving table first: SQLite would otherwise often walk messages.
   switch (driver) {
-    case Driver::messages: out.from_where = "FROM messages x CROSS JOIN messages m ON m.seq = x.seq"; break;
+    case Driver::messages: out.from_where = "FROM messages m"; break;
+    // INDEXED BY: without statistics SQLite cannot tell a rare source from a common resource type.
+    case Driver::by_source: out.from_where = "FROM messages m INDEXED BY messages_by_source"; break;
+    case Driver::by_resource_type: out.from_where = "FROM messages m INDEXED BY messages_by_resource_type"; break;
+    case Driver::by_event: out.from_where = "FROM messages m INDEXED BY messages_by_event"; break;
+    case Driver::by_nhs_number: out.from_where = "FROM messages m INDEXED BY messages_by_nhs_number"; break;
+    case Driver::unroutable: out.from_where = "FROM messages m INDEXED BY messages_unroutable_by_received"; break;
     case Driver::route:
       out.from_where = "FROM message_routes x CROSS JOIN messages m ON m.seq = x.seq";
       where.push_back("x.route = " + text(q.route));
@@ -1617,12 +1630,9 @@ Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor) {
                       "AND e.status IN ('pending', 'held') AND e.id < x.id)");
       break;
   }
-  if (driver == Driver::messages) {
-    // The message table itself: `x` and `m` are the same row. A plain alias lets SQLite choose
-    // the index for the equality filters below.
-    out.from_where = "FROM messages m";
-  }
-  const std::string x = driver == Driver::messages ? "m" : "x";
+  // On the message table itself `x` and `m` are the same row.
+  const bool on_messages = out.from_where.starts_with("FROM messages m");
+  const std::string x = on_messages ? "m" : "x";
   if (q.since_ms > 0) where.push_back(x + ".received_at_ms >= " + number(q.since_ms));
   if (q.until_ms > 0) where.push_back(x + ".received_at_ms < " + number(q.until_ms));
   if (with_cursor && !q.cursor.empty()) {
@@ -1635,8 +1645,10 @@ Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor) {
     const auto seq = number(c->second);
     where.push_back("(" + x + ".received_at_ms, " + x + ".seq) < (" + at + ", " + seq + ")");
   }
-  if (!q.nhs_number.empty()) where.push_back("m.nhs_number = " + text(q.nhs_number));
-  if (!q.event.empty()) where.push_back("m.event = " + text(q.event));
+  // The "<> ''" terms repeat the partial indexes' own conditions: SQLite uses a partial index only
+  // when the query implies its WHERE, and it cannot see that a bound value is not ''.
+  if (!q.nhs_number.empty()) where.push_back("m.nhs_number = " + text(q.nhs_number) + " AND m.nhs_number <> ''");
+  if (!q.event.empty()) where.push_back("m.event = " + text(q.event) + " AND m.event <> ''");
   if (!q.source.empty()) where.push_back("m.source = " + text(q.source));
   if (!q.resource_type.empty()) where.push_back("m.resource_type = " + text(q.resource_type));
   if (!q.route.empty() && driver != Driver::route)
@@ -1648,7 +1660,7 @@ Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor) {
   if (q.state) {
     switch (*q.state) {
       case MessageState::accepted: where.push_back("0"); break;  // never stored in this state
-      case MessageState::unroutable: where.push_back("m.destinations = 0"); break;
+      case MessageState::unroutable: where.push_back("m.destinations = 0"); break;  // as the partial index says
       case MessageState::delivering:
         if (driver != Driver::waiting)
           where.push_back("EXISTS (SELECT 1 FROM deliveries w WHERE w.message_id = m.id AND w.status IN ('pending', 'held'))");
@@ -1668,6 +1680,95 @@ Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor) {
   return out;
 }
 
+// The driver for a listing, chosen from the data. Each filter that has an index of its own is
+// probed: its newest search_probe_rows rows in the searched time range (before the cursor). The
+// search walks the sparsest: a filter with fewer rows than that in the range (the fewest wins),
+// else the one whose newest rows reach furthest back in time (fewest rows per hour where the
+// listing starts). A probe reads at most search_probe_rows index entries (well under a
+// millisecond). So a rare filter drives even when it is not the one fixed_driver() would pick
+// (a rare source with state=failed: its 500 messages, not every dead delivery), and few waiting
+// deliveries drive rather than every delivery to one destination. Ties keep the fixed order.
+constexpr int search_probe_rows = 1000;
+using StatementCache = std::map<std::string, std::unique_ptr<sqlite::Statement>>;
+
+Driver choose_driver(sqlite::Connection& db, StatementCache& cache, const MessageQuery& q) {
+  struct Candidate {
+    Driver driver;
+    const char* from_where;  // ?1 the value (if any); the received-time range is appended
+    const std::string* value;
+  };
+  std::vector<Candidate> candidates;
+  if (!q.nhs_number.empty())
+    candidates.push_back({Driver::by_nhs_number,
+                          "messages INDEXED BY messages_by_nhs_number WHERE nhs_number = ?1 AND nhs_number <> ''",
+                          &q.nhs_number});
+  if (!q.event.empty())
+    candidates.push_back(
+        {Driver::by_event, "messages INDEXED BY messages_by_event WHERE event = ?1 AND event <> ''", &q.event});
+  if (!q.route.empty()) candidates.push_back({Driver::route, "message_routes WHERE route = ?1", &q.route});
+  if (!q.destination.empty())
+    candidates.push_back({Driver::destination, "deliveries INDEXED BY deliveries_by_destination WHERE destination = ?1",
+                          &q.destination});
+  if (q.state == MessageState::failed)
+    candidates.push_back(
+        {Driver::failed, "deliveries INDEXED BY deliveries_failed WHERE status IN ('dead', 'expired')", nullptr});
+  if (q.state == MessageState::delivering)
+    candidates.push_back(
+        {Driver::waiting, "deliveries INDEXED BY deliveries_waiting WHERE status IN ('pending', 'held')", nullptr});
+  if (q.state == MessageState::unroutable)
+    candidates.push_back(
+        {Driver::unroutable, "messages INDEXED BY messages_unroutable_by_received WHERE destinations = 0", nullptr});
+  if (!q.source.empty())
+    candidates.push_back({Driver::by_source, "messages INDEXED BY messages_by_source WHERE source = ?1", &q.source});
+  if (!q.resource_type.empty())
+    candidates.push_back({Driver::by_resource_type,
+                          "messages INDEXED BY messages_by_resource_type WHERE resource_type = ?1", &q.resource_type});
+  if (candidates.empty()) return Driver::messages;
+  if (candidates.size() == 1) return candidates.front().driver;
+
+  // Only rows before the cursor remain to be listed.
+  std::int64_t until = q.until_ms > 0 ? q.until_ms : std::numeric_limits<std::int64_t>::max();
+  if (auto c = parse_cursor(q.cursor)) until = std::min(until, c->first + 1);
+  Driver best = fixed_driver(q);
+  bool best_capped = true;
+  std::int64_t best_rows = std::numeric_limits<std::int64_t>::max();
+  std::int64_t best_reach = std::numeric_limits<std::int64_t>::max();  // oldest of the newest rows
+  for (const auto& c : candidates) {
+    const std::string sql = std::string("SELECT count(*), min(received_at_ms) FROM (SELECT received_at_ms FROM ") +
+                            c.from_where + " AND received_at_ms >= ?2 AND received_at_ms < ?3 "
+                            "ORDER BY received_at_ms DESC LIMIT " + std::to_string(search_probe_rows) + ")";
+    auto& slot = cache[sql];
+    try {
+      if (!slot) slot = std::make_unique<sqlite::Statement>(db, sql);
+    } catch (const std::exception&) {
+      return fixed_driver(q);
+    }
+    auto& st = *slot;
+    st.start();
+    if (c.value) st.bind(1, std::string_view(*c.value));
+    st.bind(2, q.since_ms).bind(3, until);
+    std::int64_t rows = search_probe_rows, reach = 0;
+    if (st.step()) {
+      rows = st.int64(0);
+      reach = st.int64(1);
+    }
+    st.reset();
+    if (db.failed()) {
+      db.clear_error();  // the listing itself reports a store that cannot read
+      return fixed_driver(q);
+    }
+    const bool capped = rows >= search_probe_rows;
+    const bool sparser = capped ? best_capped && reach < best_reach : best_capped || rows < best_rows;
+    if (sparser) {
+      best = c.driver;
+      best_capped = capped;
+      best_rows = rows;
+      best_reach = reach;
+    }
+  }
+  return best;
+}
+
 void bind_search(sqlite::Statement& st, const SearchSql& s, int first = 1) {
   int at = first;
   for (const auto& b : s.binds) {
@@ -1678,7 +1779,7 @@ void bind_search(sqlite::Statement& st, const SearchSql& s, int first = 1) {
 
 Result<std::vector<MessageSummary>> SqliteStore::read_list(const MessageQuery& query) {
   auto& db = *reader_db_;
-  auto search = search_sql_for(query, true);
+  auto search = search_sql_for(query, true, choose_driver(db, read_->lists, query));
   if (!search) return search.error();
   const bool on_messages = search->from_where.starts_with("FROM messages m");
   const std::string x = on_messages ? "m" : "x";
@@ -1726,7 +1827,7 @@ std::string replayable_sql(const SearchSql& search, const MessageQuery& q, bool 
 
 Result<ReplayMatch> SqliteStore::read_replayable_count(const MessageQuery& query) {
   auto& db = *reader_db_;
-  auto search = search_sql_for(query, false);
+  auto search = search_sql_for(query, false, fixed_driver(query));
   if (!search) return search.error();
   ReplayMatch out;
   try {
@@ -1750,7 +1851,7 @@ Result<ReplayMatch> SqliteStore::read_replayable_count(const MessageQuery& query
 // Writer thread: puts the matching dead deliveries back to pending, one "replayed" event per
 // message naming its destinations and who asked.
 Result<ReplayMatch> SqliteStore::apply_replay_matching(const MessageQuery& query, const std::string& actor) {
-  auto search = search_sql_for(query, false);
+  auto search = search_sql_for(query, false, fixed_driver(query));
   if (!search) return search.error();
   struct Found { std::int64_t id; std::string message_id, destination; std::int64_t seq; };
   std::vector<Found> found;

@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <sqlite3.h>
+#include <set>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -563,6 +564,84 @@ TEST_F(SqliteStoreTest, WalGrownPastItsLimitIsCutBackOnceCheckpointed) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_LE(std::filesystem::file_size(wal), limit);
   EXPECT_EQ(run(store->list(all_messages())).value().size(), 82u);
+}
+
+// The search starts from whichever filter's index looks sparsest in the data (a rare source, or
+// the dead deliveries, or one destination's): whichever it picks, the answer must be the same.
+// 1300 messages so that two filters each have more rows than the store's probe reads (1000):
+// rtx sends all but three; 9 in 10 die at gp-1, the rest wait; of the three from `rare`, two die.
+asio::awaitable<void> commit_and_settle(Store& store, NewMessage m, bool dead, std::vector<std::string>& ids) {
+  auto committed = (co_await store.commit(std::move(m))).value();
+  ids.push_back(committed.outcome.message_id);
+  if (!dead) co_return;
+  DeliveryAttempt a;
+  a.delivery_id = committed.jobs.at(0).delivery_id;
+  a.message_id = committed.outcome.message_id;
+  a.destination = committed.jobs.at(0).destination;
+  a.attempt = 1;
+  a.outcome = DeliveryOutcome::permanent;
+  a.partner_code = "HTTP 400";
+  a.dead = true;
+  (co_await store.record_attempt(a)).value();
+}
+
+TEST_F(SqliteStoreTest, SearchGivesTheSameAnswerWhicheverFilterItStartsFrom) {
+  SqliteStoreSettings settings;
+  settings.path = dir_ / "tellonce.db";
+  auto store = make_sqlite_store(settings);
+  std::vector<std::string> dead_rtx, dead_rare, waiting, rare_all, scratch;  // scratch: the waiting rare one
+  {
+    asio::io_context io;
+    bool failed = false;
+    for (int i = 0; i < 1300; ++i) {
+      const bool rare = i == 101 || i == 701 || i == 1200;
+      const bool dead = i % 10 != 0;
+      auto m = sample("", {"gp-1"}, rare ? "rare" : "rtx");
+      m.received_at_ms = 1'700'000'000'000 + i * 1000;
+      auto& ids = rare ? (dead ? dead_rare : scratch) : dead ? dead_rtx : waiting;
+      asio::co_spawn(io, commit_and_settle(*store, std::move(m), dead, ids), [&](std::exception_ptr e) {
+        if (e) failed = true;
+      });
+    }
+    io.run();
+    ASSERT_FALSE(failed);
+  }
+  ASSERT_EQ(dead_rare.size(), 2u);
+  ASSERT_EQ(scratch.size(), 1u);
+  rare_all = dead_rare;
+  rare_all.push_back(scratch[0]);
+  auto all_pages = [&](MessageQuery q) {  // every match, page after page by cursor
+    std::set<std::string> out;
+    q.limit = 97;
+    for (;;) {
+      auto rows = run(store->list(q)).value();
+      for (const auto& r : rows) EXPECT_TRUE(out.insert(r.id).second) << "listed twice: " << r.id;
+      if (rows.size() < 97u) return out;
+      q.cursor = rows.back().cursor;
+    }
+  };
+  using Set = std::set<std::string>;
+  MessageQuery q;
+  q.source = "rare";
+  q.state = MessageState::failed;
+  EXPECT_EQ(all_pages(q), Set(dead_rare.begin(), dead_rare.end()));
+  q.source = "rtx";
+  EXPECT_EQ(all_pages(q), Set(dead_rtx.begin(), dead_rtx.end()));
+  q = {};
+  q.source = "rare";
+  q.destination = "gp-1";
+  EXPECT_EQ(all_pages(q), Set(rare_all.begin(), rare_all.end()));
+  q.destination = "elsewhere";
+  EXPECT_EQ(all_pages(q), Set{});
+  q = {};
+  q.destination = "gp-1";
+  q.state = MessageState::delivering;
+  Set expected_waiting(waiting.begin(), waiting.end());
+  expected_waiting.insert(scratch[0]);
+  EXPECT_EQ(all_pages(q), expected_waiting);
+  q.source = "rtx";
+  EXPECT_EQ(all_pages(q), Set(waiting.begin(), waiting.end()));
+  store->close();
 }
 
 }  // namespace
