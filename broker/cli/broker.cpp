@@ -251,6 +251,8 @@ int Broker::run() {
     // A few small PEM files read on an io thread, once per SIGHUP: not worth a thread of its own.
     int failed = reload_all_tls_contexts();
     if (out_) *out_ << "tellonce reloaded TLS certificates (" << failed << " failed)" << std::endl;
+    audit_config_reload(audit_.get(), "signal:SIGHUP", "tls certificates",
+                        failed ? std::to_string(failed) + " failed" : std::string());
     shutdown_->reload.async_wait(on_reload);
   };
   shutdown_->reload.async_wait(on_reload);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -81,6 +82,8 @@ TEST(AuditIntegration, RecordsDeliveriesAReplayAndABodyViewVerifyAndTamperingIsN
   auto body = client.request("GET", broker.base() + "/api/messages/" + ids[1] + "/body", "",
                              {"X-Tellonce-Actor: cli:it-viewer", "X-Tellonce-Reason: complaint 42"});
   ASSERT_EQ(body.status, 200);
+  broker.process().signal(SIGHUP);  // a reload: audited as config-reloaded
+  ASSERT_TRUE(broker.process().wait_for_line("reloaded TLS certificates", 10s)) << broker.output();
   ASSERT_EQ(broker.stop(), 0);
 
   const fs::path log = dir.path() / "data" / "audit.ndjson";
@@ -99,6 +102,12 @@ TEST(AuditIntegration, RecordsDeliveriesAReplayAndABodyViewVerifyAndTamperingIsN
   EXPECT_NE(replayed.find(R"("reason":"partner fixed")"), std::string::npos) << replayed;
   EXPECT_NE(viewed.find(R"("actor":"cli:it-viewer")"), std::string::npos) << viewed;
   EXPECT_NE(viewed.find(R"("reason":"complaint 42")"), std::string::npos) << viewed;
+  EXPECT_EQ(std::count_if(lines.begin(), lines.end(),
+                          [](const std::string& l) {
+                            return l.find(R"("kind":"config-reloaded","actor":"signal:SIGHUP")") != std::string::npos &&
+                                   l.find(R"("outcome":"ok","detail":"tls certificates")") != std::string::npos;
+                          }),
+            1);
   // No patient data: the NHS numbers sent are nowhere in the log.
   for (int i = 0; i < 3; ++i) EXPECT_EQ(read_file(log).find(nhs_number(20 + i)), std::string::npos);
 
