@@ -3,6 +3,7 @@
 #include "broker/config/config.hpp"
 #include "broker/core/trail.hpp"
 #include "broker/delivery/delivery.hpp"
+#include "tellonce/audit.hpp"
 #include "tellonce/http_server.hpp"
 #include "tellonce/pipeline.hpp"
 #include "tellonce/store.hpp"
@@ -252,7 +253,7 @@ std::optional<Issue> read_query(std::string_view query, MessageQuery& q, int* fi
     auto eq = pair.find('=');
     auto name = pair.substr(0, eq);
     std::string value = eq == std::string_view::npos ? std::string() : url_decode(pair.substr(eq + 1));
-    if (name.empty()) continue;
+    if (name.empty() || name == "reason") continue;  // reason: for the audit log (reason_of)
     if (name != "limit" && name != "cursor" && name != "dryRun" && !value.empty()) ++narrowing;
     if (name == "state") {
       if (value != "accepted" && value != "unroutable" && value != "delivering" && value != "delivered" &&
@@ -312,12 +313,60 @@ std::string actor_of(const HttpRequest& req) {
   return actor;
 }
 
+// Why an operator did it, for the audit log: X-Tellonce-Reason, else ?reason=. Bounded and
+// printable like the actor; free text the operator wrote (the docs ask for no patient data).
+std::string reason_of(const HttpRequest& req, std::string_view query) {
+  std::string reason(req["X-Tellonce-Reason"]);
+  while (reason.empty() && !query.empty()) {
+    auto amp = query.find('&');
+    auto pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (pair.starts_with("reason=")) reason = url_decode(pair.substr(7));
+  }
+  if (reason.size() > 200) reason = std::string(utf8_prefix(reason, 200));
+  for (auto& c : reason)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return reason;
+}
+
+// A replay filter for the audit log: which fields narrowed it, with their values except the
+// patient's (an NHS number is named, never written).
+std::string filter_summary(const MessageQuery& q) {
+  std::string out;
+  auto add = [&out](std::string_view key, const std::string& value) {
+    if (value.empty()) return;
+    out += out.empty() ? "" : " ";
+    out += key;
+    out += "=";
+    out += value;
+  };
+  if (q.state) add("state", std::string(to_string(*q.state)));
+  add("source", q.source);
+  add("destination", q.destination);
+  add("route", q.route);
+  add("resourceType", q.resource_type);
+  add("event", q.event);
+  if (!q.nhs_number.empty()) add("nhsNumber", "(given)");
+  if (q.since_ms) add("since", std::to_string(q.since_ms));
+  if (q.until_ms) add("until", std::to_string(q.until_ms));
+  return out;
+}
+
 // No authentication yet: the API binds to 127.0.0.1 by default (api.listen), so only local
 // operators reach it. Anything listening wider needs a token check here first.
 class AdminApi {
  public:
-  AdminApi(Store& store, Pipeline& pipeline, const Config& config, Dispatcher* dispatcher)
-      : store_(store), pipeline_(pipeline), config_(config), dispatcher_(dispatcher) {}
+  AdminApi(Store& store, Pipeline& pipeline, const Config& config, Dispatcher* dispatcher, Audit* audit)
+      : store_(store), pipeline_(pipeline), config_(config), dispatcher_(dispatcher), audit_(audit) {}
+
+  // An operator's action or view, on disk in the audit log before it is answered (or shown).
+  asio::awaitable<Result<void>> audited(const HttpRequest& req, std::string_view query, AuditEntry e) {
+    if (!audit_) co_return Result<void>{};
+    e.actor = actor_of(req);
+    e.reason = reason_of(req, query);
+    auto durable = audit_->record_durable(std::move(e));
+    co_return co_await std::move(durable);
+  }
 
   asio::awaitable<HttpResponse> handle(HttpRequest& req) {
     std::string_view target = req.target();
@@ -359,8 +408,17 @@ class AdminApi {
         co_return outcome_response(req, http::status::bad_request,
                                    {bad_request("give at least one filter (state, source, destination, ...): "
                                                 "replaying every dead delivery at once is refused", "")});
+      const std::string filter = filter_summary(q);
       auto counts = co_await pipeline_.replay_matching(std::move(q), actor_of(req), dry_run);
       if (!counts) co_return failure_response(req, counts.error());
+      if (!dry_run) {
+        AuditEntry e;
+        e.kind = AuditKind::replay_requested;
+        e.outcome = "ok";
+        e.detail = filter + ": matched " + std::to_string(counts->matched) + ", replayed " + std::to_string(counts->replayed);
+        auto noted = co_await audited(req, query, std::move(e));
+        if (!noted) co_return failure_response(req, noted.error());
+      }
       co_return json_response(req, http::status::ok,
                               R"({"matched":)" + std::to_string(counts->matched) + R"(,"replayed":)" +
                                   std::to_string(counts->replayed) + R"(,"dryRun":)" + (dry_run ? "true" : "false") + "}");
@@ -391,6 +449,12 @@ class AdminApi {
         auto saved = co_await store_.set_paused(name, pause, actor_of(req));
         if (!saved) co_return failure_response(req, saved.error());
         if (dispatcher_) dispatcher_->set_paused(name, pause);
+        AuditEntry e;
+        e.kind = pause ? AuditKind::paused : AuditKind::resumed;
+        e.destination = name;
+        e.outcome = "ok";
+        auto noted = co_await audited(req, query, std::move(e));
+        if (!noted) co_return failure_response(req, noted.error());
         auto one = co_await destinations_json(name);
         if (!one) co_return failure_response(req, one.error());
         co_return json_response(req, http::status::ok, std::move(*one));
@@ -413,6 +477,18 @@ class AdminApi {
       // inbound adapter converted them (HL7 v2, CSV).
       if (!id.empty() && (action == "body" || action == "original")) {
         if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
+        auto found = co_await store_.find(id);
+        if (!found) co_return failure_response(req, found.error());
+        if (!*found) co_return not_found(req, "no message with id " + id);
+        // Shown only once the view is in the audit log (issue 12: every disclosure is accounted for).
+        AuditEntry e;
+        e.kind = action == "original" ? AuditKind::original_viewed : AuditKind::body_viewed;
+        e.message_id = id;
+        e.source = (*found)->source;
+        e.resource_type = (*found)->resource_type;
+        e.outcome = "ok";
+        auto noted = co_await audited(req, query, std::move(e));
+        if (!noted) co_return failure_response(req, noted.error());
         if (action == "original") {
           auto original = co_await store_.original(id);
           if (!original) co_return failure_response(req, original.error());
@@ -420,9 +496,6 @@ class AdminApi {
             co_return json_response(req, http::status::ok, std::move((*original)->bytes),
                                     std::move((*original)->content_type));
         }
-        auto found = co_await store_.find(id);
-        if (!found) co_return failure_response(req, found.error());
-        if (!*found) co_return not_found(req, "no message with id " + id);
         auto body = co_await store_.body(id);
         if (!body) co_return failure_response(req, body.error());
         co_return json_response(req, http::status::ok, std::move(*body), (*found)->content_type);
@@ -431,6 +504,13 @@ class AdminApi {
         if (req.method() != http::verb::post) co_return not_allowed(req, "POST");
         auto replayed = co_await pipeline_.replay_as(id, actor_of(req));
         if (!replayed) co_return failure_response(req, replayed.error());
+        AuditEntry e;
+        e.kind = AuditKind::replayed;
+        e.message_id = id;
+        e.outcome = "ok";
+        e.detail = std::to_string(*replayed) + " deliveries replayed";
+        auto noted = co_await audited(req, query, std::move(e));
+        if (!noted) co_return failure_response(req, noted.error());
         co_return json_response(req, http::status::ok, R"({"replayed":)" + std::to_string(*replayed) + "}");
       }
     }
@@ -551,6 +631,7 @@ class AdminApi {
   Pipeline& pipeline_;
   const Config& config_;
   Dispatcher* dispatcher_;
+  Audit* audit_;  // null: not audited
 };
 
 }  // namespace
@@ -591,8 +672,9 @@ std::string health_json(const Health& health) {
   return std::string(out.GetString(), out.GetSize());
 }
 
-void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config& config, Dispatcher* dispatcher) {
-  auto api = std::make_shared<AdminApi>(store, pipeline, config, dispatcher);
+void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config& config, Dispatcher* dispatcher,
+               Audit* audit) {
+  auto api = std::make_shared<AdminApi>(store, pipeline, config, dispatcher, audit);
   server.mount("/api", [api](HttpRequest& req) { return api->handle(req); });
 }
 

@@ -13,6 +13,7 @@ class HttpServer;
 class Store;
 class Pipeline;
 class Dispatcher;
+class Audit;
 struct Config;
 
 // Whether the broker can accept records now, and if not why. The one place readiness is
@@ -26,9 +27,11 @@ boost::asio::awaitable<Health> check_health(Store& store);
 std::string health_json(const Health& health);  // {"status":"ok"} or {"status":"unavailable","problems":[...]}
 
 // Mounts /api on the server. Call before the server starts. `config` and `dispatcher` (may be
-// null: no pause/resume in effect, no per-destination counts) must outlive the server.
+// null: no pause/resume in effect, no per-destination counts) must outlive the server. `audit`
+// (may be null: nothing audited) must too: replays, pauses, resumes and body views are on disk
+// there before they are answered; when the audit cannot record one it is refused (503).
 void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config& config,
-               Dispatcher* dispatcher = nullptr);
+               Dispatcher* dispatcher = nullptr, Audit* audit = nullptr);
 
 // "2026-11-23T10:00:00.123Z"
 std::string iso8601_utc(std::int64_t ms_since_epoch);

@@ -2,6 +2,7 @@
 
 #include "broker/config/partner_directory.hpp"
 #include "broker/api/api.hpp"
+#include "broker/audit/audit_log.hpp"
 #include "broker/metrics/broker_metrics.hpp"
 #include "broker/console/console_files.hpp"
 #include "tellonce/log.hpp"
@@ -84,6 +85,7 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   for (const auto& p : config.partners)
     if (p.endpoint) destinations.push_back(p.id);
   metrics_ = std::make_unique<BrokerMetrics>(TELLONCE_VERSION, std::move(destinations));
+  if (config.audit.enabled) audit_ = open_audit_log(AuditLogSettings{config.audit.path, config.audit.flush_delay});
   queue_ = registry.queue(config.queue.type)
                ->create(config.queue.settings,
                         QueueContext{io_.get_executor(), static_cast<std::size_t>(config.delivery.max_queued_body_bytes)});
@@ -99,15 +101,16 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   dispatcher_ = std::make_unique<Dispatcher>(
       io_, *store_, *queue_, config.delivery, outbound_,
       make_minimisers(config, *validator_, *store_, JsonLimits{config.max_body_bytes, config.max_json_depth}),
-      metrics_.get());
+      metrics_.get(), audit_.get());
   pipeline_ = make_pipeline(*validator_, *router_, *store_, *queue_,
-                            JsonLimits{config.max_body_bytes, config.max_json_depth}, HeavyRecords{}, metrics_.get());
+                            JsonLimits{config.max_body_bytes, config.max_json_depth}, HeavyRecords{}, metrics_.get(),
+                            audit_.get());
 
   for (const auto& ch : config.inbound) {
     contexts_.push_back(InboundContext{*partners_, *pipeline_, io_.get_executor(), http_.get(), ch.id});
     inbound_.push_back(registry.inbound(ch.type)->create(ch.settings, contexts_.back()));
   }
-  mount_api(http_->at(config.api.listen), *store_, *pipeline_, config, dispatcher_.get());
+  mount_api(http_->at(config.api.listen), *store_, *pipeline_, config, dispatcher_.get(), audit_.get());
   mount_operations(http_->at(config.api.listen), *metrics_, *store_);
   // Message flow does not need the console: a configured folder that cannot be used stops the
   // start (load throws), a default one that is missing (a binary copied alone) only warns.
@@ -123,8 +126,20 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
 
 Broker::~Broker() = default;
 
+Audit* Broker::audit() const { return audit_.get(); }
+
 void Broker::start(std::ostream& out) {
   out_ = &out;
+  // Before anything new is taken: what the store acknowledged but a crash kept out of the audit.
+  std::size_t audit_recovered = 0;
+  if (audit_) {
+    auto caught_up = audit_->catch_up(*store_);
+    if (!caught_up) log::warn("audit", "no audit catch-up from the store: " + caught_up.error().summary());
+    else audit_recovered = *caught_up;
+    if (audit_recovered)
+      log::warn("audit", std::to_string(audit_recovered) + " audit entries recovered from the store (the broker "
+                         "stopped before writing them)");
+  }
   // Resume before accepting anything new, so redelivery keeps acceptance order.
   auto pending = store_->load_pending(static_cast<std::size_t>(config_.delivery.max_queued_body_bytes));
   if (!pending) throw std::runtime_error("cannot read pending deliveries: " + pending.error().summary());
@@ -155,6 +170,7 @@ void Broker::start(std::ostream& out) {
     out << "  listening " << listen.substr(0, listen.rfind(':')) << ":" << port << "\n";
   out << "  store    " << store_->describe() << " (" << resumed << " pending deliveries resumed)\n"
       << std::flush;
+  if (audit_) out << "  audit    " << audit_->describe() << " (" << audit_recovered << " recovered from the store)\n" << std::flush;
 }
 
 void Broker::request_stop() {
@@ -235,6 +251,8 @@ int Broker::run() {
     // A few small PEM files read on an io thread, once per SIGHUP: not worth a thread of its own.
     int failed = reload_all_tls_contexts();
     if (out_) *out_ << "tellonce reloaded TLS certificates (" << failed << " failed)" << std::endl;
+    audit_config_reload(audit_.get(), "signal:SIGHUP", "tls certificates",
+                        failed ? std::to_string(failed) + " failed" : std::string());
     shutdown_->reload.async_wait(on_reload);
   };
   shutdown_->reload.async_wait(on_reload);
@@ -250,6 +268,7 @@ int Broker::run() {
   }
   shutdown_->changed.notify_all();
   watchdog.join();
+  if (audit_) audit_->close();
   store_->close();
   return 0;
 }

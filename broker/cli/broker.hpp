@@ -43,6 +43,8 @@ class Dispatcher;
 class Pipeline;
 class HttpServers;
 class BrokerMetrics;
+class Audit;
+class AuditLog;
 
 struct BrokerOptions {
   // How long in-flight requests may take to finish after a stop is requested.
@@ -68,6 +70,10 @@ class Broker {
   int run();
   // Begins the shutdown described above. Any thread; a second call stops at once.
   void request_stop();
+  // The audit log (null when `audit.enabled: false`), for callers that reload configuration or
+  // certificates: audit_config_reload(broker.audit(), ...) (tellonce/audit.hpp). Lives as long
+  // as the Broker.
+  Audit* audit() const;
 
  private:
   void begin_shutdown();
@@ -85,6 +91,7 @@ class Broker {
   std::unique_ptr<Router> router_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<BrokerMetrics> metrics_;  // outlives everything that records into it
+  std::unique_ptr<AuditLog> audit_;         // likewise; null when disabled
   asio::io_context io_;
   std::unique_ptr<Queue> queue_;
   std::map<std::string, std::shared_ptr<OutboundAdapter>> outbound_;

@@ -37,6 +37,10 @@ usage:
                                         find messages, newest first
   tellonce destinations [pause|resume NAME]
                                         each destination's health and backlog; pause or resume one
+  tellonce audit verify [PATH] [--config FILE]
+                                        check the audit log's hash chain and head; exit 1 naming the first bad line
+  tellonce audit export --fhir [--since TIME] [PATH] [--config FILE]
+                                        the audit log as FHIR R4 AuditEvent NDJSON
   tellonce mllp-send --to HOST:PORT [--timeout 10s] FILE...|-
                                         send HL7 v2 messages over MLLP; exit 1 unless each is ACKed AA
   tellonce demo-sink --listen HOST:PORT [--record FILE] [--fail-status N --fail-first N]
@@ -68,6 +72,7 @@ int main(int argc, char** argv) {
     if (cmd == "replay") return tellonce::run_replay_command(argc - 2, argv + 2, registry);
     if (cmd == "messages") return tellonce::run_messages_command(argc - 2, argv + 2, registry);
     if (cmd == "destinations") return tellonce::run_destinations_command(argc - 2, argv + 2, registry);
+    if (cmd == "audit") return tellonce::run_audit_command(argc - 2, argv + 2, registry);
     if (cmd == "mllp-send") return tellonce::run_mllp_send_command(argc - 2, argv + 2);
     if (cmd == "hash-key") return tellonce::run_hash_key_command(argc - 2, argv + 2);
     if (cmd == "demo-sink") return tellonce::run_sink_command(argc - 2, argv + 2);

@@ -132,6 +132,13 @@ struct ListenerSettings {
   int line = 0;
 };
 
+// audit: the hash-chained audit log (broker/audit, docs/audit.md).
+struct AuditSettings {
+  bool enabled = true;
+  std::filesystem::path path;                  // default data/audit.ndjson beside the config
+  std::chrono::milliseconds flush_delay{0};    // how long the writer gathers a batch before writing
+};
+
 struct Config {
   std::filesystem::path file;
   std::size_t max_body_bytes = 10 * 1024 * 1024;
@@ -142,6 +149,7 @@ struct Config {
   std::size_t max_connections_per_listener = 10'000;
   std::size_t reserved_descriptors = 0;      // 0: derived from the partners (see below)
   ApiSettings api;
+  AuditSettings audit;
   std::string log_format = "text";           // log.format: text or json (tellonce/log.hpp)
   std::vector<ListenerSettings> listeners;
   bool insecure_clear_api_keys = false;      // accept partners' `api_keys` in clear (demos, tests)

@@ -148,6 +148,22 @@ void read_api(SettingsReader& top, Config& c, const fs::path& dir) {
   s->finish();
 }
 
+// audit: enabled, path (an NDJSON file; its head beside it as PATH.head), flush_delay.
+void read_audit(SettingsReader& top, Config& c) {
+  auto s = top.child("audit");
+  const std::string fallback = "data/audit.ndjson";
+  if (!s) {
+    c.audit.path = (c.file.parent_path() / fallback).lexically_normal();
+    return;
+  }
+  c.audit.enabled = s->boolean("enabled", c.audit.enabled);
+  c.audit.path = s->file_path("path", fallback);
+  auto delay = s->duration("flush_delay", c.audit.flush_delay);
+  if (delay > std::chrono::seconds(10)) s->problem("flush_delay", "must be at most 10s");
+  else c.audit.flush_delay = delay;
+  s->finish();
+}
+
 // "host:port" split at the last colon; brackets kept off an IPv6 host.
 std::pair<std::string_view, std::string_view> host_and_port(std::string_view address) {
   auto colon = address.rfind(':');
@@ -516,6 +532,7 @@ ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& 
   read_log(top, c);
   read_listeners(top, c);
   c.insecure_clear_api_keys = top.boolean("insecure_clear_api_keys", false);
+  read_audit(top, c);
   read_engine(top, "store", c.store, registry);
   read_engine(top, "queue", c.queue, registry);
   read_validation(top, c, dir);

@@ -27,6 +27,7 @@
 
 namespace tellonce {
 
+class Audit;
 class BrokerMetrics;
 
 struct DestinationStats {
@@ -49,7 +50,8 @@ class Dispatcher {
   Dispatcher(asio::io_context& io, Store& store, Queue& queue, DeliverySettings settings,
              std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters,
              std::map<std::string, std::shared_ptr<const Minimiser>> minimisers = {},
-             BrokerMetrics* metrics = nullptr);  // when given: told of every recorded attempt; outlives this
+             BrokerMetrics* metrics = nullptr,  // when given: told of every recorded attempt; outlives this
+             Audit* audit = nullptr);           // when given: each recorded attempt queued there; outlives this
   ~Dispatcher();
   void start();  // spawns concurrency_per_destination workers per destination
   // Stops the queue (waiting workers end) and every adapter (in-flight deliveries end

@@ -1,4 +1,5 @@
 #include "broker/delivery/delivery.hpp"
+#include "tellonce/audit.hpp"
 
 #include "tellonce/log.hpp"
 #include "broker/metrics/broker_metrics.hpp"
@@ -86,8 +87,8 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
 
   State(asio::io_context& io, Store& store, Queue& queue, DeliverySettings settings,
         std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters,
-        std::map<std::string, std::shared_ptr<const Minimiser>> minimisers, BrokerMetrics* metrics)
-      : io(io), store(store), queue(queue), settings(std::move(settings)), metrics(metrics) {
+        std::map<std::string, std::shared_ptr<const Minimiser>> minimisers, BrokerMetrics* metrics, Audit* audit)
+      : io(io), store(store), queue(queue), settings(std::move(settings)), metrics(metrics), audit(audit) {
     for (auto& [name, adapter] : adapters)
       destinations.emplace(name, std::make_unique<Destination>(name, std::move(adapter), this->settings.retry,
                                                                io.get_executor()));
@@ -100,6 +101,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
   Queue& queue;
   const DeliverySettings settings;
   BrokerMetrics* const metrics;  // null: not recorded
+  Audit* const audit;            // null: not audited
   std::map<std::string, std::unique_ptr<Destination>> destinations;  // keys fixed at construction
   std::atomic<bool> started{false};
   std::atomic<bool> stopping{false};
@@ -333,6 +335,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
     const bool dead = a.dead;
     const int attempt_number = a.attempt;
     const DeliveryOutcome outcome = a.outcome;
+    std::string partner_code = self->audit ? a.partner_code : std::string();
     Result<void> recorded = co_await self->store.record_attempt(std::move(a));
     if (!recorded) {
       // Unrecorded means still pending: the attempt is repeated (receivers de-duplicate on X-Request-Id).
@@ -344,6 +347,20 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
     }
     job.attempts = attempt_number;
     if (self->metrics) self->metrics->attempt(d->name, outcome, dead, message_id_time_ms(job.message_id));
+    if (self->audit) {
+      AuditEntry e;
+      e.kind = outcome == DeliveryOutcome::held ? AuditKind::held
+               : ok                             ? AuditKind::delivered
+               : dead                           ? AuditKind::dead
+                                                : AuditKind::delivery_failed;
+      e.actor = "tellonce";
+      e.message_id = job.message_id;
+      e.resource_type = job.resource_type;
+      e.destination = job.destination;
+      e.outcome = ok ? "ok" : partner_code.empty() ? std::string(to_string(outcome)) : std::move(partner_code);
+      e.detail = "attempt " + std::to_string(attempt_number);
+      self->audit->record(std::move(e));
+    }
     if (ok) {
       d->delivered.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -466,9 +483,9 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
 Dispatcher::Dispatcher(asio::io_context& io, Store& store, Queue& queue, DeliverySettings settings,
                        std::map<std::string, std::shared_ptr<OutboundAdapter>> adapters,
                        std::map<std::string, std::shared_ptr<const Minimiser>> minimisers,
-                       BrokerMetrics* metrics)
+                       BrokerMetrics* metrics, Audit* audit)
     : state_(std::make_shared<State>(io, store, queue, std::move(settings), std::move(adapters),
-                                     std::move(minimisers), metrics)) {}
+                                     std::move(minimisers), metrics, audit)) {}
 
 Dispatcher::~Dispatcher() { stop(); }
 

@@ -2,6 +2,7 @@
 
 #include "tellonce/log.hpp"
 #include "broker/metrics/broker_metrics.hpp"
+#include "tellonce/audit.hpp"
 #include "broker/ingest/validation_pool.hpp"
 #include "tellonce/queue.hpp"
 #include "tellonce/router.hpp"
@@ -40,8 +41,8 @@ std::optional<Failure> check_envelope(const InboundRecord& rec, const rapidjson:
 class BrokerPipeline final : public Pipeline {
  public:
   BrokerPipeline(const Validator& v, const Router& r, Store& s, Queue& q, JsonLimits l, HeavyRecords heavy,
-                 BrokerMetrics* metrics)
-      : validator_(v), router_(r), store_(s), queue_(q), limits_(l), heavy_(heavy), metrics_(metrics) {
+                 BrokerMetrics* metrics, Audit* audit)
+      : validator_(v), router_(r), store_(s), queue_(q), limits_(l), heavy_(heavy), metrics_(metrics), audit_(audit) {
     if (heavy_.threads > 0) heavy_work_ = std::make_unique<ValidationPool>(heavy_.threads);
   }
 
@@ -117,6 +118,8 @@ class BrokerPipeline final : public Pipeline {
     out.duplicate = committed->outcome.duplicate;
     out.state = committed->outcome.state;
     out.warnings = std::move(issues);
+    // Queued before the sender hears of it (the broker's start-up catch-up covers a crash).
+    if (audit_) audit_received(rec, out, facts.resource_type);
     if (out.duplicate) {
       duplicates_.fetch_add(1, std::memory_order_relaxed);
       if (metrics_) metrics_->duplicate(rec.channel, rec.source, seconds_since(started));
@@ -195,9 +198,33 @@ class BrokerPipeline final : public Pipeline {
     return {};
   }
 
+  void audit_received(const InboundRecord& rec, const Accepted& out, const std::string& resource_type) {
+    AuditEntry e;
+    e.kind = out.duplicate ? AuditKind::duplicate : AuditKind::received;
+    e.actor = rec.source;
+    e.source = rec.source;
+    e.channel = rec.channel;
+    e.message_id = out.message_id;
+    e.resource_type = resource_type;
+    e.outcome = "ok";
+    if (!out.duplicate) e.detail = std::to_string(out.destinations.size()) + " destination(s)";
+    audit_->record(std::move(e));
+  }
+
   Failure rejected(const InboundRecord& rec, Failure f, std::string_view resource_type,
                    std::chrono::steady_clock::time_point started) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
+    if (audit_) {
+      AuditEntry e;
+      e.kind = AuditKind::rejected;
+      e.actor = rec.source;
+      e.source = rec.source;
+      e.channel = rec.channel;
+      e.resource_type = std::string(resource_type);
+      e.outcome = std::string(to_string(f.code));
+      e.detail = std::string(first_reason(f));  // a rule id or issue code, never a value
+      audit_->record(std::move(e));
+    }
     if (metrics_)
       metrics_->rejected(rec.channel, rec.source, resource_type, to_string(f.code), first_reason(f),
                          seconds_since(started));
@@ -217,6 +244,7 @@ class BrokerPipeline final : public Pipeline {
   HeavyRecords heavy_;
   std::unique_ptr<ValidationPool> heavy_work_;  // null: everything inline
   BrokerMetrics* metrics_;                      // null: not recorded
+  Audit* audit_;                                // null: not audited
   std::atomic<std::uint64_t> accepted_{0}, duplicates_{0}, rejected_{0}, unroutable_{0};
 };
 
@@ -242,8 +270,8 @@ std::string idempotency_key_for(const InboundRecord& rec, const rapidjson::Value
 
 std::unique_ptr<Pipeline> make_pipeline(const Validator& validator, const Router& router, Store& store,
                                         Queue& queue, JsonLimits limits, HeavyRecords heavy,
-                                        BrokerMetrics* metrics) {
-  return std::make_unique<BrokerPipeline>(validator, router, store, queue, limits, heavy, metrics);
+                                        BrokerMetrics* metrics, Audit* audit) {
+  return std::make_unique<BrokerPipeline>(validator, router, store, queue, limits, heavy, metrics, audit);
 }
 
 }  // namespace tellonce

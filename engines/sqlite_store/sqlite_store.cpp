@@ -798,6 +798,7 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) override;
+  Result<std::vector<StoredFact>> facts_since(std::int64_t since_ms) override;
 
   asio::awaitable<Result<std::vector<DestinationBacklog>>> backlog() override {
     auto work = [this] { return read_backlog(); };
@@ -1986,6 +1987,37 @@ Result<std::vector<DestinationBacklog>> SqliteStore::read_backlog() {
     return failure;
   }
   return out;
+}
+
+// The audit's start-up catch-up (broker/audit): receipts by the received index; settled
+// deliveries by a scan of deliveries (start-up only, bounded by the table's size).
+Result<std::vector<StoredFact>> SqliteStore::facts_since(std::int64_t since_ms) {
+  sqlite::Connection db(settings_.path, true);  // start-up only: its own short-lived connection
+  sqlite::Statement st(db,
+                       "SELECT received_at_ms, id, source, channel, resource_type, '', '', 0, '' FROM messages "
+                       "WHERE received_at_ms >= ?1 "
+                       "UNION ALL "
+                       "SELECT d.settled_at_ms, m.id, m.source, m.channel, m.resource_type, d.destination, d.status, "
+                       "d.attempts, d.partner_code FROM deliveries d JOIN messages m ON m.seq = d.seq "
+                       "WHERE d.status <> 'pending' AND d.settled_at_ms >= ?1 ORDER BY 1");
+  std::vector<StoredFact> facts;
+  st.start().bind(1, since_ms);
+  while (st.step()) {
+    StoredFact f;
+    f.at_ms = st.int64(0);
+    f.message_id = st.text(1);
+    f.source = st.text(2);
+    f.channel = st.text(3);
+    f.resource_type = st.text(4);
+    f.destination = st.text(5);
+    if (!f.destination.empty()) f.status = delivery_status_from(st.text(6));
+    f.attempts = static_cast<int>(st.int64(7));
+    f.partner_code = st.text(8);
+    facts.push_back(std::move(f));
+  }
+  st.reset();
+  if (db.failed()) return unavailable("message store could not list facts for the audit log: " + db.error_message());
+  return facts;
 }
 
 Result<std::vector<DeliveryJob>> SqliteStore::load_pending(std::size_t max_body_bytes) {

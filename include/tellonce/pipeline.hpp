@@ -56,6 +56,7 @@ inline asio::awaitable<Result<ReplayCounts>> Pipeline::replay_matching(MessageQu
   co_return store_unsupported("replay by filter");
 }
 
+class Audit;
 class BrokerMetrics;
 class Validator;
 class Router;
@@ -76,9 +77,11 @@ struct HeavyRecords {
 // The broker's Pipeline: parse → validate → route → commit → enqueue. accept() may be called
 // from any number of coroutines at once, on any executors; each resumes on its own.
 // `metrics` (broker/metrics), when given, must outlive the pipeline; it is told of every record.
+// `audit` (tellonce/audit.hpp), when given, must outlive it: each receipt, duplicate and
+// rejection is queued there before accept() completes.
 std::unique_ptr<Pipeline> make_pipeline(const Validator& validator, const Router& router, Store& store,
                                         Queue& queue, JsonLimits limits, HeavyRecords heavy = {},
-                                        BrokerMetrics* metrics = nullptr);
+                                        BrokerMetrics* metrics = nullptr, Audit* audit = nullptr);
 
 // Which key makes a resubmission a duplicate: the client's header key, else MessageHeader.id
 // of a message Bundle, else Bundle.id. Empty for single resources without a header key.

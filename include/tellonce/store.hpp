@@ -139,6 +139,22 @@ struct DestinationBacklog {
   std::int64_t oldest_received_at_ms = 0;  // of the first pending in acceptance order; 0 when none
 };
 
+// What the audit log (broker/audit) must show for a stored message: its receipt, or one
+// delivery's settled state (delivered, dead, held, expired). For the audit's start-up catch-up.
+struct StoredFact {
+  std::int64_t at_ms = 0;          // received at; settled at
+  std::string message_id, source, channel, resource_type;
+  std::string destination;         // empty: the receipt
+  DeliveryStatus status = DeliveryStatus::pending;
+  int attempts = 0;
+  std::string partner_code;
+};
+
+inline Failure store_unsupported(std::string_view what) {
+  return Failure::permanent(Errc::unsupported,
+                            Issue{Severity::error, "not-supported", "this store cannot " + std::string(what), "", ""});
+}
+
 class Store : public OriginalReader, public MailboxStore {
  public:
   virtual ~Store() = default;
@@ -202,6 +218,13 @@ class Store : public OriginalReader, public MailboxStore {
   // second), so health comes back without waiting for traffic. /api/health answers from this.
   virtual asio::awaitable<Result<void>> health() = 0;
 
+  // Start-up only, blocking (call before serving): every receipt and every settled delivery at
+  // or after since_ms, oldest first. The default: Errc::unsupported (no audit catch-up).
+  virtual Result<std::vector<StoredFact>> facts_since(std::int64_t since_ms) {
+    (void)since_ms;
+    return store_unsupported("list its facts for the audit log");
+  }
+
   // Finishes outstanding batches; later calls fail.
   virtual void close() = 0;
 
@@ -209,10 +232,6 @@ class Store : public OriginalReader, public MailboxStore {
   virtual std::string describe() const { return "store"; }
 };
 
-inline Failure store_unsupported(std::string_view what) {
-  return Failure::permanent(Errc::unsupported,
-                            Issue{Severity::error, "not-supported", "this store cannot " + std::string(what), "", ""});
-}
 inline asio::awaitable<Result<ReplayMatch>> Store::replay_matching(MessageQuery, std::string, bool) {
   co_return store_unsupported("replay by filter");
 }

@@ -315,6 +315,29 @@ TEST_P(StoreContract, RetryThenDeliveredMovesDeliveryAndMessageState) {
   EXPECT_TRUE(store_->load_pending().value().empty());
 }
 
+// The audit's start-up catch-up (broker/audit) reads receipts and settled deliveries from here.
+TEST_P(StoreContract, FactsSinceListReceiptsAndSettledDeliveriesOnly) {
+  auto msg = sample();
+  auto committed = run(store_->commit(msg)).value();
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(committed.jobs[0], 1, true))));
+  ASSERT_TRUE(run(store_->record_attempt(attempt_on(committed.jobs[1], 1, false))));  // still pending
+  auto facts = store_->facts_since(0);
+  if (!facts && facts.error().code == Errc::unsupported) GTEST_SKIP() << "this store has no audit facts";
+  ASSERT_TRUE(facts) << facts.error().summary();
+  ASSERT_EQ(facts->size(), 2u);
+  const auto& receipt = (*facts)[0].destination.empty() ? (*facts)[0] : (*facts)[1];
+  const auto& delivery = (*facts)[0].destination.empty() ? (*facts)[1] : (*facts)[0];
+  EXPECT_EQ(receipt.message_id, committed.outcome.message_id);
+  EXPECT_EQ(receipt.source, msg.source);
+  EXPECT_EQ(receipt.resource_type, msg.resource_type);
+  EXPECT_EQ(receipt.at_ms, msg.received_at_ms);
+  EXPECT_EQ(delivery.destination, committed.jobs[0].destination);
+  EXPECT_EQ(delivery.status, DeliveryStatus::delivered);
+  EXPECT_EQ(delivery.attempts, 1);
+  // Nothing at or after a time later than both.
+  EXPECT_TRUE(store_->facts_since(now_ms() + 60'000).value().empty());
+}
+
 TEST_P(StoreContract, DeadDeliveryFailsTheMessage) {
   auto committed = run(store_->commit(sample())).value();
   ASSERT_TRUE(run(store_->record_attempt(attempt_on(committed.jobs[0], 1, true))));
