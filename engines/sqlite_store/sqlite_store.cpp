@@ -838,12 +838,15 @@ class SqliteStore final : public Store {
   asio::awaitable<Result<void>> health() override {
     if (closed_flag_.load()) co_return unavailable("the message store is closed");
     if (!writes_failing_.load()) co_return Result<void>{};
+    bool probed_recently = false;
     {
       std::lock_guard lock(health_mutex_);
       const auto now = std::chrono::steady_clock::now();
-      if (now - last_probe_ < settings_.health_probe_interval) co_return unavailable(write_failure_text());
-      last_probe_ = now;
+      probed_recently = now - last_probe_ < settings_.health_probe_interval;
+      if (!probed_recently) last_probe_ = now;
     }
+    // Outside the lock: write_failure_text() takes health_mutex_ itself.
+    if (probed_recently) co_return unavailable(write_failure_text());
     auto probe = [this]() -> Result<void> {
       write_->probe_fill.run();
       write_->probe_clear.run();

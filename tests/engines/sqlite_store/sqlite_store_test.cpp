@@ -510,6 +510,26 @@ TEST_F(SqliteStoreTest, HealthFollowsFailingWritesAndRecoversWithoutTraffic) {
   EXPECT_FALSE(run(store->health()));
 }
 
+// A second health check soon after a probe answers from the last failure without probing again
+// (this once deadlocked: the answer's text took the lock the check still held).
+TEST_F(SqliteStoreTest, HealthSoonAfterAProbeAnswersWithTheLastFailure) {
+  SqliteStoreSettings settings{dir_ / "t.db"};
+  settings.busy_timeout = std::chrono::milliseconds(50);
+  settings.health_probe_interval = std::chrono::hours(1);
+  auto store = make_sqlite_store(settings);
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(settings.path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_FALSE(run(store->commit(sample("k1"))));
+  EXPECT_FALSE(run(store->health()));  // probes (and fails: still locked)
+  auto again = run(store->health());   // within the interval: no probe, the same reason
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().issues.at(0).diagnostics.find("cannot save records"), std::string::npos);
+  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  store->close();
+}
+
 // max_size behaves as a full disk: writes fail as unavailable, health says the disk is full,
 // and what was stored before stays readable.
 TEST_F(SqliteStoreTest, StoreAtItsSizeLimitFailsWritesAsUnavailableAndSaysSo) {
