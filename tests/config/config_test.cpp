@@ -428,7 +428,7 @@ TEST(LoadConfig, StoreAndQueueEnginesAreChosenByType) {
                          registry);
   auto* store = find_problem(bad, "store.type");
   ASSERT_NE(store, nullptr) << problems_text(bad);
-  EXPECT_EQ(store->message, "store type 'postgres' is not available (available: sqlite)");
+  EXPECT_EQ(store->message, "store type 'postgres' is not available (available: postgresql, sqlite)");
   EXPECT_EQ(store->line, 2);
   auto* queue = find_problem(bad, "queue.type");
   ASSERT_NE(queue, nullptr) << problems_text(bad);
