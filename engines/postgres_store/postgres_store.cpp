@@ -492,6 +492,7 @@ class PostgresStore final : public Store {
   }
 
   Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) override;
+  Result<std::vector<StoredFact>> facts_since(std::int64_t since_ms) override;
 
   asio::awaitable<Result<std::vector<DestinationBacklog>>> backlog() override {
     auto work = [](pg::Connection& db) -> Result<std::vector<DestinationBacklog>> {
@@ -1321,6 +1322,36 @@ Result<std::vector<DeliveryJob>> PostgresStore::load_pending(std::size_t max_bod
     job.body = it->second;
   }
   return jobs;
+}
+
+// The audit's start-up catch-up: receipts and settled deliveries, oldest first.
+Result<std::vector<StoredFact>> PostgresStore::facts_since(std::int64_t since_ms) {
+  pg::Connection db(conninfo_);  // start-up only: its own short-lived connection
+  if (!db.ensure_connected()) return unavailable("message store could not list facts for the audit log: " + db.error_message());
+  auto rows = db.exec(
+      "SELECT received_at_ms, id, source, channel, resource_type, '', '', 0, '' FROM messages "
+      "WHERE received_at_ms >= $1::bigint "
+      "UNION ALL "
+      "SELECT d.settled_at_ms, m.id, m.source, m.channel, m.resource_type, d.destination, d.status, d.attempts, "
+      "d.partner_code FROM deliveries d JOIN messages m ON m.seq = d.seq "
+      "WHERE d.status <> 'pending' AND d.settled_at_ms >= $1::bigint ORDER BY 1",
+      pg::Params().number(since_ms));
+  if (db.failed()) return unavailable("message store could not list facts for the audit log: " + db.error_message());
+  std::vector<StoredFact> facts;
+  for (int i = 0; i < rows.size(); ++i) {
+    StoredFact f;
+    f.at_ms = rows.int64(i, 0);
+    f.message_id = rows.text(i, 1);
+    f.source = rows.text(i, 2);
+    f.channel = rows.text(i, 3);
+    f.resource_type = rows.text(i, 4);
+    f.destination = rows.text(i, 5);
+    if (!f.destination.empty()) f.status = delivery_status_from(rows.text(i, 6));
+    f.attempts = static_cast<int>(rows.int64(i, 7));
+    f.partner_code = rows.text(i, 8);
+    facts.push_back(std::move(f));
+  }
+  return facts;
 }
 
 }  // namespace
