@@ -10,6 +10,8 @@ packages=(
   rapidjson-dev               # FHIR JSON parsing (DOM + SAX)
   libcurl4-openssl-dev        # outbound FHIR REST delivery
   libsqlite3-dev sqlite3      # the embedded store
+  libpq-dev                   # the postgresql store (engines/postgres_store): libpq, PostgreSQL's own client library
+  postgresql-15               # its tests start a throwaway server from its binaries (scripts/postgres.sh); no service is used
   libyaml-cpp-dev             # the configuration file
   libgoogle-perftools-dev     # tcmalloc: 7-19 % more records/s than glibc malloc (bench/load)
   libgtest-dev libgmock-dev   # tests

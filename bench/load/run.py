@@ -21,9 +21,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import ROOT, broker_config, free_port, wait_line  # noqa: E402
 
 
-def config(port, sinks, path, concurrency):
+def config(port, sinks, path, concurrency, pg_conninfo=""):
     broker_config(path, port, sinks, "data/bench.db", f"  concurrency_per_destination: {concurrency}\n",
                   endpoint=f"max_connections: {concurrency}", broker="  max_body_bytes: 4MB\n")
+    if pg_conninfo:  # --postgres: the same run on the postgresql store, in a fresh schema
+        with open(path) as f:
+            text = f.read()
+        section = "store:\n  path: data/bench.db\n"
+        assert section in text
+        schema = "bench_" + str(port)
+        subprocess.run(["psql", pg_conninfo, "-qAt", "-c", f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"],
+                       check=True, capture_output=True)
+        quoted = f"{pg_conninfo} options='-csearch_path={schema}'".replace('"', '\\"')
+        with open(path, "w") as f:
+            f.write(text.replace(section, f'store:\n  type: postgresql\n  conninfo: "{quoted}"\n'))
 
 
 def stats(port):
@@ -60,7 +71,7 @@ def one_run(args, n_dest, conns):
             procs.append(p)
             wait_line(p, "listening")
         port = free_port()
-        config(port, sink_ports, f"{work}/bench.yaml", args.delivery_concurrency)
+        config(port, sink_ports, f"{work}/bench.yaml", args.delivery_concurrency, args.postgres)
         broker = subprocess.Popen([tellonce, "serve", "--config", f"{work}/bench.yaml", "--quiet"],
                                   stdout=subprocess.PIPE, stderr=open(f"{work}/broker.log", "w"), text=True)
         procs.append(broker)
@@ -125,6 +136,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--postgres", default="", metavar="CONNINFO",
+                    help="store records in PostgreSQL (store.type: postgresql) at this libpq conninfo, "
+                         "e.g. from scripts/postgres.sh start DIR (DIR/conninfo); default: SQLite")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--connections", default="8,32,128")
     ap.add_argument("--destinations", default="1,2,4")

@@ -5,6 +5,7 @@
 #include "adapters/mllp_inbound/mllp_inbound.hpp"
 #include "adapters/mllp_outbound/mllp_outbound.hpp"
 #include "test_adapters.hpp"
+#include "engines/postgres_store/postgres_store.hpp"
 #include "engines/sqlite_store/sqlite_store.hpp"
 #include "broker/minimise/minimise.hpp"
 #include "support/fake_store.hpp"
@@ -411,6 +412,41 @@ TEST(LoadConfig, RelativeStorePathIsResolvedAgainstTheConfigDirectory) {
   EXPECT_EQ(sqlite_settings(*abs.config).path, "/srv/t.db");
 }
 
+// store.type: postgresql reads its own typed settings; bad values are refused with their line.
+TEST(LoadConfig, PostgresqlStoreSettingsAreTypedAndCheckedWithTheirLine) {
+  ConfigFiles files;
+  auto registry = test_registry();
+  auto load = load_config(files.write("pg.yaml", "store:\n  type: postgresql\n  host: db.internal\n  port: 5433\n"
+                                                 "  dbname: broker\n  user: tellonce\n  pool_size: 4\n"
+                                                 "  max_commit_delay: 5ms\n  max_batch: 200\nqueue:\n  type: memory\n"),
+                          registry);
+  ASSERT_TRUE(load.config) << problems_text(load);
+  const auto& pg = settings_as<PostgresStoreSettings>(load.config->store.settings);
+  EXPECT_EQ(pg.conninfo, "host=db.internal port=5433 dbname=broker user=tellonce");
+  EXPECT_EQ(pg.pool_size, 4);
+  EXPECT_EQ(pg.max_commit_delay, std::chrono::microseconds(5000));
+  EXPECT_EQ(pg.max_batch, 200);
+
+  auto uri = load_config(files.write("uri.yaml", "store:\n  type: postgresql\n  conninfo: postgresql://t@10.0.0.5/tellonce\n"),
+                         registry);
+  ASSERT_TRUE(uri.config) << problems_text(uri);
+  EXPECT_EQ(settings_as<PostgresStoreSettings>(uri.config->store.settings).conninfo, "postgresql://t@10.0.0.5/tellonce");
+
+  auto bad = load_config(files.write("bad.yaml", "store:\n  type: postgresql\n  port: 70000\n  pool_size: 0\n"
+                                                "  max_commit_delay: 5s\n  max_batch: 0\n"),
+                         registry);
+  for (const auto* path : {"store.port", "store.pool_size", "store.max_commit_delay", "store.max_batch"})
+    EXPECT_NE(find_problem(bad, path), nullptr) << path << "\n" << problems_text(bad);
+  auto* port = find_problem(bad, "store.port");
+  ASSERT_NE(port, nullptr);
+  EXPECT_EQ(port->line, 3);
+
+  auto both = load_config(files.write("both.yaml", "store:\n  type: postgresql\n  conninfo: host=a\n  host: b\n"), registry);
+  EXPECT_NE(find_problem(both, "store.conninfo"), nullptr) << problems_text(both);
+  auto secret = load_config(files.write("pw.yaml", "store:\n  type: postgresql\n  conninfo: host=a password=x\n"), registry);
+  EXPECT_NE(find_problem(secret, "store.conninfo"), nullptr) << problems_text(secret);
+}
+
 // store.type and queue.type pick engines from the registry; the engine reads the rest of the
 // section, and an unknown type names the ones there are.
 TEST(LoadConfig, StoreAndQueueEnginesAreChosenByType) {
@@ -428,7 +464,7 @@ TEST(LoadConfig, StoreAndQueueEnginesAreChosenByType) {
                          registry);
   auto* store = find_problem(bad, "store.type");
   ASSERT_NE(store, nullptr) << problems_text(bad);
-  EXPECT_EQ(store->message, "store type 'postgres' is not available (available: sqlite)");
+  EXPECT_EQ(store->message, "store type 'postgres' is not available (available: postgresql, sqlite)");
   EXPECT_EQ(store->line, 2);
   auto* queue = find_problem(bad, "queue.type");
   ASSERT_NE(queue, nullptr) << problems_text(bad);
