@@ -11,10 +11,6 @@ std::string_view to_string(PartnerKind k) {
   return "trust";
 }
 
-std::string_view to_string(RoutePurpose p) {
-  return p == RoutePurpose::secondary_use ? "secondary-use" : "direct-care";
-}
-
 std::string ConfigProblem::to_string() const {
   std::string out = file;
   out += ':';

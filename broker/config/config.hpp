@@ -64,7 +64,9 @@ struct FieldPredicate {
 // Why a route discloses records: direct care of the patient, or anything else (planning,
 // research, analytics). The national data opt-out withholds secondary-use routes only.
 enum class RoutePurpose { direct_care, secondary_use };
-std::string_view to_string(RoutePurpose p);
+inline std::string_view to_string(RoutePurpose p) {  // inline: users need not link tellonce_config
+  return p == RoutePurpose::secondary_use ? "secondary-use" : "direct-care";
+}
 
 struct Route {
   std::string id;
