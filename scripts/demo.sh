@@ -12,7 +12,7 @@ mkdir -p data/demo data/demo/inbox/linkworkers
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
-for port in 9101 9102 9103; do
+for port in 9101 9102 9103 9104; do
   "$BIN" demo-sink --listen 127.0.0.1:$port --record data/demo/sink-$port.ndjson --quiet > /dev/null &
   pids+=($!)
 done
@@ -22,7 +22,8 @@ pids+=($!)
 "$BIN" check-config config/tellonce.yaml
 cat <<MSG
 
-Demo partners: GP A81001 receives on :9101, GP A81002 on :9102, the VCSE link-worker service on :9103.
+Demo partners: GP A81001 receives on :9101, GP A81002 on :9102, the VCSE link-worker service on :9103,
+the ICB analytics service (a secondary-use route) on :9104.
 What each one received is in data/demo/sink-<port>.ndjson. The community trust's HL7 v2 PAS listens
 on :2576 (MLLP) and writes what it receives to data/demo/v2-2576.txt.
 

@@ -86,6 +86,10 @@ void write_event_facts(JsonWriter& w, const LifecycleEvent& e) {
       write_strings(w, "destinations", e.destinations);
       w.Key("actor"); write_string(w, e.actor);
       break;
+    case EventKind::withheld:  // consent withheld this delivery; rule: which rule, purpose and route
+      w.Key("destination"); write_string(w, e.destination);
+      w.Key("rule"); write_string(w, e.detail);
+      break;
   }
 }
 

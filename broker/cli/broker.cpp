@@ -3,6 +3,7 @@
 #include "broker/config/partner_directory.hpp"
 #include "broker/api/api.hpp"
 #include "broker/audit/audit_log.hpp"
+#include "broker/consent/consent.hpp"
 #include "broker/metrics/broker_metrics.hpp"
 #include "broker/console/console_files.hpp"
 #include "tellonce/log.hpp"
@@ -102,9 +103,11 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
       io_, *store_, *queue_, config.delivery, outbound_,
       make_minimisers(config, *validator_, *store_, JsonLimits{config.max_body_bytes, config.max_json_depth}),
       metrics_.get(), audit_.get());
+  consent_ = std::make_unique<ConsentGate>(config);
+  consent_files_ = std::make_unique<ConsentFileWatcher>(*consent_, config.consent);  // first load; throws if unreadable
   pipeline_ = make_pipeline(*validator_, *router_, *store_, *queue_,
                             JsonLimits{config.max_body_bytes, config.max_json_depth}, HeavyRecords{}, metrics_.get(),
-                            audit_.get());
+                            audit_.get(), consent_.get());
 
   for (const auto& ch : config.inbound) {
     contexts_.push_back(InboundContext{*partners_, *pipeline_, io_.get_executor(), http_.get(), ch.id});
@@ -146,6 +149,10 @@ void Broker::start(std::ostream& out) {
   std::size_t resumed = pending->size();
   resume_pending(*queue_, std::move(*pending));
 
+  // Consents accepted before the restart apply before any new record is routed.
+  const std::size_t consents = consent_->rebuild_from_store(*store_);
+  consent_files_->start();
+
   for (auto& a : inbound_) a->start();
   const std::size_t reserved = config_.descriptors_reserved();
   const std::size_t inbound_budget = descriptor_limit_ > reserved + 16 ? descriptor_limit_ - reserved : 16;
@@ -168,6 +175,8 @@ void Broker::start(std::ostream& out) {
   out << "  console  http://" << config_.api.listen << "/console/\n";
   for (const auto& [listen, port] : http_->bound())
     out << "  listening " << listen.substr(0, listen.rfind(':')) << ":" << port << "\n";
+  out << "  consent  " << consents << " stored Consent(s) applied, " << consent_->opt_out_size()
+      << " NHS number(s) on the opt-out list\n";
   out << "  store    " << store_->describe() << " (" << resumed << " pending deliveries resumed)\n"
       << std::flush;
   if (audit_) out << "  audit    " << audit_->describe() << " (" << audit_recovered << " recovered from the store)\n" << std::flush;

@@ -45,6 +45,8 @@ class HttpServers;
 class BrokerMetrics;
 class Audit;
 class AuditLog;
+class ConsentGate;
+class ConsentFileWatcher;
 
 struct BrokerOptions {
   // How long in-flight requests may take to finish after a stop is requested.
@@ -96,6 +98,8 @@ class Broker {
   std::unique_ptr<Queue> queue_;
   std::map<std::string, std::shared_ptr<OutboundAdapter>> outbound_;
   std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<ConsentGate> consent_;                 // outlives the pipeline that consults it
+  std::unique_ptr<ConsentFileWatcher> consent_files_;    // polls consent.opt_out_file / consents_file
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<HttpServers> http_;
   std::unique_ptr<PartnerDirectory> partners_;

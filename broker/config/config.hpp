@@ -42,6 +42,9 @@ struct Partner {
   std::vector<std::string> api_key_hashes;  // "sha256:<hex>" of the bearer tokens (tellonce hash-key)
   // Client certificates it connects with: "sha256:AB:CD:..." fingerprints or "subject:CN=...,O=...".
   std::vector<std::string> certificates;
+  // `restricted_records: entitled`: receives records tagged restricted (meta.security R) whole;
+  // otherwise their locating details are removed first (broker/minimise/restricted.hpp).
+  bool restricted_records_entitled = false;
 };
 
 struct InboundChannel {
@@ -58,8 +61,16 @@ struct FieldPredicate {
   std::vector<std::string> any_of;
 };
 
+// Why a route discloses records: direct care of the patient, or anything else (planning,
+// research, analytics). The national data opt-out withholds secondary-use routes only.
+enum class RoutePurpose { direct_care, secondary_use };
+inline std::string_view to_string(RoutePurpose p) {  // inline: users need not link tellonce_config
+  return p == RoutePurpose::secondary_use ? "secondary-use" : "direct-care";
+}
+
 struct Route {
   std::string id;
+  RoutePurpose purpose = RoutePurpose::direct_care;  // `purpose:`
   std::vector<std::string> resource_types;  // empty: any
   std::vector<std::string> sources;         // partner ids; empty: any
   std::vector<std::string> events;          // "system|code" or "code"; empty: any
@@ -119,6 +130,14 @@ struct ValidationSettings {
   bool nhs_number_check_digit_is_error = true;
 };
 
+// `consent:` where the national data opt-out list and Consent resources from outside the broker
+// come from (broker/consent/consent.hpp); empty paths: none. Both files are polled for changes.
+struct ConsentSettings {
+  std::filesystem::path opt_out_file;        // NHS numbers, one a line, # comments
+  std::filesystem::path consents_file;       // FHIR Consent resources, NDJSON
+  std::chrono::milliseconds poll_every{5000};
+};
+
 struct ApiSettings {
   std::string listen = "127.0.0.1:8080";     // shared with an inbound fhir-rest on the same address
   std::filesystem::path console_dir;         // the web console's files; empty: found by the binary
@@ -157,6 +176,7 @@ struct Config {
   EngineChoice queue{"memory", {}, 0};
   ValidationSettings validation;
   DeliverySettings delivery;
+  ConsentSettings consent;
   std::vector<Partner> partners;
   std::vector<InboundChannel> inbound;
   std::vector<Route> routes;

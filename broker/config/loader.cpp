@@ -270,6 +270,20 @@ void read_delivery(SettingsReader& top, Config& c) {
   s->finish();
 }
 
+// consent: opt_out_file, consents_file (relative to the config's folder), poll_every.
+void read_consent(SettingsReader& top, Config& c, const fs::path& dir) {
+  auto s = top.child("consent");
+  if (!s) return;
+  auto opt_out = s->string("opt_out_file", "");
+  if (!opt_out.empty()) c.consent.opt_out_file = beside(dir, opt_out);
+  auto consents = s->string("consents_file", "");
+  if (!consents.empty()) c.consent.consents_file = beside(dir, consents);
+  auto poll = s->duration("poll_every", c.consent.poll_every);
+  if (poll < std::chrono::milliseconds(50) || poll > std::chrono::hours(1)) s->problem("poll_every", "must be from 50ms to 1h");
+  else c.consent.poll_every = poll;
+  s->finish();
+}
+
 void read_partners(SettingsReader& top, Config& c, const AdapterCatalog& registry, PendingChecks& pending,
                    ProblemLog& log) {
   IdRegistry ids("partner");
@@ -337,6 +351,12 @@ void read_partners(SettingsReader& top, Config& c, const AdapterCatalog& registr
       ep->finish();
     }
     p.minimise = read_minimise_ref(r, pending);
+    if (r.has("restricted_records")) {
+      auto entitled = r.string("restricted_records", "");
+      if (entitled == "entitled") p.restricted_records_entitled = true;
+      else if (entitled != "not-entitled")
+        r.problem("restricted_records", "must be entitled or not-entitled, found '" + entitled + "'");
+    }
     r.finish();
     c.partners.push_back(std::move(p));
   }
@@ -411,6 +431,12 @@ void read_routes(SettingsReader& top, Config& c, PendingChecks& pending, Problem
       m->finish();
     }
     route.require_consent = r.boolean("require_consent", false);
+    if (r.has("purpose")) {
+      auto purpose = r.string("purpose", "");
+      if (purpose == "secondary-use") route.purpose = RoutePurpose::secondary_use;
+      else if (purpose != "direct-care")
+        r.problem("purpose", "must be direct-care or secondary-use, found '" + purpose + "'");
+    }
     auto problems_before = log.problems.size();
     for (auto& t : r.located_strings("to")) {
       route.to.push_back(t.value);
@@ -537,6 +563,7 @@ ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& 
   read_engine(top, "queue", c.queue, registry);
   read_validation(top, c, dir);
   read_delivery(top, c);
+  read_consent(top, c, dir);
   read_partners(top, c, registry, pending, *log);
   read_inbound(top, c, registry);
   read_routes(top, c, pending, *log);

@@ -46,6 +46,9 @@ std::string trail_text(const LifecycleEvent& e) {
     case EventKind::routed:
       return "routes=" + join(e.routes, ",") + " destinations=" + join(e.destinations, ",");
     case EventKind::unroutable:
+      if (!e.destinations.empty())  // every destination withheld (the store lists them here)
+        return "routes " + join(e.routes, ",") + " matched; nothing delivered: every destination (" +
+               join(e.destinations, ",") + ") withheld by consent";
       return e.routes.empty() ? std::string("no route matched")
                               : "routes " + join(e.routes, ",") + " matched but named no destination";
     case EventKind::duplicate:
@@ -65,6 +68,8 @@ std::string trail_text(const LifecycleEvent& e) {
       return attempt_line(e) + " (held until the partner collects it)";
     case EventKind::expired:
       return attempt_line(e) + " (expired: not acknowledged in time; replay sends it again)";
+    case EventKind::withheld:
+      return "destination=" + e.destination + " withheld by consent: " + e.detail;
   }
   return {};
 }

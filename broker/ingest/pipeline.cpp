@@ -1,6 +1,7 @@
 #include "tellonce/pipeline.hpp"
 
 #include "tellonce/log.hpp"
+#include "broker/consent/consent.hpp"
 #include "broker/metrics/broker_metrics.hpp"
 #include "tellonce/audit.hpp"
 #include "broker/ingest/validation_pool.hpp"
@@ -41,8 +42,9 @@ std::optional<Failure> check_envelope(const InboundRecord& rec, const rapidjson:
 class BrokerPipeline final : public Pipeline {
  public:
   BrokerPipeline(const Validator& v, const Router& r, Store& s, Queue& q, JsonLimits l, HeavyRecords heavy,
-                 BrokerMetrics* metrics, Audit* audit)
-      : validator_(v), router_(r), store_(s), queue_(q), limits_(l), heavy_(heavy), metrics_(metrics), audit_(audit) {
+                 BrokerMetrics* metrics, Audit* audit, ConsentGate* consent)
+      : validator_(v), router_(r), store_(s), queue_(q), limits_(l), heavy_(heavy), metrics_(metrics), audit_(audit),
+        consent_(consent) {
     if (heavy_.threads > 0) heavy_work_ = std::make_unique<ValidationPool>(heavy_.threads);
   }
 
@@ -85,6 +87,8 @@ class BrokerPipeline final : public Pipeline {
 
     RecordFacts facts = read_record_facts(doc);
     auto matches = router_.route(RouteInput{rec.source, doc, facts.event});
+    std::vector<Withholding> withheld;
+    if (consent_) consent_->withhold(facts.patient_key, matches, now_ms(), withheld);
 
     NewMessage msg;
     msg.id = new_message_id();
@@ -103,6 +107,13 @@ class BrokerPipeline final : public Pipeline {
     msg.destinations = destinations_of(matches);
     for (auto& m : matches) msg.route_ids.push_back(m.route_id);
     for (auto& i : issues) msg.warnings.push_back(i.location + ": " + i.diagnostics);
+    for (const auto& w : withheld) {
+      LifecycleEvent e;
+      e.kind = EventKind::withheld;
+      e.destination = w.destination;
+      e.detail = w.rule;
+      msg.withheld.push_back(std::move(e));
+    }
 
     Accepted out;
     out.destinations = msg.destinations;
@@ -126,7 +137,17 @@ class BrokerPipeline final : public Pipeline {
       co_return out;
     }
     accepted_.fetch_add(1, std::memory_order_relaxed);
-    if (out.destinations.empty()) {
+    if (consent_) {
+      if (metrics_)
+        for (const auto& w : withheld) metrics_->withheld(w.destination, w.reason);
+      // Applied to records accepted after this one (Consents are facts once stored).
+      if (std::find(facts.contained_types.begin(), facts.contained_types.end(), "Consent") != facts.contained_types.end())
+        consent_->learn(doc, rec.source);
+    }
+    if (out.destinations.empty() && !withheld.empty()) {
+      log::info("route", "message " + out.message_id + ": every destination withheld by consent message=" +
+                             out.message_id + " partner=" + rec.source);
+    } else if (out.destinations.empty()) {
       unroutable_.fetch_add(1, std::memory_order_relaxed);
       out.state = MessageState::unroutable;
       log::warn("route", "message " + out.message_id + " from " + rec.source + " (" +
@@ -134,7 +155,8 @@ class BrokerPipeline final : public Pipeline {
                              " partner=" + rec.source);
     }
     if (metrics_)
-      metrics_->accepted(rec.channel, rec.source, facts.resource_type, out.destinations.empty(), seconds_since(started));
+      metrics_->accepted(rec.channel, rec.source, facts.resource_type, out.destinations.empty() && withheld.empty(),
+                         seconds_since(started));
     // Durable already: a job the queue refuses stays pending in the store, queued again at start-up.
     for (auto& job : committed->jobs) {
       Result<void> queued = co_await queue_.push(std::move(job));
@@ -245,6 +267,7 @@ class BrokerPipeline final : public Pipeline {
   std::unique_ptr<ValidationPool> heavy_work_;  // null: everything inline
   BrokerMetrics* metrics_;                      // null: not recorded
   Audit* audit_;                                // null: not audited
+  ConsentGate* consent_;                        // null: no consent rules
   std::atomic<std::uint64_t> accepted_{0}, duplicates_{0}, rejected_{0}, unroutable_{0};
 };
 
@@ -270,8 +293,8 @@ std::string idempotency_key_for(const InboundRecord& rec, const rapidjson::Value
 
 std::unique_ptr<Pipeline> make_pipeline(const Validator& validator, const Router& router, Store& store,
                                         Queue& queue, JsonLimits limits, HeavyRecords heavy,
-                                        BrokerMetrics* metrics, Audit* audit) {
-  return std::make_unique<BrokerPipeline>(validator, router, store, queue, limits, heavy, metrics, audit);
+                                        BrokerMetrics* metrics, Audit* audit, ConsentGate* consent) {
+  return std::make_unique<BrokerPipeline>(validator, router, store, queue, limits, heavy, metrics, audit, consent);
 }
 
 }  // namespace tellonce

@@ -91,6 +91,9 @@ BrokerMetrics::BrokerMetrics(std::string version, std::vector<std::string> desti
                                   "Age of the oldest record still pending for the destination; 0 when none is.",
                                   {"destination"})),
       store_size_(registry_.gauge("tellonce_store_size_bytes", "Bytes the message store takes on disk.", {})),
+      withheld_(registry_.counter("tellonce_deliveries_withheld_total",
+                                  "Deliveries a route named but consent withheld (reason: opt-out, consent).",
+                                  {"destination", "reason"})),
       destinations_(std::move(destinations)),
       backlog_max_age_(backlog_max_age) {
   registry_.gauge("tellonce_build_info", "The running build; always 1.", {"version"}).with({version}).set(1);
@@ -115,6 +118,10 @@ void BrokerMetrics::accepted(std::string_view channel, std::string_view partner,
   if (unroutable) unroutable_.with({channel, partner, type}).inc();
   accept_latency_.with({channel}).observe(seconds);
   flow_.record_in(channel, true, now_ms());
+}
+
+void BrokerMetrics::withheld(std::string_view destination, std::string_view reason) {
+  withheld_.with({destination, reason}).inc();
 }
 
 void BrokerMetrics::duplicate(std::string_view channel, std::string_view partner, double seconds) {

@@ -13,6 +13,7 @@
 //   tellonce_records_duplicate_total{channel,partner}
 //   tellonce_records_unroutable_total{channel,partner,resource_type}
 //   tellonce_accept_latency_seconds{channel}              histogram: arrival in the pipeline to answer
+//   tellonce_deliveries_withheld_total{destination,reason}  reason: opt-out, consent (broker/consent)
 //   tellonce_delivery_attempts_total{destination,outcome}  outcome: ok, held, retryable, permanent
 //   tellonce_delivery_retries_total{destination}           failed attempts that will be retried
 //   tellonce_dead_letters_total{destination}
@@ -65,6 +66,9 @@ class BrokerMetrics {
   void rejected(std::string_view channel, std::string_view partner, std::string_view resource_type,
                 std::string_view reason_class, std::string_view reason, double seconds);
 
+  // A delivery consent withheld at routing (reason: opt-out or consent).
+  void withheld(std::string_view destination, std::string_view reason);
+
   // Delivery: one recorded attempt. received_at_ms: when its record was received (0: unknown).
   void attempt(std::string_view destination, DeliveryOutcome outcome, bool dead, std::int64_t received_at_ms);
 
@@ -97,6 +101,7 @@ class BrokerMetrics {
   metrics::Family<metrics::Gauge>& queue_depth_;
   metrics::Family<metrics::Gauge>& oldest_age_;
   metrics::Family<metrics::Gauge>& store_size_;
+  metrics::Family<metrics::Counter>& withheld_;
   metrics::FlowRecorder flow_;
 
   std::vector<std::string> destinations_;

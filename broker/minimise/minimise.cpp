@@ -1,4 +1,5 @@
 #include "broker/minimise/minimise.hpp"
+#include "broker/minimise/restricted.hpp"
 
 #include "broker/validate/schema.hpp"
 #include "tellonce/json.hpp"
@@ -360,25 +361,34 @@ long AllowList::filter(rapidjson::Value& record, Alloc& alloc, bool& modifier_re
 
 Minimiser::Minimiser(std::shared_ptr<const AllowList> partner_list,
                      std::map<std::string, std::shared_ptr<const AllowList>> route_lists, const Validator& validator,
-                     Store& store, JsonLimits limits)
+                     Store& store, JsonLimits limits, bool strip_restricted)
     : partner_list_(std::move(partner_list)),
       route_lists_(std::move(route_lists)),
       validator_(validator),
       store_(store),
-      limits_(limits) {}
+      limits_(limits),
+      strip_restricted_(strip_restricted) {}
 
 MinimiseOutcome Minimiser::apply_lists(std::string_view body, const std::vector<const AllowList*>& lists) const {
   MinimiseOutcome out;
-  if (lists.empty()) return out;
+  const bool check_restricted = strip_restricted_ && may_be_restricted(body);
+  if (lists.empty() && !check_restricted) return out;
   std::string names;
   for (const auto* l : lists) names += (names.empty() ? "" : ", ") + l->id();
-  const std::string by = (lists.size() == 1 ? "allow-list " : "allow-lists ") + names;
+  const std::string by = lists.empty() ? std::string("the restricted-record rule")
+                                       : (lists.size() == 1 ? "allow-list " : "allow-lists ") + names;
   rapidjson::Document doc;
   if (auto parsed = parse_json_into(doc, body, limits_); !parsed) {
     out.kind = MinimiseOutcome::Kind::refused;
     out.note = "the stored record is not JSON, so " + by + " cannot be applied";
     return out;
   }
+  std::string restricted_note;
+  if (check_restricted && is_restricted(doc)) {
+    auto stripped = strip_locating_details(doc);
+    restricted_note = "restricted record, partner not entitled: " + stripped.describe() + " removed";
+  }
+  if (lists.empty() && restricted_note.empty()) return out;  // mentions the code system, is not restricted
   long removed = 0;
   bool modifier_removed = false;
   for (const auto* l : lists) {
@@ -410,8 +420,10 @@ MinimiseOutcome Minimiser::apply_lists(std::string_view body, const std::vector<
   doc.Accept(writer);
   out.kind = MinimiseOutcome::Kind::minimised;
   out.body.assign(buffer.GetString(), buffer.GetSize());
-  out.note = "minimised by " + by + ": " + std::to_string(removed) + (removed == 1 ? " element" : " elements") +
-             " removed";
+  if (!lists.empty())
+    out.note = "minimised by " + by + ": " + std::to_string(removed) + (removed == 1 ? " element" : " elements") +
+               " removed";
+  if (!restricted_note.empty()) out.note += (out.note.empty() ? "" : "; ") + restricted_note;
   return out;
 }
 
@@ -450,8 +462,10 @@ std::map<std::string, std::shared_ptr<const Minimiser>> make_minimisers(const Co
       if (auto l = list(r.minimise); l && std::find(r.to.begin(), r.to.end(), p.id) != r.to.end())
         by_route.emplace(r.id, std::move(l));
     auto own = list(p.minimise);
-    if (!own && by_route.empty()) continue;
-    out.emplace(p.id, std::make_shared<Minimiser>(std::move(own), std::move(by_route), validator, store, limits));
+    const bool strip = !p.restricted_records_entitled;
+    if (!own && by_route.empty() && !strip) continue;
+    out.emplace(p.id,
+                std::make_shared<Minimiser>(std::move(own), std::move(by_route), validator, store, limits, strip));
   }
   return out;
 }

@@ -108,9 +108,12 @@ class Minimiser {
  public:
   // `validator` and `store` must outlive the Minimiser; `store` is read only when a route list
   // applies to this destination.
+  // `strip_restricted`: the partner is not entitled to restricted records, so their locating
+  // details are removed first (broker/minimise/restricted.hpp); a body that cannot be restricted
+  // (may_be_restricted) is not parsed for it.
   Minimiser(std::shared_ptr<const AllowList> partner_list,
             std::map<std::string, std::shared_ptr<const AllowList>> route_lists, const Validator& validator,
-            Store& store, JsonLimits limits = {});
+            Store& store, JsonLimits limits = {}, bool strip_restricted = false);
   // Parses the job's body once, filters it by every applying list, validates and serialises it.
   // Resumes on the caller's executor.
   asio::awaitable<MinimiseOutcome> apply(const DeliveryJob& job) const;
@@ -123,9 +126,11 @@ class Minimiser {
   const Validator& validator_;
   Store& store_;
   JsonLimits limits_;
+  bool strip_restricted_ = false;
 };
 
-// The Minimiser of each partner some list applies to (partners without one are not in the map:
+// The Minimiser of each partner some list applies to, or that is not entitled to restricted
+// records (`restricted_records`) (partners without one are not in the map:
 // their deliveries are never parsed), from config.allow_lists (compiled by load_config).
 std::map<std::string, std::shared_ptr<const Minimiser>> make_minimisers(const Config& config, const Validator& validator,
                                                                          Store& store, JsonLimits limits);

@@ -1183,6 +1183,12 @@ Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
         .bind(3, static_cast<std::int64_t>(msg.original_bytes.size())).bind_blob(4, msg.original_bytes)
         .run();
 
+  // Deliveries consent withheld: trail events only, no delivery row (README "Consent").
+  for (auto withheld : msg.withheld) {
+    withheld.kind = EventKind::withheld;
+    withheld.at_ms = now;
+    add_event(id, withheld, "");
+  }
   for (const auto& destination : destinations) {
     write_->insert_delivery.start().bind(1, id).bind(2, destination).bind(3, seq).bind(4, msg.received_at_ms).run();
     DeliveryJob job;
@@ -1488,6 +1494,10 @@ Result<std::optional<MessageView>> SqliteStore::read_message(const std::string& 
       v.events.push_back(std::move(e));
     }
     r.events.reset();
+    // Every destination withheld by consent: the unroutable event says so, naming them.
+    if (v.deliveries.empty())
+      for (const auto& e : v.events)
+        if (e.kind == EventKind::withheld) v.events[2].destinations.push_back(e.destination);
     // The derived "delivered" events join the stored ones; the trail reads in time order, ties
     // kept in the order above (received, validated, routed first).
     for (auto& e : settled) v.events.push_back(std::move(e));

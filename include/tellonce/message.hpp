@@ -50,6 +50,8 @@ enum class DeliveryStatus { pending, delivered, dead, held, expired };
 std::string_view to_string(DeliveryStatus s);
 DeliveryStatus delivery_status_from(std::string_view s);
 
+struct LifecycleEvent;
+
 // A message ready to be committed: validated and routed.
 struct NewMessage {
   std::string id;
@@ -69,6 +71,9 @@ struct NewMessage {
   std::vector<std::string> route_ids;     // routes that matched
   std::vector<std::string> destinations;  // partner ids; empty = unroutable
   std::vector<std::string> warnings;      // validator warnings, kept on the trail
+  // Deliveries consent withheld (EventKind::withheld, destination and detail set): written to
+  // the trail with the message. Their destinations are not in `destinations`.
+  std::vector<LifecycleEvent> withheld;
 };
 
 struct DeliveryJob;
@@ -135,9 +140,11 @@ struct DeliveryAttempt {
 
 // One step of a message's trail, as facts. The store keeps and returns these; the words a
 // person reads are made from them in one place, core/trail.hpp.
-// held: placed in a mailbox; expired: held and not acknowledged in time.
+// held: placed in a mailbox; expired: held and not acknowledged in time. withheld: a route
+// named the destination but consent withheld the delivery (no delivery row; destination and
+// detail, the rule that applied, are set).
 enum class EventKind { received, validated, routed, unroutable, duplicate, attempt, delivered, dead, replayed,
-                       held, expired };
+                       held, expired, withheld };
 std::string_view to_string(EventKind k);
 std::optional<EventKind> event_kind_from(std::string_view s);
 

@@ -58,6 +58,7 @@ inline asio::awaitable<Result<ReplayCounts>> Pipeline::replay_matching(MessageQu
 
 class Audit;
 class BrokerMetrics;
+class ConsentGate;
 class Validator;
 class Router;
 class Store;
@@ -79,9 +80,12 @@ struct HeavyRecords {
 // `metrics` (broker/metrics), when given, must outlive the pipeline; it is told of every record.
 // `audit` (tellonce/audit.hpp), when given, must outlive it: each receipt, duplicate and
 // rejection is queued there before accept() completes.
+// `consent` (broker/consent), when given, must outlive it: it withholds destinations after
+// routing (each one a "withheld" event on the trail) and learns the Consents of accepted records.
 std::unique_ptr<Pipeline> make_pipeline(const Validator& validator, const Router& router, Store& store,
                                         Queue& queue, JsonLimits limits, HeavyRecords heavy = {},
-                                        BrokerMetrics* metrics = nullptr, Audit* audit = nullptr);
+                                        BrokerMetrics* metrics = nullptr, Audit* audit = nullptr,
+                                        ConsentGate* consent = nullptr);
 
 // Which key makes a resubmission a duplicate: the client's header key, else MessageHeader.id
 // of a message Bundle, else Bundle.id. Empty for single resources without a header key.

@@ -24,7 +24,7 @@ TEST(CheckConfigCommand, ShippedExampleIsOk) {
   std::string file = std::string(TELLONCE_SOURCE_DIR) + "/config/tellonce.yaml";
   std::string out, err;
   EXPECT_EQ(run({"tellonce", "check-config", file}, out, err), 0) << out;
-  EXPECT_EQ(out, file + ": OK \u2014 6 partners, 3 inbound channels, 8 routes\n");
+  EXPECT_EQ(out, file + ": OK \u2014 7 partners, 3 inbound channels, 9 routes\n");
 }
 
 TEST(CheckConfigCommand, PrintsEveryProblemAndASummary) {

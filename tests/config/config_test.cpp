@@ -65,9 +65,9 @@ TEST(LoadConfig, ShippedExampleLoads) {
   ASSERT_TRUE(load.problems.empty()) << problems_text(load);
   ASSERT_TRUE(load.config);
   const Config& c = *load.config;
-  EXPECT_EQ(c.partners.size(), 6u);
+  EXPECT_EQ(c.partners.size(), 7u);
   EXPECT_EQ(c.inbound.size(), 3u);
-  EXPECT_EQ(c.routes.size(), 8u);
+  EXPECT_EQ(c.routes.size(), 9u);
   ASSERT_EQ(c.minimisation.size(), 1u);
   EXPECT_EQ(c.partner("vcse-linkworkers")->minimise, "social-prescribing");
   EXPECT_EQ(c.allow_lists.count("social-prescribing"), 1u);
@@ -95,7 +95,11 @@ TEST(LoadConfig, ShippedAllowListKeepsTheReferralWithoutDiagnosesOrMedications) 
   test::FakeStore store;
   auto minimisers = make_minimisers(*load.config, *validator, store, JsonLimits{});
   ASSERT_EQ(minimisers.count("vcse-linkworkers"), 1u);
-  EXPECT_EQ(minimisers.size(), 1u);  // nobody else's deliveries are parsed
+  // The practices are entitled to restricted records and have no allow-list: nothing to apply.
+  // Other partners have a Minimiser for restricted records only, which parses no body that
+  // does not mention the confidentiality code system (broker/minimise/restricted.hpp).
+  EXPECT_EQ(minimisers.count("gp-a81001"), 0u);
+  EXPECT_EQ(minimisers.count("gp-a81002"), 0u);
   std::ifstream in(std::string(TELLONCE_SOURCE_DIR) + "/config/examples/referral-social-prescribing.json");
   std::string referral((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   ASSERT_FALSE(referral.empty());
@@ -232,6 +236,56 @@ routes:
     EXPECT_EQ(p.file, path.string());
   }
   EXPECT_EQ(load.problems[4].to_string(), path.string() + ":18: routes[0].to[0]: unknown partner 'gp-a81009'");
+}
+
+TEST(LoadConfig, ConsentSettingsPurposeAndRestrictedRecords) {
+  ConfigFiles files;
+  auto path = files.write("consent.yaml", R"(consent:
+  opt_out_file: opt-out.txt
+  poll_every: 1ms
+partners:
+  - id: gp-a81001
+    kind: primary-care
+    ods: A81001
+    restricted_records: maybe
+    endpoint: { type: fhir-rest, url: "http://127.0.0.1:9101/fhir" }
+routes:
+  - id: r1
+    purpose: research
+    to: [gp-a81001]
+  - id: r2
+    purpose: secondary-use
+    to: [gp-a81001]
+)");
+  auto registry = test_registry();
+  auto load = load_config(path, registry);
+  ASSERT_EQ(load.problems.size(), 3u) << problems_text(load);
+  EXPECT_EQ(load.problems[0].to_string(), path.string() + ":3: consent.poll_every: must be from 50ms to 1h");
+  EXPECT_EQ(load.problems[1].to_string(),
+            path.string() + ":8: partners[0].restricted_records: must be entitled or not-entitled, found 'maybe'");
+  EXPECT_EQ(load.problems[2].to_string(),
+            path.string() + ":12: routes[0].purpose: must be direct-care or secondary-use, found 'research'");
+
+  auto good = files.write("good.yaml", R"(consent: { opt_out_file: lists/opt-out.txt }
+partners:
+  - id: gp-a81001
+    kind: primary-care
+    ods: A81001
+    restricted_records: entitled
+    endpoint: { type: fhir-rest, url: "http://127.0.0.1:9101/fhir" }
+routes:
+  - id: r1
+    to: [gp-a81001]
+  - id: r2
+    purpose: secondary-use
+    to: [gp-a81001]
+)");
+  auto ok = load_config(good, registry);
+  ASSERT_TRUE(ok.config) << problems_text(ok);
+  EXPECT_EQ(ok.config->consent.opt_out_file, good.parent_path() / "lists/opt-out.txt");
+  EXPECT_TRUE(ok.config->partners[0].restricted_records_entitled);
+  EXPECT_EQ(ok.config->routes[0].purpose, RoutePurpose::direct_care);
+  EXPECT_EQ(ok.config->routes[1].purpose, RoutePurpose::secondary_use);
 }
 
 // valid_partners is 19 lines: what is appended starts at line 20.
