@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tellonce/adapter_settings.hpp"
+#include "tellonce/limits.hpp"
 #include "tellonce/tls.hpp"
 
 #include <chrono>
@@ -42,6 +43,8 @@ struct Partner {
   std::vector<std::string> api_key_hashes;  // "sha256:<hex>" of the bearer tokens (tellonce hash-key)
   // Client certificates it connects with: "sha256:AB:CD:..." fingerprints or "subject:CN=...,O=...".
   std::vector<std::string> certificates;
+  // `limits:` its own rate and connection cap (tellonce/limits.hpp); absent: the broker's `limits:`.
+  std::optional<RateLimit> limits;
 };
 
 struct InboundChannel {
@@ -153,6 +156,13 @@ struct Config {
   std::string log_format = "text";           // log.format: text or json (tellonce/log.hpp)
   std::vector<ListenerSettings> listeners;
   bool insecure_clear_api_keys = false;      // accept partners' `api_keys` in clear (demos, tests)
+  // `limits:` the default rate and connection cap of every partner without `limits:` of its
+  // own, and the cap on one remote address's connections per listener (0: none).
+  RateLimit default_limits;
+  std::size_t max_connections_per_address = 0;
+  // An HTTP request must arrive whole (header and body) within this long of the previous answer
+  // or of connecting; a slower one is answered 408 and closed (HttpLimits::idle_timeout).
+  std::chrono::milliseconds request_timeout{60'000};
   EngineChoice store{"sqlite", {}, 0};
   EngineChoice queue{"memory", {}, 0};
   ValidationSettings validation;
