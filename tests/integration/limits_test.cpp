@@ -367,3 +367,54 @@ for _ in range(n):
 
 }  // namespace
 }  // namespace tellonce::itest
+
+namespace tellonce::itest {
+namespace {
+
+// On a TLS listener: over the per-address cap a client still gets a 429 it can read (after the
+// handshake), and a partner known by its certificate is held to its own max_connections.
+TEST(Limits, TlsConnectionsOverACapAreAnswered429AfterTheHandshake) {
+  TempDir dir;
+  fs::path certs = dir.path() / "certs";
+  auto made = sh((source_dir() / "tests/integration/tls/make_certs.sh").string() + " " + certs.string());
+  ASSERT_EQ(made.status, 0) << made.output;
+  auto fp = sh("openssl x509 -in " + (certs / "rtx.pem").string() + " -noout -fingerprint -sha256");
+  auto eq = fp.output.find('=');
+  ASSERT_NE(eq, std::string::npos) << fp.output;
+  std::string fingerprint = "sha256:" + fp.output.substr(eq + 1, 95);
+  ReservedPort sink;
+  std::string config = one_route_config(sink) + "listeners:\n  - listen: 127.0.0.1:0\n    tls: { cert: " +
+                       (certs / "server.pem").string() + ", key: " + (certs / "server.key").string() +
+                       ", client_ca: " + (certs / "ca.pem").string() + ", client_certificates: optional }\n";
+  config.insert(config.find("    ods: RTX\n") + 12,
+                "    certificates: [\"" + fingerprint + "\"]\n    limits: { max_connections: 1 }\n");
+  config = "limits:\n  max_connections_per_address: 3\n" + config;
+  Broker broker(dir.path(), config);
+  broker.start();
+  const std::string port = std::to_string(port_of(broker.base()));
+  const std::string curl = "curl -s -i --cacert " + (certs / "ca.pem").string() + " ";
+  const std::string as_rtx = "--cert " + (certs / "rtx.pem").string() + " --key " + (certs / "rtx.key").string() + " ";
+  const std::string url = "https://localhost:" + port + "/fhir/metadata";
+
+  // rtx holds one connection (s_client, kept open by sleep); a second one as rtx is refused.
+  std::string hold = "(sleep 6) | openssl s_client -quiet -connect 127.0.0.1:" + port + " -CAfile " +
+                     (certs / "ca.pem").string() + " " + as_rtx + " >/dev/null 2>&1 & sleep 1.5; ";
+  auto second = sh(hold + curl + as_rtx + url + "; wait");
+  EXPECT_TRUE(contains(second.output, "HTTP/1.1 429")) << second.output;
+  EXPECT_TRUE(contains(second.output, "Retry-After: 1")) << second.output;
+  EXPECT_TRUE(contains(second.output, "partner 'rtx' has as many connections open")) << second.output;
+  // Once it is closed, rtx connects again; a client without a certificate was never affected.
+  auto again = sh(curl + as_rtx + url);
+  EXPECT_TRUE(contains(again.output, "HTTP/1.1 200")) << again.output;
+
+  // Three plain TCP connections that never start a handshake fill 127.0.0.1's places; curl's
+  // fourth is answered 429 over TLS instead of being dropped.
+  std::string fill = "python3 -c \"import socket,time; s=[socket.create_connection((\\\"127.0.0.1\\\"," + port +
+                     ")) for _ in range(3)]; time.sleep(4)\" & sleep 1; ";
+  auto fourth = sh(fill + curl + url + "; wait");
+  EXPECT_TRUE(contains(fourth.output, "HTTP/1.1 429")) << fourth.output;
+  EXPECT_TRUE(contains(fourth.output, "max_connections_per_address")) << fourth.output;
+}
+
+}  // namespace
+}  // namespace tellonce::itest
