@@ -386,7 +386,7 @@ TEST(Limits, TlsConnectionsOverACapAreAnswered429AfterTheHandshake) {
   std::string config = one_route_config(sink) + "listeners:\n  - listen: 127.0.0.1:0\n    tls: { cert: " +
                        (certs / "server.pem").string() + ", key: " + (certs / "server.key").string() +
                        ", client_ca: " + (certs / "ca.pem").string() + ", client_certificates: optional }\n";
-  config.insert(config.find("    ods: RTX\n") + 12,
+  config.insert(config.find("    ods: RTX\n") + std::string("    ods: RTX\n").size(),
                 "    certificates: [\"" + fingerprint + "\"]\n    limits: { max_connections: 1 }\n");
   config = "limits:\n  max_connections_per_address: 3\n" + config;
   Broker broker(dir.path(), config);
@@ -397,7 +397,7 @@ TEST(Limits, TlsConnectionsOverACapAreAnswered429AfterTheHandshake) {
   const std::string url = "https://localhost:" + port + "/fhir/metadata";
 
   // rtx holds one connection (s_client, kept open by sleep); a second one as rtx is refused.
-  std::string hold = "(sleep 6) | openssl s_client -quiet -connect 127.0.0.1:" + port + " -CAfile " +
+  std::string hold = "(sleep 4) | openssl s_client -quiet -no_ign_eof -connect 127.0.0.1:" + port + " -CAfile " +
                      (certs / "ca.pem").string() + " " + as_rtx + " >/dev/null 2>&1 & sleep 1.5; ";
   auto second = sh(hold + curl + as_rtx + url + "; wait");
   EXPECT_TRUE(contains(second.output, "HTTP/1.1 429")) << second.output;
