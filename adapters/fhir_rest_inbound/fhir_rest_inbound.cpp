@@ -3,6 +3,7 @@
 #include "tellonce/json.hpp"
 #include "tellonce/log.hpp"
 #include "tellonce/http_server.hpp"
+#include "tellonce/limits.hpp"
 #include "tellonce/pipeline.hpp"
 
 #include <boost/beast/core/string.hpp>
@@ -141,6 +142,11 @@ class FhirRestInbound final : public InboundAdapter {
       ++rejected_;
       co_return std::move(*rejection);
     }
+    if (auto* limits = partners_.limits())
+      if (auto throttle = limits->admit(partner, channel_)) {
+        ++rejected_;
+        co_return throttled_response(req, *throttle);
+      }
     auto content_type = req[http::field::content_type];
     if (auto why = content_type_problem(content_type); !why.empty()) {
       ++rejected_;

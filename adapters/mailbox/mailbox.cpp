@@ -2,6 +2,7 @@
 
 #include "tellonce/http_server.hpp"
 #include "tellonce/json.hpp"
+#include "tellonce/limits.hpp"
 #include "tellonce/log.hpp"
 #include "tellonce/settings_reader.hpp"
 #include "tellonce/store.hpp"
@@ -106,6 +107,9 @@ struct MailboxState {
     if (caller != partner)
       co_return refuse(req, http::status::forbidden, "forbidden",
                        "this is the mailbox of another partner; use /mailbox/" + std::string(caller) + "/inbox");
+    // Reads count against the partner's rate as records sent do (channel "mailbox").
+    if (auto* limits = partners.limits())
+      if (auto throttle = limits->admit(caller, "mailbox")) co_return throttled_response(req, *throttle);
 
     std::string_view target(req.target().data(), req.target().size());
     target = target.substr(0, std::min(target.find('?'), target.size()));

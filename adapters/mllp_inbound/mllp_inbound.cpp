@@ -1,6 +1,7 @@
 #include "mllp_inbound.hpp"
 
 #include "hl7v2/mllp.hpp"
+#include "tellonce/limits.hpp"
 #include "tellonce/log.hpp"
 #include "tellonce/tls.hpp"
 
@@ -193,6 +194,8 @@ struct Shared {
   std::atomic<std::size_t> open{0};
   std::mutex mu;
   std::list<std::weak_ptr<Connection>> connections;  // under mu
+  std::unique_ptr<ConnectionCaps> caps;  // null: no per-address or per-partner cap
+  LogThrottle refused_log, handshake_log;  // at most a line a second each
 };
 
 // Closes the connection's socket when the deadline passes (a read or write then fails).
@@ -220,6 +223,8 @@ class MllpInbound final : public InboundAdapter {
         shared_(std::make_shared<Shared>()) {
     if (!converter_) throw std::logic_error("mllp inbound '" + channel_ + "' without a converter");
     if (settings_.tls) tls_ = std::make_shared<TlsServerContext>(*settings_.tls, settings_.listen);  // throws on bad files
+    if (auto* limits = partners_.limits(); limits && limits->caps_connections())
+      shared_->caps = std::make_unique<ConnectionCaps>(*limits, partners_);
     if (!settings_.partner.empty()) {
       fixed_partner_ = std::string(partners_.by_id(settings_.partner));
       if (fixed_partner_.empty())
@@ -314,6 +319,16 @@ class MllpInbound final : public InboundAdapter {
       }
       auto remote = conn->socket.remote_endpoint(ignored);
       conn->peer = ignored ? std::string("?") : remote.address().to_string() + ":" + std::to_string(remote.port());
+      ConnectionCaps::Slot address_slot;
+      if (shared_->caps) {
+        auto slot = shared_->caps->for_address(ignored ? std::string("?") : remote.address().to_string());
+        if (!slot) {
+          refused(*shared_, conn->peer, "its address has max_connections_per_address connections open");
+          conn->socket.close(ignored);
+          continue;
+        }
+        address_slot = std::move(*slot);
+      }
       std::list<std::weak_ptr<Connection>>::iterator entry;
       {
         std::lock_guard lk(shared_->mu);
@@ -325,13 +340,24 @@ class MllpInbound final : public InboundAdapter {
         entry = shared_->connections.insert(shared_->connections.end(), conn);
       }
       auto ex = conn->socket.get_executor();
-      asio::co_spawn(ex, serve(conn, shared_, entry),
+      asio::co_spawn(ex, serve(conn, shared_, entry, std::move(address_slot)),
                      [peer = conn->peer](std::exception_ptr e) { log_exception("mllp connection " + peer, e); });
     }
   }
 
+  // Logs that a connection was closed unserved, at most once a second per listener.
+  void refused(Shared& shared, const std::string& peer, const std::string& why) {
+    std::uint64_t more = 0;
+    if (shared.refused_log.allow(more))
+      log::warn(kComponent, bound_ + ": connection " + peer + " closed: " + why + LogThrottle::more(more));
+  }
+
   asio::awaitable<void> serve(std::shared_ptr<Connection> c, std::shared_ptr<Shared> shared,
-                              std::list<std::weak_ptr<Connection>>::iterator entry) {
+                              std::list<std::weak_ptr<Connection>>::iterator entry,
+                              ConnectionCaps::Slot address_slot_given) {
+    // Locals end before the parameters (shared among them), so the places go back first.
+    ConnectionCaps::Slot address_slot = std::move(address_slot_given);
+    ConnectionCaps::Slot partner_slot;
     struct Release {  // the slot and the list entry are freed however the connection ends
       Shared& shared;
       std::list<std::weak_ptr<Connection>>::iterator entry;
@@ -342,7 +368,7 @@ class MllpInbound final : public InboundAdapter {
       }
     } release{*shared, entry};
     log::debug(kComponent, "connection from " + c->peer + " on " + bound_);
-    if (c->tls && !co_await handshake(c)) {
+    if (c->tls && !co_await handshake(c, partner_slot)) {
       boost::system::error_code ignored;
       c->socket.close(ignored);
       c->deadline.cancel();
@@ -352,6 +378,7 @@ class MllpInbound final : public InboundAdapter {
     hl7v2::FrameReader frames(settings_.max_frame_bytes);
     std::vector<char> buffer(16 * 1024);  // per connection: 256 of them hold 4 MiB
     std::string closed_because;
+    std::optional<std::chrono::steady_clock::time_point> frame_started;  // of the message being read
     for (;;) {
       bool write_failed = false;
       while (auto event = frames.next()) {
@@ -395,14 +422,31 @@ class MllpInbound final : public InboundAdapter {
         closed_because = "the broker is stopping";
         break;
       }
-      arm(c, settings_.idle_timeout);
+      // A message must arrive whole within message_timeout of its first byte, however the
+      // bytes trickle in: a sender dripping a byte a second cannot hold the connection.
+      auto now = std::chrono::steady_clock::now();
+      if (!frames.inside_frame()) frame_started.reset();
+      else if (!frame_started) frame_started = now;
+      std::chrono::milliseconds wait = settings_.idle_timeout;
+      bool message_deadline = false;
+      if (frame_started) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*frame_started + settings_.message_timeout - now);
+        if (left < wait) {
+          wait = std::max(left, std::chrono::milliseconds(0));
+          message_deadline = true;
+        }
+      }
+      arm(c, wait);
       boost::system::error_code ec;
       std::size_t n = 0;
       if (c->tls) std::tie(ec, n) = co_await c->tls->async_read_some(asio::buffer(buffer), use_tuple);
       else std::tie(ec, n) = co_await c->socket.async_read_some(asio::buffer(buffer), use_tuple);
       disarm(c);
       if (ec) {
-        if (c->timed_out) closed_because = "idle for " + std::to_string(settings_.idle_timeout.count()) + " ms";
+        if (c->timed_out && message_deadline)
+          closed_because = "a message was not received whole within message_timeout (" +
+                           std::to_string(settings_.message_timeout.count()) + " ms)";
+        else if (c->timed_out) closed_because = "idle for " + std::to_string(settings_.idle_timeout.count()) + " ms";
         else if (shared->stopping) closed_because = "the broker is stopping";
         else if (ec == asio::error::eof) closed_because = frames.inside_frame() ? "peer closed inside a message" : "";
         else closed_because = "read: " + ec.message();
@@ -420,19 +464,35 @@ class MllpInbound final : public InboundAdapter {
 
   // Everything that happens to one message; returns the ACKs to send, in order.
   // The TLS handshake within handshake_timeout, then who the client certificate names.
-  asio::awaitable<bool> handshake(std::shared_ptr<Connection> c) {
+  // The partner's connection cap is taken into `partner_slot`; false: close the connection.
+  asio::awaitable<bool> handshake(std::shared_ptr<Connection> c, ConnectionCaps::Slot& partner_slot) {
     arm(c, tls_->settings().handshake_timeout);
     auto [ec] = co_await c->tls->async_handshake(asio::ssl::stream_base::server, use_tuple);
     disarm(c);
     if (ec) {
-      log::info(kComponent, "connection " + c->peer + ": TLS handshake " +
-                                (c->timed_out ? std::string("timed out") : "failed: " + ec.message()));
+      // One line a second at most: a scanner or a misconfigured client retrying must not flood the log.
+      std::uint64_t more = 0;
+      if (shared_->handshake_log.allow(more))
+        log::info(kComponent, "connection " + c->peer + ": TLS handshake " +
+                                  (c->timed_out ? std::string("timed out") : "failed: " + ec.message()) +
+                                  LogThrottle::more(more));
       co_return false;
     }
     SSL* ssl = c->tls->native_handle();
     if (X509* cert = SSL_get0_peer_certificate(ssl); cert && SSL_get_verify_result(ssl) == X509_V_OK) {
       c->presented_certificate = true;
-      c->certificate_partner = std::string(partners_.by_certificate(certificate_fingerprint(cert), certificate_subject(cert)));
+      auto fingerprint = certificate_fingerprint(cert);
+      auto subject = certificate_subject(cert);
+      if (shared_->caps) {
+        auto slot = shared_->caps->for_certificate(fingerprint, subject, c->certificate_partner);
+        if (!slot) {
+          refused(*shared_, c->peer, "partner '" + c->certificate_partner + "' has its max_connections open");
+          co_return false;
+        }
+        partner_slot = std::move(*slot);
+      } else {
+        c->certificate_partner = std::string(partners_.by_certificate(fingerprint, subject));
+      }
     }
     co_return true;
   }
@@ -499,6 +559,21 @@ class MllpInbound final : public InboundAdapter {
       co_return finish({AckCode::AR, {err("MSH^1^4^1", "204", why)}}, partner, why);
     }
 
+    // Over its rate: AE, resend later. Table 0357 has no code for a rate; 207 is what this
+    // adapter says for every "cannot take it now, resend it unchanged" condition. Logged at
+    // most once a second: a flood must not flood the log too.
+    if (auto* limits = partners_.limits())
+      if (auto throttle = limits->admit(partner, channel_)) {
+        ++rejected_;
+        std::uint64_t more = 0;
+        if (throttled_log_.allow(more))
+          log::info(kComponent, "connection " + peer + ": AE for MSH-10 '" + control_id + "' from " + partner +
+                                    ", over its rate limit" + LogThrottle::more(more));
+        MllpVerdict verdict{AckCode::AE, {err("", "207", "rate limit: " + throttle->limit + "; resend the message after " +
+                                                             std::to_string(throttle->retry_after_seconds) + " s")}};
+        co_return acks_for(message, verdict, ack_id, timestamp);
+      }
+
     auto converted = converter_->convert(message);
     if (!converted) {
       const Failure& f = converted.error();
@@ -546,6 +621,7 @@ class MllpInbound final : public InboundAdapter {
   std::shared_ptr<TlsServerContext> tls_;  // null: plain TCP
   std::shared_ptr<Shared> shared_;
   std::atomic<std::uint64_t> accepted_{0}, rejected_{0};
+  LogThrottle throttled_log_;
 };
 
 }  // namespace
@@ -570,6 +646,8 @@ InboundAdapterType mllp_inbound_type() {
         r.byte_size("max_frame_bytes", s->max_frame_bytes, 1024, std::uint64_t{256} * 1024 * 1024));
     s->idle_timeout = r.duration("idle_timeout", s->idle_timeout);
     if (s->idle_timeout.count() <= 0) r.problem("idle_timeout", "must be more than 0, e.g. 5m");
+    s->message_timeout = r.duration("message_timeout", s->message_timeout);
+    if (s->message_timeout.count() <= 0) r.problem("message_timeout", "must be more than 0, e.g. 60s");
     s->max_connections = static_cast<std::size_t>(r.integer("max_connections", 256, 1, 100000));
     s->tables_dir = hl7v2::read_tables_setting(r);
     s->tls = read_tls_settings(r, "tls");

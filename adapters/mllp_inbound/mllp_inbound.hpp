@@ -49,6 +49,9 @@ struct MllpInboundSettings {
   std::string partner;
   std::size_t max_frame_bytes = 1024 * 1024;
   std::chrono::milliseconds idle_timeout{5 * 60 * 1000};
+  // A message must arrive whole within this long of its first byte (slow senders, slow-loris);
+  // past it the connection is closed.
+  std::chrono::milliseconds message_timeout{60 * 1000};
   std::size_t max_connections = 256;
   std::filesystem::path tables_dir = hl7v2::default_tables_dir();  // the converter's tables (`tables:`)
   // `tls:` MLLP over TLS (tellonce/tls.hpp). A connection that presents a client certificate
@@ -56,6 +59,10 @@ struct MllpInboundSettings {
   // (MSH-4, or `partner`) is another partner is answered AR with ERR-3 204 saying so.
   std::optional<TlsSettings> tls;
 };
+// Load (tellonce/limits.hpp): a partner over its rate gets AE with ERR-3 207 ("resend later")
+// naming the limit. Connections over `limits.max_connections_per_address`, or over the
+// max_connections of the partner a client certificate names, are closed (a log line a second
+// at most per listener); so are failed TLS handshakes, logged likewise.
 
 InboundAdapterType mllp_inbound_type();
 

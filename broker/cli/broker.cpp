@@ -9,6 +9,7 @@
 #include "tellonce/log.hpp"
 #include "broker/delivery/delivery.hpp"
 #include "tellonce/http_server.hpp"
+#include "tellonce/limits.hpp"
 #include "tellonce/tls.hpp"
 #include "tellonce/pipeline.hpp"
 #include "tellonce/router.hpp"
@@ -91,7 +92,7 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
                ->create(config.queue.settings,
                         QueueContext{io_.get_executor(), static_cast<std::size_t>(config.delivery.max_queued_body_bytes)});
   // Before the outbound adapters: a mailbox is served over HTTP to partners that present their key.
-  http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, std::chrono::seconds(60), 16 * 1024,
+  http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, config.request_timeout, 16 * 1024,
                                                         config.max_connections_per_listener});
   partners_ = make_partner_directory(config);
   for (const auto& p : config.partners) {
@@ -124,6 +125,17 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
     mount_console(http_->at(config.api.listen), std::make_shared<const ConsoleFiles>(ConsoleFiles::load(console_dir)));
   for (const auto& l : config.listeners)  // throws naming the file when a certificate or key is bad
     if (l.tls) http_->at(l.listen).use_tls(std::make_shared<TlsServerContext>(*l.tls, l.listen));
+  // Load from partners (tellonce/limits.hpp): refusals counted, connection caps per HTTP listener.
+  if (auto* limits = partners_->limits()) {
+    auto& throttled = metrics_->registry().counter("tellonce_records_throttled_total",
+        "Records and mailbox reads refused (429, MLLP AE) because their partner was over its rate.", {"partner", "channel"});
+    limits->on_throttled([&throttled](std::string_view partner, std::string_view channel) {
+      throttled.with({partner, channel}).inc();
+    });
+    if (limits->caps_connections())
+      for (const auto& [listen, port] : http_->bound())
+        http_->at(listen).limit_connections(std::make_shared<ConnectionCaps>(*limits, *partners_));
+  }
   shutdown_ = std::make_unique<Shutdown>(io_);
 }
 

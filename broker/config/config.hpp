@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tellonce/adapter_settings.hpp"
+#include "tellonce/limits.hpp"
 #include "tellonce/tls.hpp"
 
 #include <chrono>
@@ -45,6 +46,8 @@ struct Partner {
   // `restricted_records: entitled`: receives records tagged restricted (meta.security R) whole;
   // otherwise their locating details are removed first (broker/minimise/restricted.hpp).
   bool restricted_records_entitled = false;
+  // `limits:` its own rate and connection cap (tellonce/limits.hpp); absent: the broker's `limits:`.
+  std::optional<RateLimit> limits;
 };
 
 struct InboundChannel {
@@ -172,6 +175,13 @@ struct Config {
   std::string log_format = "text";           // log.format: text or json (tellonce/log.hpp)
   std::vector<ListenerSettings> listeners;
   bool insecure_clear_api_keys = false;      // accept partners' `api_keys` in clear (demos, tests)
+  // `limits:` the default rate and connection cap of every partner without `limits:` of its
+  // own, and the cap on one remote address's connections per listener (0: none).
+  RateLimit default_limits;
+  std::size_t max_connections_per_address = 0;
+  // An HTTP request must arrive whole (header and body) within this long of the previous answer
+  // or of connecting; a slower one is answered 408 and closed (HttpLimits::idle_timeout).
+  std::chrono::milliseconds request_timeout{60'000};
   EngineChoice store{"sqlite", {}, 0};
   EngineChoice queue{"memory", {}, 0};
   ValidationSettings validation;

@@ -284,6 +284,28 @@ void read_consent(SettingsReader& top, Config& c, const fs::path& dir) {
   s->finish();
 }
 
+// A `limits:` section's rate and connection cap (the broker's or a partner's).
+RateLimit read_rate_limit(SettingsReader& s) {
+  RateLimit l;
+  l.records_per_second = s.number("records_per_second", 0, 0, 1e9);
+  l.burst = s.number("burst", 0, 0, 1e9);
+  if (l.burst > 0 && l.burst < 1) s.problem("burst", "must be at least 1 record (or 0: as many as records_per_second)");
+  if (l.burst > 0 && l.records_per_second == 0) s.problem("burst", "needs records_per_second");
+  l.max_connections = static_cast<std::size_t>(s.integer("max_connections", 0, 0, 1'000'000));
+  return l;
+}
+
+// `limits:` the broker-wide default for partners, and the per-address connection cap.
+void read_limits(SettingsReader& top, Config& c) {
+  auto s = top.child("limits");
+  if (!s) return;
+  c.default_limits = read_rate_limit(*s);
+  c.max_connections_per_address = static_cast<std::size_t>(s->integer("max_connections_per_address", 0, 0, 1'000'000));
+  c.request_timeout = s->duration("request_timeout", c.request_timeout);
+  if (c.request_timeout.count() <= 0) s->problem("request_timeout", "must be more than 0, e.g. 60s");
+  s->finish();
+}
+
 void read_partners(SettingsReader& top, Config& c, const AdapterCatalog& registry, PendingChecks& pending,
                    ProblemLog& log) {
   IdRegistry ids("partner");
@@ -356,6 +378,10 @@ void read_partners(SettingsReader& top, Config& c, const AdapterCatalog& registr
       if (entitled == "entitled") p.restricted_records_entitled = true;
       else if (entitled != "not-entitled")
         r.problem("restricted_records", "must be entitled or not-entitled, found '" + entitled + "'");
+    }
+    if (auto l = r.child("limits")) {
+      p.limits = read_rate_limit(*l);
+      l->finish();
     }
     r.finish();
     c.partners.push_back(std::move(p));
@@ -557,6 +583,7 @@ ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& 
   read_api(top, c, dir);
   read_log(top, c);
   read_listeners(top, c);
+  read_limits(top, c);
   c.insecure_clear_api_keys = top.boolean("insecure_clear_api_keys", false);
   read_audit(top, c);
   read_engine(top, "store", c.store, registry);

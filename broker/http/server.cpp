@@ -4,6 +4,7 @@
 
 #include "tellonce/error.hpp"
 #include "tellonce/json.hpp"
+#include "tellonce/limits.hpp"
 #include "tellonce/log.hpp"
 #include "tellonce/tls.hpp"
 
@@ -66,6 +67,12 @@ void log_exception(std::string_view what, std::exception_ptr e) {
   } catch (...) {
     log::error("http", std::string(what) + ": unknown exception");
   }
+}
+
+std::string wire_text(const HttpResponse& res) {
+  std::ostringstream out;
+  out << res;
+  return out.str();
 }
 
 bool is_parse_error(const boost::system::error_code& ec) {
@@ -176,6 +183,12 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
   std::list<std::weak_ptr<Connection>> connections;
   std::list<std::weak_ptr<TlsConnection>> tls_connections;
   std::shared_ptr<TlsServerContext> tls;  // null: plain TCP; fixed once started
+  std::shared_ptr<ConnectionCaps> caps;   // null: no per-address or per-partner cap; fixed once started
+  LogThrottle handshake_log, refused_log; // a line a second at most each
+  // TLS connections over a cap being answered (handshake, then 503/429): a few at a time;
+  // beyond that they are closed unanswered, so refusing never costs much.
+  std::atomic<std::size_t> refusing{0};
+  static constexpr std::size_t max_refusing = 32;
 
   template <class Conn>
   std::list<std::weak_ptr<Conn>>& tracked() {
@@ -190,13 +203,17 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
   }
 
   asio::awaitable<void> accept_loop();
-  void refuse(tcp::socket socket);
+  void refuse(tcp::socket socket, const std::string& answer);
+  void refuse_tls(tcp::socket socket, HttpResponse answer);
+  void log_refused(const std::string& why);
   template <class Conn>
   bool track(const std::shared_ptr<Conn>& conn, typename std::list<std::weak_ptr<Conn>>::iterator& entry);
   asio::awaitable<void> serve(std::shared_ptr<Connection> conn,
-                              std::list<std::weak_ptr<Connection>>::iterator entry);
+                              std::list<std::weak_ptr<Connection>>::iterator entry, ConnectionCaps::Slot slot);
   asio::awaitable<void> serve_tls(std::shared_ptr<TlsConnection> conn, std::shared_ptr<asio::ssl::context> ctx,
-                                  std::list<std::weak_ptr<TlsConnection>>::iterator entry);
+                                  std::list<std::weak_ptr<TlsConnection>>::iterator entry, ConnectionCaps::Slot slot);
+  asio::awaitable<void> answer_tls(std::shared_ptr<TlsConnection> conn, std::shared_ptr<asio::ssl::context> ctx,
+                                   HttpResponse answer);
   asio::awaitable<HttpResponse> dispatch(HttpRequest& req, const PeerIdentity* peer = nullptr);
 };
 
@@ -213,16 +230,46 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
       continue;
     }
     if (open.load(std::memory_order_relaxed) >= max_connections) {
-      if (tls) {  // a plain-text 503 means nothing to a TLS client
-        socket.close(ec);
-        continue;
+      if (!full) {
+        full = true;
+        log::warn("http", listen + ": " + std::to_string(max_connections) +
+                              " connections open: refusing new ones (503) until some close");
       }
-      refuse(std::move(socket));
+      static const HttpResponse over_cap = [] {
+        auto res = http_detail::bare_outcome(11, http::status::service_unavailable, "transient",
+            "too many open connections to this server; retry later or reuse a connection", "http-connection-cap");
+        res.set(http::field::retry_after, "1");
+        return res;
+      }();
+      static const std::string over_cap_text = wire_text(over_cap);
+      if (tls) refuse_tls(std::move(socket), over_cap);  // a plain-text 503 means nothing to a TLS client
+      else refuse(std::move(socket), over_cap_text);
       continue;
     }
     if (full) {
       full = false;
       log::info("http", listen + ": accepting connections again");
+    }
+    ConnectionCaps::Slot address_slot;
+    if (caps) {
+      auto remote = socket.remote_endpoint(ec);
+      std::string address = ec ? std::string("?") : remote.address().to_string();
+      auto slot = caps->for_address(address);
+      if (!slot) {
+        static const HttpResponse over_address_cap = [] {
+          auto res = http_detail::bare_outcome(11, http::status::too_many_requests, "throttled",
+              "too many open connections from your address (max_connections_per_address); reuse a connection or "
+              "retry later", "http-connection-cap");
+          res.set(http::field::retry_after, "1");
+          return res;
+        }();
+        static const std::string over_address_cap_text = wire_text(over_address_cap);
+        log_refused(address + ": over max_connections_per_address");
+        if (tls) refuse_tls(std::move(socket), over_address_cap);
+        else refuse(std::move(socket), over_address_cap_text);
+        continue;
+      }
+      address_slot = std::move(*slot);
     }
     socket.set_option(tcp::no_delay(true), ec);
     if (tls) {
@@ -231,7 +278,7 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
       std::list<std::weak_ptr<TlsConnection>>::iterator entry;
       if (!track(conn, entry)) co_return;
       auto executor = conn->stream.get_executor();
-      asio::co_spawn(executor, serve_tls(std::move(conn), std::move(ctx), entry),
+      asio::co_spawn(executor, serve_tls(std::move(conn), std::move(ctx), entry, std::move(address_slot)),
                      [](std::exception_ptr e) { log_exception("connection", e); });
       continue;
     }
@@ -239,7 +286,7 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
     std::list<std::weak_ptr<Connection>>::iterator entry;
     if (!track(conn, entry)) co_return;
     auto executor = conn->stream.get_executor();
-    asio::co_spawn(executor, serve(std::move(conn), entry),
+    asio::co_spawn(executor, serve(std::move(conn), entry, std::move(address_slot)),
                    [](std::exception_ptr e) { log_exception("connection", e); });
   }
 }
@@ -261,27 +308,50 @@ bool HttpServer::State::track(const std::shared_ptr<Conn>& conn,
   return true;
 }
 
-// Over the cap: one non-blocking write of a prepared 503 and close. It never waits, so a
-// flood of connections costs one descriptor for a moment each.
-void HttpServer::State::refuse(tcp::socket socket) {
-  if (!full) {
-    full = true;
-    log::warn("http", listen + ": " + std::to_string(max_connections) +
-                          " connections open: refusing new ones (503) until some close");
-  }
-  static const std::string answer = [] {
-    auto res = http_detail::bare_outcome(11, http::status::service_unavailable, "transient",
-        "too many open connections to this server; retry later or reuse a connection", "http-connection-cap");
-    res.set(http::field::retry_after, "1");
-    std::ostringstream out;
-    out << res;
-    return out.str();
-  }();
+void HttpServer::State::log_refused(const std::string& why) {
+  std::uint64_t more = 0;
+  if (refused_log.allow(more)) log::warn("http", listen + ": connection refused: " + why + LogThrottle::more(more));
+}
+
+// Over a cap: one non-blocking write of a prepared answer (503 or 429) and close. It never
+// waits, so a flood of connections costs one descriptor for a moment each.
+void HttpServer::State::refuse(tcp::socket socket, const std::string& answer) {
   boost::system::error_code ec;
   socket.non_blocking(true, ec);
   if (!ec) socket.write_some(asio::buffer(answer), ec);
   socket.shutdown(tcp::socket::shutdown_send, ec);
   socket.close(ec);
+}
+
+// Over a cap on a TLS listener: the answer needs the handshake first. A few such refusals run
+// at once (bounded by the handshake timeout); past max_refusing the connection is just closed.
+void HttpServer::State::refuse_tls(tcp::socket socket, HttpResponse answer) {
+  boost::system::error_code ec;
+  if (refusing.fetch_add(1, std::memory_order_relaxed) >= max_refusing || stopping) {
+    refusing.fetch_sub(1, std::memory_order_relaxed);
+    socket.close(ec);
+    return;
+  }
+  auto ctx = tls->current();
+  auto conn = std::make_shared<TlsConnection>(std::move(socket), *ctx);
+  auto executor = conn->stream.get_executor();
+  asio::co_spawn(executor, answer_tls(std::move(conn), std::move(ctx), std::move(answer)),
+                 [self = shared_from_this()](std::exception_ptr e) {
+                   self->refusing.fetch_sub(1, std::memory_order_relaxed);
+                   log_exception("refused connection", e);
+                 });
+}
+
+asio::awaitable<void> HttpServer::State::answer_tls(std::shared_ptr<TlsConnection> conn,
+                                                    std::shared_ptr<asio::ssl::context> ctx, HttpResponse answer) {
+  conn->arm(tls->settings().handshake_timeout);
+  auto [ec] = co_await conn->stream.async_handshake(asio::ssl::stream_base::server, use_tuple);
+  conn->disarm();
+  if (ec) {
+    http_detail::StreamOps<asio::ssl::stream<tcp::socket>>::close(conn->stream);
+    co_return;
+  }
+  co_await http_detail::close_after_reject(*conn, std::move(answer));
 }
 
 asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req, const PeerIdentity* peer) {
@@ -316,8 +386,10 @@ asio::awaitable<HttpResponse> HttpServer::State::dispatch(HttpRequest& req, cons
 }
 
 asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn,
-                                               std::list<std::weak_ptr<Connection>>::iterator entry) {
+                                               std::list<std::weak_ptr<Connection>>::iterator entry,
+                                               ConnectionCaps::Slot slot) {
   auto self = shared_from_this();
+  ConnectionCaps::Slot address_slot = std::move(slot);  // a local: given back before `self` goes
   struct Release {  // the slot and the list entry are freed however the session ends
     State& st;
     std::list<std::weak_ptr<Connection>>::iterator entry;
@@ -333,8 +405,10 @@ asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> conn,
 
 asio::awaitable<void> HttpServer::State::serve_tls(std::shared_ptr<TlsConnection> conn,
                                                    std::shared_ptr<asio::ssl::context> ctx,
-                                                   std::list<std::weak_ptr<TlsConnection>>::iterator entry) {
+                                                   std::list<std::weak_ptr<TlsConnection>>::iterator entry,
+                                                   ConnectionCaps::Slot slot) {
   auto self = shared_from_this();
+  ConnectionCaps::Slot address_slot = std::move(slot), partner_slot;
   struct Release {
     State& st;
     std::list<std::weak_ptr<TlsConnection>>::iterator entry;
@@ -351,9 +425,11 @@ asio::awaitable<void> HttpServer::State::serve_tls(std::shared_ptr<TlsConnection
   if (ec || stopping) {
     boost::system::error_code peer_ec;
     auto peer = conn->stream.next_layer().remote_endpoint(peer_ec);
-    if (ec)
+    // One line a second at most: scanners and misconfigured clients retrying must not flood the log.
+    std::uint64_t more = 0;
+    if (ec && handshake_log.allow(more))
       log::info("http", listen + ": TLS handshake with " + (peer_ec ? std::string("?") : peer.address().to_string()) +
-                            (conn->timed_out ? " timed out" : " failed: " + ec.message()));
+                            (conn->timed_out ? " timed out" : " failed: " + ec.message()) + LogThrottle::more(more));
     http_detail::StreamOps<asio::ssl::stream<tcp::socket>>::close(conn->stream);
     co_return;
   }
@@ -362,6 +438,21 @@ asio::awaitable<void> HttpServer::State::serve_tls(std::shared_ptr<TlsConnection
   if (X509* cert = SSL_get0_peer_certificate(ssl); cert && SSL_get_verify_result(ssl) == X509_V_OK) {
     peer.fingerprint = certificate_fingerprint(cert);
     peer.subject = certificate_subject(cert);
+    if (caps) {
+      std::string partner;
+      auto taken = caps->for_certificate(peer.fingerprint, peer.subject, partner);
+      if (!taken) {
+        log_refused("partner '" + partner + "' has its max_connections open");
+        auto res = http_detail::bare_outcome(11, http::status::too_many_requests, "throttled",
+            "partner '" + partner + "' has as many connections open to this listener as its "
+                "limits.max_connections allows; reuse one or retry later",
+            "partner-connection-cap");
+        res.set(http::field::retry_after, "1");
+        co_await http_detail::close_after_reject(*conn, std::move(res));
+        co_return;
+      }
+      partner_slot = std::move(*taken);
+    }
   }
   auto dispatcher = [this, peer = std::move(peer)](HttpRequest& req) { return dispatch(req, &peer); };
   co_await http_detail::serve_session(std::move(conn), limits, dispatcher, stopping);
@@ -385,6 +476,11 @@ void HttpServer::mount(std::string prefix, HttpHandler handler) {
 void HttpServer::cap_connections(std::size_t n) {
   if (state_->started) throw std::logic_error("cap_connections after " + state_->listen + " started");
   state_->max_connections = std::min(n, state_->limits.max_connections);
+}
+
+void HttpServer::limit_connections(std::shared_ptr<ConnectionCaps> caps) {
+  if (state_->started) throw std::logic_error("limit_connections after " + state_->listen + " started");
+  state_->caps = std::move(caps);
 }
 
 void HttpServer::use_tls(std::shared_ptr<TlsServerContext> tls) {

@@ -22,6 +22,7 @@ class Pipeline;
 class HttpMounts;
 class OriginalReader;  // tellonce/store.hpp
 class MailboxStore;    // tellonce/store.hpp
+class PartnerLimits;   // tellonce/limits.hpp
 
 // Who a sender is. An inbound adapter asks by what its transport offers (a bearer key, the
 // partner id a trusted header or the channel's settings name, an HL7 v2 sending facility, a
@@ -41,6 +42,9 @@ class PartnerDirectory {
     (void)subject;
     return {};
   }
+  // The partners' rate limits and connection caps (tellonce/limits.hpp); nullptr: none. An
+  // adapter asks admit() once it knows a record's (or a read's) partner. Any thread.
+  virtual PartnerLimits* limits() const { return nullptr; }
 };
 
 class InboundAdapter {

@@ -31,6 +31,7 @@ inline constexpr std::string_view kPeerHeader = "X-Tellonce-Peer";
 using HttpHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;
 
 class TlsServerContext;  // tellonce/tls.hpp
+class ConnectionCaps;    // tellonce/limits.hpp
 
 // On a TLS listener the server sets these request headers from the client certificate the
 // handshake verified (absent when the client sent none); on every listener it first removes
@@ -63,6 +64,10 @@ class HttpServer {
   // Serves this address over TLS with `tls`'s current context (before start()). A handshake not
   // done within its handshake_timeout is dropped; a reload affects only later connections.
   void use_tls(std::shared_ptr<TlsServerContext> tls);
+  // Caps connections per remote address and per partner (its client certificate) on this
+  // server (before start()). Over a cap: 429 with Retry-After and close (on TLS after the
+  // handshake, a few at a time; beyond that just closed), logged at most once a second.
+  void limit_connections(std::shared_ptr<ConnectionCaps> caps);
   std::size_t max_connections() const;
   // Stops accepting and closes idle connections; a connection busy with a request finishes
   // it, answers with Connection: close and then closes. Any thread; returns at once.
@@ -122,5 +127,9 @@ HttpResponse outcome_response(const HttpRequest& req, http::status status,
                               const std::vector<Issue>& issues);
 HttpResponse json_response(const HttpRequest& req, http::status status, std::string body,
                            std::string content_type = "application/json");
+// 429 with Retry-After and an OperationOutcome (issue type `throttled`) naming the limit
+// (tellonce/limits.hpp Throttle), for every HTTP front end.
+struct Throttle;
+HttpResponse throttled_response(const HttpRequest& req, const Throttle& throttle);
 
 }  // namespace tellonce
