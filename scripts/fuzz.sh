@@ -20,7 +20,7 @@ while (($#)); do
   esac
   shift
 done
-((${#targets[@]})) || targets=(json_validate config http_request hl7v2 csv)
+((${#targets[@]})) || targets=(json_validate config http_request hl7v2 csv ucum)
 
 build=build-fuzz
 if [[ ! -f $build/CMakeCache.txt ]]; then

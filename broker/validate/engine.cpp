@@ -76,12 +76,13 @@ struct Walk {
   std::size_t limit = 0;
   std::size_t unlisted_errors = 0, unlisted_others = 0;
 
-  void report(const char* code, const char* rule, std::string diagnostics) {
+  void report(const char* code, const char* rule, std::string diagnostics,
+              Severity severity = Severity::error) {
     if (out.size() >= limit) {
-      ++unlisted_errors;
+      ++(severity == Severity::error ? unlisted_errors : unlisted_others);
       return;
     }
-    out.push_back(Issue{Severity::error, code, std::move(diagnostics), path, rule});
+    out.push_back(Issue{severity, code, std::move(diagnostics), path, rule});
   }
   // Rule sets append to `out` themselves; what they added past the limit is dropped and counted.
   void trim() {
@@ -416,7 +417,7 @@ class Engine final : public Validator {
         }
         if (p.binding != fhir::none && type.primitive == fhir::Primitive::code) {
           const fhir::ValueSet& vs = schema_.value_sets[p.binding];
-          if (!vs.all_codes.contains(view(v))) report_code(view(v), vs, w);
+          if (!vs.all_codes.contains(view(v))) report_code(view(v), vs, p.strength, w);
         }
         return;
       }
@@ -430,8 +431,14 @@ class Engine final : public Validator {
         check_object(v, type.shape, w);
         if (p.type == reference_type_) check_local_reference(v, w);
         if (p.binding != fhir::none) {
-          if (type.name == "Coding") check_coding(v, schema_.value_sets[p.binding], w);
-          else if (type.name == "CodeableConcept") check_codeable_concept(v, schema_.value_sets[p.binding], w);
+          const fhir::ValueSet& vs = schema_.value_sets[p.binding];
+          if (p.strength != fhir::BindingStrength::required) {
+            if (type.name == "Coding" || type.name == "CodeableConcept") check_open_binding(v, type.name, vs, p.strength, w);
+          } else if (type.name == "Coding") {
+            check_coding(v, vs, w);
+          } else if (type.name == "CodeableConcept") {
+            check_codeable_concept(v, vs, w);
+          }
         }
         run_rules(type.name, v, w);
         return;
@@ -452,15 +459,68 @@ class Engine final : public Validator {
                  " does not match the id of any contained resource: contain it or reference it by URL");
   }
 
-  void report_code(std::string_view code, const fhir::ValueSet& vs, Walk& w) const {
-    std::string why = "code \"" + std::string(code) + "\" is not in the required value set " + vs.url;
+  static const char* strength_name(fhir::BindingStrength strength) {
+    switch (strength) {
+      case fhir::BindingStrength::required: return "required";
+      case fhir::BindingStrength::extensible: return "extensible";
+      case fhir::BindingStrength::preferred: return "preferred";
+    }
+    return "required";
+  }
+
+  // "the extensible value set 'Identifier Type Codes' (http://...)"
+  static std::string value_set_phrase(const fhir::ValueSet& vs, fhir::BindingStrength strength) {
+    std::string phrase = "the " + std::string(strength_name(strength)) + " value set ";
+    if (!vs.display.empty()) phrase += "'" + vs.display + "' (" + vs.url + ")";
+    else phrase += vs.url;
+    return phrase;
+  }
+
+  static std::string systems_phrase(const fhir::ValueSet& vs) {
+    std::string s = "its systems: ";
+    for (std::size_t i = 0; i < vs.systems.size(); ++i) s += (i ? ", " : "") + vs.systems[i];
+    return s;
+  }
+
+  void report_code(std::string_view code, const fhir::ValueSet& vs, fhir::BindingStrength strength, Walk& w) const {
+    bool required = strength == fhir::BindingStrength::required;
+    std::string why = "code \"" + std::string(code) + "\" is not in " + value_set_phrase(vs, strength);
     const auto& codes = vs.all_codes.keys();
     if (codes.size() <= 20) {
       why += " (allowed: ";
       for (std::size_t i = 0; i < codes.size(); ++i) why += (i ? ", " : "") + codes[i];
       why += ")";
     }
-    w.report("code-invalid", "fhir-binding", std::move(why));
+    if (!required) why += ": use one of its codes when one fits";
+    w.report("code-invalid", "fhir-binding", std::move(why), required ? Severity::error : Severity::warning);
+  }
+
+  // Extensible and preferred bindings: codes from elsewhere are allowed, so a warning only, and
+  // text alone (no code fits) is fine. Silent when any coding is in the set.
+  void check_open_binding(const Value& v, std::string_view type, const fhir::ValueSet& vs,
+                          fhir::BindingStrength strength, Walk& w) const {
+    const Value* first = nullptr;  // the first coding with a code
+    if (type == "Coding") {
+      Fit fit = coding_fit(v, vs);
+      if (fit == Fit::silent || fit == Fit::in_set) return;
+      first = &v;
+    } else {
+      auto codings = v.FindMember("coding");
+      if (codings == v.MemberEnd() || !codings->value.IsArray()) return;
+      for (auto& c : codings->value.GetArray()) {
+        Fit fit = coding_fit(c, vs);
+        if (fit == Fit::in_set) return;
+        if (fit != Fit::silent && !first) first = &c;
+      }
+      if (!first) return;
+    }
+    if (w.out.size() >= w.limit) return w.report("code-invalid", "fhir-binding", {}, Severity::warning);
+    const Value* system = find_string(*first, "system");
+    std::string coded = (system ? describe(*system) + " " : std::string()) + describe(*find_string(*first, "code"));
+    std::string why = (type == "Coding" ? "the coding " + coded + " is not" : "no coding is") + std::string(" from ") +
+                      value_set_phrase(vs, strength) + " (" + systems_phrase(vs) + ")" +
+                      (type == "Coding" ? std::string() : "; first coding: " + coded) + ": use a code from it when one fits";
+    w.report("code-invalid", "fhir-binding", std::move(why), Severity::warning);
   }
 
   // How one coding stands against a required value set.
@@ -484,14 +544,12 @@ class Engine final : public Validator {
     if (fit == Fit::wrong_code) {
       const Value* code = find_string(coding, "code");
       std::size_t mark = w.push("code");
-      report_code(code ? view(*code) : std::string_view{}, vs, w);
+      report_code(code ? view(*code) : std::string_view{}, vs, fhir::BindingStrength::required, w);
       w.pop(mark);
       return;
     }
-    std::string why = "code system " + describe(*find_string(coding, "system")) +
-                      " is not used by the required value set " + vs.url + " (its systems: ";
-    for (std::size_t i = 0; i < vs.systems.size(); ++i) why += (i ? ", " : "") + vs.systems[i];
-    why += ")";
+    std::string why = "code system " + describe(*find_string(coding, "system")) + " is not used by " +
+                      value_set_phrase(vs, fhir::BindingStrength::required) + " (" + systems_phrase(vs) + ")";
     std::size_t mark = w.push("system");
     w.report("code-invalid", "fhir-binding", std::move(why));
     w.pop(mark);
@@ -518,7 +576,7 @@ class Engine final : public Validator {
     if (!coded) {
       if (!cc.HasMember("extension") && cc.MemberCount() > 0)
         w.report("code-invalid", "fhir-binding",
-                 "no coding with a code: the required value set " + vs.url +
+                 "no coding with a code: " + value_set_phrase(vs, fhir::BindingStrength::required) +
                      " needs a coding from it (text alone is not enough)");
       return;
     }

@@ -6,6 +6,7 @@
 #include "broker/validate/bundle_rules.hpp"
 #include "broker/validate/contained_ids.hpp"
 #include "broker/validate/narrative_rules.hpp"
+#include "broker/validate/ucum.hpp"
 
 #include <openssl/sha.h>
 
@@ -252,11 +253,42 @@ void check_period(const Value& v, const std::string& path, std::vector<Issue>& o
                "): start must not be later than end");
 }
 
-void check_quantity(const Value& v, const std::string& path, std::vector<Issue>& out) {
+constexpr std::string_view ucum = "http://unitsofmeasure.org";
+
+// A code in UCUM must be a UCUM expression: a receiver converts or compares by it.
+void check_ucum_code(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  if (str_at(v, "system") != ucum) return;
+  const Value* code = json_member(v, "code");
+  if (!code || !code->IsString()) return;
+  std::string_view text{code->GetString(), code->GetStringLength()};
+  auto problem = ucum::check_unit(text);
+  if (!problem) return;
+  report(out, "ucum-syntax", child(path, "code"),
+         "the unit code is not a valid UCUM expression (http://unitsofmeasure.org): " + problem->what +
+             " at character " + std::to_string(problem->offset + 1) +
+             " (UCUM examples: mg, mL, mmol/L, kg/m2, 10*9/L, mm[Hg], /min, {cells}/uL)");
+}
+
+// `type` is Quantity or one of its profiles: SimpleQuantity (R4 elements such as Range.low,
+// Dosage.doseAndRate.doseQuantity, Immunization.doseQuantity) or MoneyQuantity.
+void check_quantity(const Value& v, std::string_view type, const std::string& path, std::vector<Issue>& out) {
   if (has(v, "code") && !has(v, "system"))
     report(out, "qty-3", path,
            "Quantity has a unit code but no system: add the code system of the unit (usually "
            "http://unitsofmeasure.org)");
+  if (type == "SimpleQuantity" && has(v, "comparator"))
+    report(out, "sqty-1", child(path, "comparator"),
+           "a comparator is not allowed here: this element is a SimpleQuantity (an exact amount)");
+  if (type == "MoneyQuantity") {
+    std::string_view system = str_at(v, "system");
+    if (has(v, "value") && !has(v, "code"))
+      report(out, "mqty-1", path, "a MoneyQuantity with a value needs a currency code (ISO 4217, e.g. GBP)");
+    if (!system.empty() && system != "urn:iso:std:iso:4217")
+      report(out, "mqty-1", child(path, "system"),
+             "a MoneyQuantity's system must be urn:iso:std:iso:4217 (ISO 4217 currencies), not '" +
+                 std::string(system) + "'");
+  }
+  check_ucum_code(v, path, out);
 }
 
 // Coding.system and Identifier.system name a code or identifier system, so they are absolute
@@ -270,11 +302,9 @@ void check_system_is_absolute(const Value& v, std::string_view type, const std::
              "' is not an absolute URI: use the system's URI, e.g. http://snomed.info/sct");
 }
 
-constexpr std::string_view ucum = "http://unitsofmeasure.org";
-
 // age-1: a value needs a code, the system is UCUM, and an age is positive.
 void check_age(const Value& v, const std::string& path, std::vector<Issue>& out) {
-  check_quantity(v, path, out);
+  check_quantity(v, "Age", path, out);
   const Value* value = json_member(v, "value");
   if (value && !has(v, "code"))
     report(out, "age-1", path, "Age has a value but no code: add the UCUM unit code (a, mo, wk, d ...)");
@@ -286,7 +316,7 @@ void check_age(const Value& v, const std::string& path, std::vector<Issue>& out)
 
 // drt-1: a coded duration is in UCUM and has a value.
 void check_duration(const Value& v, const std::string& path, std::vector<Issue>& out) {
-  check_quantity(v, path, out);
+  check_quantity(v, "Duration", path, out);
   if (has(v, "code") && (str_at(v, "system") != ucum || !has(v, "value")))
     report(out, "drt-1", path, "Duration with a code needs system http://unitsofmeasure.org and a value");
 }
@@ -824,7 +854,7 @@ class FhirInvariants final : public RuleSet {
     else if (type == "Duration") check_duration(value, path, out);
     else if (type == "Quantity" || type == "SimpleQuantity" || type == "Count" || type == "Distance" ||
              type == "MoneyQuantity")
-      check_quantity(value, path, out);
+      check_quantity(value, type, path, out);
     else if (type == "ContactPoint") check_contact_point(value, path, out);
     else if (type == "Attachment") check_attachment(value, path, out);
     else if (type == "Coding" || type == "Identifier") check_system_is_absolute(value, type, path, out);

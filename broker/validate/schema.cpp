@@ -104,6 +104,10 @@ class Builder {
     for (auto& [url_value, vs_json] : sets.GetObject()) {
       ValueSet vs;
       vs.url = str(url_value);
+      auto title = vs_json.FindMember("title");
+      auto name = vs_json.FindMember("name");
+      if (title != vs_json.MemberEnd() && title->value.IsString()) vs.display = str(title->value);
+      else if (name != vs_json.MemberEnd() && name->value.IsString()) vs.display = str(name->value);
       for (auto& [system, codes] : member(vs_json, "systems", vs.url).GetObject()) {
         vs.systems.push_back(str(system));
         NameTable table;
@@ -141,6 +145,14 @@ class Builder {
     for (auto& [name_value, def] : types.GetObject()) {
       auto elements = def.FindMember("elements");
       if (elements != def.MemberEnd()) build_shapes(str(name_value), elements->value);
+    }
+    // Constraint profiles (SimpleQuantity) share their base's shape and keep their own name,
+    // so the rules see which profile applies.
+    for (auto& [name_value, def] : types.GetObject()) {
+      auto shape_of = def.FindMember("shapeOf");
+      if (shape_of == def.MemberEnd()) continue;
+      std::string name = str(name_value);
+      s_.types[type_named(name, name)].shape = s_.types[type_named(str(shape_of->value), name)].shape;
     }
     s_.element_shape = s_.types[type_named("Element", "Element")].shape;
   }
@@ -208,9 +220,16 @@ class Builder {
       if (element_index >= max_shape_elements) throw std::runtime_error(where + ": too many elements");
 
       std::uint32_t binding = none;
+      BindingStrength strength = BindingStrength::required;
       if (auto b = el.FindMember("binding"); b != el.MemberEnd()) {
         auto it = value_set_index_.find(str(b->value));
         if (it != value_set_index_.end()) binding = it->second;  // unexpandable sets are not checked
+        if (auto st = el.FindMember("strength"); st != el.MemberEnd()) {
+          std::string s = str(st->value);
+          if (s == "extensible") strength = BindingStrength::extensible;
+          else if (s == "preferred") strength = BindingStrength::preferred;
+          else throw std::runtime_error(where + ": unknown binding strength " + s);
+        }
       }
       // Element.id and Extension.url are XML attributes: JSON gives them no "_name" companion.
       bool attribute = (name == "id" && !shape.resource) || (type_name == "Extension" && path == "url");
@@ -220,6 +239,7 @@ class Builder {
         p.element = element_index;
         p.type = type;
         p.binding = binding;
+        p.strength = strength;
         p.location_name = json_name;
         shape.by_json_name.add(json_name, static_cast<std::uint32_t>(shape.properties.size()));
         shape.properties.push_back(p);

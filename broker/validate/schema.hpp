@@ -58,11 +58,15 @@ struct ElementDef {
   bool choice = false;
 };
 
+// Required bindings are errors; extensible and preferred ones only warnings.
+enum class BindingStrength : unsigned char { required, extensible, preferred };
+
 // One JSON property name accepted by a shape.
 struct Property {
   std::uint32_t element = 0;    // index into Shape::elements
   std::uint32_t type = 0;       // index into Schema::types
   std::uint32_t binding = none; // index into Schema::value_sets
+  BindingStrength strength = BindingStrength::required;  // of `binding`
   std::string location_name;    // name used in locations: "valueQuantity" for both it and "_valueQuantity"
   bool extension_part = false;  // the "_name" companion of a primitive
 };
@@ -78,6 +82,7 @@ struct Shape {
 
 struct ValueSet {
   std::string url;
+  std::string display;  // title, else name: "AdministrativeGender"
   std::vector<std::string> systems;
   std::vector<NameTable> codes_by_system;  // parallel to systems
   NameTable all_codes;                     // for `code` elements, which carry no system

@@ -38,7 +38,18 @@ function typeCode(type) {
   return ext.valueUrl ?? ext.valueUri;
 }
 
-const requiredValueSets = new Map(); // url -> first element path using it
+const boundValueSets = new Map(); // url -> first element path using it
+const CHECKED_STRENGTHS = ['required', 'extensible', 'preferred'];
+// Constraint profiles on Quantity that R4 elements use: the element gets the profile's name as
+// its type, and types.json declares it as sharing Quantity's shape.
+const QUANTITY_PROFILES = { [`${CORE_SD}SimpleQuantity`]: 'SimpleQuantity', [`${CORE_SD}MoneyQuantity`]: 'MoneyQuantity' };
+const quantityProfileUses = {};
+function profiledType(type) {
+  const code = typeCode(type);
+  if (code !== 'Quantity') return code;
+  const profile = (type.profile || []).map((p) => QUANTITY_PROFILES[stripVersion(p)]).find(Boolean);
+  return profile ?? code;
+}
 const types = {};
 
 for (const sd of definitions) {
@@ -66,15 +77,20 @@ for (const sd of definitions) {
     } else if (rel.endsWith('[x]')) {
       const stem = rel.slice(rel.lastIndexOf('.') + 1, -3);
       out.choices = {};
-      for (const t of el.type) out.choices[stem + upperFirst(typeCode(t))] = typeCode(t);
+      for (const t of el.type) {
+        out.choices[stem + upperFirst(typeCode(t))] = profiledType(t);
+        if (profiledType(t) !== typeCode(t)) (quantityProfileUses[profiledType(t)] ??= []).push(`${el.path}:${stem}Quantity`);
+      }
     } else {
-      out.type = typeCode(el.type[0]);
+      out.type = profiledType(el.type[0]);
+      if (out.type !== typeCode(el.type[0])) (quantityProfileUses[out.type] ??= []).push(el.path);
       // Resource.id is declared as a FHIRPath string; FHIR R4 gives it the id type.
       if (entry.kind === 'resource' && rel === 'id') out.type = 'id';
     }
-    if (el.binding?.strength === 'required' && el.binding.valueSet) {
+    if (CHECKED_STRENGTHS.includes(el.binding?.strength) && el.binding.valueSet) {
       out.binding = stripVersion(el.binding.valueSet);
-      if (!requiredValueSets.has(out.binding)) requiredValueSets.set(out.binding, el.path);
+      if (el.binding.strength !== 'required') out.strength = el.binding.strength;
+      if (!boundValueSets.has(out.binding)) boundValueSets.set(out.binding, el.path);
     }
     elements.push(out);
   }
@@ -176,10 +192,12 @@ function expand(url) {
 
 const valuesets = {};
 const notExpanded = {};
-for (const [url, usedBy] of [...requiredValueSets].sort()) {
+for (const [url, usedBy] of [...boundValueSets].sort()) {
   try {
     const expansion = expand(url);
-    const entry = { name: valueSetsByUrl.get(url).name, systems: {} };
+    const vs = valueSetsByUrl.get(url);
+    const entry = { name: vs.name, systems: {} };
+    if (vs.title && vs.title !== vs.name) entry.title = vs.title;
     for (const [system, codes] of expansion) entry.systems[system] = [...codes].sort();
     valuesets[url] = entry;
   } catch (e) {
@@ -189,8 +207,16 @@ for (const [url, usedBy] of [...requiredValueSets].sort()) {
 }
 // Bindings the engine cannot check are dropped, so the types file only names checkable ones.
 for (const t of Object.values(types)) {
-  for (const el of t.elements || []) if (el.binding && !valuesets[el.binding]) delete el.binding;
+  for (const el of t.elements || []) {
+    if (el.binding && !valuesets[el.binding]) {
+      delete el.binding;
+      delete el.strength;
+    }
+  }
 }
+// The Quantity profiles: same elements as Quantity, plus the profile's invariant (sqty-1, mqty-1)
+// which the engine's rules check by type name.
+for (const name of Object.values(QUANTITY_PROFILES)) types[name] = { kind: 'complex', base: 'Quantity', shapeOf: 'Quantity' };
 
 // One type or value set per line: small diffs, readable with grep.
 function writeLines(file, header, key, map) {
@@ -208,3 +234,4 @@ console.log(`types.json: ${Object.keys(types).length} types, ${typesBytes} bytes
 console.log(`valuesets.json: ${Object.keys(valuesets).length} value sets, ${vsBytes} bytes; ` +
   `${Object.keys(notExpanded).length} not expandable`);
 for (const [url, why] of Object.entries(notExpanded)) console.log(`  not expanded: ${url}: ${why}`);
+for (const [name, uses] of Object.entries(quantityProfileUses)) console.log(`${name} (${uses.length}): ${uses.join(', ')}`);

@@ -177,6 +177,36 @@ struct Case {
 
 class Invariant : public testing::TestWithParam<Case> {};
 
+// The Quantity profiles are told apart by the type name the engine passes (from the schema:
+// Range.low is a SimpleQuantity); the walker here cannot know, so the rule set is called directly.
+TEST(QuantityProfiles, SimpleQuantityHasNoComparator) {
+  auto doc = parse(R"({"value":1,"comparator":"<","unit":"mg"})");
+  std::vector<Issue> out;
+  invariants().check("SimpleQuantity", doc, "Range.low", out);
+  if (const Issue* issue = only(out, "sqty-1")) {
+    EXPECT_EQ(issue->location, "Range.low.comparator");
+    EXPECT_TRUE(issue->is_error());
+  }
+  out.clear();
+  invariants().check("Quantity", doc, "Observation.valueQuantity", out);  // plain Quantity allows it
+  EXPECT_TRUE(out.empty()) << describe(out);
+}
+
+TEST(QuantityProfiles, MoneyQuantityNeedsACurrency) {
+  std::vector<Issue> out;
+  invariants().check("MoneyQuantity", parse(R"({"value":12.5})"), "X.amount", out);
+  if (const Issue* issue = only(out, "mqty-1")) EXPECT_EQ(issue->location, "X.amount");
+  out.clear();
+  invariants().check("MoneyQuantity", parse(R"({"value":12.5,"code":"GBP","system":"http://unitsofmeasure.org"})"),
+                     "X.amount", out);
+  if (const Issue* issue = only(out, "mqty-1")) EXPECT_EQ(issue->location, "X.amount.system");
+  out.clear();
+  invariants().check("MoneyQuantity", parse(R"({"value":12.5,"code":"GBP","system":"urn:iso:std:iso:4217"})"),
+                     "X.amount", out);
+  invariants().check("Quantity", parse(R"({"value":12.5})"), "X.amount", out);
+  EXPECT_TRUE(out.empty()) << describe(out);
+}
+
 TEST_P(Invariant, FailsAndPasses) {
   const Case& c = GetParam();
   auto bad = check_text(invariants(), c.failing);
@@ -216,6 +246,14 @@ INSTANTIATE_TEST_SUITE_P(
              R"({"resourceType":"Observation","valueQuantity":{"value":1,"code":"kg"}})",
              "Observation.valueQuantity",
              R"({"resourceType":"Observation","valueQuantity":{"value":1,"code":"kg","system":"http://unitsofmeasure.org"}})"},
+        Case{"ucum-syntax",
+             R"({"resourceType":"Observation","valueQuantity":{"value":1,"code":"mgg","system":"http://unitsofmeasure.org"}})",
+             "Observation.valueQuantity.code",
+             R"({"resourceType":"Observation","valueQuantity":{"value":1,"code":"mg/dL","system":"http://unitsofmeasure.org"}})"},
+        Case{"ucum-syntax",
+             R"({"resourceType":"Observation","valueQuantity":{"value":1,"code":"mmol/(L","system":"http://unitsofmeasure.org"}})",
+             "Observation.valueQuantity.code",
+             R"({"resourceType":"Observation","valueQuantity":{"value":1,"code":"mmol/L","system":"http://snomed.info/sct"}})"},
         Case{"cpt-2", R"({"resourceType":"Patient","telecom":[{"value":"01234"}]})",
              "Patient.telecom[0]",
              R"({"resourceType":"Patient","telecom":[{"system":"phone","value":"01234"}]})"},
