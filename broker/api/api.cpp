@@ -396,6 +396,19 @@ class AdminApi {
       co_return json_response(req, health.ok ? http::status::ok : http::status::service_unavailable,
                               health_json(health));
     }
+    if (path == "/api/whoami") {  // the console shows only what the signed-in role may use
+      if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
+      std::string name(req[kOperatorHeader]), role = "viewer";
+      for (const auto& o : config_.operators)
+        if (o.name == name) role = std::string(to_string(o.role));
+      rapidjson::StringBuffer out;
+      JsonWriter w(out);
+      w.StartObject();
+      w.Key("name"); write_string(w, name);
+      w.Key("role"); write_string(w, role);
+      w.EndObject();
+      co_return json_response(req, http::status::ok, std::string(out.GetString(), out.GetSize()));
+    }
     if (path == "/api/config/reload") {  // admin only (role_needed)
       if (req.method() != http::verb::post) co_return not_allowed(req, "POST");
       // The reloadable configuration today: the listeners' TLS certificates and keys (as SIGHUP).
