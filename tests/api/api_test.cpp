@@ -186,9 +186,9 @@ TEST_F(ApiTest, BodyAndOriginalAreServedAsStored) {
   ASSERT_TRUE(doc.IsObject());
   EXPECT_TRUE(doc["original"].IsNull());
 
-  EXPECT_EQ(get("/api/messages/01JNOPE/body").result(), http::status::not_found);
-  EXPECT_EQ(get("/api/messages/01JNOPE/original").result(), http::status::not_found);
-  EXPECT_EQ(post("/api/messages/01JPLAIN/body")).result(),
+  EXPECT_EQ(get("/api/messages/01JNOPE/body?reason=x").result(), http::status::not_found);
+  EXPECT_EQ(get("/api/messages/01JNOPE/original?reason=x").result(), http::status::not_found);
+  EXPECT_EQ(post("/api/messages/01JPLAIN/body").result(),
             http::status::method_not_allowed);
 }
 
@@ -199,7 +199,7 @@ TEST_F(ApiTest, UnknownMessageIs404Outcome) {
 }
 
 TEST_F(ApiTest, ReplayAnswersCount) {
-  auto res = post("/api/messages/01JKNOWN/replay"));
+  auto res = post("/api/messages/01JKNOWN/replay");
   EXPECT_EQ(res.result(), http::status::ok);
   EXPECT_EQ(res.body(), R"({"replayed":2})");
   ASSERT_EQ(pipeline_.replayed.size(), 1u);
@@ -207,7 +207,7 @@ TEST_F(ApiTest, ReplayAnswersCount) {
 }
 
 TEST_F(ApiTest, ReplayOfUnknownIs404) {
-  auto res = post("/api/messages/01JNOPE/replay"));
+  auto res = post("/api/messages/01JNOPE/replay");
   EXPECT_EQ(res.result(), http::status::not_found);
 }
 
@@ -254,9 +254,6 @@ TEST_F(ApiTest, Health) {
   EXPECT_EQ(res.body(), R"({"status":"ok"})");
 }
 
-}  // namespace
-}  // namespace tellonce
-
 // Issue 12: operators sign in, and each role meets what it may not do.
 TEST_F(ApiTest, NoTokenOrAWrongTokenIs401WithWwwAuthenticate) {
   auto none = get_as("/api/messages/01JKNOWN", "");
@@ -286,6 +283,12 @@ TEST_F(ApiTest, AnOperatorCannotReloadTheConfiguration) {
 }
 
 TEST_F(ApiTest, ABodyViewNeedsAReasonAndIsRecordedWithWhoAndWhy) {
+  NewMessage plain;
+  plain.id = "01JPLAIN";
+  plain.body = R"({"resourceType":"Patient"})";
+  store_.stored.push_back(plain);
+  store_.messages[plain.id].id = plain.id;
+  store_.messages[plain.id].content_type = "application/fhir+json";
   auto refused = get("/api/messages/01JPLAIN/body");
   EXPECT_EQ(refused.result(), http::status::bad_request);
   EXPECT_TRUE(store_.views.empty());
@@ -306,3 +309,6 @@ TEST_F(ApiTest, RolesNeededByPath) {
   EXPECT_EQ(role_needed(http::verb::post, "/api/destinations/gp/pause"), OperatorRole::operator_);
   EXPECT_EQ(role_needed(http::verb::post, "/api/config/reload"), OperatorRole::admin);
 }
+
+}  // namespace
+}  // namespace tellonce

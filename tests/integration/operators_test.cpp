@@ -91,7 +91,8 @@ TEST(Operators, ABodyViewNeedsAReasonAndGoesOnTheTrailWithWhoAndWhy) {
 TEST(Operators, AnApiBeyondLoopbackWithoutTlsAndOperatorsIsRefusedAtStartUp) {
   TempDir dir;
   std::string yaml = one_route_config(ReservedPort().port());
-  yaml.replace(yaml.find("api:\n  listen: 127.0.0.1:0"), 25, "api:\n  listen: 0.0.0.0:0\n");
+  const std::string loopback = "api:\n  listen: 127.0.0.1:0\n";
+  yaml.replace(yaml.find(loopback), loopback.size(), "api:\n  listen: 0.0.0.0:0\n");
   // Operators present (the harness adds them) but no TLS on the listener: still refused.
   Broker broker(dir.path(), yaml);
   Process serve({tellonce_binary().string(), "serve", "--config", broker.config_path().string()}, dir.path() / "serve.log");
