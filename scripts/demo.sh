@@ -31,11 +31,14 @@ Send a record from the trust (partner 'rtx') in another terminal:
   curl -s -X POST http://127.0.0.1:8080/fhir/Patient \\
        -H 'Content-Type: application/fhir+json' -H 'X-Tellonce-Partner: rtx' \\
        --data @config/examples/patient-a81001.json
-Then follow it: curl -s http://127.0.0.1:8080/api/messages/<id>  or  $BIN message <id>
+Then follow it (the demo operator's token; DEMO ONLY, see README "Operators and roles"):
+  export TELLONCE_TOKEN=demo-operator-token-3c9f1e7a5b2d8c4e6f0a
+  curl -s -H "Authorization: Bearer \$TELLONCE_TOKEN" http://127.0.0.1:8080/api/messages/<id>  or  $BIN message <id>
 A broken record gets an OperationOutcome:  --data @config/examples/patient-bad-nhs-number.json
 HL7 v2 from the trust's PAS over MLLP:  $BIN mllp-send --to 127.0.0.1:2575 config/examples/adt-a01-a81001.hl7
 
 Web console (dashboard, message search, replay, pause/resume): http://127.0.0.1:8080/console/
+  sign in with the demo operator token demo-operator-token-3c9f1e7a5b2d8c4e6f0a (demo only)
 MSG
 "$BIN" serve --config config/tellonce.yaml &
 pids+=($!)

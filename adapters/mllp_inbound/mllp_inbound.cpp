@@ -122,9 +122,13 @@ MllpVerdict verdict_for(const Result<Accepted>& accepted, const hl7v2::Converted
       v.errors.push_back(transient_error("the broker cannot store messages at the moment"));
       return v;
     case Errc::unauthenticated:
-    case Errc::forbidden:
       v.code = AckCode::AR;
       v.errors.push_back(err("MSH^1^4^1", "204", "the sender may not send on this channel"));
+      return v;
+    case Errc::forbidden:  // partners[].may: the refusal names what the partner may not send
+      v.code = AckCode::AR;
+      v.errors.push_back(err("MSH^1^4^1", "204", f.issues.empty() ? std::string("the sender may not send this")
+                                                                    : f.issues.front().diagnostics));
       return v;
     case Errc::unsupported:
       v.code = AckCode::AR;

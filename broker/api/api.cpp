@@ -1,5 +1,7 @@
 #include "broker/api/api.hpp"
 
+#include "broker/api/operators.hpp"
+
 #include "broker/config/config.hpp"
 #include "broker/core/trail.hpp"
 #include "broker/delivery/delivery.hpp"
@@ -7,6 +9,8 @@
 #include "tellonce/http_server.hpp"
 #include "tellonce/pipeline.hpp"
 #include "tellonce/store.hpp"
+#include "tellonce/log.hpp"
+#include "tellonce/tls.hpp"
 
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -89,6 +93,11 @@ void write_event_facts(JsonWriter& w, const LifecycleEvent& e) {
     case EventKind::withheld:  // consent withheld this delivery; rule: which rule, purpose and route
       w.Key("destination"); write_string(w, e.destination);
       w.Key("rule"); write_string(w, e.detail);
+      break;
+    case EventKind::viewed:
+      w.Key("what"); write_string(w, e.detail);
+      w.Key("actor"); write_string(w, e.actor);
+      w.Key("reason"); write_string(w, e.reason);
       break;
   }
 }
@@ -257,7 +266,7 @@ std::optional<Issue> read_query(std::string_view query, MessageQuery& q, int* fi
     auto eq = pair.find('=');
     auto name = pair.substr(0, eq);
     std::string value = eq == std::string_view::npos ? std::string() : url_decode(pair.substr(eq + 1));
-    if (name.empty() || name == "reason") continue;  // reason: for the audit log (reason_of)
+    if (name.empty() || name == "reason") continue;  // reason: why an operator acts (reason_of)
     if (name != "limit" && name != "cursor" && name != "dryRun" && !value.empty()) ++narrowing;
     if (name == "state") {
       if (value != "accepted" && value != "unroutable" && value != "delivering" && value != "delivered" &&
@@ -306,19 +315,22 @@ std::optional<Issue> read_query(std::string_view query, MessageQuery& q, int* fi
   return std::nullopt;
 }
 
-// Who asked for an action: the X-Tellonce-Actor header (the CLI sends "cli:$USER"), else the
-// client's address. Bounded and printable, as it goes on trails.
+// Who asked for an action: the operator guard_operators authenticated, with the client's own
+// label (X-Tellonce-Actor: the CLI sends "cli:$USER", the console "console") after "via".
+// Bounded and printable, as it goes on trails.
 std::string actor_of(const HttpRequest& req) {
-  std::string actor(req["X-Tellonce-Actor"]);
+  std::string actor(req[kOperatorHeader]);
+  std::string label(req["X-Tellonce-Actor"]);
   if (actor.empty()) actor = "api@" + std::string(req[kPeerHeader].empty() ? "unknown" : req[kPeerHeader]);
+  if (!label.empty()) actor += " via " + label;
   if (actor.size() > 100) actor = std::string(utf8_prefix(actor, 100));
   for (auto& c : actor)
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
   return actor;
 }
 
-// Why an operator did it, for the audit log: X-Tellonce-Reason, else ?reason=. Bounded and
-// printable like the actor; free text the operator wrote (the docs ask for no patient data).
+// Why an operator looks at a body: X-Tellonce-Reason, else ?reason=. Bounded and printable like
+// the actor; free text the operator wrote (the README asks for no patient data in it).
 std::string reason_of(const HttpRequest& req, std::string_view query) {
   std::string reason(req["X-Tellonce-Reason"]);
   while (reason.empty() && !query.empty()) {
@@ -356,8 +368,7 @@ std::string filter_summary(const MessageQuery& q) {
   return out;
 }
 
-// No authentication yet: the API binds to 127.0.0.1 by default (api.listen), so only local
-// operators reach it. Anything listening wider needs a token check here first.
+// Every request has passed guard_operators (mount_api): an operator with the role it needs.
 class AdminApi {
  public:
   AdminApi(Store& store, Pipeline& pipeline, const Config& config, Dispatcher* dispatcher, Audit* audit)
@@ -384,6 +395,30 @@ class AdminApi {
       auto health = co_await check_health(store_);
       co_return json_response(req, health.ok ? http::status::ok : http::status::service_unavailable,
                               health_json(health));
+    }
+    if (path == "/api/whoami") {  // the console shows only what the signed-in role may use
+      if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
+      std::string name(req[kOperatorHeader]), role = "viewer";
+      for (const auto& o : config_.operators)
+        if (o.name == name) role = std::string(to_string(o.role));
+      rapidjson::StringBuffer out;
+      JsonWriter w(out);
+      w.StartObject();
+      w.Key("name"); write_string(w, name);
+      w.Key("role"); write_string(w, role);
+      w.EndObject();
+      co_return json_response(req, http::status::ok, std::string(out.GetString(), out.GetSize()));
+    }
+    if (path == "/api/config/reload") {  // admin only (role_needed)
+      if (req.method() != http::verb::post) co_return not_allowed(req, "POST");
+      // The reloadable configuration today: the listeners' TLS certificates and keys (as SIGHUP).
+      // A few small PEM files read on this io thread: not worth a thread of its own.
+      const int failed = reload_all_tls_contexts();
+      log::info("api", "TLS certificates reloaded by " + actor_of(req) + " (" + std::to_string(failed) + " failed)");
+      audit_config_reload(audit_, actor_of(req), "tls certificates",
+                          failed ? std::to_string(failed) + " listener(s) failed" : std::string());
+      co_return json_response(req, failed ? http::status::internal_server_error : http::status::ok,
+                              R"({"reloaded":"tls certificates","failed":)" + std::to_string(failed) + "}");
     }
     if (path == "/api/messages") {
       if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
@@ -481,6 +516,11 @@ class AdminApi {
       // inbound adapter converted them (HL7 v2, CSV).
       if (!id.empty() && (action == "body" || action == "original")) {
         if (req.method() != http::verb::get) co_return not_allowed(req, "GET");
+        std::string reason = reason_of(req, query);
+        if (reason.empty())
+          co_return outcome_response(req, http::status::bad_request,
+                                     {bad_request("say why you are viewing this record: ?reason=... or an "
+                                                  "X-Tellonce-Reason header (it is recorded with your name)", "reason")});
         auto found = co_await store_.find(id);
         if (!found) co_return failure_response(req, found.error());
         if (!*found) co_return not_found(req, "no message with id " + id);
@@ -491,7 +531,7 @@ class AdminApi {
         e.source = (*found)->source;
         e.resource_type = (*found)->resource_type;
         e.outcome = "ok";
-        auto noted = co_await audited(req, query, std::move(e));
+        auto noted = co_await record_body_view(req, query, id, std::string(action), std::move(reason), std::move(e));
         if (!noted) co_return failure_response(req, noted.error());
         if (action == "original") {
           auto original = co_await store_.original(id);
@@ -522,10 +562,22 @@ class AdminApi {
                                  "; see GET /api/health, GET /api/messages, GET /api/messages/{id}, "
                                  "GET /api/messages/{id}/body, GET /api/messages/{id}/original, "
                                  "POST /api/messages/{id}/replay, POST /api/replay, GET /api/destinations, "
-                                 "POST /api/destinations/{name}/pause|resume");
+                                 "POST /api/destinations/{name}/pause|resume, POST /api/config/reload");
   }
 
  private:
+  // THE one place a body view is recorded, before anything is shown: on the message's trail
+  // (who, why, which form) and in the audit log (durable). A view that cannot be recorded is
+  // refused (the store's error: 404 for no such message, 503 when it cannot write).
+  asio::awaitable<Result<void>> record_body_view(const HttpRequest& req, std::string_view query, std::string id,
+                                                 std::string what, std::string reason, AuditEntry audit_entry) {
+    auto on_trail = store_.record_view(std::move(id), std::move(what), actor_of(req), std::move(reason));
+    auto noted = co_await std::move(on_trail);
+    if (!noted) co_return noted;
+    auto audited_view = audited(req, query, std::move(audit_entry));
+    co_return co_await std::move(audited_view);
+  }
+
   static HttpResponse failure_response(const HttpRequest& req, const Failure& f) {
     return outcome_response(req, http_status_for(f.code), f.issues);
   }
@@ -679,7 +731,7 @@ std::string health_json(const Health& health) {
 void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config& config, Dispatcher* dispatcher,
                Audit* audit) {
   auto api = std::make_shared<AdminApi>(store, pipeline, config, dispatcher, audit);
-  server.mount("/api", [api](HttpRequest& req) { return api->handle(req); });
+  server.mount("/api", guard_operators(config, [api](HttpRequest& req) { return api->handle(req); }));
 }
 
 }  // namespace tellonce

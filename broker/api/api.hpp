@@ -26,10 +26,12 @@ struct Health {
 boost::asio::awaitable<Health> check_health(Store& store);
 std::string health_json(const Health& health);  // {"status":"ok"} or {"status":"unavailable","problems":[...]}
 
-// Mounts /api on the server. Call before the server starts. `config` and `dispatcher` (may be
-// null: no pause/resume in effect, no per-destination counts) must outlive the server. `audit`
-// (may be null: nothing audited) must too: replays, pauses, resumes and body views are on disk
-// there before they are answered; when the audit cannot record one it is refused (503).
+// Mounts /api on the server behind guard_operators (broker/api/operators.hpp): every call but
+// /api/health needs an operator of config.operators. Call before the server starts. `config`
+// and `dispatcher` (may be null: no pause/resume in effect, no per-destination counts) must
+// outlive the server. `audit` (may be null: nothing audited) must too: replays, pauses, resumes
+// and body views are on disk there before they are answered; when the audit cannot record one
+// it is refused (503).
 void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config& config,
                Dispatcher* dispatcher = nullptr, Audit* audit = nullptr);
 

@@ -10,6 +10,7 @@
 #include <rapidjson/stringbuffer.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <optional>
@@ -18,6 +19,30 @@
 
 namespace tellonce {
 namespace {
+
+// How this one-shot command signs in and why it reads a body: set while the arguments are read,
+// sent with every call.
+struct Credentials {
+  std::string token;   // --token-file, else TELLONCE_TOKEN
+  std::string reason;  // --reason, for --body and --original
+};
+Credentials& credentials() {
+  static Credentials c;
+  return c;
+}
+
+// --token-file FILE: the token is the file's first line (a file keeps it out of `ps` and shell history).
+bool read_token_file(const char* cmd, const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    std::cerr << "tellonce " << cmd << ": cannot read a token from " << path << "\n";
+    return false;
+  }
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  credentials().token = line;
+  return true;
+}
 
 struct ClientArgs {
   std::string id;
@@ -35,6 +60,8 @@ std::optional<ClientArgs> parse_client_args(const char* cmd, int argc, char** ar
     if (s == "--config" && i + 1 < argc) config = argv[++i];
     else if (s == "--api" && i + 1 < argc) a.api = argv[++i];
     else if (s == "--json") a.json = true;
+    else if (s == "--token-file" && i + 1 < argc) { if (!read_token_file(cmd, argv[++i])) return std::nullopt; }
+    else if (s == "--reason" && i + 1 < argc) credentials().reason = argv[++i];
     else if ((s == "--body" || s == "--original") && std::string_view(cmd) == "message") a.show = s.substr(2);
     else if (!s.starts_with("--") && a.id.empty()) a.id = s;
     else {
@@ -43,7 +70,7 @@ std::optional<ClientArgs> parse_client_args(const char* cmd, int argc, char** ar
     }
   }
   if (a.id.empty()) {
-    std::cerr << "usage: tellonce " << cmd << " ID [--config FILE | --api http://HOST:PORT] [--json"
+    std::cerr << "usage: tellonce " << cmd << " ID [--config FILE | --api http://HOST:PORT] [--token-file FILE] [--reason WHY] [--json"
               << (std::string_view(cmd) == "message" ? " | --body | --original" : "") << "]\n";
     return std::nullopt;
   }
@@ -79,6 +106,16 @@ std::optional<std::pair<long, std::string>> call(const std::string& method, cons
   const char* user = std::getenv("USER");
   const std::string actor = std::string("X-Tellonce-Actor: cli:") + (user && *user ? user : "unknown");
   curl_slist* headers = curl_slist_append(nullptr, actor.c_str());
+  std::string token = credentials().token;
+  if (token.empty())
+    if (const char* env = std::getenv("TELLONCE_TOKEN")) token = env;
+  const std::string auth = "Authorization: Bearer " + token;
+  if (!token.empty()) headers = curl_slist_append(headers, auth.c_str());
+  std::string reason = credentials().reason;
+  for (auto& c : reason)
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  const std::string why = "X-Tellonce-Reason: " + reason;
+  if (!reason.empty()) headers = curl_slist_append(headers, why.c_str());
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
   CURLcode rc = curl_easy_perform(h);
   curl_slist_free_all(headers);
@@ -234,6 +271,7 @@ std::optional<ListArgs> parse_list_args(const char* cmd, int argc, char** argv, 
     if (s == "--config" && i + 1 < argc) config = argv[++i];
     else if (s == "--api" && i + 1 < argc) a.api = argv[++i];
     else if (s == "--json") a.json = true;
+    else if (s == "--token-file" && i + 1 < argc) { if (!read_token_file(cmd, argv[++i])) return std::nullopt; }
     else if (s == "--dry-run") a.dry_run = true;
     else if (s == "--filter" && i + 1 < argc) {
       std::string_view kv = argv[++i];
@@ -305,7 +343,7 @@ int run_destinations_command(int argc, char** argv, const AdapterRegistry& regis
   int status = 0;
   if (!a->words.empty()) {
     if (a->words.size() != 2 || (a->words[0] != "pause" && a->words[0] != "resume")) {
-      std::cerr << "usage: tellonce destinations [pause|resume NAME] [--config FILE | --api URL] [--json]\n";
+      std::cerr << "usage: tellonce destinations [pause|resume NAME] [--config FILE | --api URL] [--token-file FILE] [--json]  (token also from TELLONCE_TOKEN)\n";
       return 2;
     }
     auto body = call_ok("POST", a->api + "/api/destinations/" + url_encode(a->words[1]) + "/" + a->words[0], status);

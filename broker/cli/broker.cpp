@@ -4,6 +4,7 @@
 #include "broker/api/api.hpp"
 #include "broker/audit/audit_log.hpp"
 #include "broker/consent/consent.hpp"
+#include "broker/api/operators.hpp"
 #include "broker/metrics/broker_metrics.hpp"
 #include "broker/console/console_files.hpp"
 #include "tellonce/log.hpp"
@@ -115,7 +116,8 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
     inbound_.push_back(registry.inbound(ch.type)->create(ch.settings, contexts_.back()));
   }
   mount_api(http_->at(config.api.listen), *store_, *pipeline_, config, dispatcher_.get(), audit_.get());
-  mount_operations(http_->at(config.api.listen), *metrics_, *store_);
+  mount_operations(http_->at(config.api.listen), *metrics_, *store_,
+                   [&config](HttpHandler h) { return guard_operators(config, std::move(h)); });
   // Message flow does not need the console: a configured folder that cannot be used stops the
   // start (load throws), a default one that is missing (a binary copied alone) only warns.
   auto console_dir = find_console_dir(config.api.console_dir, current_executable(), TELLONCE_CONSOLE_DIR);

@@ -53,16 +53,49 @@ const Partner* Config::partner_by_api_key(std::string_view key) const {
   return found;
 }
 
-const Partner* Config::partner_by_certificate(std::string_view fingerprint, std::string_view subject) const {
+namespace {
+// A verified certificate's owner among `owners` (partners or operators): by fingerprint first,
+// then by subject, so a pinned fingerprint wins over a subject another entry names.
+template <class T>
+const T* by_certificate(const std::vector<T>& owners, std::string_view fingerprint, std::string_view subject) {
   if (fingerprint.empty()) return nullptr;
-  for (const auto& p : partners)
+  for (const auto& p : owners)
     for (const auto& c : p.certificates)
       if (c == fingerprint) return &p;
   if (subject.empty()) return nullptr;
-  for (const auto& p : partners)
+  for (const auto& p : owners)
     for (const auto& c : p.certificates)
       if (c.starts_with("subject:") && std::string_view(c).substr(8) == subject) return &p;
   return nullptr;
+}
+}  // namespace
+
+const Partner* Config::partner_by_certificate(std::string_view fingerprint, std::string_view subject) const {
+  return by_certificate(partners, fingerprint, subject);
+}
+
+const OperatorAccount* Config::operator_by_certificate(std::string_view fingerprint, std::string_view subject) const {
+  return by_certificate(operators, fingerprint, subject);
+}
+
+const OperatorAccount* Config::operator_by_token(std::string_view token) const {
+  if (token.empty()) return nullptr;
+  const OperatorAccount* found = nullptr;
+  const std::string hash = api_key_hash(token);
+  for (const auto& o : operators)
+    for (const auto& h : o.token_hashes)
+      if (constant_time_equal(h, hash) && !found) found = &o;
+  return found;
+}
+
+std::string_view to_string(OperatorRole r) {
+  switch (r) {
+    case OperatorRole::metrics: return "metrics";
+    case OperatorRole::viewer: return "viewer";
+    case OperatorRole::operator_: return "operator";
+    case OperatorRole::admin: return "admin";
+  }
+  return "viewer";
 }
 
 const Partner* Config::partner_by_hl7v2_facility(std::string_view facility) const {

@@ -48,6 +48,27 @@ struct Partner {
   bool restricted_records_entitled = false;
   // `limits:` its own rate and connection cap (tellonce/limits.hpp); absent: the broker's `limits:`.
   std::optional<RateLimit> limits;
+  // `may:` what it may send (issue 12); absent: anything, as before. An empty list inside it
+  // allows nothing of that kind; a missing one allows any.
+  struct Permissions {
+    std::optional<std::vector<std::string>> channels;        // inbound channel ids
+    std::optional<std::vector<std::string>> resource_types;  // of the record (a Bundle's own type)
+    std::optional<std::vector<std::string>> events;          // "system|code" or "code", as routes match them
+  };
+  std::optional<Permissions> may;
+};
+
+// `operators:` people and tools allowed into the admin API and console (issue 12). Roles in
+// increasing power; each may do what the ones before it may (broker/api/operators.hpp).
+enum class OperatorRole { metrics, viewer, operator_, admin };
+std::string_view to_string(OperatorRole r);
+
+struct OperatorAccount {
+  std::string name;                          // on trails as the actor
+  OperatorRole role = OperatorRole::viewer;
+  std::vector<std::string> token_hashes;     // "sha256:<hex>" of bearer tokens (tellonce hash-key)
+  std::vector<std::string> certificates;     // as Partner::certificates
+  int line = 0;
 };
 
 struct InboundChannel {
@@ -144,6 +165,7 @@ struct ConsentSettings {
 struct ApiSettings {
   std::string listen = "127.0.0.1:8080";     // shared with an inbound fhir-rest on the same address
   std::filesystem::path console_dir;         // the web console's files; empty: found by the binary
+  int line = 0;                              // of api.listen, for the loopback check
 };
 
 // `listeners:` what an HTTP listen address (shared by the API, fhir-rest and mailboxes) serves
@@ -188,6 +210,7 @@ struct Config {
   DeliverySettings delivery;
   ConsentSettings consent;
   std::vector<Partner> partners;
+  std::vector<OperatorAccount> operators;
   std::vector<InboundChannel> inbound;
   std::vector<Route> routes;
   std::vector<MinimisationList> minimisation;
@@ -203,6 +226,9 @@ struct Config {
   const Partner* partner_by_api_key(std::string_view key) const;  // constant-time compare of hashes
   // By a verified client certificate: its fingerprint, else its subject.
   const Partner* partner_by_certificate(std::string_view fingerprint, std::string_view subject) const;
+  // Operators by bearer token (every hash compared, each in constant time) or verified certificate.
+  const OperatorAccount* operator_by_token(std::string_view token) const;
+  const OperatorAccount* operator_by_certificate(std::string_view fingerprint, std::string_view subject) const;
   const Partner* partner_by_hl7v2_facility(std::string_view facility) const;
   const MinimisationList* minimisation_list(std::string_view id) const;
 };

@@ -75,6 +75,7 @@ struct PendingChecks {
   std::vector<std::pair<Located, std::string>> certificates;  // fingerprint or subject, owning partner id
   std::set<std::string, std::less<>> partners_with_endpoint_section;
   std::vector<Located> minimise_refs;  // partners' and routes' `minimise:` list ids
+  std::vector<Located> permitted_channels;  // partners' may.channels
 };
 
 // `minimise: ID` on a partner or route: kept for the cross-check (the list may come later).
@@ -141,6 +142,7 @@ void read_api(SettingsReader& top, Config& c, const fs::path& dir) {
     return;
   }
   c.api.listen = s->string("listen", c.api.listen);
+  c.api.line = s->line("listen");
   if (auto err = check_listen_address(c.api.listen); !err.empty()) s->problem("listen", err);
   else s->declare_listener("listen", c.api.listen, "http", "/api");
   auto console_dir = s->string("console_dir", "");
@@ -306,6 +308,116 @@ void read_limits(SettingsReader& top, Config& c) {
   s->finish();
 }
 
+// A stored key or token hash: what `tellonce hash-key` prints.
+void check_key_hash(const Located& h, ProblemLog& log) {
+  bool hex64 = h.value.size() == 7 + 64 && h.value.starts_with("sha256:") &&
+               h.value.find_first_not_of("0123456789abcdef", 7) == std::string::npos;
+  if (!hex64) log.add(h.line, h.path, "must be 'sha256:' and 64 lowercase hex digits, as `tellonce hash-key` prints");
+}
+
+// A client certificate entry (partners and operators): a fingerprint, stored in upper case as
+// the server reports it, or a subject.
+std::string certificate_form(const Located& cert, ProblemLog& log) {
+  const auto& v = cert.value;
+  bool fingerprint = v.size() == 7 + 95 && v.starts_with("sha256:");
+  for (std::size_t i = 7; fingerprint && i < v.size(); ++i)
+    fingerprint = (i - 7) % 3 == 2 ? v[i] == ':' : std::isxdigit(static_cast<unsigned char>(v[i])) != 0;
+  bool subject = v.starts_with("subject:") && v.size() > 8;
+  if (!fingerprint && !subject)
+    log.add(cert.line, cert.path,
+            "must be 'sha256:AB:CD:...' (32 hex pairs, as `openssl x509 -noout -fingerprint -sha256` prints) "
+            "or 'subject:CN=...' (RFC 2253, as `openssl x509 -noout -subject -nameopt RFC2253` prints)");
+  std::string stored = v;
+  if (fingerprint)
+    for (std::size_t i = 7; i < stored.size(); ++i) stored[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(stored[i])));
+  return stored;
+}
+
+// `may:` on a partner; channel ids are checked once every channel is known.
+std::optional<Partner::Permissions> read_permissions(SettingsReader& partner, PendingChecks& pending) {
+  auto s = partner.child("may");
+  if (!s) return std::nullopt;
+  Partner::Permissions may;
+  if (s->has("channels")) {
+    may.channels.emplace();
+    for (auto& ch : s->located_strings("channels")) {
+      may.channels->push_back(ch.value);
+      pending.permitted_channels.push_back(ch);
+    }
+  }
+  if (s->has("resource_types")) may.resource_types = s->strings("resource_types");
+  if (s->has("events")) may.events = s->strings("events");
+  s->finish();
+  return may;
+}
+
+bool loopback_host(std::string_view host) {
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+// `operators:` who may use the admin API and console, and as what.
+void read_operators(SettingsReader& top, Config& c, PendingChecks& pending, ProblemLog& log) {
+  std::map<std::string, int, std::less<>> names;
+  for (auto& r : top.sequence("operators")) {
+    OperatorAccount o;
+    o.line = r.line();
+    o.name = r.required_string("name");
+    bool printable = !o.name.empty() && o.name.size() <= 64;
+    for (char ch : o.name)
+      printable = printable && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.' || ch == '@');
+    if (!o.name.empty() && !printable) r.problem("name", "'" + o.name + "' must be 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.', '@'");
+    if (!o.name.empty()) {
+      auto [it, fresh] = names.emplace(o.name, o.line);
+      if (!fresh) r.problem("name", "duplicate operator '" + o.name + "' (first at line " + std::to_string(it->second) + ")");
+    }
+    auto role = r.required_string("role");
+    if (role == "viewer") o.role = OperatorRole::viewer;
+    else if (role == "operator") o.role = OperatorRole::operator_;
+    else if (role == "admin") o.role = OperatorRole::admin;
+    else if (role == "metrics") o.role = OperatorRole::metrics;
+    else if (!role.empty()) r.problem("role", "must be viewer, operator, admin or metrics, found '" + role + "'");
+    for (auto& h : r.located_strings("token_hashes")) {
+      check_key_hash(h, log);
+      o.token_hashes.push_back(h.value);
+      pending.api_keys.emplace_back(h, "operator " + o.name);
+    }
+    for (auto& cert : r.located_strings("certificates")) {
+      o.certificates.push_back(certificate_form(cert, log));
+      pending.certificates.emplace_back(cert, "operator " + o.name);
+    }
+    if (o.token_hashes.empty() && o.certificates.empty())
+      r.problem("", "an operator needs token_hashes or certificates to sign in with");
+    r.finish();
+    c.operators.push_back(std::move(o));
+  }
+}
+
+// The admin API beyond loopback needs TLS on its listener and operators to sign in: without
+// them tokens and bodies would cross the network in clear, or anyone could read them.
+void check_api_exposure(const Config& c, ProblemLog& log) {
+  auto host = host_and_port(c.api.listen).first;
+  if (loopback_host(host)) return;
+  bool tls = false;
+  for (const auto& l : c.listeners)
+    if (l.listen == c.api.listen && l.tls) tls = true;
+  if (!tls || c.operators.empty())
+    log.add(c.api.line, "api.listen",
+            "the admin API listens beyond loopback (" + c.api.listen + ") but " +
+                (!tls ? std::string("its listener has no TLS (listeners: - listen: ") + c.api.listen + ", tls: ...)"
+                      : std::string("")) +
+                (!tls && c.operators.empty() ? " and " : "") +
+                (c.operators.empty() ? "no operators are configured (operators:)" : "") +
+                "; use 127.0.0.1 or configure both");
+}
+
+void check_permitted_channels(const Config& c, const PendingChecks& pending, ProblemLog& log) {
+  for (const auto& ch : pending.permitted_channels) {
+    bool known = false;
+    for (const auto& in : c.inbound) known = known || in.id == ch.value;
+    if (!known) log.add(ch.line, ch.path, "unknown inbound channel '" + ch.value + "'");
+  }
+}
+
 void read_partners(SettingsReader& top, Config& c, const AdapterCatalog& registry, PendingChecks& pending,
                    ProblemLog& log) {
   IdRegistry ids("partner");
@@ -331,28 +443,15 @@ void read_partners(SettingsReader& top, Config& c, const AdapterCatalog& registr
       pending.api_keys.emplace_back(key, p.id);
     }
     for (auto& h : r.located_strings("api_key_hashes")) {
-      bool hex64 = h.value.size() == 7 + 64 && h.value.starts_with("sha256:") &&
-                   h.value.find_first_not_of("0123456789abcdef", 7) == std::string::npos;
-      if (!hex64) log.add(h.line, h.path, "must be 'sha256:' and 64 lowercase hex digits, as `tellonce hash-key` prints");
+      check_key_hash(h, log);
       p.api_key_hashes.push_back(h.value);
       pending.api_keys.emplace_back(h, p.id);
     }
     for (auto& cert : r.located_strings("certificates")) {
-      const auto& v = cert.value;
-      bool fingerprint = v.size() == 7 + 95 && v.starts_with("sha256:");
-      for (std::size_t i = 7; fingerprint && i < v.size(); ++i)
-        fingerprint = (i - 7) % 3 == 2 ? v[i] == ':' : std::isxdigit(static_cast<unsigned char>(v[i])) != 0;
-      bool subject = v.starts_with("subject:") && v.size() > 8;
-      if (!fingerprint && !subject)
-        log.add(cert.line, cert.path,
-                "must be 'sha256:AB:CD:...' (32 hex pairs, as `openssl x509 -noout -fingerprint -sha256` prints) "
-                "or 'subject:CN=...' (RFC 2253, as `openssl x509 -noout -subject -nameopt RFC2253` prints)");
-      std::string stored = v;
-      if (fingerprint)
-        for (std::size_t i = 7; i < stored.size(); ++i) stored[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(stored[i])));
-      p.certificates.push_back(stored);
+      p.certificates.push_back(certificate_form(cert, log));
       pending.certificates.emplace_back(cert, p.id);
     }
+    p.may = read_permissions(r, pending);
     for (auto& f : r.located_strings("hl7v2_facilities")) {
       if (f.value.empty()) log.add(f.line, f.path, "sending facility must not be empty");
       p.hl7v2_facilities.push_back(f.value);
@@ -499,6 +598,11 @@ void read_minimisation(SettingsReader& top, Config& c, ProblemLog& log) {
   }
 }
 
+// Owners are partner ids or "operator NAME".
+std::string owner_text(const std::string& owner) {
+  return owner.starts_with("operator ") ? owner : "partner '" + owner + "'";
+}
+
 void cross_check(const Config& c, const PendingChecks& pending, ProblemLog& log) {
   for (const auto& m : pending.minimise_refs)
     if (!c.minimisation_list(m.value))
@@ -523,13 +627,13 @@ void cross_check(const Config& c, const PendingChecks& pending, ProblemLog& log)
   for (const auto& [key, owner] : pending.api_keys) {
     auto [it, fresh] = key_owner.emplace(key.value, owner);
     // The key itself is a secret: name the partners, never the key.
-    if (!fresh) log.add(key.line, key.path, "api key already used by partner '" + it->second + "'");
+    if (!fresh) log.add(key.line, key.path, "api key already used by " + owner_text(it->second));
   }
   std::map<std::string, std::string, std::less<>> cert_owner;
   for (const auto& [cert, owner] : pending.certificates) {
     auto [it, fresh] = cert_owner.emplace(cert.value, owner);
     if (!fresh && it->second != owner)
-      log.add(cert.line, cert.path, "certificate already identifies partner '" + it->second + "'");
+      log.add(cert.line, cert.path, "certificate already identifies " + owner_text(it->second));
   }
   // A sending facility names one sender: listed twice, or listed by one partner while it is
   // another partner's ODS code, a message could not be told apart.
@@ -595,8 +699,11 @@ ConfigLoad load_config(const std::filesystem::path& file, const AdapterCatalog& 
   read_inbound(top, c, registry);
   read_routes(top, c, pending, *log);
   read_minimisation(top, c, *log);
+  read_operators(top, c, pending, *log);
   top.finish();
   cross_check(c, pending, *log);
+  check_api_exposure(c, *log);
+  check_permitted_channels(c, pending, *log);
   // Allow-lists against the FHIR definitions (what exists, what FHIR requires).
   auto compiled = compile_minimisation(c, std::filesystem::path(TELLONCE_SCHEMA_DIR));
   for (auto& p : compiled.problems) log->problems.push_back(std::move(p));

@@ -92,7 +92,7 @@ constexpr std::pair<EventKind, std::string_view> event_kind_names[] = {
     {EventKind::received, "received"}, {EventKind::validated, "validated"}, {EventKind::routed, "routed"},
     {EventKind::unroutable, "unroutable"}, {EventKind::duplicate, "duplicate"}, {EventKind::attempt, "attempt"},
     {EventKind::delivered, "delivered"}, {EventKind::dead, "dead"}, {EventKind::replayed, "replayed"},
-    {EventKind::held, "held"}, {EventKind::expired, "expired"}, {EventKind::withheld, "withheld"}};
+    {EventKind::held, "held"}, {EventKind::expired, "expired"}, {EventKind::withheld, "withheld"}, {EventKind::viewed, "viewed"}};
 }  // namespace
 
 std::string_view to_string(EventKind k) {

@@ -70,6 +70,8 @@ std::string trail_text(const LifecycleEvent& e) {
       return attempt_line(e) + " (expired: not acknowledged in time; replay sends it again)";
     case EventKind::withheld:
       return "destination=" + e.destination + " withheld by consent: " + e.detail;
+    case EventKind::viewed:
+      return (e.detail.empty() ? std::string("body") : e.detail) + " viewed by " + e.actor + ", reason: " + e.reason;
   }
   return {};
 }

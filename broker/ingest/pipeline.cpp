@@ -86,6 +86,9 @@ class BrokerPipeline final : public Pipeline {
     }
 
     RecordFacts facts = read_record_facts(doc);
+    if (auto refused = router_.refusal(rec.source, rec.channel, facts.contained_types, facts.event); !refused.empty())
+      co_return rejected(rec, Failure::permanent(Errc::forbidden, Issue{Severity::error, "forbidden", std::move(refused), "", ""}),
+                         facts.resource_type, started);
     auto matches = router_.route(RouteInput{rec.source, doc, facts.event});
     std::vector<Withholding> withheld;
     if (consent_) consent_->withhold(facts.patient_key, matches, now_ms(), withheld);

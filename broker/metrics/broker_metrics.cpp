@@ -228,12 +228,14 @@ std::string readiness_json(bool ready, const std::vector<std::string>& problems)
 
 }  // namespace
 
-void mount_operations(HttpServer& server, BrokerMetrics& metrics, Store& store) {
-  server.mount("/metrics", [&metrics, &store](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+void mount_operations(HttpServer& server, BrokerMetrics& metrics, Store& store,
+                      const std::function<HttpHandler(HttpHandler)>& protect) {
+  auto guarded = [&protect](HttpHandler h) { return protect ? protect(std::move(h)) : h; };
+  server.mount("/metrics", guarded([&metrics, &store](HttpRequest& req) -> asio::awaitable<HttpResponse> {
     if (req.method() != http::verb::get) co_return get_only(req);
     auto body = co_await metrics.scrape(store);
     co_return text_response(req, http::status::ok, std::move(body), "text/plain; version=0.0.4; charset=utf-8");
-  });
+  }));
   server.mount("/healthz", [](HttpRequest& req) -> asio::awaitable<HttpResponse> {
     if (req.method() != http::verb::get) co_return get_only(req);
     co_return text_response(req, http::status::ok, R"({"status":"alive"})", "application/json");
@@ -250,10 +252,10 @@ void mount_operations(HttpServer& server, BrokerMetrics& metrics, Store& store) 
     co_return text_response(req, ready ? http::status::ok : http::status::service_unavailable,
                             readiness_json(ready, problems), "application/json");
   });
-  server.mount("/api/flow", [&metrics](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+  server.mount("/api/flow", guarded([&metrics](HttpRequest& req) -> asio::awaitable<HttpResponse> {
     if (req.method() != http::verb::get) co_return get_only(req);
     co_return text_response(req, http::status::ok, metrics.flow_json(now_ms()), "application/json");
-  });
+  }));
 }
 
 }  // namespace tellonce

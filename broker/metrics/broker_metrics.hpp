@@ -34,11 +34,13 @@
 
 #include "broker/metrics/flow.hpp"
 #include "broker/metrics/registry.hpp"
+#include "tellonce/http_server.hpp"
 #include "tellonce/message.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <mutex>
 #include <string>
@@ -119,7 +121,9 @@ class BrokerMetrics {
 std::int64_t message_id_time_ms(std::string_view message_id);
 
 // Mounts /metrics, /healthz, /readyz and /api/flow. Before the server starts. The Store and
-// metrics must outlive the server.
-void mount_operations(HttpServer& server, BrokerMetrics& metrics, Store& store);
+// metrics must outlive the server. `protect` (when set) wraps the /metrics and /api/flow
+// handlers (the broker passes guard_operators); /healthz and /readyz stay open for probes.
+void mount_operations(HttpServer& server, BrokerMetrics& metrics, Store& store,
+                      const std::function<HttpHandler(HttpHandler)>& protect = {});
 
 }  // namespace tellonce

@@ -6,6 +6,7 @@
 #include "broker/route/record_walk.hpp"
 
 #include <charconv>
+#include <map>
 #include <optional>
 
 namespace tellonce {
@@ -136,9 +137,45 @@ bool event_matches(std::string_view event, const std::vector<EventCondition>& ev
   return false;
 }
 
+// A partner's `may:` compiled; an unset list allows any.
+struct CompiledPermissions {
+  std::optional<std::vector<std::string>> channels, resource_types;
+  std::optional<std::vector<EventCondition>> events;
+};
+
+std::vector<EventCondition> compile_events(const std::vector<std::string>& events) {
+  std::vector<EventCondition> out;
+  for (const auto& e : events) {
+    auto bar = e.rfind('|');
+    if (bar == std::string::npos) out.push_back({"", e, false});
+    else out.push_back({e.substr(0, bar), e.substr(bar + 1), true});
+  }
+  return out;
+}
+
 class ConfigRouter final : public Router {
  public:
-  explicit ConfigRouter(std::vector<CompiledRoute> routes) : routes_(std::move(routes)) {}
+  ConfigRouter(std::vector<CompiledRoute> routes, std::map<std::string, CompiledPermissions, std::less<>> may)
+      : routes_(std::move(routes)), may_(std::move(may)) {}
+
+  std::string refusal(std::string_view source, std::string_view channel, const std::vector<std::string>& types,
+                      std::string_view event) const override {
+    auto it = may_.find(source);
+    if (it == may_.end()) return {};
+    const auto& may = it->second;
+    if (may.channels && !contains(*may.channels, channel))
+      return "partner " + std::string(source) + " may not send on channel " + std::string(channel) +
+             " (partners[].may.channels)";
+    if (may.resource_types)
+      for (const auto& t : types)
+        if (!contains(*may.resource_types, t))
+          return "partner " + std::string(source) + " may not send " + t + " resources (partners[].may.resource_types)";
+    // A record without an event (not a FHIR message) is governed by the resource types alone.
+    if (may.events && !event.empty() && (may.events->empty() || !event_matches(event, *may.events)))
+      return "partner " + std::string(source) + " may not send event " + std::string(event) +
+             " (partners[].may.events)";
+    return {};
+  }
 
   std::vector<RouteMatch> route(const RouteInput& in) const override {
     std::vector<RouteMatch> out;
@@ -161,6 +198,7 @@ class ConfigRouter final : public Router {
 
  private:
   std::vector<CompiledRoute> routes_;
+  std::map<std::string, CompiledPermissions, std::less<>> may_;  // partners with `may:`
 };
 
 }  // namespace
@@ -169,7 +207,14 @@ std::unique_ptr<Router> make_router(const Config& config) {
   std::vector<CompiledRoute> routes;
   routes.reserve(config.routes.size());
   for (const auto& r : config.routes) routes.push_back(compile(r));
-  return std::make_unique<ConfigRouter>(std::move(routes));
+  std::map<std::string, CompiledPermissions, std::less<>> may;
+  for (const auto& p : config.partners) {
+    if (!p.may) continue;
+    CompiledPermissions c{p.may->channels, p.may->resource_types, std::nullopt};
+    if (p.may->events) c.events = compile_events(*p.may->events);
+    may.emplace(p.id, std::move(c));
+  }
+  return std::make_unique<ConfigRouter>(std::move(routes), std::move(may));
 }
 
 std::vector<std::string> destinations_of(const std::vector<RouteMatch>& matches) {

@@ -1,8 +1,12 @@
-// The broker's API, as the console uses it. Every call says who acts (X-Tellonce-Actor), so
-// actions land on the message trail as done by "console". Errors come back as ApiError with the
-// OperationOutcome's diagnostics, ready to show.
+// The broker's API, as the console uses it. Every call signs in with the operator's token
+// (kept in sessionStorage: gone when the tab closes) and says it comes from the console
+// (X-Tellonce-Actor), so actions land on the trail as "NAME via console". Errors come back as
+// ApiError with the OperationOutcome's diagnostics, ready to show; a 401 signs out.
 
 const ACTOR = 'console';
+const TOKEN_KEY = 'tellonce-token';
+const ROLES = ['metrics', 'viewer', 'operator', 'admin'];
+let who = { name: '', role: 'viewer' };
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -11,24 +15,36 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, path, params) {
+export const session = {
+  token: () => sessionStorage.getItem(TOKEN_KEY) || '',
+  signIn: (token) => sessionStorage.setItem(TOKEN_KEY, token.trim()),
+  signOut: () => { sessionStorage.removeItem(TOKEN_KEY); who = { name: '', role: 'viewer' }; },
+  set: (w) => { who = w; },
+  who: () => who,
+  // Whether the signed-in operator's role reaches `role` (viewer < operator < admin).
+  can: (role) => ROLES.indexOf(who.role) >= ROLES.indexOf(role),
+};
+
+async function call(method, path, params, extraHeaders = {}, raw = false) {
   const query = params ? new URLSearchParams(params).toString() : '';
   const url = query ? `${path}?${query}` : path;
   let res;
   try {
     res = await fetch(url, {
       method,
-      headers: { 'Accept': 'application/json', 'X-Tellonce-Actor': ACTOR },
+      headers: { 'Accept': 'application/json', 'X-Tellonce-Actor': ACTOR, 'Authorization': `Bearer ${session.token()}`, ...extraHeaders },
       cache: 'no-store',
     });
   } catch (e) {
     throw new ApiError(0, 'The broker did not answer (is it running?)');
   }
   const text = await res.text();
+  if (raw && res.ok) return text;
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = null; }
   if (!res.ok) {
     const issues = body && Array.isArray(body.issue) ? body.issue.map((i) => i.diagnostics).filter(Boolean) : [];
+    if (res.status === 401) window.dispatchEvent(new CustomEvent('tellonce-signed-out'));
     throw new ApiError(res.status, issues.length ? issues.join('; ') : `The broker answered ${res.status} ${res.statusText}`);
   }
   return body;
@@ -42,10 +58,13 @@ export function cleanFilters(filters) {
 }
 
 export const api = {
+  whoami: () => call('GET', '/api/whoami'),
   flow: () => call('GET', '/api/flow'),
   destinations: () => call('GET', '/api/destinations'),
   messages: (filters, cursor, limit = 25) => call('GET', '/api/messages', { ...cleanFilters(filters), limit, ...(cursor ? { cursor } : {}) }),
   message: (id) => call('GET', `/api/messages/${encodeURIComponent(id)}`),
+  // The stored record; the reason goes on the message's trail with the operator's name.
+  body: (id, reason) => call('GET', `/api/messages/${encodeURIComponent(id)}/body`, null, { 'X-Tellonce-Reason': reason }, true),
   replayOne: (id) => call('POST', `/api/messages/${encodeURIComponent(id)}/replay`),
   replayByFilter: (filters, dryRun) => call('POST', '/api/replay', { ...cleanFilters(filters), dryRun: dryRun ? 'true' : 'false' }),
   pause: (name) => call('POST', `/api/destinations/${encodeURIComponent(name)}/pause`),

@@ -3,8 +3,10 @@
 
 import { initDashboard, showDashboard, hideDashboard } from './dashboard.js';
 import { initMessages, showMessages, showMessage } from './messages.js';
+import { api, session } from './api.js';
 
-const views = ['dashboard', 'messages', 'message'];
+const views = ['signin', 'dashboard', 'messages', 'message'];
+let signedIn = false;
 const announcer = document.getElementById('announce');
 let firstRoute = true;
 
@@ -25,7 +27,39 @@ function show(name) {
   else hideDashboard();
 }
 
+// Signed in when the token names an operator (GET /api/whoami); the role decides which
+// buttons work. A 401 from any call (a changed token) comes back here.
+async function signIn() {
+  signedIn = false;
+  if (session.token()) {
+    try {
+      session.set(await api.whoami());
+      signedIn = true;
+    } catch (e) {
+      session.signOut();
+      $signinError(e.status === 401 ? 'That token is not an operator\'s. Check it and try again.' : e.message);
+    }
+  }
+  const who = session.who();
+  document.getElementById('signed-in').hidden = !signedIn;
+  document.getElementById('signed-in-as').textContent = signedIn ? `Signed in as ${who.name} (${who.role})` : '';
+  window.dispatchEvent(new CustomEvent('tellonce-role'));
+  route();
+}
+
+function $signinError(text) {
+  const p = document.getElementById('signin-error');
+  p.textContent = text;
+  p.hidden = !text;
+}
+
 function route() {
+  if (!signedIn) {
+    show('signin');
+    document.title = 'Sign in · Tellonce console';
+    document.getElementById('signin-token').focus();
+    return;
+  }
   const hash = decodeURIComponent(location.hash.replace(/^#\/?/, ''));
   const [section, id] = hash.split('/');
   const moveFocus = !firstRoute;  // on first load the page starts at the top, as usual
@@ -49,4 +83,12 @@ function route() {
 initDashboard(announce);
 initMessages(announce);
 window.addEventListener('hashchange', route);
-route();
+document.getElementById('signin-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  session.signIn(document.getElementById('signin-token').value);
+  document.getElementById('signin-token').value = '';
+  signIn();
+});
+document.getElementById('sign-out').addEventListener('click', () => { session.signOut(); $signinError(''); signIn(); });
+window.addEventListener('tellonce-signed-out', () => { if (signedIn) { session.signOut(); signIn(); } });
+signIn();

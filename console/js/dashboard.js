@@ -1,7 +1,7 @@
 // Dashboard: destinations' health (GET /api/destinations), records per minute in and out
 // (GET /api/flow) and the top rejection reasons, refreshed every few seconds while shown.
 
-import { api } from './api.js';
+import { api, session } from './api.js';
 import { drawChart } from './chart.js';
 import { age, clock, el, HEALTH_WORDS, last, num, sum } from './format.js';
 
@@ -83,6 +83,7 @@ function renderDestinations(list) {
         el('button', {
           type: 'button', class: 'small', 'data-destination': d.name, 'data-action': paused ? 'resume' : 'pause',
           'aria-label': `${paused ? 'Resume' : 'Pause'} delivery to ${d.name}`,
+          disabled: !session.can('operator'), title: session.can('operator') ? null : 'Pausing and resuming need the operator role',
         }, paused ? 'Resume' : 'Pause')));
   }));
   if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: 8, class: 'muted' }, 'No destinations are configured.')));

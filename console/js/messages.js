@@ -1,7 +1,7 @@
 // Messages: search (GET /api/messages, newest first, cursor paging), one message's detail with
 // its timeline and delivery attempts (GET /api/messages/{id}), and the replay actions.
 
-import { api } from './api.js';
+import { api, session } from './api.js';
 import { el, localToIso, when } from './format.js';
 
 let announce = () => {};
@@ -47,6 +47,10 @@ export function initMessages(announcer) {
     loadPage(nextCursor, true);
   });
   $('replay-filter').addEventListener('click', startReplayByFilter);
+  window.addEventListener('tellonce-role', () => {
+    $('replay-filter').disabled = !session.can('operator');
+    $('replay-filter').title = session.can('operator') ? '' : 'Replaying needs the operator role';
+  });
   $('replay-confirm-no').addEventListener('click', closeReplayConfirm);
   $('replay-confirm-yes').addEventListener('click', confirmReplayByFilter);
   $('replay-confirm').addEventListener('keydown', (e) => { if (e.key === 'Escape') closeReplayConfirm(); });
@@ -207,12 +211,25 @@ function renderMessage(m) {
   parts.push(summary);
 
   const actions = el('div', { class: 'actions' });
+  const mayAct = session.can('operator');
+  const needsOperator = 'Your role (viewer) may look but not act: replaying and viewing records need the operator role.';
   if (dead.length) {
-    actions.append(el('button', { type: 'button', class: 'primary', id: 'replay-one', onclick: () => replayOne(m.id) },
-      `Replay to ${dead.map((d) => d.destination).join(', ')}`));
+    actions.append(el('button', { type: 'button', class: 'primary', id: 'replay-one', disabled: !mayAct,
+      title: mayAct ? null : needsOperator, 'aria-describedby': mayAct ? null : 'role-note', onclick: () => replayOne(m.id) },
+    `Replay to ${dead.map((d) => d.destination).join(', ')}`));
   }
+  actions.append(el('button', { type: 'button', id: 'view-body', disabled: !mayAct, title: mayAct ? null : needsOperator,
+    'aria-describedby': mayAct ? null : 'role-note', onclick: () => askReason(m.id) }, 'View record…'));
   actions.append(el('button', { type: 'button', id: 'message-refresh', onclick: () => showMessage(m.id, { focus: false }) }, 'Refresh'));
   summary.append(actions);
+  if (!mayAct) summary.append(el('p', { class: 'muted', id: 'role-note' }, needsOperator));
+  // Viewing a record is recorded with who and why: the reason is asked for first.
+  summary.append(el('form', { id: 'reason-form', class: 'confirm', hidden: true, onsubmit: (e) => { e.preventDefault(); viewBody(m.id); } },
+    el('label', { for: 'reason-input' }, 'Why do you need to see this record? (recorded with your name on its trail; no patient details)'),
+    el('input', { id: 'reason-input', type: 'text', required: true, maxlength: 200, autocomplete: 'off' }),
+    el('button', { type: 'submit', class: 'primary', id: 'reason-ok' }, 'View record'),
+    el('p', { id: 'body-error', class: 'notice error', role: 'alert', hidden: true })));
+  summary.append(el('pre', { id: 'record-body', class: 'record-body', hidden: true }));
 
   parts.push(el('section', { class: 'panel', 'aria-labelledby': 'msg-deliveries' },
     el('h2', { id: 'msg-deliveries' }, 'Deliveries'),
@@ -267,6 +284,27 @@ const KIND_WORDS = {
   replayed: 'Replayed', paused: 'Paused', resumed: 'Resumed',
 };
 const kindWords = (k) => KIND_WORDS[k] || k;
+
+function askReason() {
+  $('reason-form').hidden = false;
+  $('reason-input').focus();
+}
+
+async function viewBody(id) {
+  const reason = $('reason-input').value.trim();
+  if (!reason) return;
+  try {
+    const text = await api.body(id, reason);
+    let shown = text;
+    try { shown = JSON.stringify(JSON.parse(text), null, 2); } catch { /* not JSON: as it is */ }
+    $('record-body').textContent = shown;
+    $('record-body').hidden = false;
+    $('reason-form').hidden = true;
+  } catch (e) {
+    $('body-error').textContent = e.message;
+    $('body-error').hidden = false;
+  }
+}
 
 async function replayOne(id) {
   const button = $('replay-one');

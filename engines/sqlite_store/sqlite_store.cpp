@@ -767,6 +767,13 @@ class SqliteStore final : public Store {
     return submit<void>(writes_, std::move(work));
   }
 
+  asio::awaitable<Result<void>> record_view(std::string message_id, std::string what, std::string actor,
+                                            std::string reason) override {
+    auto work = [this, id = std::move(message_id), what = std::move(what), actor = std::move(actor),
+                 reason = std::move(reason)] { return apply_record_view(id, what, actor, reason); };
+    return submit<void>(writes_, std::move(work));
+  }
+
   asio::awaitable<Result<std::vector<DestinationControl>>> destination_controls() override {
     auto work = [this] { return read_controls(); };
     return submit<std::vector<DestinationControl>>(reads_, std::move(work));
@@ -910,6 +917,8 @@ class SqliteStore final : public Store {
   Result<std::vector<DeliveryJob>> apply_replay(const std::string& message_id, const std::string& actor = {});
   Result<ReplayMatch> apply_replay_matching(const MessageQuery& query, const std::string& actor);
   Result<void> apply_set_paused(const std::string& destination, bool paused, const std::string& actor);
+  Result<void> apply_record_view(const std::string& message_id, const std::string& what, const std::string& actor,
+                                 const std::string& reason);
   Result<void> apply_collect(const std::string& partner, const std::string& message_id);
   Result<std::size_t> apply_expiry(const std::string& partner, std::int64_t held_before_ms);
   // Stores the event's attempt facts as columns; data carries the rarer kinds' fields (JSON).
@@ -1489,6 +1498,7 @@ Result<std::optional<MessageView>> SqliteStore::read_message(const std::string& 
           auto destinations = doc.FindMember("destinations");
           if (destinations != doc.MemberEnd()) e.destinations = json_strings(&destinations->value);
           e.actor = json_member_string(doc, "actor");
+          e.reason = json_member_string(doc, "reason");
         }
       }
       v.events.push_back(std::move(e));
@@ -1918,6 +1928,28 @@ Result<void> SqliteStore::apply_set_paused(const std::string& destination, bool 
   write_->insert_destination_event.start()
       .bind(1, destination).bind(2, now).bind(3, std::string_view(paused ? "paused" : "resumed")).bind(4, actor)
       .run();
+  return {};
+}
+
+// A view is rare (an operator's click): its statement is prepared per call.
+Result<void> SqliteStore::apply_record_view(const std::string& message_id, const std::string& what,
+                                            const std::string& actor, const std::string& reason) {
+  sqlite::Statement exists(writer_db_, "SELECT 1 FROM messages WHERE id = ?1");
+  exists.start().bind(1, message_id);
+  const bool found = exists.step();
+  exists.reset();
+  if (writer_db_.failed()) return {};  // the batch fails as a whole
+  if (!found) return not_found(message_id);
+  LifecycleEvent viewed;
+  viewed.kind = EventKind::viewed;
+  viewed.at_ms = now_ms();
+  viewed.detail = what;
+  std::string data = "{\"actor\":";
+  append_json_string(data, actor);
+  data += ",\"reason\":";
+  append_json_string(data, reason);
+  data += '}';
+  add_event(message_id, viewed, data);
   return {};
 }
 

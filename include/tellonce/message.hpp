@@ -144,7 +144,7 @@ struct DeliveryAttempt {
 // named the destination but consent withheld the delivery (no delivery row; destination and
 // detail, the rule that applied, are set).
 enum class EventKind { received, validated, routed, unroutable, duplicate, attempt, delivered, dead, replayed,
-                       held, expired, withheld };
+                       held, expired, withheld, viewed };
 std::string_view to_string(EventKind k);
 std::optional<EventKind> event_kind_from(std::string_view s);
 
@@ -171,6 +171,8 @@ struct LifecycleEvent {
   std::vector<std::string> routes;        // routed, unroutable: the routes that matched
   std::vector<std::string> destinations;  // routed, replayed: partner ids
   std::string actor;                      // replayed: who asked ("cli:alice", "api@127.0.0.1"); may be empty
+                                          // viewed: the operator who read the body (detail: "body" or "original")
+  std::string reason;                     // viewed: why, as the operator gave it
 
   // attempt (failed, will be retried), delivered, dead, held, expired: one delivery attempt
   // (expired: the attempt that placed it; detail says how long it waited).

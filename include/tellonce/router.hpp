@@ -28,6 +28,14 @@ class Router {
   virtual ~Router() = default;
   // Every route that matches, in config order. No match: the record is unroutable.
   virtual std::vector<RouteMatch> route(const RouteInput& in) const = 0;
+  // Per-partner authorisation (partners[].may): why `source` may not send this record on
+  // `channel` (`types`: the record's type and its Bundle entries'; `event` as in RouteInput),
+  // or empty when it may. The default allows everything.
+  virtual std::string refusal(std::string_view source, std::string_view channel,
+                              const std::vector<std::string>& types, std::string_view event) const {
+    (void)source, (void)channel, (void)types, (void)event;
+    return {};
+  }
 };
 
 // Compiles the config's routes once (paths split into segments); the router keeps no

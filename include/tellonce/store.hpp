@@ -192,6 +192,10 @@ class Store : public OriginalReader, public MailboxStore {
   // Durably pauses or resumes a destination and notes it on the destination's trail. Idempotent
   // in state; each call is noted.
   virtual asio::awaitable<Result<void>> set_paused(std::string destination, bool paused, std::string actor);
+  // A body view (issue 12): adds a "viewed" event to the message's trail with who and why
+  // (`what`: "body" or "original"). Durable on completion; Errc::not_found without the message.
+  virtual asio::awaitable<Result<void>> record_view(std::string message_id, std::string what, std::string actor,
+                                                    std::string reason);
   // Every destination that was ever paused or resumed, with its current state.
   virtual asio::awaitable<Result<std::vector<DestinationControl>>> destination_controls();
   // The latest actions on a destination's trail, newest first, at most `limit`.
@@ -237,6 +241,9 @@ inline asio::awaitable<Result<ReplayMatch>> Store::replay_matching(MessageQuery,
 }
 inline asio::awaitable<Result<void>> Store::set_paused(std::string, bool, std::string) {
   co_return store_unsupported("pause destinations");
+}
+inline asio::awaitable<Result<void>> Store::record_view(std::string, std::string, std::string, std::string) {
+  co_return store_unsupported("record who viewed a body");
 }
 inline asio::awaitable<Result<std::vector<DestinationControl>>> Store::destination_controls() {
   co_return std::vector<DestinationControl>{};

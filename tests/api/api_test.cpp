@@ -1,4 +1,6 @@
 #include "broker/api/api.hpp"
+#include "broker/api/operators.hpp"
+#include "tellonce/tls.hpp"
 
 #include "broker/config/config.hpp"
 #include "broker/core/trail.hpp"
@@ -64,6 +66,8 @@ class ApiTest : public ::testing::Test {
     attempt.next_attempt_ms = 1700000005000;
     m.events.push_back(attempt);
     store_.messages[m.id] = m;
+    config_.operators.push_back(OperatorAccount{"api-test", OperatorRole::operator_, {api_key_hash(kToken)}, {}, 0});
+    config_.operators.push_back(OperatorAccount{"api-viewer", OperatorRole::viewer, {api_key_hash(kViewer)}, {}, 0});
     mount_api(server_, store_, pipeline_, config_);
     server_.start();
     io_.start();
@@ -72,9 +76,23 @@ class ApiTest : public ::testing::Test {
     server_.stop();
     io_.stop();
   }
+  static constexpr const char* kToken = "api-test-operator-token-0123456789";
   HttpResponse get(std::string target) {
-    return test::send(server_.port(), make_request(http::verb::get, std::move(target)));
+    auto req = make_request(http::verb::get, std::move(target));
+    req.set(http::field::authorization, std::string("Bearer ") + kToken);
+    return test::send(server_.port(), std::move(req));
   }
+  HttpResponse post(std::string target, std::string token = kToken) {
+    auto req = make_request(http::verb::post, std::move(target));
+    if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
+    return test::send(server_.port(), std::move(req));
+  }
+  HttpResponse get_as(std::string target, std::string token) {
+    auto req = make_request(http::verb::get, std::move(target));
+    if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
+    return test::send(server_.port(), std::move(req));
+  }
+  static constexpr const char* kViewer = "api-test-viewer-token-0123456789";
 
   test::IoThread io_;
   test::FakeStore store_;
@@ -143,15 +161,15 @@ TEST_F(ApiTest, BodyAndOriginalAreServedAsStored) {
   store_.messages[plain.id].id = plain.id;
   store_.messages[plain.id].content_type = "application/fhir+json";
 
-  auto body = get("/api/messages/01JCONVERTED/body");
+  auto body = get("/api/messages/01JCONVERTED/body?reason=support%20ticket");
   ASSERT_EQ(body.result(), http::status::ok);
   EXPECT_EQ(body.body(), converted.body);
   EXPECT_EQ(body[http::field::content_type], "application/fhir+json");
-  auto original = get("/api/messages/01JCONVERTED/original");
+  auto original = get("/api/messages/01JCONVERTED/original?reason=support%20ticket");
   ASSERT_EQ(original.result(), http::status::ok);
   EXPECT_EQ(original.body(), converted.original_bytes);
   EXPECT_EQ(original[http::field::content_type], "x-application/hl7-v2+er7");
-  auto same = get("/api/messages/01JPLAIN/original");
+  auto same = get("/api/messages/01JPLAIN/original?reason=support%20ticket");
   ASSERT_EQ(same.result(), http::status::ok);
   EXPECT_EQ(same.body(), plain.body);
 
@@ -168,9 +186,9 @@ TEST_F(ApiTest, BodyAndOriginalAreServedAsStored) {
   ASSERT_TRUE(doc.IsObject());
   EXPECT_TRUE(doc["original"].IsNull());
 
-  EXPECT_EQ(get("/api/messages/01JNOPE/body").result(), http::status::not_found);
-  EXPECT_EQ(get("/api/messages/01JNOPE/original").result(), http::status::not_found);
-  EXPECT_EQ(test::send(server_.port(), make_request(http::verb::post, "/api/messages/01JPLAIN/body")).result(),
+  EXPECT_EQ(get("/api/messages/01JNOPE/body?reason=x").result(), http::status::not_found);
+  EXPECT_EQ(get("/api/messages/01JNOPE/original?reason=x").result(), http::status::not_found);
+  EXPECT_EQ(post("/api/messages/01JPLAIN/body").result(),
             http::status::method_not_allowed);
 }
 
@@ -181,7 +199,7 @@ TEST_F(ApiTest, UnknownMessageIs404Outcome) {
 }
 
 TEST_F(ApiTest, ReplayAnswersCount) {
-  auto res = test::send(server_.port(), make_request(http::verb::post, "/api/messages/01JKNOWN/replay"));
+  auto res = post("/api/messages/01JKNOWN/replay");
   EXPECT_EQ(res.result(), http::status::ok);
   EXPECT_EQ(res.body(), R"({"replayed":2})");
   ASSERT_EQ(pipeline_.replayed.size(), 1u);
@@ -189,7 +207,7 @@ TEST_F(ApiTest, ReplayAnswersCount) {
 }
 
 TEST_F(ApiTest, ReplayOfUnknownIs404) {
-  auto res = test::send(server_.port(), make_request(http::verb::post, "/api/messages/01JNOPE/replay"));
+  auto res = post("/api/messages/01JNOPE/replay");
   EXPECT_EQ(res.result(), http::status::not_found);
 }
 
@@ -234,6 +252,62 @@ TEST_F(ApiTest, Health) {
   auto res = get("/api/health");
   EXPECT_EQ(res.result(), http::status::ok);
   EXPECT_EQ(res.body(), R"({"status":"ok"})");
+}
+
+// Issue 12: operators sign in, and each role meets what it may not do.
+TEST_F(ApiTest, NoTokenOrAWrongTokenIs401WithWwwAuthenticate) {
+  auto none = get_as("/api/messages/01JKNOWN", "");
+  EXPECT_EQ(none.result(), http::status::unauthorized);
+  EXPECT_EQ(std::string(none[http::field::www_authenticate]), R"(Bearer realm="tellonce")");
+  auto wrong = get_as("/api/messages/01JKNOWN", "not-a-token-anyone-has-0000000000");
+  EXPECT_EQ(wrong.result(), http::status::unauthorized);
+  EXPECT_NE(std::string(wrong[http::field::www_authenticate]).find("invalid_token"), std::string::npos);
+  EXPECT_EQ(get_as("/api/health", "").result(), http::status::ok);  // a probe stays open
+}
+
+TEST_F(ApiTest, AViewerSeesMetadataButCannotReplayOrReadBodies) {
+  EXPECT_EQ(get_as("/api/messages/01JKNOWN", kViewer).result(), http::status::ok);
+  auto replay = post("/api/messages/01JKNOWN/replay", kViewer);
+  EXPECT_EQ(replay.result(), http::status::forbidden);
+  EXPECT_NE(replay.body().find("needs the operator role"), std::string::npos) << replay.body();
+  EXPECT_EQ(post("/api/replay?state=failed", kViewer).result(), http::status::forbidden);
+  auto body = get_as("/api/messages/01JPLAIN/body?reason=curious", kViewer);
+  EXPECT_EQ(body.result(), http::status::forbidden);
+  EXPECT_TRUE(store_.views.empty());
+}
+
+TEST_F(ApiTest, AnOperatorCannotReloadTheConfiguration) {
+  auto res = post("/api/config/reload");
+  EXPECT_EQ(res.result(), http::status::forbidden);
+  EXPECT_NE(res.body().find("needs the admin role"), std::string::npos) << res.body();
+}
+
+TEST_F(ApiTest, ABodyViewNeedsAReasonAndIsRecordedWithWhoAndWhy) {
+  NewMessage plain;
+  plain.id = "01JPLAIN";
+  plain.body = R"({"resourceType":"Patient"})";
+  store_.stored.push_back(plain);
+  store_.messages[plain.id].id = plain.id;
+  store_.messages[plain.id].content_type = "application/fhir+json";
+  auto refused = get("/api/messages/01JPLAIN/body");
+  EXPECT_EQ(refused.result(), http::status::bad_request);
+  EXPECT_TRUE(store_.views.empty());
+  auto req = make_request(http::verb::get, "/api/messages/01JPLAIN/body");
+  req.set(http::field::authorization, std::string("Bearer ") + kToken);
+  req.set("X-Tellonce-Reason", "ticket 42");
+  req.set("X-Tellonce-Actor", "console");
+  req.set("X-Tellonce-Operator", "someone-else");  // forged: replaced by the signed-in operator
+  EXPECT_EQ(test::send(server_.port(), std::move(req)).result(), http::status::ok);
+  ASSERT_EQ(store_.views.size(), 1u);
+  EXPECT_EQ(store_.views[0], "01JPLAIN body api-test via console ticket 42");
+}
+
+TEST_F(ApiTest, RolesNeededByPath) {
+  EXPECT_EQ(role_needed(http::verb::get, "/metrics"), OperatorRole::metrics);
+  EXPECT_EQ(role_needed(http::verb::get, "/api/flow"), OperatorRole::viewer);
+  EXPECT_EQ(role_needed(http::verb::get, "/api/messages/X/original"), OperatorRole::operator_);
+  EXPECT_EQ(role_needed(http::verb::post, "/api/destinations/gp/pause"), OperatorRole::operator_);
+  EXPECT_EQ(role_needed(http::verb::post, "/api/config/reload"), OperatorRole::admin);
 }
 
 }  // namespace

@@ -109,7 +109,12 @@ routes:
   - id: patients-to-gp
     match: { resource_type: Patient }
     to: [gp-a81001]
+operators:
+  - { name: e2e-operator, role: operator, token_hashes: ["sha256:eb1d9072e1995ab78edd02338d96b939d8a5b73fad55e126a99b1a1d4fe375c9"] }
+  - { name: e2e-viewer, role: viewer, token_hashes: ["sha256:34a4ef9da5c4aa9bf130aa492550a5db7f91d6886895e5e2c63433a488f5f20c"] }
 `);
+const OPERATOR_TOKEN = 'e2e-operator-token-7d3a9c1f5e0b2a4c';
+const VIEWER_TOKEN = 'e2e-viewer-token-2b8e4f6a0c1d3e5f';
 const broker = spawn(args.tellonce, ['serve', '--config', path.join(work, 'tellonce.yaml')], { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
 const brokerLog = fs.createWriteStream(path.join(out, 'broker.log'));
 broker.stderr.pipe(brokerLog);
@@ -144,7 +149,7 @@ async function send({ refused = false } = {}) {
   return res.headers.get('x-tellonce-message-id');
 }
 async function apiGet(p) {
-  const res = await fetch(`${base}${p}`);
+  const res = await fetch(`${base}${p}`, { headers: { Authorization: `Bearer ${OPERATOR_TOKEN}` } });
   if (!res.ok) fail(`GET ${p}: HTTP ${res.status}`);
   return res.json();
 }
@@ -182,7 +187,16 @@ let failed = false;
 try {
   // 1. The dashboard loads and its counts rise.
   await page.goto(`${base}/console/`);
+  // 0. Signing in: the console asks for a token first (a wrong one is refused).
+  await page.getByRole('heading', { level: 1, name: 'Sign in' }).waitFor();
+  await page.getByLabel('Operator token').fill('not-a-token-of-anyone');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await until('a wrong token to be refused', async () => !(await page.locator('#signin-error').isHidden()));
+  consoleProblems.splice(0);  // the browser logs that refusal (401) as a failed resource: expected here
+  await page.getByLabel('Operator token').fill(OPERATOR_TOKEN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByRole('heading', { level: 1, name: 'Dashboard' }).waitFor();
+  if (!(await page.locator('#signed-in-as').textContent()).includes('e2e-operator (operator)')) fail('the header does not say who is signed in');
   const received = async () => Number(await page.locator('#flow-total-in').getAttribute('data-value') || 'NaN');
   const first = await until('the dashboard to show received records', async () => {
     const n = await received();
@@ -225,9 +239,19 @@ try {
     (await page.locator('#message-state').textContent()) === 'Delivered', 20000);
   if ((await apiGet(`/api/messages/${dead}`)).state !== 'delivered') fail(`${dead} shows delivered but the API disagrees`);
   const timeline = await page.locator('#timeline').textContent();
-  if (!/Replayed\s*by console/.test(timeline)) fail(`the timeline does not say the console replayed it: ${timeline}`);
+  if (!/Replayed\s*by e2e-operator via console/.test(timeline)) fail(`the timeline does not say the console replayed it: ${timeline}`);
   await shot('replayed');
   log(`dead letter ${dead} replayed and delivered`);
+
+  // 3b. Viewing the record asks why first; the view goes on the trail with who and why.
+  await page.getByRole('button', { name: 'View record…' }).click();
+  await page.locator('#reason-input').fill('e2e check of the record view');
+  await page.locator('#reason-ok').click();
+  await until('the record to be shown', async () => (await page.locator('#record-body').textContent()).includes('"resourceType"'));
+  const trail = (await apiGet(`/api/messages/${dead}`)).events.find((e) => e.kind === 'viewed');
+  if (!trail || trail.actor !== 'e2e-operator via console' || trail.reason !== 'e2e check of the record view')
+    fail(`the body view is not on the trail with who and why: ${JSON.stringify(trail)}`);
+  log('record viewed with a reason, on the trail');
 
   // 4. The destination is paused and resumed from the dashboard.
   await page.getByRole('link', { name: 'Dashboard' }).click();
@@ -252,6 +276,24 @@ try {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   if (overflow > 0) fail(`at 400 px the page scrolls sideways by ${overflow} px`);
   await shot('dashboard-narrow');
+
+  // 6. A viewer sees but may not act: the buttons are disabled with the reason, and the API says 403.
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { level: 1, name: 'Sign in' }).waitFor();
+  await page.getByLabel('Operator token').fill(VIEWER_TOKEN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { level: 1, name: 'Dashboard' }).waitFor();
+  partner.refuseMarked = true;
+  const refused = await send({ refused: true });
+  await page.goto(`${base}/console/#/messages/${refused}`);
+  await page.getByRole('heading', { level: 1, name: `Message ${refused}` }).waitFor();
+  if (!(await page.getByRole('button', { name: 'View record…' }).isDisabled())) fail('a viewer may press View record');
+  if (!(await page.locator('#role-note').textContent()).includes('operator role')) fail('no explanation for the disabled buttons');
+  const viewerReplay = await fetch(`${base}/api/messages/${refused}/replay`, { method: 'POST', headers: { Authorization: `Bearer ${VIEWER_TOKEN}` } });
+  if (viewerReplay.status !== 403) fail(`a viewer's replay was answered ${viewerReplay.status}, not 403`);
+  await shot('viewer');
+  log('viewer: buttons disabled, replay refused 403');
 
   if (![...actors].every((a) => a === 'console')) fail(`API calls without X-Tellonce-Actor: console (${[...actors].join(', ')})`);
   if (consoleProblems.length) fail(`the page reported errors:\n  ${consoleProblems.join('\n  ')}`);

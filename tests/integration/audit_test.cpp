@@ -98,9 +98,10 @@ TEST(AuditIntegration, RecordsDeliveriesAReplayAndABodyViewVerifyAndTamperingIsN
     if (l.find("\"kind\":\"replayed\"") != std::string::npos) replayed = l;
     if (l.find("\"kind\":\"body-viewed\"") != std::string::npos) viewed = l;
   }
-  EXPECT_NE(replayed.find(R"("actor":"cli:it-operator")"), std::string::npos) << replayed;
+  // The actor is the signed-in operator (the harness client signs in as itest-admin), its label after "via".
+  EXPECT_NE(replayed.find(R"("actor":"itest-admin via cli:it-operator")"), std::string::npos) << replayed;
   EXPECT_NE(replayed.find(R"("reason":"partner fixed")"), std::string::npos) << replayed;
-  EXPECT_NE(viewed.find(R"("actor":"cli:it-viewer")"), std::string::npos) << viewed;
+  EXPECT_NE(viewed.find(R"("actor":"itest-admin via cli:it-viewer")"), std::string::npos) << viewed;
   EXPECT_NE(viewed.find(R"("reason":"complaint 42")"), std::string::npos) << viewed;
   EXPECT_EQ(std::count_if(lines.begin(), lines.end(),
                           [](const std::string& l) {

@@ -129,7 +129,7 @@ TEST(BrokerIntegration, AcceptsStoresAndDeliversARecord) {
   EXPECT_NE(view.find("\"delivered\""), std::string::npos) << view;
 
   // The CLI shows the same trail.
-  Process cli({tellonce_binary().string(), "message", id, "--api", env.broker.base()}, env.dir.path() / "cli.log");
+  Process cli({tellonce_binary().string(), "message", id, "--api", env.broker.base(), "--token-file", token_file(env.dir.path())}, env.dir.path() / "cli.log");
   auto line = cli.wait_for_line("delivered", 10s);
   EXPECT_TRUE(line.has_value()) << cli.output();
 }
@@ -459,7 +459,7 @@ TEST(BrokerIntegration, DeadLetterThenReplay) {
     gp.stop();
 
     Sink fixed(env.dir.path(), "gp-a", env.a);
-    Process cli({tellonce_binary().string(), "replay", id, "--api", env.broker.base()}, env.dir.path() / "replay.log");
+    Process cli({tellonce_binary().string(), "replay", id, "--api", env.broker.base(), "--token-file", token_file(env.dir.path())}, env.dir.path() / "replay.log");
     ASSERT_TRUE(cli.wait_for_line("queued again", 10s).has_value()) << cli.output();
     ASSERT_TRUE(fixed.wait_for(1, 10s));
     EXPECT_EQ(fixed.received_message_ids().front(), id);

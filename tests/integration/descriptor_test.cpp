@@ -53,7 +53,7 @@ TEST(DescriptorLimits, IdleConnectionFloodNeitherStarvesDeliveryNorBlamesThePart
   Sink gp(dir.path(), "gp-a", 0);
   std::string config = one_route_config(gp.port(), "  concurrency_per_destination: 4\n"
                                                   "  retry: { keep_trying_for: 1m, initial_backoff: 100ms, max_backoff: 200ms }\n");
-  write_file(dir.path() / "tellonce.yaml", config);
+  write_file(dir.path() / "tellonce.yaml", config + "\n" + kTestOperatorsYaml);  // operators to sign in with
   // ulimit -n sets the hard limit too, so the broker cannot raise itself past 300.
   Process broker({"/bin/sh", "-c",
                   "ulimit -n 300 && exec \"$0\" serve --config \"$1\"", tellonce_binary().string(),

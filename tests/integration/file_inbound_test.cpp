@@ -129,7 +129,7 @@ TEST(FileInbound, GoodRowsAreDeliveredAndTheReportNamesTheBadOnes) {
   Client client;
   auto ids = stored_message_ids(client, broker.base());
   ASSERT_EQ(ids.size(), 3u);
-  auto original = client.request("GET", broker.base() + "/api/messages/" + ids.back() + "/original");
+  auto original = client.request("GET", broker.base() + "/api/messages/" + ids.back() + "/original?reason=test");
   EXPECT_EQ(original.status, 200);
   EXPECT_EQ(original.headers["content-type"].substr(0, 8), "text/csv");
   EXPECT_EQ(original.body, kHeader + csv_row(1));  // the oldest: row 2

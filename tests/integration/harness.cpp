@@ -242,9 +242,28 @@ size_t collect_header(char* d, size_t s, size_t n, void* out) {
 Client::Client() : handle_(curl_easy_init()) {}
 Client::~Client() { curl_easy_cleanup(static_cast<CURL*>(handle_)); }
 
+const char* const kTestOperatorsYaml =
+    "operators:\n"
+    "  - { name: itest-viewer, role: viewer, token_hashes: [\"sha256:7fc511295c6e7ba07a60f46d4af91598e38bf691e18566530c19d2a6c62fde3d\"] }\n"
+    "  - { name: itest-operator, role: operator, token_hashes: [\"sha256:d5c5996dd30bff2a8379001e3608116ddded5ebf6080a877106bf0b05e6799a8\"] }\n"
+    "  - { name: itest-admin, role: admin, token_hashes: [\"sha256:93789815e259f4c8211fb2cf5967d3f146670a94035c2f1b042eed942b40fd4c\"] }\n"
+    "  - { name: itest-metrics, role: metrics, token_hashes: [\"sha256:3a931ad1db76c4b62d28688eed788412adc20311e01fe2af16fab28e8d48ee8a\"] }\n";
+
+std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
+
+std::string token_file(const std::filesystem::path& dir, const std::string& token) {
+  auto path = dir / "token";
+  write_file(path, token + "\n");
+  return path.string();
+}
+
 HttpReply Client::request(const std::string& method, const std::string& url, const std::string& body,
                           std::vector<std::string> headers) {
   CURL* h = static_cast<CURL*>(handle_);
+  const bool admin_url = url.find("/api/") != std::string::npos || url.find("/metrics") != std::string::npos;
+  bool has_auth = false;
+  for (const auto& x : headers) has_auth = has_auth || x.rfind("Authorization:", 0) == 0;
+  if (admin_url && !has_auth && !operator_token_.empty()) headers.push_back(bearer(operator_token_));
   HttpReply r;
   curl_easy_setopt(h, CURLOPT_URL, url.c_str());
   curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method.c_str());
@@ -353,7 +372,9 @@ bool Sink::wait_for(std::size_t n, std::chrono::milliseconds timeout) const {
 
 Broker::Broker(const std::filesystem::path& dir, const std::string& config_yaml, unsigned short port)
     : dir_(dir), config_(dir / "tellonce.yaml"), configured_port_(port), port_(port) {
-  write_file(config_, config_yaml);
+  // Operators to sign in with (issue 12), unless the test brings its own.
+  const bool has_operators = config_yaml.starts_with("operators:") || config_yaml.find("\noperators:") != std::string::npos;
+  write_file(config_, has_operators ? config_yaml : config_yaml + "\n" + kTestOperatorsYaml);
 }
 
 Broker::~Broker() { stop(); }

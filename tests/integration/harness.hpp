@@ -70,9 +70,23 @@ struct HttpReply {
   long new_connections = 0;                     // 0 when the connection was reused
 };
 
-// A keep-alive HTTP client (one reused connection, like a partner's integration engine).
+// Operators every test broker has (Broker appends kTestOperatorsYaml to a config without an
+// `operators:` section): one per role, signing in with these tokens (issue 12).
+inline constexpr const char* kViewerToken = "itest-viewer-token-5f1c9a7e3b2d4c6a";
+inline constexpr const char* kOperatorToken = "itest-operator-token-5f1c9a7e3b2d4c6a";
+inline constexpr const char* kAdminToken = "itest-admin-token-5f1c9a7e3b2d4c6a";
+inline constexpr const char* kMetricsToken = "itest-metrics-token-5f1c9a7e3b2d4c6a";
+extern const char* const kTestOperatorsYaml;  // "operators:\n  - { name: itest-viewer, role: viewer, ... }"
+std::string bearer(const std::string& token);  // "Authorization: Bearer <token>"
+// Writes `token` to dir/token and returns the path, for the CLI's --token-file.
+std::string token_file(const std::filesystem::path& dir, const std::string& token = kOperatorToken);
+
+// A keep-alive HTTP client (one reused connection, like a partner's integration engine). On
+// /api/ and /metrics URLs it signs in as the test admin (kAdminToken) unless the request has its
+// own Authorization header; operator_token("") turns that off (to test refusals).
 class Client {
  public:
+  void operator_token(std::string token) { operator_token_ = std::move(token); }
   Client();
   ~Client();
   HttpReply request(const std::string& method, const std::string& url, const std::string& body = "",
@@ -82,6 +96,7 @@ class Client {
 
  private:
   void* handle_;
+  std::string operator_token_ = kAdminToken;
 };
 
 // A demo partner endpoint (tellonce demo-sink) recording what it receives. With port 0 the

@@ -201,7 +201,7 @@ TEST_F(MllpIntegration, AnAdtA01SentWithDebiansMllpSendArrivesAtTheGpAsFhir) {
   // The stored record keeps the message as it was sent.
   auto id = sink_->received_message_ids().at(0);
   Client c;
-  auto original = c.request("GET", broker_->base() + "/api/messages/" + id + "/original");
+  auto original = c.request("GET", broker_->base() + "/api/messages/" + id + "/original?reason=test");
   EXPECT_EQ(original.status, 200);
   EXPECT_NE(original.body.find("ADT^A01^ADT_A01|DEB0001"), std::string::npos) << original.body;
 }

@@ -184,7 +184,7 @@ routes:
   // Outbound: the delivery to gp-a goes over TLS with the carers' client certificate, so the
   // broker's own listener takes it as a record from partner carers.
   EXPECT_TRUE(eventually([&] {
-    auto listed = curl(carers + "\"https://127.0.0.1:" + A + "/api/messages?source=carers\"");
+    auto listed = curl(carers + "-H \"" + bearer(kAdminToken) + "\" \"https://127.0.0.1:" + A + "/api/messages?source=carers\"");
     return contains(listed.output, "\"id\"");
   })) << broker.output();
   // Neither keys nor key hashes are logged.
@@ -356,7 +356,7 @@ routes:
                    (source_dir() / "config/examples/patient-a81001.json").string() + " " + api + "/fhir/Patient");
   EXPECT_EQ(posted.output, "202");
   EXPECT_TRUE(eventually([&] {
-    return contains(sh("curl -s \"" + api + "/api/messages?source=carers&state=delivered\"").output, "\"id\"");
+    return contains(sh("curl -s -H \"" + bearer(kAdminToken) + "\" \"" + api + "/api/messages?source=carers&state=delivered\"").output, "\"id\"");
   })) << broker.output();
 }
 

@@ -34,7 +34,7 @@ TEST(TrackingIntegration, PausedDestinationHoldsRecordsInOrderAcrossARestartAndD
   EXPECT_FALSE(gp.wait_for(1, 1500ms)) << "a paused destination was sent a record";
   auto listed = client.request("GET", broker.base() + "/api/destinations");
   EXPECT_EQ(json_string_at(listed.body, "/0/status"), "paused") << listed.body;
-  EXPECT_EQ(json_string_at(listed.body, "/0/changedBy"), "cli:it-operator") << listed.body;
+  EXPECT_EQ(json_string_at(listed.body, "/0/changedBy"), "itest-admin via cli:it-operator") << listed.body;
 
   ASSERT_EQ(broker.stop(), 0);
   broker.start();
@@ -43,7 +43,7 @@ TEST(TrackingIntegration, PausedDestinationHoldsRecordsInOrderAcrossARestartAndD
   EXPECT_EQ(json_string_at(listed.body, "/status"), "paused") << listed.body;
 
   // Resumed through the CLI, as an operator would.
-  Process cli({tellonce_binary().string(), "destinations", "resume", "gp-a", "--api", broker.base()},
+  Process cli({tellonce_binary().string(), "destinations", "resume", "gp-a", "--api", broker.base(), "--token-file", token_file(dir.path())},
               dir.path() / "cli.log");
   EXPECT_EQ(cli.wait_exit(10s), 0) << cli.output();
   ASSERT_TRUE(gp.wait_for(5, 10s));
@@ -51,7 +51,7 @@ TEST(TrackingIntegration, PausedDestinationHoldsRecordsInOrderAcrossARestartAndD
   auto one = client.request("GET", broker.base() + "/api/destinations/gp-a");
   EXPECT_EQ(json_string_at(one.body, "/trail/0/action"), "resumed") << one.body;
   EXPECT_EQ(json_string_at(one.body, "/trail/1/action"), "paused") << one.body;
-  EXPECT_EQ(json_string_at(one.body, "/trail/1/actor"), "cli:it-operator") << one.body;
+  EXPECT_EQ(json_string_at(one.body, "/trail/1/actor"), "itest-admin via cli:it-operator") << one.body;
 }
 
 TEST(TrackingIntegration, SearchFindsARecordByNhsNumberAndReplayByFilterCountsFirst) {
@@ -82,16 +82,16 @@ TEST(TrackingIntegration, SearchFindsARecordByNhsNumberAndReplayByFilterCountsFi
             std::string::npos);  // a dry run changes nothing
 
   Process cli({tellonce_binary().string(), "replay", "--filter", "state=failed", "--filter", "destination=gp-a",
-               "--api", broker.base()},
+               "--api", broker.base(), "--token-file", token_file(dir.path())},
               dir.path() / "cli.log");
   EXPECT_TRUE(cli.wait_for_line("2 matched, 2 queued again", 10s)) << cli.output();
   EXPECT_EQ(cli.wait_exit(10s), 0) << cli.output();
   for (const auto& id : ids) {
     auto view = wait_for_state(client, broker.base(), id, "delivered", 10s);
-    EXPECT_NE(view.find(std::string("by cli:")), std::string::npos) << view;  // who replayed it
+    EXPECT_NE(view.find(std::string("by itest-operator via cli:")), std::string::npos) << view;  // who replayed it
   }
   // The listing CLI shows them.
-  Process list({tellonce_binary().string(), "messages", "--state", "delivered", "--api", broker.base()},
+  Process list({tellonce_binary().string(), "messages", "--state", "delivered", "--api", broker.base(), "--token-file", token_file(dir.path())},
                dir.path() / "list.log");
   EXPECT_TRUE(list.wait_for_line("2 message(s), newest first", 10s)) << list.output();
   EXPECT_NE(list.output().find(ids[0]), std::string::npos) << list.output();

@@ -52,6 +52,15 @@ class FakeStore : public NullStore {
     if (it == messages.end()) co_return std::optional<MessageView>{};
     co_return std::optional<MessageView>{it->second};
   }
+  // Body views noted (issue 12): "id what actor reason".
+  std::vector<std::string> views;
+  asio::awaitable<Result<void>> record_view(std::string id, std::string what, std::string actor,
+                                            std::string reason) override {
+    if (!messages.contains(id))
+      co_return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found", "no message " + id, "", ""});
+    views.push_back(id + " " + what + " " + actor + " " + reason);
+    co_return Result<void>{};
+  }
   asio::awaitable<Result<std::string>> body(std::string id) override {
     for (const auto& m : stored)
       if (m.id == id) co_return m.body;
