@@ -208,6 +208,7 @@ class FileAuditLog final : public AuditLog {
   };
 
   bool enqueue(AuditEntry e, std::function<void(bool)> done) {
+    bool was_empty = false;
     {
       std::lock_guard lk(mu_);
       if (stopping_) {
@@ -216,9 +217,11 @@ class FileAuditLog final : public AuditLog {
       }
       // Never earlier than the entry before it (the clock may step back).
       queued_at_ms_ = std::max(queued_at_ms_, now_ms());
+      was_empty = queue_.empty();
       queue_.push_back(Queued{std::move(e), queued_at_ms_, std::move(done)});
     }
-    wake_.notify_one();
+    // Only the first entry of a batch wakes the writer: one wake-up a batch, not one a record.
+    if (was_empty) wake_.notify_one();
     return true;
   }
 

@@ -180,7 +180,7 @@ struct ListenerSettings {
 struct AuditSettings {
   bool enabled = true;
   std::filesystem::path path;                  // default data/audit.ndjson beside the config
-  std::chrono::milliseconds flush_delay{0};    // how long the writer gathers a batch before writing
+  std::chrono::milliseconds flush_delay{20};    // how long the writer gathers a batch before writing
 };
 
 struct Config {
