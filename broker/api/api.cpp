@@ -692,16 +692,6 @@ class AdminApi {
 
 }  // namespace
 
-std::string iso8601_utc(std::int64_t ms) {
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buf[40];
-  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
-  return buf;
-}
-
 asio::awaitable<Health> check_health(Store& store) {
   Health health;
   auto stored = co_await store.health();

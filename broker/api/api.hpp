@@ -1,6 +1,8 @@
 // The admin API under /api: message lookup, listing, replay and health, as JSON.
 #pragma once
 
+#include "tellonce/log.hpp"  // iso8601_utc
+
 #include <boost/asio/awaitable.hpp>
 
 #include <cstdint>
@@ -35,7 +37,5 @@ std::string health_json(const Health& health);  // {"status":"ok"} or {"status":
 void mount_api(HttpServer& server, Store& store, Pipeline& pipeline, const Config& config,
                Dispatcher* dispatcher = nullptr, Audit* audit = nullptr);
 
-// "2026-11-23T10:00:00.123Z"
-std::string iso8601_utc(std::int64_t ms_since_epoch);
 
 }  // namespace tellonce

@@ -101,17 +101,6 @@ bool write_head(const fs::path& log, const Head& h) {
   return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
-std::string fact_time(std::int64_t ms) {
-  // The ISO form, for the detail of a caught-up entry.
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buf[40];
-  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
-  return buf;
-}
-
 std::string fact_key(AuditKind kind, std::string_view message, std::string_view destination) {
   return std::string(to_string(kind)) + "|" + std::string(message) + "|" + std::string(destination);
 }
@@ -176,7 +165,7 @@ class FileAuditLog final : public AuditLog {
       e.channel = f.channel;
       e.message_id = f.message_id;
       e.resource_type = f.resource_type;
-      e.detail = "recovered at start-up from the store (at " + fact_time(f.at_ms) + ")";
+      e.detail = "recovered at start-up from the store (at " + iso8601_utc(f.at_ms) + ")";
       if (!f.destination.empty()) e.detail += ", attempt " + std::to_string(f.attempts);
       known.insert(fact_key(e.kind, f.message_id, e.destination));
       record(std::move(e));

@@ -4,6 +4,8 @@
 
 #include "tellonce/json.hpp"
 
+#include "tellonce/log.hpp"
+
 #include <rapidjson/document.h>
 
 #include <ctime>
@@ -52,16 +54,6 @@ std::int64_t find_later(std::ifstream& in, std::int64_t line_no, std::int64_t se
     if (seq_only(line) == seq) return line_no;
   }
   return 0;
-}
-
-std::string iso(std::int64_t ms) {
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buf[40];
-  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
-  return buf;
 }
 
 }  // namespace
@@ -186,7 +178,7 @@ std::string audit_event_json(const AuditLine& l) {
   o += R"(}],"action":)";
   str(t.action);
   o += R"(,"recorded":)";
-  str(iso(l.at_ms));
+  str(iso8601_utc(l.at_ms));
   o += R"(,"outcome":)";
   str(outcome);
   std::string desc = e.outcome;

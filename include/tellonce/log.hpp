@@ -6,8 +6,14 @@
 // patient data (the seams issue); the JSON form adds none. Any thread; set_* before serving.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
+
+namespace tellonce {
+// "2026-11-23T10:00:00.123Z": the one UTC timestamp form of logs, the API and the audit log.
+std::string iso8601_utc(std::int64_t ms_since_epoch);
+}  // namespace tellonce
 
 namespace tellonce::log {
 
