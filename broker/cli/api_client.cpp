@@ -51,6 +51,18 @@ struct ClientArgs {
   std::string show;  // "body" or "original": print those bytes instead of the trail
 };
 
+// The API's address from the config file (the default one when none is named); nullopt after
+// printing the config's problems.
+std::optional<std::string> api_from_config(std::string config, const AdapterRegistry& registry) {
+  if (config.empty()) config = "config/tellonce.yaml";
+  auto load = load_config(config, registry);
+  if (!load.config) {
+    for (const auto& p : load.problems) std::cerr << p.to_string() << "\n";
+    return std::nullopt;
+  }
+  return "http://" + load.config->api.listen;
+}
+
 std::optional<ClientArgs> parse_client_args(const char* cmd, int argc, char** argv,
                                             const AdapterRegistry& registry) {
   ClientArgs a;
@@ -75,13 +87,9 @@ std::optional<ClientArgs> parse_client_args(const char* cmd, int argc, char** ar
     return std::nullopt;
   }
   if (a.api.empty()) {
-    if (config.empty()) config = "config/tellonce.yaml";
-    auto load = load_config(config, registry);
-    if (!load.config) {
-      for (const auto& p : load.problems) std::cerr << p.to_string() << "\n";
-      return std::nullopt;
-    }
-    a.api = "http://" + load.config->api.listen;
+    auto api = api_from_config(config, registry);
+    if (!api) return std::nullopt;
+    a.api = std::move(*api);
   }
   return a;
 }
@@ -289,13 +297,9 @@ std::optional<ListArgs> parse_list_args(const char* cmd, int argc, char** argv, 
     }
   }
   if (a.api.empty()) {
-    if (config.empty()) config = "config/tellonce.yaml";
-    auto load = load_config(config, registry);
-    if (!load.config) {
-      for (const auto& p : load.problems) std::cerr << p.to_string() << "\n";
-      return std::nullopt;
-    }
-    a.api = "http://" + load.config->api.listen;
+    auto api = api_from_config(config, registry);
+    if (!api) return std::nullopt;
+    a.api = std::move(*api);
   }
   return a;
 }
