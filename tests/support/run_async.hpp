@@ -69,6 +69,17 @@ T run_async(asio::awaitable<T> task) {
   return std::move(*out);
 }
 
+// An io_context for several run_async calls on one thread (a load test's committer): before it
+// goes it runs until nothing holds work on it, since a store thread may still hold a work guard
+// for a moment after posting a result, and destroying the context under it is a use after free.
+class DrainedIoContext : public asio::io_context {
+ public:
+  ~DrainedIoContext() {
+    restart();
+    run();
+  }
+};
+
 // Runs `io` one handler at a time until `done()` holds or `limit` passes (bounded, so a bug
 // fails the test instead of hanging it). Returns done().
 inline bool run_until(asio::io_context& io, const std::function<bool()>& done,

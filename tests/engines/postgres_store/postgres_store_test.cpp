@@ -171,7 +171,7 @@ TEST_F(PostgresStoreTest, RestartingPostgresFailsCommitsAsUnavailableAndTheStore
   std::atomic<bool> stop{false};
   std::atomic<int> attempts{0};
   auto committer = [&](int n) {
-    asio::io_context io;
+    DrainedIoContext io;
     for (int i = 0; !stop.load(); ++i) {
       auto msg = sample("load-" + std::to_string(n) + "-" + std::to_string(i), {"gp-b", "trust-a"});
       auto result = run_async(io, store->commit(msg));
