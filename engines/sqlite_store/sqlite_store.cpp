@@ -15,6 +15,7 @@
 //              rarer kinds). received/validated/routed/delivered are read from the rows themselves.
 // The store returns the trail as LifecycleEvents; the words are made above it (core/trail.hpp).
 // A message's state is derived from its deliveries, never stored.
+#include "search_keys.hpp"
 #include "sqlite_db.hpp"
 #include "sqlite_files.hpp"
 #include "sqlite_store.hpp"
@@ -43,8 +44,9 @@ namespace {
 using store_detail::Job;
 using store_detail::JobFor;
 using store_detail::JobQueue;
+using store_detail::Facet;
 
-constexpr int current_schema_version = 7;
+constexpr int current_schema_version = 8;
 
 // The WAL bound (README "WAL bound"). A background checkpoint starts at checkpoint_pages (SQLite's
 // own default); if it falls behind, the writer checkpoints itself at runaway_wal_pages (with
@@ -55,6 +57,11 @@ constexpr int current_schema_version = 7;
 constexpr int checkpoint_pages = 1000;
 constexpr int runaway_wal_pages = 4 * 1024;
 constexpr std::int64_t wal_size_limit = 64ll * 1024 * 1024;
+
+// Search keys wait in the writer's memory until this many have gathered (about 2,000 records)
+// or the oldest has waited this long; a search does not wait for either (search_keys.hpp).
+constexpr std::size_t search_flush_keys = 16384;
+constexpr auto search_flush_interval = std::chrono::seconds(1);
 
 // The messages and bodies tables, shared by a fresh schema and the upgrade from schema 1 so
 // that an upgraded file ends up exactly like a new one.
@@ -89,13 +96,6 @@ CREATE TABLE bodies (
   body BLOB NOT NULL
 );
 )sql";
-
-// Store::backlog() reads this index only (count and first seq per destination), never the
-// table. Made at every start (IF NOT EXISTS) rather than by a schema upgrade: it holds no
-// data, so a store without it (an older file) is correct, and it is built once on first start.
-constexpr const char* deliveries_pending_index_sql =
-    "CREATE INDEX IF NOT EXISTS deliveries_pending_by_destination ON deliveries(destination, seq) "
-    "WHERE status = 'pending'";
 
 constexpr const char* deliveries_open_index_sql =
     "CREATE INDEX deliveries_open ON deliveries(status, seq) WHERE status <> 'delivered';\n";
@@ -184,8 +184,9 @@ CREATE INDEX events_by_message ON events(message_id, id);
 )sql";
 }
 
-// Schema 7: search (issue 11). Every listing is newest received first, so each filter has an
-// index that ends in (received_at_ms, seq): deliveries and routes carry the message's
+// Schema 7: search (issue 11), as it was: schema 8 replaces its indexes and message_routes with
+// the search_keys table (search_keys.hpp) and keeps its columns. Every listing is newest
+// received first, so each filter had an index that ends in (received_at_ms, seq): deliveries and routes carry the message's
 // received_at_ms to be searched in that order too. nhs_number is the patient key when that is an
 // NHS number (10 digits). Destinations an operator paused, and their own trail. Applied to a
 // fresh schema and to an upgrade alike; the UPDATEs fill the new columns of an older store.
@@ -432,7 +433,6 @@ struct WriteStatements {
                        "event, patient_key, content_type, content_hash, received_at_ms, accepted_at_ms, "
                        "body_bytes, routes, destinations, warnings, nhs_number) "
                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
-        insert_route(db, "INSERT OR IGNORE INTO message_routes (route, received_at_ms, seq) VALUES (?1, ?2, ?3)"),
         insert_body(db, "INSERT OR FAIL INTO bodies (seq, body) VALUES (?1, ?2)"),
         insert_original(db, "INSERT OR FAIL INTO originals (seq, content_type, bytes, body) VALUES (?1, ?2, ?3, ?4)"),
         insert_delivery(db,
@@ -481,7 +481,7 @@ struct WriteStatements {
         probe_clear(db, "DELETE FROM store_meta WHERE key = 'health_probe'") {}
 
   sqlite::Statement begin, commit, rollback;
-  sqlite::Statement find_by_key, insert_message, insert_route, insert_body, insert_original, insert_delivery,
+  sqlite::Statement find_by_key, insert_message, insert_body, insert_original, insert_delivery,
       insert_event;
   sqlite::Statement settle_delivery, message_for_replay, dead_deliveries, revive_dead;
   sqlite::Statement collect_held, held_before, insert_held_body, expire_delivery;  // the mailbox
@@ -520,11 +520,11 @@ struct ReadStatements {
              "coalesce(h.body, b.body) FROM deliveries d JOIN messages m ON m.seq = d.seq "
              "JOIN bodies b ON b.seq = d.seq LEFT JOIN held_bodies h ON h.delivery_id = d.id "
              "WHERE d.message_id = ?1 AND d.destination = ?2 AND d.status = 'held'"),
+        // The unsettled deliveries' index alone: it carries destination and status.
         backlog(db,
-                "SELECT p.destination, p.pending, m.received_at_ms FROM "
-                "(SELECT destination, count(*) AS pending, min(seq) AS first_seq FROM deliveries "
-                "WHERE status = 'pending' GROUP BY destination) p "
-                "JOIN messages m ON m.seq = p.first_seq ORDER BY p.destination") {}
+                "SELECT destination, count(*), min(received_at_ms) FROM deliveries INDEXED BY deliveries_unsettled "
+                "WHERE status <> 'delivered' AND (status IN ('dead', 'expired')) = 0 AND status = 'pending' "
+                "GROUP BY destination ORDER BY destination") {}
 
   sqlite::Statement begin, end, message, original_size, deliveries, events, body, original, mailbox, held, backlog;
   std::map<std::string, std::unique_ptr<sqlite::Statement>> lists;  // by SQL text
@@ -693,7 +693,6 @@ class SqliteStore final : public Store {
     writer_db_.exec_or_throw("PRAGMA cache_size = -32768");
     migrate();
     check_identity();
-    writer_db_.exec_or_throw(deliveries_pending_index_sql);
     // Nothing else has the file open yet: copy whatever a crash left in the WAL back into the
     // database and cut the log to nothing, so a restart also gives back an oversized WAL.
     if (sqlite3_wal_checkpoint_v2(writer_db_.handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr) != SQLITE_OK)
@@ -704,6 +703,7 @@ class SqliteStore final : public Store {
     }
     write_ = std::make_unique<WriteStatements>(writer_db_);
     next_seq_ = single_int(writer_db_, "SELECT coalesce(max(seq), 0) + 1 FROM messages");
+    catch_up_search_keys();
 
     checkpoint_db_ = std::make_unique<sqlite::Connection>(settings.path, false);
     configure(*checkpoint_db_, settings);
@@ -752,12 +752,14 @@ class SqliteStore final : public Store {
   }
 
   asio::awaitable<Result<ReplayMatch>> replay_matching(MessageQuery query, std::string actor, bool dry_run) override {
+    auto written = co_await search_keys_written();
+    if (!written) co_return written.error();
     if (dry_run) {
       auto work = [this, query = std::move(query)] { return read_replayable_count(query); };
-      return submit<ReplayMatch>(reads_, std::move(work));
+      co_return co_await submit<ReplayMatch>(reads_, std::move(work));
     }
     auto work = [this, query = std::move(query), actor = std::move(actor)] { return apply_replay_matching(query, actor); };
-    return submit<ReplayMatch>(writes_, std::move(work));
+    co_return co_await submit<ReplayMatch>(writes_, std::move(work));
   }
 
   asio::awaitable<Result<void>> set_paused(std::string destination, bool paused, std::string actor) override {
@@ -800,8 +802,10 @@ class SqliteStore final : public Store {
   }
 
   asio::awaitable<Result<std::vector<MessageSummary>>> list(MessageQuery query) override {
+    auto written = co_await search_keys_written();
+    if (!written) co_return written.error();
     auto work = [this, query = std::move(query)] { return read_list(query); };
-    return submit<std::vector<MessageSummary>>(reads_, std::move(work));
+    co_return co_await submit<std::vector<MessageSummary>>(reads_, std::move(work));
   }
 
   Result<std::vector<DeliveryJob>> load_pending(std::size_t max_body_bytes) override;
@@ -905,6 +909,10 @@ class SqliteStore final : public Store {
   void write_loop();
   void gather_more(std::unique_lock<std::mutex>& lock);
   void write_batch(std::vector<std::unique_ptr<Job>>& batch);
+  void catch_up_search_keys();
+  bool flush_due() const;
+  void flush_search_keys_alone();
+  asio::awaitable<Result<void>> search_keys_written();
   void note_write_outcome(bool ok, const std::string& error);
   std::string write_failure_text();
   void read_loop();
@@ -942,6 +950,15 @@ class SqliteStore final : public Store {
   sqlite::Connection writer_db_;
   std::unique_ptr<WriteStatements> write_;
   std::int64_t next_seq_ = 1;
+  // Search keys (search_keys.hpp), writer thread only: those of the batch being written, and
+  // those of committed batches not yet in search_keys. flush_wanted_: a search is waiting.
+  std::vector<store_detail::SearchKey> staged_keys_, unindexed_keys_;
+  bool flush_wanted_ = false;
+  std::chrono::steady_clock::time_point unindexed_since_{};
+  // The highest seq committed, and the highest whose keys are written: equal means a search
+  // need not wait for the writer. Set by the writer, read by any thread.
+  std::atomic<std::int64_t> committed_upto_{0};
+  std::atomic<std::int64_t> indexed_upto_{0};
   std::uint64_t batches_ = 0, writes_done_ = 0;  // for the closing log line
   std::unique_ptr<sqlite::Connection> reader_db_;
   std::unique_ptr<ReadStatements> read_;
@@ -981,13 +998,15 @@ void SqliteStore::migrate() {
   const std::string set_version = "PRAGMA user_version = " + std::to_string(current_schema_version) + ";";
   const std::string meta = store_meta_sql(new_message_id());
   if (version == 0) {
-    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + schema_sql() + search_sql + meta + set_version + "COMMIT;");
+    writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + schema_sql() + search_sql + meta + store_detail::migrate_7_to_8_sql() +
+                             set_version + "COMMIT;");
     return;
   }
   // 1 -> 2 rebuilds messages, which deliveries and events reference: SQLite's own recipe for
   // that is foreign keys off (as they are on the writer: configure_writer), rebuild, check.
   // 2 -> 3 adds store_meta; 3 -> 4 the trail's fact columns; 4 -> 5 the originals table;
-  // 5 -> 6 rebuilds deliveries for the mailbox statuses (held, expired); 6 -> 7 adds search.
+  // 5 -> 6 rebuilds deliveries for the mailbox statuses (held, expired); 6 -> 7 adds search;
+  // 7 -> 8 moves search from SQLite indexes into the search_keys table (search_keys.hpp).
   log::info("store", "upgrading " + settings_.path.string() + " from schema " + std::to_string(version) + " to " +
                          std::to_string(current_schema_version));
   try {
@@ -995,7 +1014,8 @@ void SqliteStore::migrate() {
                              (version < 3 ? meta : std::string()) +
                              (version < 4 ? migrate_3_to_4_sql() : std::string()) +
                              (version < 5 ? originals_sql : std::string()) +
-                             (version < 6 ? migrate_5_to_6_sql() : std::string()) + search_sql);
+                             (version < 6 ? migrate_5_to_6_sql() : std::string()) +
+                             (version < 7 ? std::string(search_sql) : std::string()) + store_detail::migrate_7_to_8_sql());
     if (single_int(writer_db_, "SELECT count(*) FROM pragma_foreign_key_check") != 0)
       throw std::runtime_error("foreign keys broken after the upgrade");
     writer_db_.exec_or_throw(set_version + "COMMIT;");
@@ -1027,23 +1047,93 @@ void SqliteStore::write_loop() {
   std::vector<std::unique_ptr<Job>> batch;
   for (;;) {
     batch.clear();
+    bool flush_alone = false;
     {
       std::unique_lock lock(writes_.mutex);
       // Requests that queued up while the last batch was written mean load. Only then is a
       // short wait worth it, to let one fsync cover more commits; when idle, write at once.
       bool under_load = !writes_.jobs.empty();
-      writes_.ready.wait(lock, [this] { return !writes_.jobs.empty() || writes_.closed; });
-      if (writes_.jobs.empty()) return;  // closed and drained
-      if (under_load) gather_more(lock);
-      while (!writes_.jobs.empty() && batch.size() < max_batch_) {
-        batch.push_back(std::move(writes_.jobs.front()));
-        writes_.jobs.pop_front();
+      auto ready = [this] { return !writes_.jobs.empty() || writes_.closed; };
+      // Idle with search keys unwritten: they go in on their own after a quiet interval.
+      if (!under_load && !unindexed_keys_.empty())
+        flush_alone = !writes_.ready.wait_for(lock, search_flush_interval, ready);
+      if (!flush_alone) {
+        writes_.ready.wait(lock, ready);
+        if (writes_.jobs.empty()) break;  // closed and drained
+        if (under_load) gather_more(lock);
+        while (!writes_.jobs.empty() && batch.size() < max_batch_) {
+          batch.push_back(std::move(writes_.jobs.front()));
+          writes_.jobs.pop_front();
+        }
       }
+    }
+    if (flush_alone) {
+      flush_search_keys_alone();
+      continue;
     }
     write_batch(batch);
     ++batches_;
     writes_done_ += batch.size();
   }
+  flush_search_keys_alone();  // closing: the keys still in memory
+}
+
+// Start-up: the keys of records committed after the last flush (a crash lost them with the
+// writer's memory) are rebuilt from their rows.
+void SqliteStore::catch_up_search_keys() {
+  const auto indexed = store_detail::search_indexed_upto(writer_db_);
+  const auto last = next_seq_ - 1;
+  if (indexed < last) {
+    auto keys = store_detail::search_keys_after(writer_db_, indexed);
+    writer_db_.exec_or_throw("BEGIN IMMEDIATE");
+    store_detail::write_search_keys(writer_db_, keys, last);
+    if (writer_db_.failed()) {
+      const auto error = writer_db_.error_message();
+      sqlite3_exec(writer_db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+      throw std::runtime_error("message store " + settings_.path.string() +
+                               ": could not rebuild its search index: " + error);
+    }
+    writer_db_.exec_or_throw("COMMIT");
+    log::info("store", "search index: wrote the keys of the " + std::to_string(last - indexed) +
+                           " record(s) committed after its last flush");
+  }
+  committed_upto_ = last;
+  indexed_upto_ = last;
+}
+
+// With a batch: when a search waits for the keys, when many have gathered, or when the oldest
+// has waited an interval (so that a crash leaves little for start-up to rebuild).
+bool SqliteStore::flush_due() const {
+  if (flush_wanted_) return true;
+  if (unindexed_keys_.size() + staged_keys_.size() >= search_flush_keys) return true;
+  return !unindexed_keys_.empty() && std::chrono::steady_clock::now() - unindexed_since_ >= search_flush_interval;
+}
+
+void SqliteStore::flush_search_keys_alone() {
+  if (unindexed_keys_.empty()) return;
+  write_->begin.run();
+  store_detail::write_search_keys(writer_db_, unindexed_keys_, next_seq_ - 1);
+  write_->commit.run();
+  if (writer_db_.failed()) {
+    log::warn("store", "could not write the search index, will try again: " + writer_db_.error_message());
+    writer_db_.clear_error();
+    write_->rollback.run();
+    writer_db_.clear_error();
+    unindexed_since_ = std::chrono::steady_clock::now();
+    return;
+  }
+  unindexed_keys_.clear();
+  indexed_upto_ = next_seq_ - 1;
+}
+
+// A search sees every record acknowledged before it: the writer first writes their keys.
+asio::awaitable<Result<void>> SqliteStore::search_keys_written() {
+  if (indexed_upto_.load() >= committed_upto_.load()) co_return Result<void>{};
+  auto work = [this]() -> Result<void> {
+    flush_wanted_ = true;
+    return {};
+  };
+  co_return co_await submit<void>(writes_, std::move(work));
 }
 
 void SqliteStore::gather_more(std::unique_lock<std::mutex>& lock) {
@@ -1067,6 +1157,8 @@ void SqliteStore::write_batch(std::vector<std::unique_ptr<Job>>& batch) {
   std::string batch_error;
   while (!live.empty()) {
     const auto seq_before = next_seq_;
+    staged_keys_.clear();
+    flush_wanted_ = false;
     Job* culprit = nullptr;
     write_->begin.run();
     for (auto* job : live) {
@@ -1076,10 +1168,30 @@ void SqliteStore::write_batch(std::vector<std::unique_ptr<Job>>& batch) {
         break;
       }
     }
+    const bool flushing = !culprit && !writer_db_.failed() && flush_due();
+    if (flushing) {
+      unindexed_keys_.insert(unindexed_keys_.end(), std::make_move_iterator(staged_keys_.begin()),
+                             std::make_move_iterator(staged_keys_.end()));
+      staged_keys_.clear();
+      store_detail::write_search_keys(writer_db_, unindexed_keys_, next_seq_ - 1);
+    }
     write_->commit.run();
-    if (!writer_db_.failed()) break;
+    if (!writer_db_.failed()) {
+      if (flushing) {
+        unindexed_keys_.clear();
+        indexed_upto_ = next_seq_ - 1;
+      } else if (!staged_keys_.empty()) {
+        if (unindexed_keys_.empty()) unindexed_since_ = std::chrono::steady_clock::now();
+        unindexed_keys_.insert(unindexed_keys_.end(), std::make_move_iterator(staged_keys_.begin()),
+                               std::make_move_iterator(staged_keys_.end()));
+      }
+      committed_upto_ = next_seq_ - 1;
+      break;
+    }
 
-    next_seq_ = seq_before;  // those numbers were rolled back with the rows
+    next_seq_ = seq_before;  // those numbers were rolled back with the rows, and their keys too
+    std::erase_if(unindexed_keys_, [seq_before](const store_detail::SearchKey& k) { return k.seq >= seq_before; });
+    staged_keys_.clear();
     const bool one_write_at_fault = culprit && (writer_db_.error_code() & 0xff) == SQLITE_CONSTRAINT;
     auto failure = unsaved(writer_db_);
     const std::string sqlite_error = writer_db_.error_message();
@@ -1183,8 +1295,10 @@ Result<Committed> SqliteStore::apply_commit(const NewMessage& msg) {
       .bind(15, static_cast<std::int64_t>(destinations.size())).bind(16, warnings)
       .bind(17, nhs_number_in(msg.patient_key))
       .run();
-  for (const auto& route : msg.route_ids)
-    write_->insert_route.start().bind(1, route).bind(2, msg.received_at_ms).bind(3, seq).run();
+  store_detail::add_search_keys(staged_keys_, store_detail::SearchFacts{seq, msg.received_at_ms, msg.source,
+                                                                       msg.resource_type, msg.event,
+                                                                       nhs_number_in(msg.patient_key), &msg.route_ids,
+                                                                       &destinations});
   write_->insert_body.start().bind(1, seq).bind_blob(2, msg.body).run();
   if (!msg.original_content_type.empty())
     write_->insert_original.start()
@@ -1601,6 +1715,14 @@ std::string make_cursor(std::int64_t received_at_ms, std::int64_t seq) {
 enum class Driver { messages, by_source, by_resource_type, by_event, by_nhs_number, unroutable, route, destination,
                     failed, waiting };
 
+// The unsettled deliveries' index (deliveries_unsettled) is keyed by "dead or expired" first; a
+// query uses it only when it repeats that expression, and the index's own WHERE, word for word.
+#define TELLONCE_UNSETTLED(t) t "status <> 'delivered' AND (" t "status IN ('dead', 'expired')) = "
+constexpr const char* failed_deliveries = TELLONCE_UNSETTLED("x.") "1";
+constexpr const char* waiting_deliveries = TELLONCE_UNSETTLED("x.") "0";
+constexpr const char* failed_probe = "deliveries INDEXED BY deliveries_unsettled WHERE " TELLONCE_UNSETTLED("") "1";
+constexpr const char* waiting_probe = "deliveries INDEXED BY deliveries_unsettled WHERE " TELLONCE_UNSETTLED("") "0";
+
 // The driver the filters alone suggest, without looking at the data (replay by filter uses it).
 Driver fixed_driver(const MessageQuery& q) {
   if (!q.nhs_number.empty() || !q.event.empty()) return Driver::messages;
@@ -1623,40 +1745,37 @@ Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor, Driver
     out.binds.push_back({false, 0, value});
     return std::string("?");
   };
-  // CROSS JOIN keeps the driving table first: SQLite would otherwise often walk messages.
+  // The driving table is x, newest received first; CROSS JOIN keeps it first (SQLite would
+  // otherwise often walk messages).
+  auto by_key = [&](Facet facet, const std::string* value) {
+    out.from_where = "FROM search_keys x CROSS JOIN messages m ON m.seq = x.seq";
+    where.push_back("x.facet = " + std::to_string(static_cast<int>(facet)) + " AND x.value = " +
+                    (value ? text(*value) : std::string("''")));
+  };
   switch (driver) {
-    case Driver::messages: out.from_where = "FROM messages m"; break;
-    // INDEXED BY: without statistics SQLite cannot tell a rare source from a common resource type.
-    case Driver::by_source: out.from_where = "FROM messages m INDEXED BY messages_by_source"; break;
-    case Driver::by_resource_type: out.from_where = "FROM messages m INDEXED BY messages_by_resource_type"; break;
-    case Driver::by_event: out.from_where = "FROM messages m INDEXED BY messages_by_event"; break;
-    case Driver::by_nhs_number: out.from_where = "FROM messages m INDEXED BY messages_by_nhs_number"; break;
-    case Driver::unroutable: out.from_where = "FROM messages m INDEXED BY messages_unroutable_by_received"; break;
-    case Driver::route:
-      out.from_where = "FROM message_routes x CROSS JOIN messages m ON m.seq = x.seq";
-      where.push_back("x.route = " + text(q.route));
-      break;
-    case Driver::destination:
-      out.from_where = "FROM deliveries x INDEXED BY deliveries_by_destination CROSS JOIN messages m ON m.seq = x.seq";
-      where.push_back("x.destination = " + text(q.destination));
-      break;
+    case Driver::messages: by_key(Facet::every, nullptr); break;
+    case Driver::by_source: by_key(Facet::source, &q.source); break;
+    case Driver::by_resource_type: by_key(Facet::resource_type, &q.resource_type); break;
+    case Driver::by_event: by_key(Facet::event, &q.event); break;
+    case Driver::by_nhs_number: by_key(Facet::nhs_number, &q.nhs_number); break;
+    case Driver::unroutable: by_key(Facet::unroutable, nullptr); break;
+    case Driver::route: by_key(Facet::route, &q.route); break;
+    case Driver::destination: by_key(Facet::destination, &q.destination); break;
     case Driver::failed:
-      out.from_where = "FROM deliveries x INDEXED BY deliveries_failed CROSS JOIN messages m ON m.seq = x.seq";
-      where.push_back("x.status IN ('dead', 'expired')");
+      out.from_where = "FROM deliveries x INDEXED BY deliveries_unsettled CROSS JOIN messages m ON m.seq = x.seq";
+      where.push_back(failed_deliveries);
       // one row per message: its first dead delivery
       where.push_back("NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.message_id = x.message_id "
                       "AND e.status IN ('dead', 'expired') AND e.id < x.id)");
       break;
     case Driver::waiting:
-      out.from_where = "FROM deliveries x INDEXED BY deliveries_waiting CROSS JOIN messages m ON m.seq = x.seq";
-      where.push_back("x.status IN ('pending', 'held')");
+      out.from_where = "FROM deliveries x INDEXED BY deliveries_unsettled CROSS JOIN messages m ON m.seq = x.seq";
+      where.push_back(waiting_deliveries);
       where.push_back("NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.message_id = x.message_id "
                       "AND e.status IN ('pending', 'held') AND e.id < x.id)");
       break;
   }
-  // On the message table itself `x` and `m` are the same row.
-  const bool on_messages = out.from_where.starts_with("FROM messages m");
-  const std::string x = on_messages ? "m" : "x";
+  const std::string x = "x";
   if (q.since_ms > 0) where.push_back(x + ".received_at_ms >= " + number(q.since_ms));
   if (q.until_ms > 0) where.push_back(x + ".received_at_ms < " + number(q.until_ms));
   if (with_cursor && !q.cursor.empty()) {
@@ -1676,7 +1795,8 @@ Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor, Driver
   if (!q.source.empty()) where.push_back("m.source = " + text(q.source));
   if (!q.resource_type.empty()) where.push_back("m.resource_type = " + text(q.resource_type));
   if (!q.route.empty() && driver != Driver::route)
-    where.push_back("EXISTS (SELECT 1 FROM message_routes r WHERE r.route = " + text(q.route) +
+    where.push_back("EXISTS (SELECT 1 FROM search_keys r WHERE r.facet = " +
+                    std::to_string(static_cast<int>(Facet::route)) + " AND r.value = " + text(q.route) +
                     " AND r.received_at_ms = m.received_at_ms AND r.seq = m.seq)");
   if (!q.destination.empty() && driver != Driver::destination)
     where.push_back("EXISTS (SELECT 1 FROM deliveries t WHERE t.message_id = m.id AND t.destination = " +
@@ -1722,31 +1842,21 @@ Driver choose_driver(sqlite::Connection& db, StatementCache& cache, const Messag
     const std::string* value;
   };
   std::vector<Candidate> candidates;
+  // The facet numbers are those of store_detail::Facet.
   if (!q.nhs_number.empty())
-    candidates.push_back({Driver::by_nhs_number,
-                          "messages INDEXED BY messages_by_nhs_number WHERE nhs_number = ?1 AND nhs_number <> ''",
-                          &q.nhs_number});
-  if (!q.event.empty())
-    candidates.push_back(
-        {Driver::by_event, "messages INDEXED BY messages_by_event WHERE event = ?1 AND event <> ''", &q.event});
-  if (!q.route.empty()) candidates.push_back({Driver::route, "message_routes WHERE route = ?1", &q.route});
+    candidates.push_back({Driver::by_nhs_number, "search_keys WHERE facet = 4 AND value = ?1", &q.nhs_number});
+  if (!q.event.empty()) candidates.push_back({Driver::by_event, "search_keys WHERE facet = 3 AND value = ?1", &q.event});
+  if (!q.route.empty()) candidates.push_back({Driver::route, "search_keys WHERE facet = 5 AND value = ?1", &q.route});
   if (!q.destination.empty())
-    candidates.push_back({Driver::destination, "deliveries INDEXED BY deliveries_by_destination WHERE destination = ?1",
-                          &q.destination});
-  if (q.state == MessageState::failed)
-    candidates.push_back(
-        {Driver::failed, "deliveries INDEXED BY deliveries_failed WHERE status IN ('dead', 'expired')", nullptr});
-  if (q.state == MessageState::delivering)
-    candidates.push_back(
-        {Driver::waiting, "deliveries INDEXED BY deliveries_waiting WHERE status IN ('pending', 'held')", nullptr});
+    candidates.push_back({Driver::destination, "search_keys WHERE facet = 6 AND value = ?1", &q.destination});
+  if (q.state == MessageState::failed) candidates.push_back({Driver::failed, failed_probe, nullptr});
+  if (q.state == MessageState::delivering) candidates.push_back({Driver::waiting, waiting_probe, nullptr});
   if (q.state == MessageState::unroutable)
-    candidates.push_back(
-        {Driver::unroutable, "messages INDEXED BY messages_unroutable_by_received WHERE destinations = 0", nullptr});
+    candidates.push_back({Driver::unroutable, "search_keys WHERE facet = 7 AND value = ''", nullptr});
   if (!q.source.empty())
-    candidates.push_back({Driver::by_source, "messages INDEXED BY messages_by_source WHERE source = ?1", &q.source});
+    candidates.push_back({Driver::by_source, "search_keys WHERE facet = 1 AND value = ?1", &q.source});
   if (!q.resource_type.empty())
-    candidates.push_back({Driver::by_resource_type,
-                          "messages INDEXED BY messages_by_resource_type WHERE resource_type = ?1", &q.resource_type});
+    candidates.push_back({Driver::by_resource_type, "search_keys WHERE facet = 2 AND value = ?1", &q.resource_type});
   if (candidates.empty()) return Driver::messages;
   if (candidates.size() == 1) return candidates.front().driver;
 
@@ -1805,11 +1915,9 @@ Result<std::vector<MessageSummary>> SqliteStore::read_list(const MessageQuery& q
   auto& db = *reader_db_;
   auto search = search_sql_for(query, true, choose_driver(db, read_->lists, query));
   if (!search) return search.error();
-  const bool on_messages = search->from_where.starts_with("FROM messages m");
-  const std::string x = on_messages ? "m" : "x";
   const std::string sql = "SELECT m.id, m.source, m.resource_type, " TELLONCE_STATE_SQL
                           ", m.received_at_ms, m.channel, m.event, m.seq " + search->from_where +
-                          " ORDER BY " + x + ".received_at_ms DESC, " + x + ".seq DESC LIMIT ?";
+                          " ORDER BY x.received_at_ms DESC, x.seq DESC LIMIT ?";
   auto& slot = read_->lists[sql];
   if (!slot) {
     try {
@@ -1842,8 +1950,8 @@ Result<std::vector<MessageSummary>> SqliteStore::read_list(const MessageQuery& q
 // when it names one), oldest first.
 std::string replayable_sql(const SearchSql& search, const MessageQuery& q, bool count_only) {
   std::string sql = count_only ? "SELECT count(*)" : "SELECT dd.id, dd.message_id, dd.destination, dd.seq";
-  sql += " FROM deliveries dd WHERE dd.status IN ('dead', 'expired') AND dd.seq IN (SELECT m.seq " +
-         search.from_where + ")";
+  sql += " FROM deliveries dd INDEXED BY deliveries_unsettled WHERE " TELLONCE_UNSETTLED("dd.")
+         "1 AND dd.seq IN (SELECT m.seq " + search.from_where + ")";
   if (!q.destination.empty()) sql += " AND dd.destination = ?";
   if (!count_only) sql += " ORDER BY dd.seq, dd.id LIMIT " + std::to_string(Store::max_replay_batch);
   return sql;
@@ -2034,13 +2142,19 @@ Result<std::vector<DestinationBacklog>> SqliteStore::read_backlog() {
   return out;
 }
 
-// The audit's start-up catch-up (broker/audit): receipts by the received index; settled
-// deliveries by a scan of deliveries (start-up only, bounded by the table's size).
+// The audit's start-up catch-up (broker/audit): receipts by the search keys, and those not yet
+// flushed there by seq; settled deliveries by a scan of deliveries (start-up only, bounded by
+// the table's size).
 Result<std::vector<StoredFact>> SqliteStore::facts_since(std::int64_t since_ms) {
   sqlite::Connection db(settings_.path, true);  // start-up only: its own short-lived connection
   sqlite::Statement st(db,
+                       "SELECT k.received_at_ms, m.id, m.source, m.channel, m.resource_type, '', '', 0, '' "
+                       "FROM search_keys k CROSS JOIN messages m ON m.seq = k.seq "
+                       "WHERE k.facet = 0 AND k.value = '' AND k.received_at_ms >= ?1 "
+                       "UNION ALL "
                        "SELECT received_at_ms, id, source, channel, resource_type, '', '', 0, '' FROM messages "
-                       "WHERE received_at_ms >= ?1 "
+                       "WHERE seq > coalesce((SELECT value FROM store_meta WHERE key = 'search_indexed_upto'), 0) "
+                       "AND received_at_ms >= ?1 "
                        "UNION ALL "
                        "SELECT d.settled_at_ms, m.id, m.source, m.channel, m.resource_type, d.destination, d.status, "
                        "d.attempts, d.partner_code FROM deliveries d JOIN messages m ON m.seq = d.seq "
@@ -2071,7 +2185,7 @@ Result<std::vector<DeliveryJob>> SqliteStore::load_pending(std::size_t max_body_
                        "SELECT d.id, d.message_id, d.destination, d.attempts, d.seq, d.next_attempt_ms, "
                        "m.patient_key, m.resource_type, m.content_type, length(b.body), b.body "
                        "FROM deliveries d JOIN messages m ON m.id = d.message_id JOIN bodies b ON b.seq = m.seq "
-                       "WHERE d.status = 'pending' AND d.status <> 'delivered' ORDER BY d.seq, d.id");
+                       "WHERE " TELLONCE_UNSETTLED("d.") "0 AND d.status = 'pending' ORDER BY d.seq, d.id");
   std::vector<DeliveryJob> jobs;
   std::size_t body_bytes = 0;
   st.start();

@@ -58,7 +58,7 @@ class SqliteStoreTest : public ::testing::Test {
 TEST_F(SqliteStoreTest, CreatesVersionedSchemaInWalMode) {
   auto db = dir_ / "t.db";
   make_sqlite_store(SqliteStoreSettings{db})->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 7);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 8);
   sqlite3* handle = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
@@ -138,8 +138,66 @@ PRAGMA user_version = 1;
   EXPECT_EQ(pending[0].body, R"({"resourceType":"Patient"})");
   EXPECT_EQ(pending[0].attempts, 2);
   EXPECT_TRUE(run(store->commit(sample("key:a", {"gp"}, "trust"))).value().outcome.duplicate);
+  // Found by search: the upgrade filled the search keys from the old rows.
+  MessageQuery by_patient;
+  by_patient.nhs_number = "9449306753";
+  by_patient.destination = "vcse";
+  auto found = run(store->list(by_patient)).value();
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].id, "M1");
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 7);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 8);
+}
+
+// The writer keeps a commit's search keys in memory and writes them later (search_keys.hpp). A
+// crash loses those: at start-up they are rebuilt from the rows, and every filter finds the
+// records again.
+TEST_F(SqliteStoreTest, SearchKeysLostInACrashAreRebuiltAtStartUp) {
+  auto db = dir_ / "t.db";
+  std::vector<std::string> newest_first;
+  {
+    auto store = make_sqlite_store(SqliteStoreSettings{db});
+    for (int i = 0; i < 5; ++i) {
+      auto m = sample("", {"gp", "vcse"}, "trust");
+      m.patient_key = "9449306753";
+      m.event = "ADT^A01";
+      m.route_ids = {"admissions"};
+      newest_first.insert(newest_first.begin(), run(store->commit(m)).value().outcome.message_id);
+    }
+    store->close();
+  }
+  // What a crash leaves: the last three records' keys were still in the writer's memory.
+  sqlite3* handle = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(handle,
+                         "DELETE FROM search_keys WHERE seq > 2;"
+                         "UPDATE store_meta SET value = 2 WHERE key = 'search_indexed_upto';",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(handle);
+  sqlite3_close(handle);
+  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM search_keys WHERE seq > 2"), 0);
+
+  auto store = make_sqlite_store(SqliteStoreSettings{db});
+  auto ids = [&](MessageQuery q) {
+    std::vector<std::string> out;
+    for (const auto& m : run(store->list(std::move(q))).value()) out.push_back(m.id);
+    return out;
+  };
+  MessageQuery q;
+  EXPECT_EQ(ids(q), newest_first);
+  q.nhs_number = "9449306753";
+  EXPECT_EQ(ids(q), newest_first);
+  q = {};
+  q.route = "admissions";
+  EXPECT_EQ(ids(q), newest_first);
+  q = {};
+  q.destination = "vcse";
+  EXPECT_EQ(ids(q), newest_first);
+  q = {};
+  q.event = "ADT^A01";
+  q.source = "trust";
+  EXPECT_EQ(ids(q), newest_first);
 }
 
 // A store written by schema 3 (the trail kept as rendered text: events.detail, deliveries'
@@ -221,7 +279,7 @@ PRAGMA user_version = 3;
   EXPECT_TRUE(delivered.legacy_text.empty());
   EXPECT_TRUE(run(store->commit(sample("key:b", {"gp"}, "trust"))).value().outcome.duplicate);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 7);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 8);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
 }
 
@@ -342,7 +400,7 @@ PRAGMA user_version = 5;
   ASSERT_EQ(run(store->mailbox("carers", 10)).value().size(), 1u);
   EXPECT_EQ(run(store->expire_held("carers", 3000)).value(), 1u);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 7);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 8);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM deliveries WHERE status = 'expired'"), 1);
 

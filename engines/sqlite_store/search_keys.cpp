@@ -1,0 +1,135 @@
+#include "search_keys.hpp"
+
+#include <algorithm>
+#include <tuple>
+
+namespace tellonce::store_detail {
+
+void add_search_keys(std::vector<SearchKey>& out, const SearchFacts& f) {
+  auto add = [&](Facet facet, std::string_view value) {
+    out.push_back(SearchKey{static_cast<int>(facet), std::string(value), f.received_at_ms, f.seq});
+  };
+  add(Facet::every, "");
+  add(Facet::source, f.source);
+  add(Facet::resource_type, f.resource_type);
+  if (!f.event.empty()) add(Facet::event, f.event);
+  if (!f.nhs_number.empty()) add(Facet::nhs_number, f.nhs_number);
+  if (f.routes)
+    for (const auto& route : *f.routes)
+      if (!route.empty()) add(Facet::route, route);
+  if (f.destinations && !f.destinations->empty()) {
+    for (const auto& destination : *f.destinations) add(Facet::destination, destination);
+  } else {
+    add(Facet::unroutable, "");
+  }
+}
+
+void write_search_keys(sqlite::Connection& db, std::vector<SearchKey>& keys, std::int64_t indexed_upto) {
+  // In key order each index page is visited once, left to right.
+  std::sort(keys.begin(), keys.end(), [](const SearchKey& a, const SearchKey& b) {
+    return std::tie(a.facet, a.value, a.received_at_ms, a.seq) < std::tie(b.facet, b.value, b.received_at_ms, b.seq);
+  });
+  // Many rows a statement: most of an insert's cost is running the statement, not the B-tree.
+  constexpr std::size_t rows_per_insert = 64;
+  auto insert_sql = [](std::size_t rows) {
+    std::string sql = "INSERT OR IGNORE INTO search_keys (facet, value, received_at_ms, seq) VALUES ";
+    for (std::size_t i = 0; i < rows; ++i) sql += i ? ",(?,?,?,?)" : "(?,?,?,?)";
+    return sql;
+  };
+  sqlite::Statement many(db, insert_sql(rows_per_insert));
+  sqlite::Statement one(db, insert_sql(1));
+  for (std::size_t at = 0; at < keys.size();) {
+    const std::size_t rows = keys.size() - at >= rows_per_insert ? rows_per_insert : 1;
+    auto& insert = rows == 1 ? one : many;
+    insert.start();
+    for (std::size_t i = 0; i < rows; ++i) {
+      const auto& k = keys[at + i];
+      const int column = static_cast<int>(i) * 4;
+      insert.bind(column + 1, std::int64_t{k.facet}).bind(column + 2, std::string_view(k.value))
+          .bind(column + 3, k.received_at_ms).bind(column + 4, k.seq);
+    }
+    insert.run();
+    if (db.failed()) return;
+    at += rows;
+  }
+  sqlite::Statement mark(db, "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('search_indexed_upto', ?1)");
+  mark.start().bind(1, indexed_upto).run();
+}
+
+std::int64_t search_indexed_upto(sqlite::Connection& db) {
+  sqlite::Statement st(db, "SELECT value FROM store_meta WHERE key = 'search_indexed_upto'");
+  std::int64_t upto = 0;
+  if (st.start().step()) upto = st.int64(0);
+  st.reset();
+  return upto;
+}
+
+std::vector<SearchKey> search_keys_after(sqlite::Connection& db, std::int64_t after) {
+  sqlite::Statement messages(db,
+                             "SELECT seq, id, received_at_ms, source, resource_type, event, nhs_number, routes "
+                             "FROM messages WHERE seq > ?1 ORDER BY seq");
+  sqlite::Statement deliveries(db, "SELECT destination FROM deliveries WHERE message_id = ?1 ORDER BY id");
+  std::vector<SearchKey> keys;
+  messages.start().bind(1, after);
+  while (messages.step()) {
+    const std::string id = messages.text(1);
+    const std::string source = messages.text(3), resource_type = messages.text(4), event = messages.text(5),
+                      nhs_number = messages.text(6), route_list = messages.text(7);
+    std::vector<std::string> routes, destinations;
+    for (std::size_t at = 0; at < route_list.size();) {
+      auto end = std::min(route_list.find(',', at), route_list.size());
+      routes.push_back(route_list.substr(at, end - at));
+      at = end + 1;
+    }
+    deliveries.start().bind(1, std::string_view(id));
+    while (deliveries.step()) destinations.push_back(deliveries.text(0));
+    deliveries.reset();
+    add_search_keys(keys, SearchFacts{messages.int64(0), messages.int64(2), source, resource_type, event, nhs_number,
+                                      &routes, &destinations});
+  }
+  messages.reset();
+  return keys;
+}
+
+std::string migrate_7_to_8_sql() {
+  // The deliveries that are not delivered, in one index instead of four (open, waiting, failed,
+  // pending by destination): a delivery is inserted pending and settled soon after, so each
+  // index it passes through costs an insert and a delete. Keyed first by "dead or expired" so
+  // that both the failed and the waiting listings walk it newest first without sorting.
+  return R"sql(
+CREATE TABLE search_keys (
+  facet          INTEGER NOT NULL,
+  value          TEXT NOT NULL,
+  received_at_ms INTEGER NOT NULL,
+  seq            INTEGER NOT NULL,
+  PRIMARY KEY (facet, value, received_at_ms, seq)
+) WITHOUT ROWID;
+INSERT INTO search_keys SELECT 0, '', received_at_ms, seq FROM messages ORDER BY received_at_ms, seq;
+INSERT INTO search_keys SELECT 1, source, received_at_ms, seq FROM messages ORDER BY 2, 3, 4;
+INSERT INTO search_keys SELECT 2, resource_type, received_at_ms, seq FROM messages ORDER BY 2, 3, 4;
+INSERT INTO search_keys SELECT 3, event, received_at_ms, seq FROM messages WHERE event <> '' ORDER BY 2, 3, 4;
+INSERT INTO search_keys SELECT 4, nhs_number, received_at_ms, seq FROM messages WHERE nhs_number <> '' ORDER BY 2, 3, 4;
+INSERT INTO search_keys SELECT 5, route, received_at_ms, seq FROM message_routes ORDER BY 2, 3, 4;
+INSERT OR IGNORE INTO search_keys SELECT 6, destination, received_at_ms, seq FROM deliveries ORDER BY 2, 3, 4;
+INSERT INTO search_keys SELECT 7, '', received_at_ms, seq FROM messages WHERE destinations = 0 ORDER BY 3, 4;
+INSERT OR REPLACE INTO store_meta (key, value)
+  VALUES ('search_indexed_upto', (SELECT coalesce(max(seq), 0) FROM messages));
+DROP TABLE message_routes;
+DROP INDEX messages_by_received;
+DROP INDEX messages_by_source;
+DROP INDEX messages_by_resource_type;
+DROP INDEX messages_by_event;
+DROP INDEX messages_by_nhs_number;
+DROP INDEX messages_unroutable_by_received;
+DROP INDEX deliveries_by_destination;
+DROP INDEX deliveries_failed;
+DROP INDEX deliveries_waiting;
+DROP INDEX IF EXISTS deliveries_pending_by_destination;
+DROP INDEX deliveries_open;
+CREATE INDEX deliveries_unsettled
+  ON deliveries(status IN ('dead', 'expired'), received_at_ms, seq, destination, status)
+  WHERE status <> 'delivered';
+)sql";
+}
+
+}  // namespace tellonce::store_detail
