@@ -488,18 +488,8 @@ class Engine final : public Validator {
                             : "extension " + def.url +
                                   " is not a modifier extension: it belongs in extension, not modifierExtension");
     }
-    const Property* value = nullptr;
-    bool nested = false;
-    const Shape& shape = schema_.shapes[schema_.types[schema_.extension_type].shape];
-    for (auto& m : ext.GetObject()) {
-      std::string_view name = view(m.name);
-      if (name == "extension") {
-        nested = true;
-      } else if (name.starts_with("value") || name.starts_with("_value")) {
-        std::uint32_t pi = shape.by_json_name.find(name);
-        if (pi != fhir::NameTable::npos && shape.elements[shape.properties[pi].element].choice) value = &shape.properties[pi];
-      }
-    }
+    const Value* nested = nullptr;
+    const Property* value = extension_value(ext, nested);
     if (def.complex) {
       if (value) {
         std::size_t mark = w.push(value->location_name);
@@ -507,8 +497,9 @@ class Engine final : public Validator {
                  "extension " + def.url + " is a complex extension: it holds sub-extensions only, not a value[x]");
         w.pop(mark);
       }
+      if (!def.parts.empty()) check_extension_parts(def, nested, w);
     } else {
-      if (value && !value_type_allowed(def, value->type)) {
+      if (value && !value_type_allowed(def.value_types, value->type)) {
         std::size_t mark = w.push(value->location_name);
         w.report("extension", "ext-value-type",
                  "extension " + def.url + " takes a value of type " + def.value_names + ", not " +
@@ -536,8 +527,66 @@ class Engine final : public Validator {
                  ": its definition allows it on " + def.contexts + " only");
   }
 
-  bool value_type_allowed(const fhir::ExtensionDef& def, std::uint32_t type) const {
-    for (std::uint32_t allowed : def.value_types)
+  // The value[x] property an extension object uses (or its "_valueX" companion), and in `nested`
+  // its "extension" member.
+  const Property* extension_value(const Value& ext, const Value*& nested) const {
+    const Property* value = nullptr;
+    const Shape& shape = schema_.shapes[schema_.types[schema_.extension_type].shape];
+    for (auto& m : ext.GetObject()) {
+      std::string_view name = view(m.name);
+      if (name == "extension") {
+        nested = &m.value;
+      } else if (name.starts_with("value") || name.starts_with("_value")) {
+        std::uint32_t pi = shape.by_json_name.find(name);
+        if (pi != fhir::NameTable::npos && shape.elements[shape.properties[pi].element].choice) value = &shape.properties[pi];
+      }
+    }
+    return value;
+  }
+
+  // The sub-extensions a complex core extension defines: how many of each, and their value types.
+  // Other urls pass (R4's slicings are open). `nested`: the "extension" member, if any.
+  void check_extension_parts(const fhir::ExtensionDef& def, const Value* nested, Walk& w) const {
+    std::uint32_t counts[fhir::max_extension_parts] = {};
+    if (nested && nested->IsArray()) {
+      std::size_t list_mark = w.push("extension");
+      for (rapidjson::SizeType i = 0; i < nested->Size(); ++i) {
+        const Value& part_value = (*nested)[i];
+        if (!part_value.IsObject()) continue;
+        const Value* url = find_string(part_value, "url");
+        if (!url) continue;
+        for (std::size_t j = 0; j < def.parts.size(); ++j) {
+          const fhir::ExtensionPart& part = def.parts[j];
+          if (part.url != view(*url)) continue;
+          std::size_t item_mark = w.push_index(i);
+          if (++counts[j] == part.max + 1 && part.max != fhir::unbounded)  // once, at the first one too many
+            w.report("extension", "ext-part-max",
+                     "extension " + def.url + " allows its sub-extension '" + part.url + "' " +
+                         std::to_string(part.max) + (part.max == 1 ? " time" : " times") + " only");
+          const Value* part_nested = nullptr;
+          const Property* value = extension_value(part_value, part_nested);
+          if (value && !part.value_types.empty() && !value_type_allowed(part.value_types, value->type)) {
+            std::size_t value_mark = w.push(value->location_name);
+            w.report("extension", "ext-value-type",
+                     "sub-extension '" + part.url + "' of " + def.url + " takes a value of type " + part.value_names +
+                         ", not " + schema_.types[value->type].name);
+            w.pop(value_mark);
+          }
+          w.pop(item_mark);
+          break;
+        }
+      }
+      w.pop(list_mark);
+    }
+    for (std::size_t j = 0; j < def.parts.size(); ++j) {
+      if (counts[j] >= def.parts[j].min) continue;
+      w.report("extension", "ext-part-required",
+               "extension " + def.url + " needs its sub-extension '" + def.parts[j].url + "'");
+    }
+  }
+
+  bool value_type_allowed(const std::vector<std::uint32_t>& types, std::uint32_t type) const {
+    for (std::uint32_t allowed : types)
       if (schema_.is_a(type, allowed)) return true;  // Age is a Quantity
     return false;
   }

@@ -192,11 +192,19 @@ class Builder {
       ext.modifier = flag("modifier");
       ext.complex = flag("complex");
       ext.nested_allowed = flag("nested");
-      if (auto value = def.FindMember("value"); value != def.MemberEnd()) {
-        for (auto& type : value->value.GetArray()) {
-          ext.value_types.push_back(type_named(str(type), ext.url));
-          ext.value_names += (ext.value_names.empty() ? "" : ", ") + str(type);
+      read_value_types(def, ext.url, ext.value_types, ext.value_names);
+      if (auto parts = def.FindMember("parts"); parts != def.MemberEnd()) {
+        for (auto& part_json : parts->value.GetArray()) {
+          ExtensionPart part;
+          part.url = str(member(part_json, "url", ext.url));
+          std::string where = ext.url + " part " + part.url;
+          part.min = member(part_json, "min", where).GetUint();
+          std::string max = str(member(part_json, "max", where));
+          part.max = max == "*" ? unbounded : static_cast<std::uint32_t>(std::stoul(max));
+          read_value_types(part_json, where, part.value_types, part.value_names);
+          ext.parts.push_back(std::move(part));
         }
+        if (ext.parts.size() > max_extension_parts) throw std::runtime_error(ext.url + ": too many sub-extensions");
       }
       s_.extensions_by_url.add(ext.url, static_cast<std::uint32_t>(s_.extensions.size()));
       s_.extensions.push_back(std::move(ext));
@@ -312,6 +320,16 @@ class Builder {
       if (shape.properties.size() > max_shape_properties) throw std::runtime_error(where + ": too many properties");
       if (def.min > 0) shape.required.push_back(element_index);
       shape.elements.push_back(std::move(def));
+    }
+  }
+
+  void read_value_types(const rapidjson::Value& def, const std::string& where, std::vector<std::uint32_t>& types,
+                        std::string& names) {
+    auto value = def.FindMember("value");
+    if (value == def.MemberEnd()) return;
+    for (auto& type : value->value.GetArray()) {
+      types.push_back(type_named(str(type), where));
+      names += (names.empty() ? "" : ", ") + str(type);
     }
   }
 

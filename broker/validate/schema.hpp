@@ -87,6 +87,16 @@ struct Shape {
   std::uint32_t first_element_key = 0;  // element i of this shape has key first_element_key + i
 };
 
+// A sub-extension a complex extension defines (one slice of its Extension.extension, by url).
+struct ExtensionPart {
+  std::string url;  // relative: "latitude"
+  std::uint32_t min = 0;
+  std::uint32_t max = 1;  // `unbounded` for "*"
+  std::vector<std::uint32_t> value_types;  // empty: not checked
+  std::string value_names;
+};
+constexpr std::size_t max_extension_parts = 32;  // R4 needs 6
+
 // A core extension's definition (schemas/fhir-r4/extensions.json), compiled.
 struct ExtensionDef {
   std::string url;
@@ -96,6 +106,7 @@ struct ExtensionDef {
   std::vector<std::uint32_t> context_types;  // types it may sit on, or on any specialisation of
   bool modifier = false;
   bool complex = false;  // sub-extensions only, no value[x]
+  std::vector<ExtensionPart> parts;  // complex: the sub-extensions it defines (others are allowed)
   bool nested_allowed = false;  // a simple extension that may also have sub-extensions
   std::vector<std::uint32_t> value_types;  // simple: the types value[x] may take
   std::string value_names;  // "dateTime, date", for messages

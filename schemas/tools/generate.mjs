@@ -252,8 +252,24 @@ for (const sd of readBundle('extension-definitions.json')) {
   for (const extra of EXTRA_CONTEXTS[sd.url] || []) if (!context.includes(extra)) context.push(extra);
   const entry = { context };
   if (root.isModifier) entry.modifier = true;
-  if (value.max === '0') entry.complex = true;
-  else entry.value = value.type.map(typeCode);
+  if (value.max === '0') {
+    entry.complex = true;
+    // Its sub-extensions (slices of Extension.extension by url; all R4 slicings are open, so
+    // other urls are allowed): how many of each, and their value types.
+    const parts = [];
+    for (const slice of sd.snapshot.element.filter((e) => e.path === 'Extension.extension' && e.sliceName)) {
+      const url = sd.snapshot.element.find((e) => e.id === `${slice.id}.url`)?.fixedUri;
+      if (!url) throw new Error(`${sd.url}: slice ${slice.sliceName} has no fixed url`);
+      const part = { url, min: slice.min, max: slice.max };
+      const partValue = sd.snapshot.element.find((e) => e.id === `${slice.id}.value[x]`);
+      // A value[x] left open to every type says nothing to check.
+      if (partValue && partValue.max !== '0' && partValue.type.length < 20) part.value = partValue.type.map(typeCode);
+      parts.push(part);
+    }
+    if (parts.length) entry.parts = parts;
+  } else {
+    entry.value = value.type.map(typeCode);
+  }
   if (!entry.complex && nested.max !== '0') entry.nested = true;  // a simple extension that allows sub-extensions
   extensions[sd.url] = entry;
 }

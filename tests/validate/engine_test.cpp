@@ -492,6 +492,23 @@ TEST(Extensions, ComplexHoldsSubExtensionsSimpleHoldsAValue) {
                          "Patient.extension[0].extension", "ext-simple");
 }
 
+TEST(Extensions, SubExtensionsOfAComplexExtension) {
+  auto address = [](std::string_view parts) {
+    return R"({"resourceType":"Patient","address":[{"city":"Leeds","extension":[)" +
+           ext("geolocation", R"("extension":[)" + std::string(parts) + "]") + "]}]}";
+  };
+  const std::string latitude = R"({"url":"latitude","valueDecimal":53.8})";
+  const std::string longitude = R"({"url":"longitude","valueDecimal":-1.55})";
+  expect_valid(address(latitude + "," + longitude));
+  // Slicing is open in R4: a sub-extension it does not define is allowed.
+  expect_valid(address(latitude + "," + longitude + R"(,{"url":"accuracy","valueDecimal":5})"));
+  expect_extension_issue(address(latitude), "Patient.address[0].extension[0]", "ext-part-required");
+  expect_extension_issue(address(latitude + "," + longitude + "," + latitude),
+                         "Patient.address[0].extension[0].extension[2]", "ext-part-max");
+  expect_extension_issue(address(R"({"url":"latitude","valueString":"53.8"},)" + longitude),
+                         "Patient.address[0].extension[0].extension[0].valueString", "ext-value-type");
+}
+
 TEST(Extensions, UnknownCoreUrlIsAWarningOthersPass) {
   auto issues = validate(R"({"resourceType":"Patient","extension":[)" +
                          ext("patient-birthtime", R"("valueDateTime":"2000-01-01T10:00:00Z")") + "]}");
