@@ -64,6 +64,15 @@ const Value* find_string(const Value& obj, std::string_view name) {
   return nullptr;
 }
 
+// What holds the object being walked, for extension contexts: the element (Property::element_key;
+// none for a resource) and its type (Patient, HumanName, date for a "_birthDate" companion).
+struct Container {
+  std::uint32_t element_key;
+  std::uint32_t type;
+};
+
+constexpr std::string_view core_extension_prefix = "http://hl7.org/fhir/StructureDefinition/";
+
 // Per-call state: the issue list and the location of the value being looked at.
 struct Walk {
   std::vector<Issue>& out;
@@ -167,7 +176,7 @@ class Engine final : public Validator {
     fhir::ContainedIds own_ids(&v);  // lives while v's contents are walked: built at most once
     fhir::ContainedIds* outer_container = w.container;
     if (!contained) w.container = &own_ids;
-    check_object(v, type.shape, w);
+    check_object(v, type.shape, w, Container{fhir::none, t});
     run_rules(type.name, v, w);
     w.container = outer_container;
     w.pop(mark);
@@ -175,17 +184,17 @@ class Engine final : public Validator {
 
   static constexpr unsigned max_depth = 100;
 
-  void check_object(const Value& obj, std::uint32_t shape_index, Walk& w) const {
+  void check_object(const Value& obj, std::uint32_t shape_index, Walk& w, const Container& here) const {
     if (w.depth >= max_depth) {
       w.report("too-costly", "fhir-depth", "nested deeper than " + std::to_string(max_depth) + " objects");
       return;
     }
     ++w.depth;
-    check_members(obj, schema_.shapes[shape_index], w);
+    check_members(obj, schema_.shapes[shape_index], w, here);
     --w.depth;
   }
 
-  void check_members(const Value& obj, const Shape& shape, Walk& w) const {
+  void check_members(const Value& obj, const Shape& shape, Walk& w, const Container& here) const {
     std::uint32_t counts[fhir::max_shape_elements];
     std::uint32_t chosen[fhir::max_shape_elements];  // property index of the choice taken
     std::fill_n(counts, shape.elements.size(), 0u);
@@ -233,7 +242,7 @@ class Engine final : public Validator {
         }
       }
       std::size_t mark = w.push(p.location_name);
-      counts[p.element] = std::max(counts[p.element], check_member(m.value, p, e, obj, w));
+      counts[p.element] = std::max(counts[p.element], check_member(m.value, p, e, obj, w, here));
       w.pop(mark);
     }
     for (std::uint32_t r : shape.required) {
@@ -295,26 +304,27 @@ class Engine final : public Validator {
   }
 
   // Returns how many values the member holds, for the cardinality check.
+  // `here`: what holds `parent`.
   std::uint32_t check_member(const Value& v, const Property& p, const ElementDef& e, const Value& parent,
-                             Walk& w) const {
+                             Walk& w, const Container& here) const {
     if (!e.array) {
       if (v.IsArray()) {
         w.report("structure", "fhir-cardinality", e.name + " is a single element, so it must not be a JSON array");
         return 1;
       }
       if (p.extension_part) {
-        check_extension_part(v, w);
+        check_extension_part(v, p, w);
         if (id_only(v) && !parent.HasMember(rapidjson::StringRef(p.location_name.data(), p.location_name.size())))
           report_empty_primitive(w);
       } else {
-        check_value(v, p, w);
+        check_value(v, p, w, here);
       }
       return 1;
     }
     if (!v.IsArray()) {
       w.report("structure", "fhir-cardinality",
                e.name + " can repeat, so it must be a JSON array even with one item");
-      if (!p.extension_part) check_value(v, p, w);
+      if (!p.extension_part) check_value(v, p, w, here);
       return 1;
     }
     auto size = v.Size();
@@ -354,11 +364,11 @@ class Engine final : public Validator {
                    "null in a primitive array needs a matching entry at the same index in its \"_\" companion");
         }
       } else if (p.extension_part) {
-        check_extension_part(item, w);
+        check_extension_part(item, p, w);
         if (id_only(item) && (!companion || i >= companion->Size() || (*companion)[i].IsNull()))
           report_empty_primitive(w);
       } else {
-        check_value(item, p, w);
+        check_value(item, p, w, here);
       }
       w.pop(mark);
     }
@@ -378,17 +388,19 @@ class Engine final : public Validator {
              "Element is empty: a primitive needs a value or an extension, and its \"_\" companion has neither");
   }
 
-  void check_extension_part(const Value& v, Walk& w) const {
+  // The "_name" companion holds the extensions of primitive element p.
+  void check_extension_part(const Value& v, const Property& p, Walk& w) const {
     if (!v.IsObject()) {
       w.report("structure", "fhir-type",
                "the \"_\" companion of a primitive holds id and extension, so it must be a JSON object, not " +
                    std::string(json_kind(v)));
       return;
     }
-    check_object(v, schema_.element_shape, w);
+    check_object(v, schema_.element_shape, w, Container{p.element_key, p.type});
   }
 
-  void check_value(const Value& v, const Property& p, Walk& w) const {
+  // `parent`: what holds the object v is a member of.
+  void check_value(const Value& v, const Property& p, Walk& w, const Container& parent) const {
     const TypeDef& type = schema_.types[p.type];
     switch (type.kind) {
       case TypeDef::Kind::primitive: {
@@ -428,7 +440,8 @@ class Engine final : public Validator {
                    "expected a JSON object (FHIR type " + type.name + "), not " + std::string(json_kind(v)));
           return;
         }
-        check_object(v, type.shape, w);
+        check_object(v, type.shape, w, Container{p.element_key, p.type});
+        if (p.extension_list != Property::ExtensionList::no) check_extension_use(v, p, parent, w);
         if (p.type == reference_type_) check_local_reference(v, w);
         if (p.binding != fhir::none) {
           const fhir::ValueSet& vs = schema_.value_sets[p.binding];
@@ -447,6 +460,144 @@ class Engine final : public Validator {
         check_resource(v, w, false, p.location_name == "contained");
         return;
     }
+  }
+
+  // A core extension against its definition: modifier or not, value type, sub-extensions, and
+  // where it may be used. Extensions the package does not define pass, but a url under the core
+  // namespace that names no R4 extension is a warning (a typo, or an extension of another version).
+  void check_extension_use(const Value& ext, const Property& list, const Container& holder, Walk& w) const {
+    const Value* url_value = find_string(ext, "url");
+    if (!url_value) return;  // the structure check reports it
+    std::string_view url = view(*url_value);
+    url = url.substr(0, url.find('|'));  // a versioned canonical names the same definition
+    std::uint32_t found = schema_.extensions_by_url.find(url);
+    if (found == fhir::NameTable::npos) {
+      if (url.starts_with(core_extension_prefix) && url.size() > core_extension_prefix.size())
+        w.report("extension", "ext-unknown",
+                 "extension " + describe(*url_value) +
+                     " is not a FHIR R4 core extension (its url is in the core namespace, but R4 defines no such "
+                     "extension): check the url",
+                 Severity::warning);
+      return;
+    }
+    const fhir::ExtensionDef& def = schema_.extensions[found];
+    bool in_modifier_list = list.extension_list == Property::ExtensionList::modifier_extension;
+    if (def.modifier != in_modifier_list) {
+      w.report("extension", "ext-modifier",
+               def.modifier ? "extension " + def.url + " is a modifier extension: it belongs in modifierExtension, not extension"
+                            : "extension " + def.url +
+                                  " is not a modifier extension: it belongs in extension, not modifierExtension");
+    }
+    const Value* nested = nullptr;
+    const Property* value = extension_value(ext, nested);
+    if (def.complex) {
+      if (value) {
+        std::size_t mark = w.push(value->location_name);
+        w.report("extension", "ext-complex",
+                 "extension " + def.url + " is a complex extension: it holds sub-extensions only, not a value[x]");
+        w.pop(mark);
+      }
+      if (!def.parts.empty()) check_extension_parts(def, nested, w);
+    } else {
+      if (value && !value_type_allowed(def.value_types, value->type)) {
+        std::size_t mark = w.push(value->location_name);
+        w.report("extension", "ext-value-type",
+                 "extension " + def.url + " takes a value of type " + def.value_names + ", not " +
+                     schema_.types[value->type].name);
+        w.pop(mark);
+      }
+      if (nested && !def.nested_allowed) {
+        std::size_t mark = w.push("extension");
+        w.report("extension", "ext-simple",
+                 "extension " + def.url + " is a simple extension: it holds a value[x] (" + def.value_names +
+                     ") and no sub-extensions");
+        w.pop(mark);
+      }
+    }
+    // Inside another extension the context is that extension, which the element-based contexts
+    // of the R4 definitions do not describe: not checked there.
+    if (def.anywhere || holder.type == schema_.extension_type || context_allows(def, holder)) return;
+    const TypeDef& type = schema_.types[holder.type];
+    w.report("extension", "ext-context",
+             "extension " + def.url + " is not allowed on " +
+                 (holder.element_key == fhir::none ? "the resource (" + type.name + ")"
+                  : type.kind == TypeDef::Kind::backbone
+                      ? "this element (" + schema_.shapes[type.shape].name + ")"
+                      : "this element (type " + type.name + ")") +
+                 ": its definition allows it on " + def.contexts + " only");
+  }
+
+  // The value[x] property an extension object uses (or its "_valueX" companion), and in `nested`
+  // its "extension" member.
+  const Property* extension_value(const Value& ext, const Value*& nested) const {
+    const Property* value = nullptr;
+    const Shape& shape = schema_.shapes[schema_.types[schema_.extension_type].shape];
+    for (auto& m : ext.GetObject()) {
+      std::string_view name = view(m.name);
+      if (name == "extension") {
+        nested = &m.value;
+      } else if (name.starts_with("value") || name.starts_with("_value")) {
+        std::uint32_t pi = shape.by_json_name.find(name);
+        if (pi != fhir::NameTable::npos && shape.elements[shape.properties[pi].element].choice) value = &shape.properties[pi];
+      }
+    }
+    return value;
+  }
+
+  // The sub-extensions a complex core extension defines: how many of each, and their value types.
+  // Other urls pass (R4's slicings are open). `nested`: the "extension" member, if any.
+  void check_extension_parts(const fhir::ExtensionDef& def, const Value* nested, Walk& w) const {
+    std::uint32_t counts[fhir::max_extension_parts] = {};
+    if (nested && nested->IsArray()) {
+      std::size_t list_mark = w.push("extension");
+      for (rapidjson::SizeType i = 0; i < nested->Size(); ++i) {
+        const Value& part_value = (*nested)[i];
+        if (!part_value.IsObject()) continue;
+        const Value* url = find_string(part_value, "url");
+        if (!url) continue;
+        for (std::size_t j = 0; j < def.parts.size(); ++j) {
+          const fhir::ExtensionPart& part = def.parts[j];
+          if (part.url != view(*url)) continue;
+          std::size_t item_mark = w.push_index(i);
+          if (++counts[j] == part.max + 1 && part.max != fhir::unbounded)  // once, at the first one too many
+            w.report("extension", "ext-part-max",
+                     "extension " + def.url + " allows its sub-extension '" + part.url + "' " +
+                         std::to_string(part.max) + (part.max == 1 ? " time" : " times") + " only");
+          const Value* part_nested = nullptr;
+          const Property* value = extension_value(part_value, part_nested);
+          if (value && !part.value_types.empty() && !value_type_allowed(part.value_types, value->type)) {
+            std::size_t value_mark = w.push(value->location_name);
+            w.report("extension", "ext-value-type",
+                     "sub-extension '" + part.url + "' of " + def.url + " takes a value of type " + part.value_names +
+                         ", not " + schema_.types[value->type].name);
+            w.pop(value_mark);
+          }
+          w.pop(item_mark);
+          break;
+        }
+      }
+      w.pop(list_mark);
+    }
+    for (std::size_t j = 0; j < def.parts.size(); ++j) {
+      if (counts[j] >= def.parts[j].min) continue;
+      w.report("extension", "ext-part-required",
+               "extension " + def.url + " needs its sub-extension '" + def.parts[j].url + "'");
+    }
+  }
+
+  bool value_type_allowed(const std::vector<std::uint32_t>& types, std::uint32_t type) const {
+    for (std::uint32_t allowed : types)
+      if (schema_.is_a(type, allowed)) return true;  // Age is a Quantity
+    return false;
+  }
+
+  bool context_allows(const fhir::ExtensionDef& def, const Container& holder) const {
+    if (holder.element_key != fhir::none)
+      for (std::uint32_t key : def.element_keys)
+        if (key == holder.element_key) return true;
+    for (std::uint32_t type : def.context_types)
+      if (schema_.is_a(holder.type, type)) return true;
+    return false;
   }
 
   // ref-1: "#id" must name a resource in the container's `contained` ("#" alone is the container).

@@ -143,6 +143,12 @@ class Builder {
       s_.types.push_back(std::move(t));
     }
     for (auto& [name_value, def] : types.GetObject()) {
+      auto base = def.FindMember("base");
+      if (base == def.MemberEnd()) continue;
+      std::string name = str(name_value);
+      s_.types[type_named(name, name)].base = type_named(str(base->value), name);
+    }
+    for (auto& [name_value, def] : types.GetObject()) {
       auto elements = def.FindMember("elements");
       if (elements != def.MemberEnd()) build_shapes(str(name_value), elements->value);
     }
@@ -155,6 +161,54 @@ class Builder {
       s_.types[type_named(name, name)].shape = s_.types[type_named(str(shape_of->value), name)].shape;
     }
     s_.element_shape = s_.types[type_named("Element", "Element")].shape;
+    s_.extension_type = type_named("Extension", "Extension");
+    std::uint32_t key = 0;
+    for (Shape& shape : s_.shapes) {
+      shape.first_element_key = key;
+      key += static_cast<std::uint32_t>(shape.elements.size());
+      for (Property& p : shape.properties) {
+        p.element_key = shape.first_element_key + p.element;
+        const std::string& name = shape.elements[p.element].name;
+        if (p.type == s_.extension_type && (name == "extension" || name == "modifierExtension"))
+          p.extension_list = name == "extension" ? Property::ExtensionList::extension
+                                                 : Property::ExtensionList::modifier_extension;
+      }
+    }
+  }
+
+  void load_extensions(const rapidjson::Value& extensions) {
+    for (auto& [url_value, def] : extensions.GetObject()) {
+      ExtensionDef ext;
+      ext.url = str(url_value);
+      for (auto& context : member(def, "context", ext.url).GetArray()) {
+        std::string expression = str(context);
+        ext.contexts += (ext.contexts.empty() ? "" : ", ") + expression;
+        add_context(ext, expression);
+      }
+      auto flag = [&](const char* name) {
+        auto it = def.FindMember(name);
+        return it != def.MemberEnd() && it->value.IsTrue();
+      };
+      ext.modifier = flag("modifier");
+      ext.complex = flag("complex");
+      ext.nested_allowed = flag("nested");
+      read_value_types(def, ext.url, ext.value_types, ext.value_names);
+      if (auto parts = def.FindMember("parts"); parts != def.MemberEnd()) {
+        for (auto& part_json : parts->value.GetArray()) {
+          ExtensionPart part;
+          part.url = str(member(part_json, "url", ext.url));
+          std::string where = ext.url + " part " + part.url;
+          part.min = member(part_json, "min", where).GetUint();
+          std::string max = str(member(part_json, "max", where));
+          part.max = max == "*" ? unbounded : static_cast<std::uint32_t>(std::stoul(max));
+          read_value_types(part_json, where, part.value_types, part.value_names);
+          ext.parts.push_back(std::move(part));
+        }
+        if (ext.parts.size() > max_extension_parts) throw std::runtime_error(ext.url + ": too many sub-extensions");
+      }
+      s_.extensions_by_url.add(ext.url, static_cast<std::uint32_t>(s_.extensions.size()));
+      s_.extensions.push_back(std::move(ext));
+    }
   }
 
  private:
@@ -194,6 +248,7 @@ class Builder {
       if (parents.count(path)) {
         TypeDef backbone;
         backbone.name = str(member(el, "type", where));
+        backbone.base = type_named(backbone.name, where);
         backbone.kind = TypeDef::Kind::backbone;
         backbone.shape = new_shape(where, false);
         shape_of[path] = backbone.shape;
@@ -268,6 +323,48 @@ class Builder {
     }
   }
 
+  void read_value_types(const rapidjson::Value& def, const std::string& where, std::vector<std::uint32_t>& types,
+                        std::string& names) {
+    auto value = def.FindMember("value");
+    if (value == def.MemberEnd()) return;
+    for (auto& type : value->value.GetArray()) {
+      types.push_back(type_named(str(type), where));
+      names += (names.empty() ? "" : ", ") + str(type);
+    }
+  }
+
+  // "Element" (anywhere), a type ("HumanName", "string", "DomainResource") or an element path
+  // ("Patient.birthDate", "StructureDefinition.snapshot.element.binding.valueSet", through
+  // datatypes and backbones).
+  void add_context(ExtensionDef& ext, const std::string& expression) {
+    std::string where = ext.url + ": context " + expression;
+    auto dot = expression.find('.');
+    std::uint32_t t = type_named(expression.substr(0, dot), where);
+    if (dot == std::string::npos) {
+      if (expression == "Element") ext.anywhere = true;
+      else ext.context_types.push_back(t);
+      return;
+    }
+    const Property* p = nullptr;
+    while (dot != std::string::npos) {
+      std::uint32_t shape = s_.types[t].shape;
+      if (shape == none) throw std::runtime_error(where + ": " + s_.types[t].name + " has no elements");
+      auto next = expression.find('.', dot + 1);
+      std::string name = expression.substr(dot + 1, next == std::string::npos ? std::string::npos : next - dot - 1);
+      std::uint32_t pi = s_.shapes[shape].by_json_name.find(name);
+      if (pi == NameTable::npos) throw std::runtime_error(where + ": no element " + name);
+      p = &s_.shapes[shape].properties[pi];
+      t = p->type;
+      dot = next;
+    }
+    ext.element_keys.push_back(p->element_key);
+    // A backbone element also appears where a contentReference repeats it (Questionnaire.item.item).
+    if (s_.types[p->type].kind != TypeDef::Kind::backbone) return;
+    for (const Shape& shape : s_.shapes)
+      for (const Property& other : shape.properties)
+        if (other.type == p->type && other.element_key != p->element_key) ext.element_keys.push_back(other.element_key);
+  }
+
   Schema& s_;
   std::unordered_map<std::string, std::uint32_t> value_set_index_;
 };
@@ -281,6 +378,11 @@ Schema Schema::load(const std::filesystem::path& dir) {
   b.load_value_sets(member(value_sets, "valuesets", (dir / "valuesets.json").string()));
   auto types = read_json_file(dir / "types.json");
   b.load_types(member(types, "types", (dir / "types.json").string()));
+  // Optional: a hand-written schema directory may define no extensions (none are then checked).
+  if (std::filesystem::exists(dir / "extensions.json")) {
+    auto extensions = read_json_file(dir / "extensions.json");
+    b.load_extensions(member(extensions, "extensions", (dir / "extensions.json").string()));
+  }
   return s;
 }
 

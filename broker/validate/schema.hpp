@@ -1,6 +1,8 @@
 // The FHIR R4 definitions from schemas/fhir-r4/*.json compiled for lookups on the hot path:
 // every object shape (a type, or a backbone element inside one) gets a hash table keyed by
-// JSON property name, so validating a member costs one hash and one compare.
+// JSON property name, so validating a member costs one hash and one compare. The core extension
+// definitions (extensions.json) are compiled to numbers too: where an extension may sit is a list
+// of element keys and type indexes, so checking one costs a hash of its url and a few compares.
 #pragma once
 
 #include "broker/validate/primitives.hpp"
@@ -46,6 +48,7 @@ struct TypeDef {
   Kind kind = Kind::complex;
   Primitive primitive = Primitive::string;
   std::uint32_t shape = none;  // object shape for complex, backbone and resource kinds
+  std::uint32_t base = none;   // the type it specialises (Patient -> DomainResource); backbones: their declared type
   bool abstract = false;
 };
 
@@ -67,8 +70,11 @@ struct Property {
   std::uint32_t type = 0;       // index into Schema::types
   std::uint32_t binding = none; // index into Schema::value_sets
   BindingStrength strength = BindingStrength::required;  // of `binding`
+  std::uint32_t element_key = 0;  // Shape::first_element_key + element: one number per element of every shape
   std::string location_name;    // name used in locations: "valueQuantity" for both it and "_valueQuantity"
   bool extension_part = false;  // the "_name" companion of a primitive
+  // `extension` or `modifierExtension` (of Extension type): each item's definition is looked up.
+  enum class ExtensionList : unsigned char { no, extension, modifier_extension } extension_list = ExtensionList::no;
 };
 
 struct Shape {
@@ -78,6 +84,32 @@ struct Shape {
   std::vector<Property> properties;
   NameTable by_json_name;  // -> properties index
   std::vector<std::uint32_t> required;  // elements with min > 0
+  std::uint32_t first_element_key = 0;  // element i of this shape has key first_element_key + i
+};
+
+// A sub-extension a complex extension defines (one slice of its Extension.extension, by url).
+struct ExtensionPart {
+  std::string url;  // relative: "latitude"
+  std::uint32_t min = 0;
+  std::uint32_t max = 1;  // `unbounded` for "*"
+  std::vector<std::uint32_t> value_types;  // empty: not checked
+  std::string value_names;
+};
+constexpr std::size_t max_extension_parts = 32;  // R4 needs 6
+
+// A core extension's definition (schemas/fhir-r4/extensions.json), compiled.
+struct ExtensionDef {
+  std::string url;
+  std::string contexts;  // the context expressions as written, for messages: "Patient, Patient.birthDate"
+  bool anywhere = false;  // context "Element": any element or resource
+  std::vector<std::uint32_t> element_keys;  // elements it may sit on (a contentReference's copies included)
+  std::vector<std::uint32_t> context_types;  // types it may sit on, or on any specialisation of
+  bool modifier = false;
+  bool complex = false;  // sub-extensions only, no value[x]
+  std::vector<ExtensionPart> parts;  // complex: the sub-extensions it defines (others are allowed)
+  bool nested_allowed = false;  // a simple extension that may also have sub-extensions
+  std::vector<std::uint32_t> value_types;  // simple: the types value[x] may take
+  std::string value_names;  // "dateTime, date", for messages
 };
 
 struct ValueSet {
@@ -94,8 +126,20 @@ struct Schema {
   std::vector<ValueSet> value_sets;
   NameTable types_by_name;  // named types only (not backbones)
   std::uint32_t element_shape = none;  // Element: the shape of "_name" companions
+  std::uint32_t extension_type = none;  // Extension
+  std::vector<ExtensionDef> extensions;
+  NameTable extensions_by_url;  // -> extensions index
 
-  // Reads dir/types.json and dir/valuesets.json; throws std::runtime_error naming the file.
+  // True when type `t` is `ancestor` or specialises it (SimpleQuantity -> Quantity -> Element).
+  bool is_a(std::uint32_t t, std::uint32_t ancestor) const {
+    for (unsigned hops = 0; t != none && hops < 16; ++hops, t = types[t].base)
+      if (t == ancestor) return true;
+    return false;
+  }
+
+  // Reads dir/types.json, dir/valuesets.json and, when present, dir/extensions.json; throws
+  // std::runtime_error naming the file (and, for an extension context that names no element,
+  // the extension).
   static Schema load(const std::filesystem::path& fhir_r4_dir);
 };
 

