@@ -446,9 +446,10 @@ std::size_t ConsentGate::rebuild_from_store(Store& store) {
     for (;;) {
       auto page = run_once(store.list(q), "the store's listing");
       if (!page) throw std::runtime_error("cannot rebuild the consent rules: " + page.error().summary());
+      if (page->size() < static_cast<std::size_t>(q.limit)) q.cursor.clear();
+      else q.cursor = page->back().cursor;  // before the rows are moved out below
       for (auto& m : *page) found.push_back(std::move(m));
-      if (page->size() < static_cast<std::size_t>(q.limit)) break;
-      q.cursor = page->back().cursor;
+      if (q.cursor.empty()) break;
     }
   }
   std::sort(found.begin(), found.end(), [](const MessageSummary& a, const MessageSummary& b) { return a.id < b.id; });
