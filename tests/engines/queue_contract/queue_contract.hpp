@@ -35,7 +35,7 @@ class QueueFixture {
 
 struct QueueKind {
   std::string name;
-  std::function<std::unique_ptr<QueueFixture>()> make;
+  std::function<std::unique_ptr<QueueFixture>()> make;  // nullptr: nothing to test against (skip)
   std::size_t bulk_jobs = 2000;  // jobs in the per-patient order case
 };
 
