@@ -86,10 +86,9 @@ as_node() {  # N command...
 }
 
 start_node() {  # N
-  local n=$1
-  as_node "$n" "$bin/rabbitmq-server" >"$base/node$n/console.log" 2>&1 &
+  as_node "$1" "$bin/rabbitmq-server" >"$base/node$1/console.log" 2>&1 &
   # Waits for the node's pid file, then for the node to serve (not for the whole cluster).
-  as_node "$n" "$bin/rabbitmqctl" -n "tellonce-$n@localhost" -q --timeout 60 wait "$base/node$n/pid" >/dev/null
+  as_node "$1" "$bin/rabbitmqctl" -n "tellonce-$1@localhost" -q --timeout 60 wait "$base/node$1/pid" >/dev/null
 }
 
 case $action in
@@ -125,9 +124,13 @@ EOF
     # The node's listener comes from RABBITMQ_NODE_PORT; the conf file must not pin 5672.
     sed -i '/^listeners.tcp.default/d' "$base/rabbitmq.conf"
     chown -R "$(server_user)" "$base"
+    # One after the other: nodes booting at once on one machine trip over each other's
+    # distribution port checks (dist_port_already_used).
     for n in $(seq 1 "$nodes"); do
       if ! start_node "$n"; then
-        echo "could not start RabbitMQ node $n (see $base/node$n/console.log and $base/node$n/log)" >&2
+        echo "could not start RabbitMQ node $n (see $base/node$n/console.log)" >&2
+        cp "$base/node$n/console.log" "$state/node$n-console.log" 2>/dev/null || true
+        "$0" stop "$state" || true
         exit 1
       fi
     done
@@ -146,6 +149,15 @@ EOF
     nodes=$(cat "$state/nodes")
     for n in $(seq 1 "$nodes"); do
       as_node "$n" "$bin/rabbitmqctl" -n "tellonce-$n@localhost" -q stop >/dev/null 2>&1 || true
+    done
+    # A node the CLI could not reach (half started) is ended through its pid file.
+    for n in $(seq 1 "$nodes"); do
+      pid=$(cat "$base/node$n/pid" 2>/dev/null || true)
+      if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+      fi
     done
     # epmd was started by the first node on our port; it outlives the nodes unless told.
     if command -v epmd >/dev/null || [[ -x /usr/lib/erlang/bin/epmd ]]; then
