@@ -6,6 +6,7 @@
 #   scripts/rabbitmq.sh stop  STATE_DIR           stop them all and delete their folder
 #   scripts/rabbitmq.sh halt  STATE_DIR N         stop node N (1-based), keep its data
 #   scripts/rabbitmq.sh resume STATE_DIR N        start node N again, on the same ports
+#   scripts/rabbitmq.sh kick  STATE_DIR           close every client connection (reconnect tests)
 #
 # Writes STATE_DIR/{base,nodes,amqp_ports,url}: url is "amqp://guest:guest@127.0.0.1:PORT/" of
 # node 1; amqp_ports lists every node's AMQP port, one a line. Each node has its own node name
@@ -19,7 +20,7 @@
 set -euo pipefail
 
 bin=${TELLONCE_RABBITMQ_BIN:-/usr/lib/rabbitmq/bin}
-usage="usage: rabbitmq.sh start|stop|halt|resume STATE_DIR [NODES|N]"
+usage="usage: rabbitmq.sh start|stop|halt|resume|kick STATE_DIR [NODES|N]"
 action=${1:?$usage}
 state=${2:?$usage}
 
@@ -175,6 +176,12 @@ EOF
     base=$(cat "$state/base")
     n=${3:?$usage}
     start_node "$n"
+    ;;
+  kick)
+    base=$(cat "$state/base")
+    for n in $(seq 1 "$(cat "$state/nodes")"); do
+      as_node "$n" "$bin/rabbitmqctl" -n "tellonce-$n@localhost" -q close_all_connections "test: connection closed on purpose" >/dev/null
+    done
     ;;
   *)
     echo "unknown action $action" >&2

@@ -20,10 +20,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -178,12 +180,18 @@ struct Core : std::enable_shared_from_this<Core> {
   bool stopping = false;
   bool connected = false;
   std::unordered_map<std::int64_t, Held> held;  // by delivery id
+  // Jobs settled while their delivery tag was void (a reconnection): their redelivery is acked
+  // on arrival instead of being handed out again. Bounded: past the bound a redelivery is handed
+  // out again (at least once).
+  std::set<std::int64_t> settled_unacked;
+  static constexpr std::size_t max_settled_unacked = 100000;
 
   // The thread's own.
   amqp_connection_state_t conn = nullptr;
   std::uint64_t generation = 0;
   std::uint64_t published = 0;  // publish sequence numbers on the confirm channel
   std::map<std::uint64_t, Command> unconfirmed;
+  std::set<std::uint64_t> returned;  // unroutable publishes (basic.return) awaiting their confirm
   std::map<std::string, bool> declared;                     // queue name -> declared
   std::map<std::string, amqp_channel_t> consuming;          // destination -> channel
   std::thread thread;
@@ -251,10 +259,23 @@ struct Core : std::enable_shared_from_this<Core> {
     amqp_table_t args{shard ? 2 : 1, entries};
     amqp_queue_declare(conn, admin_channel, bytes_of(queue), 0, 1, 0, 0, args);
     auto r = amqp_get_rpc_reply(conn);
-    if (r.reply_type != AMQP_RESPONSE_NORMAL) return "declaring " + queue + ": " + reply_error(r);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+      // A queue of that name with other arguments (a classic queue, another shard count...):
+      // RabbitMQ closed the admin channel; answer and open it again for the next declaration.
+      if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_ok_t close_ok{};
+        amqp_send_method(conn, admin_channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+        amqp_channel_open(conn, admin_channel);
+        (void)amqp_get_rpc_reply(conn);
+      }
+      else
+        channel_ok = false;
+      return "declaring " + queue + ": " + reply_error(r);
+    }
     declared[queue] = true;
     return "";
   }
+  bool channel_ok = true;  // false once a declaration failed with the connection
 
   std::string destination_of_queue(const std::string& queue) const {
     // PREFIX.D.sN or PREFIX.D.dead
@@ -263,23 +284,28 @@ struct Core : std::enable_shared_from_this<Core> {
     return queue.substr(start, end - start);
   }
 
-  // Publishes; false when the connection failed.
-  bool publish(Command c) {
-    const bool is_dead = c.ack_tag != 0;
+  // Publishes. False when the connection failed: `c` is then left to the caller, to be sent
+  // again on the next connection. A queue RabbitMQ refuses fails the job.
+  bool publish(Command& c) {
+    const bool is_dead = c.queue.size() > 5 && c.queue.compare(c.queue.size() - 5, 5, ".dead") == 0;
+    channel_ok = true;
     if (auto e = declare(c.queue, !is_dead); !e.empty()) {
+      if (!channel_ok) return false;
       c.done->complete(unavailable(e));
-      return false;
+      c.done.reset();
+      return true;
     }
+    // Mandatory, so that a queue deleted under us returns the job instead of dropping it; the
+    // publish number as message id says which publish a return was.
+    const auto number = std::to_string(published + 1);
     amqp_basic_properties_t props{};
-    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
+    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
     props.delivery_mode = 2;  // persistent
     props.content_type = amqp_cstring_bytes("application/x-tellonce-job");
-    int rc = amqp_basic_publish(conn, publish_channel, amqp_empty_bytes, bytes_of(c.queue), 0, 0, &props,
+    props.message_id = bytes_of(number);
+    int rc = amqp_basic_publish(conn, publish_channel, amqp_empty_bytes, bytes_of(c.queue), 1, 0, &props,
                                 bytes_of(c.body));
-    if (rc != AMQP_STATUS_OK) {
-      c.done->complete(unavailable(std::string("publish failed: ") + amqp_error_string2(rc)));
-      return false;
-    }
+    if (rc != AMQP_STATUS_OK) return false;
     unconfirmed.emplace(++published, std::move(c));
     return true;
   }
@@ -294,8 +320,14 @@ struct Core : std::enable_shared_from_this<Core> {
     for (auto it = begin; it != end;) {
       auto& c = it->second;
       if (ok && c.ack_tag != 0 && c.generation == generation) amqp_basic_ack(conn, c.ack_channel, c.ack_tag, 0);
-      if (ok) c.done->complete(Result<void>{});
-      else c.done->complete(unavailable("RabbitMQ did not take the job (nack)"));
+      if (ok && returned.erase(it->first)) {
+        declared.erase(c.queue);  // declared again at the next publish
+        c.done->complete(unavailable("RabbitMQ had no queue " + c.queue + " for the job"));
+      } else if (ok) {
+        c.done->complete(Result<void>{});
+      } else {
+        c.done->complete(unavailable("RabbitMQ did not take the job (nack)"));
+      }
       it = unconfirmed.erase(it);
     }
   }
@@ -338,7 +370,18 @@ struct Core : std::enable_shared_from_this<Core> {
     }
     {
       std::lock_guard lock(mutex);
+      if (settled_unacked.erase(job->delivery_id)) {
+        // Settled here while its connection was being replaced: only the ack was missing.
+        amqp_basic_ack(conn, env.channel, env.delivery_tag, 0);
+        return;
+      }
       auto [it, fresh] = held.try_emplace(job->delivery_id);
+      if (!fresh && it->second.tag != 0 && it->second.generation == generation) {
+        // A second copy (a publish sent again after a lost confirm): this node holds the job
+        // un-acknowledged already, so the copy goes.
+        amqp_basic_ack(conn, env.channel, env.delivery_tag, 0);
+        return;
+      }
       it->second = Held{env.channel, env.delivery_tag, generation};
       if (!fresh) return;  // a redelivery of a job this node holds: only its tag changes
     }
@@ -384,6 +427,20 @@ struct Core : std::enable_shared_from_this<Core> {
           confirmed(m->delivery_tag, m->multiple != 0, false);
           break;
         }
+        case AMQP_BASIC_RETURN_METHOD: {
+          amqp_message_t message;
+          auto read = amqp_read_message(conn, frame.channel, &message, 0);
+          if (read.reply_type != AMQP_RESPONSE_NORMAL) return false;
+          if (message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+            std::string_view id(static_cast<const char*>(message.properties.message_id.bytes),
+                                message.properties.message_id.len);
+            std::uint64_t number = 0;
+            std::from_chars(id.data(), id.data() + id.size(), number);
+            returned.insert(number);
+          }
+          amqp_destroy_message(&message);
+          break;
+        }
         case AMQP_CHANNEL_CLOSE_METHOD:
         case AMQP_CONNECTION_CLOSE_METHOD:
           log::error(component, "RabbitMQ closed a channel or the connection; reconnecting");
@@ -394,8 +451,20 @@ struct Core : std::enable_shared_from_this<Core> {
     }
   }
 
-  void drop_connection(const std::string& why) {
-    fail_unconfirmed(why);
+  // Publishes not confirmed when a connection failed, sent again on the next one (a job may
+  // then be in its shard twice: at least once). Failed when no connection comes back in time.
+  std::deque<Command> resend;
+  std::chrono::steady_clock::time_point resend_deadline;
+
+  void drop_connection() {
+    if (resend.empty() && !unconfirmed.empty())
+      resend_deadline = std::chrono::steady_clock::now() + std::max(settings.connect_timeout, std::chrono::seconds(5));
+    std::deque<Command> again;
+    for (auto& [number, c] : unconfirmed) again.push_back(std::move(c));
+    unconfirmed.clear();
+    for (auto& c : resend) again.push_back(std::move(c));
+    resend.swap(again);
+    returned.clear();
     if (conn) {
       amqp_destroy_connection(conn);
       conn = nullptr;
@@ -414,6 +483,12 @@ struct Core : std::enable_shared_from_this<Core> {
     }
   }
 
+  void fail_resend(const std::string& why) {
+    for (auto& c : resend)
+      if (c.done) c.done->complete(unavailable(why));
+    resend.clear();
+  }
+
   void run() {
     std::vector<std::string> destinations;  // consumed, to subscribe again after a reconnect
     while (true) {
@@ -425,16 +500,26 @@ struct Core : std::enable_shared_from_this<Core> {
         stop_now = stopping;
       }
       if (stop_now) {
-        for (auto& c : batch)
+        // Settlements made before stop() still count: their acks go out; publishes fail.
+        for (auto& c : batch) {
+          if (c.kind == Command::Kind::ack && conn && c.generation == generation && c.ack_tag != 0)
+            amqp_basic_ack(conn, c.ack_channel, c.ack_tag, 0);
           if (c.done) c.done->complete(unavailable("delivery queue is stopped"));
+        }
         break;
       }
       if (!conn) {
         if (auto e = connect(); !e.empty()) {
-          drop_connection(e);
-          for (auto& c : batch)
-            if (c.done) c.done->complete(unavailable("RabbitMQ is unreachable: " + e));
+          drop_connection();
           log::warn(component, e + "; trying again in 1s");
+          // Publishes wait for the next connection until their deadline; acks are void.
+          if (resend.empty())
+            resend_deadline = std::chrono::steady_clock::now() + std::max(settings.connect_timeout, std::chrono::seconds(5));
+          for (auto& c : batch) {
+            if (c.kind == Command::Kind::publish) resend.push_back(std::move(c));
+            else if (c.kind == Command::Kind::consume) destinations.push_back(c.queue);
+          }
+          if (std::chrono::steady_clock::now() > resend_deadline) fail_resend("RabbitMQ is unreachable: " + e);
           wait(1000);
           continue;
         }
@@ -444,16 +529,26 @@ struct Core : std::enable_shared_from_this<Core> {
           // Tags of the old connection are void: their jobs come again and take new ones.
           for (auto& [id, h] : held) h.tag = 0;
         }
+        std::sort(destinations.begin(), destinations.end());
+        destinations.erase(std::unique(destinations.begin(), destinations.end()), destinations.end());
         for (auto& d : destinations) consume(d);
+        for (auto it = resend.rbegin(); it != resend.rend(); ++it) batch.push_front(std::move(*it));
+        resend.clear();
       }
       bool ok = true;
       for (auto& c : batch) {
-        if (!ok) {
-          if (c.done) c.done->complete(unavailable("RabbitMQ connection lost"));
+        if (!ok) {  // the connection failed during this batch: publishes wait for the next one
+          if (c.kind == Command::Kind::publish) resend.push_back(std::move(c));
+          else if (c.kind == Command::Kind::consume) destinations.push_back(c.queue);
           continue;
         }
         switch (c.kind) {
-          case Command::Kind::publish: ok = publish(std::move(c)); break;
+          case Command::Kind::publish:
+            if (!publish(c)) {
+              ok = false;
+              resend.push_back(std::move(c));
+            }
+            break;
           case Command::Kind::ack:
             if (c.generation == generation && c.ack_tag != 0) amqp_basic_ack(conn, c.ack_channel, c.ack_tag, 0);
             break;
@@ -468,9 +563,13 @@ struct Core : std::enable_shared_from_this<Core> {
       // Bounded, so that heartbeats go out on an idle connection (rabbitmq-c sends them while reading).
       if (ok && !amqp_frames_enqueued(conn) && !amqp_data_in_buffer(conn)) wait(5000);
       if (ok) ok = read_frames();
-      if (!ok) drop_connection("RabbitMQ connection lost");
+      if (!ok) {
+        log::warn(component, "connection lost; reconnecting");
+        drop_connection();
+      }
     }
     fail_unconfirmed("delivery queue is stopped");
+    fail_resend("delivery queue is stopped");
     if (conn) {
       // Un-acknowledged jobs go back to their shards for the next consumer.
       amqp_channel_close(conn, publish_channel, AMQP_REPLY_SUCCESS);
@@ -486,6 +585,7 @@ struct Core : std::enable_shared_from_this<Core> {
     if (it == held.end()) return std::nullopt;
     auto h = it->second;
     held.erase(it);
+    if (h.tag == 0 && settled_unacked.size() < max_settled_unacked) settled_unacked.insert(delivery_id);
     return h;
   }
 

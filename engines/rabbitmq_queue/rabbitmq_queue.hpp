@@ -41,9 +41,15 @@
 // pending delivery); one it still holds is then there twice, and the second copy is handed out
 // again after the first was delivered: at least once, absorbed by the partner through
 // X-Request-Id (the delivery id). A job handed out and not acknowledged when its node or
-// connection died is redelivered to the shard's next consumer. A job this node still holds when
-// its connection is re-established is not handed out twice here: a redelivery of a job it holds
-// only takes the new delivery tag.
+// connection died is redelivered to the shard's next consumer.
+//
+// A lost connection (RabbitMQ restarted, a network blip): the queue reconnects by itself, once a
+// second, and subscribes again. Publishes not yet confirmed are sent again on the new connection
+// (a job may then be in its shard twice; the node that holds it acks the second copy on arrival)
+// and fail, retryably, only when no connection comes back within max(connect_timeout, 5s). A job
+// this node holds across a reconnection is not handed out twice here: its redelivery only takes
+// the new delivery tag, and one settled meanwhile is acked when its redelivery arrives.
+// Settlements made before stop() are acked before the connection closes.
 //
 // Threading: every member may be called from any thread. stats() counts what this node holds
 // (RabbitMQ's own counts are in its management tools). stop() closes the connection from the
