@@ -12,6 +12,8 @@ packages=(
   libsqlite3-dev sqlite3      # the embedded store
   libpq-dev                   # the postgresql store (engines/postgres_store): libpq, PostgreSQL's own client library
   postgresql-15               # its tests start a throwaway server from its binaries (scripts/postgres.sh); no service is used
+  librabbitmq-dev             # the rabbitmq queue (engines/rabbitmq_queue): rabbitmq-c, the C AMQP 0-9-1 client
+  rabbitmq-server             # its tests start a throwaway node (or a 3-node cluster) from its binaries (scripts/rabbitmq.sh); no service is used
   libyaml-cpp-dev             # the configuration file
   libgoogle-perftools-dev     # tcmalloc: 7-19 % more records/s than glibc malloc (bench/load)
   libgtest-dev libgmock-dev   # tests

@@ -2,7 +2,8 @@
 // one patient's records in turn. Every job pushed is already durable in the Store (pending),
 // so a queue may lose what it holds (a crash) without losing a record: start-up pushes every
 // pending delivery again (Store::load_pending). Implementations: the in-process memory queue
-// (engines/memory_queue); a broker-backed one (RabbitMQ) fits behind the same interface.
+// (engines/memory_queue) and RabbitMQ quorum queues shared by several nodes (engines/rabbitmq_queue).
+// Both pass the contract suite in tests/engines/queue_contract.
 //
 // Threading: every member may be called from any thread. Each awaitable resumes its caller on
 // the executor it was awaited from. A coroutine parameter is taken by value: the queue never
@@ -17,7 +18,8 @@
 // same patient_key (empty: no patient, no lane) is in flight or waiting to be retried there;
 // "earlier" is push order, which for one patient is seq order because the pipeline pushes a
 // record only after its commit. A durable broker queue keeps this with one active consumer per
-// patient shard and a delayed-retry exchange: that is the cost of the guarantee outside a process.
+// patient shard, which holds a retrying job back itself (engines/rabbitmq_queue says why): that is
+// the cost of the guarantee outside a process.
 //
 // Failure: push and settle return a retryable Failure (Errc::unavailable) when the queue could
 // not take the job or the settlement (stopped; a broker that did not confirm). The delivery is

@@ -6,6 +6,7 @@
 #include "adapters/mllp_outbound/mllp_outbound.hpp"
 #include "test_adapters.hpp"
 #include "engines/postgres_store/postgres_store.hpp"
+#include "engines/rabbitmq_queue/rabbitmq_queue.hpp"
 #include "engines/sqlite_store/sqlite_store.hpp"
 #include "broker/minimise/minimise.hpp"
 #include "support/fake_store.hpp"
@@ -501,6 +502,37 @@ TEST(LoadConfig, PostgresqlStoreSettingsAreTypedAndCheckedWithTheirLine) {
   EXPECT_NE(find_problem(secret, "store.conninfo"), nullptr) << problems_text(secret);
 }
 
+// queue.type: rabbitmq reads its own typed settings; bad values are refused with their line,
+// and a password is read from a file, never from the config.
+TEST(LoadConfig, RabbitmqQueueSettingsAreTypedAndCheckedWithTheirLine) {
+  ConfigFiles files;
+  auto registry = test_registry();
+  files.write("rabbit.pw", "s3cret\n");
+  auto load = load_config(files.write("q.yaml", "queue:\n  type: rabbitmq\n  host: mq.internal\n  port: 5673\n"
+                                                "  vhost: ics\n  user: broker\n  password_file: rabbit.pw\n"
+                                                "  queue_prefix: ics1\n  shards: 8\n  prefetch: 100\n"),
+                          registry);
+  ASSERT_TRUE(load.config) << problems_text(load);
+  const auto& mq = settings_as<RabbitQueueSettings>(load.config->queue.settings);
+  EXPECT_EQ(mq.host, "mq.internal");
+  EXPECT_EQ(mq.port, 5673);
+  EXPECT_EQ(mq.vhost, "ics");
+  EXPECT_EQ(mq.user, "broker");
+  EXPECT_EQ(mq.password, "s3cret");
+  EXPECT_EQ(mq.queue_prefix, "ics1");
+  EXPECT_EQ(mq.shards, 8);
+  EXPECT_EQ(mq.prefetch, 100);
+
+  auto bad = load_config(files.write("bad.yaml", "queue:\n  type: rabbitmq\n  shards: 0\n  prefetch: 70000\n"
+                                                "  password: x\n  password_file: missing.pw\n  queue_prefix: \"a b\"\n"),
+                         registry);
+  for (const auto* path : {"queue.shards", "queue.prefetch", "queue.password", "queue.password_file", "queue.queue_prefix"})
+    EXPECT_NE(find_problem(bad, path), nullptr) << path << "\n" << problems_text(bad);
+  auto* shards = find_problem(bad, "queue.shards");
+  ASSERT_NE(shards, nullptr);
+  EXPECT_EQ(shards->line, 3);
+}
+
 // store.type and queue.type pick engines from the registry; the engine reads the rest of the
 // section, and an unknown type names the ones there are.
 TEST(LoadConfig, StoreAndQueueEnginesAreChosenByType) {
@@ -514,7 +546,7 @@ TEST(LoadConfig, StoreAndQueueEnginesAreChosenByType) {
   EXPECT_EQ(load.config->queue.type, "memory");
   EXPECT_TRUE(load.config->queue.settings);
 
-  auto bad = load_config(files.write("bad.yaml", "store:\n  type: postgres\nqueue:\n  type: rabbitmq\n  extra: 1\n"),
+  auto bad = load_config(files.write("bad.yaml", "store:\n  type: postgres\nqueue:\n  type: rabbit\n  extra: 1\n"),
                          registry);
   auto* store = find_problem(bad, "store.type");
   ASSERT_NE(store, nullptr) << problems_text(bad);
@@ -522,7 +554,7 @@ TEST(LoadConfig, StoreAndQueueEnginesAreChosenByType) {
   EXPECT_EQ(store->line, 2);
   auto* queue = find_problem(bad, "queue.type");
   ASSERT_NE(queue, nullptr) << problems_text(bad);
-  EXPECT_EQ(queue->message, "queue type 'rabbitmq' is not available (available: memory)");
+  EXPECT_EQ(queue->message, "queue type 'rabbit' is not available (available: memory, rabbitmq)");
 
   auto typo = load_config(files.write("typo.yaml", "store:\n  max_batchh: 7\n"), registry);
   EXPECT_NE(find_problem(typo, "store.max_batchh"), nullptr) << problems_text(typo);
