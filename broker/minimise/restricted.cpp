@@ -2,6 +2,8 @@
 
 #include "tellonce/json.hpp"
 
+#include <string.h>  // memmem (GNU)
+
 #include <array>
 
 namespace tellonce {
@@ -53,7 +55,12 @@ constexpr std::array<std::string_view, 3> locating_extensions = {"NominatedPharm
 
 }  // namespace
 
-bool may_be_restricted(std::string_view body) { return body.find("v3-Confidentiality") != std::string_view::npos; }
+// memmem rather than string_view::find: find stops at every 'v' of the body (memchr, then a
+// compare), and this runs over every delivered body; glibc's memmem skips ahead by the needle.
+bool may_be_restricted(std::string_view body) {
+  static constexpr std::string_view needle = "v3-Confidentiality";
+  return ::memmem(body.data(), body.size(), needle.data(), needle.size()) != nullptr;
+}
 
 bool is_restricted(const rapidjson::Value& record) {
   bool found = false;
