@@ -15,7 +15,7 @@ usage: bench/search/run.py [--build build] [--store build/bench-search/store.db]
                            [--messages 1000000] [--requests 200] [--limit 50] [--deep 20]
                            [--only SUBSTRING] [--json FILE]
 """
-import argparse, http.client, json, os, random, sqlite3, subprocess, sys, tempfile, time, urllib.parse
+import argparse, hashlib, http.client, json, os, random, secrets, sqlite3, subprocess, sys, tempfile, time, urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import ROOT, free_port, wait_line  # noqa: E402
@@ -27,10 +27,17 @@ HOUR = 3600 * 1000
 DAY = 24 * HOUR
 
 
+# The operator the benchmark signs in as (the admin API needs one): a token made for this run,
+# its hash in the config (sha256:<hex> of the token, as `tellonce hash-key` prints it).
+TOKEN = secrets.token_hex(32)
+
+
 def write_config(path, port, store, dead_port):
     """The sources and destinations make_store wrote, as partners; the destinations point at a
     port nobody listens on (they are paused in the store anyway)."""
+    token_hash = "sha256:" + hashlib.sha256(TOKEN.encode()).hexdigest()
     lines = [f"api:\n  listen: 127.0.0.1:{port}\nstore:\n  path: {store}\n",
+             f"operators:\n  - {{ name: bench, role: viewer, token_hashes: [\"{token_hash}\"] }}\n",
              "delivery:\n  concurrency_per_destination: 1\n", "partners:\n"]
     for s in SOURCES:
         if s not in DESTINATIONS:
@@ -128,7 +135,7 @@ class Api:
     def get(self, params):
         path = "/api/messages?" + urllib.parse.urlencode(params)
         started = time.perf_counter()
-        self.conn.request("GET", path)
+        self.conn.request("GET", path, headers={"Authorization": "Bearer " + TOKEN})
         r = self.conn.getresponse()
         body = r.read()
         elapsed = (time.perf_counter() - started) * 1000
