@@ -177,9 +177,11 @@ class Builder {
   }
 
   void load_extensions(const rapidjson::Value& extensions) {
-    for (auto& [url_value, def] : extensions.GetObject()) {
+    for (auto& entry : extensions.GetObject()) {
+      // Named, not a structured binding: clang (the fuzz build) does not let a lambda capture those.
+      const rapidjson::Value& def = entry.value;
       ExtensionDef ext;
-      ext.url = str(url_value);
+      ext.url = str(entry.name);
       for (auto& context : member(def, "context", ext.url).GetArray()) {
         std::string expression = str(context);
         ext.contexts += (ext.contexts.empty() ? "" : ", ") + expression;
