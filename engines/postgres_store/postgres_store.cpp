@@ -13,7 +13,8 @@
 #include "pg_conn.hpp"
 #include "postgres_store.hpp"
 
-#include "../sqlite_store/worker_jobs.hpp"
+#include "engines/common/store_rows.hpp"
+#include "engines/common/worker_jobs.hpp"
 
 #include "tellonce/json.hpp"
 #include "tellonce/log.hpp"
@@ -37,6 +38,18 @@ namespace {
 using store_detail::Job;
 using store_detail::JobFor;
 using store_detail::JobQueue;
+using store_detail::json_member_string;
+using store_detail::json_strings;
+using store_detail::join;
+using store_detail::make_cursor;
+using store_detail::nhs_number_in;
+using store_detail::not_found;
+using store_detail::not_held;
+using store_detail::parse_cursor;
+using store_detail::replayed_data;
+using store_detail::split;
+using store_detail::state_from_counts;
+using store_detail::unavailable;
 
 constexpr int current_schema_version = 1;
 
@@ -166,121 +179,26 @@ d AS (
 SELECT m.seq, d.id, d.destination FROM m LEFT JOIN d ON true
 )sql";
 
-Failure unavailable(std::string diagnostics) {
-  return Failure::retryable(Errc::unavailable, Issue{Severity::error, "transient", std::move(diagnostics), "", ""});
-}
 
-Failure not_found(const std::string& message_id) {
-  return Failure::permanent(
-      Errc::not_found, Issue{Severity::error, "not-found", "no message with id " + message_id + " in the store", "", ""});
-}
 
-Failure not_held(const std::string& partner, const std::string& message_id) {
-  return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found",
-                                                   "message " + message_id + " is not in the mailbox of " + partner,
-                                                   "", ""});
-}
 
 // SQLSTATE class 23: integrity constraint violation, the fault of one write.
 bool constraint_violation(const pg::Connection& db) { return db.sqlstate().rfind("23", 0) == 0; }
 // Serialization failure or deadlock between nodes: the whole batch may pass when run again.
 bool worth_rerunning(const pg::Connection& db) { return db.sqlstate() == "40001" || db.sqlstate() == "40P01"; }
 
-Failure unsaved(const pg::Connection& db) {
-  std::string diagnostics = "the message store could not save the record: " + db.error_message();
-  if (constraint_violation(db))
-    return Failure::permanent(Errc::conflict, Issue{Severity::error, "conflict", std::move(diagnostics), "", ""});
-  return unavailable(diagnostics + "; nothing was stored, try again later");
-}
+Failure unsaved(const pg::Connection& db) { return store_detail::unsaved(db.error_message(), constraint_violation(db)); }
 
-std::string join(const std::vector<std::string>& items, std::string_view separator) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty()) out += separator;
-    out += item;
-  }
-  return out;
-}
 
-std::vector<std::string> split(const std::string& list, char separator) {
-  std::vector<std::string> out;
-  for (std::size_t at = 0; at < list.size();) {
-    auto end = list.find(separator, at);
-    if (end == std::string::npos) end = list.size();
-    out.push_back(list.substr(at, end - at));
-    at = end + 1;
-  }
-  return out;
-}
 
-std::vector<std::string> json_strings(const rapidjson::Value* array) {
-  std::vector<std::string> out;
-  if (array && array->IsArray())
-    for (const auto& item : array->GetArray())
-      if (item.IsString()) out.emplace_back(item.GetString(), item.GetStringLength());
-  return out;
-}
 
-std::string json_member_string(const rapidjson::Document& doc, const char* key) {
-  if (!doc.IsObject()) return {};
-  auto it = doc.FindMember(key);
-  return it != doc.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString(), it->value.GetStringLength())
-                                                       : std::string();
-}
 
-std::string_view nhs_number_in(std::string_view patient_key) {
-  if (patient_key.size() != 10) return "";
-  for (char c : patient_key)
-    if (c < '0' || c > '9') return "";
-  return patient_key;
-}
 
-std::string replayed_data(const std::vector<std::string>& destinations, const std::string& actor) {
-  std::string data = "{\"destinations\":[";
-  for (std::size_t i = 0; i < destinations.size(); ++i) {
-    if (i) data += ',';
-    append_json_string(data, destinations[i]);
-  }
-  data += ']';
-  if (!actor.empty()) {
-    data += ",\"actor\":";
-    append_json_string(data, actor);
-  }
-  data += '}';
-  return data;
-}
 
-MessageState state_from_counts(std::int64_t total, std::int64_t pending, std::int64_t dead) {
-  if (total == 0) return MessageState::unroutable;
-  if (pending > 0) return MessageState::delivering;
-  if (dead > 0) return MessageState::failed;
-  return MessageState::delivered;
-}
 
 // ---- search ----
 
-std::optional<std::pair<std::int64_t, std::int64_t>> parse_cursor(const std::string& cursor) {
-  // "<received_at_ms hex>.<seq hex>", as the SQLite store gives out.
-  auto dot = cursor.find('.');
-  if (dot == std::string::npos || dot == 0 || dot + 1 == cursor.size()) return std::nullopt;
-  try {
-    std::size_t used = 0;
-    auto at = std::stoll(cursor.substr(0, dot), &used, 16);
-    if (used != dot) return std::nullopt;
-    auto seq = std::stoll(cursor.substr(dot + 1), &used, 16);
-    if (used != cursor.size() - dot - 1) return std::nullopt;
-    return std::make_pair(static_cast<std::int64_t>(at), static_cast<std::int64_t>(seq));
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-}
 
-std::string make_cursor(std::int64_t received_at_ms, std::int64_t seq) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%llx.%llx", static_cast<unsigned long long>(received_at_ms),
-                static_cast<unsigned long long>(seq));
-  return buf;
-}
 
 // "FROM messages m WHERE ..." for a query, with its parameters. PostgreSQL's planner picks the
 // index (the filters each have one ending in (received_at_ms, seq)).

@@ -1,5 +1,7 @@
 #include "search_keys.hpp"
 
+#include "engines/common/store_rows.hpp"
+
 #include <algorithm>
 #include <tuple>
 
@@ -75,12 +77,7 @@ std::vector<SearchKey> search_keys_after(sqlite::Connection& db, std::int64_t af
     const std::string id = messages.text(1);
     const std::string source = messages.text(3), resource_type = messages.text(4), event = messages.text(5),
                       nhs_number = messages.text(6), route_list = messages.text(7);
-    std::vector<std::string> routes, destinations;
-    for (std::size_t at = 0; at < route_list.size();) {
-      auto end = std::min(route_list.find(',', at), route_list.size());
-      routes.push_back(route_list.substr(at, end - at));
-      at = end + 1;
-    }
+    std::vector<std::string> routes = split(route_list, ','), destinations;
     deliveries.start().bind(1, std::string_view(id));
     while (deliveries.step()) destinations.push_back(deliveries.text(0));
     deliveries.reset();

@@ -19,7 +19,8 @@
 #include "sqlite_db.hpp"
 #include "sqlite_files.hpp"
 #include "sqlite_store.hpp"
-#include "worker_jobs.hpp"
+#include "engines/common/store_rows.hpp"
+#include "engines/common/worker_jobs.hpp"
 
 #include "tellonce/json.hpp"
 #include "tellonce/log.hpp"
@@ -44,6 +45,18 @@ namespace {
 using store_detail::Job;
 using store_detail::JobFor;
 using store_detail::JobQueue;
+using store_detail::json_member_string;
+using store_detail::json_strings;
+using store_detail::join;
+using store_detail::make_cursor;
+using store_detail::nhs_number_in;
+using store_detail::not_found;
+using store_detail::not_held;
+using store_detail::parse_cursor;
+using store_detail::replayed_data;
+using store_detail::split;
+using store_detail::state_from_counts;
+using store_detail::unavailable;
 using store_detail::Facet;
 
 constexpr int current_schema_version = 8;
@@ -288,90 +301,18 @@ std::string migrate_3_to_4_sql() {
          each(event_fact_columns, "ALTER TABLE events ADD COLUMN ", ";\n");
 }
 
-Failure unavailable(std::string diagnostics) {
-  return Failure::retryable(Errc::unavailable, Issue{Severity::error, "transient", std::move(diagnostics), "", ""});
-}
 
-Failure not_found(const std::string& message_id) {
-  return Failure::permanent(
-      Errc::not_found, Issue{Severity::error, "not-found", "no message with id " + message_id + " in the store", "", ""});
-}
 
-// Failure for a write that SQLite refused. Constraint violations will fail again unchanged;
-// anything else (disk full, I/O error, lock timeout) may pass later.
 Failure unsaved(const sqlite::Connection& db) {
-  std::string diagnostics = "the message store could not save the record: " + db.error_message();
-  if ((db.error_code() & 0xff) == SQLITE_CONSTRAINT)
-    return Failure::permanent(Errc::conflict, Issue{Severity::error, "conflict", std::move(diagnostics), "", ""});
-  return unavailable(diagnostics + "; nothing was stored, try again later");
+  return store_detail::unsaved(db.error_message(), (db.error_code() & 0xff) == SQLITE_CONSTRAINT);
 }
 
-std::string join(const std::vector<std::string>& items, std::string_view separator) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty()) out += separator;
-    out += item;
-  }
-  return out;
-}
 
-MessageState state_from_counts(std::int64_t total, std::int64_t pending, std::int64_t dead) {
-  if (total == 0) return MessageState::unroutable;
-  if (pending > 0) return MessageState::delivering;
-  if (dead > 0) return MessageState::failed;
-  return MessageState::delivered;
-}
 
-std::vector<std::string> split(const std::string& list, char separator) {
-  std::vector<std::string> out;
-  for (std::size_t at = 0; at < list.size();) {
-    auto end = list.find(separator, at);
-    if (end == std::string::npos) end = list.size();
-    out.push_back(list.substr(at, end - at));
-    at = end + 1;
-  }
-  return out;
-}
 
-std::vector<std::string> json_strings(const rapidjson::Value* array) {
-  std::vector<std::string> out;
-  if (array && array->IsArray())
-    for (const auto& item : array->GetArray())
-      if (item.IsString()) out.emplace_back(item.GetString(), item.GetStringLength());
-  return out;
-}
 
-std::string json_member_string(const rapidjson::Document& doc, const char* key) {
-  if (!doc.IsObject()) return {};
-  auto it = doc.FindMember(key);
-  return it != doc.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString(), it->value.GetStringLength())
-                                                       : std::string();
-}
 
-// The patient key when it is an NHS number (ten digits), else empty: the searchable column.
-std::string_view nhs_number_in(std::string_view patient_key) {
-  // "" rather than {}: SQLite binds a null pointer as NULL.
-  if (patient_key.size() != 10) return "";
-  for (char c : patient_key)
-    if (c < '0' || c > '9') return "";
-  return patient_key;
-}
 
-// A replayed event's data: its destinations and who asked.
-std::string replayed_data(const std::vector<std::string>& destinations, const std::string& actor) {
-  std::string data = "{\"destinations\":[";
-  for (std::size_t i = 0; i < destinations.size(); ++i) {
-    if (i) data += ',';
-    append_json_string(data, destinations[i]);
-  }
-  data += ']';
-  if (!actor.empty()) {
-    data += ",\"actor\":";
-    append_json_string(data, actor);
-  }
-  data += '}';
-  return data;
-}
 
 // The message row, as much of it as the accept events need.
 struct AcceptedRow {
@@ -1412,11 +1353,6 @@ Result<std::vector<DeliveryJob>> SqliteStore::apply_replay(const std::string& me
   return jobs;
 }
 
-Failure not_held(const std::string& partner, const std::string& message_id) {
-  return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found",
-                                                   "message " + message_id + " is not in the mailbox of " + partner,
-                                                   "", ""});
-}
 
 // A collected delivery is recorded on its row alone, as a first-time success is: the trail
 // shows it delivered, attempt number unchanged, partner code "acknowledged".
@@ -1689,28 +1625,7 @@ struct SearchSql {
   std::vector<Bind> binds;
 };
 
-std::optional<std::pair<std::int64_t, std::int64_t>> parse_cursor(const std::string& cursor) {
-  // "<received_at_ms hex>.<seq hex>": opaque to clients, stable while the rows it names exist.
-  auto dot = cursor.find('.');
-  if (dot == std::string::npos || dot == 0 || dot + 1 == cursor.size()) return std::nullopt;
-  try {
-    std::size_t used = 0;
-    auto at = std::stoll(cursor.substr(0, dot), &used, 16);
-    if (used != dot) return std::nullopt;
-    auto seq = std::stoll(cursor.substr(dot + 1), &used, 16);
-    if (used != cursor.size() - dot - 1) return std::nullopt;
-    return std::make_pair(static_cast<std::int64_t>(at), static_cast<std::int64_t>(seq));
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-}
 
-std::string make_cursor(std::int64_t received_at_ms, std::int64_t seq) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%llx.%llx", static_cast<unsigned long long>(received_at_ms),
-                static_cast<unsigned long long>(seq));
-  return buf;
-}
 
 // Where a search starts: the index it walks newest first. by_* walk an index of messages; the
 // others a table keyed by received time (routes, deliveries).
