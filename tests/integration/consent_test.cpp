@@ -43,13 +43,7 @@ partners:
     kind: trust
     ods: X26
     )" + endpoint(analytics) + R"(
-inbound:
-  - id: fhir-http
-    type: fhir-rest
-    listen: 127.0.0.1:0
-    base_path: /fhir
-    allow_partner_header: true
-routes:
+)" + std::string(kFhirHttpInboundYaml) + R"(routes:
   - id: care
     match: { resource_type: [Patient] }
     to: [gp-a, charity]

@@ -55,13 +55,7 @@ partners:
     kind: vcse
     ods: 8JK99
     endpoint: { type: file, directory: ")" + outbox.string() + R"(" }
-inbound:
-  - id: fhir-http
-    type: fhir-rest
-    listen: 127.0.0.1:0
-    base_path: /fhir
-    allow_partner_header: true
-routes:
+)" + std::string(kFhirHttpInboundYaml) + R"(routes:
   - id: patients-to-carers
     match: { resource_type: Patient }
     to: [carers]
@@ -159,13 +153,7 @@ partners:
       format: ndjson
       batch_max_records: 3
       batch_max_wait: 200ms
-inbound:
-  - id: fhir-http
-    type: fhir-rest
-    listen: 127.0.0.1:0
-    base_path: /fhir
-    allow_partner_header: true
-routes:
+)" + std::string(kFhirHttpInboundYaml) + R"(routes:
   - id: patients-to-carers
     match: { resource_type: Patient }
     to: [carers]

@@ -249,6 +249,14 @@ const char* const kTestOperatorsYaml =
     "  - { name: itest-admin, role: admin, token_hashes: [\"sha256:93789815e259f4c8211fb2cf5967d3f146670a94035c2f1b042eed942b40fd4c\"] }\n"
     "  - { name: itest-metrics, role: metrics, token_hashes: [\"sha256:3a931ad1db76c4b62d28688eed788412adc20311e01fe2af16fab28e8d48ee8a\"] }\n";
 
+const char* const kFhirHttpInboundYaml =
+    "inbound:\n"
+    "  - id: fhir-http\n"
+    "    type: fhir-rest\n"
+    "    listen: 127.0.0.1:0\n"
+    "    base_path: /fhir\n"
+    "    allow_partner_header: true\n";
+
 std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 
 std::string token_file(const std::filesystem::path& dir, const std::string& token) {

@@ -77,6 +77,9 @@ inline constexpr const char* kOperatorToken = "itest-operator-token-5f1c9a7e3b2d
 inline constexpr const char* kAdminToken = "itest-admin-token-5f1c9a7e3b2d4c6a";
 inline constexpr const char* kMetricsToken = "itest-metrics-token-5f1c9a7e3b2d4c6a";
 extern const char* const kTestOperatorsYaml;  // "operators:\n  - { name: itest-viewer, role: viewer, ... }"
+// The "inbound:" section most tests' configs share: the FHIR REST endpoint "fhir-http" on a port
+// of its own (127.0.0.1:0, read back by the harness), that takes X-Tellonce-Partner.
+extern const char* const kFhirHttpInboundYaml;
 std::string bearer(const std::string& token);  // "Authorization: Bearer <token>"
 // Writes `token` to dir/token and returns the path, for the CLI's --token-file.
 std::string token_file(const std::filesystem::path& dir, const std::string& token = kOperatorToken);

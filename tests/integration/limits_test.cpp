@@ -139,13 +139,7 @@ partners:
     api_keys: [vcse-a-key]
     limits: { records_per_second: 0.01, burst: 2 }
     endpoint: { type: mailbox }
-inbound:
-  - id: fhir-http
-    type: fhir-rest
-    listen: 127.0.0.1:0
-    base_path: /fhir
-    allow_partner_header: true
-routes:
+)" + std::string(kFhirHttpInboundYaml) + R"(routes:
   - id: all
     match: {}
     to: [vcse-a]

@@ -40,13 +40,7 @@ partners:
     ods: 8JK97
     api_keys: [it-pantry-key]
     endpoint: { type: mailbox }   # on the API's listener
-inbound:
-  - id: fhir-http
-    type: fhir-rest
-    listen: 127.0.0.1:0
-    base_path: /fhir
-    allow_partner_header: true
-routes:
+)" + std::string(kFhirHttpInboundYaml) + R"(routes:
   - id: patients-to-carers
     match: { resource_type: Patient }
     to: [carers]

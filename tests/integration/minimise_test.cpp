@@ -35,13 +35,7 @@ partners:
     ods: 8JK99
     minimise: social-prescribing
     endpoint: { type: fhir-rest, url: "http://127.0.0.1:)" + std::to_string(charity) + R"(/fhir", timeout: 2s }
-inbound:
-  - id: fhir-http
-    type: fhir-rest
-    listen: 127.0.0.1:0
-    base_path: /fhir
-    allow_partner_header: true
-routes:
+)" + std::string(kFhirHttpInboundYaml) + R"(routes:
   - id: referrals
     match:
       event: servicerequest-request

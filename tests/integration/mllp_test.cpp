@@ -63,13 +63,7 @@ std::string mllp_config(unsigned short mllp_port, unsigned short sink, unsigned 
     kind: trust
     ods: RYX
     endpoint: { type: mllp, address: "127.0.0.1:)" + std::to_string(legacy) + R"(", ack_timeout: 2s, connect_timeout: 1s, receiving_application: LEGACYPAS, receiving_facility: RYX }
-inbound:
-  - id: fhir-http
-    type: fhir-rest
-    listen: 127.0.0.1:0
-    base_path: /fhir
-    allow_partner_header: true
-  - id: trust-v2
+)" + std::string(kFhirHttpInboundYaml) + R"(  - id: trust-v2
     type: mllp
     listen: 127.0.0.1:)" + std::to_string(mllp_port) + R"(
 routes:

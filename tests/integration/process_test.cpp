@@ -44,13 +44,7 @@ partners:
     kind: primary-care
     ods: A81002
     endpoint: { type: fhir-rest, url: "http://127.0.0.1:)" + std::to_string(gp_b) + R"(/fhir", timeout: 2s, connect_timeout: 1s }
-inbound:
-  - id: fhir-http
-    type: fhir-rest
-    listen: 127.0.0.1:0
-    base_path: /fhir
-    allow_partner_header: true
-routes:
+)" + std::string(kFhirHttpInboundYaml) + R"(routes:
   - id: gp-a
     match:
       where:
