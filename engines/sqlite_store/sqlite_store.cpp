@@ -354,6 +354,10 @@ std::vector<LifecycleEvent> accept_events(const MessageView& v, const AcceptedRo
   return events;
 }
 
+// The unsettled deliveries' index (deliveries_unsettled) is keyed by "dead or expired" first; a
+// query uses it only when it repeats that expression, and the index's own WHERE, word for word.
+#define TELLONCE_UNSETTLED(t) t "status <> 'delivered' AND (" t "status IN ('dead', 'expired')) = "
+
 // A message's state, from its deliveries (alias m for messages): held counts as pending (on
 // its way), expired as dead.
 #define TELLONCE_STATE_SQL                                                                            \
@@ -466,7 +470,7 @@ struct ReadStatements {
         // The unsettled deliveries' index alone: it carries destination and status.
         backlog(db,
                 "SELECT destination, count(*), min(received_at_ms) FROM deliveries INDEXED BY deliveries_unsettled "
-                "WHERE status <> 'delivered' AND (status IN ('dead', 'expired')) = 0 AND status = 'pending' "
+                "WHERE " TELLONCE_UNSETTLED("") "0 AND status = 'pending' "
                 "GROUP BY destination ORDER BY destination") {}
 
   sqlite::Statement begin, end, message, original_size, deliveries, events, body, original, mailbox, held, backlog;
@@ -1632,9 +1636,6 @@ struct SearchSql {
 enum class Driver { messages, by_source, by_resource_type, by_event, by_nhs_number, unroutable, route, destination,
                     failed, waiting };
 
-// The unsettled deliveries' index (deliveries_unsettled) is keyed by "dead or expired" first; a
-// query uses it only when it repeats that expression, and the index's own WHERE, word for word.
-#define TELLONCE_UNSETTLED(t) t "status <> 'delivered' AND (" t "status IN ('dead', 'expired')) = "
 constexpr const char* failed_deliveries = TELLONCE_UNSETTLED("x.") "1";
 constexpr const char* waiting_deliveries = TELLONCE_UNSETTLED("x.") "0";
 constexpr const char* failed_probe = "deliveries INDEXED BY deliveries_unsettled WHERE " TELLONCE_UNSETTLED("") "1";
