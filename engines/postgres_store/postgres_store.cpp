@@ -15,6 +15,7 @@
 
 #include "engines/common/store_rows.hpp"
 #include "engines/common/worker_jobs.hpp"
+#include "engines/common/write_health.hpp"
 
 #include "tellonce/json.hpp"
 #include "tellonce/log.hpp"
@@ -478,17 +479,8 @@ class PostgresStore final : public Store {
 
   asio::awaitable<Result<void>> health() override {
     if (closed_flag_.load()) co_return unavailable("the message store is closed");
-    if (!writes_failing_.load()) co_return Result<void>{};
-    bool probe_now = false;
-    {
-      std::lock_guard lock(health_mutex_);
-      const auto now = std::chrono::steady_clock::now();
-      if (now - last_probe_ >= settings_.health_probe_interval) {
-        last_probe_ = now;
-        probe_now = true;
-      }
-    }
-    if (!probe_now) co_return unavailable(write_failure_text());
+    if (!write_health_.failing()) co_return Result<void>{};
+    if (!write_health_.probe_due(settings_.health_probe_interval)) co_return unavailable(write_health_.failure_text());
     // A write of its own through the writer: it reconnects first when the connection was lost.
     auto probe = [this]() -> Result<void> {
       writer_db_.exec("INSERT INTO store_meta (key, value) VALUES ('health_probe', $1) "
@@ -497,7 +489,7 @@ class PostgresStore final : public Store {
       return {};
     };
     auto probed = co_await submit<void>(writes_, std::move(probe));
-    if (!probed) co_return unavailable(write_failure_text());
+    if (!probed) co_return unavailable(write_health_.failure_text());
     co_return probed;
   }
 
@@ -554,8 +546,6 @@ class PostgresStore final : public Store {
   void write_loop();
   void gather_more(std::unique_lock<std::mutex>& lock);
   void write_batch(std::vector<std::unique_ptr<Job>>& batch);
-  void note_write_outcome(bool ok, const std::string& error);
-  std::string write_failure_text();
   void read_loop();
   void measure_size();
 
@@ -593,11 +583,7 @@ class PostgresStore final : public Store {
   bool closed_ = false;
   std::atomic<bool> closed_flag_{false};
 
-  std::atomic<bool> writes_failing_{false};
-  std::mutex health_mutex_;
-  std::string write_error_;
-  std::int64_t failing_since_ms_ = 0;
-  std::chrono::steady_clock::time_point last_probe_{};
+  store_detail::WriteHealth write_health_;
 };
 
 thread_local pg::Connection* PostgresStore::reader_connection = nullptr;
@@ -732,24 +718,8 @@ void PostgresStore::write_batch(std::vector<std::unique_ptr<Job>>& batch) {
     culprit->fail(failure);
     live.erase(std::find(live.begin(), live.end(), culprit));
   }
-  note_write_outcome(!batch_failed, batch_error);
+  write_health_.note(!batch_failed, batch_error);
   for (auto& job : batch) job->complete();
-}
-
-void PostgresStore::note_write_outcome(bool ok, const std::string& error) {
-  if (ok) {
-    if (writes_failing_.exchange(false)) log::info("store", "writes succeed again");
-    return;
-  }
-  std::lock_guard lock(health_mutex_);
-  write_error_ = error;
-  if (!writes_failing_.exchange(true)) failing_since_ms_ = now_ms();
-}
-
-std::string PostgresStore::write_failure_text() {
-  std::lock_guard lock(health_mutex_);
-  return "the message store cannot save records (failing for " +
-         std::to_string((now_ms() - failing_since_ms_) / 1000) + " s): " + write_error_;
 }
 
 void PostgresStore::read_loop() {

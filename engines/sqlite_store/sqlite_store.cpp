@@ -21,6 +21,7 @@
 #include "sqlite_store.hpp"
 #include "engines/common/store_rows.hpp"
 #include "engines/common/worker_jobs.hpp"
+#include "engines/common/write_health.hpp"
 
 #include "tellonce/json.hpp"
 #include "tellonce/log.hpp"
@@ -795,23 +796,15 @@ class SqliteStore final : public Store {
 
   asio::awaitable<Result<void>> health() override {
     if (closed_flag_.load()) co_return unavailable("the message store is closed");
-    if (!writes_failing_.load()) co_return Result<void>{};
-    bool probed_recently = false;
-    {
-      std::lock_guard lock(health_mutex_);
-      const auto now = std::chrono::steady_clock::now();
-      probed_recently = now - last_probe_ < settings_.health_probe_interval;
-      if (!probed_recently) last_probe_ = now;
-    }
-    // Outside the lock: write_failure_text() takes health_mutex_ itself.
-    if (probed_recently) co_return unavailable(write_failure_text());
+    if (!write_health_.failing()) co_return Result<void>{};
+    if (!write_health_.probe_due(settings_.health_probe_interval)) co_return unavailable(write_health_.failure_text());
     auto probe = [this]() -> Result<void> {
       write_->probe_fill.run();
       write_->probe_clear.run();
       return {};
     };
     auto probed = co_await submit<void>(writes_, std::move(probe));
-    if (!probed) co_return unavailable(write_failure_text());
+    if (!probed) co_return unavailable(write_health_.failure_text());
     co_return probed;
   }
 
@@ -860,8 +853,6 @@ class SqliteStore final : public Store {
   bool flush_due() const;
   void flush_search_keys_alone();
   asio::awaitable<Result<void>> search_keys_written();
-  void note_write_outcome(bool ok, const std::string& error);
-  std::string write_failure_text();
   void read_loop();
   void checkpoint_loop();
   static int on_wal_commit(void* self, sqlite3* db, const char* name, int pages);
@@ -928,11 +919,7 @@ class SqliteStore final : public Store {
   std::atomic<bool> closed_flag_{false};
 
   // The last write's outcome, for health(): set by the writer, read from any thread.
-  std::atomic<bool> writes_failing_{false};
-  std::mutex health_mutex_;
-  std::string write_error_;                 // SQLite's message for the last failed batch
-  std::int64_t failing_since_ms_ = 0;
-  std::chrono::steady_clock::time_point last_probe_{};
+  store_detail::WriteHealth write_health_;
 };
 
 void SqliteStore::migrate() {
@@ -1158,26 +1145,8 @@ void SqliteStore::write_batch(std::vector<std::unique_ptr<Job>>& batch) {
     culprit->fail(failure);
     live.erase(std::find(live.begin(), live.end(), culprit));
   }
-  note_write_outcome(!batch_failed, batch_error);
+  write_health_.note(!batch_failed, batch_error);
   for (auto& job : batch) job->complete();
-}
-
-// A batch that failed as a whole (not one write's constraint) means records cannot be stored
-// now; the next batch that commits means they can again.
-void SqliteStore::note_write_outcome(bool ok, const std::string& error) {
-  if (ok) {
-    if (writes_failing_.exchange(false)) log::info("store", "writes succeed again");
-    return;
-  }
-  std::lock_guard lock(health_mutex_);
-  write_error_ = error;
-  if (!writes_failing_.exchange(true)) failing_since_ms_ = now_ms();
-}
-
-std::string SqliteStore::write_failure_text() {
-  std::lock_guard lock(health_mutex_);
-  return "the message store cannot save records (failing for " +
-         std::to_string((now_ms() - failing_since_ms_) / 1000) + " s): " + write_error_;
 }
 
 void SqliteStore::add_event(const std::string& message_id, const LifecycleEvent& e, const std::string& data) {
