@@ -3,6 +3,7 @@
 #include "engines/common/store_rows.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 #include <tuple>
 
 namespace tellonce::store_detail {
@@ -26,6 +27,34 @@ void add_search_keys(std::vector<SearchKey>& out, const SearchFacts& f) {
   }
 }
 
+std::filesystem::path search_file_path(const std::filesystem::path& store) {
+  return std::filesystem::path(store.string() + "-search");
+}
+
+void attach_search_file(sqlite::Connection& db, const std::filesystem::path& store, bool prepare) {
+  const auto file = search_file_path(store).string();
+  sqlite::Statement attach(db, "ATTACH ?1 AS search");
+  attach.start().bind(1, std::string_view(file)).run();
+  if (db.failed()) throw std::runtime_error("search index " + file + ": cannot attach it: " + db.error_message());
+  if (!prepare) return;
+  // page_size takes effect only while the file has no table yet.
+  db.exec_or_throw("PRAGMA search.page_size = 4096");
+  sqlite::Statement wal(db, "PRAGMA search.journal_mode = WAL");
+  if (!wal.step() || wal.text(0) != "wal") throw std::runtime_error("search index " + file + ": cannot switch to WAL mode");
+  wal.reset();
+  db.exec_or_throw("PRAGMA search.synchronous = NORMAL");
+  db.exec_or_throw(R"sql(
+CREATE TABLE IF NOT EXISTS search.search_keys (
+  facet          INTEGER NOT NULL,
+  value          TEXT NOT NULL,
+  received_at_ms INTEGER NOT NULL,
+  seq            INTEGER NOT NULL,
+  PRIMARY KEY (facet, value, received_at_ms, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS search.search_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+)sql");
+}
+
 void write_search_keys(sqlite::Connection& db, std::vector<SearchKey>& keys, std::int64_t indexed_upto) {
   // In key order each index page is visited once, left to right.
   std::sort(keys.begin(), keys.end(), [](const SearchKey& a, const SearchKey& b) {
@@ -34,7 +63,7 @@ void write_search_keys(sqlite::Connection& db, std::vector<SearchKey>& keys, std
   // Many rows a statement: most of an insert's cost is running the statement, not the B-tree.
   constexpr std::size_t rows_per_insert = 64;
   auto insert_sql = [](std::size_t rows) {
-    std::string sql = "INSERT OR IGNORE INTO search_keys (facet, value, received_at_ms, seq) VALUES ";
+    std::string sql = "INSERT OR IGNORE INTO search.search_keys (facet, value, received_at_ms, seq) VALUES ";
     for (std::size_t i = 0; i < rows; ++i) sql += i ? ",(?,?,?,?)" : "(?,?,?,?)";
     return sql;
   };
@@ -54,15 +83,35 @@ void write_search_keys(sqlite::Connection& db, std::vector<SearchKey>& keys, std
     if (db.failed()) return;
     at += rows;
   }
-  sqlite::Statement mark(db, "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('search_indexed_upto', ?1)");
+  sqlite::Statement mark(db, "INSERT OR REPLACE INTO search.search_meta (key, value) VALUES ('indexed_upto', ?1)");
   mark.start().bind(1, indexed_upto).run();
 }
 
-std::int64_t search_indexed_upto(sqlite::Connection& db) {
-  sqlite::Statement st(db, "SELECT value FROM store_meta WHERE key = 'search_indexed_upto'");
-  std::int64_t upto = 0;
-  if (st.start().step()) upto = st.int64(0);
-  st.reset();
+std::int64_t search_indexed_upto(sqlite::Connection& db, const std::string& store_id, std::int64_t last_seq) {
+  auto meta = [&db](const char* key) {
+    sqlite::Statement st(db, "SELECT value FROM search.search_meta WHERE key = ?1");
+    std::string value = st.start().bind(1, std::string_view(key)).step() ? st.text(0) : std::string();
+    st.reset();
+    return value;
+  };
+  if (meta("store_id") != store_id) {
+    // New, or left by another store (a file put back from elsewhere, --accept-new-store).
+    db.exec_or_throw("BEGIN IMMEDIATE; DELETE FROM search.search_keys; DELETE FROM search.search_meta;");
+    sqlite::Statement mark(db, "INSERT INTO search.search_meta (key, value) VALUES ('store_id', ?1)");
+    mark.start().bind(1, std::string_view(store_id)).run();
+    if (db.failed()) throw std::runtime_error("search index: " + db.error_message());
+    db.exec_or_throw("COMMIT");
+    return 0;
+  }
+  const auto text = meta("indexed_upto");
+  std::int64_t upto = text.empty() ? 0 : std::stoll(text);
+  if (upto > last_seq) {
+    // The store was put back to an earlier state: those seqs will name other records.
+    sqlite::Statement trim(db, "DELETE FROM search.search_keys WHERE seq > ?1");
+    trim.start().bind(1, last_seq).run();
+    if (db.failed()) throw std::runtime_error("search index: " + db.error_message());
+    upto = last_seq;
+  }
   return upto;
 }
 
@@ -127,6 +176,10 @@ CREATE INDEX deliveries_unsettled
   ON deliveries(status IN ('dead', 'expired'), received_at_ms, seq, destination, status)
   WHERE status <> 'delivered';
 )sql";
+}
+
+std::string migrate_8_to_9_sql() {
+  return "DROP TABLE search_keys; DELETE FROM store_meta WHERE key = 'search_indexed_upto';";
 }
 
 }  // namespace tellonce::store_detail

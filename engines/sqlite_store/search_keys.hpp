@@ -3,22 +3,29 @@
 // number, each route and destination, and "every message"), ordered newest received first
 // within each (facet, value).
 //
-// Why a table written by the store rather than SQLite indexes on the messages table: SQLite
-// updates an index inside the insert that changes it, so every index would cost each commit a
-// B-tree insert and, per group commit, a rewritten 32 KiB page; with ten of them the store
-// took a third off bench/load's throughput. Instead the writer keeps a commit's keys in memory
-// and writes them later, many commits at once and in key order, so that each index page is
-// written once per flush instead of once per batch. A search first asks the writer to flush,
-// so it always sees every record acknowledged before it; after a crash the keys of records
-// committed since the last flush are rebuilt from their rows at start-up (search_keys_after).
+// Why a table written behind the commits rather than SQLite indexes on the messages table:
+// SQLite updates an index inside the insert that changes it, so every index would cost each
+// commit a B-tree insert and, per group commit, a rewritten page; with ten of them the store
+// took a third off bench/load's throughput. Instead the keys of committed records are handed
+// to the store's search thread, which writes many commits' keys at once, in key order.
 //
-// Threading: none of its own; the writer thread calls these (and start-up, before it runs).
-// Errors: recorded on the connection, as for every statement (sqlite_db.hpp).
+// Why in a file of its own (`<store>-search`, attached as schema `search`): the keys are
+// derived data, rebuilt from the messages, so that file needs neither the store's fsync per
+// commit (synchronous=NORMAL: consistent after a crash, perhaps missing its last flushes) nor
+// its 32 KiB pages. An NHS-number key lands on a page of its own among millions of patients,
+// and each flush rewrites every page it touched: 4 KiB there instead of 32 KiB. The writer
+// never waits for it. A search first asks the search thread to write what it holds, so it
+// sees every record acknowledged before it. At start-up the keys of records after the file's
+// watermark are rebuilt from their rows (a crash, a deleted or foreign file: all of them).
+//
+// Threading: none of its own; the store's search thread calls these (and start-up, before it
+// runs). Errors: recorded on the connection, as for every statement (sqlite_db.hpp).
 #pragma once
 
 #include "sqlite_db.hpp"
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,18 +62,30 @@ struct SearchFacts {
 
 void add_search_keys(std::vector<SearchKey>& out, const SearchFacts& facts);
 
+// The file beside the store that holds them.
+std::filesystem::path search_file_path(const std::filesystem::path& store);
+
+// Attaches the search file to `db` as schema `search`. With `prepare`, creates it if missing
+// (4 KiB pages, WAL, synchronous=NORMAL) with its tables; readers attach it without.
+void attach_search_file(sqlite::Connection& db, const std::filesystem::path& store, bool prepare);
+
 // Sorts `keys` into index order and inserts them (INSERT OR IGNORE: a key rebuilt after a
 // crash may already be there), then records `indexed_upto` (the highest seq whose keys are
-// now all written) in store_meta. Inside the caller's transaction.
+// now all written) in the search file. Inside the caller's transaction.
 void write_search_keys(sqlite::Connection& db, std::vector<SearchKey>& keys, std::int64_t indexed_upto);
 
-// store_meta's record of it (0 for a store that has none yet).
-std::int64_t search_indexed_upto(sqlite::Connection& db);
+// The search file's watermark for store `store_id` whose last seq is `last_seq`: 0 (and the
+// file emptied) when it was written for another store or is new; at most last_seq (keys of
+// seqs past it, which a restored store will number again, are removed).
+std::int64_t search_indexed_upto(sqlite::Connection& db, const std::string& store_id, std::int64_t last_seq);
 
 // The keys of every message with seq > after, rebuilt from the messages and deliveries tables.
 std::vector<SearchKey> search_keys_after(sqlite::Connection& db, std::int64_t after);
 
 // Schema 7 -> 8: search_keys filled from the schema-7 indexes' tables, which it replaces.
 std::string migrate_7_to_8_sql();
+
+// Schema 8 -> 9: search_keys leaves the store for the search file (rebuilt there at start-up).
+std::string migrate_8_to_9_sql();
 
 }  // namespace tellonce::store_detail

@@ -60,7 +60,7 @@ using store_detail::state_from_counts;
 using store_detail::unavailable;
 using store_detail::Facet;
 
-constexpr int current_schema_version = 8;
+constexpr int current_schema_version = 9;
 
 // The WAL bound (README "WAL bound"). A background checkpoint starts at checkpoint_pages (SQLite's
 // own default); if it falls behind, the writer checkpoints itself at runaway_wal_pages (with
@@ -72,10 +72,10 @@ constexpr int checkpoint_pages = 1000;
 constexpr int runaway_wal_pages = 4 * 1024;
 constexpr std::int64_t wal_size_limit = 64ll * 1024 * 1024;
 
-// Search keys wait in the writer's memory until this many have gathered (about 600 records)
-// or the oldest has waited this long; a search does not wait for either (search_keys.hpp).
-// Writing them holds up the batch they go with: in bench/load 16,384 keys a flush took accept
-// p99 from 16 to 28 ms and 65,536 to 55 ms; 4,096 keeps it near 21 ms at the same throughput.
+// Search keys wait in the search thread's queue until this many have gathered (about 600
+// records) or the oldest has waited this long; a search does not wait for either
+// (search_keys.hpp). In bench/load 16,384 a flush wrote 7 % fewer bytes a record but took
+// accept p99 from 27 to 40 ms: the larger flushes' checkpoints sync the disk the commits use.
 constexpr std::size_t search_flush_keys = 4096;
 constexpr auto search_flush_interval = std::chrono::seconds(1);
 
@@ -651,7 +651,13 @@ class SqliteStore final : public Store {
     }
     write_ = std::make_unique<WriteStatements>(writer_db_);
     next_seq_ = single_int(writer_db_, "SELECT coalesce(max(seq), 0) + 1 FROM messages");
+
+    search_db_ = std::make_unique<sqlite::Connection>(settings.path, false);
+    sqlite3_busy_timeout(search_db_->handle(), static_cast<int>(settings.busy_timeout.count()));
+    store_detail::attach_search_file(*search_db_, settings.path, true);
+    search_db_->exec_or_throw("PRAGMA search.journal_size_limit = " + std::to_string(wal_size_limit));
     catch_up_search_keys();
+    store_detail::attach_search_file(writer_db_, settings.path, false);  // replay by filter reads it
 
     checkpoint_db_ = std::make_unique<sqlite::Connection>(settings.path, false);
     configure(*checkpoint_db_, settings);
@@ -659,6 +665,7 @@ class SqliteStore final : public Store {
 
     reader_db_ = std::make_unique<sqlite::Connection>(settings.path, true);
     configure(*reader_db_, settings);
+    store_detail::attach_search_file(*reader_db_, settings.path, false);
     read_ = std::make_unique<ReadStatements>(*reader_db_);
 
     writer_ = std::thread([this] {
@@ -672,6 +679,10 @@ class SqliteStore final : public Store {
     checkpointer_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "store-ckpt");
       checkpoint_loop();
+    });
+    searcher_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "store-search");
+      search_loop();
     });
   }
 
@@ -766,7 +777,9 @@ class SqliteStore final : public Store {
 
   std::uint64_t size_bytes() const override {
     std::uint64_t total = 0;
-    for (const auto& file : {settings_.path, store_detail::wal_path(settings_.path)}) {
+    const auto search = store_detail::search_file_path(settings_.path);
+    for (const auto& file : {settings_.path, store_detail::wal_path(settings_.path), search,
+                             store_detail::wal_path(search)}) {
       std::error_code ec;
       auto size = fs::file_size(file, ec);
       if (!ec) total += size;
@@ -819,6 +832,8 @@ class SqliteStore final : public Store {
     reads_.close();
     if (writer_.joinable()) writer_.join();
     if (reader_.joinable()) reader_.join();
+    searches_.close();  // after the writer: it has handed over the keys of its last commits
+    if (searcher_.joinable()) searcher_.join();
     {
       std::lock_guard lock(checkpoint_mutex_);
       checkpoint_stop_ = true;
@@ -850,8 +865,8 @@ class SqliteStore final : public Store {
   void gather_more(std::unique_lock<std::mutex>& lock);
   void write_batch(std::vector<std::unique_ptr<Job>>& batch);
   void catch_up_search_keys();
-  bool flush_due() const;
-  void flush_search_keys_alone();
+  void search_loop();
+  void hand_over_search_keys();
   asio::awaitable<Result<void>> search_keys_written();
   void read_loop();
   void checkpoint_loop();
@@ -888,13 +903,16 @@ class SqliteStore final : public Store {
   sqlite::Connection writer_db_;
   std::unique_ptr<WriteStatements> write_;
   std::int64_t next_seq_ = 1;
-  // Search keys (search_keys.hpp), writer thread only: those of the batch being written, and
-  // those of committed batches not yet in search_keys. flush_wanted_: a search is waiting.
-  std::vector<store_detail::SearchKey> staged_keys_, unindexed_keys_;
-  bool flush_wanted_ = false;
-  std::chrono::steady_clock::time_point unindexed_since_{};
+  // Search keys (search_keys.hpp). staged_keys_: the writer's, of the batch being written.
+  // handed_keys_ (under searches_.mutex): committed, for the search thread to write, which
+  // keeps in unwritten_keys_ (its own) those a failed flush left behind.
+  std::vector<store_detail::SearchKey> staged_keys_, handed_keys_, unwritten_keys_;
+  std::unique_ptr<sqlite::Connection> search_db_;
+  JobQueue searches_;  // jobs: searches waiting for the keys to be written
+  std::thread searcher_;
+  bool search_write_failed_ = false;  // search thread only
   // The highest seq committed, and the highest whose keys are written: equal means a search
-  // need not wait for the writer. Set by the writer, read by any thread.
+  // need not wait. Set by the writer and the search thread, read by any thread.
   std::atomic<std::int64_t> committed_upto_{0};
   std::atomic<std::int64_t> indexed_upto_{0};
   std::uint64_t batches_ = 0, writes_done_ = 0;  // for the closing log line
@@ -933,14 +951,15 @@ void SqliteStore::migrate() {
   const std::string meta = store_meta_sql(new_message_id());
   if (version == 0) {
     writer_db_.exec_or_throw("BEGIN IMMEDIATE;" + schema_sql() + search_sql + meta + store_detail::migrate_7_to_8_sql() +
-                             set_version + "COMMIT;");
+                             store_detail::migrate_8_to_9_sql() + set_version + "COMMIT;");
     return;
   }
   // 1 -> 2 rebuilds messages, which deliveries and events reference: SQLite's own recipe for
   // that is foreign keys off (as they are on the writer: configure_writer), rebuild, check.
   // 2 -> 3 adds store_meta; 3 -> 4 the trail's fact columns; 4 -> 5 the originals table;
   // 5 -> 6 rebuilds deliveries for the mailbox statuses (held, expired); 6 -> 7 adds search;
-  // 7 -> 8 moves search from SQLite indexes into the search_keys table (search_keys.hpp).
+  // 7 -> 8 moves search from SQLite indexes into the search_keys table (search_keys.hpp);
+  // 8 -> 9 moves that table into the search file, where start-up rebuilds it.
   log::info("store", "upgrading " + settings_.path.string() + " from schema " + std::to_string(version) + " to " +
                          std::to_string(current_schema_version));
   try {
@@ -949,7 +968,9 @@ void SqliteStore::migrate() {
                              (version < 4 ? migrate_3_to_4_sql() : std::string()) +
                              (version < 5 ? originals_sql : std::string()) +
                              (version < 6 ? migrate_5_to_6_sql() : std::string()) +
-                             (version < 7 ? std::string(search_sql) : std::string()) + store_detail::migrate_7_to_8_sql());
+                             (version < 7 ? std::string(search_sql) : std::string()) +
+                             (version < 8 ? store_detail::migrate_7_to_8_sql() : std::string()) +
+                             store_detail::migrate_8_to_9_sql());
     if (single_int(writer_db_, "SELECT count(*) FROM pragma_foreign_key_check") != 0)
       throw std::runtime_error("foreign keys broken after the upgrade");
     writer_db_.exec_or_throw(set_version + "COMMIT;");
@@ -981,53 +1002,43 @@ void SqliteStore::write_loop() {
   std::vector<std::unique_ptr<Job>> batch;
   for (;;) {
     batch.clear();
-    bool flush_alone = false;
     {
       std::unique_lock lock(writes_.mutex);
       // Requests that queued up while the last batch was written mean load. Only then is a
       // short wait worth it, to let one fsync cover more commits; when idle, write at once.
       bool under_load = !writes_.jobs.empty();
-      auto ready = [this] { return !writes_.jobs.empty() || writes_.closed; };
-      // Idle with search keys unwritten: they go in on their own after a quiet interval.
-      if (!under_load && !unindexed_keys_.empty())
-        flush_alone = !writes_.ready.wait_for(lock, search_flush_interval, ready);
-      if (!flush_alone) {
-        writes_.ready.wait(lock, ready);
-        if (writes_.jobs.empty()) break;  // closed and drained
-        if (under_load) gather_more(lock);
-        while (!writes_.jobs.empty() && batch.size() < max_batch_) {
-          batch.push_back(std::move(writes_.jobs.front()));
-          writes_.jobs.pop_front();
-        }
+      writes_.ready.wait(lock, [this] { return !writes_.jobs.empty() || writes_.closed; });
+      if (writes_.jobs.empty()) break;  // closed and drained
+      if (under_load) gather_more(lock);
+      while (!writes_.jobs.empty() && batch.size() < max_batch_) {
+        batch.push_back(std::move(writes_.jobs.front()));
+        writes_.jobs.pop_front();
       }
-    }
-    if (flush_alone) {
-      flush_search_keys_alone();
-      continue;
     }
     write_batch(batch);
     ++batches_;
     writes_done_ += batch.size();
   }
-  flush_search_keys_alone();  // closing: the keys still in memory
 }
 
-// Start-up: the keys of records committed after the last flush (a crash lost them with the
-// writer's memory) are rebuilt from their rows.
+// Start-up: the keys of records committed after the search file's watermark (a crash lost
+// them from memory, or the file is new) are rebuilt from their rows.
 void SqliteStore::catch_up_search_keys() {
-  const auto indexed = store_detail::search_indexed_upto(writer_db_);
+  auto& db = *search_db_;
   const auto last = next_seq_ - 1;
+  const auto indexed = store_detail::search_indexed_upto(
+      db, single_text(writer_db_, "SELECT value FROM store_meta WHERE key = 'store_id'"), last);
   if (indexed < last) {
-    auto keys = store_detail::search_keys_after(writer_db_, indexed);
-    writer_db_.exec_or_throw("BEGIN IMMEDIATE");
-    store_detail::write_search_keys(writer_db_, keys, last);
-    if (writer_db_.failed()) {
-      const auto error = writer_db_.error_message();
-      sqlite3_exec(writer_db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    auto keys = store_detail::search_keys_after(db, indexed);
+    db.exec_or_throw("BEGIN IMMEDIATE");
+    store_detail::write_search_keys(db, keys, last);
+    if (db.failed()) {
+      const auto error = db.error_message();
+      sqlite3_exec(db.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
       throw std::runtime_error("message store " + settings_.path.string() +
                                ": could not rebuild its search index: " + error);
     }
-    writer_db_.exec_or_throw("COMMIT");
+    db.exec_or_throw("COMMIT");
     log::info("store", "search index: wrote the keys of the " + std::to_string(last - indexed) +
                            " record(s) committed after its last flush");
   }
@@ -1035,39 +1046,88 @@ void SqliteStore::catch_up_search_keys() {
   indexed_upto_ = last;
 }
 
-// With a batch: when a search waits for the keys, when many have gathered, or when the oldest
-// has waited an interval (so that a crash leaves little for start-up to rebuild).
-bool SqliteStore::flush_due() const {
-  if (flush_wanted_) return true;
-  if (unindexed_keys_.size() + staged_keys_.size() >= search_flush_keys) return true;
-  return !unindexed_keys_.empty() && std::chrono::steady_clock::now() - unindexed_since_ >= search_flush_interval;
-}
-
-void SqliteStore::flush_search_keys_alone() {
-  if (unindexed_keys_.empty()) return;
-  write_->begin.run();
-  store_detail::write_search_keys(writer_db_, unindexed_keys_, next_seq_ - 1);
-  write_->commit.run();
-  if (writer_db_.failed()) {
-    log::warn("store", "could not write the search index, will try again: " + writer_db_.error_message());
-    writer_db_.clear_error();
-    write_->rollback.run();
-    writer_db_.clear_error();
-    unindexed_since_ = std::chrono::steady_clock::now();
-    return;
+// Writer thread, after a commit: the batch's keys go to the search thread, woken only when a
+// flush's worth has gathered (its interval wakes it otherwise).
+void SqliteStore::hand_over_search_keys() {
+  bool full = false;
+  {
+    std::lock_guard lock(searches_.mutex);
+    handed_keys_.insert(handed_keys_.end(), std::make_move_iterator(staged_keys_.begin()),
+                        std::make_move_iterator(staged_keys_.end()));
+    full = handed_keys_.size() >= search_flush_keys;
+    committed_upto_ = next_seq_ - 1;  // under the lock: the keys up to it are handed over
   }
-  unindexed_keys_.clear();
-  indexed_upto_ = next_seq_ - 1;
+  staged_keys_.clear();
+  if (full) searches_.ready.notify_one();
 }
 
-// A search sees every record acknowledged before it: the writer first writes their keys.
+// The search thread: writes the handed-over keys when enough have gathered, every interval,
+// when a search waits (then answers it) and when the store closes.
+void SqliteStore::search_loop() {
+  auto& db = *search_db_;
+  std::vector<std::unique_ptr<Job>> waiting;
+  for (;;) {
+    std::int64_t upto = 0;
+    bool closing = false;
+    {
+      std::unique_lock lock(searches_.mutex);
+      searches_.ready.wait_for(lock, search_flush_interval, [this] {
+        return searches_.closed || !searches_.jobs.empty() || handed_keys_.size() >= search_flush_keys;
+      });
+      while (!searches_.jobs.empty()) {
+        waiting.push_back(std::move(searches_.jobs.front()));
+        searches_.jobs.pop_front();
+      }
+      if (unwritten_keys_.empty()) {
+        unwritten_keys_.swap(handed_keys_);
+      } else {
+        unwritten_keys_.insert(unwritten_keys_.end(), std::make_move_iterator(handed_keys_.begin()),
+                               std::make_move_iterator(handed_keys_.end()));
+        handed_keys_.clear();
+      }
+      upto = committed_upto_.load();
+      closing = searches_.closed;
+    }
+    if (!unwritten_keys_.empty()) {
+      std::string error;
+      if (sqlite3_exec(db.handle(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+        error = sqlite3_errmsg(db.handle());
+      } else {
+        store_detail::write_search_keys(db, unwritten_keys_, upto);
+        if (db.failed()) error = db.error_message();
+        else if (sqlite3_exec(db.handle(), "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) error = sqlite3_errmsg(db.handle());
+        if (!error.empty() && sqlite3_get_autocommit(db.handle()) == 0)
+          sqlite3_exec(db.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+      }
+      if (!error.empty()) {
+        // Kept for the next round; searches fail as unavailable meanwhile.
+        if (!search_write_failed_) log::warn("store", "could not write the search index, will try again: " + error);
+        search_write_failed_ = true;
+        db.clear_error();
+      } else {
+        search_write_failed_ = false;
+        unwritten_keys_.clear();
+        indexed_upto_ = upto;
+      }
+    }
+    for (auto& job : waiting) {
+      job->run();
+      job->complete();
+    }
+    waiting.clear();
+    if (closing && unwritten_keys_.empty()) return;
+    if (closing && search_write_failed_) return;  // start-up rebuilds what is left
+  }
+}
+
+// A search sees every record acknowledged before it: the search thread first writes their keys.
 asio::awaitable<Result<void>> SqliteStore::search_keys_written() {
   if (indexed_upto_.load() >= committed_upto_.load()) co_return Result<void>{};
   auto work = [this]() -> Result<void> {
-    flush_wanted_ = true;
+    if (search_write_failed_) return unavailable("message store could not write its search index");
     return {};
   };
-  co_return co_await submit<void>(writes_, std::move(work));
+  co_return co_await submit<void>(searches_, std::move(work));
 }
 
 void SqliteStore::gather_more(std::unique_lock<std::mutex>& lock) {
@@ -1092,7 +1152,6 @@ void SqliteStore::write_batch(std::vector<std::unique_ptr<Job>>& batch) {
   while (!live.empty()) {
     const auto seq_before = next_seq_;
     staged_keys_.clear();
-    flush_wanted_ = false;
     Job* culprit = nullptr;
     write_->begin.run();
     for (auto* job : live) {
@@ -1102,29 +1161,13 @@ void SqliteStore::write_batch(std::vector<std::unique_ptr<Job>>& batch) {
         break;
       }
     }
-    const bool flushing = !culprit && !writer_db_.failed() && flush_due();
-    if (flushing) {
-      unindexed_keys_.insert(unindexed_keys_.end(), std::make_move_iterator(staged_keys_.begin()),
-                             std::make_move_iterator(staged_keys_.end()));
-      staged_keys_.clear();
-      store_detail::write_search_keys(writer_db_, unindexed_keys_, next_seq_ - 1);
-    }
     write_->commit.run();
     if (!writer_db_.failed()) {
-      if (flushing) {
-        unindexed_keys_.clear();
-        indexed_upto_ = next_seq_ - 1;
-      } else if (!staged_keys_.empty()) {
-        if (unindexed_keys_.empty()) unindexed_since_ = std::chrono::steady_clock::now();
-        unindexed_keys_.insert(unindexed_keys_.end(), std::make_move_iterator(staged_keys_.begin()),
-                               std::make_move_iterator(staged_keys_.end()));
-      }
-      committed_upto_ = next_seq_ - 1;
+      hand_over_search_keys();
       break;
     }
 
     next_seq_ = seq_before;  // those numbers were rolled back with the rows, and their keys too
-    std::erase_if(unindexed_keys_, [seq_before](const store_detail::SearchKey& k) { return k.seq >= seq_before; });
     staged_keys_.clear();
     const bool one_write_at_fault = culprit && (writer_db_.error_code() & 0xff) == SQLITE_CONSTRAINT;
     auto failure = unsaved(writer_db_);
@@ -2034,13 +2077,14 @@ Result<std::vector<DestinationBacklog>> SqliteStore::read_backlog() {
 // the table's size).
 Result<std::vector<StoredFact>> SqliteStore::facts_since(std::int64_t since_ms) {
   sqlite::Connection db(settings_.path, true);  // start-up only: its own short-lived connection
+  store_detail::attach_search_file(db, settings_.path, false);
   sqlite::Statement st(db,
                        "SELECT k.received_at_ms, m.id, m.source, m.channel, m.resource_type, '', '', 0, '' "
                        "FROM search_keys k CROSS JOIN messages m ON m.seq = k.seq "
                        "WHERE k.facet = 0 AND k.value = '' AND k.received_at_ms >= ?1 "
                        "UNION ALL "
                        "SELECT received_at_ms, id, source, channel, resource_type, '', '', 0, '' FROM messages "
-                       "WHERE seq > coalesce((SELECT value FROM store_meta WHERE key = 'search_indexed_upto'), 0) "
+                       "WHERE seq > coalesce((SELECT value FROM search.search_meta WHERE key = 'indexed_upto'), 0) "
                        "AND received_at_ms >= ?1 "
                        "UNION ALL "
                        "SELECT d.settled_at_ms, m.id, m.source, m.channel, m.resource_type, d.destination, d.status, "

@@ -58,7 +58,7 @@ class SqliteStoreTest : public ::testing::Test {
 TEST_F(SqliteStoreTest, CreatesVersionedSchemaInWalMode) {
   auto db = dir_ / "t.db";
   make_sqlite_store(SqliteStoreSettings{db})->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 8);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 9);
   sqlite3* handle = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
@@ -146,42 +146,27 @@ PRAGMA user_version = 1;
   ASSERT_EQ(found.size(), 1u);
   EXPECT_EQ(found[0].id, "M1");
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 8);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 9);
 }
 
-// The writer keeps a commit's search keys in memory and writes them later (search_keys.hpp). A
-// crash loses those: at start-up they are rebuilt from the rows, and every filter finds the
-// records again.
-TEST_F(SqliteStoreTest, SearchKeysLostInACrashAreRebuiltAtStartUp) {
-  auto db = dir_ / "t.db";
+// Five records found by every filter, newest first; what the search-file tests below start from.
+std::vector<std::string> commit_five_searchable(Store& store) {
   std::vector<std::string> newest_first;
-  {
-    auto store = make_sqlite_store(SqliteStoreSettings{db});
-    for (int i = 0; i < 5; ++i) {
-      auto m = sample("", {"gp", "vcse"}, "trust");
-      m.patient_key = "9449306753";
-      m.event = "ADT^A01";
-      m.route_ids = {"admissions"};
-      newest_first.insert(newest_first.begin(), run(store->commit(m)).value().outcome.message_id);
-    }
-    store->close();
+  for (int i = 0; i < 5; ++i) {
+    auto m = sample("", {"gp", "vcse"}, "trust");
+    m.patient_key = "9449306753";
+    m.event = "ADT^A01";
+    m.route_ids = {"admissions"};
+    newest_first.insert(newest_first.begin(), run(store.commit(m)).value().outcome.message_id);
   }
-  // What a crash leaves: the last three records' keys were still in the writer's memory.
-  sqlite3* handle = nullptr;
-  ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(handle,
-                         "DELETE FROM search_keys WHERE seq > 2;"
-                         "UPDATE store_meta SET value = 2 WHERE key = 'search_indexed_upto';",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK)
-      << sqlite3_errmsg(handle);
-  sqlite3_close(handle);
-  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM search_keys WHERE seq > 2"), 0);
+  return newest_first;
+}
 
-  auto store = make_sqlite_store(SqliteStoreSettings{db});
+// Every filter of the five, newest first.
+void expect_found_by_every_filter(Store& store, const std::vector<std::string>& newest_first) {
   auto ids = [&](MessageQuery q) {
     std::vector<std::string> out;
-    for (const auto& m : run(store->list(std::move(q))).value()) out.push_back(m.id);
+    for (const auto& m : run(store.list(std::move(q))).value()) out.push_back(m.id);
     return out;
   };
   MessageQuery q;
@@ -198,6 +183,93 @@ TEST_F(SqliteStoreTest, SearchKeysLostInACrashAreRebuiltAtStartUp) {
   q.event = "ADT^A01";
   q.source = "trust";
   EXPECT_EQ(ids(q), newest_first);
+}
+
+void exec_on(const std::filesystem::path& file, const char* sql) {
+  sqlite3* handle = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &handle), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(handle, sql, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(handle);
+  sqlite3_close(handle);
+}
+
+// The search thread keeps a commit's search keys in memory and writes them later
+// (search_keys.hpp). A crash loses those: at start-up they are rebuilt from the rows, and every
+// filter finds the records again.
+TEST_F(SqliteStoreTest, SearchKeysLostInACrashAreRebuiltAtStartUp) {
+  auto db = dir_ / "t.db";
+  auto search = dir_ / "t.db-search";
+  std::vector<std::string> newest_first;
+  {
+    auto store = make_sqlite_store(SqliteStoreSettings{db});
+    newest_first = commit_five_searchable(*store);
+    store->close();
+  }
+  // The keys live beside the store, not in it.
+  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM sqlite_master WHERE name = 'search_keys'"), 0);
+  EXPECT_EQ(pragma_value(search, "SELECT count(*) FROM search_keys WHERE facet = 0"), 5);
+  EXPECT_EQ(pragma_value(search, "PRAGMA page_size"), 4096);
+  // What a crash leaves: the last three records' keys were still in memory.
+  exec_on(search, "DELETE FROM search_keys WHERE seq > 2; UPDATE search_meta SET value = 2 WHERE key = 'indexed_upto';");
+  EXPECT_EQ(pragma_value(search, "SELECT count(*) FROM search_keys WHERE seq > 2"), 0);
+
+  auto store = make_sqlite_store(SqliteStoreSettings{db});
+  expect_found_by_every_filter(*store, newest_first);
+}
+
+// The search file is derived data: deleted, or replaced by another store's, it is rebuilt
+// whole from the store at start-up, and nothing the other store indexed is found.
+TEST_F(SqliteStoreTest, AMissingOrForeignSearchFileIsRebuiltAtStartUp) {
+  auto db = dir_ / "t.db";
+  auto other = dir_ / "other.db";
+  std::vector<std::string> newest_first;
+  {
+    auto store = make_sqlite_store(SqliteStoreSettings{db});
+    newest_first = commit_five_searchable(*store);
+    store->close();
+    auto stranger = make_sqlite_store(SqliteStoreSettings{other});
+    for (int i = 0; i < 7; ++i) run(stranger->commit(sample("", {"gp"}, "trust")));
+    stranger->close();
+  }
+  for (const char* suffix : {"-search", "-search-wal", "-search-shm"})
+    std::filesystem::remove(dir_ / (std::string("t.db") + suffix));
+  {
+    auto store = make_sqlite_store(SqliteStoreSettings{db});
+    expect_found_by_every_filter(*store, newest_first);
+    store->close();
+  }
+  std::filesystem::copy_file(dir_ / "other.db-search", dir_ / "t.db-search",
+                             std::filesystem::copy_options::overwrite_existing);
+  auto store = make_sqlite_store(SqliteStoreSettings{db});
+  expect_found_by_every_filter(*store, newest_first);
+}
+
+// A store put back to an earlier state (here: its last three records gone) numbers its next
+// records as the lost ones were numbered: the keys of those seqs must not find the new ones
+// under the old records' facts.
+TEST_F(SqliteStoreTest, KeysPastTheStoresLastRecordAreDroppedAtStartUp) {
+  auto db = dir_ / "t.db";
+  std::vector<std::string> newest_first;
+  {
+    auto store = make_sqlite_store(SqliteStoreSettings{db});
+    newest_first = commit_five_searchable(*store);
+    store->close();
+  }
+  exec_on(db, "DELETE FROM events WHERE message_id IN (SELECT id FROM messages WHERE seq > 2);"
+              "DELETE FROM deliveries WHERE seq > 2; DELETE FROM bodies WHERE seq > 2;"
+              "DELETE FROM messages WHERE seq > 2;");
+  auto store = make_sqlite_store(SqliteStoreSettings{db});
+  auto later = sample("", {"gp"}, "gp-practice");
+  later.patient_key = "local:another-patient";  // found by the old seq 3's NHS number if its keys stayed
+  const auto id = run(store->commit(later)).value().outcome.message_id;
+  MessageQuery by_patient;
+  by_patient.nhs_number = "9449306753";
+  std::vector<std::string> found;
+  for (const auto& m : run(store->list(by_patient)).value()) found.push_back(m.id);
+  EXPECT_EQ(found, (std::vector<std::string>{newest_first[3], newest_first[4]}));
+  MessageQuery everything;
+  ASSERT_FALSE(run(store->list(everything)).value().empty());
+  EXPECT_EQ(run(store->list(everything)).value().front().id, id);
+  EXPECT_EQ(run(store->list(everything)).value().size(), 3u);
 }
 
 // A store written by schema 3 (the trail kept as rendered text: events.detail, deliveries'
@@ -279,7 +351,7 @@ PRAGMA user_version = 3;
   EXPECT_TRUE(delivered.legacy_text.empty());
   EXPECT_TRUE(run(store->commit(sample("key:b", {"gp"}, "trust"))).value().outcome.duplicate);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 8);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 9);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
 }
 
@@ -400,7 +472,7 @@ PRAGMA user_version = 5;
   ASSERT_EQ(run(store->mailbox("carers", 10)).value().size(), 1u);
   EXPECT_EQ(run(store->expire_held("carers", 3000)).value(), 1u);
   store->close();
-  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 8);
+  EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 9);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM deliveries WHERE status = 'expired'"), 1);
 
