@@ -13,26 +13,6 @@
 namespace tellonce {
 namespace {
 
-// Depth check after an iterative parse: the iterative parser cannot blow the stack,
-// and walking the tree with an explicit stack keeps it that way.
-bool deeper_than(const rapidjson::Value& root, unsigned limit) {
-  struct Frame { const rapidjson::Value* v; unsigned depth; };
-  std::vector<Frame> stack{{&root, 1}};
-  while (!stack.empty()) {
-    auto [v, d] = stack.back();
-    stack.pop_back();
-    if (d > limit) return true;
-    if (v->IsObject()) {
-      for (auto& m : v->GetObject())
-        if (m.value.IsObject() || m.value.IsArray()) stack.push_back({&m.value, d + 1});
-    } else if (v->IsArray()) {
-      for (auto& e : v->GetArray())
-        if (e.IsObject() || e.IsArray()) stack.push_back({&e, d + 1});
-    }
-  }
-  return false;
-}
-
 // The decimal exponent of a JSON number's leading significant digit (2 for 150, -3 for
 // 0.0012), plus its exponent part; saturates far beyond any double's range.
 long long decimal_magnitude(std::string_view n) {
@@ -88,6 +68,28 @@ std::size_t lone_surrogate_offset(std::string_view body, std::size_t end) {
   return open;
 }
 
+// What a body can hold, found in one pass before parsing: bytes past ASCII (only then must the
+// reader check UTF-8; the check is byte by byte and was a fifth of the parse) and \u escapes
+// (only they can make a lone surrogate, so without one no string is searched for it).
+struct BodyShape {
+  bool ascii = true;
+  bool u_escapes = false;
+};
+
+BodyShape shape_of(std::string_view body) {
+  BodyShape shape;
+  unsigned char high = 0;
+  for (unsigned char c : body) high |= c;  // vectorised by the compiler
+  shape.ascii = high < 0x80;
+  for (auto at = body.find('\\'); at != std::string_view::npos && at + 1 < body.size(); at = body.find('\\', at + 2)) {
+    if (body[at + 1] == 'u') {
+      shape.u_escapes = true;
+      break;
+    }
+  }
+  return shape;
+}
+
 // A UTF-16 surrogate encoded as UTF-8 (ED A0..BF xx): only a \u escape can put one into a
 // string, as the raw bytes are refused by encoding validation.
 bool holds_surrogate(const char* s, std::size_t n) {
@@ -98,12 +100,17 @@ bool holds_surrogate(const char* s, std::size_t n) {
 }
 
 // Sits between RapidJSON's reader and the Document: converts numbers itself (see
-// parse_json_into) and refuses strings holding a lone surrogate. Any refusal stops the parse
-// with its own text and offset.
+// parse_json_into), refuses strings holding a lone surrogate and nesting past the limit. Any
+// refusal stops the parse with its own text and offset.
+template <class Stream>
 struct IntakeHandler {
   std::string_view body;
-  rapidjson::MemoryStream& stream;
+  Stream& stream;
   rapidjson::Document* target = nullptr;
+  bool surrogates_possible = true;
+  unsigned max_depth = 0;
+  unsigned depth = 0;
+  bool too_deep = false;
   std::string refusal;
   std::size_t refusal_offset = 0;
 
@@ -145,17 +152,23 @@ struct IntakeHandler {
     return target->Double(d);
   }
   bool String(const char* s, rapidjson::SizeType n, bool copy) {
-    if (holds_surrogate(s, n)) return refuse_surrogate();
+    if (surrogates_possible && holds_surrogate(s, n)) return refuse_surrogate();
     return target->String(s, n, copy);
   }
   bool Key(const char* s, rapidjson::SizeType n, bool copy) {
-    if (holds_surrogate(s, n)) return refuse_surrogate();
+    if (surrogates_possible && holds_surrogate(s, n)) return refuse_surrogate();
     return target->Key(s, n, copy);
   }
-  bool StartObject() { return target->StartObject(); }
-  bool EndObject(rapidjson::SizeType members) { return target->EndObject(members); }
-  bool StartArray() { return target->StartArray(); }
-  bool EndArray(rapidjson::SizeType elements) { return target->EndArray(elements); }
+  // The iterative parser cannot blow the stack; the limit bounds what the validator walks.
+  bool deeper() {
+    if (++depth <= max_depth) return true;
+    too_deep = true;
+    return false;
+  }
+  bool StartObject() { return deeper() && target->StartObject(); }
+  bool EndObject(rapidjson::SizeType members) { return --depth, target->EndObject(members); }
+  bool StartArray() { return deeper() && target->StartArray(); }
+  bool EndArray(rapidjson::SizeType elements) { return --depth, target->EndArray(elements); }
 
   bool refuse_surrogate() {
     return refuse("a \\u escape of a lone UTF-16 low surrogate (\\udc00-\\udfff without a high surrogate "
@@ -199,21 +212,37 @@ Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, co
   // Numbers reach the handler as text (kParseNumbersAsStringsFlag) and are converted by
   // number_value: RapidJSON 1.1's own conversion crashes on long decimals (full precision)
   // and overflows int on huge exponents, so none of its number code runs on partner input.
-  constexpr unsigned flags = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag |
-                             rapidjson::kParseNumbersAsStringsFlag;
-  rapidjson::MemoryStream ms(body.data(), body.size());
+  constexpr unsigned flags = rapidjson::kParseIterativeFlag | rapidjson::kParseNumbersAsStringsFlag;
+  const auto shape = shape_of(body);
   rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>> reader;
-  IntakeHandler handler{body, ms, nullptr, {}, 0};
-  auto generate = [&](rapidjson::Document& target) {
-    handler.target = &target;
-    return !reader.Parse<flags>(ms, handler).IsError();
+  // What the parse refused, if it stopped on the handler's word rather than the reader's.
+  bool too_deep = false;
+  std::string refusal;
+  std::size_t refusal_offset = 0;
+  auto parse = [&]<unsigned Flags, class Stream>(Stream& stream) {
+    IntakeHandler<Stream> handler{body, stream, nullptr, shape.u_escapes, limits.max_depth, 0, false, {}, 0};
+    auto generate = [&](rapidjson::Document& target) {
+      handler.target = &target;
+      return !reader.template Parse<Flags>(stream, handler).IsError();
+    };
+    doc.Populate(generate);
+    too_deep = handler.too_deep;
+    refusal = std::move(handler.refusal);
+    refusal_offset = handler.refusal_offset;
   };
-  doc.Populate(generate);
+  rapidjson::MemoryStream stream(body.data(), body.size());
+  if (shape.ascii) parse.template operator()<flags>(stream);  // ASCII is valid UTF-8
+  else parse.template operator()<flags | rapidjson::kParseValidateEncodingFlag>(stream);
+  if (too_deep) {
+    return Failure::permanent(Errc::malformed, Issue{Severity::error, "too-costly",
+        "JSON nesting is deeper than the limit of " + std::to_string(limits.max_depth) + " levels",
+        "(body)", "json-depth"});
+  }
   if (reader.HasParseError()) {
-    if (!handler.refusal.empty()) {
+    if (!refusal.empty()) {
       return Failure::permanent(Errc::malformed, Issue{Severity::error, "structure",
-          "malformed JSON at " + line_column(body, handler.refusal_offset) + " (byte " +
-              std::to_string(handler.refusal_offset) + "): " + handler.refusal, "(body)", "json"});
+          "malformed JSON at " + line_column(body, refusal_offset) + " (byte " +
+              std::to_string(refusal_offset) + "): " + refusal, "(body)", "json"});
     }
     auto code = reader.GetParseErrorCode();
     std::size_t offset = reader.GetErrorOffset();
@@ -226,11 +255,6 @@ Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, co
     return Failure::permanent(Errc::malformed, Issue{Severity::error, "structure",
         "malformed JSON at " + line_column(body, offset) + " (byte " + std::to_string(offset) + "): " + why,
         "(body)", "json"});
-  }
-  if (deeper_than(doc, limits.max_depth)) {
-    return Failure::permanent(Errc::malformed, Issue{Severity::error, "too-costly",
-        "JSON nesting is deeper than the limit of " + std::to_string(limits.max_depth) + " levels",
-        "(body)", "json-depth"});
   }
   return {};
 }

@@ -100,6 +100,21 @@ TEST(ParseJsonStrings, SurrogatePairsAndEscapedBackslashesAreFine) {
   EXPECT_STREQ((*r)["b"].GetString(), "\\udc00");
 }
 
+// The parse skips the UTF-8 check for an all-ASCII body and the surrogate search for one without
+// a \u escape: what those checks catch must still be caught wherever the body takes that path.
+TEST(ParseJsonStrings, ChecksSkippedForPlainBodiesStillCatchWhatTheyMust) {
+  auto after_backslash = parse_json(R"({"a":"\\\udc00"})");  // an escaped backslash, then the lone escape
+  ASSERT_FALSE(after_backslash);
+  EXPECT_NE(diagnostics_of(after_backslash).find("lone UTF-16 low surrogate"), std::string::npos)
+      << diagnostics_of(after_backslash);
+  auto accented = parse_json("{\"family\":\"Bront\xC3\xAB\"}");
+  ASSERT_TRUE(accented) << diagnostics_of(accented);
+  EXPECT_STREQ((*accented)["family"].GetString(), "Bront\xC3\xAB");
+  auto broken = parse_json("{\"family\":\"Bront\xC3\xAB\",\"given\":\"\xC3\"}");
+  ASSERT_FALSE(broken);
+  EXPECT_NE(diagnostics_of(broken).find("invalid UTF-8"), std::string::npos) << diagnostics_of(broken);
+}
+
 TEST(ParseJson, ByteOrderMarkIsNamed) {
   auto r = parse_json("\xEF\xBB\xBF{\"resourceType\":\"Patient\"}");
   ASSERT_FALSE(r);
