@@ -12,19 +12,13 @@
 #include <rapidjson/document.h>
 #include <rapidjson/reader.h>
 
-#include <algorithm>
 #include <array>
 #include <cerrno>
-#include <chrono>
-#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <optional>
 #include <pthread.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -193,12 +187,7 @@ struct Transfer {
 // libcurl's multi interface on one thread per adapter instance. Per instance because the
 // connection cache and CURLMOPT_MAX_HOST_CONNECTIONS live in the multi handle, so each partner
 // gets its own connection limit, and stop() only has to join its own thread. A thread in
-// epoll_wait costs nothing while the partner is idle.
-//
-// Driven by curl_multi_socket_action over an epoll set libcurl keeps up to date (its socket
-// and timer callbacks), not curl_multi_perform + curl_multi_poll: those walk every transfer
-// and poll every socket on each wake-up, which at 64 transfers in flight was a third of this
-// thread's time in bench/load.
+// curl_multi_poll costs nothing while the partner is idle.
 class FhirRestOutbound final : public OutboundAdapter {
  public:
   FhirRestOutbound(FhirRestOutboundSettings settings, asio::any_io_executor fallback)
@@ -212,17 +201,6 @@ class FhirRestOutbound final : public OutboundAdapter {
     curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, static_cast<long>(settings_.max_connections));
     curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, static_cast<long>(settings_.max_connections));
     curl_multi_setopt(multi_, CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
-    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
-    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    epoll_event wake{};
-    wake.events = EPOLLIN;
-    wake.data.fd = wake_fd_;
-    if (epoll_fd_ < 0 || wake_fd_ < 0 || ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &wake) != 0)
-      throw std::runtime_error(std::string("fhir-rest outbound: cannot set up its event loop: ") + std::strerror(errno));
-    curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &on_socket);
-    curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
-    curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &on_timer);
-    curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
     thread_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "deliver-curl");
       run();
@@ -233,8 +211,6 @@ class FhirRestOutbound final : public OutboundAdapter {
     stop();
     for (CURL* easy : idle_) curl_easy_cleanup(easy);
     curl_multi_cleanup(multi_);
-    if (wake_fd_ >= 0) ::close(wake_fd_);
-    if (epoll_fd_ >= 0) ::close(epoll_fd_);
   }
 
   asio::awaitable<DeliveryResult> deliver(const DeliveryJob& job) override {
@@ -253,7 +229,7 @@ class FhirRestOutbound final : public OutboundAdapter {
       std::lock_guard lock(mutex_);
       stopping_ = true;
     }
-    wake();
+    curl_multi_wakeup(multi_);
     if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
   }
 
@@ -279,13 +255,13 @@ class FhirRestOutbound final : public OutboundAdapter {
   }
 
   void submit(std::unique_ptr<Transfer> t) {
-    bool wake_up = false;
+    bool wake = false;
     {
       std::lock_guard lock(mutex_);
       if (!stopping_) {
         submitted_.push_back(std::move(t));
         // One wake-up per batch: the curl thread takes everything submitted when it wakes.
-        wake_up = !wake_pending_;
+        wake = !wake_pending_;
         wake_pending_ = true;
       }
     }
@@ -293,35 +269,7 @@ class FhirRestOutbound final : public OutboundAdapter {
       complete(std::move(t), transport_failure("adapter stopped"));
       return;
     }
-    if (wake_up) wake();
-  }
-
-  void wake() {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);  // EAGAIN: a wake-up is pending anyway
-  }
-
-  // libcurl, from inside socket_action or add_handle on the curl thread: watch `fd` for `what`.
-  static int on_socket(CURL*, curl_socket_t fd, int what, void* self_ptr, void*) {
-    auto* self = static_cast<FhirRestOutbound*>(self_ptr);
-    if (what == CURL_POLL_REMOVE) {
-      ::epoll_ctl(self->epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);  // gone already if closed: fine
-      return 0;
-    }
-    epoll_event ev{};
-    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    ev.data.fd = fd;
-    if (::epoll_ctl(self->epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
-      ::epoll_ctl(self->epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
-    return 0;
-  }
-
-  // libcurl: call socket_action(CURL_SOCKET_TIMEOUT) in `ms` (-1: no timer). Never from here.
-  static int on_timer(CURLM*, long ms, void* self_ptr) {
-    auto* self = static_cast<FhirRestOutbound*>(self_ptr);
-    self->timer_due_ = ms < 0 ? std::nullopt
-                              : std::optional(std::chrono::steady_clock::now() + std::chrono::milliseconds(ms));
-    return 0;
+    if (wake) curl_multi_wakeup(multi_);
   }
 
   static void complete(std::unique_ptr<Transfer> t, DeliveryResult result) {
@@ -429,8 +377,6 @@ class FhirRestOutbound final : public OutboundAdapter {
 
   void run() {
     std::vector<std::unique_ptr<Transfer>> incoming;
-    std::array<epoll_event, 64> events;
-    int running = 0;
     for (;;) {
       {
         std::lock_guard lock(mutex_);
@@ -438,33 +384,14 @@ class FhirRestOutbound final : public OutboundAdapter {
         incoming.swap(submitted_);
         wake_pending_ = false;
       }
-      for (auto& t : incoming) start(std::move(t));  // each sets a timer of 0: kicked off below
+      for (auto& t : incoming) start(std::move(t));
       incoming.clear();
-      int wait_ms = 1000;
-      if (timer_due_) {
-        auto left = std::chrono::ceil<std::chrono::milliseconds>(*timer_due_ - std::chrono::steady_clock::now());
-        wait_ms = static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 1000));
-      }
-      const int ready = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), wait_ms);
-      for (int i = 0; i < ready; ++i) {
-        const int fd = events[i].data.fd;
-        if (fd == wake_fd_) {
-          std::uint64_t count = 0;
-          [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
-          continue;
-        }
-        const auto got = events[i].events;
-        const int mask = ((got & EPOLLIN) ? CURL_CSELECT_IN : 0) | ((got & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
-                         ((got & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
-        curl_multi_socket_action(multi_, fd, mask, &running);
-      }
-      if (timer_due_ && std::chrono::steady_clock::now() >= *timer_due_) {
-        timer_due_.reset();
-        curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
-      }
+      int running = 0;
+      curl_multi_perform(multi_, &running);
       int left = 0;
       while (CURLMsg* msg = curl_multi_info_read(multi_, &left))
         if (msg->msg == CURLMSG_DONE) finish(msg->easy_handle, msg->data.result);
+      curl_multi_poll(multi_, nullptr, 0, 1000, nullptr);
     }
     // Stopping: whatever has not finished ends as a retryable failure the caller can drop.
     for (auto& [easy, t] : active_) {
@@ -483,8 +410,6 @@ class FhirRestOutbound final : public OutboundAdapter {
   std::string base_;
   std::string authorization_;
   CURLM* multi_ = nullptr;
-  int epoll_fd_ = -1;
-  int wake_fd_ = -1;  // an eventfd: submit() and stop() wake the curl thread through it
 
   std::mutex mutex_;
   bool stopping_ = false;
@@ -493,7 +418,6 @@ class FhirRestOutbound final : public OutboundAdapter {
 
   // Touched only by the curl thread (and the destructor after join).
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> active_;
-  std::optional<std::chrono::steady_clock::time_point> timer_due_;  // libcurl's, see on_timer
   std::vector<CURL*> idle_;
   std::thread thread_;
 };
