@@ -652,11 +652,7 @@ class SqliteStore final : public Store {
     write_ = std::make_unique<WriteStatements>(writer_db_);
     next_seq_ = single_int(writer_db_, "SELECT coalesce(max(seq), 0) + 1 FROM messages");
 
-    search_db_ = std::make_unique<sqlite::Connection>(settings.path, false);
-    sqlite3_busy_timeout(search_db_->handle(), static_cast<int>(settings.busy_timeout.count()));
-    store_detail::attach_search_file(*search_db_, settings.path, true);
-    search_db_->exec_or_throw("PRAGMA search.journal_size_limit = " + std::to_string(wal_size_limit));
-    catch_up_search_keys();
+    open_search_file();
     store_detail::attach_search_file(writer_db_, settings.path, false);  // replay by filter reads it
 
     checkpoint_db_ = std::make_unique<sqlite::Connection>(settings.path, false);
@@ -864,6 +860,7 @@ class SqliteStore final : public Store {
   void write_loop();
   void gather_more(std::unique_lock<std::mutex>& lock);
   void write_batch(std::vector<std::unique_ptr<Job>>& batch);
+  void open_search_file();
   void catch_up_search_keys();
   void search_loop();
   void hand_over_search_keys();
@@ -1018,6 +1015,32 @@ void SqliteStore::write_loop() {
     write_batch(batch);
     ++batches_;
     writes_done_ += batch.size();
+  }
+}
+
+// Start-up. The search file holds nothing the store does not: one that cannot be opened or read
+// (damaged, not a database) is deleted and built again rather than keeping the broker down.
+// A second failure (a full disk, a folder it may not write) stops the start-up as any other.
+void SqliteStore::open_search_file() {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      search_db_ = std::make_unique<sqlite::Connection>(settings_.path, false);
+      sqlite3_busy_timeout(search_db_->handle(), static_cast<int>(settings_.busy_timeout.count()));
+      store_detail::attach_search_file(*search_db_, settings_.path, true);
+      search_db_->exec_or_throw("PRAGMA search.journal_size_limit = " + std::to_string(wal_size_limit));
+      catch_up_search_keys();
+      return;
+    } catch (const std::exception& e) {
+      search_db_.reset();
+      if (attempt > 0) throw;
+      const auto file = store_detail::search_file_path(settings_.path);
+      log::warn("store", "search index " + file.string() + " is unusable (" + e.what() +
+                             "); deleting it and building it again from the store");
+      for (const auto& f : {file, store_detail::wal_path(file), fs::path(file.string() + "-shm")}) {
+        std::error_code ec;
+        fs::remove(f, ec);
+      }
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <sqlite3.h>
+#include <fstream>
 #include <set>
 #include <sys/wait.h>
 #include <thread>
@@ -241,6 +242,25 @@ TEST_F(SqliteStoreTest, AMissingOrForeignSearchFileIsRebuiltAtStartUp) {
                              std::filesystem::copy_options::overwrite_existing);
   auto store = make_sqlite_store(SqliteStoreSettings{db});
   expect_found_by_every_filter(*store, newest_first);
+}
+
+// A search file that is not a database (damaged, or overwritten) does not keep the broker down:
+// it is deleted and built again from the store.
+TEST_F(SqliteStoreTest, AnUnreadableSearchFileIsBuiltAgainAtStartUp) {
+  auto db = dir_ / "t.db";
+  std::vector<std::string> newest_first;
+  {
+    auto store = make_sqlite_store(SqliteStoreSettings{db});
+    newest_first = commit_five_searchable(*store);
+    store->close();
+  }
+  {
+    std::ofstream garbage(dir_ / "t.db-search", std::ios::binary | std::ios::trunc);
+    garbage << std::string(8192, 'x');
+  }
+  auto store = make_sqlite_store(SqliteStoreSettings{db});
+  expect_found_by_every_filter(*store, newest_first);
+  EXPECT_EQ(pragma_value(dir_ / "t.db-search", "PRAGMA page_size"), 4096);
 }
 
 // A store put back to an earlier state (here: its last three records gone) numbers its next
