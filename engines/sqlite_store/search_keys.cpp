@@ -3,8 +3,11 @@
 #include "engines/common/store_rows.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
+#include <string_view>
 #include <tuple>
+#include <unordered_map>
 
 namespace tellonce::store_detail {
 
@@ -55,11 +58,58 @@ CREATE TABLE IF NOT EXISTS search.search_meta (key TEXT PRIMARY KEY, value) WITH
 )sql");
 }
 
-void write_search_keys(sqlite::Connection& db, std::vector<SearchKey>& keys, std::int64_t indexed_upto) {
-  // In key order each index page is visited once, left to right.
-  std::sort(keys.begin(), keys.end(), [](const SearchKey& a, const SearchKey& b) {
-    return std::tie(a.facet, a.value, a.received_at_ms, a.seq) < std::tie(b.facet, b.value, b.received_at_ms, b.seq);
+namespace {
+
+struct GroupKey {
+  int facet;
+  std::string_view value;
+  bool operator==(const GroupKey&) const = default;
+};
+
+struct GroupHash {
+  std::size_t operator()(const GroupKey& k) const {
+    return std::hash<std::string_view>{}(k.value) * 31 + static_cast<std::size_t>(k.facet);
+  }
+};
+
+// The order to insert `keys` in: by (facet, value), and within one in the order they came.
+// They come in commit order, so within a (facet, value) they are already (nearly) in index
+// order; only the distinct (facet, value) pairs, a few hundred a flush, need sorting. Sorting
+// all the keys by their strings was a tenth of the search thread's time.
+std::vector<std::uint32_t> index_order(const std::vector<SearchKey>& keys) {
+  std::unordered_map<GroupKey, std::uint32_t, GroupHash> group_of;
+  std::vector<GroupKey> groups;
+  std::vector<std::uint32_t> member_group(keys.size()), count;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    auto [it, added] = group_of.try_emplace(GroupKey{keys[i].facet, keys[i].value}, static_cast<std::uint32_t>(groups.size()));
+    if (added) {
+      groups.push_back(it->first);
+      count.push_back(0);
+    }
+    member_group[i] = it->second;
+    ++count[it->second];
+  }
+  std::vector<std::uint32_t> sorted(groups.size());
+  for (std::uint32_t g = 0; g < sorted.size(); ++g) sorted[g] = g;
+  std::sort(sorted.begin(), sorted.end(), [&groups](std::uint32_t a, std::uint32_t b) {
+    return std::tie(groups[a].facet, groups[a].value) < std::tie(groups[b].facet, groups[b].value);
   });
+  std::vector<std::uint32_t> next(groups.size());
+  std::uint32_t at = 0;
+  for (auto g : sorted) {
+    next[g] = at;
+    at += count[g];
+  }
+  std::vector<std::uint32_t> order(keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) order[next[member_group[i]]++] = static_cast<std::uint32_t>(i);
+  return order;
+}
+
+}  // namespace
+
+void write_search_keys(sqlite::Connection& db, const std::vector<SearchKey>& keys, std::int64_t indexed_upto) {
+  // In index order each page is visited once, left to right.
+  const auto order = index_order(keys);
   // Many rows a statement: most of an insert's cost is running the statement, not the B-tree.
   constexpr std::size_t rows_per_insert = 64;
   auto insert_sql = [](std::size_t rows) {
@@ -74,7 +124,7 @@ void write_search_keys(sqlite::Connection& db, std::vector<SearchKey>& keys, std
     auto& insert = rows == 1 ? one : many;
     insert.start();
     for (std::size_t i = 0; i < rows; ++i) {
-      const auto& k = keys[at + i];
+      const auto& k = keys[order[at + i]];
       const int column = static_cast<int>(i) * 4;
       insert.bind(column + 1, std::int64_t{k.facet}).bind(column + 2, std::string_view(k.value))
           .bind(column + 3, k.received_at_ms).bind(column + 4, k.seq);

@@ -69,10 +69,11 @@ std::filesystem::path search_file_path(const std::filesystem::path& store);
 // (4 KiB pages, WAL, synchronous=NORMAL) with its tables; readers attach it without.
 void attach_search_file(sqlite::Connection& db, const std::filesystem::path& store, bool prepare);
 
-// Sorts `keys` into index order and inserts them (INSERT OR IGNORE: a key rebuilt after a
-// crash may already be there), then records `indexed_upto` (the highest seq whose keys are
-// now all written) in the search file. Inside the caller's transaction.
-void write_search_keys(sqlite::Connection& db, std::vector<SearchKey>& keys, std::int64_t indexed_upto);
+// Inserts `keys` grouped by (facet, value) in index order, each group in the order given
+// (INSERT OR IGNORE: a key rebuilt after a crash may already be there), then records
+// `indexed_upto` (the highest seq whose keys are now all written) in the search file. Inside
+// the caller's transaction.
+void write_search_keys(sqlite::Connection& db, const std::vector<SearchKey>& keys, std::int64_t indexed_upto);
 
 // The search file's watermark for store `store_id` whose last seq is `last_seq`: 0 (and the
 // file emptied) when it was written for another store or is new; at most last_seq (keys of
