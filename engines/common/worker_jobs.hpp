@@ -8,12 +8,14 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 namespace tellonce::store_detail {
 
@@ -84,6 +86,32 @@ struct JobQueue {
       closed = true;
     }
     ready.notify_all();
+  }
+
+  // The writer's next group commit, at most `max` jobs: waits for work. Jobs that queued up
+  // while the last batch was written mean load, and only then is waiting worth it, to let one
+  // flush cover more commits: up to `max_delay`, and no longer once arrivals pause for an
+  // eighth of it (waiting longer would only add latency). When idle, a job goes at once.
+  // False once closed and drained.
+  bool take_batch(std::vector<std::unique_ptr<Job>>& batch, std::size_t max, std::chrono::microseconds max_delay) {
+    using clock = std::chrono::steady_clock;
+    std::unique_lock lock(mutex);
+    const bool under_load = !jobs.empty();
+    ready.wait(lock, [this] { return !jobs.empty() || closed; });
+    if (jobs.empty()) return false;
+    if (under_load) {
+      const auto deadline = clock::now() + max_delay;
+      while (jobs.size() < max && !closed && clock::now() < deadline) {
+        const auto seen = arrivals;
+        ready.wait_for(lock, max_delay / 8);
+        if (arrivals == seen) break;
+      }
+    }
+    while (!jobs.empty() && batch.size() < max) {
+      batch.push_back(std::move(jobs.front()));
+      jobs.pop_front();
+    }
+    return true;
   }
 };
 

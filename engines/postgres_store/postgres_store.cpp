@@ -544,7 +544,6 @@ class PostgresStore final : public Store {
 
   void create_or_check_schema();
   void write_loop();
-  void gather_more(std::unique_lock<std::mutex>& lock);
   void write_batch(std::vector<std::unique_ptr<Job>>& batch);
   void read_loop();
   void measure_size();
@@ -628,33 +627,12 @@ void PostgresStore::write_loop() {
   std::vector<std::unique_ptr<Job>> batch;
   for (;;) {
     batch.clear();
-    {
-      std::unique_lock lock(writes_.mutex);
-      bool under_load = !writes_.jobs.empty();
-      writes_.ready.wait(lock, [this] { return !writes_.jobs.empty() || writes_.closed; });
-      if (writes_.jobs.empty()) return;  // closed and drained
-      if (under_load) gather_more(lock);
-      while (!writes_.jobs.empty() && batch.size() < max_batch_) {
-        batch.push_back(std::move(writes_.jobs.front()));
-        writes_.jobs.pop_front();
-      }
-    }
+    if (!writes_.take_batch(batch, max_batch_, settings_.max_commit_delay)) return;  // closed and drained
     write_batch(batch);
     ++batches_;
     writes_done_ += batch.size();
     if (std::chrono::steady_clock::now() - size_measured_ > std::chrono::seconds(30) && writer_db_.connected())
       measure_size();
-  }
-}
-
-void PostgresStore::gather_more(std::unique_lock<std::mutex>& lock) {
-  using clock = std::chrono::steady_clock;
-  const auto deadline = clock::now() + settings_.max_commit_delay;
-  const auto quiet = settings_.max_commit_delay / 8;
-  while (writes_.jobs.size() < max_batch_ && !writes_.closed && clock::now() < deadline) {
-    auto seen = writes_.arrivals;
-    writes_.ready.wait_for(lock, quiet);
-    if (writes_.arrivals == seen) return;
   }
 }
 

@@ -30,6 +30,17 @@ void add_search_keys(std::vector<SearchKey>& out, const SearchFacts& f) {
   }
 }
 
+// The search_keys table's columns and key, as schema 8 made it in the store and schema 9 in the
+// search file.
+constexpr const char* search_keys_columns = R"sql( (
+  facet          INTEGER NOT NULL,
+  value          TEXT NOT NULL,
+  received_at_ms INTEGER NOT NULL,
+  seq            INTEGER NOT NULL,
+  PRIMARY KEY (facet, value, received_at_ms, seq)
+) WITHOUT ROWID;
+)sql";
+
 std::filesystem::path search_file_path(const std::filesystem::path& store) {
   return std::filesystem::path(store.string() + "-search");
 }
@@ -46,16 +57,8 @@ void attach_search_file(sqlite::Connection& db, const std::filesystem::path& sto
   if (!wal.step() || wal.text(0) != "wal") throw std::runtime_error("search index " + file + ": cannot switch to WAL mode");
   wal.reset();
   db.exec_or_throw("PRAGMA search.synchronous = NORMAL");
-  db.exec_or_throw(R"sql(
-CREATE TABLE IF NOT EXISTS search.search_keys (
-  facet          INTEGER NOT NULL,
-  value          TEXT NOT NULL,
-  received_at_ms INTEGER NOT NULL,
-  seq            INTEGER NOT NULL,
-  PRIMARY KEY (facet, value, received_at_ms, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS search.search_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-)sql");
+  db.exec_or_throw(std::string("CREATE TABLE IF NOT EXISTS search.search_keys") + search_keys_columns +
+                   "CREATE TABLE IF NOT EXISTS search.search_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;");
 }
 
 namespace {
@@ -192,14 +195,7 @@ std::string migrate_7_to_8_sql() {
   // pending by destination): a delivery is inserted pending and settled soon after, so each
   // index it passes through costs an insert and a delete. Keyed first by "dead or expired" so
   // that both the failed and the waiting listings walk it newest first without sorting.
-  return R"sql(
-CREATE TABLE search_keys (
-  facet          INTEGER NOT NULL,
-  value          TEXT NOT NULL,
-  received_at_ms INTEGER NOT NULL,
-  seq            INTEGER NOT NULL,
-  PRIMARY KEY (facet, value, received_at_ms, seq)
-) WITHOUT ROWID;
+  return std::string("CREATE TABLE search_keys") + search_keys_columns + R"sql(
 INSERT INTO search_keys SELECT 0, '', received_at_ms, seq FROM messages ORDER BY received_at_ms, seq;
 INSERT INTO search_keys SELECT 1, source, received_at_ms, seq FROM messages ORDER BY 2, 3, 4;
 INSERT INTO search_keys SELECT 2, resource_type, received_at_ms, seq FROM messages ORDER BY 2, 3, 4;

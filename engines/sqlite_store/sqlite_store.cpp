@@ -858,7 +858,6 @@ class SqliteStore final : public Store {
   void migrate();
   void check_identity();
   void write_loop();
-  void gather_more(std::unique_lock<std::mutex>& lock);
   void write_batch(std::vector<std::unique_ptr<Job>>& batch);
   void open_search_file();
   void catch_up_search_keys();
@@ -999,19 +998,7 @@ void SqliteStore::write_loop() {
   std::vector<std::unique_ptr<Job>> batch;
   for (;;) {
     batch.clear();
-    {
-      std::unique_lock lock(writes_.mutex);
-      // Requests that queued up while the last batch was written mean load. Only then is a
-      // short wait worth it, to let one fsync cover more commits; when idle, write at once.
-      bool under_load = !writes_.jobs.empty();
-      writes_.ready.wait(lock, [this] { return !writes_.jobs.empty() || writes_.closed; });
-      if (writes_.jobs.empty()) break;  // closed and drained
-      if (under_load) gather_more(lock);
-      while (!writes_.jobs.empty() && batch.size() < max_batch_) {
-        batch.push_back(std::move(writes_.jobs.front()));
-        writes_.jobs.pop_front();
-      }
-    }
+    if (!writes_.take_batch(batch, max_batch_, settings_.max_commit_delay)) break;  // closed and drained
     write_batch(batch);
     ++batches_;
     writes_done_ += batch.size();
@@ -1151,17 +1138,6 @@ asio::awaitable<Result<void>> SqliteStore::search_keys_written() {
     return {};
   };
   co_return co_await submit<void>(searches_, std::move(work));
-}
-
-void SqliteStore::gather_more(std::unique_lock<std::mutex>& lock) {
-  using clock = std::chrono::steady_clock;
-  const auto deadline = clock::now() + settings_.max_commit_delay;
-  const auto quiet = settings_.max_commit_delay / 8;
-  while (writes_.jobs.size() < max_batch_ && !writes_.closed && clock::now() < deadline) {
-    auto seen = writes_.arrivals;
-    writes_.ready.wait_for(lock, quiet);
-    if (writes_.arrivals == seen) return;  // arrivals stopped: waiting longer only adds latency
-  }
 }
 
 // Runs the batch as one transaction. A constraint failure belongs to the write that caused

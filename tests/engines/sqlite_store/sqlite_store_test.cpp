@@ -163,6 +163,14 @@ std::vector<std::string> commit_five_searchable(Store& store) {
   return newest_first;
 }
 
+// The same five, in a store at `db` that is closed again.
+std::vector<std::string> store_five_searchable(const std::filesystem::path& db) {
+  auto store = make_sqlite_store(SqliteStoreSettings{db});
+  auto newest_first = commit_five_searchable(*store);
+  store->close();
+  return newest_first;
+}
+
 // Every filter of the five, newest first.
 void expect_found_by_every_filter(Store& store, const std::vector<std::string>& newest_first) {
   auto ids = [&](MessageQuery q) {
@@ -199,12 +207,7 @@ void exec_on(const std::filesystem::path& file, const char* sql) {
 TEST_F(SqliteStoreTest, SearchKeysLostInACrashAreRebuiltAtStartUp) {
   auto db = dir_ / "t.db";
   auto search = dir_ / "t.db-search";
-  std::vector<std::string> newest_first;
-  {
-    auto store = make_sqlite_store(SqliteStoreSettings{db});
-    newest_first = commit_five_searchable(*store);
-    store->close();
-  }
+  const auto newest_first = store_five_searchable(db);
   // The keys live beside the store, not in it.
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM sqlite_master WHERE name = 'search_keys'"), 0);
   EXPECT_EQ(pragma_value(search, "SELECT count(*) FROM search_keys WHERE facet = 0"), 5);
@@ -222,11 +225,8 @@ TEST_F(SqliteStoreTest, SearchKeysLostInACrashAreRebuiltAtStartUp) {
 TEST_F(SqliteStoreTest, AMissingOrForeignSearchFileIsRebuiltAtStartUp) {
   auto db = dir_ / "t.db";
   auto other = dir_ / "other.db";
-  std::vector<std::string> newest_first;
+  const auto newest_first = store_five_searchable(db);
   {
-    auto store = make_sqlite_store(SqliteStoreSettings{db});
-    newest_first = commit_five_searchable(*store);
-    store->close();
     auto stranger = make_sqlite_store(SqliteStoreSettings{other});
     for (int i = 0; i < 7; ++i) run(stranger->commit(sample("", {"gp"}, "trust")));
     stranger->close();
@@ -248,12 +248,7 @@ TEST_F(SqliteStoreTest, AMissingOrForeignSearchFileIsRebuiltAtStartUp) {
 // it is deleted and built again from the store.
 TEST_F(SqliteStoreTest, AnUnreadableSearchFileIsBuiltAgainAtStartUp) {
   auto db = dir_ / "t.db";
-  std::vector<std::string> newest_first;
-  {
-    auto store = make_sqlite_store(SqliteStoreSettings{db});
-    newest_first = commit_five_searchable(*store);
-    store->close();
-  }
+  const auto newest_first = store_five_searchable(db);
   {
     std::ofstream garbage(dir_ / "t.db-search", std::ios::binary | std::ios::trunc);
     garbage << std::string(8192, 'x');
@@ -268,12 +263,7 @@ TEST_F(SqliteStoreTest, AnUnreadableSearchFileIsBuiltAgainAtStartUp) {
 // under the old records' facts.
 TEST_F(SqliteStoreTest, KeysPastTheStoresLastRecordAreDroppedAtStartUp) {
   auto db = dir_ / "t.db";
-  std::vector<std::string> newest_first;
-  {
-    auto store = make_sqlite_store(SqliteStoreSettings{db});
-    newest_first = commit_five_searchable(*store);
-    store->close();
-  }
+  const auto newest_first = store_five_searchable(db);
   exec_on(db, "DELETE FROM events WHERE message_id IN (SELECT id FROM messages WHERE seq > 2);"
               "DELETE FROM deliveries WHERE seq > 2; DELETE FROM bodies WHERE seq > 2;"
               "DELETE FROM messages WHERE seq > 2;");
