@@ -53,6 +53,15 @@ std::string sha256_hex(std::string_view data) {
   return out;
 }
 
+std::string join(const std::vector<std::string>& items, std::string_view separator) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += separator;
+    out += item;
+  }
+  return out;
+}
+
 std::string_view to_string(MessageState s) {
   switch (s) {
     case MessageState::accepted: return "accepted";

@@ -3,15 +3,6 @@
 namespace tellonce {
 namespace {
 
-std::string join(const std::vector<std::string>& items, std::string_view separator) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty()) out += separator;
-    out += item;
-  }
-  return out;
-}
-
 std::string attempt_line(const LifecycleEvent& e) {
   return "destination=" + e.destination + " attempt=" + std::to_string(e.attempt) + " " +
          attempt_outcome_text(e.partner_code, e.detail);

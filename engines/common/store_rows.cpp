@@ -29,15 +29,6 @@ Failure not_held(const std::string& partner, const std::string& message_id) {
                                                    "", ""});
 }
 
-std::string join(const std::vector<std::string>& items, std::string_view separator) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty()) out += separator;
-    out += item;
-  }
-  return out;
-}
-
 std::vector<std::string> split(const std::string& list, char separator) {
   std::vector<std::string> out;
   for (std::size_t at = 0; at < list.size();) {

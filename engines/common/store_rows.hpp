@@ -26,7 +26,6 @@ Failure not_held(const std::string& partner, const std::string& message_id);
 // anything else (disk full, I/O, a lost connection) may pass later (unavailable).
 Failure unsaved(const std::string& engine_error, bool constraint_violation);
 
-std::string join(const std::vector<std::string>& items, std::string_view separator);
 std::vector<std::string> split(const std::string& list, char separator);
 std::vector<std::string> json_strings(const rapidjson::Value* array);  // the strings of a JSON array
 std::string json_member_string(const rapidjson::Document& doc, const char* key);

@@ -36,21 +36,7 @@
 namespace tellonce {
 namespace {
 
-using store_detail::Job;
-using store_detail::JobFor;
-using store_detail::JobQueue;
-using store_detail::json_member_string;
-using store_detail::json_strings;
-using store_detail::join;
-using store_detail::make_cursor;
-using store_detail::nhs_number_in;
-using store_detail::not_found;
-using store_detail::not_held;
-using store_detail::parse_cursor;
-using store_detail::replayed_data;
-using store_detail::split;
-using store_detail::state_from_counts;
-using store_detail::unavailable;
+using namespace store_detail;  // the shared rows, failures and jobs (engines/common)
 
 constexpr int current_schema_version = 1;
 

@@ -17,6 +17,9 @@ std::int64_t now_ms();                 // wall clock, ms since epoch
 std::string new_message_id();          // time-ordered, unique: "01JD3...": 26 chars Crockford base32
 std::string sha256_hex(std::string_view data);
 
+// The items with `separator` between them: the text form of a list in the trail and the stores.
+std::string join(const std::vector<std::string>& items, std::string_view separator);
+
 // A rule an inbound adapter's endpoint adds about the record (POST /fhir/Patient takes only a
 // Patient), run by the pipeline on the parsed record before validation. Returns the refusal,
 // or nothing. Called once, on the caller's thread, while accept() runs; must not keep `record`.
