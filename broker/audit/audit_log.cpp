@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -274,7 +275,10 @@ class FileAuditLog final : public AuditLog {
       throw std::runtime_error("cannot write the audit head " + audit_head_path(path).string() + ": " +
                                errno_text(errno));
     queued_at_ms_ = last_at_ms_;
-    writer_ = std::thread([this] { write_loop(); });
+    writer_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "audit-writer");  // for top -H and per-thread profiles
+      write_loop();
+    });
   }
 
   // The entries timed at or after since_ms, as fact keys: read backwards from the end in
