@@ -9,6 +9,7 @@
 #include "broker/console/console_files.hpp"
 #include "tellonce/log.hpp"
 #include "broker/delivery/delivery.hpp"
+#include "broker/queue/reconciled_queue.hpp"
 #include "tellonce/http_server.hpp"
 #include "tellonce/limits.hpp"
 #include "tellonce/tls.hpp"
@@ -92,6 +93,12 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   queue_ = registry.queue(config.queue.type)
                ->create(config.queue.settings,
                         QueueContext{io_.get_executor(), static_cast<std::size_t>(config.delivery.max_queued_body_bytes)});
+  // Several nodes on a shared queue and a shared store: reconciled through the store instead of
+  // every pending delivery pushed again at each start-up (broker/queue/reconciled_queue.hpp).
+  if (queue_->shared() && store_->track_queueing(config.delivery.requeue_unconfirmed_after)) {
+    reconciled_ = new ReconciledQueue(std::move(queue_), *store_, ReconcileSettings{config.delivery.requeue_unconfirmed_after});
+    queue_.reset(reconciled_);
+  }
   // Before the outbound adapters: a mailbox is served over HTTP to partners that present their key.
   http_ = std::make_unique<HttpServers>(io_, HttpLimits{config.max_body_bytes, config.request_timeout, 16 * 1024,
                                                         config.max_connections_per_listener});
@@ -158,10 +165,18 @@ void Broker::start(std::ostream& out) {
                          "stopped before writing them)");
   }
   // Resume before accepting anything new, so redelivery keeps acceptance order.
-  auto pending = store_->load_pending(static_cast<std::size_t>(config_.delivery.max_queued_body_bytes));
-  if (!pending) throw std::runtime_error("cannot read pending deliveries: " + pending.error().summary());
-  std::size_t resumed = pending->size();
-  resume_pending(*queue_, std::move(*pending));
+  std::size_t resumed = 0;
+  if (reconciled_) {
+    // The shared queue holds what other nodes (and this one, before) queued: only what the store
+    // says no node confirmed is pushed.
+    resumed = reconciled_->sweep_now();
+    reconciled_->start(io_.get_executor());
+  } else {
+    auto pending = store_->load_pending(static_cast<std::size_t>(config_.delivery.max_queued_body_bytes));
+    if (!pending) throw std::runtime_error("cannot read pending deliveries: " + pending.error().summary());
+    resumed = pending->size();
+    resume_pending(*queue_, std::move(*pending));
+  }
 
   // Consents accepted before the restart apply before any new record is routed.
   const std::size_t consents = consent_->rebuild_from_store(*store_);

@@ -39,6 +39,7 @@ class Validator;
 class Router;
 class Store;
 class Queue;
+class ReconciledQueue;
 class Dispatcher;
 class Pipeline;
 class HttpServers;
@@ -96,6 +97,7 @@ class Broker {
   std::unique_ptr<AuditLog> audit_;         // likewise; null when disabled
   asio::io_context io_;
   std::unique_ptr<Queue> queue_;
+  ReconciledQueue* reconciled_ = nullptr;  // queue_ itself, when it reconciles a shared queue with the store
   std::map<std::string, std::shared_ptr<OutboundAdapter>> outbound_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<ConsentGate> consent_;                 // outlives the pipeline that consults it

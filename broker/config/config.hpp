@@ -140,6 +140,9 @@ struct DeliverySettings {
   // Bodies of queued deliveries kept in memory, all destinations together; beyond it they are
   // read back from the store when their turn comes.
   std::uint64_t max_queued_body_bytes = 256ull * 1024 * 1024;
+  // Several nodes on a shared queue (broker/queue/reconciled_queue.hpp): a pending delivery no
+  // node confirmed queueing within this time is queued again by a node's sweep.
+  std::chrono::milliseconds requeue_unconfirmed_after{30'000};
 };
 
 // Which engine runs behind a seam (`store:`, `queue:`), with the settings its type parsed.

@@ -240,6 +240,11 @@ void read_delivery(SettingsReader& top, Config& c) {
       static_cast<int>(s->integer("concurrency_per_destination", d.concurrency_per_destination, 1, 1024));
   d.max_queued_body_bytes =
       s->byte_size("max_queued_body_bytes", d.max_queued_body_bytes, 0, 64ull * 1024 * 1024 * 1024);
+  auto requeue = s->duration("requeue_unconfirmed_after", d.requeue_unconfirmed_after);
+  if (requeue < std::chrono::seconds(1) || requeue > std::chrono::hours(1))
+    s->problem("requeue_unconfirmed_after", "must be from 1s to 1h");
+  else
+    d.requeue_unconfirmed_after = requeue;
   if (auto r = s->child("retry")) {
     auto& p = d.retry;
     if (r->has("max_attempts")) {

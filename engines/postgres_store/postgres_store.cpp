@@ -1,6 +1,6 @@
 // The shared store: PostgreSQL, one writer thread with group commit and a pool of readers.
 //
-// Schema, version 1 (store_meta.schema_version; README.md). Created at start when absent, under
+// Schema, version 2 (store_meta.schema_version; README.md; 1 -> 2 adds deliveries.requeue_at_ms). Created at start when absent, under
 // an advisory lock so that nodes starting together create it once.
 //   messages         one row per accepted record with its body (TOASTed out of line when large)
 //                    and, for a converted record, what the partner sent; seq, an identity, is the
@@ -38,7 +38,7 @@ namespace {
 
 using namespace store_detail;  // the shared rows, failures and jobs (engines/common)
 
-constexpr int current_schema_version = 1;
+constexpr int current_schema_version = 2;
 
 constexpr const char* schema_sql = R"sql(
 CREATE TABLE store_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -91,6 +91,7 @@ CREATE TABLE deliveries (
   last_outcome    text NOT NULL DEFAULT '',
   partner_code    text NOT NULL DEFAULT '',
   detail          text NOT NULL DEFAULT '',
+  requeue_at_ms   bigint NOT NULL DEFAULT 0,
   UNIQUE (message_id, destination)
 );
 CREATE INDEX deliveries_pending ON deliveries (destination, seq) WHERE status = 'pending';
@@ -99,6 +100,7 @@ CREATE INDEX deliveries_held ON deliveries (destination, seq) WHERE status = 'he
 CREATE INDEX deliveries_by_destination ON deliveries (destination, received_at_ms, seq);
 CREATE INDEX deliveries_failed ON deliveries (received_at_ms, seq) WHERE status IN ('dead', 'expired');
 CREATE INDEX deliveries_waiting ON deliveries (received_at_ms, seq) WHERE status IN ('pending', 'held');
+CREATE INDEX deliveries_unqueued ON deliveries (requeue_at_ms) WHERE requeue_at_ms > 0;
 CREATE TABLE held_bodies (delivery_id bigint PRIMARY KEY, body bytea NOT NULL);
 CREATE TABLE events (
   id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -130,6 +132,16 @@ CREATE TABLE destination_events (
 CREATE INDEX destination_events_by_destination ON destination_events (destination, id);
 )sql";
 
+// Version 1 -> 2: when a pending delivery no node has confirmed queueing may be queued again
+// (Store::track_queueing). Every pending delivery of a version-1 store is due at once: with a
+// shared queue, the first sweep pushes each once, as a version-1 start-up did.
+constexpr const char* migrate_1_to_2_sql = R"sql(
+ALTER TABLE deliveries ADD COLUMN requeue_at_ms bigint NOT NULL DEFAULT 0;
+UPDATE deliveries SET requeue_at_ms = 1 WHERE status = 'pending';
+CREATE INDEX deliveries_unqueued ON deliveries (requeue_at_ms) WHERE requeue_at_ms > 0;
+UPDATE store_meta SET value = '2' WHERE key = 'schema_version';
+)sql";
+
 // A message's state, from its deliveries (alias m): held counts as pending, expired as dead.
 #define TELLONCE_PG_STATE_SQL                                                                          \
   "CASE WHEN m.destinations = 0 THEN 'unroutable' "                                                     \
@@ -159,8 +171,9 @@ r AS (
   SELECT DISTINCT t.route, m.received_at_ms, m.seq FROM m, string_to_table($21, chr(31)) AS t(route)
   ON CONFLICT DO NOTHING),
 d AS (
-  INSERT INTO deliveries (message_id, destination, status, attempts, next_attempt_ms, seq, received_at_ms)
-  SELECT m.id, t.destination, 'pending', 0, 0, m.seq, m.received_at_ms
+  INSERT INTO deliveries (message_id, destination, status, attempts, next_attempt_ms, seq, received_at_ms,
+                          requeue_at_ms)
+  SELECT m.id, t.destination, 'pending', 0, 0, m.seq, m.received_at_ms, $23
   FROM m, string_to_table($22, chr(31)) WITH ORDINALITY AS t(destination, n) ORDER BY t.n
   RETURNING id, destination)
 SELECT m.seq, d.id, d.destination FROM m LEFT JOIN d ON true
@@ -418,6 +431,26 @@ class PostgresStore final : public Store {
   // Measured by the writer now and then (at most every 30 s), so this never waits on the server.
   std::uint64_t size_bytes() const override { return size_bytes_.load(); }
 
+  bool track_queueing(std::chrono::milliseconds grace) override {
+    requeue_grace_ms_ = std::max<std::int64_t>(1, grace.count());
+    return true;
+  }
+
+  asio::awaitable<Result<void>> mark_queued(std::vector<std::int64_t> delivery_ids) override {
+    auto work = [this, ids = std::move(delivery_ids)]() -> Result<void> {
+      // Only rows still waiting: a row already settled or cleared is not rewritten.
+      writer_db_.exec("UPDATE deliveries SET requeue_at_ms = 0 WHERE id = ANY($1::bigint[]) AND requeue_at_ms > 0",
+                      pg::Params().text(bigint_array(ids)));
+      return {};
+    };
+    return submit<void>(writes_, std::move(work));
+  }
+
+  asio::awaitable<Result<std::vector<DeliveryJob>>> claim_unqueued(std::size_t limit) override {
+    auto work = [this, limit] { return apply_claim_unqueued(limit); };
+    return submit<std::vector<DeliveryJob>>(writes_, std::move(work));
+  }
+
   asio::awaitable<Result<std::vector<HeldRecord>>> mailbox(std::string partner, int limit) override {
     auto work = [partner = std::move(partner), limit](pg::Connection& db) -> Result<std::vector<HeldRecord>> {
       auto rows = db.exec(
@@ -538,6 +571,21 @@ class PostgresStore final : public Store {
   Result<Committed> apply_commit(const NewMessage& msg);
   Result<void> apply_attempt(const DeliveryAttempt& attempt);
   Result<std::vector<DeliveryJob>> apply_replay(const std::string& message_id, const std::string& actor);
+  Result<std::vector<DeliveryJob>> apply_claim_unqueued(std::size_t limit);
+  // The requeue time of a delivery made pending at `now`: 0 unless queueing is tracked.
+  std::int64_t requeue_at(std::int64_t now) const {
+    const auto grace = requeue_grace_ms_.load();
+    return grace > 0 ? now + grace : 0;
+  }
+  static std::string bigint_array(const std::vector<std::int64_t>& ids) {
+    std::string out = "{";
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (i) out += ',';
+      out += std::to_string(ids[i]);
+    }
+    out += '}';
+    return out;
+  }
   Result<ReplayMatch> apply_replay_matching(const MessageQuery& query, const std::string& actor);
   Result<void> apply_set_paused(const std::string& destination, bool paused, const std::string& actor);
   Result<void> apply_collect(const std::string& partner, const std::string& message_id);
@@ -558,6 +606,7 @@ class PostgresStore final : public Store {
   pg::Connection writer_db_;
   std::uint64_t batches_ = 0, writes_done_ = 0;
   std::atomic<std::uint64_t> size_bytes_{0};
+  std::atomic<std::int64_t> requeue_grace_ms_{0};  // track_queueing: 0 until it is called
   std::chrono::steady_clock::time_point size_measured_{};
 
   JobQueue writes_;
@@ -587,7 +636,12 @@ void PostgresStore::create_or_check_schema() {
             pg::Params().text(std::to_string(current_schema_version)).text(new_message_id()));
   } else {
     auto version = db.exec("SELECT value FROM store_meta WHERE key = 'schema_version'");
-    const auto found = version.empty() ? 0 : std::atoi(version.text(0, 0).c_str());
+    auto found = version.empty() ? 0 : std::atoi(version.text(0, 0).c_str());
+    if (found == 1) {
+      log::info("store", "upgrading the schema from version 1 to 2 in " + where_);
+      db.exec_or_throw(migrate_1_to_2_sql);
+      found = 2;
+    }
     if (found != current_schema_version) {
       db.exec("ROLLBACK");
       throw std::runtime_error("message store postgresql " + where_ + " has schema version " + std::to_string(found) +
@@ -741,7 +795,8 @@ Result<Committed> PostgresStore::apply_commit(const NewMessage& msg) {
   if (msg.original_content_type.empty()) p.null();
   else p.bytes(msg.original_bytes);
   p.text(join(msg.route_ids, std::string_view(&list_separator, 1)))
-      .text(join(destinations, std::string_view(&list_separator, 1)));
+      .text(join(destinations, std::string_view(&list_separator, 1)))
+      .number(requeue_at(now));
   auto rows = writer_db_.exec(insert_message_sql, p);
   if (writer_db_.failed()) return done;  // the batch fails as a whole (or this write alone)
 
@@ -798,7 +853,8 @@ Result<void> PostgresStore::apply_attempt(const DeliveryAttempt& attempt) {
   const bool settled = status != DeliveryStatus::pending;
   auto updated = writer_db_.exec(
       "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_ms = $4, settled_at_ms = $5, "
-      "last_outcome = $6, partner_code = $7, detail = $8 WHERE id = $1",
+      "last_outcome = $6, partner_code = $7, detail = $8, "
+      "requeue_at_ms = CASE WHEN $2 = 'pending' THEN requeue_at_ms ELSE 0 END WHERE id = $1",
       pg::Params()
           .number(attempt.delivery_id).text(to_string(status)).number(attempt.attempt)
           .number(settled ? 0 : attempt.next_attempt_ms).number(settled ? at : 0)
@@ -842,9 +898,9 @@ Result<std::vector<DeliveryJob>> PostgresStore::apply_replay(const std::string& 
 
   // One statement: of two nodes replaying the same message, only one revives each delivery.
   auto revived = writer_db_.exec(
-      "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_ms = 0, settled_at_ms = 0 "
-      "WHERE message_id = $1 AND status IN ('dead', 'expired') RETURNING id, destination, seq",
-      pg::Params().text(message_id));
+      "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_ms = 0, settled_at_ms = 0, "
+      "requeue_at_ms = $2 WHERE message_id = $1 AND status IN ('dead', 'expired') RETURNING id, destination, seq",
+      pg::Params().text(message_id).number(requeue_at(now_ms())));
   std::vector<DeliveryJob> jobs;
   for (int i = 0; i < revived.size(); ++i) {
     DeliveryJob job = base;
@@ -864,6 +920,35 @@ Result<std::vector<DeliveryJob>> PostgresStore::apply_replay(const std::string& 
   return jobs;
 }
 
+Result<std::vector<DeliveryJob>> PostgresStore::apply_claim_unqueued(std::size_t limit) {
+  const auto now = now_ms();
+  // Locked and moved ahead in one statement, so two nodes sweeping together claim different rows.
+  auto rows = writer_db_.exec(
+      "WITH due AS (SELECT id FROM deliveries WHERE requeue_at_ms > 0 AND requeue_at_ms <= $1 AND status = 'pending' "
+      "ORDER BY requeue_at_ms LIMIT $3::bigint FOR UPDATE SKIP LOCKED), "
+      "claimed AS (UPDATE deliveries d SET requeue_at_ms = $2 FROM due WHERE d.id = due.id "
+      "RETURNING d.id, d.message_id, d.destination, d.attempts, d.seq, d.next_attempt_ms) "
+      "SELECT c.id, c.message_id, c.destination, c.attempts, c.seq, c.next_attempt_ms, m.patient_key, "
+      "m.resource_type, m.content_type FROM claimed c JOIN messages m ON m.seq = c.seq ORDER BY c.seq, c.id",
+      pg::Params().number(now).number(requeue_at(now)).number(static_cast<std::int64_t>(limit)));
+  std::vector<DeliveryJob> jobs;
+  if (writer_db_.failed()) return jobs;  // the batch fails as a whole
+  for (int i = 0; i < rows.size(); ++i) {
+    DeliveryJob job;
+    job.delivery_id = rows.int64(i, 0);
+    job.message_id = rows.text(i, 1);
+    job.destination = rows.text(i, 2);
+    job.attempts = static_cast<int>(rows.int64(i, 3));
+    job.seq = rows.int64(i, 4);
+    job.not_before_ms = rows.int64(i, 5);
+    job.patient_key = rows.text(i, 6);
+    job.resource_type = rows.text(i, 7);
+    job.content_type = rows.text(i, 8);
+    jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
 Result<ReplayMatch> PostgresStore::apply_replay_matching(const MessageQuery& query, const std::string& actor) {
   auto search = search_sql_for(query, false);
   if (!search) return search.error();
@@ -878,9 +963,9 @@ Result<ReplayMatch> PostgresStore::apply_replay_matching(const MessageQuery& que
     const auto delivery_id = found.int64(i, 0);
     const auto message_id = found.text(i, 1);
     auto revived = writer_db_.exec(
-        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_ms = 0, settled_at_ms = 0 "
-        "WHERE id = $1 AND status IN ('dead', 'expired')",
-        pg::Params().number(delivery_id));
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_ms = 0, settled_at_ms = 0, "
+        "requeue_at_ms = $2 WHERE id = $1 AND status IN ('dead', 'expired')",
+        pg::Params().number(delivery_id).number(requeue_at(now_ms())));
     if (writer_db_.failed()) return out;
     if (revived.affected() == 0) continue;  // another node revived it first
     auto base = message_of.find(message_id);

@@ -669,6 +669,7 @@ class RabbitQueue final : public Queue {
   }
 
   QueueStats stats(const std::string& destination) const override { return core_->local->stats(destination); }
+  bool shared() const override { return true; }
   void stop() override { core_->stop(); }
 
  private:

@@ -73,6 +73,11 @@ class Queue {
   virtual asio::awaitable<Result<void>> settle(DeliveryJob job, Settlement s) = 0;
 
   virtual QueueStats stats(const std::string& destination) const = 0;
+  // Whether the jobs outlive this process and are shared with other nodes (RabbitMQ). With a
+  // store that tracks queueing (Store::track_queueing), the broker then reconciles the two
+  // (broker/queue/reconciled_queue.hpp) instead of pushing every pending delivery at start-up,
+  // which would put each job another node holds into the queue a second time.
+  virtual bool shared() const { return false; }
   // Waiting next() calls end with nullopt; later push and settle fail. Idempotent.
   virtual void stop() = 0;
 };

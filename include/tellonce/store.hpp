@@ -15,6 +15,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -229,6 +230,23 @@ class Store : public OriginalReader, public MailboxStore {
     return store_unsupported("list its facts for the audit log");
   }
 
+  // Several nodes on a shared queue (Queue::shared(); broker/queue/reconciled_queue.hpp): which
+  // pending deliveries no node has confirmed queueing, so that each is queued again after a
+  // crash between its commit and the queue's confirm, or a push the queue refused.
+  // track_queueing(grace), called at start-up before any commit, turns it on (false: this store
+  // cannot): from then on a commit or a replay gives each new pending delivery a requeue time
+  // `grace` ahead. mark_queued clears it (the queue confirmed those jobs); settling a delivery
+  // clears it too. claim_unqueued takes up to `limit` pending deliveries whose requeue time has
+  // passed, moves it `grace` ahead (a lease: nodes sweeping together take different ones, and a
+  // node that dies before pushing them leaves them to a later sweep) and returns them in
+  // acceptance order, without bodies. Defaults: Errc::unsupported.
+  virtual bool track_queueing(std::chrono::milliseconds grace) {
+    (void)grace;
+    return false;
+  }
+  virtual asio::awaitable<Result<void>> mark_queued(std::vector<std::int64_t> delivery_ids);
+  virtual asio::awaitable<Result<std::vector<DeliveryJob>>> claim_unqueued(std::size_t limit);
+
   // Finishes outstanding batches; later calls fail.
   virtual void close() = 0;
 
@@ -236,6 +254,12 @@ class Store : public OriginalReader, public MailboxStore {
   virtual std::string describe() const { return "store"; }
 };
 
+inline asio::awaitable<Result<void>> Store::mark_queued(std::vector<std::int64_t>) {
+  co_return store_unsupported("track which deliveries a shared queue holds");
+}
+inline asio::awaitable<Result<std::vector<DeliveryJob>>> Store::claim_unqueued(std::size_t) {
+  co_return store_unsupported("track which deliveries a shared queue holds");
+}
 inline asio::awaitable<Result<ReplayMatch>> Store::replay_matching(MessageQuery, std::string, bool) {
   co_return store_unsupported("replay by filter");
 }

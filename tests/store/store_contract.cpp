@@ -30,20 +30,6 @@ const LifecycleEvent& only_event(const MessageView& view, EventKind kind) {
   return *it;
 }
 
-DeliveryAttempt attempt_on(const DeliveryJob& job, int number, bool ok, bool dead = false) {
-  DeliveryAttempt a;
-  a.delivery_id = job.delivery_id;
-  a.message_id = job.message_id;
-  a.destination = job.destination;
-  a.attempt = number;
-  a.at_ms = now_ms();
-  a.outcome = ok ? DeliveryOutcome::ok : dead ? DeliveryOutcome::permanent : DeliveryOutcome::retryable;
-  a.partner_code = ok ? "HTTP 200" : "HTTP 503";
-  a.detail = ok ? "accepted" : "partner busy";
-  a.next_attempt_ms = ok || dead ? 0 : a.at_ms + 30000;
-  a.dead = dead;
-  return a;
-}
 
 MessageQuery query(std::optional<MessageState> state, std::string source, int limit) {
   MessageQuery q;
@@ -60,6 +46,21 @@ const DeliveryView& delivery_to(const MessageView& view, std::string_view destin
 }
 
 }  // namespace
+
+DeliveryAttempt attempt_on(const DeliveryJob& job, int number, bool ok, bool dead) {
+  DeliveryAttempt a;
+  a.delivery_id = job.delivery_id;
+  a.message_id = job.message_id;
+  a.destination = job.destination;
+  a.attempt = number;
+  a.at_ms = now_ms();
+  a.outcome = ok ? DeliveryOutcome::ok : dead ? DeliveryOutcome::permanent : DeliveryOutcome::retryable;
+  a.partner_code = ok ? "HTTP 200" : "HTTP 503";
+  a.detail = ok ? "accepted" : "partner busy";
+  a.next_attempt_ms = ok || dead ? 0 : a.at_ms + 30000;
+  a.dead = dead;
+  return a;
+}
 
 NewMessage sample(std::string idempotency_key, std::vector<std::string> destinations, std::string source) {
   NewMessage m;

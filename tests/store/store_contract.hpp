@@ -29,6 +29,9 @@ T run(asio::awaitable<T> task) {
 NewMessage sample(std::string idempotency_key = "", std::vector<std::string> destinations = {"trust-a", "gp-b"},
                   std::string source = "hospital-1");
 
+// One attempt at `job`: delivered (ok), refused for good (dead) or to be retried in 30 s.
+DeliveryAttempt attempt_on(const DeliveryJob& job, int number, bool ok, bool dead = false);
+
 // One test's store. open() opens it; after the previous store from open() was closed and
 // destroyed, open() again reopens the same data (as a restarted broker would).
 class StoreFixture {

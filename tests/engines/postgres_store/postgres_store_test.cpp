@@ -140,11 +140,102 @@ TEST_F(PostgresStoreTest, CreatesTheSchemaOnceWithItsVersionAndRefusesANewerOne)
   ASSERT_EQ(PQstatus(c), CONNECTION_OK);
   PGresult* r = PQexec(c, "SELECT value FROM store_meta WHERE key = 'schema_version'");
   ASSERT_EQ(PQntuples(r), 1);
-  EXPECT_STREQ(PQgetvalue(r, 0, 0), "1");
+  EXPECT_STREQ(PQgetvalue(r, 0, 0), "2");
   PQclear(r);
   PQclear(PQexec(c, "UPDATE store_meta SET value = '99' WHERE key = 'schema_version'"));
   PQfinish(c);
   EXPECT_THROW(fixture_->open(), std::runtime_error);
+}
+
+std::set<std::int64_t> ids_of(const std::vector<DeliveryJob>& jobs) {
+  std::set<std::int64_t> ids;
+  for (const auto& j : jobs) ids.insert(j.delivery_id);
+  return ids;
+}
+
+void wait_past(std::chrono::milliseconds d) { std::this_thread::sleep_for(d + std::chrono::milliseconds(50)); }
+
+// With a shared queue (broker/queue/reconciled_queue.hpp): a pending delivery nobody marked
+// queued becomes due after the grace; a claim leases it to one node; marked and settled ones are
+// never claimed; a lease that ran out (the claiming node died before pushing) is claimed again.
+TEST_F(PostgresStoreTest, UnqueuedDeliveriesAreClaimedOnceByOneNodeAfterTheGrace) {
+  using namespace std::chrono_literals;
+  auto node_a = fixture_->open();
+  auto node_b = fixture_->open();
+  ASSERT_TRUE(node_a->track_queueing(400ms));
+  ASSERT_TRUE(node_b->track_queueing(400ms));
+  std::vector<DeliveryJob> jobs;
+  for (int i = 0; i < 4; ++i)
+    for (auto& j : run(node_a->commit(sample(""))).value().jobs) jobs.push_back(j);  // 2 deliveries each
+  ASSERT_EQ(jobs.size(), 8u);
+  EXPECT_TRUE(run(node_a->claim_unqueued(100)).value().empty()) << "claimed before the grace";
+
+  ASSERT_TRUE(run(node_a->mark_queued({jobs[0].delivery_id, jobs[1].delivery_id})));  // the queue confirmed them
+  ASSERT_TRUE(run(node_b->record_attempt(attempt_on(jobs[2], 1, true))));             // delivered
+  ASSERT_TRUE(run(node_b->record_attempt(attempt_on(jobs[3], 1, false, true))));      // dead
+  ASSERT_TRUE(run(node_b->record_attempt(attempt_on(jobs[4], 1, false))));            // retrying: still due
+  wait_past(400ms);
+
+  // Two nodes sweep at once: each due delivery goes to exactly one of them.
+  std::vector<DeliveryJob> by_a, by_b;
+  std::thread other([&] { by_b = run(node_b->claim_unqueued(100)).value(); });
+  by_a = run(node_a->claim_unqueued(100)).value();
+  other.join();
+  std::set<std::int64_t> claimed = ids_of(by_a);
+  for (auto id : ids_of(by_b)) EXPECT_TRUE(claimed.insert(id).second) << "delivery " << id << " claimed twice";
+  EXPECT_EQ(claimed, (std::set<std::int64_t>{jobs[4].delivery_id, jobs[5].delivery_id, jobs[6].delivery_id,
+                                             jobs[7].delivery_id}));
+  for (const auto* side : {&by_a, &by_b}) {
+    for (std::size_t i = 1; i < side->size(); ++i)  // acceptance order
+      EXPECT_LT(std::pair((*side)[i - 1].seq, (*side)[i - 1].delivery_id), std::pair((*side)[i].seq, (*side)[i].delivery_id));
+    for (const auto& j : *side) {
+      EXPECT_FALSE(j.message_id.empty());
+      EXPECT_FALSE(j.destination.empty());
+      EXPECT_TRUE(j.body.empty());  // read back from the store when its turn comes
+    }
+  }
+  // Leased: not claimed again until the grace has passed once more.
+  EXPECT_TRUE(run(node_a->claim_unqueued(100)).value().empty());
+  ASSERT_TRUE(run(node_a->mark_queued({jobs[4].delivery_id, jobs[5].delivery_id})));  // pushed, confirmed
+  wait_past(400ms);
+  // The other two were never confirmed (their node died after claiming them): claimed again.
+  EXPECT_EQ(ids_of(run(node_b->claim_unqueued(100)).value()),
+            (std::set<std::int64_t>{jobs[6].delivery_id, jobs[7].delivery_id}));
+
+  // A replayed delivery is due again after the grace unless its push is confirmed.
+  ASSERT_EQ(run(node_a->replay(jobs[3].message_id)).value().size(), 1u);
+  EXPECT_TRUE(run(node_a->claim_unqueued(100)).value().empty());
+  wait_past(400ms);
+  EXPECT_EQ(ids_of(run(node_a->claim_unqueued(100)).value()).count(jobs[3].delivery_id), 1u);
+}
+
+// Without track_queueing (a queue that is not shared) nothing is ever due.
+TEST_F(PostgresStoreTest, UntrackedStoreHasNothingToClaim) {
+  auto store = fixture_->open();
+  ASSERT_TRUE(run(store->commit(sample(""))));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_TRUE(run(store->claim_unqueued(100)).value().empty());
+}
+
+// A version-1 schema is upgraded in place; its pending deliveries are due at once, so that the
+// first sweep queues each of them once, as a version-1 start-up pushed them.
+TEST_F(PostgresStoreTest, Version1SchemaIsUpgradedAndItsPendingDeliveriesAreDue) {
+  DeliveryJob pending;
+  {
+    auto store = fixture_->open();
+    auto jobs = run(store->commit(sample(""))).value().jobs;
+    ASSERT_TRUE(run(store->record_attempt(attempt_on(jobs[0], 1, true))));
+    pending = jobs[1];
+    store->close();
+  }
+  PGconn* c = PQconnectdb(fixture_->settings().conninfo.c_str());
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK);
+  PQclear(PQexec(c, "ALTER TABLE deliveries DROP COLUMN requeue_at_ms; "
+                    "UPDATE store_meta SET value = '1' WHERE key = 'schema_version'"));
+  PQfinish(c);
+  auto store = fixture_->open();
+  ASSERT_TRUE(store->track_queueing(std::chrono::seconds(30)));
+  EXPECT_EQ(ids_of(run(store->claim_unqueued(100)).value()), std::set<std::int64_t>{pending.delivery_id});
 }
 
 TEST_F(PostgresStoreTest, UnreachableServerAtStartUpIsAnError) {
