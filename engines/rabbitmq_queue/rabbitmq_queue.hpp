@@ -36,10 +36,13 @@
 // (default 5 min), or RabbitMQ closes the channel and the jobs are redelivered early (delivered
 // at least once, still in order); and at most `prefetch` jobs of a shard wait on one node.
 //
-// Crashes and start-up (the Store is the truth): every job pushed is pending in the Store first,
-// so a job RabbitMQ lost is pushed again at the next start-up (resume_pending pushes every
-// pending delivery); one it still holds is then there twice, and the second copy is handed out
-// again after the first was delivered: at least once, absorbed by the partner through
+// Crashes and start-up (the Store is the truth): every job pushed is pending in the Store first.
+// With a store that tracks queueing (PostgreSQL: several nodes), the broker reconciles the two
+// (broker/queue/reconciled_queue.hpp): a pending delivery whose push no node confirmed within
+// delivery.requeue_unconfirmed_after is pushed by some node's sweep, and start-up pushes nothing
+// else. With a store that does not (SQLite: one node), start-up pushes every pending delivery
+// (resume_pending); one RabbitMQ still holds is then there twice, and the second copy is handed
+// out again after the first was delivered: at least once, absorbed by the partner through
 // X-Request-Id (the delivery id). A job handed out and not acknowledged when its node or
 // connection died is redelivered to the shard's next consumer.
 //

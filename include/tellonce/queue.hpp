@@ -1,7 +1,8 @@
 // The delivery Queue seam: which delivery is due next, per destination, in acceptance order,
 // one patient's records in turn. Every job pushed is already durable in the Store (pending),
 // so a queue may lose what it holds (a crash) without losing a record: start-up pushes every
-// pending delivery again (Store::load_pending). Implementations: the in-process memory queue
+// pending delivery again (Store::load_pending), or, for a shared queue and a store that tracks
+// queueing, those no node confirmed queueing (broker/queue/reconciled_queue.hpp). Implementations: the in-process memory queue
 // (engines/memory_queue) and RabbitMQ quorum queues shared by several nodes (engines/rabbitmq_queue).
 // Both pass the contract suite in tests/engines/queue_contract.
 //
@@ -23,8 +24,8 @@
 //
 // Failure: push and settle return a retryable Failure (Errc::unavailable) when the queue could
 // not take the job or the settlement (stopped; a broker that did not confirm). The delivery is
-// then still pending in the Store and is queued again at the next start-up; nothing is lost, but
-// it may wait until then. They never fail for a job's content.
+// then still pending in the Store and is queued again at the next start-up, or by the next sweep
+// of a reconciled shared queue; nothing is lost, but it may wait until then. They never fail for a job's content.
 #pragma once
 
 #include "tellonce/error.hpp"
