@@ -437,9 +437,14 @@ class PostgresStore final : public Store {
   }
 
   asio::awaitable<Result<void>> mark_queued(std::vector<std::int64_t> delivery_ids) override {
+    std::sort(delivery_ids.begin(), delivery_ids.end());
     auto work = [this, ids = std::move(delivery_ids)]() -> Result<void> {
-      // Only rows still waiting: a row already settled or cleared is not rewritten.
-      writer_db_.exec("UPDATE deliveries SET requeue_at_ms = 0 WHERE id = ANY($1::bigint[]) AND requeue_at_ms > 0",
+      // Only rows still waiting: a row already settled or cleared is not rewritten. A row another
+      // node has locked (settling it) is skipped rather than waited for: waiting could deadlock
+      // with that node's batch, while a skipped mark costs at most a second copy of the job
+      // after the grace (a settled delivery is cleared by its settlement anyway).
+      writer_db_.exec("UPDATE deliveries SET requeue_at_ms = 0 WHERE id IN (SELECT id FROM deliveries "
+                      "WHERE id = ANY($1::bigint[]) AND requeue_at_ms > 0 ORDER BY id FOR UPDATE SKIP LOCKED)",
                       pg::Params().text(bigint_array(ids)));
       return {};
     };
