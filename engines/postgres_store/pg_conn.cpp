@@ -44,6 +44,7 @@ bool Connection::ensure_connected() {
 void Connection::disconnect() {
   if (conn_) PQfinish(conn_);
   conn_ = nullptr;
+  prepared_.clear();  // prepared statements live and die with their session
 }
 
 void Connection::note_error(const std::string& message, PGresult* result) {
@@ -62,6 +63,13 @@ void Connection::clear_error() {
   sqlstate_.clear();
 }
 
+void Connection::wire(const Params& params, std::vector<const char*>& values, std::vector<int>& lengths) {
+  for (std::size_t i = 0; i < params.values_.size(); ++i) {
+    values.push_back(params.nulls_[i] ? nullptr : params.values_[i].data());
+    lengths.push_back(static_cast<int>(params.values_[i].size()));
+  }
+}
+
 Rows Connection::exec(const std::string& sql, const Params& params) {
   if (failed_) return Rows();
   if (!conn_) {
@@ -70,12 +78,33 @@ Rows Connection::exec(const std::string& sql, const Params& params) {
   }
   std::vector<const char*> values;
   std::vector<int> lengths;
-  for (std::size_t i = 0; i < params.values_.size(); ++i) {
-    values.push_back(params.nulls_[i] ? nullptr : params.values_[i].data());
-    lengths.push_back(static_cast<int>(params.values_[i].size()));
+  wire(params, values, lengths);
+  return result_of(PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                                lengths.data(), params.formats_.data(), 0));
+}
+
+Rows Connection::exec_prepared(const std::string& sql, const Params& params) {
+  if (failed_) return Rows();
+  if (!conn_) {
+    note_error("not connected to PostgreSQL", nullptr);
+    return Rows();
   }
-  PGresult* r = PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                             lengths.data(), params.formats_.data(), 0);
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    const std::string name = "tellonce_" + std::to_string(prepared_.size() + 1);
+    PGresult* r = PQprepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(params.values_.size()), nullptr);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) return result_of(r);  // records the error
+    PQclear(r);
+    it = prepared_.emplace(sql, name).first;
+  }
+  std::vector<const char*> values;
+  std::vector<int> lengths;
+  wire(params, values, lengths);
+  return result_of(PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(values.size()), values.data(),
+                                  lengths.data(), params.formats_.data(), 0));
+}
+
+Rows Connection::result_of(PGresult* r) {
   const auto status = PQresultStatus(r);
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return Rows(r);
   note_error(r ? PQresultErrorMessage(r) : PQerrorMessage(conn_), r);

@@ -10,6 +10,7 @@
 #include <libpq-fe.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -77,6 +78,10 @@ class Connection {
   PGconn* handle() const { return conn_; }
 
   Rows exec(const std::string& sql, const Params& params = {});
+  // As exec, for a statement run many times: prepared on this connection the first time (parsed
+  // and planned once, not on every call), then executed by name. For the writer's per-record
+  // statements only: a prepared search could be given a generic plan worse than its custom ones.
+  Rows exec_prepared(const std::string& sql, const Params& params);
   // Runs one or more statements without parameters; throws std::runtime_error on error. Start-up only.
   void exec_or_throw(const std::string& sql);
 
@@ -90,8 +95,12 @@ class Connection {
  private:
   void note_error(const std::string& message, PGresult* result);
 
+  Rows result_of(PGresult* r);
+  static void wire(const Params& params, std::vector<const char*>& values, std::vector<int>& lengths);
+
   std::string conninfo_;
   PGconn* conn_ = nullptr;
+  std::map<std::string, std::string> prepared_;  // sql -> statement name, on this connection
   bool failed_ = false;
   std::string error_message_;
   std::string sqlstate_;

@@ -443,7 +443,7 @@ class PostgresStore final : public Store {
       // node has locked (settling it) is skipped rather than waited for: waiting could deadlock
       // with that node's batch, while a skipped mark costs at most a second copy of the job
       // after the grace (a settled delivery is cleared by its settlement anyway).
-      writer_db_.exec("UPDATE deliveries SET requeue_at_ms = 0 WHERE id IN (SELECT id FROM deliveries "
+      writer_db_.exec_prepared("UPDATE deliveries SET requeue_at_ms = 0 WHERE id IN (SELECT id FROM deliveries "
                       "WHERE id = ANY($1::bigint[]) AND requeue_at_ms > 0 ORDER BY id FOR UPDATE SKIP LOCKED)",
                       pg::Params().text(bigint_array(ids)));
       return {};
@@ -764,7 +764,7 @@ void PostgresStore::read_loop() {
 }
 
 void PostgresStore::add_event(const std::string& message_id, const LifecycleEvent& e, const std::string& data) {
-  writer_db_.exec(
+  writer_db_.exec_prepared(
       "INSERT INTO events (message_id, at_ms, kind, destination, attempt, outcome, partner_code, detail, "
       "next_attempt_ms, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
       pg::Params()
@@ -802,7 +802,7 @@ Result<Committed> PostgresStore::apply_commit(const NewMessage& msg) {
   p.text(join(msg.route_ids, std::string_view(&list_separator, 1)))
       .text(join(destinations, std::string_view(&list_separator, 1)))
       .number(requeue_at(now));
-  auto rows = writer_db_.exec(insert_message_sql, p);
+  auto rows = writer_db_.exec_prepared(insert_message_sql, p);
   if (writer_db_.failed()) return done;  // the batch fails as a whole (or this write alone)
 
   if (rows.empty()) {  // (source, idempotency_key) is stored already: a duplicate
@@ -856,7 +856,7 @@ Result<void> PostgresStore::apply_attempt(const DeliveryAttempt& attempt) {
                                        : DeliveryStatus::pending;
   const auto at = attempt.at_ms ? attempt.at_ms : now_ms();
   const bool settled = status != DeliveryStatus::pending;
-  auto updated = writer_db_.exec(
+  auto updated = writer_db_.exec_prepared(
       "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_ms = $4, settled_at_ms = $5, "
       "last_outcome = $6, partner_code = $7, detail = $8, "
       "requeue_at_ms = CASE WHEN $2 = 'pending' THEN requeue_at_ms ELSE 0 END WHERE id = $1",
