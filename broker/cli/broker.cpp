@@ -18,6 +18,7 @@
 #include "tellonce/store.hpp"
 #include "tellonce/validator.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -55,6 +56,26 @@ std::vector<std::string> paused_destinations(Store& store) {
   for (const auto& c : **got)
     if (c.paused) out.push_back(c.destination);
   return out;
+}
+
+// Several nodes: an operator pauses or resumes a destination through one node, whose store
+// keeps it; the other nodes follow within a poll (a read of one small table).
+constexpr std::chrono::seconds kPausePoll{2};
+asio::awaitable<void> follow_pauses(Store& store, Dispatcher& dispatcher, const std::atomic<bool>& stopping) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (!stopping) {
+    timer.expires_after(kPausePoll);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (stopping) break;
+    auto controls = co_await store.destination_controls();
+    if (!controls) continue;  // the store is away: the next poll tries again
+    for (const auto& c : *controls) {
+      if (dispatcher.stats(c.destination).paused == c.paused) continue;
+      if (dispatcher.set_paused(c.destination, c.paused))
+        log::info("serve", "destination " + c.destination + (c.paused ? " paused" : " resumed") + " by " + c.actor +
+                               " on another node");
+    }
+  }
 }
 }  // namespace
 
@@ -195,6 +216,11 @@ void Broker::start(std::ostream& out) {
     if (dispatcher_->set_paused(name, true)) log::warn("serve", "destination " + name + " is paused (resume: tellonce destinations resume " + name + ")");
   }
   dispatcher_->start();
+  if (reconciled_) {
+    asio::co_spawn(io_, follow_pauses(*store_, *dispatcher_, shutdown_->requested), [](std::exception_ptr e) {
+      if (e) log::error("serve", "stopped following pauses made on other nodes");
+    });
+  }
 
   out << "tellonce " << TELLONCE_VERSION << " serving (" << io_threads_ << " io threads, schemas compiled in "
       << compile_ms_ << " ms)\n";

@@ -178,6 +178,35 @@ TEST_F(MultiNode, KillingOneNodeUnderLoadLosesNoAcknowledgedRecord) {
   EXPECT_EQ(json_string_at(view.body, "/state"), "delivered") << view.body;
 }
 
+// Pause and resume are the same on every node. Node a started first, so it is the active
+// consumer of the destination's shards: paused through node b, node a stops delivering too
+// (within its poll of the store, 2 s); resumed through node a, the records arrive.
+TEST_F(MultiNode, PauseAndResumeThroughOneNodeHoldOnEveryNode) {
+  auto& a = add_node();
+  auto& b = add_node();
+  Client client;
+  auto paused = client.request("POST", b.base() + "/api/destinations/gp-a/pause");
+  ASSERT_EQ(paused.status, 200) << paused.body;
+  std::this_thread::sleep_for(3s);  // node b's poll
+  for (auto* node : {&a, &b}) {
+    auto shown = client.request("GET", node->base() + "/api/destinations/gp-a");
+    EXPECT_NE(shown.body.find("\"paused\":true"), std::string::npos) << shown.body;
+  }
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    auto& node = i % 2 ? b : a;
+    auto sent = client.post_fhir(node.base() + "/fhir/Patient", patient(nhs_number(10 + i), "A81001"), "rtx");
+    ASSERT_EQ(sent.status, 202) << sent.body;
+    ids.push_back(sent.headers["x-tellonce-message-id"]);
+  }
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(sink_->received_message_ids().size(), 0u) << "delivered while paused";
+  auto resumed = client.request("POST", a.base() + "/api/destinations/gp-a/resume");
+  ASSERT_EQ(resumed.status, 200) << resumed.body;
+  EXPECT_EQ(missing_after(std::set<std::string>(ids.begin(), ids.end()), 30s, "paused then resumed"),
+            std::vector<std::string>{});
+}
+
 // Node a's RabbitMQ node goes away: its pushes fail after the publish retries, but the records
 // are committed, so they are answered 202. Node b's sweep finds them (pending, never confirmed
 // queued) and queues them through its own RabbitMQ node; node a is never restarted.
