@@ -1,7 +1,7 @@
 """What the benchmark drivers share: loopback ports and waiting for a process's output line.
 
 Imported by bench/*/run.py (each puts bench/ on sys.path first). Not a test library."""
-import os, socket, time
+import os, signal, socket, subprocess, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,3 +57,14 @@ routes:
 """)
     with open(path, "w") as f:
         f.write("".join(parts))
+
+
+def stop_all(procs, timeout=20):
+    """SIGTERM to each process still running, then waits; SIGKILL when it does not end in time."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()

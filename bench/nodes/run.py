@@ -14,10 +14,10 @@ usage: bench/nodes/run.py [--build build] [--nodes 1,2,3] [--seconds 10] [--runs
                           [--connections 64] [--rabbitmq-nodes 3] [--no-sqlite]
 env NODES_DRAIN_S: how long to wait for every record to reach the sink (default 300 s).
 """
-import argparse, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchlib import ROOT, broker_config, free_port, wait_line  # noqa: E402
+from benchlib import ROOT, broker_config, free_port, stop_all, wait_line  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -116,13 +116,7 @@ def one_run(args, nodes, conninfo, amqp_port):
             "broker_cpu_us": per_rec[0], "postgres_cpu_us": per_rec[1], "rabbitmq_cpu_us": per_rec[2],
         }
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs)
         if conninfo:
             subprocess.run(["psql", conninfo, "-qAt", "-c", f"DROP SCHEMA IF EXISTS {name} CASCADE"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)

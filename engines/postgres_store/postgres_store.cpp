@@ -182,6 +182,23 @@ SELECT m.seq, d.id, d.destination FROM m LEFT JOIN d ON true
 
 
 
+// A pending delivery's job, without its body, from a row whose first nine columns are d.id,
+// d.message_id, d.destination, d.attempts, d.seq, d.next_attempt_ms, m.patient_key,
+// m.resource_type, m.content_type (start-up's load and the sweep's claim).
+DeliveryJob pending_job(const pg::Rows& rows, int i) {
+  DeliveryJob job;
+  job.delivery_id = rows.int64(i, 0);
+  job.message_id = rows.text(i, 1);
+  job.destination = rows.text(i, 2);
+  job.attempts = static_cast<int>(rows.int64(i, 3));
+  job.seq = rows.int64(i, 4);
+  job.not_before_ms = rows.int64(i, 5);
+  job.patient_key = rows.text(i, 6);
+  job.resource_type = rows.text(i, 7);
+  job.content_type = rows.text(i, 8);
+  return job;
+}
+
 // SQLSTATE class 23: integrity constraint violation, the fault of one write.
 bool constraint_violation(const pg::Connection& db) { return db.sqlstate().rfind("23", 0) == 0; }
 // Serialization failure or deadlock between nodes: the whole batch may pass when run again.
@@ -938,19 +955,7 @@ Result<std::vector<DeliveryJob>> PostgresStore::apply_claim_unqueued(std::size_t
       pg::Params().number(now).number(requeue_at(now)).number(static_cast<std::int64_t>(limit)));
   std::vector<DeliveryJob> jobs;
   if (writer_db_.failed()) return jobs;  // the batch fails as a whole
-  for (int i = 0; i < rows.size(); ++i) {
-    DeliveryJob job;
-    job.delivery_id = rows.int64(i, 0);
-    job.message_id = rows.text(i, 1);
-    job.destination = rows.text(i, 2);
-    job.attempts = static_cast<int>(rows.int64(i, 3));
-    job.seq = rows.int64(i, 4);
-    job.not_before_ms = rows.int64(i, 5);
-    job.patient_key = rows.text(i, 6);
-    job.resource_type = rows.text(i, 7);
-    job.content_type = rows.text(i, 8);
-    jobs.push_back(std::move(job));
-  }
+  for (int i = 0; i < rows.size(); ++i) jobs.push_back(pending_job(rows, i));
   return jobs;
 }
 
@@ -1234,16 +1239,7 @@ Result<std::vector<DeliveryJob>> PostgresStore::load_pending(std::size_t max_bod
   std::vector<bool> with_body;  // whether the job's body fits the budget
   std::size_t body_bytes = 0;
   for (int i = 0; i < rows.size(); ++i) {
-    DeliveryJob job;
-    job.delivery_id = rows.int64(i, 0);
-    job.message_id = rows.text(i, 1);
-    job.destination = rows.text(i, 2);
-    job.attempts = static_cast<int>(rows.int64(i, 3));
-    job.seq = rows.int64(i, 4);
-    job.not_before_ms = rows.int64(i, 5);
-    job.patient_key = rows.text(i, 6);
-    job.resource_type = rows.text(i, 7);
-    job.content_type = rows.text(i, 8);
+    DeliveryJob job = pending_job(rows, i);
     const auto size = static_cast<std::size_t>(rows.int64(i, 9));
     const bool fits = size <= max_body_bytes - body_bytes;  // past the budget the body stays empty
     if (fits) body_bytes += size;

@@ -105,6 +105,13 @@ class MultiNode : public ::testing::Test {
   }
 
   std::vector<std::string> acked(const std::string& tag) { return lines_of(dir_.path() / ("acked-" + tag + ".txt")); }
+  // Every id the load generators of both nodes were answered 202 for.
+  std::set<std::string> acked_by_both() {
+    auto from_a = acked("a"), from_b = acked("b");
+    std::set<std::string> promised(from_a.begin(), from_a.end());
+    promised.insert(from_b.begin(), from_b.end());
+    return promised;
+  }
 
   // Waits (up to `limit`) until the sink has every id in `promised`; prints and returns the
   // ones still missing.
@@ -239,9 +246,7 @@ TEST_F(MultiNode, StoppingOneRabbitMqNodeUnderLoadLosesNothing) {
   script("rabbitmq.sh", "halt " + rabbit_state_ + " 3");
   wait_done(*load_a, 60s);
   wait_done(*load_b, 60s);
-  auto from_a = acked("a"), from_b = acked("b");
-  std::set<std::string> promised(from_a.begin(), from_a.end());
-  promised.insert(from_b.begin(), from_b.end());
+  const auto promised = acked_by_both();
   ASSERT_GT(promised.size(), 0u);
   auto missing = missing_after(promised, 90s, "RabbitMQ node stopped");
   script("rabbitmq.sh", "resume " + rabbit_state_ + " 3");
@@ -265,9 +270,7 @@ TEST_F(MultiNode, RestartingPostgresUnderLoadRefusesWhileAwayAndLosesNothing) {
   script("postgres.sh", "resume " + pg_state_);
   wait_done(*load_a, 60s);
   wait_done(*load_b, 60s);
-  auto from_a = acked("a"), from_b = acked("b");
-  std::set<std::string> promised(from_a.begin(), from_a.end());
-  promised.insert(from_b.begin(), from_b.end());
+  const auto promised = acked_by_both();
   ASSERT_GT(promised.size(), 0u);
   EXPECT_EQ(missing_after(promised, 90s, "PostgreSQL restarted"), std::vector<std::string>{});
   // Both take records again.
