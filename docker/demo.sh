@@ -49,5 +49,5 @@ for _ in $(seq 60); do
 done
 echo "== node 2 says: $state"
 [[ $state == '"state":"delivered"' ]] || { "${compose[@]}" logs --tail 30 >&2; exit 1; }
-echo "== the practice received: $(docker exec tellonce_practice_1 grep -c . /var/lib/tellonce/practice.ndjson) record(s)"
+echo "== the practice received: $("${compose[@]}" exec -T practice grep -c . /var/lib/tellonce/practice.ndjson) record(s)"
 echo "stop and delete it all with: docker/demo.sh down"
