@@ -212,7 +212,7 @@ Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, co
   // Numbers reach the handler as text (kParseNumbersAsStringsFlag) and are converted by
   // number_value: RapidJSON 1.1's own conversion crashes on long decimals (full precision)
   // and overflows int on huge exponents, so none of its number code runs on partner input.
-  constexpr unsigned flags = rapidjson::kParseIterativeFlag | rapidjson::kParseNumbersAsStringsFlag;
+  constexpr unsigned flags = rapidjson::kParseNumbersAsStringsFlag;
   const auto shape = shape_of(body);
   rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>> reader;
   // What the parse refused, if it stopped on the handler's word rather than the reader's.

@@ -43,6 +43,23 @@ TEST(ParseJson, DepthLimit) {
   EXPECT_EQ(r.error().issues[0].code, "too-costly");
 }
 
+// The parser recurses once a level: the deepest documents the configuration allows (1000 levels)
+// parse, and a million levels are refused at the limit, not by the stack.
+TEST(ParseJson, TheDeepestAllowedDocumentParsesAndDeeperOnesStopAtTheLimit) {
+  std::string allowed = std::string(1000, '[') + std::string(1000, ']');
+  EXPECT_TRUE(parse_json(allowed, JsonLimits{1 << 20, 1000}));
+  std::string hostile = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  auto r = parse_json(hostile, JsonLimits{1 << 22, 1000});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().issues[0].code, "too-costly");
+  std::string objects;
+  for (int i = 0; i < 1001; ++i) objects += "{\"a\":";
+  objects += "1" + std::string(1001, '}');
+  auto o = parse_json(objects, JsonLimits{1 << 20, 1000});
+  ASSERT_FALSE(o);
+  EXPECT_EQ(o.error().issues[0].code, "too-costly");
+}
+
 TEST(ParseJson, SizeLimitIs413) {
   auto r = parse_json(R"({"resourceType":"Patient"})", JsonLimits{10, 64});
   ASSERT_FALSE(r);
