@@ -11,6 +11,7 @@
 #include <openssl/sha.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
@@ -826,6 +827,60 @@ void check_contained(const Value& v, const std::string& path, std::vector<Issue>
   }
 }
 
+// A conformance resource's url is its canonical identity: an absolute URI that others cite
+// (ValueSet/vs-1 or c1 cannot be), and a urn:uuid must hold a real UUID. In R4 only canonical
+// (conformance) resources have a top-level url.
+void check_canonical_url(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  const Value* url = json_member(v, "url");
+  if (!url || !url->IsString()) return;
+  std::string_view u(url->GetString(), url->GetStringLength());
+  if (u.empty()) return;  // the primitive check reports an empty string
+  std::size_t colon = u.find(':');
+  bool scheme = colon != std::string_view::npos && colon > 0 &&
+                std::isalpha(static_cast<unsigned char>(u[0]));
+  for (std::size_t i = 1; scheme && i < colon; ++i) {
+    char c = u[i];
+    scheme = std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.';
+  }
+  if (!scheme)
+    report(out, "canonical-url", child(path, "url"),
+           "url '" + std::string(u.substr(0, 64)) + "' is not an absolute URI: a canonical URL must be absolute, "
+           "e.g. https://example.org/fhir/ValueSet/my-codes");
+  else if (u.starts_with("urn:uuid:") && !fhir::urn_uuid_valid(u))
+    report(out, "canonical-url", child(path, "url"),
+           "url '" + std::string(u.substr(0, 64)) + "' is not a valid urn:uuid (8-4-4-4-12 hexadecimal digits)");
+}
+
+// ras-2: a probability given as a decimal is a percentage, at most 100.
+void check_risk_assessment(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  const Value* predictions = json_member(v, "prediction");
+  if (!predictions || !predictions->IsArray()) return;
+  for (rapidjson::SizeType i = 0; i < predictions->Size(); ++i) {
+    const Value* p = json_member((*predictions)[i], "probabilityDecimal");
+    if (p && p->IsNumber() && p->GetDouble() > 100)
+      report(out, "ras-2", child(indexed(path, "prediction", i), "probabilityDecimal"),
+             "probabilityDecimal is a percentage and must be at most 100");
+  }
+}
+
+// que-12: an item enabled by more than one condition says how they combine (enableBehavior).
+// R4's text reads "count() > 2", an error fixed in later versions and applied by the reference
+// validator as "> 1": with two conditions and no behaviour the item's meaning is undefined.
+void check_questionnaire_items(const Value& owner, const std::string& path, std::vector<Issue>& out, int depth) {
+  const Value* items = json_member(owner, "item");
+  if (!items || !items->IsArray() || depth > 64) return;
+  for (rapidjson::SizeType i = 0; i < items->Size(); ++i) {
+    const Value& item = (*items)[i];
+    const std::string here = indexed(path, "item", i);
+    const Value* when = json_member(item, "enableWhen");
+    if (when && when->IsArray() && when->Size() > 1 && !has(item, "enableBehavior"))
+      report(out, "que-12", here,
+             "item has " + std::to_string(when->Size()) +
+                 " enableWhen conditions but no enableBehavior: say whether all or any must hold");
+    check_questionnaire_items(item, here, out, depth + 1);
+  }
+}
+
 class FhirInvariants final : public RuleSet {
  public:
   void check(std::string_view type, const Value& value, const std::string& path,
@@ -845,6 +900,9 @@ class FhirInvariants final : public RuleSet {
       else if (type == "Organization") check_organization(value, path, out);
       else if (type == "Appointment") check_appointment(value, path, out);
       else if (type == "ServiceRequest") check_service_request(value, path, out);
+      else if (type == "RiskAssessment") check_risk_assessment(value, path, out);
+      else if (type == "Questionnaire") check_questionnaire_items(value, path, out, 0);
+      check_canonical_url(value, path, out);
       return;
     }
     check_ele_1(value, path, out);

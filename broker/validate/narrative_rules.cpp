@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 
 namespace tellonce::fhir {
 namespace {
@@ -79,6 +80,7 @@ class Reader {
   Reader(std::string_view xhtml, const std::string& path, std::vector<Issue>& out) : s_(xhtml), path_(path), out_(out) {}
 
   void run() {
+    check_entities();
     std::size_t pos = 0;
     while (pos < s_.size()) {
       ++validation_steps;
@@ -95,6 +97,21 @@ class Reader {
       } else {
         pos = tag(pos + 1);
       }
+    }
+  }
+
+  // XHTML in FHIR is XML with no DTD: of the named entities only XML's five exist. &nbsp; or
+  // &reg; from HTML make the narrative unreadable to an XML parser.
+  void check_entities() {
+    for (std::size_t at = s_.find('&'); at != std::string_view::npos; at = s_.find('&', at + 1)) {
+      std::size_t end = at + 1;
+      while (end < s_.size() && end - at <= 32 && std::isalnum(static_cast<unsigned char>(s_[end]))) ++end;
+      if (end == at + 1 || end >= s_.size() || s_[end] != ';') continue;  // &#...; or not an entity
+      std::string_view name = s_.substr(at + 1, end - at - 1);
+      if (name == "lt" || name == "gt" || name == "amp" || name == "quot" || name == "apos") continue;
+      report("xhtml-entity", "&" + std::string(name) + "; is an HTML entity that FHIR's XHTML does not define "
+                             "(only &lt; &gt; &amp; &quot; &apos;): write the character itself or a numeric "
+                             "reference such as &#174;");
     }
   }
 
