@@ -588,6 +588,25 @@ void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& o
                    "] too: fullUrl must be unique unless meta.versionId differs");
   }
 
+  if (type == "searchset") {
+    // A search answer's matches and includes are resources on the server (so they have ids);
+    // an entry marked outcome is the server's OperationOutcome about the search.
+    for (rapidjson::SizeType i = 0; i < count; ++i) {
+      const Value& entry = (*entries)[i];
+      const Value* search = json_member(entry, "search");
+      const Value* res = json_member(entry, "resource");
+      if (!search || !res || !res->IsObject()) continue;
+      std::string_view mode = str_at(*search, "mode");
+      std::string_view kind = str_at(*res, "resourceType");
+      if ((mode == "match" || mode == "include") && str_at(*res, "id").empty())
+        report(out, "bundle-search-id", child(indexed(path, "entry", i), "resource"),
+               "a search result (search.mode " + std::string(mode) + ") must have an id: it is a resource on the server");
+      if (mode == "outcome" && kind != "OperationOutcome")
+        report(out, "bundle-search-outcome", child(indexed(path, "entry", i), "resource"),
+               "an entry with search.mode outcome must be an OperationOutcome, not " + std::string(kind.substr(0, 64)));
+    }
+  }
+
   if (type == "document") {
     const Value* id = json_member(v, "identifier");
     if (!id || !has(*id, "system") || !has(*id, "value"))
