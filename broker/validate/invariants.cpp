@@ -870,6 +870,20 @@ void check_canonical_url(const Value& v, const std::string& path, std::vector<Is
            "url '" + std::string(u.substr(0, 64)) + "' is not a valid urn:uuid (8-4-4-4-12 hexadecimal digits)");
 }
 
+// A CodeSystem that supplements another adds displays or properties to its codes and holds no
+// codes of its own: its content is "supplement" (and a CodeSystem with that content says what
+// it supplements).
+void check_code_system(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  const bool supplements = has(v, "supplements");
+  std::string_view content = str_at(v, "content");
+  if (supplements && !content.empty() && content != "supplement")
+    report(out, "cs-supplement", child(path, "content"),
+           "a CodeSystem with supplements must have content 'supplement', not '" + std::string(content.substr(0, 32)) + "'");
+  if (!supplements && content == "supplement")
+    report(out, "cs-supplement", child(path, "supplements"),
+           "a CodeSystem with content 'supplement' must say which code system it supplements (supplements)");
+}
+
 // ras-2: a probability given as a decimal is a percentage, at most 100.
 void check_risk_assessment(const Value& v, const std::string& path, std::vector<Issue>& out) {
   const Value* predictions = json_member(v, "prediction");
@@ -920,6 +934,7 @@ class FhirInvariants final : public RuleSet {
       else if (type == "Appointment") check_appointment(value, path, out);
       else if (type == "ServiceRequest") check_service_request(value, path, out);
       else if (type == "RiskAssessment") check_risk_assessment(value, path, out);
+      else if (type == "CodeSystem") check_code_system(value, path, out);
       else if (type == "Questionnaire") check_questionnaire_items(value, path, out, 0);
       check_canonical_url(value, path, out);
       return;
