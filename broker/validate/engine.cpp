@@ -463,8 +463,10 @@ class Engine final : public Validator {
   }
 
   // A core extension against its definition: modifier or not, value type, sub-extensions, and
-  // where it may be used. Extensions the package does not define pass, but a url under the core
-  // namespace that names no R4 extension is a warning (a typo, or an extension of another version).
+  // where it may be used. Extensions the package does not define pass (partners' own), but a url
+  // under the core namespace that names no R4 extension is an error, as in the reference
+  // validator: a typo, or an extension of a later version (R4 names those with
+  // http://hl7.org/fhir/5.0/StructureDefinition/extension-...), which an R4 receiver cannot read.
   void check_extension_use(const Value& ext, const Property& list, const Container& holder, Walk& w) const {
     const Value* url_value = find_string(ext, "url");
     if (!url_value) return;  // the structure check reports it
@@ -476,8 +478,8 @@ class Engine final : public Validator {
         w.report("extension", "ext-unknown",
                  "extension " + describe(*url_value) +
                      " is not a FHIR R4 core extension (its url is in the core namespace, but R4 defines no such "
-                     "extension): check the url",
-                 Severity::warning);
+                     "extension): check the url; an extension of a later FHIR version takes its cross-version url "
+                     "(http://hl7.org/fhir/5.0/StructureDefinition/extension-...)");
       return;
     }
     const fhir::ExtensionDef& def = schema_.extensions[found];

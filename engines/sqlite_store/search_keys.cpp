@@ -1,5 +1,7 @@
 #include "search_keys.hpp"
 
+#include "search_blocks.hpp"
+
 #include "engines/common/store_rows.hpp"
 
 #include <algorithm>
@@ -30,14 +32,28 @@ void add_search_keys(std::vector<SearchKey>& out, const SearchFacts& f) {
   }
 }
 
-// The search_keys table's columns and key, as schema 8 made it in the store and schema 9 in the
-// search file.
+// The search_keys table's columns and key, as schema 8 made it in the store (its migration
+// below; the search file now holds search_blocks instead).
 constexpr const char* search_keys_columns = R"sql( (
   facet          INTEGER NOT NULL,
   value          TEXT NOT NULL,
   received_at_ms INTEGER NOT NULL,
   seq            INTEGER NOT NULL,
   PRIMARY KEY (facet, value, received_at_ms, seq)
+) WITHOUT ROWID;
+)sql";
+
+// search_blocks.hpp: a (facet, value)'s postings, a block a row, keyed by its last posting.
+constexpr const char* search_blocks_table = R"sql(
+CREATE TABLE IF NOT EXISTS search.search_blocks (
+  facet     INTEGER NOT NULL,
+  value     TEXT NOT NULL,
+  last_at   INTEGER NOT NULL,
+  last_seq  INTEGER NOT NULL,
+  first_at  INTEGER NOT NULL,
+  first_seq INTEGER NOT NULL,
+  postings  BLOB NOT NULL,
+  PRIMARY KEY (facet, value, last_at, last_seq)
 ) WITHOUT ROWID;
 )sql";
 
@@ -50,6 +66,7 @@ void attach_search_file(sqlite::Connection& db, const std::filesystem::path& sto
   sqlite::Statement attach(db, "ATTACH ?1 AS search");
   attach.start().bind(1, std::string_view(file)).run();
   if (db.failed()) throw std::runtime_error("search index " + file + ": cannot attach it: " + db.error_message());
+  register_search_keys_table(db.handle());
   if (!prepare) return;
   // page_size takes effect only while the file has no table yet.
   db.exec_or_throw("PRAGMA search.page_size = 4096");
@@ -57,8 +74,15 @@ void attach_search_file(sqlite::Connection& db, const std::filesystem::path& sto
   if (!wal.step() || wal.text(0) != "wal") throw std::runtime_error("search index " + file + ": cannot switch to WAL mode");
   wal.reset();
   db.exec_or_throw("PRAGMA search.synchronous = NORMAL");
-  db.exec_or_throw(std::string("CREATE TABLE IF NOT EXISTS search.search_keys") + search_keys_columns +
-                   "CREATE TABLE IF NOT EXISTS search.search_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;");
+  db.exec_or_throw("CREATE TABLE IF NOT EXISTS search.search_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;");
+  // A file of the row-per-key format (before search_blocks): dropped, and its watermark with it,
+  // so that start-up writes every record's keys again, as blocks.
+  sqlite::Statement old(db, "SELECT 1 FROM search.sqlite_schema WHERE name = 'search_keys'");
+  const bool row_per_key = old.step();
+  old.reset();
+  if (row_per_key)
+    db.exec_or_throw("BEGIN IMMEDIATE; DROP TABLE search.search_keys; DELETE FROM search.search_meta; COMMIT;");
+  db.exec_or_throw(search_blocks_table);
 }
 
 namespace {
@@ -75,69 +99,168 @@ struct GroupHash {
   }
 };
 
-// The order to insert `keys` in: by (facet, value), and within one in the order they came.
-// They come in commit order, so within a (facet, value) they are already (nearly) in index
-// order; only the distinct (facet, value) pairs, a few hundred a flush, need sorting. Sorting
-// all the keys by their strings was a tenth of the search thread's time.
-std::vector<std::uint32_t> index_order(const std::vector<SearchKey>& keys) {
-  std::unordered_map<GroupKey, std::uint32_t, GroupHash> group_of;
-  std::vector<GroupKey> groups;
-  std::vector<std::uint32_t> member_group(keys.size()), count;
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    auto [it, added] = group_of.try_emplace(GroupKey{keys[i].facet, keys[i].value}, static_cast<std::uint32_t>(groups.size()));
-    if (added) {
-      groups.push_back(it->first);
-      count.push_back(0);
-    }
-    member_group[i] = it->second;
-    ++count[it->second];
-  }
-  std::vector<std::uint32_t> sorted(groups.size());
-  for (std::uint32_t g = 0; g < sorted.size(); ++g) sorted[g] = g;
-  std::sort(sorted.begin(), sorted.end(), [&groups](std::uint32_t a, std::uint32_t b) {
-    return std::tie(groups[a].facet, groups[a].value) < std::tie(groups[b].facet, groups[b].value);
-  });
-  std::vector<std::uint32_t> next(groups.size());
-  std::uint32_t at = 0;
-  for (auto g : sorted) {
-    next[g] = at;
-    at += count[g];
-  }
-  std::vector<std::uint32_t> order(keys.size());
-  for (std::size_t i = 0; i < keys.size(); ++i) order[next[member_group[i]]++] = static_cast<std::uint32_t>(i);
-  return order;
+std::string cache_key(int facet, std::string_view value) {
+  std::string key(1, static_cast<char>(facet));
+  key += value;
+  return key;
 }
+
+// A block about to be inserted: its postings are a range of a group's sorted postings.
+struct NewBlock {
+  int facet;
+  std::string_view value;
+  const Posting* postings;
+  std::size_t count;
+};
+
+// Inserts blocks many rows a statement: running a statement costs more than its B-tree work.
+class BlockInserter {
+ public:
+  explicit BlockInserter(sqlite::Connection& db) : db_(db), many_(db, sql(rows_per_insert)), one_(db, sql(1)) {}
+
+  void add(const NewBlock& b) {
+    pending_.push_back(b);
+    if (pending_.size() == rows_per_insert) flush();
+  }
+
+  void flush() {
+    std::size_t at = 0;
+    while (at < pending_.size() && !db_.failed()) {
+      const std::size_t rows = pending_.size() - at >= rows_per_insert ? rows_per_insert : 1;
+      auto& insert = rows == 1 ? one_ : many_;
+      insert.start();
+      encoded_.resize(rows);
+      for (std::size_t i = 0; i < rows; ++i) {
+        const NewBlock& b = pending_[at + i];
+        encoded_[i] = encode_postings(b.postings, b.count);
+        const int c = static_cast<int>(i) * 7;
+        const Posting& first = b.postings[0];
+        const Posting& last = b.postings[b.count - 1];
+        insert.bind(c + 1, std::int64_t{b.facet}).bind(c + 2, b.value).bind(c + 3, last.at).bind(c + 4, last.seq)
+            .bind(c + 5, first.at).bind(c + 6, first.seq).bind_blob(c + 7, encoded_[i]);
+      }
+      insert.run();
+      at += rows;
+    }
+    pending_.clear();
+  }
+
+ private:
+  static constexpr std::size_t rows_per_insert = 32;
+  static std::string sql(std::size_t rows) {
+    std::string out = "INSERT INTO search.search_blocks (facet, value, last_at, last_seq, first_at, first_seq, postings) VALUES ";
+    for (std::size_t i = 0; i < rows; ++i) out += i ? ",(?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?)";
+    return out;
+  }
+  sqlite::Connection& db_;
+  sqlite::Statement many_, one_;
+  std::vector<NewBlock> pending_;
+  std::vector<std::string> encoded_;
+};
 
 }  // namespace
 
-void write_search_keys(sqlite::Connection& db, const std::vector<SearchKey>& keys, std::int64_t indexed_upto) {
-  // In index order each page is visited once, left to right.
-  const auto order = index_order(keys);
-  // Many rows a statement: most of an insert's cost is running the statement, not the B-tree.
-  constexpr std::size_t rows_per_insert = 64;
-  auto insert_sql = [](std::size_t rows) {
-    std::string sql = "INSERT OR IGNORE INTO search.search_keys (facet, value, received_at_ms, seq) VALUES ";
-    for (std::size_t i = 0; i < rows; ++i) sql += i ? ",(?,?,?,?)" : "(?,?,?,?)";
-    return sql;
-  };
-  sqlite::Statement many(db, insert_sql(rows_per_insert));
-  sqlite::Statement one(db, insert_sql(1));
-  for (std::size_t at = 0; at < keys.size();) {
-    const std::size_t rows = keys.size() - at >= rows_per_insert ? rows_per_insert : 1;
-    auto& insert = rows == 1 ? one : many;
-    insert.start();
-    for (std::size_t i = 0; i < rows; ++i) {
-      const auto& k = keys[order[at + i]];
-      const int column = static_cast<int>(i) * 4;
-      insert.bind(column + 1, std::int64_t{k.facet}).bind(column + 2, std::string_view(k.value))
-          .bind(column + 3, k.received_at_ms).bind(column + 4, k.seq);
+void SearchBlockCache::clear() {
+  last_.clear();
+  newest_ = {};
+  newest_known_ = false;
+}
+
+void write_search_keys(sqlite::Connection& db, const std::vector<SearchKey>& keys, std::int64_t indexed_upto,
+                       SearchBlockCache& cache) {
+  // Group the keys by (facet, value).
+  std::unordered_map<GroupKey, std::uint32_t, GroupHash> group_of;
+  std::vector<GroupKey> groups;
+  std::vector<std::vector<Posting>> postings;
+  for (const auto& k : keys) {
+    auto [it, added] = group_of.try_emplace(GroupKey{k.facet, k.value}, static_cast<std::uint32_t>(groups.size()));
+    if (added) {
+      groups.push_back(it->first);
+      postings.emplace_back();
     }
-    insert.run();
-    if (db.failed()) return;
-    at += rows;
+    postings[it->second].push_back(Posting{k.received_at_ms, k.seq});
   }
-  sqlite::Statement mark(db, "INSERT OR REPLACE INTO search.search_meta (key, value) VALUES ('indexed_upto', ?1)");
-  mark.start().bind(1, indexed_upto).run();
+  // In index order, so that each page is visited once, left to right.
+  std::vector<std::uint32_t> order(groups.size());
+  for (std::uint32_t g = 0; g < order.size(); ++g) order[g] = g;
+  std::sort(order.begin(), order.end(), [&groups](std::uint32_t a, std::uint32_t b) {
+    return std::tie(groups[a].facet, groups[a].value) < std::tie(groups[b].facet, groups[b].value);
+  });
+
+  if (!cache.newest_known_) {
+    sqlite::Statement st(db, "SELECT value FROM search.search_meta WHERE key = ?1");
+    auto meta = [&st](const char* key) {
+      std::int64_t v = 0;
+      if (st.start().bind(1, std::string_view(key)).step()) v = st.int64(0);
+      st.reset();
+      return v;
+    };
+    cache.newest_ = Posting{meta("newest_at"), meta("newest_seq")};
+    cache.newest_known_ = !db.failed();
+    if (db.failed()) return;
+  }
+  sqlite::Statement last_of(db, "SELECT last_at, last_seq FROM search.search_blocks WHERE facet = ?1 AND value = ?2 "
+                                "ORDER BY last_at DESC, last_seq DESC LIMIT 1");
+  sqlite::Statement overlapped(db, "SELECT first_at, first_seq, postings FROM search.search_blocks WHERE facet = ?1 "
+                                   "AND value = ?2 AND (last_at, last_seq) >= (?3, ?4)");
+  sqlite::Statement remove(db, "DELETE FROM search.search_blocks WHERE facet = ?1 AND value = ?2 "
+                               "AND (last_at, last_seq) >= (?3, ?4)");
+  BlockInserter inserter(db);
+  Posting newest = cache.newest_;
+  for (auto g : order) {
+    const GroupKey& group = groups[g];
+    auto& p = postings[g];
+    std::sort(p.begin(), p.end());
+    p.erase(std::unique(p.begin(), p.end()), p.end());
+    // Blocks must not overlap (search_blocks.hpp). Postings after every one written so far
+    // cannot overlap; the others are checked against this (facet, value)'s last block.
+    if (p.front() <= cache.newest_) {
+      const auto key = cache_key(group.facet, group.value);
+      Posting last{};
+      bool any = false;
+      if (auto it = cache.last_.find(key); it != cache.last_.end()) {
+        last = it->second;
+        any = true;
+      } else {
+        last_of.start().bind(1, std::int64_t{group.facet}).bind(2, group.value);
+        if (last_of.step()) {
+          last = Posting{last_of.int64(0), last_of.int64(1)};
+          any = true;
+        }
+        last_of.reset();
+      }
+      if (any && p.front() <= last) {
+        // Late postings: the blocks they fall in (or after) are read, merged and written again.
+        const Posting from = p.front();
+        overlapped.start().bind(1, std::int64_t{group.facet}).bind(2, group.value).bind(3, from.at).bind(4, from.seq);
+        bool intact = true;
+        while (overlapped.step()) {
+          const std::string bytes = overlapped.text(2);
+          intact = intact && decode_postings(Posting{overlapped.int64(0), overlapped.int64(1)}, bytes, p);
+        }
+        overlapped.reset();
+        if (!intact) {
+          db.record_error(SQLITE_CORRUPT);
+          return;
+        }
+        remove.start().bind(1, std::int64_t{group.facet}).bind(2, group.value).bind(3, from.at).bind(4, from.seq).run();
+        std::sort(p.begin(), p.end());
+        p.erase(std::unique(p.begin(), p.end()), p.end());
+      }
+    }
+    if (db.failed()) return;
+    for (std::size_t at = 0; at < p.size(); at += postings_per_block)
+      inserter.add(NewBlock{group.facet, group.value, p.data() + at, std::min(postings_per_block, p.size() - at)});
+    if (cache.last_.size() >= SearchBlockCache::max_entries) cache.last_.clear();  // bounded: misses ask the file
+    cache.last_[cache_key(group.facet, group.value)] = p.back();
+    newest = std::max(newest, p.back());
+  }
+  inserter.flush();
+  if (db.failed()) return;
+  sqlite::Statement mark(db, "INSERT OR REPLACE INTO search.search_meta (key, value) VALUES ('indexed_upto', ?1), "
+                             "('newest_at', ?2), ('newest_seq', ?3)");
+  mark.start().bind(1, indexed_upto).bind(2, newest.at).bind(3, newest.seq).run();
+  cache.newest_ = newest;
 }
 
 std::int64_t search_indexed_upto(sqlite::Connection& db, const std::string& store_id, std::int64_t last_seq) {
@@ -149,7 +272,7 @@ std::int64_t search_indexed_upto(sqlite::Connection& db, const std::string& stor
   };
   if (meta("store_id") != store_id) {
     // New, or left by another store (a file put back from elsewhere, --accept-new-store).
-    db.exec_or_throw("BEGIN IMMEDIATE; DELETE FROM search.search_keys; DELETE FROM search.search_meta;");
+    db.exec_or_throw("BEGIN IMMEDIATE; DELETE FROM search.search_blocks; DELETE FROM search.search_meta;");
     sqlite::Statement mark(db, "INSERT INTO search.search_meta (key, value) VALUES ('store_id', ?1)");
     mark.start().bind(1, std::string_view(store_id)).run();
     if (db.failed()) throw std::runtime_error("search index: " + db.error_message());
@@ -159,11 +282,11 @@ std::int64_t search_indexed_upto(sqlite::Connection& db, const std::string& stor
   const auto text = meta("indexed_upto");
   std::int64_t upto = text.empty() ? 0 : std::stoll(text);
   if (upto > last_seq) {
-    // The store was put back to an earlier state: those seqs will name other records.
-    sqlite::Statement trim(db, "DELETE FROM search.search_keys WHERE seq > ?1");
-    trim.start().bind(1, last_seq).run();
-    if (db.failed()) throw std::runtime_error("search index: " + db.error_message());
-    upto = last_seq;
+    // The store was put back to an earlier state: those seqs will name other records. Their
+    // postings sit in blocks among others', so the whole index is written again.
+    db.exec_or_throw("BEGIN IMMEDIATE; DELETE FROM search.search_blocks; "
+                     "DELETE FROM search.search_meta WHERE key <> 'store_id'; COMMIT;");
+    return 0;
   }
   return upto;
 }

@@ -22,12 +22,14 @@
 // runs). Errors: recorded on the connection, as for every statement (sqlite_db.hpp).
 #pragma once
 
+#include "search_blocks.hpp"
 #include "sqlite_db.hpp"
 
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace tellonce::store_detail {
@@ -69,11 +71,26 @@ std::filesystem::path search_file_path(const std::filesystem::path& store);
 // (4 KiB pages, WAL, synchronous=NORMAL) with its tables; readers attach it without.
 void attach_search_file(sqlite::Connection& db, const std::filesystem::path& store, bool prepare);
 
-// Inserts `keys` grouped by (facet, value) in index order, each group in the order given
-// (INSERT OR IGNORE: a key rebuilt after a crash may already be there), then records
-// `indexed_upto` (the highest seq whose keys are now all written) in the search file. Inside
-// the caller's transaction.
-void write_search_keys(sqlite::Connection& db, const std::vector<SearchKey>& keys, std::int64_t indexed_upto);
+// What the search thread remembers between flushes so that most of a flush's postings need no
+// look-up: the newest posting written, and each (facet, value)'s last one (at most max_entries;
+// the others are asked of the file). Cleared when a flush fails, as its writes were rolled back.
+class SearchBlockCache {
+ public:
+  static constexpr std::size_t max_entries = 65536;
+  void clear();
+
+ private:
+  friend void write_search_keys(sqlite::Connection&, const std::vector<SearchKey>&, std::int64_t, SearchBlockCache&);
+  std::unordered_map<std::string, Posting> last_;
+  Posting newest_;
+  bool newest_known_ = false;
+};
+
+// Writes `keys` as blocks (search_blocks.hpp), grouped by (facet, value) in index order; a key
+// already there (rebuilt after a crash) is kept once. Then records `indexed_upto` (the highest
+// seq whose keys are now all written) in the search file. Inside the caller's transaction.
+void write_search_keys(sqlite::Connection& db, const std::vector<SearchKey>& keys, std::int64_t indexed_upto,
+                       SearchBlockCache& cache);
 
 // The search file's watermark for store `store_id` whose last seq is `last_seq`: 0 (and the
 // file emptied) when it was written for another store or is new; at most last_seq (keys of

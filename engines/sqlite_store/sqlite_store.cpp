@@ -889,6 +889,7 @@ class SqliteStore final : public Store {
   // keeps in unwritten_keys_ (its own) those a failed flush left behind.
   std::vector<store_detail::SearchKey> staged_keys_, handed_keys_, unwritten_keys_;
   std::unique_ptr<sqlite::Connection> search_db_;
+  store_detail::SearchBlockCache search_cache_;  // search thread (and start-up before it runs)
   JobQueue searches_;  // jobs: searches waiting for the keys to be written
   std::thread searcher_;
   bool search_write_failed_ = false;  // search thread only
@@ -1004,6 +1005,7 @@ void SqliteStore::open_search_file() {
       return;
     } catch (const std::exception& e) {
       search_db_.reset();
+      search_cache_.clear();
       if (attempt > 0) throw;
       const auto file = store_detail::search_file_path(settings_.path);
       log::warn("store", "search index " + file.string() + " is unusable (" + e.what() +
@@ -1026,7 +1028,7 @@ void SqliteStore::catch_up_search_keys() {
   if (indexed < last) {
     auto keys = store_detail::search_keys_after(db, indexed);
     db.exec_or_throw("BEGIN IMMEDIATE");
-    store_detail::write_search_keys(db, keys, last);
+    store_detail::write_search_keys(db, keys, last, search_cache_);
     if (db.failed()) {
       const auto error = db.error_message();
       sqlite3_exec(db.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
@@ -1088,13 +1090,14 @@ void SqliteStore::search_loop() {
       if (sqlite3_exec(db.handle(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
         error = sqlite3_errmsg(db.handle());
       } else {
-        store_detail::write_search_keys(db, unwritten_keys_, upto);
+        store_detail::write_search_keys(db, unwritten_keys_, upto, search_cache_);
         if (db.failed()) error = db.error_message();
         else if (sqlite3_exec(db.handle(), "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) error = sqlite3_errmsg(db.handle());
         if (!error.empty() && sqlite3_get_autocommit(db.handle()) == 0)
           sqlite3_exec(db.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
       }
       if (!error.empty()) {
+        search_cache_.clear();  // it may describe writes that were rolled back
         // Kept for the next round; searches fail as unavailable meanwhile.
         if (!search_write_failed_) log::warn("store", "could not write the search index, will try again: " + error);
         search_write_failed_ = true;
@@ -1701,6 +1704,8 @@ Result<SearchSql> search_sql_for(const MessageQuery& q, bool with_cursor, Driver
     const auto at = number(c->first);
     const auto seq = number(c->second);
     where.push_back("(" + x + ".received_at_ms, " + x + ".seq) < (" + at + ", " + seq + ")");
+    // The same bound on its own: the search_keys table (search_blocks.hpp) seeks by it.
+    where.push_back(x + ".received_at_ms <= " + number(c->first));
   }
   // The "<> ''" terms repeat the partial indexes' own conditions: SQLite uses a partial index only
   // when the query implies its WHERE, and it cannot see that a bound value is not ''.

@@ -509,11 +509,11 @@ TEST(Extensions, SubExtensionsOfAComplexExtension) {
                          "Patient.address[0].extension[0].extension[0].valueString", "ext-value-type");
 }
 
-TEST(Extensions, UnknownCoreUrlIsAWarningOthersPass) {
+TEST(Extensions, UnknownCoreUrlIsAnErrorOthersPass) {
   auto issues = validate(R"({"resourceType":"Patient","extension":[)" +
                          ext("patient-birthtime", R"("valueDateTime":"2000-01-01T10:00:00Z")") + "]}");
   ASSERT_EQ(issues.size(), 1u) << show(issues);
-  EXPECT_EQ(issues[0].severity, Severity::warning);
+  EXPECT_EQ(issues[0].severity, Severity::error);
   EXPECT_EQ(issues[0].rule, "ext-unknown");
   EXPECT_EQ(issues[0].location, "Patient.extension[0]");
   expect_valid(R"({"resourceType":"Patient","extension":[{"url":"https://fhir.example.org/StructureDefinition/x","valueString":"a"}]})");

@@ -151,15 +151,20 @@ PRAGMA user_version = 1;
 }
 
 // Five records found by every filter, newest first; what the search-file tests below start from.
-std::vector<std::string> commit_five_searchable(Store& store) {
-  std::vector<std::string> newest_first;
-  for (int i = 0; i < 5; ++i) {
+// `n` more of them, their ids put in front of `newest_first`.
+void commit_searchable(Store& store, int n, std::vector<std::string>& newest_first) {
+  for (int i = 0; i < n; ++i) {
     auto m = sample("", {"gp", "vcse"}, "trust");
     m.patient_key = "9449306753";
     m.event = "ADT^A01";
     m.route_ids = {"admissions"};
     newest_first.insert(newest_first.begin(), run(store.commit(m)).value().outcome.message_id);
   }
+}
+
+std::vector<std::string> commit_five_searchable(Store& store) {
+  std::vector<std::string> newest_first;
+  commit_searchable(store, 5, newest_first);
   return newest_first;
 }
 
@@ -207,14 +212,28 @@ void exec_on(const std::filesystem::path& file, const char* sql) {
 TEST_F(SqliteStoreTest, SearchKeysLostInACrashAreRebuiltAtStartUp) {
   auto db = dir_ / "t.db";
   auto search = dir_ / "t.db-search";
-  const auto newest_first = store_five_searchable(db);
-  // The keys live beside the store, not in it.
-  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM sqlite_master WHERE name = 'search_keys'"), 0);
-  EXPECT_EQ(pragma_value(search, "SELECT count(*) FROM search_keys WHERE facet = 0"), 5);
+  auto kept = dir_ / "kept-search";
+  std::vector<std::string> newest_first;
+  {
+    auto store = make_sqlite_store(SqliteStoreSettings{db});
+    commit_searchable(*store, 2, newest_first);
+    store->close();
+  }
+  // The keys live beside the store, not in it: the two records' postings, a block per
+  // (facet, value) (search_blocks.hpp).
+  EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM sqlite_master WHERE name LIKE 'search%'"), 0);
+  EXPECT_EQ(pragma_value(search, "SELECT count(*) FROM search_blocks WHERE facet = 0"), 1);
   EXPECT_EQ(pragma_value(search, "PRAGMA page_size"), 4096);
-  // What a crash leaves: the last three records' keys were still in memory.
-  exec_on(search, "DELETE FROM search_keys WHERE seq > 2; UPDATE search_meta SET value = 2 WHERE key = 'indexed_upto';");
-  EXPECT_EQ(pragma_value(search, "SELECT count(*) FROM search_keys WHERE seq > 2"), 0);
+  std::filesystem::copy_file(search, kept);
+  {
+    auto store = make_sqlite_store(SqliteStoreSettings{db});
+    commit_searchable(*store, 3, newest_first);
+    store->close();
+  }
+  // What a crash leaves: the last three records' keys were still in memory, so the file is as
+  // it was after the first two.
+  std::filesystem::copy_file(kept, search, std::filesystem::copy_options::overwrite_existing);
+  EXPECT_EQ(pragma_value(search, "SELECT value FROM search_meta WHERE key = 'indexed_upto'"), 2);
 
   auto store = make_sqlite_store(SqliteStoreSettings{db});
   expect_found_by_every_filter(*store, newest_first);
