@@ -1,7 +1,7 @@
-// The SQLite store's search index (README "Finding and fixing messages"): one row in the
-// search_keys table per way a message can be found (its source, resource type, event, NHS
-// number, each route and destination, and "every message"), ordered newest received first
-// within each (facet, value).
+// The SQLite store's search index (README "Finding and fixing messages"): one key per way a
+// message can be found (its source, resource type, event, NHS number, each route and
+// destination, and "every message"), ordered newest received first within each (facet, value),
+// and read as rows of the search_keys table. On disk the keys are blocks (search_blocks.hpp).
 //
 // Why a table written behind the commits rather than SQLite indexes on the messages table:
 // SQLite updates an index inside the insert that changes it, so every index would cost each
