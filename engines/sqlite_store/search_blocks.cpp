@@ -111,8 +111,15 @@ int best_index(sqlite3_vtab*, sqlite3_index_info* info) {
       }
     }
   }
-  // Without a (facet, value) there is nothing to walk: that plan is refused.
-  if (facet < 0 || value < 0) return SQLITE_CONSTRAINT;
+  // Every query names a (facet, value). A plan without one is priced out of reach and, should
+  // SQLite still take it (as it does when the WHERE is constant-false), gives no rows: refusing
+  // it instead leaves such a query with no plan at all.
+  if (facet < 0 || value < 0) {
+    info->idxNum = 0;
+    info->estimatedCost = 1e18;
+    info->estimatedRows = 1;
+    return SQLITE_OK;
+  }
   int argv = 0;
   auto use = [&](int i, bool exact) {
     info->aConstraintUsage[i].argvIndex = ++argv;

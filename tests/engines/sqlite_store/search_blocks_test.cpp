@@ -146,6 +146,8 @@ TEST_F(SearchBlocksFile, LatePostingsAreMergedAndEveryReadSeesExactlyWhatWasWrit
                     .empty());
   // A value never written, and a facet without a value, give nothing.
   EXPECT_TRUE(read(1, "nobody").empty());
+  // A listing that can match nothing (state=accepted is never stored) still plans and runs.
+  EXPECT_TRUE(read(1, "rtx", "0").empty());
   EXPECT_TRUE(read(2, "").empty());
 }
 
