@@ -268,6 +268,13 @@ Result<rapidjson::Document> parse_json(std::string_view body, const JsonLimits& 
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
   out.push_back('"');
+  // Most values (ids, codes, partner names) need no escape: appended whole, not byte by byte.
+  const bool plain = std::none_of(s.begin(), s.end(), [](unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; });
+  if (plain) {
+    out.append(s);
+    out.push_back('"');
+    return;
+  }
   for (unsigned char c : s) {
     switch (c) {
       case '"': out += "\\\""; break;
