@@ -266,7 +266,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"bdl-2",
              R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Basic"},"search":{"mode":"match"}}]})",
              "Bundle.entry[0].search",
-             R"({"resourceType":"Bundle","type":"searchset","entry":[{"fullUrl":"https://x/Basic/1","resource":{"resourceType":"Basic"},"search":{"mode":"match"}}]})"},
+             R"({"resourceType":"Bundle","type":"searchset","entry":[{"fullUrl":"https://x/Basic/1","resource":{"resourceType":"Basic","id":"1"},"search":{"mode":"match"}}]})"},
         Case{"bdl-3",
              R"({"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Basic"}}]})",
              "Bundle.entry[0]",
