@@ -1,7 +1,6 @@
 #include "search_blocks.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <new>
 
@@ -221,7 +220,7 @@ int advance(Cursor* c) {
       continue;
     }
     if (rc != SQLITE_DONE) return rc;
-    if (c->below_started || c->upper.at == highest) {
+    if (c->below_started) {  // set from the start when there is no upper bound (filter)
       c->eof = true;
       return SQLITE_OK;
     }

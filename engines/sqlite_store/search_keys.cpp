@@ -99,6 +99,19 @@ struct GroupHash {
   }
 };
 
+// A value of search.search_meta, '' when the key is not there.
+std::string search_meta(sqlite::Connection& db, const char* key) {
+  sqlite::Statement st(db, "SELECT value FROM search.search_meta WHERE key = ?1");
+  std::string value = st.start().bind(1, std::string_view(key)).step() ? st.text(0) : std::string();
+  st.reset();
+  return value;
+}
+
+std::int64_t search_meta_int(sqlite::Connection& db, const char* key) {
+  const auto text = search_meta(db, key);
+  return text.empty() ? 0 : std::stoll(text);
+}
+
 std::string cache_key(int facet, std::string_view value) {
   std::string key(1, static_cast<char>(facet));
   key += value;
@@ -188,14 +201,7 @@ void write_search_keys(sqlite::Connection& db, const std::vector<SearchKey>& key
   });
 
   if (!cache.newest_known_) {
-    sqlite::Statement st(db, "SELECT value FROM search.search_meta WHERE key = ?1");
-    auto meta = [&st](const char* key) {
-      std::int64_t v = 0;
-      if (st.start().bind(1, std::string_view(key)).step()) v = st.int64(0);
-      st.reset();
-      return v;
-    };
-    cache.newest_ = Posting{meta("newest_at"), meta("newest_seq")};
+    cache.newest_ = Posting{search_meta_int(db, "newest_at"), search_meta_int(db, "newest_seq")};
     cache.newest_known_ = !db.failed();
     if (db.failed()) return;
   }
@@ -207,15 +213,18 @@ void write_search_keys(sqlite::Connection& db, const std::vector<SearchKey>& key
                                "AND (last_at, last_seq) >= (?3, ?4)");
   BlockInserter inserter(db);
   Posting newest = cache.newest_;
+  auto sort_unique = [](std::vector<Posting>& p) {
+    std::sort(p.begin(), p.end());
+    p.erase(std::unique(p.begin(), p.end()), p.end());
+  };
   for (auto g : order) {
     const GroupKey& group = groups[g];
     auto& p = postings[g];
-    std::sort(p.begin(), p.end());
-    p.erase(std::unique(p.begin(), p.end()), p.end());
+    sort_unique(p);
+    const auto key = cache_key(group.facet, group.value);
     // Blocks must not overlap (search_blocks.hpp). Postings after every one written so far
     // cannot overlap; the others are checked against this (facet, value)'s last block.
     if (p.front() <= cache.newest_) {
-      const auto key = cache_key(group.facet, group.value);
       Posting last{};
       bool any = false;
       if (auto it = cache.last_.find(key); it != cache.last_.end()) {
@@ -244,15 +253,14 @@ void write_search_keys(sqlite::Connection& db, const std::vector<SearchKey>& key
           return;
         }
         remove.start().bind(1, std::int64_t{group.facet}).bind(2, group.value).bind(3, from.at).bind(4, from.seq).run();
-        std::sort(p.begin(), p.end());
-        p.erase(std::unique(p.begin(), p.end()), p.end());
+        sort_unique(p);
       }
     }
     if (db.failed()) return;
     for (std::size_t at = 0; at < p.size(); at += postings_per_block)
       inserter.add(NewBlock{group.facet, group.value, p.data() + at, std::min(postings_per_block, p.size() - at)});
     if (cache.last_.size() >= SearchBlockCache::max_entries) cache.last_.clear();  // bounded: misses ask the file
-    cache.last_[cache_key(group.facet, group.value)] = p.back();
+    cache.last_[key] = p.back();
     newest = std::max(newest, p.back());
   }
   inserter.flush();
@@ -264,13 +272,7 @@ void write_search_keys(sqlite::Connection& db, const std::vector<SearchKey>& key
 }
 
 std::int64_t search_indexed_upto(sqlite::Connection& db, const std::string& store_id, std::int64_t last_seq) {
-  auto meta = [&db](const char* key) {
-    sqlite::Statement st(db, "SELECT value FROM search.search_meta WHERE key = ?1");
-    std::string value = st.start().bind(1, std::string_view(key)).step() ? st.text(0) : std::string();
-    st.reset();
-    return value;
-  };
-  if (meta("store_id") != store_id) {
+  if (search_meta(db, "store_id") != store_id) {
     // New, or left by another store (a file put back from elsewhere, --accept-new-store).
     db.exec_or_throw("BEGIN IMMEDIATE; DELETE FROM search.search_blocks; DELETE FROM search.search_meta;");
     sqlite::Statement mark(db, "INSERT INTO search.search_meta (key, value) VALUES ('store_id', ?1)");
@@ -279,8 +281,7 @@ std::int64_t search_indexed_upto(sqlite::Connection& db, const std::string& stor
     db.exec_or_throw("COMMIT");
     return 0;
   }
-  const auto text = meta("indexed_upto");
-  std::int64_t upto = text.empty() ? 0 : std::stoll(text);
+  const std::int64_t upto = search_meta_int(db, "indexed_upto");
   if (upto > last_seq) {
     // The store was put back to an earlier state: those seqs will name other records. Their
     // postings sit in blocks among others', so the whole index is written again.
