@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -42,6 +43,8 @@ struct Reply {
   int status = 200;
   std::string body;
   std::chrono::milliseconds delay{0};
+  bool hang_up = false;  // close the connection after answering, without saying so first
+  bool say_close = false;  // answer "Connection: close" and close
 };
 
 // A blocking HTTP/1.1 server on 127.0.0.1 with a thread per connection, answering what the test says.
@@ -112,10 +115,10 @@ class TestServer {
       http::response<http::string_body> res{static_cast<http::status>(reply.status), 11};
       res.set(http::field::content_type, "application/fhir+json");
       res.body() = reply.body;
-      res.keep_alive(req.keep_alive());
+      res.keep_alive(req.keep_alive() && !reply.say_close);
       res.prepare_payload();
       http::write(socket, res, ec);
-      if (ec || !req.keep_alive()) return;
+      if (ec || !req.keep_alive() || reply.hang_up || reply.say_close) return;
     }
   }
 
@@ -354,6 +357,26 @@ TEST_F(FhirRestOutboundTest, ReusesTheConnection) {
   for (int i = 0; i < 5; ++i) EXPECT_EQ(deliver(*a, patient_job()).outcome, DeliveryOutcome::ok);
   EXPECT_EQ(server.requests().size(), 5u);
   EXPECT_EQ(server.connections(), 1);
+}
+
+// A partner that closes each connection once it has answered, half the time saying so
+// ("Connection: close") and half the time not (the kept-alive connection dies while idle). The
+// next delivery must find out and open a new connection, not fail or stall.
+TEST_F(FhirRestOutboundTest, PartnerClosingConnectionsDoesNotLoseDeliveries) {
+  std::atomic<int> n{0};
+  TestServer server([&n](const Seen&) {
+    Reply r{200, ""};
+    (n++ % 2 ? r.hang_up : r.say_close) = true;
+    return r;
+  });
+  // A stall (a dead connection waited on) becomes a failed delivery at one second.
+  auto a = adapter(server.base(), std::chrono::seconds(1));
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_EQ(deliver(*a, patient_job()).outcome, DeliveryOutcome::ok) << "delivery " << i;
+    if (i % 2) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let the close arrive while idle
+  }
+  EXPECT_EQ(server.requests().size(), 12u);
+  EXPECT_EQ(server.connections(), 12);
 }
 
 asio::awaitable<void> call_counting(OutboundAdapter& adapter, DeliveryJob job, int& ok) {
