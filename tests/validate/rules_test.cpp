@@ -192,6 +192,39 @@ TEST(QuantityProfiles, SimpleQuantityHasNoComparator) {
   EXPECT_TRUE(out.empty()) << describe(out);
 }
 
+// A CapabilityStatement's searchParam must state the type of the core SearchParameter it names.
+TEST(ConformanceRules, SearchParamTypeMatchesItsCoreDefinition) {
+  auto rules = make_conformance_rules(schema_dir);
+  auto bad = check_text(*rules, R"({"resourceType":"CapabilityStatement","rest":[{"mode":"server","resource":[
+      {"type":"AllergyIntolerance","searchParam":[
+        {"name":"code","definition":"http://hl7.org/fhir/SearchParameter/clinical-code","type":"token"},
+        {"name":"clinical-status","definition":"http://hl7.org/fhir/SearchParameter/AllergyIntolerance-clinical-status|4.0.1","type":"date"}]}]}]})");
+  if (const Issue* issue = only(bad, "cps-search-type")) {
+    EXPECT_EQ(issue->location, "CapabilityStatement.rest[0].resource[0].searchParam[1].type");
+    EXPECT_TRUE(issue->is_error());
+    EXPECT_NE(issue->diagnostics.find("'token'"), std::string::npos) << issue->diagnostics;
+  }
+  // The right type, a partner's own definition, and no definition at all pass.
+  auto good = check_text(*rules, R"({"resourceType":"CapabilityStatement","rest":[{"mode":"server","resource":[
+      {"type":"AllergyIntolerance","searchParam":[
+        {"name":"clinical-status","definition":"http://hl7.org/fhir/SearchParameter/AllergyIntolerance-clinical-status","type":"token"},
+        {"name":"site","definition":"https://example.org/fhir/SearchParameter/site","type":"date"},
+        {"name":"onset","type":"string"}]}]}]})");
+  EXPECT_TRUE(good.empty()) << describe(good);
+}
+
+TEST(ConformanceRules, SchemasWithoutTheTableCheckNothingAndABadTableIsRefused) {
+  test::TempDir none{"tellonce-rules"};
+  auto rules = make_conformance_rules(none.path());
+  auto out = check_text(*rules, R"({"resourceType":"CapabilityStatement","rest":[{"resource":[{"type":"Patient",
+      "searchParam":[{"name":"birthdate","definition":"http://hl7.org/fhir/SearchParameter/individual-birthdate","type":"string"}]}]}]})");
+  EXPECT_TRUE(out.empty()) << describe(out);
+  test::TempDir bad{"tellonce-rules"};
+  fs::create_directories(bad / "fhir-r4");
+  std::ofstream(bad / "fhir-r4" / "searchparams.json") << R"({"searchParameters": [)";
+  EXPECT_THROW(make_conformance_rules(bad.path()), std::runtime_error);
+}
+
 TEST(QuantityProfiles, MoneyQuantityNeedsACurrency) {
   std::vector<Issue> out;
   invariants().check("MoneyQuantity", parse(R"({"value":12.5})"), "X.amount", out);

@@ -1,0 +1,104 @@
+// Rules on conformance resources that need a table of the R4 core definitions beyond types and
+// extensions: a CapabilityStatement's search parameters against the core SearchParameters they
+// name (schemas/fhir-r4/searchparams.json, generated with the other definitions).
+#include "broker/validate/rules.hpp"
+#include "tellonce/json.hpp"
+
+#include <rapidjson/error/en.h>
+
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace tellonce {
+namespace {
+
+using Value = rapidjson::Value;
+
+std::string_view str_of(const Value& v, const char* name) {
+  const Value* m = json_member(v, name);
+  return m && m->IsString() ? std::string_view(m->GetString(), m->GetStringLength()) : std::string_view();
+}
+
+// Looked up by string_view (C++20 heterogeneous lookup): no string is made per search parameter.
+struct UrlHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using SearchTypes = std::unordered_map<std::string, std::string, UrlHash, std::equal_to<>>;
+
+class ConformanceRules final : public RuleSet {
+ public:
+  explicit ConformanceRules(SearchTypes search_types)
+      : search_types_(std::move(search_types)) {}
+
+  void check(std::string_view type, const Value& value, const std::string& path,
+             std::vector<Issue>& out) const override {
+    if (type != "CapabilityStatement" || !value.IsObject()) return;
+    const Value* rest = json_member(value, "rest");
+    if (!rest || !rest->IsArray()) return;
+    for (rapidjson::SizeType r = 0; r < rest->Size(); ++r) {
+      const Value* resources = json_member((*rest)[r], "resource");
+      if (!resources || !resources->IsArray()) continue;
+      for (rapidjson::SizeType i = 0; i < resources->Size(); ++i) {
+        const Value* params = json_member((*resources)[i], "searchParam");
+        if (!params || !params->IsArray()) continue;
+        for (rapidjson::SizeType k = 0; k < params->Size(); ++k) {
+          auto where = [&] {  // built only for a problem: rules allocate nothing on good input
+            return path + ".rest[" + std::to_string(r) + "].resource[" + std::to_string(i) + "].searchParam[" +
+                   std::to_string(k) + "]";
+          };
+          check_search_param((*params)[k], where, out);
+        }
+      }
+    }
+  }
+
+ private:
+  // The type a searchParam states must be the type of the core SearchParameter it names: a
+  // client builds its query from the stated type (a date prefix, a token's system|code).
+  template <class Where>
+  void check_search_param(const Value& param, const Where& where, std::vector<Issue>& out) const {
+    std::string_view definition = str_of(param, "definition");
+    std::string_view stated = str_of(param, "type");
+    if (definition.empty() || stated.empty()) return;
+    definition = definition.substr(0, definition.find('|'));  // a versioned canonical names the same one
+    auto it = search_types_.find(definition);
+    if (it == search_types_.end() || it->second == stated) return;
+    Issue issue;
+    issue.code = "invariant";
+    issue.rule = "cps-search-type";
+    issue.location = where() + ".type";
+    issue.diagnostics = "search parameter '" + std::string(str_of(param, "name").substr(0, 64)) + "' has type '" +
+                        std::string(stated.substr(0, 32)) + "', but its definition " + it->first + " is of type '" +
+                        it->second + "'";
+    out.push_back(std::move(issue));
+  }
+
+  SearchTypes search_types_;  // core SearchParameter url -> type
+};
+
+}  // namespace
+
+std::unique_ptr<RuleSet> make_conformance_rules(const std::filesystem::path& schema_dir) {
+  SearchTypes types;
+  const auto file = schema_dir / "fhir-r4" / "searchparams.json";
+  std::ifstream in(file, std::ios::binary);
+  if (in) {  // optional: a schemas folder without it checks no search parameters
+    std::stringstream text;
+    text << in.rdbuf();
+    rapidjson::Document doc;
+    doc.Parse(text.str().c_str());
+    const Value* params = doc.IsObject() ? json_member(doc, "searchParameters") : nullptr;
+    if (doc.HasParseError() || !params || !params->IsObject())
+      throw std::runtime_error("FHIR schema file " + file.string() + " is not valid JSON with \"searchParameters\"" +
+                               (doc.HasParseError() ? std::string(": ") + rapidjson::GetParseError_En(doc.GetParseError())
+                                                    : std::string()));
+    for (auto& m : params->GetObject())
+      if (m.value.IsString()) types.emplace(m.name.GetString(), m.value.GetString());
+  }
+  return std::make_unique<ConformanceRules>(std::move(types));
+}
+
+}  // namespace tellonce
