@@ -1,11 +1,13 @@
 // Rules on conformance resources that need a table of the R4 core definitions beyond types and
-// extensions: a CapabilityStatement's search parameters against the core SearchParameters they
-// name (schemas/fhir-r4/searchparams.json, generated with the other definitions).
+// extensions: a CapabilityStatement's search parameters, and a SearchParameter derived from a
+// core one, against the core SearchParameters they name (schemas/fhir-r4/searchparams.json,
+// generated with the other definitions).
 #include "broker/validate/rules.hpp"
 #include "tellonce/json.hpp"
 
 #include <rapidjson/error/en.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -26,7 +28,11 @@ struct UrlHash {
   using is_transparent = void;
   std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
-using SearchTypes = std::unordered_map<std::string, std::string, UrlHash, std::equal_to<>>;
+struct CoreSearchParam {
+  std::string type;               // token, date, reference ...
+  std::vector<std::string> base;  // the resource types it applies to
+};
+using SearchTypes = std::unordered_map<std::string, CoreSearchParam, UrlHash, std::equal_to<>>;
 
 class ConformanceRules final : public RuleSet {
  public:
@@ -35,7 +41,9 @@ class ConformanceRules final : public RuleSet {
 
   void check(std::string_view type, const Value& value, const std::string& path,
              std::vector<Issue>& out) const override {
-    if (type != "CapabilityStatement" || !value.IsObject()) return;
+    if (!value.IsObject()) return;
+    if (type == "SearchParameter") return check_derived(value, path, out);
+    if (type != "CapabilityStatement") return;
     const Value* rest = json_member(value, "rest");
     if (!rest || !rest->IsArray()) return;
     for (rapidjson::SizeType r = 0; r < rest->Size(); ++r) {
@@ -65,18 +73,55 @@ class ConformanceRules final : public RuleSet {
     if (definition.empty() || stated.empty()) return;
     definition = definition.substr(0, definition.find('|'));  // a versioned canonical names the same one
     auto it = search_types_.find(definition);
-    if (it == search_types_.end() || it->second == stated) return;
+    if (it == search_types_.end() || it->second.type == stated) return;
     Issue issue;
     issue.code = "invariant";
     issue.rule = "cps-search-type";
     issue.location = where() + ".type";
     issue.diagnostics = "search parameter '" + std::string(str_of(param, "name").substr(0, 64)) + "' has type '" +
                         std::string(stated.substr(0, 32)) + "', but its definition " + it->first + " is of type '" +
-                        it->second + "'";
+                        it->second.type + "'";
     out.push_back(std::move(issue));
   }
 
-  SearchTypes search_types_;  // core SearchParameter url -> type
+  // A SearchParameter derived from a core one (derivedFrom) keeps its type and applies only to
+  // resource types the core one covers: it narrows the parameter, it cannot change what it means.
+  void check_derived(const Value& sp, const std::string& path, std::vector<Issue>& out) const {
+    std::string_view from = str_of(sp, "derivedFrom");
+    if (from.empty()) return;
+    auto it = search_types_.find(from.substr(0, from.find('|')));
+    if (it == search_types_.end()) return;
+    const CoreSearchParam& core = it->second;
+    auto problem = [&](std::string location, std::string text) {
+      Issue issue;
+      issue.code = "invariant";
+      issue.rule = "spd-derived";
+      issue.location = std::move(location);
+      issue.diagnostics = std::move(text);
+      out.push_back(std::move(issue));
+    };
+    std::string_view stated = str_of(sp, "type");
+    if (!stated.empty() && stated != core.type)
+      problem(path + ".type", "type '" + std::string(stated.substr(0, 32)) + "' differs from the type '" + core.type +
+                                  "' of " + it->first + ", which this parameter is derived from");
+    const Value* bases = json_member(sp, "base");
+    if (!bases || !bases->IsArray()) return;
+    const bool covers_all = std::find(core.base.begin(), core.base.end(), "Resource") != core.base.end();
+    for (rapidjson::SizeType i = 0; i < bases->Size(); ++i) {
+      const Value& b = (*bases)[i];
+      if (!b.IsString() || covers_all) continue;
+      std::string_view name(b.GetString(), b.GetStringLength());
+      if (std::find(core.base.begin(), core.base.end(), name) != core.base.end()) continue;
+      if (name != "DomainResource" && std::find(core.base.begin(), core.base.end(), "DomainResource") != core.base.end() &&
+          name != "Resource" && name != "Bundle" && name != "Binary" && name != "Parameters")
+        continue;  // DomainResource covers every resource type but those four
+      problem(path + ".base[" + std::to_string(i) + "]",
+              "base '" + std::string(name.substr(0, 64)) + "' is not one the parameter it is derived from (" + it->first +
+                  ") applies to");
+    }
+  }
+
+  SearchTypes search_types_;  // core SearchParameter url -> type and base
 };
 
 }  // namespace
@@ -95,8 +140,16 @@ std::unique_ptr<RuleSet> make_conformance_rules(const std::filesystem::path& sch
       throw std::runtime_error("FHIR schema file " + file.string() + " is not valid JSON with \"searchParameters\"" +
                                (doc.HasParseError() ? std::string(": ") + rapidjson::GetParseError_En(doc.GetParseError())
                                                     : std::string()));
-    for (auto& m : params->GetObject())
-      if (m.value.IsString()) types.emplace(m.name.GetString(), m.value.GetString());
+    for (auto& m : params->GetObject()) {
+      const Value* type = m.value.IsObject() ? json_member(m.value, "type") : nullptr;
+      const Value* base = m.value.IsObject() ? json_member(m.value, "base") : nullptr;
+      if (!type || !type->IsString()) continue;
+      CoreSearchParam param{type->GetString(), {}};
+      if (base && base->IsArray())
+        for (auto& b : base->GetArray())
+          if (b.IsString()) param.base.emplace_back(b.GetString());
+      types.emplace(m.name.GetString(), std::move(param));
+    }
   }
   return std::make_unique<ConformanceRules>(std::move(types));
 }

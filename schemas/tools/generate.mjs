@@ -274,13 +274,14 @@ for (const sd of readBundle('extension-definitions.json')) {
   extensions[sd.url] = entry;
 }
 
-// ---- core search parameters: each one's type, which a CapabilityStatement's searchParam that
-// names it as its definition must repeat.
+// ---- core search parameters: each one's type and the resource types it applies to, which a
+// CapabilityStatement's searchParam naming it (type) and a SearchParameter derived from it (type,
+// base) must agree with.
 const searchParams = {};
 for (const sp of readBundle('search-parameters.json')) {
   if (sp.resourceType !== 'SearchParameter' || !sp.url.startsWith('http://hl7.org/fhir/SearchParameter/')) continue;
   if (sp.version && sp.version !== '4.0.1') continue;  // a later version's backport under a core url
-  searchParams[sp.url] = sp.type;
+  searchParams[sp.url] = { type: sp.type, base: sp.base };
 }
 
 mkdirSync(outDir, { recursive: true });

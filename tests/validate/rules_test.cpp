@@ -213,6 +213,28 @@ TEST(ConformanceRules, SearchParamTypeMatchesItsCoreDefinition) {
   EXPECT_TRUE(good.empty()) << describe(good);
 }
 
+// A SearchParameter derived from a core one keeps its type and narrows its base.
+TEST(ConformanceRules, DerivedSearchParameterKeepsTypeAndBase) {
+  auto rules = make_conformance_rules(schema_dir);
+  auto type = check_text(*rules, R"({"resourceType":"SearchParameter","url":"https://example.org/fhir/SearchParameter/p-birthdate",
+      "derivedFrom":"http://hl7.org/fhir/SearchParameter/individual-birthdate","name":"birthdate","status":"active",
+      "code":"birthdate","base":["Patient"],"type":"string","description":"x","expression":"Patient.birthDate"})");
+  if (const Issue* issue = only(type, "spd-derived")) EXPECT_EQ(issue->location, "SearchParameter.type");
+  auto base = check_text(*rules, R"({"resourceType":"SearchParameter","url":"https://example.org/fhir/SearchParameter/p-birthdate",
+      "derivedFrom":"http://hl7.org/fhir/SearchParameter/individual-birthdate|4.0.1","name":"birthdate","status":"active",
+      "code":"birthdate","base":["Patient","Observation"],"type":"date","description":"x","expression":"Patient.birthDate"})");
+  if (const Issue* issue = only(base, "spd-derived")) EXPECT_EQ(issue->location, "SearchParameter.base[1]");
+  // Narrowing the base, keeping the type, or a base under DomainResource pass.
+  auto good = check_text(*rules, R"({"resourceType":"SearchParameter","url":"https://example.org/fhir/SearchParameter/p-birthdate",
+      "derivedFrom":"http://hl7.org/fhir/SearchParameter/individual-birthdate","name":"birthdate","status":"active",
+      "code":"birthdate","base":["Patient"],"type":"date","description":"x","expression":"Patient.birthDate"})");
+  auto text = check_text(*rules, R"({"resourceType":"SearchParameter","url":"https://example.org/fhir/SearchParameter/p-text",
+      "derivedFrom":"http://hl7.org/fhir/SearchParameter/DomainResource-text","name":"text","status":"active",
+      "code":"text","base":["Patient"],"type":"string","description":"x"})");
+  good.insert(good.end(), text.begin(), text.end());
+  EXPECT_TRUE(good.empty()) << describe(good);
+}
+
 TEST(ConformanceRules, SchemasWithoutTheTableCheckNothingAndABadTableIsRefused) {
   test::TempDir none{"tellonce-rules"};
   auto rules = make_conformance_rules(none.path());
