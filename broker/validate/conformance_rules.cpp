@@ -1,13 +1,17 @@
-// Rules on conformance resources that need a table of the R4 core definitions beyond types and
-// extensions: a CapabilityStatement's search parameters, and a SearchParameter derived from a
-// core one, against the core SearchParameters they name (schemas/fhir-r4/searchparams.json,
-// generated with the other definitions).
+// Rules that need tables of the R4 core definitions beyond types and extensions, generated with
+// the other definitions: a CapabilityStatement's search parameters, and a SearchParameter derived
+// from a core one, against the core SearchParameters they name (schemas/fhir-r4/searchparams.json);
+// a Coding's system in the core namespace against the code systems R4 defines
+// (schemas/fhir-r4/codesystems.json).
 #include "broker/validate/rules.hpp"
 #include "tellonce/json.hpp"
 
 #include <rapidjson/error/en.h>
 
 #include <algorithm>
+#include <cctype>
+#include <optional>
+#include <unordered_set>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -36,12 +40,13 @@ using SearchTypes = std::unordered_map<std::string, CoreSearchParam, UrlHash, st
 
 class ConformanceRules final : public RuleSet {
  public:
-  explicit ConformanceRules(SearchTypes search_types)
-      : search_types_(std::move(search_types)) {}
+  ConformanceRules(SearchTypes search_types, std::unordered_set<std::string, UrlHash, std::equal_to<>> code_systems)
+      : search_types_(std::move(search_types)), code_systems_(std::move(code_systems)) {}
 
   void check(std::string_view type, const Value& value, const std::string& path,
              std::vector<Issue>& out) const override {
     if (!value.IsObject()) return;
+    if (type == "Coding") return check_coding_system(value, path, out);
     if (type == "SearchParameter") return check_derived(value, path, out);
     if (type != "CapabilityStatement") return;
     const Value* rest = json_member(value, "rest");
@@ -121,26 +126,75 @@ class ConformanceRules final : public RuleSet {
     }
   }
 
+  // A Coding whose system is in the core namespace must name a code system R4 defines: the
+  // receiver looks codes up by it. Typical misses are STU3 urls R4 moved to terminology.hl7.org
+  // (http://hl7.org/fhir/v2/0203) and value set urls given as systems. Left alone: the sid/
+  // urls HL7 assigns to external systems (ICD-10, CVX, NDC), implementation guides under a
+  // realm code (http://hl7.org/fhir/us/...) and cross-version urls (http://hl7.org/fhir/5.0/...).
+  void check_coding_system(const Value& coding, const std::string& path, std::vector<Issue>& out) const {
+    if (code_systems_.empty()) return;
+    constexpr std::string_view core = "http://hl7.org/fhir/";
+    std::string_view system = str_of(coding, "system");
+    if (!system.starts_with(core)) return;
+    std::string_view rest = system.substr(core.size());
+    std::string_view first = rest.substr(0, rest.find('/'));
+    if (first.empty() || first == "sid" || (first.size() == 2 && std::isalpha(static_cast<unsigned char>(first[0])) &&
+                                            std::isalpha(static_cast<unsigned char>(first[1]))) ||
+        std::isdigit(static_cast<unsigned char>(first[0])))
+      return;
+    if (code_systems_.contains(system.substr(0, system.find('|')))) return;
+    std::string text;
+    if (first == "ValueSet") {
+      text = "system " + std::string(system.substr(0, 128)) +
+             " is a value set url, not a code system: give the url of the code system the code comes from";
+    } else {
+      text = "system " + std::string(system.substr(0, 128)) +
+             " is in the FHIR core namespace but R4 defines no such code system";
+      // R4 moved the v2 and v3 tables and many others to terminology.hl7.org.
+      std::string moved = "http://terminology.hl7.org/CodeSystem/" + std::string(rest);
+      if (moved.find("/v2/") != std::string::npos || moved.find("/v3/") != std::string::npos)
+        moved.replace(moved.rfind('/'), 1, "-");
+      if (code_systems_.contains(moved)) text += ": R4 names it " + moved;
+    }
+    Issue issue;
+    issue.code = "code-invalid";
+    issue.rule = "coding-core-system";
+    issue.location = path + ".system";
+    issue.diagnostics = std::move(text);
+    out.push_back(std::move(issue));
+  }
+
   SearchTypes search_types_;  // core SearchParameter url -> type and base
+  std::unordered_set<std::string, UrlHash, std::equal_to<>> code_systems_;
 };
+
+}  // namespace
+
+namespace {
+
+// One of the generated tables: {"generated": ..., KEY: {...}}. Optional (nullopt when the file is
+// not there); a file that is there but malformed is refused, naming it.
+std::optional<rapidjson::Document> read_table(const std::filesystem::path& file, const char* key) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::stringstream text;
+  text << in.rdbuf();
+  rapidjson::Document doc;
+  doc.Parse(text.str().c_str());
+  const Value* table = doc.IsObject() ? json_member(doc, key) : nullptr;
+  if (doc.HasParseError() || !table || !table->IsObject())
+    throw std::runtime_error("FHIR schema file " + file.string() + " is not valid JSON with \"" + key + "\"" +
+                             (doc.HasParseError() ? std::string(": ") + rapidjson::GetParseError_En(doc.GetParseError())
+                                                  : std::string()));
+  return doc;
+}
 
 }  // namespace
 
 std::unique_ptr<RuleSet> make_conformance_rules(const std::filesystem::path& schema_dir) {
   SearchTypes types;
-  const auto file = schema_dir / "fhir-r4" / "searchparams.json";
-  std::ifstream in(file, std::ios::binary);
-  if (in) {  // optional: a schemas folder without it checks no search parameters
-    std::stringstream text;
-    text << in.rdbuf();
-    rapidjson::Document doc;
-    doc.Parse(text.str().c_str());
-    const Value* params = doc.IsObject() ? json_member(doc, "searchParameters") : nullptr;
-    if (doc.HasParseError() || !params || !params->IsObject())
-      throw std::runtime_error("FHIR schema file " + file.string() + " is not valid JSON with \"searchParameters\"" +
-                               (doc.HasParseError() ? std::string(": ") + rapidjson::GetParseError_En(doc.GetParseError())
-                                                    : std::string()));
-    for (auto& m : params->GetObject()) {
+  if (auto doc = read_table(schema_dir / "fhir-r4" / "searchparams.json", "searchParameters")) {
+    for (auto& m : json_member(*doc, "searchParameters")->GetObject()) {
       const Value* type = m.value.IsObject() ? json_member(m.value, "type") : nullptr;
       const Value* base = m.value.IsObject() ? json_member(m.value, "base") : nullptr;
       if (!type || !type->IsString()) continue;
@@ -151,7 +205,10 @@ std::unique_ptr<RuleSet> make_conformance_rules(const std::filesystem::path& sch
       types.emplace(m.name.GetString(), std::move(param));
     }
   }
-  return std::make_unique<ConformanceRules>(std::move(types));
+  std::unordered_set<std::string, UrlHash, std::equal_to<>> code_systems;
+  if (auto doc = read_table(schema_dir / "fhir-r4" / "codesystems.json", "codeSystems"))
+    for (auto& m : json_member(*doc, "codeSystems")->GetObject()) code_systems.emplace(m.name.GetString());
+  return std::make_unique<ConformanceRules>(std::move(types), std::move(code_systems));
 }
 
 }  // namespace tellonce

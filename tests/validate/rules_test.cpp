@@ -119,6 +119,10 @@ const RuleSet& invariants() {
   static auto rules = make_fhir_invariants();
   return *rules;
 }
+const RuleSet& conformance() {
+  static auto rules = make_conformance_rules(schema_dir);
+  return *rules;
+}
 const RuleSet& uk() {
   static auto rules = make_uk_rules({schema_dir, true});
   return *rules;
@@ -235,11 +239,41 @@ TEST(ConformanceRules, DerivedSearchParameterKeepsTypeAndBase) {
   EXPECT_TRUE(good.empty()) << describe(good);
 }
 
+// A Coding's system in the core namespace must name a code system R4 defines.
+TEST(ConformanceRules, CoreNamespaceCodingSystemMustExist) {
+  std::vector<Issue> out;
+  conformance().check("Coding", parse(R"({"system":"http://hl7.org/fhir/v2/0203","code":"MR"})"), "X.coding[0]", out);
+  if (const Issue* issue = only(out, "coding-core-system")) {
+    EXPECT_EQ(issue->location, "X.coding[0].system");
+    EXPECT_TRUE(issue->is_error());
+    EXPECT_NE(issue->diagnostics.find("http://terminology.hl7.org/CodeSystem/v2-0203"), std::string::npos)
+        << issue->diagnostics;
+  }
+  out.clear();
+  conformance().check("Coding", parse(R"({"system":"http://hl7.org/fhir/ValueSet/service-type","code":"57"})"), "X",
+                      out);
+  if (const Issue* issue = only(out, "coding-core-system"))
+    EXPECT_NE(issue->diagnostics.find("value set"), std::string::npos) << issue->diagnostics;
+  out.clear();
+  // R4 code systems (core and terminology.hl7.org), HL7's urls for external systems, an
+  // implementation guide's, a cross-version one, a versioned one and other namespaces pass.
+  for (const char* system : {"http://hl7.org/fhir/administrative-gender", "http://hl7.org/fhir/sid/icd-10",
+                             "http://hl7.org/fhir/sid/cvx", "http://hl7.org/fhir/us/core/CodeSystem/condition-category",
+                             "http://hl7.org/fhir/5.0/CodeSystem/x", "http://hl7.org/fhir/administrative-gender|4.0.1",
+                             "http://terminology.hl7.org/CodeSystem/v2-0203", "http://snomed.info/sct",
+                             "https://fhir.hl7.org.uk/CodeSystem/UKCore-SourceOfServiceEngland"}) {
+    std::string coding = std::string(R"({"code":"a","system":")") + system + "\"}";
+    conformance().check("Coding", parse(coding), "X", out);
+  }
+  EXPECT_TRUE(out.empty()) << describe(out);
+}
+
 TEST(ConformanceRules, SchemasWithoutTheTableCheckNothingAndABadTableIsRefused) {
   test::TempDir none{"tellonce-rules"};
   auto rules = make_conformance_rules(none.path());
   auto out = check_text(*rules, R"({"resourceType":"CapabilityStatement","rest":[{"resource":[{"type":"Patient",
       "searchParam":[{"name":"birthdate","definition":"http://hl7.org/fhir/SearchParameter/individual-birthdate","type":"string"}]}]}]})");
+  rules->check("Coding", parse(R"({"system":"http://hl7.org/fhir/v2/0203","code":"MR"})"), "X", out);
   EXPECT_TRUE(out.empty()) << describe(out);
   test::TempDir bad{"tellonce-rules"};
   fs::create_directories(bad / "fhir-r4");
@@ -642,12 +676,30 @@ TEST(RulesSampleData, OtherExamplesHaveOnlyTheirKnownDefects) {
       {"bars-api-examples/v1.4.0/message_definition/MessageDefinition_ServiceRequest-request_CaseTransfer.json",
        {{"bundle-fullurl-required", "Bundle.entry[0]"}}},
       // A message whose urn:uuid references name no entry (one is not even a uuid: "...e21ea9ggb4hj").
+      // ... and a value set url given as a Coding's system.
       {"bars-api-examples/current/process_message/response/ValidationRequest (HTTP Response) .json",
        {{"bundle-reference-unresolved", "Bundle.entry[2].resource.episodeOfCare[0].reference"},
-        {"bundle-reference-unresolved", "Bundle.entry[9].resource.organization.reference"}}},
+        {"bundle-reference-unresolved", "Bundle.entry[9].resource.organization.reference"},
+        {"coding-core-system",
+         "Bundle.entry[3].resource.contact[0].extension[0].extension[0].valueCodeableConcept.coding[0].system"}}},
       {"bars-api-examples/v1.4.0/process_message/response/ValidationRequest (HTTP Response) .json",
        {{"bundle-reference-unresolved", "Bundle.entry[2].resource.episodeOfCare[0].reference"},
-        {"bundle-reference-unresolved", "Bundle.entry[9].resource.organization.reference"}}},
+        {"bundle-reference-unresolved", "Bundle.entry[9].resource.organization.reference"},
+        {"coding-core-system",
+         "Bundle.entry[3].resource.contact[0].extension[0].extension[0].valueCodeableConcept.coding[0].system"}}},
+      // Value set urls given as a Coding's system (coding-core-system).
+      {"bars-api-examples/current/invalid-base64.json",
+       {{"coding-core-system", "OperationOutcome.issue[0].details.coding[0].system"}}},
+      {"bars-api-examples/v1.4.0/invalid-base64.json",
+       {{"coding-core-system", "OperationOutcome.issue[0].details.coding[0].system"}}},
+      {"bars-api-examples/current/malformed-target-identifier.json",
+       {{"coding-core-system", "OperationOutcome.issue[0].details.coding[0].system"}}},
+      {"bars-api-examples/v1.4.0/malformed-target-identifier.json",
+       {{"coding-core-system", "OperationOutcome.issue[0].details.coding[0].system"}}},
+      {"bars-api-examples/current/slots/GET-success.json",
+       {{"coding-core-system", "Bundle.entry[3].resource.serviceType[0].coding[0].system"}}},
+      {"bars-api-examples/v1.4.0/slots/GET-success.json",
+       {{"coding-core-system", "Bundle.entry[3].resource.serviceType[0].coding[0].system"}}},
       {"bars-api-examples/v1.4.0/document_reference/id/GET-success.json",
        {{"uk-ods-code", "DocumentReference.custodian.identifier.value"}}},  // "$ods-code"
       // PATCH bodies: a booked Appointment without start and end (app-3) read as a whole resource.
@@ -681,6 +733,8 @@ TEST(RulesSampleData, OtherExamplesHaveOnlyTheirKnownDefects) {
       auto issues = check_resource(invariants(), doc);
       auto more = check_resource(uk(), doc);
       issues.insert(issues.end(), more.begin(), more.end());
+      more = check_resource(conformance(), doc);
+      issues.insert(issues.end(), more.begin(), more.end());
       auto it = known.find(fs::relative(e.path(), shared_data).generic_string());
       std::vector<Issue> unexpected;
       std::set<std::pair<std::string, std::string>> found;
@@ -706,7 +760,7 @@ TEST(RulesSampleData, OtherExamplesHaveOnlyTheirKnownDefects) {
     }
   }
   EXPECT_GT(files, 100);
-  EXPECT_GE(defects, 21);
+  EXPECT_GE(defects, 29);
 }
 
 TEST(RulesSampleData, PdsCompoundNameHasABadNhsNumber) {
