@@ -57,7 +57,9 @@ def pct(values, p):
     return values[int(p * (len(values) - 1))]
 
 
-def one_run(args, n_dest, conns):
+def one_run(args, n_dest, conns, probe=None):
+    """One run; `probe` (see pairs.py) is told the broker's and sinks' pids when load starts,
+    and its results are added to the run's figures when load ends."""
     tellonce = os.path.join(args.build, "broker/cli/tellonce")
     loadgen = os.path.join(args.build, "bench/load/loadgen")
     work = tempfile.mkdtemp(prefix="tellonce-bench-")
@@ -77,9 +79,12 @@ def one_run(args, n_dest, conns):
         procs.append(broker)
         wait_line(broker, "pending deliveries resumed")
         t0 = time.time()
+        if probe:
+            probe.start(broker.pid, [p.pid for p in procs[:n_dest]])
         out = subprocess.run([loadgen, "--port", str(port), "--connections", str(conns), "--seconds",
                               str(args.seconds), "--sent", f"{work}/sent.txt", "--mix", args.mix],
                              capture_output=True, text=True, check=True)
+        probed = probe.stop() if probe else {}
         load = json.loads(out.stdout.strip().splitlines()[-1])
         expected = load["accepted"] * n_dest
         deadline = time.time() + 120
@@ -120,6 +125,7 @@ def one_run(args, n_dest, conns):
             "e2e_p99_ms": pct(e2e, 0.99),
             "peak_rss_mb": peak / 1024,
             "rejected": load["rejected"],
+            **probed,
         }
     finally:
         for p in procs:
