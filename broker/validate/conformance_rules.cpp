@@ -4,27 +4,34 @@
 // a Coding's system in the core namespace against the code systems R4 defines
 // (schemas/fhir-r4/codesystems.json).
 #include "broker/validate/rules.hpp"
+#include "broker/validate/schema.hpp"
 #include "tellonce/json.hpp"
-
-#include <rapidjson/error/en.h>
 
 #include <algorithm>
 #include <cctype>
 #include <optional>
-#include <unordered_set>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace tellonce {
 namespace {
 
 using Value = rapidjson::Value;
 
-std::string_view str_of(const Value& v, const char* name) {
-  const Value* m = json_member(v, name);
-  return m && m->IsString() ? std::string_view(m->GetString(), m->GetStringLength()) : std::string_view();
+std::string_view str_at(const Value& v, std::string_view name) { return json_string(json_member(v, name)); }
+
+void report(std::vector<Issue>& out, const char* code, const char* rule, std::string location, std::string text) {
+  Issue issue;
+  issue.code = code;
+  issue.rule = rule;
+  issue.location = std::move(location);
+  issue.diagnostics = std::move(text);
+  out.push_back(std::move(issue));
+}
+
+bool contains(const std::vector<std::string>& names, std::string_view name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
 }
 
 // Looked up by string_view (C++20 heterogeneous lookup): no string is made per search parameter.
@@ -37,10 +44,11 @@ struct CoreSearchParam {
   std::vector<std::string> base;  // the resource types it applies to
 };
 using SearchTypes = std::unordered_map<std::string, CoreSearchParam, UrlHash, std::equal_to<>>;
+using CodeSystems = std::unordered_set<std::string, UrlHash, std::equal_to<>>;
 
 class ConformanceRules final : public RuleSet {
  public:
-  ConformanceRules(SearchTypes search_types, std::unordered_set<std::string, UrlHash, std::equal_to<>> code_systems)
+  ConformanceRules(SearchTypes search_types, CodeSystems code_systems)
       : search_types_(std::move(search_types)), code_systems_(std::move(code_systems)) {}
 
   void check(std::string_view type, const Value& value, const std::string& path,
@@ -73,56 +81,46 @@ class ConformanceRules final : public RuleSet {
   // client builds its query from the stated type (a date prefix, a token's system|code).
   template <class Where>
   void check_search_param(const Value& param, const Where& where, std::vector<Issue>& out) const {
-    std::string_view definition = str_of(param, "definition");
-    std::string_view stated = str_of(param, "type");
+    std::string_view definition = str_at(param, "definition");
+    std::string_view stated = str_at(param, "type");
     if (definition.empty() || stated.empty()) return;
     definition = definition.substr(0, definition.find('|'));  // a versioned canonical names the same one
     auto it = search_types_.find(definition);
     if (it == search_types_.end() || it->second.type == stated) return;
-    Issue issue;
-    issue.code = "invariant";
-    issue.rule = "cps-search-type";
-    issue.location = where() + ".type";
-    issue.diagnostics = "search parameter '" + std::string(str_of(param, "name").substr(0, 64)) + "' has type '" +
-                        std::string(stated.substr(0, 32)) + "', but its definition " + it->first + " is of type '" +
-                        it->second.type + "'";
-    out.push_back(std::move(issue));
+    report(out, "invariant", "cps-search-type", where() + ".type",
+           "search parameter '" + std::string(str_at(param, "name").substr(0, 64)) + "' has type '" +
+               std::string(stated.substr(0, 32)) + "', but its definition " + it->first + " is of type '" +
+               it->second.type + "'");
   }
 
   // A SearchParameter derived from a core one (derivedFrom) keeps its type and applies only to
   // resource types the core one covers: it narrows the parameter, it cannot change what it means.
   void check_derived(const Value& sp, const std::string& path, std::vector<Issue>& out) const {
-    std::string_view from = str_of(sp, "derivedFrom");
+    std::string_view from = str_at(sp, "derivedFrom");
     if (from.empty()) return;
     auto it = search_types_.find(from.substr(0, from.find('|')));
     if (it == search_types_.end()) return;
     const CoreSearchParam& core = it->second;
-    auto problem = [&](std::string location, std::string text) {
-      Issue issue;
-      issue.code = "invariant";
-      issue.rule = "spd-derived";
-      issue.location = std::move(location);
-      issue.diagnostics = std::move(text);
-      out.push_back(std::move(issue));
-    };
-    std::string_view stated = str_of(sp, "type");
+    std::string_view stated = str_at(sp, "type");
     if (!stated.empty() && stated != core.type)
-      problem(path + ".type", "type '" + std::string(stated.substr(0, 32)) + "' differs from the type '" + core.type +
-                                  "' of " + it->first + ", which this parameter is derived from");
+      report(out, "invariant", "spd-derived", path + ".type",
+             "type '" + std::string(stated.substr(0, 32)) + "' differs from the type '" + core.type + "' of " +
+                 it->first + ", which this parameter is derived from");
     const Value* bases = json_member(sp, "base");
-    if (!bases || !bases->IsArray()) return;
-    const bool covers_all = std::find(core.base.begin(), core.base.end(), "Resource") != core.base.end();
+    if (!bases || !bases->IsArray() || contains(core.base, "Resource")) return;
+    // DomainResource covers every resource type but these.
+    const bool any_domain_resource = contains(core.base, "DomainResource");
+    auto covered = [&](std::string_view name) {
+      if (contains(core.base, name)) return true;
+      return any_domain_resource && name != "Resource" && name != "DomainResource" && name != "Bundle" &&
+             name != "Binary" && name != "Parameters";
+    };
     for (rapidjson::SizeType i = 0; i < bases->Size(); ++i) {
-      const Value& b = (*bases)[i];
-      if (!b.IsString() || covers_all) continue;
-      std::string_view name(b.GetString(), b.GetStringLength());
-      if (std::find(core.base.begin(), core.base.end(), name) != core.base.end()) continue;
-      if (name != "DomainResource" && std::find(core.base.begin(), core.base.end(), "DomainResource") != core.base.end() &&
-          name != "Resource" && name != "Bundle" && name != "Binary" && name != "Parameters")
-        continue;  // DomainResource covers every resource type but those four
-      problem(path + ".base[" + std::to_string(i) + "]",
-              "base '" + std::string(name.substr(0, 64)) + "' is not one the parameter it is derived from (" + it->first +
-                  ") applies to");
+      std::string_view name = json_string(&(*bases)[i]);
+      if (name.empty() || covered(name)) continue;
+      report(out, "invariant", "spd-derived", path + ".base[" + std::to_string(i) + "]",
+             "base '" + std::string(name.substr(0, 64)) + "' is not one the parameter it is derived from (" +
+                 it->first + ") applies to");
     }
   }
 
@@ -134,7 +132,7 @@ class ConformanceRules final : public RuleSet {
   void check_coding_system(const Value& coding, const std::string& path, std::vector<Issue>& out) const {
     if (code_systems_.empty()) return;
     constexpr std::string_view core = "http://hl7.org/fhir/";
-    std::string_view system = str_of(coding, "system");
+    std::string_view system = str_at(coding, "system");
     if (!system.starts_with(core)) return;
     std::string_view rest = system.substr(core.size());
     std::string_view first = rest.substr(0, rest.find('/'));
@@ -156,58 +154,43 @@ class ConformanceRules final : public RuleSet {
         moved.replace(moved.rfind('/'), 1, "-");
       if (code_systems_.contains(moved)) text += ": R4 names it " + moved;
     }
-    Issue issue;
-    issue.code = "code-invalid";
-    issue.rule = "coding-core-system";
-    issue.location = path + ".system";
-    issue.diagnostics = std::move(text);
-    out.push_back(std::move(issue));
+    report(out, "code-invalid", "coding-core-system", path + ".system", std::move(text));
   }
 
   SearchTypes search_types_;  // core SearchParameter url -> type and base
-  std::unordered_set<std::string, UrlHash, std::equal_to<>> code_systems_;
+  CodeSystems code_systems_;  // R4's code system urls (core namespace and terminology.hl7.org)
 };
 
-}  // namespace
-
-namespace {
-
-// One of the generated tables: {"generated": ..., KEY: {...}}. Optional (nullopt when the file is
-// not there); a file that is there but malformed is refused, naming it.
-std::optional<rapidjson::Document> read_table(const std::filesystem::path& file, const char* key) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::stringstream text;
-  text << in.rdbuf();
-  rapidjson::Document doc;
-  doc.Parse(text.str().c_str());
-  const Value* table = doc.IsObject() ? json_member(doc, key) : nullptr;
-  if (doc.HasParseError() || !table || !table->IsObject())
-    throw std::runtime_error("FHIR schema file " + file.string() + " is not valid JSON with \"" + key + "\"" +
-                             (doc.HasParseError() ? std::string(": ") + rapidjson::GetParseError_En(doc.GetParseError())
-                                                  : std::string()));
-  return doc;
+// One of the generated tables, {"generated": ..., KEY: {...}}: KEY's object, or nullptr when
+// the file is not there (the rules that need it then check nothing); a file that is there but
+// unreadable or without KEY is refused, naming it.
+const Value* table(std::optional<rapidjson::Document>& doc, const std::filesystem::path& file, const char* key) {
+  if (!std::filesystem::exists(file)) return nullptr;
+  doc = fhir::read_schema_file(file);
+  const Value* t = json_member(*doc, key);
+  if (!t || !t->IsObject()) throw std::runtime_error(file.string() + ": missing \"" + key + "\"");
+  return t;
 }
 
 }  // namespace
 
 std::unique_ptr<RuleSet> make_conformance_rules(const std::filesystem::path& schema_dir) {
+  std::optional<rapidjson::Document> doc;
   SearchTypes types;
-  if (auto doc = read_table(schema_dir / "fhir-r4" / "searchparams.json", "searchParameters")) {
-    for (auto& m : json_member(*doc, "searchParameters")->GetObject()) {
-      const Value* type = m.value.IsObject() ? json_member(m.value, "type") : nullptr;
-      const Value* base = m.value.IsObject() ? json_member(m.value, "base") : nullptr;
-      if (!type || !type->IsString()) continue;
-      CoreSearchParam param{type->GetString(), {}};
-      if (base && base->IsArray())
+  if (const Value* params = table(doc, schema_dir / "fhir-r4" / "searchparams.json", "searchParameters")) {
+    for (auto& m : params->GetObject()) {
+      std::string_view type = str_at(m.value, "type");
+      if (type.empty()) continue;
+      CoreSearchParam param{std::string(type), {}};
+      if (const Value* base = json_member(m.value, "base"); base && base->IsArray())
         for (auto& b : base->GetArray())
           if (b.IsString()) param.base.emplace_back(b.GetString());
       types.emplace(m.name.GetString(), std::move(param));
     }
   }
-  std::unordered_set<std::string, UrlHash, std::equal_to<>> code_systems;
-  if (auto doc = read_table(schema_dir / "fhir-r4" / "codesystems.json", "codeSystems"))
-    for (auto& m : json_member(*doc, "codeSystems")->GetObject()) code_systems.emplace(m.name.GetString());
+  CodeSystems code_systems;
+  if (const Value* systems = table(doc, schema_dir / "fhir-r4" / "codesystems.json", "codeSystems"))
+    for (auto& m : systems->GetObject()) code_systems.emplace(m.name.GetString());
   return std::make_unique<ConformanceRules>(std::move(types), std::move(code_systems));
 }
 

@@ -72,9 +72,7 @@ std::uint32_t NameTable::find(std::string_view key) const {
   }
 }
 
-namespace {
-
-rapidjson::Document read_json_file(const std::filesystem::path& file) {
+rapidjson::Document read_schema_file(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read FHIR schema file " + file.string());
   std::stringstream text;
@@ -87,6 +85,9 @@ rapidjson::Document read_json_file(const std::filesystem::path& file) {
   }
   return doc;
 }
+
+namespace {
+
 
 const rapidjson::Value& member(const rapidjson::Value& v, const char* name, const std::string& where) {
   auto it = v.FindMember(name);
@@ -376,13 +377,13 @@ class Builder {
 Schema Schema::load(const std::filesystem::path& dir) {
   Schema s;
   Builder b(s);
-  auto value_sets = read_json_file(dir / "valuesets.json");
+  auto value_sets = read_schema_file(dir / "valuesets.json");
   b.load_value_sets(member(value_sets, "valuesets", (dir / "valuesets.json").string()));
-  auto types = read_json_file(dir / "types.json");
+  auto types = read_schema_file(dir / "types.json");
   b.load_types(member(types, "types", (dir / "types.json").string()));
   // Optional: a hand-written schema directory may define no extensions (none are then checked).
   if (std::filesystem::exists(dir / "extensions.json")) {
-    auto extensions = read_json_file(dir / "extensions.json");
+    auto extensions = read_schema_file(dir / "extensions.json");
     b.load_extensions(member(extensions, "extensions", (dir / "extensions.json").string()));
   }
   return s;

@@ -7,6 +7,8 @@
 
 #include "broker/validate/primitives.hpp"
 
+#include <rapidjson/document.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <limits>
@@ -38,6 +40,10 @@ class NameTable {
   std::vector<std::uint32_t> values_;
   std::vector<Slot> slots_;
 };
+
+// One of the JSON files under schemas/; throws std::runtime_error naming the file when it cannot
+// be read or is not a JSON object. Start-up only.
+rapidjson::Document read_schema_file(const std::filesystem::path& file);
 
 constexpr std::uint32_t unbounded = std::numeric_limits<std::uint32_t>::max();
 constexpr std::uint32_t none = std::numeric_limits<std::uint32_t>::max();
