@@ -1,42 +1,22 @@
 #include "fhir_rest_outbound.hpp"
+#include "http_client.hpp"
 #include "tellonce/tls.hpp"
 
-#include <boost/asio/any_completion_handler.hpp>
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/execution/outstanding_work.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/ssl/context.hpp>
 
-#include <curl/curl.h>
+#include <openssl/evp.h>
 #include <rapidjson/document.h>
 #include <rapidjson/reader.h>
 
-#include <array>
-#include <cerrno>
-#include <cstring>
-#include <mutex>
-#include <optional>
-#include <pthread.h>
-#include <sys/socket.h>
-#include <stdexcept>
-#include <thread>
-#include <unordered_map>
-#include <vector>
+#include <cctype>
+#include <string_view>
 
 namespace tellonce {
 namespace {
 
-using ResultHandler = asio::any_completion_handler<void(DeliveryResult)>;
-
 // Keep enough of an error response to read an OperationOutcome; the rest is discarded.
 constexpr std::size_t max_response_bytes = 16 * 1024;
 constexpr std::size_t max_detail_chars = 300;
-
-void init_curl_once() {
-  static const CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-  if (rc != CURLE_OK) throw std::runtime_error(std::string("curl_global_init: ") + curl_easy_strerror(rc));
-}
 
 // Finds a Bundle's top-level "type" without building a DOM: stops at the first match.
 struct BundleTypeScan : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, BundleTypeScan> {
@@ -138,288 +118,129 @@ DeliveryResult broker_failure(std::string detail) {
   return r;
 }
 
-bool is_resource_errno(int e) { return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM; }
-
-std::string describe_resource_errno(int e) {
-  if (e == EMFILE || e == ENFILE) return "out of file descriptors (" + std::string(std::strerror(e)) + ")";
-  return "out of memory for a socket (" + std::string(std::strerror(e)) + ")";
-}
-
-std::size_t collect_body(char* data, std::size_t size, std::size_t count, void* user) {
-  auto& out = *static_cast<std::string*>(user);
-  const std::size_t n = size * count;
-  if (out.size() < max_response_bytes) out.append(data, std::min(n, max_response_bytes - out.size()));
-  return n;
-}
-
-// One request, owned by the curl thread from submission to completion.
-struct Transfer {
-  const DeliveryJob* job = nullptr;  // the caller's job, alive while it awaits deliver()
-  std::string url;
-  std::string request_id;
-  std::string message_id_header;
-  // The request's header list, linked by hand over strings this transfer or the adapter own:
-  // curl_slist_append would copy each line into two fresh allocations per delivery.
-  std::array<curl_slist, 6> header_nodes{};
-  std::string response;
-  asio::any_io_executor executor;  // tracks outstanding work, so the io_context waits for us
-  // optional + emplace: Boost 1.81's any_completion_handler move-assignment recurses forever.
-  std::optional<ResultHandler> handler;
-  char error[CURL_ERROR_SIZE] = {};
-  int socket_errno = 0;  // why socket() failed, if it did: libcurl reports only "couldn't connect"
-
-  curl_slist* link_headers(std::initializer_list<const char*> lines) {
-    curl_slist* head = nullptr;
-    curl_slist** tail = &head;
-    std::size_t used = 0;
-    for (const char* line : lines) {
-      if (!line || used == header_nodes.size()) continue;
-      auto& node = header_nodes[used++];
-      node.data = const_cast<char*>(line);  // curl only reads header lines
-      node.next = nullptr;
-      *tail = &node;
-      tail = &node.next;
-    }
-    return head;
-  }
+// The parts of the partner's base URL (already checked by check_http_url).
+struct PartnerUrl {
+  bool tls = false;
+  std::string userinfo;  // "user:password" as written (percent-encoded), or empty
+  std::string host;      // IPv6 without brackets
+  std::string port;
+  std::string path;      // without a trailing '/'; may be empty
 };
 
-// libcurl's multi interface on one thread per adapter instance. Per instance because the
-// connection cache and CURLMOPT_MAX_HOST_CONNECTIONS live in the multi handle, so each partner
-// gets its own connection limit, and stop() only has to join its own thread. A thread in
-// curl_multi_poll costs nothing while the partner is idle.
+PartnerUrl split_url(std::string_view v) {
+  PartnerUrl u;
+  u.tls = v.starts_with("https://");
+  v.remove_prefix(u.tls ? 8 : 7);
+  const auto end = v.find_first_of("/?#");
+  std::string_view authority = v.substr(0, end);
+  std::string_view rest = end == std::string_view::npos ? std::string_view{} : v.substr(end);
+  rest = rest.substr(0, rest.find('#'));
+  if (auto at = authority.rfind('@'); at != std::string_view::npos) {
+    u.userinfo = authority.substr(0, at);
+    authority.remove_prefix(at + 1);
+  }
+  if (authority.starts_with('[')) {
+    const auto close = authority.find(']');
+    u.host = authority.substr(1, close - 1);
+    if (auto after = authority.substr(close + 1); after.starts_with(':')) u.port = after.substr(1);
+  } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+    u.host = authority.substr(0, colon);
+    u.port = authority.substr(colon + 1);
+  } else {
+    u.host = authority;
+  }
+  if (u.port.empty()) u.port = u.tls ? "443" : "80";
+  u.path = rest;
+  while (!u.path.empty() && u.path.back() == '/') u.path.pop_back();
+  return u;
+}
+
+// "user:password" from a URL, percent-decoded, as HTTP Basic credentials.
+std::string basic_authorization(std::string_view userinfo) {
+  std::string plain;
+  for (std::size_t i = 0; i < userinfo.size(); ++i) {
+    auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+    if (userinfo[i] == '%' && i + 2 < userinfo.size() && hex(userinfo[i + 1]) && hex(userinfo[i + 2])) {
+      plain += static_cast<char>(std::stoi(std::string(userinfo.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      plain += userinfo[i];
+    }
+  }
+  std::string encoded(4 * ((plain.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(encoded.data()),
+                                reinterpret_cast<const unsigned char*>(plain.data()), static_cast<int>(plain.size()));
+  encoded.resize(static_cast<std::size_t>(n));
+  return "Basic " + encoded;
+}
+
+HttpClientOptions client_options(const FhirRestOutboundSettings& s, const PartnerUrl& url) {
+  HttpClientOptions o;
+  o.tls = url.tls;
+  o.host = url.host;
+  o.port = url.port;
+  o.timeout = s.timeout;
+  o.connect_timeout = s.connect_timeout;
+  o.max_connections = s.max_connections;
+  o.max_body_bytes = max_response_bytes;
+  if (url.tls) {
+    o.tls_context = make_tls_client_context(s.ca_file, s.client_cert, s.client_key);
+    if (!s.verify_tls) o.tls_context->set_verify_mode(asio::ssl::verify_none);
+  }
+  return o;
+}
+
+// POSTs records over a pool of keep-alive connections (http_client.hpp) on the broker's io
+// threads: each delivery is a coroutine, no thread of the adapter's own.
 class FhirRestOutbound final : public OutboundAdapter {
  public:
-  FhirRestOutbound(FhirRestOutboundSettings settings, asio::any_io_executor fallback)
-      : settings_(std::move(settings)), fallback_(std::move(fallback)) {
-    init_curl_once();
+  FhirRestOutbound(FhirRestOutboundSettings settings, asio::any_io_executor executor)
+      : settings_(std::move(settings)), url_(split_url(settings_.url)),
+        client_(std::move(executor), client_options(settings_, url_)) {
+    fixed_headers_ = header_line("User-Agent", "tellonce/0.1") + header_line("Content-Type", "application/fhir+json") +
+                     header_line("Accept", "application/fhir+json");
+    if (!settings_.bearer_token.empty()) fixed_headers_ += header_line("Authorization", "Bearer " + settings_.bearer_token);
+    else if (!url_.userinfo.empty()) fixed_headers_ += header_line("Authorization", basic_authorization(url_.userinfo));
     base_ = settings_.url;
     while (!base_.empty() && base_.back() == '/') base_.pop_back();
-    if (!settings_.bearer_token.empty()) authorization_ = "Authorization: Bearer " + settings_.bearer_token;
-    multi_ = curl_multi_init();
-    if (!multi_) throw std::runtime_error("curl_multi_init failed");
-    curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, static_cast<long>(settings_.max_connections));
-    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, static_cast<long>(settings_.max_connections));
-    curl_multi_setopt(multi_, CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
-    thread_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), "deliver-curl");
-      run();
-    });
   }
 
-  ~FhirRestOutbound() override {
-    stop();
-    for (CURL* easy : idle_) curl_easy_cleanup(easy);
-    curl_multi_cleanup(multi_);
-  }
+  ~FhirRestOutbound() override { stop(); }
 
   asio::awaitable<DeliveryResult> deliver(const DeliveryJob& job) override {
-    auto transfer = std::make_unique<Transfer>();
-    transfer->job = &job;
-    transfer->url = target_url(job);
-    Submit submit{this, std::move(transfer)};
-    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(DeliveryResult)>(
-        std::move(submit), asio::use_awaitable);
+    OutboundHttpRequest request;
+    request.target = target(job);
+    request.headers.reserve(fixed_headers_.size() + 2 * job.message_id.size() + job.destination.size() + 48);
+    request.headers = fixed_headers_;
+    request.headers += header_line("X-Tellonce-Message-Id", job.message_id);
+    request.headers += header_line("X-Request-Id", job.message_id + "-" + job.destination);
+    request.body = job.body;  // not copied: the job outlives the delivery
+    HttpExchange answer = co_await client_.exchange(request);
+    if (answer.status == HttpExchange::Status::answered) co_return classify(answer.code, answer.body);
+    if (answer.status == HttpExchange::Status::stopped) co_return transport_failure("adapter stopped");
+    if (answer.broker_fault) co_return broker_failure(answer.detail);
+    co_return transport_failure(clip(answer.detail));
   }
 
   std::string describe() const override { return "fhir-rest to " + base_; }
 
-  void stop() override {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    curl_multi_wakeup(multi_);
-    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
-  }
+  void stop() override { client_.stop(); }
 
  private:
-  struct Submit {
-    FhirRestOutbound* self;
-    std::unique_ptr<Transfer> transfer;
-    template <class Handler>
-    void operator()(Handler&& handler) {
-      asio::any_io_executor ex = asio::get_associated_executor(handler, self->fallback_);
-      transfer->executor = asio::prefer(ex, asio::execution::outstanding_work.tracked);
-      transfer->handler.emplace(std::forward<Handler>(handler));
-      self->submit(std::move(transfer));
-    }
-  };
-
-  std::string target_url(const DeliveryJob& job) const {
+  std::string target(const DeliveryJob& job) const {
+    std::string path = url_.path;
     if (job.resource_type == "Bundle") {
       auto type = bundle_type(job.body);
-      if (type == "transaction" || type == "batch" || type == "message") return base_;
+      if (type == "transaction" || type == "batch" || type == "message") return path.empty() ? "/" : path;
     }
-    return base_ + "/" + job.resource_type;
-  }
-
-  void submit(std::unique_ptr<Transfer> t) {
-    bool wake = false;
-    {
-      std::lock_guard lock(mutex_);
-      if (!stopping_) {
-        submitted_.push_back(std::move(t));
-        // One wake-up per batch: the curl thread takes everything submitted when it wakes.
-        wake = !wake_pending_;
-        wake_pending_ = true;
-      }
-    }
-    if (t) {
-      complete(std::move(t), transport_failure("adapter stopped"));
-      return;
-    }
-    if (wake) curl_multi_wakeup(multi_);
-  }
-
-  static void complete(std::unique_ptr<Transfer> t, DeliveryResult result) {
-    auto ex = t->executor;
-    auto resume = [handler = std::move(*t->handler), result = std::move(result)]() mutable {
-      std::move(handler)(std::move(result));
-    };
-    t.reset();
-    asio::post(ex, std::move(resume));
-  }
-
-  CURL* take_easy() {
-    if (!idle_.empty()) {
-      CURL* easy = idle_.back();
-      idle_.pop_back();
-      return easy;
-    }
-    CURL* easy = curl_easy_init();
-    if (!easy) return nullptr;
-    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(settings_.timeout.count()));
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(settings_.connect_timeout.count()));
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, settings_.verify_tls ? 1L : 0L);
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, settings_.verify_tls ? 2L : 0L);
-    if (!settings_.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, settings_.ca_file.c_str());
-    curl_easy_setopt(easy, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
-    if (!settings_.client_cert.empty()) {  // the partner knows us by this certificate
-      curl_easy_setopt(easy, CURLOPT_SSLCERT, settings_.client_cert.c_str());
-      curl_easy_setopt(easy, CURLOPT_SSLKEY, settings_.client_key.c_str());
-    }
-    curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(easy, CURLOPT_USERAGENT, "tellonce/0.1");
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &collect_body);
-    return easy;
-  }
-
-  // Opens the sockets for libcurl, so that a socket() failing for lack of descriptors is told
-  // apart from a partner that does not answer (libcurl reports both as "couldn't connect").
-  static curl_socket_t open_socket(void* user, curlsocktype, curl_sockaddr* address) {
-    curl_socket_t fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
-    if (fd == CURL_SOCKET_BAD && user) static_cast<Transfer*>(user)->socket_errno = errno;
-    return fd;
-  }
-
-  void start(std::unique_ptr<Transfer> t) {
-    CURL* easy = take_easy();
-    if (!easy) {
-      complete(std::move(t), broker_failure("out of memory (curl_easy_init failed)"));
-      return;
-    }
-    const DeliveryJob& job = *t->job;
-    t->request_id = "X-Request-Id: " + job.message_id + "-" + job.destination;
-    t->message_id_header = "X-Tellonce-Message-Id: " + job.message_id;
-    curl_slist* headers = t->link_headers({"Content-Type: application/fhir+json", "Accept: application/fhir+json",
-                                           "Expect:",  // no 100-continue round trip
-                                           t->message_id_header.c_str(), t->request_id.c_str(),
-                                           authorization_.empty() ? nullptr : authorization_.c_str()});
-
-    curl_easy_setopt(easy, CURLOPT_URL, t->url.c_str());
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job.body.data());  // not copied: the job outlives the transfer
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(job.body.size()));
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t->response);
-    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);
-    curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &open_socket);
-    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, t.get());
-    if (CURLMcode rc = curl_multi_add_handle(multi_, easy); rc != CURLM_OK) {
-      idle_.push_back(easy);
-      std::string detail = std::string("curl_multi_add_handle: ") + curl_multi_strerror(rc);
-      complete(std::move(t), rc == CURLM_OUT_OF_MEMORY ? broker_failure(detail) : transport_failure(detail));
-      return;
-    }
-    active_.emplace(easy, std::move(t));
-  }
-
-  void finish(CURL* easy, CURLcode rc) {
-    auto node = active_.extract(easy);
-    curl_multi_remove_handle(multi_, easy);
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, nullptr);
-    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, nullptr);
-    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, nullptr);
-    if (node.empty()) {
-      idle_.push_back(easy);
-      return;
-    }
-    auto t = std::move(node.mapped());
-    DeliveryResult result;
-    if (rc == CURLE_OK) {
-      long status = 0;
-      curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-      result = classify(status, t->response);
-    } else if (is_resource_errno(t->socket_errno)) {
-      result = broker_failure(describe_resource_errno(t->socket_errno));
-    } else if (rc == CURLE_OUT_OF_MEMORY) {
-      result = broker_failure("out of memory (libcurl)");
-    } else {
-      std::string detail = curl_easy_strerror(rc);
-      if (t->error[0] != '\0') detail += std::string(": ") + t->error;
-      result = transport_failure(clip(detail));
-    }
-    idle_.push_back(easy);
-    complete(std::move(t), std::move(result));
-  }
-
-  void run() {
-    std::vector<std::unique_ptr<Transfer>> incoming;
-    for (;;) {
-      {
-        std::lock_guard lock(mutex_);
-        if (stopping_) break;
-        incoming.swap(submitted_);
-        wake_pending_ = false;
-      }
-      for (auto& t : incoming) start(std::move(t));
-      incoming.clear();
-      int running = 0;
-      curl_multi_perform(multi_, &running);
-      int left = 0;
-      while (CURLMsg* msg = curl_multi_info_read(multi_, &left))
-        if (msg->msg == CURLMSG_DONE) finish(msg->easy_handle, msg->data.result);
-      curl_multi_poll(multi_, nullptr, 0, 1000, nullptr);
-    }
-    // Stopping: whatever has not finished ends as a retryable failure the caller can drop.
-    for (auto& [easy, t] : active_) {
-      curl_multi_remove_handle(multi_, easy);
-      idle_.push_back(easy);
-      complete(std::move(t), transport_failure("adapter stopped"));
-    }
-    active_.clear();
-    std::lock_guard lock(mutex_);
-    for (auto& t : submitted_) complete(std::move(t), transport_failure("adapter stopped"));
-    submitted_.clear();
+    return path + "/" + job.resource_type;
   }
 
   FhirRestOutboundSettings settings_;
-  asio::any_io_executor fallback_;
+  PartnerUrl url_;
+  HttpClient client_;
   std::string base_;
-  std::string authorization_;
-  CURLM* multi_ = nullptr;
-
-  std::mutex mutex_;
-  bool stopping_ = false;
-  bool wake_pending_ = false;
-  std::vector<std::unique_ptr<Transfer>> submitted_;
-
-  // Touched only by the curl thread (and the destructor after join).
-  std::unordered_map<CURL*, std::unique_ptr<Transfer>> active_;
-  std::vector<CURL*> idle_;
-  std::thread thread_;
+  std::string fixed_headers_;  // the same on every request
 };
 
 AdapterSettings parse_settings(SettingsReader& reader) {
@@ -446,6 +267,11 @@ AdapterSettings parse_settings(SettingsReader& reader) {
     for (auto& why : check_tls_files(files)) reader.problem("client_cert", why);
   }
   s->bearer_token = reader.string("bearer_token", "");
+  for (char ch : s->bearer_token)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
+      reader.problem("bearer_token", "must not contain control characters (it is sent as a header)");
+      break;
+    }
   s->max_connections = static_cast<int>(reader.integer("max_connections", s->max_connections, 1, 256));
   reader.finish();
   return s;

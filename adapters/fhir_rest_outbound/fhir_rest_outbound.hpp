@@ -1,5 +1,7 @@
-// Outbound FHIR REST over libcurl: POSTs each record to the partner's FHIR base
-// (resource → {base}/{type}, Bundle → {base}), reusing connections, TLS verification on.
+// Outbound FHIR REST over Boost.Beast (http_client.hpp): POSTs each record to the partner's FHIR
+// base (resource → {base}/{type}, Bundle → {base}) over HTTP/1.1 keep-alive connections, at most
+// max_connections at once, TLS verification on. Credentials: bearer_token, else a URL's
+// user:password as HTTP Basic.
 #pragma once
 
 #include "tellonce/registry.hpp"
@@ -24,8 +26,8 @@ struct FhirRestOutboundSettings {
 
 OutboundAdapterType fhir_rest_outbound_type();
 
-// The adapter itself, for tests and embedding. Each instance runs one libcurl thread;
-// deliver() resumes the caller on its own executor (`executor` is only the fallback).
+// The adapter itself, for tests and embedding. Its connections do their I/O on strands of
+// `executor`'s io_context; deliver() resumes the caller on its own executor.
 std::shared_ptr<OutboundAdapter> make_fhir_rest_outbound(const FhirRestOutboundSettings& settings,
                                                          asio::any_io_executor executor);
 // The type's parse(): reads url, timeout, connect_timeout, verify_tls, ca_file, client_cert,

@@ -4,6 +4,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 
@@ -202,6 +203,37 @@ TEST_F(FhirRestOutboundTest, PostsResourceToItsTypeWithHeaders) {
   EXPECT_EQ(seen[0].headers["X-Request-Id"], job.message_id + "-gp-a81001");
   EXPECT_EQ(seen[0].headers["Authorization"], "Bearer partner-secret");
   EXPECT_EQ(seen[0].headers.count("Expect"), 0u);
+  const auto authority = server.base().substr(7, server.base().size() - 7 - 5);  // between http:// and /fhir
+  EXPECT_EQ(seen[0].headers["Host"], authority);
+}
+
+TEST_F(FhirRestOutboundTest, CredentialsInTheUrlAreSentAsBasicAuthorization) {
+  TestServer server([](const Seen&) { return Reply{201, ""}; });
+  FhirRestOutboundSettings s;
+  s.url = "http://gp%2Dsystem:p%40ss:word@" + server.base().substr(7);  // percent-encoded as URLs need
+  auto a = make_fhir_rest_outbound(s, io.get_executor());
+  EXPECT_EQ(deliver(*a, patient_job()).outcome, DeliveryOutcome::ok);
+  auto seen = server.requests();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].headers["Authorization"], "Basic Z3Atc3lzdGVtOnBAc3M6d29yZA==");  // gp-system:p@ss:word
+  EXPECT_EQ(seen[0].target, "/fhir/Patient");
+}
+
+// A long answer is read to its end (only its start kept), so the connection serves the next one.
+TEST_F(FhirRestOutboundTest, LongAnswersAreReadThroughAndTheConnectionKept) {
+  std::atomic<int> n{0};
+  TestServer server([&n](const Seen&) {
+    return n++ == 0 ? Reply{201, std::string(300 * 1024, 'y')} : Reply{500, std::string(200 * 1024, 'z')};
+  });
+  auto a = adapter(server.base());
+  EXPECT_EQ(deliver(*a, patient_job()).outcome, DeliveryOutcome::ok);
+  auto r = deliver(*a, patient_job());
+  EXPECT_EQ(r.outcome, DeliveryOutcome::retryable);
+  EXPECT_EQ(r.partner_code, "HTTP 500");
+  EXPECT_EQ(r.detail, std::string(300, 'z'));
+  EXPECT_EQ(deliver(*a, patient_job()).outcome, DeliveryOutcome::retryable);
+  EXPECT_EQ(server.requests().size(), 3u);
+  EXPECT_EQ(server.connections(), 1);
 }
 
 TEST_F(FhirRestOutboundTest, TransactionAndMessageBundlesGoToTheBase) {
@@ -400,6 +432,34 @@ TEST_F(FhirRestOutboundTest, ManyConcurrentDeliveriesShareFewConnections) {
   EXPECT_EQ(ok, 40);
   EXPECT_EQ(server.requests().size(), 40u);
   EXPECT_LE(server.connections(), 4);  // max_connections
+}
+
+// stop() ends a delivery waiting on a slow partner, and one waiting for a free connection, at
+// once: with a 20 s timeout, only the stop can have ended them.
+TEST_F(FhirRestOutboundTest, StopEndsDeliveriesInFlightAndWaiting) {
+  TestServer server([](const Seen&) { return Reply{200, "", std::chrono::seconds(30)}; });
+  FhirRestOutboundSettings s;
+  s.url = server.base();
+  s.timeout = std::chrono::seconds(20);
+  s.max_connections = 1;
+  auto a = make_fhir_rest_outbound(s, io.get_executor());
+  std::vector<DeliveryResult> results;
+  auto keep = [&results](std::exception_ptr e, DeliveryResult r) {
+    if (e) std::rethrow_exception(e);
+    results.push_back(std::move(r));
+  };
+  auto first = patient_job(), second = patient_job();
+  asio::co_spawn(io, a->deliver(first), keep);
+  asio::co_spawn(io, a->deliver(second), keep);
+  asio::steady_timer later(io, std::chrono::milliseconds(300));
+  later.async_wait([&a](boost::system::error_code) { a->stop(); });
+  io.run();
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    EXPECT_EQ(r.outcome, DeliveryOutcome::retryable);
+    EXPECT_EQ(r.detail, "adapter stopped");
+  }
+  EXPECT_EQ(server.requests().size(), 1u);  // the second never got a connection
 }
 
 TEST_F(FhirRestOutboundTest, DeliverAfterStopIsRetryable) {
