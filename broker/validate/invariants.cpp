@@ -924,7 +924,10 @@ class FhirInvariants final : public RuleSet {
       fhir::check_narrative(value, path, out);
       check_language(value, path, out);
       if (type == "Binary") check_content_type(value, path, out);
-      if (type == "Bundle") check_bundle(value, path, out);
+      if (type == "Bundle") {
+        check_bundle(value, path, out);
+        fhir::check_bundle_narrative_links(value, path, out);
+      }
       else if (type == "Observation") check_observation(value, path, out);
       else if (type == "Consent") check_consent(value, path, out);
       else if (type == "Patient") check_patient(value, path, out);

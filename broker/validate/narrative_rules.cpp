@@ -115,16 +115,17 @@ class Reader {
     }
   }
 
-  // What links to "#x" must find: ids and names in the XHTML, else contained resources.
-  void check_links(const Value& resource) {
-    if (links_.empty()) return;
+  // What links to "#x" must find: ids and names in the XHTML, else contained resources. The
+  // targets found nowhere there, in the order of the links.
+  std::vector<std::string_view> unresolved_links(const Value& resource) {
+    std::vector<std::string_view> missing;
+    if (links_.empty()) return missing;
     std::sort(anchors_.begin(), anchors_.end());
     ContainedIds contained(&resource);
-    for (std::string_view target : links_) {
-      if (std::binary_search(anchors_.begin(), anchors_.end(), target) || contained.contains(target)) continue;
-      report("narrative-link", "the narrative links to \"#" + std::string(target.substr(0, 64)) +
-                                   "\" but nothing in it or in contained has that id or name");
-    }
+    for (std::string_view target : links_)
+      if (!std::binary_search(anchors_.begin(), anchors_.end(), target) && !contained.contains(target))
+        missing.push_back(target);
+    return missing;
   }
 
  private:
@@ -232,13 +233,82 @@ class Reader {
 
 }  // namespace
 
-void check_narrative(const Value& resource, const std::string& path, std::vector<Issue>& out) {
+namespace {
+
+void report_link(std::string_view target, const std::string& path, const char* where, std::vector<Issue>& out) {
+  out.push_back(Issue{Severity::error, "invariant",
+                      "the narrative links to \"#" + std::string(target.substr(0, 64)) + "\" but nothing in " + where +
+                          " has that id or name",
+                      path + ".text.div", "narrative-link"});
+}
+
+const Value* narrative_div(const Value& resource) {
   const Value* text = json_member(resource, "text");
   const Value* div = text && text->IsObject() ? json_member(*text, "div") : nullptr;
-  if (!div || !div->IsString()) return;
+  return div && div->IsString() ? div : nullptr;
+}
+
+// "...entry[12].resource": a Bundle entry's resource, whose links the Bundle checks.
+bool is_bundle_entry(std::string_view path) {
+  constexpr std::string_view tail = "].resource";
+  if (!path.ends_with(tail)) return false;
+  path.remove_suffix(tail.size());
+  while (!path.empty() && path.back() >= '0' && path.back() <= '9') path.remove_suffix(1);
+  return path.ends_with(".entry[") || path == "entry[";
+}
+
+}  // namespace
+
+void check_narrative(const Value& resource, const std::string& path, std::vector<Issue>& out) {
+  const Value* div = narrative_div(resource);
+  if (!div) return;
   Reader reader({div->GetString(), div->GetStringLength()}, path, out);
   reader.run();
-  reader.check_links(resource);
+  if (is_bundle_entry(path)) return;  // check_bundle_narrative_links() does its links
+  int reported = 0;
+  for (std::string_view target : reader.unresolved_links(resource))
+    if (reported++ < 10) report_link(target, path, "it or in contained", out);
+}
+
+void check_bundle_narrative_links(const Value& bundle, const std::string& path, std::vector<Issue>& out) {
+  const Value* entries = json_member(bundle, "entry");
+  if (!entries || !entries->IsArray()) return;
+  std::vector<std::string> targets;  // what a link may name: built only when a link needs it
+  bool built = false;
+  for (rapidjson::SizeType i = 0; i < entries->Size(); ++i) {
+    const Value* resource = json_member((*entries)[i], "resource");
+    const Value* div = resource && resource->IsObject() ? narrative_div(*resource) : nullptr;
+    if (!div) continue;
+    std::string_view xhtml(div->GetString(), div->GetStringLength());
+    if (xhtml.find("href") == std::string_view::npos || xhtml.find('#') == std::string_view::npos) continue;
+    const std::string here = path + ".entry[" + std::to_string(i) + "].resource";
+    std::vector<Issue> again;  // the entry's own check has reported everything else
+    Reader reader(xhtml, here, again);
+    reader.run();
+    auto missing = reader.unresolved_links(*resource);
+    if (missing.empty()) continue;
+    if (!built) {
+      // Another entry, by id or as the renderers of Bundles anchor it: Type_id, Type/id.
+      for (const auto& entry : entries->GetArray()) {
+        ++validation_steps;
+        const Value* r = json_member(entry, "resource");
+        std::string_view id = r ? json_string(json_member(*r, "id")) : std::string_view{};
+        std::string_view type = r ? json_string(json_member(*r, "resourceType")) : std::string_view{};
+        if (id.empty()) continue;
+        targets.emplace_back(id);
+        if (!type.empty()) {
+          targets.push_back(std::string(type) + "_" + std::string(id));
+          targets.push_back(std::string(type) + "/" + std::string(id));
+        }
+      }
+      std::sort(targets.begin(), targets.end());
+      built = true;
+    }
+    int reported = 0;
+    for (std::string_view target : missing)
+      if (!std::binary_search(targets.begin(), targets.end(), target) && reported++ < 10)
+        report_link(target, here, "it, in contained or in the Bundle's entries", out);
+  }
 }
 
 }  // namespace tellonce::fhir
