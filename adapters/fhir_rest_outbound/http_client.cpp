@@ -12,13 +12,15 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <deque>
@@ -52,17 +54,22 @@ std::string in_ms(std::chrono::milliseconds d) { return std::to_string(d.count()
 
 // One keep-alive connection. Used by one exchange at a time; all its I/O runs on `strand`.
 struct Connection {
-  explicit Connection(const asio::any_io_executor& ex) : strand(asio::make_strand(ex)) {}
+  explicit Connection(const asio::any_io_executor& ex) : strand(asio::make_strand(ex)), socket(strand) {}
 
   asio::strand<asio::any_io_executor> strand;
-  std::optional<beast::tcp_stream> plain;                       // one of these two once connected
-  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
-  beast::flat_buffer buffer;              // bytes read past the last answer (none, normally)
-  bool usable = false;                    // connected, and the last answer left it open
+  tcp::socket socket;
+  std::optional<asio::ssl::stream<tcp::socket&>> tls;  // over `socket`, for https
+  beast::flat_buffer buffer;     // bytes read past the last answer (none, normally)
+  bool usable = false;           // connected, and the last answer left it open
+  // The watchdog's view (strand only): an exchange running on it until `deadline`, and
+  // whether the watchdog closed it for running past.
+  bool busy = false;
+  Clock::time_point deadline{};
+  bool timed_out = false;
 
-  beast::tcp_stream& lowest() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
   void close() {
-    if (secure || plain) lowest().close();
+    error_code ignored;
+    socket.close(ignored);
     usable = false;
   }
 };
@@ -77,10 +84,12 @@ using GrantHandler = asio::any_completion_handler<void(Grant)>;
 }  // namespace
 
 struct HttpClient::Shared {
-  Shared(asio::any_io_executor ex, HttpClientOptions o) : executor(std::move(ex)), options(std::move(o)) {
+  Shared(asio::any_io_executor ex, HttpClientOptions o)
+      : executor(std::move(ex)), options(std::move(o)), watchdog(executor) {
     error_code not_ip;
-    asio::ip::make_address(options.host, not_ip);
+    auto address = asio::ip::make_address(options.host, not_ip);
     host_is_ip = !not_ip;
+    if (host_is_ip) endpoint = tcp::endpoint(address, static_cast<unsigned short>(std::stoi(options.port)));
     const bool v6 = options.host.find(':') != std::string::npos;
     host_header = v6 ? "[" + options.host + "]" : options.host;
     if (options.port != (options.tls ? "443" : "80")) host_header += ":" + options.port;
@@ -92,6 +101,7 @@ struct HttpClient::Shared {
   std::string host_header;
   std::string target;  // for messages
   bool host_is_ip = false;
+  tcp::endpoint endpoint;  // when host_is_ip
   std::atomic<bool> stopping{false};
 
   struct Waiter {
@@ -100,38 +110,84 @@ struct HttpClient::Shared {
   };
   std::mutex mu;
   std::vector<std::shared_ptr<Connection>> all;   // every connection, at most max_connections
+  // Deadlines are kept by one timer a client, ticking only while exchanges run, instead of a
+  // timer armed and cancelled for every read and write (which cost a delivery several more
+  // trips through the io threads' queue).
+  int running = 0;                                // exchanges between take and release (under mu)
+  bool watching = false;                          // the watchdog's timer is armed (under mu)
+  asio::steady_timer watchdog;                    // under mu
   std::vector<std::shared_ptr<Connection>> idle;  // those not in use
   std::deque<Waiter> waiters;
 
+  std::chrono::milliseconds tick() const {
+    auto t = std::min(options.timeout, options.connect_timeout) / 4;
+    return std::clamp(t, std::chrono::milliseconds(10), std::chrono::milliseconds(250));
+  }
+
+  // Under mu: arms the watchdog when it is not already.
+  void watch_locked(const std::shared_ptr<Shared>& self) {
+    if (watching) return;
+    watching = true;
+    watchdog.expires_after(tick());
+    watchdog.async_wait([self](error_code) { self->on_tick(self); });
+  }
+
+  // Closes, on its strand, each connection whose exchange has run past its deadline.
+  void on_tick(const std::shared_ptr<Shared>& self) {
+    std::vector<std::shared_ptr<Connection>> every;
+    {
+      std::lock_guard lk(mu);
+      watching = false;
+      if (running == 0 || stopping) return;
+      every = all;
+      watch_locked(self);
+    }
+    const auto now = Clock::now();
+    for (auto& c : every)
+      asio::post(c->strand, [c, now] {
+        if (c->busy && now >= c->deadline && !c->timed_out) {
+          c->timed_out = true;
+          c->close();
+        }
+      });
+  }
+
   // Under mu. nullopt: every connection is in use and no more may be opened.
-  std::optional<Grant> take_locked() {
+  std::optional<Grant> take_locked(const std::shared_ptr<Shared>& self) {
     if (stopping) return Grant{nullptr, true};
+    auto granted = [&](std::shared_ptr<Connection> c) {
+      ++running;
+      watch_locked(self);
+      return Grant{std::move(c), false};
+    };
     if (!idle.empty()) {
       // A connected one first: a fresh connection costs a handshake.
       auto it = idle.end();
       for (auto i = idle.begin(); i != idle.end(); ++i)
         if ((*i)->usable) it = i;
       if (it == idle.end()) it = idle.end() - 1;
-      Grant g{std::move(*it), false};
+      auto c = std::move(*it);
       idle.erase(it);
-      return g;
+      return granted(std::move(c));
     }
     if (static_cast<int>(all.size()) < options.max_connections) {
       all.push_back(std::make_shared<Connection>(executor));
-      return Grant{all.back(), false};
+      return granted(all.back());
     }
     return std::nullopt;
   }
 
   void release(std::shared_ptr<Connection> c) {
     std::unique_lock lk(mu);
-    if (!waiters.empty()) {
+    if (!waiters.empty()) {  // handed on: still running
       Waiter w = std::move(waiters.front());
       waiters.pop_front();
       lk.unlock();
       asio::post(w.work, [h = std::move(w.handler), c = std::move(c)]() mutable { std::move(h)(Grant{std::move(c), false}); });
       return;
     }
+    --running;
+    if (running == 0 && watching) watchdog.cancel();  // nothing to watch: let the io_context rest
     idle.push_back(c);
     if (stopping) {  // stop() has been: it may have missed this one
       lk.unlock();
@@ -148,7 +204,7 @@ asio::awaitable<Grant> wait_for_connection(std::shared_ptr<Shared> sh) {
   auto initiation = [sh](auto handler) {
     std::unique_lock lk(sh->mu);
     auto ex = asio::get_associated_executor(handler, sh->executor);
-    if (auto g = sh->take_locked()) {  // one came free since the caller looked
+    if (auto g = sh->take_locked(sh)) {  // one came free since the caller looked
       lk.unlock();
       asio::post(ex, [h = std::move(handler), g = std::move(*g)]() mutable { std::move(h)(std::move(g)); });
       return;
@@ -159,8 +215,9 @@ asio::awaitable<Grant> wait_for_connection(std::shared_ptr<Shared> sh) {
   return asio::async_initiate<decltype(asio::use_awaitable), void(Grant)>(std::move(initiation), asio::use_awaitable);
 }
 
-void failed(HttpExchange& out, const error_code& ec, const std::string& doing, const HttpClientOptions& o) {
-  if (ec == beast::error::timeout) {
+void failed(HttpExchange& out, const error_code& ec, const std::string& doing, const Connection& c,
+            const HttpClientOptions& o) {
+  if (c.timed_out) {
     out.status = HttpExchange::Status::timed_out;
     out.detail = "timeout: no whole answer within " + in_ms(o.timeout);
     return;
@@ -170,12 +227,13 @@ void failed(HttpExchange& out, const error_code& ec, const std::string& doing, c
   out.detail = out.broker_fault ? describe_local_resource_error(ec) : doing + ": " + ec.message();
 }
 
-asio::awaitable<bool> connect(Shared& sh, Connection& c, Clock::time_point deadline, HttpExchange& out) {
+// On the connection's strand, with c.busy set and c.deadline the exchange's.
+asio::awaitable<bool> connect(Shared& sh, Connection& c, HttpExchange& out) {
   const auto& o = sh.options;
   c.close();
-  c.secure.reset();
-  c.plain.reset();
+  c.tls.reset();
   c.buffer.clear();
+  const auto exchange_deadline = c.deadline;
   auto fail = [&](std::string detail, bool broker_fault) {
     c.close();
     out.status = HttpExchange::Status::connect_failed;
@@ -183,44 +241,41 @@ asio::awaitable<bool> connect(Shared& sh, Connection& c, Clock::time_point deadl
     out.broker_fault = broker_fault;
   };
 
-  tcp::resolver::results_type endpoints;
-  const unsigned short port = static_cast<unsigned short>(std::stoi(o.port));
+  error_code cec;
   if (sh.host_is_ip) {
-    endpoints = tcp::resolver::results_type::create(tcp::endpoint(asio::ip::make_address(o.host), port), o.host, o.port);
+    c.deadline = std::min(exchange_deadline, Clock::now() + o.connect_timeout);
+    std::tie(cec) = co_await c.socket.async_connect(sh.endpoint, use_tuple);
   } else {
     tcp::resolver resolver(c.strand);
-    auto [rec, found] = co_await resolver.async_resolve(o.host, o.port, use_tuple);
+    auto [rec, endpoints] = co_await resolver.async_resolve(o.host, o.port, use_tuple);
     if (rec) {
       fail("cannot resolve " + o.host + ": " + rec.message(), false);
       co_return false;
     }
-    endpoints = std::move(found);
+    c.deadline = std::min(exchange_deadline, Clock::now() + o.connect_timeout);
+    std::tie(cec, std::ignore) = co_await asio::async_connect(c.socket, endpoints, use_tuple);
   }
-
-  if (o.tls) c.secure.emplace(c.strand, *o.tls_context);
-  else c.plain.emplace(c.strand);
-  auto& stream = c.lowest();
-  stream.expires_at(std::min(deadline, Clock::now() + o.connect_timeout));
-  auto [cec, ep] = co_await stream.async_connect(endpoints, use_tuple);
-  if (cec) {
-    if (cec == beast::error::timeout) fail("connect to " + sh.target + ": timeout, no answer within " + in_ms(o.connect_timeout), false);
+  if (cec || c.timed_out) {
+    if (c.timed_out) fail("connect to " + sh.target + ": timeout, no answer within " + in_ms(o.connect_timeout), false);
     else if (is_local_resource_error(cec)) fail(describe_local_resource_error(cec), true);
     else fail("connect to " + sh.target + ": " + cec.message(), false);
     co_return false;
   }
   error_code ignored;
-  stream.socket().set_option(tcp::no_delay(true), ignored);
+  c.socket.set_option(tcp::no_delay(true), ignored);
   if (o.tls) {
-    if (!sh.host_is_ip) SSL_set_tlsext_host_name(c.secure->native_handle(), o.host.c_str());  // SNI: names only
-    c.secure->set_verify_callback(asio::ssl::host_name_verification(o.host));
-    auto [hec] = co_await c.secure->async_handshake(asio::ssl::stream_base::client, use_tuple);
-    if (hec) {
+    c.tls.emplace(c.socket, *o.tls_context);
+    if (!sh.host_is_ip) SSL_set_tlsext_host_name(c.tls->native_handle(), o.host.c_str());  // SNI: names only
+    c.tls->set_verify_callback(asio::ssl::host_name_verification(o.host));
+    auto [hec] = co_await c.tls->async_handshake(asio::ssl::stream_base::client, use_tuple);
+    if (hec || c.timed_out) {
       fail("TLS handshake with " + sh.target + ": " +
-               (hec == beast::error::timeout ? "timeout, not done within " + in_ms(o.connect_timeout) : hec.message()),
+               (c.timed_out ? "timeout, not done within " + in_ms(o.connect_timeout) : hec.message()),
            false);
       co_return false;
     }
   }
+  c.deadline = exchange_deadline;
   c.usable = true;
   co_return true;
 }
@@ -269,8 +324,8 @@ asio::awaitable<void> send_and_read(Stream& stream, Connection& c, const std::st
   const std::array<asio::const_buffer, 2> request{asio::buffer(head), asio::buffer(body.data(), body.size())};
   auto [wec, written] = co_await asio::async_write(stream, request, use_tuple);
   if (wec) {
-    stale = wec != beast::error::timeout && closed_before_answering(wec);
-    failed(out, wec, "send to " + sh.target, o);
+    stale = !c.timed_out && closed_before_answering(wec);
+    failed(out, wec, "send to " + sh.target, c, o);
     co_return;
   }
   for (;;) {
@@ -278,15 +333,15 @@ asio::awaitable<void> send_and_read(Stream& stream, Connection& c, const std::st
     AnswerParser parser(out.body, o.max_body_bytes);
     auto [hec, hn] = co_await http::async_read_header(stream, c.buffer, parser, use_tuple);
     if (hec) {
-      stale = closed_before_answering(hec) && c.buffer.size() == 0;
-      failed(out, hec, "read from " + sh.target, o);
+      stale = !c.timed_out && closed_before_answering(hec) && c.buffer.size() == 0;
+      failed(out, hec, "read from " + sh.target, c, o);
       co_return;
     }
     if (parser.status() >= 100 && parser.status() < 200) continue;  // interim answers (100 Continue) come first
     if (!parser.is_done()) {
       auto [rec, rn] = co_await http::async_read(stream, c.buffer, parser, use_tuple);
       if (rec) {
-        failed(out, rec, "read from " + sh.target, o);
+        failed(out, rec, "read from " + sh.target, c, o);
         co_return;
       }
     }
@@ -316,24 +371,36 @@ HttpExchange stopped() {
 // Runs on the connection's strand.
 asio::awaitable<HttpExchange> exchange_on(std::shared_ptr<Shared> sh, std::shared_ptr<Connection> c,
                                           const std::string& head, std::string_view body, Clock::time_point deadline) {
+  c->busy = true;
+  c->timed_out = false;
+  c->deadline = deadline;
   const bool reused = c->usable;
+  HttpExchange out;
   for (int attempt = 0;; ++attempt) {
-    HttpExchange out;
+    out = HttpExchange{};
     if (sh->stopping) {
       c->close();
-      co_return stopped();
+      out = stopped();
+      break;
     }
-    if (!c->usable && !co_await connect(*sh, *c, deadline, out)) co_return sh->stopping ? stopped() : out;
-    c->lowest().expires_at(deadline);
+    if (!c->usable && !co_await connect(*sh, *c, out)) {
+      if (sh->stopping) out = stopped();
+      break;
+    }
     bool stale = false;
-    if (c->secure) co_await send_and_read(*c->secure, *c, head, body, *sh, out, stale);
-    else co_await send_and_read(*c->plain, *c, head, body, *sh, out, stale);
-    if (out.status == HttpExchange::Status::answered) co_return out;
+    if (c->tls) co_await send_and_read(*c->tls, *c, head, body, *sh, out, stale);
+    else co_await send_and_read(c->socket, *c, head, body, *sh, out, stale);
+    if (out.status == HttpExchange::Status::answered) break;
     c->close();
-    if (sh->stopping) co_return stopped();
-    if (!(stale && reused && attempt == 0)) co_return out;
+    if (sh->stopping) {
+      out = stopped();
+      break;
+    }
+    if (!(stale && reused && attempt == 0)) break;
     // A reused connection the partner had closed: once more on a fresh one.
   }
+  c->busy = false;
+  co_return out;
 }
 
 asio::awaitable<HttpExchange> run_exchange(std::shared_ptr<Shared> sh, const OutboundHttpRequest& request) {
@@ -346,7 +413,7 @@ asio::awaitable<HttpExchange> run_exchange(std::shared_ptr<Shared> sh, const Out
   std::optional<Grant> grant;
   {
     std::lock_guard lk(sh->mu);
-    grant = sh->take_locked();
+    grant = sh->take_locked(sh);
   }
   if (!grant) {
     auto wait = wait_for_connection(sh);
@@ -395,6 +462,7 @@ void HttpClient::stop() {
   {
     std::lock_guard lk(shared_->mu);
     shared_->stopping = true;
+    if (shared_->watching) shared_->watchdog.cancel();
     waiters.swap(shared_->waiters);
     all = shared_->all;
   }

@@ -6,8 +6,10 @@
 //   the body (the rest is read and dropped, so the connection stays usable).
 // - At most max_connections are open; a request beyond that waits for one to come free.
 // - Deadlines: connect_timeout covers connecting and the TLS handshake of a new connection;
-//   timeout covers the whole exchange, connecting included. Name resolution is the system's
-//   and is not cut short (an IP address in the URL resolves at once).
+//   timeout covers the whole exchange, connecting included, and waiting for a connection.
+//   They are kept by one watchdog timer a client that ticks (a quarter of the shorter timeout,
+//   10-250 ms) while exchanges run, so an exchange ends up to one tick after its deadline.
+//   Name resolution is the system's and is not cut short (an IP address resolves at once).
 // - A connection that was reused and turns out to have been closed by the partner before any
 //   of the answer came back (a write that fails, or the end of the stream before a status
 //   line) is replaced by a fresh one and the request sent once more: servers close idle
