@@ -272,8 +272,31 @@ bool urn_uuid_valid(std::string_view uri) {
   return true;
 }
 
+// Paging and identity links name one target each: a second "next" leaves a client two pages
+// to follow. Other relations (IANA's "alternate", "related"...) may repeat.
+void check_links(const Value& bundle, const std::string& path, std::vector<Issue>& out) {
+  const Value* links = json_member(bundle, "link");
+  if (!links || !links->IsArray() || links->Size() < 2) return;
+  constexpr std::string_view single[] = {"self", "first", "previous", "prev", "next", "last"};
+  bool seen[std::size(single)] = {};
+  for (rapidjson::SizeType i = 0; i < links->Size(); ++i) {
+    const Value& link = (*links)[i];
+    if (!link.IsObject()) continue;
+    const std::string_view relation = str_at(link, "relation");
+    for (std::size_t k = 0; k < std::size(single); ++k) {
+      if (relation != single[k]) continue;
+      if (seen[k])
+        report(out, "invalid", "bundle-link-unique", path + ".link[" + std::to_string(i) + "].relation",
+               "the link relation '" + std::string(relation) + "' appears more than once: a Bundle has at most one " +
+                   std::string(relation) + " link");
+      seen[k] = true;
+    }
+  }
+}
+
 void check_bundle_entries(const Value& bundle, std::string_view type, const std::string& path,
                           std::vector<Issue>& out) {
+  check_links(bundle, path, out);
   const Value* list = json_member(bundle, "entry");
   if (!list || !list->IsArray() || list->Empty()) return;
   std::vector<Entry> entries;

@@ -1,6 +1,6 @@
 // Rules that span a Bundle's entries (issue 14): each entry's fullUrl against its resource's
-// type and id, entries that need a fullUrl, the same resource twice, and references that must
-// resolve inside the Bundle. Internal to broker/validate; called by the FHIR invariants once per
+// type and id, entries that need a fullUrl, the same resource twice, references that must
+// resolve inside the Bundle, and paging links (self, first, previous, next, last) at most once. Internal to broker/validate; called by the FHIR invariants once per
 // Bundle. Stateless and thread-safe; allocates (an index of the entries) only for Bundles.
 #pragma once
 
