@@ -118,40 +118,13 @@ DeliveryResult broker_failure(std::string detail) {
   return r;
 }
 
-// The parts of the partner's base URL (already checked by check_http_url).
-struct PartnerUrl {
-  bool tls = false;
-  std::string userinfo;  // "user:password" as written (percent-encoded), or empty
-  std::string host;      // IPv6 without brackets
-  std::string port;
-  std::string path;      // without a trailing '/'; may be empty
-};
-
-PartnerUrl split_url(std::string_view v) {
-  PartnerUrl u;
-  u.tls = v.starts_with("https://");
-  v.remove_prefix(u.tls ? 8 : 7);
-  const auto end = v.find_first_of("/?#");
-  std::string_view authority = v.substr(0, end);
-  std::string_view rest = end == std::string_view::npos ? std::string_view{} : v.substr(end);
-  rest = rest.substr(0, rest.find('#'));
-  if (auto at = authority.rfind('@'); at != std::string_view::npos) {
-    u.userinfo = authority.substr(0, at);
-    authority.remove_prefix(at + 1);
-  }
-  if (authority.starts_with('[')) {
-    const auto close = authority.find(']');
-    u.host = authority.substr(1, close - 1);
-    if (auto after = authority.substr(close + 1); after.starts_with(':')) u.port = after.substr(1);
-  } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
-    u.host = authority.substr(0, colon);
-    u.port = authority.substr(colon + 1);
-  } else {
-    u.host = authority;
-  }
-  if (u.port.empty()) u.port = u.tls ? "443" : "80";
-  u.path = rest;
-  while (!u.path.empty() && u.path.back() == '/') u.path.pop_back();
+// The partner's base URL, already checked by check_http_url: the default port filled in and
+// the path without a trailing '/'.
+HttpUrl partner_url(const std::string& url) {
+  std::string unused;
+  HttpUrl u = split_http_url(url, unused).value_or(HttpUrl{});
+  if (u.port.empty()) u.port = u.https ? "443" : "80";
+  while (!u.rest.empty() && u.rest.back() == '/') u.rest.pop_back();
   return u;
 }
 
@@ -174,16 +147,15 @@ std::string basic_authorization(std::string_view userinfo) {
   return "Basic " + encoded;
 }
 
-HttpClientOptions client_options(const FhirRestOutboundSettings& s, const PartnerUrl& url) {
+HttpClientOptions client_options(const FhirRestOutboundSettings& s, const HttpUrl& url) {
   HttpClientOptions o;
-  o.tls = url.tls;
   o.host = url.host;
   o.port = url.port;
   o.timeout = s.timeout;
   o.connect_timeout = s.connect_timeout;
   o.max_connections = s.max_connections;
   o.max_body_bytes = max_response_bytes;
-  if (url.tls) {
+  if (url.https) {
     o.tls_context = make_tls_client_context(s.ca_file, s.client_cert, s.client_key);
     if (!s.verify_tls) o.tls_context->set_verify_mode(asio::ssl::verify_none);
   }
@@ -195,7 +167,7 @@ HttpClientOptions client_options(const FhirRestOutboundSettings& s, const Partne
 class FhirRestOutbound final : public OutboundAdapter {
  public:
   FhirRestOutbound(FhirRestOutboundSettings settings, asio::any_io_executor executor)
-      : settings_(std::move(settings)), url_(split_url(settings_.url)),
+      : settings_(std::move(settings)), url_(partner_url(settings_.url)),
         client_(std::move(executor), client_options(settings_, url_)) {
     fixed_headers_ = header_line("User-Agent", "tellonce/0.1") + header_line("Content-Type", "application/fhir+json") +
                      header_line("Accept", "application/fhir+json");
@@ -228,7 +200,7 @@ class FhirRestOutbound final : public OutboundAdapter {
 
  private:
   std::string target(const DeliveryJob& job) const {
-    std::string path = url_.path;
+    const std::string& path = url_.rest;
     if (job.resource_type == "Bundle") {
       auto type = bundle_type(job.body);
       if (type == "transaction" || type == "batch" || type == "message") return path.empty() ? "/" : path;
@@ -237,7 +209,7 @@ class FhirRestOutbound final : public OutboundAdapter {
   }
 
   FhirRestOutboundSettings settings_;
-  PartnerUrl url_;
+  HttpUrl url_;
   HttpClient client_;
   std::string base_;
   std::string fixed_headers_;  // the same on every request

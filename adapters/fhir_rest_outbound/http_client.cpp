@@ -1,24 +1,26 @@
 #include "http_client.hpp"
 
+#include "tellonce/adapter.hpp"
+
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ssl/stream.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
 #include <array>
@@ -38,11 +40,6 @@ using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 using Clock = std::chrono::steady_clock;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
-bool is_local_resource_error(const error_code& ec) {
-  return ec == asio::error::no_descriptors || ec == asio::error::no_memory || ec == asio::error::no_buffer_space ||
-         ec == boost::system::errc::too_many_files_open_in_system;
-}
 
 std::string describe_local_resource_error(const error_code& ec) {
   if (ec == asio::error::no_descriptors || ec == boost::system::errc::too_many_files_open_in_system)
@@ -92,14 +89,12 @@ struct HttpClient::Shared {
     if (host_is_ip) endpoint = tcp::endpoint(address, static_cast<unsigned short>(std::stoi(options.port)));
     const bool v6 = options.host.find(':') != std::string::npos;
     host_header = v6 ? "[" + options.host + "]" : options.host;
-    if (options.port != (options.tls ? "443" : "80")) host_header += ":" + options.port;
-    target = host_header;
+    if (options.port != (options.tls_context ? "443" : "80")) host_header += ":" + options.port;
   }
 
   asio::any_io_executor executor;
   HttpClientOptions options;
-  std::string host_header;
-  std::string target;  // for messages
+  std::string host_header;  // host[:port], also how messages name the partner
   bool host_is_ip = false;
   tcp::endpoint endpoint;  // when host_is_ip
   std::atomic<bool> stopping{false};
@@ -223,7 +218,7 @@ void failed(HttpExchange& out, const error_code& ec, const std::string& doing, c
     return;
   }
   out.status = HttpExchange::Status::failed;
-  out.broker_fault = is_local_resource_error(ec);
+  out.broker_fault = is_broker_resource_error(ec);
   out.detail = out.broker_fault ? describe_local_resource_error(ec) : doing + ": " + ec.message();
 }
 
@@ -256,20 +251,20 @@ asio::awaitable<bool> connect(Shared& sh, Connection& c, HttpExchange& out) {
     std::tie(cec, std::ignore) = co_await asio::async_connect(c.socket, endpoints, use_tuple);
   }
   if (cec || c.timed_out) {
-    if (c.timed_out) fail("connect to " + sh.target + ": timeout, no answer within " + in_ms(o.connect_timeout), false);
-    else if (is_local_resource_error(cec)) fail(describe_local_resource_error(cec), true);
-    else fail("connect to " + sh.target + ": " + cec.message(), false);
+    if (c.timed_out) fail("connect to " + sh.host_header + ": timeout, no answer within " + in_ms(o.connect_timeout), false);
+    else if (is_broker_resource_error(cec)) fail(describe_local_resource_error(cec), true);
+    else fail("connect to " + sh.host_header + ": " + cec.message(), false);
     co_return false;
   }
   error_code ignored;
   c.socket.set_option(tcp::no_delay(true), ignored);
-  if (o.tls) {
+  if (o.tls_context) {
     c.tls.emplace(c.socket, *o.tls_context);
     if (!sh.host_is_ip) SSL_set_tlsext_host_name(c.tls->native_handle(), o.host.c_str());  // SNI: names only
     c.tls->set_verify_callback(asio::ssl::host_name_verification(o.host));
     auto [hec] = co_await c.tls->async_handshake(asio::ssl::stream_base::client, use_tuple);
     if (hec || c.timed_out) {
-      fail("TLS handshake with " + sh.target + ": " +
+      fail("TLS handshake with " + sh.host_header + ": " +
                (c.timed_out ? "timeout, not done within " + in_ms(o.connect_timeout) : hec.message()),
            false);
       co_return false;
@@ -325,7 +320,7 @@ asio::awaitable<void> send_and_read(Stream& stream, Connection& c, const std::st
   auto [wec, written] = co_await asio::async_write(stream, request, use_tuple);
   if (wec) {
     stale = !c.timed_out && closed_before_answering(wec);
-    failed(out, wec, "send to " + sh.target, c, o);
+    failed(out, wec, "send to " + sh.host_header, c, o);
     co_return;
   }
   for (;;) {
@@ -334,14 +329,14 @@ asio::awaitable<void> send_and_read(Stream& stream, Connection& c, const std::st
     auto [hec, hn] = co_await http::async_read_header(stream, c.buffer, parser, use_tuple);
     if (hec) {
       stale = !c.timed_out && closed_before_answering(hec) && c.buffer.size() == 0;
-      failed(out, hec, "read from " + sh.target, c, o);
+      failed(out, hec, "read from " + sh.host_header, c, o);
       co_return;
     }
     if (parser.status() >= 100 && parser.status() < 200) continue;  // interim answers (100 Continue) come first
     if (!parser.is_done()) {
       auto [rec, rn] = co_await http::async_read(stream, c.buffer, parser, use_tuple);
       if (rec) {
-        failed(out, rec, "read from " + sh.target, c, o);
+        failed(out, rec, "read from " + sh.host_header, c, o);
         co_return;
       }
     }
@@ -426,7 +421,7 @@ asio::awaitable<HttpExchange> run_exchange(std::shared_ptr<Shared> sh, const Out
     auto task = asio::co_spawn(c->strand, exchange_on(sh, c, head, request.body, deadline), asio::use_awaitable);
     out = co_await std::move(task);
   } catch (const boost::system::system_error& e) {  // e.g. no descriptor for the reactor's first socket
-    out = broker_fault(is_local_resource_error(e.code()) ? describe_local_resource_error(e.code()) : e.what());
+    out = broker_fault(is_broker_resource_error(e.code()) ? describe_local_resource_error(e.code()) : e.what());
     c->usable = false;
   } catch (const std::exception& e) {  // out of memory, or OpenSSL could not make a session
     out = broker_fault(e.what());

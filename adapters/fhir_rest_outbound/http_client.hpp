@@ -66,14 +66,13 @@ struct HttpExchange {
 };
 
 struct HttpClientOptions {
-  bool tls = false;
   std::string host;            // without brackets for IPv6
   std::string port;
   std::chrono::milliseconds timeout{10000};
   std::chrono::milliseconds connect_timeout{3000};
   int max_connections = 16;
   std::size_t max_body_bytes = 16 * 1024;
-  std::shared_ptr<asio::ssl::context> tls_context;  // required when tls
+  std::shared_ptr<asio::ssl::context> tls_context;  // set: https (make_tls_client_context); null: http
 };
 
 class HttpClient {

@@ -1,6 +1,7 @@
 #include "mllp_client.hpp"
 
 #include "hl7v2/mllp.hpp"
+#include "tellonce/adapter.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -21,10 +22,6 @@ namespace tellonce {
 namespace {
 using tcp = asio::ip::tcp;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
-bool is_local_resource_error(const boost::system::error_code& ec) {
-  return ec == asio::error::no_descriptors || ec == asio::error::no_memory || ec == asio::error::no_buffer_space;
-}
 }  // namespace
 
 bool split_host_port(const std::string& address, std::string& host, std::string& port) {
@@ -96,7 +93,7 @@ struct MllpConnection::State : std::enable_shared_from_this<State> {
     if (cec || timed_out) {
       drop();
       out.status = MllpExchange::Status::connect_failed;
-      out.broker_fault = !timed_out && is_local_resource_error(cec);
+      out.broker_fault = !timed_out && is_broker_resource_error(cec);
       out.detail = "connect to " + target() + ": " +
                    (timed_out ? "no answer within " + std::to_string(options.connect_timeout.count()) + " ms"
                               : cec.message());

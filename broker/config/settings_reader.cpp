@@ -417,35 +417,46 @@ std::string check_listen_address(const std::string& value) {
   return "";
 }
 
-std::string check_http_url(const std::string& value) {
-  std::string_view v = value;
-  std::string_view rest;
-  if (v.starts_with("http://")) rest = v.substr(7);
-  else if (v.starts_with("https://")) rest = v.substr(8);
-  else return "URL must start with http:// or https://";
-  std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
-  if (auto at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
-  std::string_view host = authority, port;
+std::optional<HttpUrl> split_http_url(std::string_view v, std::string& why) {
+  HttpUrl u;
+  if (v.starts_with("http://")) v.remove_prefix(7);
+  else if (v.starts_with("https://")) u.https = true, v.remove_prefix(8);
+  else return why = "URL must start with http:// or https://", std::nullopt;
+  const auto end = v.find_first_of("/?#");
+  std::string_view authority = v.substr(0, end);
+  if (end != std::string_view::npos) u.rest = v.substr(end, v.find('#', end) - end);
+  if (auto at = authority.rfind('@'); at != std::string_view::npos) {
+    u.userinfo = authority.substr(0, at);
+    authority.remove_prefix(at + 1);
+  }
   if (!authority.empty() && authority.front() == '[') {
     auto close = authority.find(']');
-    if (close == std::string_view::npos) return "unclosed '[' in URL host";
-    host = authority.substr(1, close - 1);
-    if (!valid_ipv6_text(host)) return "'" + std::string(host) + "' is not an IPv6 address";
+    if (close == std::string_view::npos) return why = "unclosed '[' in URL host", std::nullopt;
+    u.host = authority.substr(1, close - 1);
+    u.ipv6 = true;
     auto after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return "unexpected text after ']' in URL host";
-      port = after.substr(1);
-      if (!valid_port(port)) return "port '" + std::string(port) + "' must be a number from 0 to 65535";
-    }
-    return "";
+    if (!after.empty() && after.front() != ':') return why = "unexpected text after ']' in URL host", std::nullopt;
+    if (!after.empty()) u.port = after.substr(1), u.port_given = true;
+  } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+    u.host = authority.substr(0, colon);
+    u.port = authority.substr(colon + 1);
+    u.port_given = true;
+  } else {
+    u.host = authority;
   }
-  if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-    if (!valid_port(port)) return "port '" + std::string(port) + "' must be a number from 0 to 65535";
-  }
-  if (host.empty()) return "URL has no host";
-  if (!valid_hostname(host)) return "'" + std::string(host) + "' is not a valid host name";
+  return u;
+}
+
+std::string check_http_url(const std::string& value) {
+  std::string why;
+  auto url = split_http_url(value, why);
+  if (!url) return why;
+  if (url->ipv6 && !valid_ipv6_text(url->host)) return "'" + url->host + "' is not an IPv6 address";
+  if (url->port_given && !valid_port(url->port))
+    return "port '" + url->port + "' must be a number from 0 to 65535";
+  if (url->ipv6) return "";
+  if (url->host.empty()) return "URL has no host";
+  if (!valid_hostname(url->host)) return "'" + url->host + "' is not a valid host name";
   return "";
 }
 

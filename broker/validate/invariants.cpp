@@ -626,6 +626,7 @@ void check_bundle(const Value& v, const std::string& path, std::vector<Issue>& o
     report(out, "bdl-12", count ? child(indexed(path, "entry", 0), "resource") : path,
            "A message Bundle must have a MessageHeader as its first entry");
   fhir::check_bundle_entries(v, type, path, out);
+  fhir::check_bundle_narrative_links(v, path, out);
 }
 
 void check_observation(const Value& v, const std::string& path, std::vector<Issue>& out) {
@@ -924,10 +925,7 @@ class FhirInvariants final : public RuleSet {
       fhir::check_narrative(value, path, out);
       check_language(value, path, out);
       if (type == "Binary") check_content_type(value, path, out);
-      if (type == "Bundle") {
-        check_bundle(value, path, out);
-        fhir::check_bundle_narrative_links(value, path, out);
-      }
+      if (type == "Bundle") check_bundle(value, path, out);
       else if (type == "Observation") check_observation(value, path, out);
       else if (type == "Consent") check_consent(value, path, out);
       else if (type == "Patient") check_patient(value, path, out);

@@ -109,9 +109,10 @@ class Reader {
       if (end == at + 1 || end >= s_.size() || s_[end] != ';') continue;  // &#...; or not an entity
       std::string_view name = s_.substr(at + 1, end - at - 1);
       if (name == "lt" || name == "gt" || name == "amp" || name == "quot" || name == "apos") continue;
-      report("xhtml-entity", "&" + std::string(name) + "; is an HTML entity that FHIR's XHTML does not define "
-                             "(only &lt; &gt; &amp; &quot; &apos;): write the character itself or a numeric "
-                             "reference such as &#174;");
+      std::string text = "&";
+      text.append(name).append("; is an HTML entity that FHIR's XHTML does not define (only &lt; &gt; &amp; "
+                               "&quot; &apos;): write the character itself or a numeric reference such as &#174;");
+      report("xhtml-entity", std::move(text));
     }
   }
 
@@ -235,11 +236,17 @@ class Reader {
 
 namespace {
 
-void report_link(std::string_view target, const std::string& path, const char* where, std::vector<Issue>& out) {
-  out.push_back(Issue{Severity::error, "invariant",
-                      "the narrative links to \"#" + std::string(target.substr(0, 64)) + "\" but nothing in " + where +
-                          " has that id or name",
-                      path + ".text.div", "narrative-link"});
+// The links in `missing` that are not in `elsewhere` (sorted; empty: none), the first ten.
+void report_links(const std::vector<std::string_view>& missing, const std::vector<std::string>& elsewhere,
+                  const std::string& path, const char* where, std::vector<Issue>& out) {
+  int reported = 0;
+  for (std::string_view target : missing) {
+    if (std::binary_search(elsewhere.begin(), elsewhere.end(), target)) continue;
+    if (reported++ == 10) return;
+    std::string text = "the narrative links to \"#";
+    text.append(target.substr(0, 64)).append("\" but nothing in ").append(where).append(" has that id or name");
+    out.push_back(Issue{Severity::error, "invariant", std::move(text), path + ".text.div", "narrative-link"});
+  }
 }
 
 const Value* narrative_div(const Value& resource) {
@@ -265,9 +272,7 @@ void check_narrative(const Value& resource, const std::string& path, std::vector
   Reader reader({div->GetString(), div->GetStringLength()}, path, out);
   reader.run();
   if (is_bundle_entry(path)) return;  // check_bundle_narrative_links() does its links
-  int reported = 0;
-  for (std::string_view target : reader.unresolved_links(resource))
-    if (reported++ < 10) report_link(target, path, "it or in contained", out);
+  report_links(reader.unresolved_links(resource), {}, path, "it or in contained", out);
 }
 
 void check_bundle_narrative_links(const Value& bundle, const std::string& path, std::vector<Issue>& out) {
@@ -304,10 +309,7 @@ void check_bundle_narrative_links(const Value& bundle, const std::string& path, 
       std::sort(targets.begin(), targets.end());
       built = true;
     }
-    int reported = 0;
-    for (std::string_view target : missing)
-      if (!std::binary_search(targets.begin(), targets.end(), target) && reported++ < 10)
-        report_link(target, here, "it, in contained or in the Bundle's entries", out);
+    report_links(missing, targets, here, "it, in contained or in the Bundle's entries", out);
   }
 }
 

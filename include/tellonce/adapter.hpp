@@ -7,6 +7,7 @@
 #include "tellonce/message.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
@@ -81,6 +82,14 @@ struct DeliveryResult {
   // out of memory, no socket): retryable, never the partner's failure, never dead-lettered.
   bool broker_fault = false;
 };
+
+// A socket error that is this process running out (descriptors, memory, buffers): what
+// outbound adapters mark as broker_fault instead of blaming the partner.
+inline bool is_broker_resource_error(const boost::system::error_code& ec) {
+  namespace error = boost::asio::error;
+  return ec == error::no_descriptors || ec == error::no_memory || ec == error::no_buffer_space ||
+         ec == boost::system::errc::too_many_files_open_in_system;
+}
 
 class OutboundAdapter {
  public:

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tellonce {
@@ -77,5 +78,18 @@ class SettingsReader {
 std::string check_listen_address(const std::string& value);
 // Checks an http(s) URL; returns an error message or "".
 std::string check_http_url(const std::string& value);
+
+// An http(s) URL in parts, as check_http_url reads it (the parts are not checked here).
+struct HttpUrl {
+  bool https = false;
+  std::string userinfo;    // before '@', as written (percent-encoded); empty when none
+  std::string host;        // an IPv6 address without its brackets
+  bool ipv6 = false;       // the host was in brackets
+  std::string port;        // as written; empty when none
+  bool port_given = false; // a ':' follows the host (its port may still be empty: a problem)
+  std::string rest;        // the path and query, without the fragment; may be empty
+};
+// nullopt with `why` when the URL cannot be split (no http(s) scheme, a bad bracket).
+std::optional<HttpUrl> split_http_url(std::string_view value, std::string& why);
 
 }  // namespace tellonce
