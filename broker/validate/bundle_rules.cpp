@@ -273,22 +273,32 @@ bool urn_uuid_valid(std::string_view uri) {
 }
 
 // Paging and identity links name one target each: a second "next" leaves a client two pages
-// to follow. Other relations (IANA's "alternate", "related"...) may repeat.
-void check_links(const Value& bundle, const std::string& path, std::vector<Issue>& out) {
+// to follow. Other relations (IANA's "alternate", "related"...) may repeat. Paging itself belongs
+// to search results and histories: a document, message, collection or transaction is one whole,
+// so a "next" page there points at nothing a receiver can make sense of.
+void check_links(const Value& bundle, std::string_view type, const std::string& path, std::vector<Issue>& out) {
   const Value* links = json_member(bundle, "link");
-  if (!links || !links->IsArray() || links->Size() < 2) return;
+  if (!links || !links->IsArray()) return;
   constexpr std::string_view single[] = {"self", "first", "previous", "prev", "next", "last"};
   bool seen[std::size(single)] = {};
+  // A missing or unknown Bundle.type is reported on its own; its links are not judged by it.
+  const bool whole = type == "document" || type == "message" || type == "collection" || type == "transaction" ||
+                     type == "transaction-response" || type == "batch" || type == "batch-response";
   for (rapidjson::SizeType i = 0; i < links->Size(); ++i) {
     const Value& link = (*links)[i];
     if (!link.IsObject()) continue;
     const std::string_view relation = str_at(link, "relation");
     for (std::size_t k = 0; k < std::size(single); ++k) {
       if (relation != single[k]) continue;
-      if (seen[k])
+      if (k > 0 && whole) {
+        report(out, "invalid", "bundle-link-paging", path + ".link[" + std::to_string(i) + "].relation",
+               "the link relation '" + std::string(relation) + "' pages through search results, but this is a " +
+                   std::string(type) + " Bundle: only searchset and history Bundles have pages");
+      } else if (seen[k]) {
         report(out, "invalid", "bundle-link-unique", path + ".link[" + std::to_string(i) + "].relation",
                "the link relation '" + std::string(relation) + "' appears more than once: a Bundle has at most one " +
                    std::string(relation) + " link");
+      }
       seen[k] = true;
     }
   }
@@ -296,7 +306,7 @@ void check_links(const Value& bundle, const std::string& path, std::vector<Issue
 
 void check_bundle_entries(const Value& bundle, std::string_view type, const std::string& path,
                           std::vector<Issue>& out) {
-  check_links(bundle, path, out);
+  check_links(bundle, type, path, out);
   const Value* list = json_member(bundle, "entry");
   if (!list || !list->IsArray() || list->Empty()) return;
   std::vector<Entry> entries;

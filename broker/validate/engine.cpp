@@ -4,6 +4,7 @@
 #include "broker/validate/contained_ids.hpp"
 #include "broker/validate/rules.hpp"
 #include "broker/validate/schema.hpp"
+#include "tellonce/json.hpp"
 #include "tellonce/validator.hpp"
 
 #include <algorithm>
@@ -314,8 +315,10 @@ class Engine final : public Validator {
       }
       if (p.extension_part) {
         check_extension_part(v, p, w);
-        if (id_only(v) && !parent.HasMember(rapidjson::StringRef(p.location_name.data(), p.location_name.size())))
-          report_empty_primitive(w);
+        if (!parent.HasMember(rapidjson::StringRef(p.location_name.data(), p.location_name.size()))) {
+          if (id_only(v)) report_empty_primitive(w);
+          else if (v.IsObject()) check_code_given(v, p, w);
+        }
       } else {
         check_value(v, p, w, here);
       }
@@ -365,8 +368,10 @@ class Engine final : public Validator {
         }
       } else if (p.extension_part) {
         check_extension_part(item, p, w);
-        if (id_only(item) && (!companion || i >= companion->Size() || (*companion)[i].IsNull()))
-          report_empty_primitive(w);
+        if (!companion || i >= companion->Size() || (*companion)[i].IsNull()) {
+          if (id_only(item)) report_empty_primitive(w);
+          else if (item.IsObject()) check_code_given(item, p, w);
+        }
       } else {
         check_value(item, p, w, here);
       }
@@ -386,6 +391,21 @@ class Engine final : public Validator {
   static void report_empty_primitive(Walk& w) {
     w.report("invariant", "ele-1",
              "Element is empty: a primitive needs a value or an extension, and its \"_\" companion has neither");
+  }
+
+  // A code under a required binding may be left out only when the record says why (the core
+  // data-absent-reason extension); any other extension in its place hands the receiver no code
+  // although the value set needs one, as the reference validator also reports.
+  void check_code_given(const Value& companion, const Property& p, Walk& w) const {
+    if (p.binding == fhir::none || p.strength != fhir::BindingStrength::required ||
+        schema_.types[p.type].primitive != fhir::Primitive::code)
+      return;
+    if (const Value* list = json_member(companion, "extension"); list && list->IsArray())
+      for (const Value& ext : list->GetArray())
+        if (json_string(json_member(ext, "url")) == "http://hl7.org/fhir/StructureDefinition/data-absent-reason") return;
+    w.report("code-invalid", "fhir-binding",
+             "no code given: " + value_set_phrase(schema_.value_sets[p.binding], p.strength) +
+                 " needs one here; if the code is not known, say why with the data-absent-reason extension");
   }
 
   // The "_name" companion holds the extensions of primitive element p.

@@ -247,11 +247,24 @@ void check_period(const Value& v, const std::string& path, std::vector<Issue>& o
   // A bare date compared with a zoned time may lie anywhere from UTC-12 to UTC+14.
   constexpr std::int64_t zone_slack = 14LL * 3600 * 1'000'000;
   std::int64_t slack = a->zoned != b->zoned ? zone_slack : 0;
-  // Values of different precision that overlap (2020-05 vs 2020-05-03) are not comparable: pass.
-  if (a->earliest > b->latest + slack)
+  if (a->earliest > b->latest + slack) {
     report(out, "per-1", path,
            "Period start (" + std::string(start) + ") is after its end (" + std::string(end) +
                "): start must not be later than end");
+    return;
+  }
+  // A bare date (2023-06-21, 2023-06, 2023) against a value that says the same and more
+  // (2023-06-21T06:20:00Z): per-1 compares them as FHIRPath does, and there the order of values of
+  // different precision that agree as far as both go is unknown, so the rule fails (as in the
+  // reference validator). Dates that differ within the shorter precision were settled above.
+  auto is_date = [](std::string_view d) { return d.size() == 4 || d.size() == 7 || d.size() == 10; };
+  std::string_view shorter = start.size() < end.size() ? start : end;
+  std::string_view longer = start.size() < end.size() ? end : start;
+  if (shorter.size() != longer.size() && is_date(shorter) && longer.starts_with(shorter))
+    report(out, "per-1", path,
+           "Period start (" + std::string(start) + ") and end (" + std::string(end) +
+               ") are given to different precisions that agree as far as both go, so start cannot be shown "
+               "to be no later than end: give both to the same precision");
 }
 
 constexpr std::string_view ucum = "http://unitsofmeasure.org";
@@ -885,6 +898,29 @@ void check_code_system(const Value& v, const std::string& path, std::vector<Issu
            "a CodeSystem with content 'supplement' must say which code system it supplements (supplements)");
 }
 
+// sdf-20 and sdf-23: the root element of a profile (the one whose path has no ".") is the
+// resource or type itself. It cannot be sliced or be a slice: there is only ever one of it.
+void check_structure_definition(const Value& v, const std::string& path, std::vector<Issue>& out) {
+  for (std::string_view view : {"differential", "snapshot"}) {
+    const Value* holder = json_member(v, view);
+    const Value* elements = holder ? json_member(*holder, "element") : nullptr;
+    if (!elements || !elements->IsArray()) continue;
+    for (rapidjson::SizeType i = 0; i < elements->Size(); ++i) {
+      const Value& e = (*elements)[i];
+      std::string_view element_path = str_at(e, "path");
+      if (element_path.empty() || element_path.find('.') != std::string_view::npos) continue;
+      std::string where = indexed(child(path, view), "element", i);
+      if (has(e, "slicing"))
+        report(out, "sdf-20", child(where, "slicing"),
+               "the root element " + std::string(element_path.substr(0, 64)) +
+                   " cannot be sliced: slice the elements inside it");
+      if (has(e, "sliceName"))
+        report(out, "sdf-23", child(where, "sliceName"),
+               "the root element " + std::string(element_path.substr(0, 64)) + " cannot be a slice (sliceName)");
+    }
+  }
+}
+
 // ras-2: a probability given as a decimal is a percentage, at most 100.
 void check_risk_assessment(const Value& v, const std::string& path, std::vector<Issue>& out) {
   const Value* predictions = json_member(v, "prediction");
@@ -936,6 +972,7 @@ class FhirInvariants final : public RuleSet {
       else if (type == "ServiceRequest") check_service_request(value, path, out);
       else if (type == "RiskAssessment") check_risk_assessment(value, path, out);
       else if (type == "CodeSystem") check_code_system(value, path, out);
+      else if (type == "StructureDefinition") check_structure_definition(value, path, out);
       else if (type == "Questionnaire") check_questionnaire_items(value, path, out, 0);
       check_canonical_url(value, path, out);
       return;

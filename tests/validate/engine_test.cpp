@@ -100,7 +100,17 @@ TEST(Engine, Cardinality) {
              "fhir-cardinality", "required");
   // A primitive given only by its extension counts as present.
   expect_valid(R"({"resourceType":"Observation","code":{"text":"x"},
-      "_status":{"extension":[{"url":"http://example.org/x","valueString":"y"}]}})");
+      "_status":{"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/data-absent-reason","valueCode":"unknown"}]}})");
+  // ...but under a required binding only the data-absent-reason extension may stand in for the
+  // code: any other extension leaves the receiver without one, and without a reason.
+  expect_one(R"({"resourceType":"Observation","code":{"text":"x"},
+      "_status":{"extension":[{"url":"http://example.org/x","valueString":"y"}]}})",
+             "Observation.status", "fhir-binding", "code-invalid");
+  expect_one(R"({"resourceType":"AllergyIntolerance","patient":{"reference":"Patient/1"},"category":["food",null],
+      "_category":[null,{"extension":[{"url":"http://example.org/x","valueString":"y"}]}]})",
+             "AllergyIntolerance.category[1]", "fhir-binding", "code-invalid");
+  // A date has no binding to miss: its extensions alone are fine.
+  expect_valid(R"({"resourceType":"Patient","_birthDate":{"extension":[{"url":"http://example.org/x","valueString":"y"}]}})");
   expect_one(R"({"resourceType":"Observation","status":"final"})", "Observation.code", "fhir-cardinality",
              "required");
   expect_one(R"({"resourceType":"Patient","birthDate":["2000-01-01"]})", "Patient.birthDate",
