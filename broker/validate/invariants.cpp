@@ -6,6 +6,7 @@
 #include "broker/validate/bundle_rules.hpp"
 #include "broker/validate/contained_ids.hpp"
 #include "broker/validate/narrative_rules.hpp"
+#include "broker/validate/questionnaire_rules.hpp"
 #include "broker/validate/ucum.hpp"
 
 #include <openssl/sha.h>
@@ -973,6 +974,7 @@ class FhirInvariants final : public RuleSet {
       else if (type == "RiskAssessment") check_risk_assessment(value, path, out);
       else if (type == "CodeSystem") check_code_system(value, path, out);
       else if (type == "StructureDefinition") check_structure_definition(value, path, out);
+      else if (type == "QuestionnaireResponse") fhir::check_questionnaire_response(value, path, out);
       else if (type == "Questionnaire") check_questionnaire_items(value, path, out, 0);
       check_canonical_url(value, path, out);
       return;

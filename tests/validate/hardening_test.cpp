@@ -66,6 +66,31 @@ TEST(ValidatorHardening, ContainedChainWorkGrowsLinearly) {
   EXPECT_LT(large, small * 24) << small << " steps for 250, " << large << " for 4000";
 }
 
+// A QuestionnaireResponse answering n choice questions of its contained Questionnaire, each
+// from a contained ValueSet of its own.
+std::string questionnaire_response(int n) {
+  std::string q = R"({"resourceType":"Questionnaire","id":"q","status":"active","item":[)";
+  std::string sets, answers;
+  for (int i = 0; i < n; ++i) {
+    std::string k = std::to_string(i);
+    q += std::string(i ? "," : "") + R"({"linkId":"q)" + k + R"(","type":"choice","answerValueSet":"#v)" + k + R"("})";
+    sets += R"(,{"resourceType":"ValueSet","id":"v)" + k +
+            R"(","status":"active","compose":{"include":[{"system":"https://example.org/cs","concept":[{"code":"a"},{"code":"b)" +
+            k + R"("}]}]}})";
+    answers += std::string(i ? "," : "") + R"({"linkId":"q)" + k +
+               R"(","answer":[{"valueCoding":{"system":"https://example.org/cs","code":"b)" + k + R"("}}]})";
+  }
+  return R"({"resourceType":"QuestionnaireResponse","status":"completed","questionnaire":"#q","contained":[)" + q +
+         "]}" + sets + R"(],"item":[)" + answers + "]}";
+}
+
+TEST(ValidatorHardening, QuestionnaireResponseWorkGrowsLinearly) {
+  std::uint64_t small = steps_to_validate(questionnaire_response(250));
+  std::uint64_t large = steps_to_validate(questionnaire_response(4000));
+  ASSERT_GT(small, 250u);
+  EXPECT_LT(large, small * 24) << small << " steps for 250, " << large << " for 4000";
+}
+
 TEST(ValidatorHardening, ContainedLookupsStillFindEveryTarget) {
   auto issues = validate(contained_chain(30));  // above the scan limit: the indexed path
   EXPECT_FALSE(std::any_of(issues.begin(), issues.end(), [](const Issue& i) { return i.is_error(); }));

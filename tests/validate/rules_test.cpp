@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -451,6 +452,101 @@ TEST(Invariants, ConsentScopeWithoutPatientIsAWarning) {
   EXPECT_EQ(issue->location, "Consent");
   EXPECT_TRUE(check_text(invariants(),
       R"({"resourceType":"Consent","policyRule":{"text":"x"},"patient":{"reference":"Patient/1"},"scope":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"treatment"}]}})").empty());
+}
+
+// ---- QuestionnaireResponse against its contained Questionnaire -----------------------------
+
+// A social prescribing referral form: a group with a choice from a contained ValueSet, a choice
+// from answerOptions, a boolean with a follow-up question under its answer.
+std::string referral_form(std::string_view answers) {
+  std::string s = R"({"resourceType":"QuestionnaireResponse","status":"completed","questionnaire":"#form",
+    "contained":[
+      {"resourceType":"Questionnaire","id":"form","status":"active","item":[
+        {"linkId":"about","type":"group","item":[
+          {"linkId":"lonely","type":"choice","answerValueSet":"#often"},
+          {"linkId":"contact","type":"choice","answerOption":[{"valueString":"phone"},{"valueString":"letter"},
+             {"valueCoding":{"system":"https://example.org/contact","code":"visit"}}]},
+          {"linkId":"carer","type":"boolean","item":[{"linkId":"carer-hours","type":"integer"}]},
+          {"linkId":"note","type":"display"}]}]},
+      {"resourceType":"ValueSet","id":"often","status":"active","compose":{"include":[
+        {"system":"https://example.org/often","concept":[{"code":"never"},{"code":"sometimes"},{"code":"often"}]}]}}],
+    "item":[{"linkId":"about","item":[)";
+  s += answers;
+  s += "]}]}";
+  return s;
+}
+
+TEST(QuestionnaireResponse, AnswersFitTheirContainedQuestionnaire) {
+  auto good = check_text(invariants(), referral_form(R"(
+      {"linkId":"lonely","answer":[{"valueCoding":{"system":"https://example.org/often","code":"sometimes"}}]},
+      {"linkId":"contact","answer":[{"valueString":"letter"}]},
+      {"linkId":"carer","answer":[{"valueBoolean":true,"item":[{"linkId":"carer-hours","answer":[{"valueInteger":20}]}]}]})"));
+  EXPECT_EQ(errors(good), 0u) << describe(good);
+  auto visit = check_text(invariants(), referral_form(R"(
+      {"linkId":"contact","answer":[{"valueCoding":{"system":"https://example.org/contact","code":"visit","display":"Home visit"}}]})"));
+  EXPECT_EQ(errors(visit), 0u) << describe(visit);
+}
+
+TEST(QuestionnaireResponse, ChoiceAnswersMustBeOptions) {
+  // The reference validator's nested-questionnaire case: a code without its system.
+  auto no_system = check_text(invariants(), referral_form(R"(
+      {"linkId":"lonely","answer":[{"valueCoding":{"code":"often"}}]})"));
+  const Issue* issue = only(no_system, "qr-answer-option");
+  ASSERT_NE(issue, nullptr);
+  EXPECT_EQ(issue->location, "QuestionnaireResponse.item[0].item[0].answer[0]");
+  EXPECT_NE(issue->diagnostics.find("no system"), std::string::npos) << issue->diagnostics;
+  auto not_listed = check_text(invariants(), referral_form(R"(
+      {"linkId":"lonely","answer":[{"valueCoding":{"system":"https://example.org/often","code":"always"}}]})"));
+  EXPECT_NE(only(not_listed, "qr-answer-option"), nullptr);
+  auto not_an_option = check_text(invariants(), referral_form(R"(
+      {"linkId":"contact","answer":[{"valueString":"email"}]})"));
+  issue = only(not_an_option, "qr-answer-option");
+  ASSERT_NE(issue, nullptr);
+  EXPECT_EQ(issue->location, "QuestionnaireResponse.item[0].item[0].answer[0]");
+}
+
+TEST(QuestionnaireResponse, AnswerTypesFollowTheItemType) {
+  auto wrong = check_text(invariants(), referral_form(R"(
+      {"linkId":"carer","answer":[{"valueString":"yes"}]})"));
+  const Issue* issue = only(wrong, "qr-answer-type");
+  ASSERT_NE(issue, nullptr);
+  EXPECT_NE(issue->diagnostics.find("valueBoolean"), std::string::npos) << issue->diagnostics;
+  auto display = check_text(invariants(), referral_form(R"(
+      {"linkId":"note","answer":[{"valueString":"read"}]})"));
+  issue = only(display, "qr-answer-type");
+  ASSERT_NE(issue, nullptr);
+  EXPECT_EQ(issue->location, "QuestionnaireResponse.item[0].item[0].answer");
+  // A choice answered with a type none of its options has.
+  EXPECT_NE(only(check_text(invariants(), referral_form(R"({"linkId":"contact","answer":[{"valueInteger":1}]})")),
+                 "qr-answer-type"),
+            nullptr);
+}
+
+TEST(QuestionnaireResponse, LinkIdsMustBeTheQuestionnairesInTheirPlace) {
+  auto unknown = check_text(invariants(), referral_form(R"({"linkId":"housing","answer":[{"valueString":"x"}]})"));
+  const Issue* issue = only(unknown, "qr-linkid");
+  ASSERT_NE(issue, nullptr);
+  EXPECT_EQ(issue->location, "QuestionnaireResponse.item[0].item[0].linkId");
+  // carer-hours belongs under carer's answer, not beside it.
+  auto misplaced = check_text(invariants(), referral_form(R"({"linkId":"carer-hours","answer":[{"valueInteger":3}]})"));
+  issue = only(misplaced, "qr-linkid");
+  ASSERT_NE(issue, nullptr);
+  EXPECT_NE(issue->diagnostics.find("under item 'carer'"), std::string::npos) << issue->diagnostics;
+}
+
+TEST(QuestionnaireResponse, OnlyAContainedQuestionnaireIsChecked) {
+  // A canonical Questionnaire would need fetching: nothing is said about the answers.
+  std::string external = referral_form(R"({"linkId":"housing","answer":[{"valueString":"x"}]})");
+  external.replace(external.find("\"#form\""), 7, "\"https://example.org/Questionnaire/referral\"");
+  auto outside = check_text(invariants(), external);
+  EXPECT_EQ(std::count_if(outside.begin(), outside.end(), [](const Issue& i) { return i.rule.starts_with("qr-"); }), 0)
+      << describe(outside);
+  // A value set that does not spell out its codes (a filter) is not guessed at.
+  std::string filtered = referral_form(R"({"linkId":"lonely","answer":[{"valueCoding":{"code":"x"}}]})");
+  filtered.replace(filtered.find(R"("concept")"), 9, R"("filter":[{"property":"a","op":"=","value":"b"}],"x")");
+  auto issues = check_text(invariants(), filtered);
+  EXPECT_EQ(std::count_if(issues.begin(), issues.end(), [](const Issue& i) { return i.rule == "qr-answer-option"; }), 0)
+      << describe(issues);
 }
 
 // ---- UK rules -----------------------------------------------------------------------------
