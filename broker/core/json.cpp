@@ -1,8 +1,8 @@
 #include "tellonce/json.hpp"
 
 #include <rapidjson/error/en.h>
-#include <rapidjson/memorystream.h>
 #include <rapidjson/reader.h>
+#include <rapidjson/stream.h>
 
 #include <algorithm>
 #include <charconv>
@@ -101,22 +101,21 @@ bool holds_surrogate(const char* s, std::size_t n) {
 
 // Sits between RapidJSON's reader and the Document: converts numbers itself (see
 // parse_json_into), refuses strings holding a lone surrogate and nesting past the limit. Any
-// refusal stops the parse with its own text and offset.
-template <class Stream>
+// refusal stops the parse with its own text. Its place is the reader's error offset, read
+// after the parse: the reader works on a copy of the stream inside a string or number, so the
+// stream itself does not say where the handler was called.
 struct IntakeHandler {
-  std::string_view body;
-  Stream& stream;
   rapidjson::Document* target = nullptr;
   bool surrogates_possible = true;
   unsigned max_depth = 0;
   unsigned depth = 0;
   bool too_deep = false;
   std::string refusal;
-  std::size_t refusal_offset = 0;
+  // The reader's offset is then just past the string's closing quote, not at the escape.
+  bool refused_surrogate = false;
 
-  bool refuse(std::string why, std::size_t offset) {
+  bool refuse(std::string why) {
     refusal = std::move(why);
-    refusal_offset = offset;
     return false;
   }
 
@@ -141,13 +140,12 @@ struct IntakeHandler {
     }
     double d = 0;
     auto r = std::from_chars(s, last, d);
-    std::size_t start = stream.Tell() - n;
-    if (r.ec == std::errc::result_out_of_range) {
+    if (r.ec == std::errc::result_out_of_range) {  // the reader's offset: where the number starts
       if (decimal_magnitude({s, n}) > 0)
-        return refuse("the number is too big: the broker holds decimals up to about 1.8e308", start);
+        return refuse("the number is too big: the broker holds decimals up to about 1.8e308");
       d = s[0] == '-' ? -0.0 : 0.0;  // nearer zero than any double: zero, the nearest one
     } else if (r.ec != std::errc{} || r.ptr != last) {
-      return refuse("not a JSON number", start);
+      return refuse("not a JSON number");
     }
     return target->Double(d);
   }
@@ -171,9 +169,9 @@ struct IntakeHandler {
   bool EndArray(rapidjson::SizeType elements) { return --depth, target->EndArray(elements); }
 
   bool refuse_surrogate() {
+    refused_surrogate = true;
     return refuse("a \\u escape of a lone UTF-16 low surrogate (\\udc00-\\udfff without a high surrogate "
-                  "escape before it) is not a character: encode the character itself",
-                  lone_surrogate_offset(body, stream.Tell()));
+                  "escape before it) is not a character: encode the character itself");
   }
 };
 
@@ -181,8 +179,10 @@ struct IntakeHandler {
 
 const rapidjson::Value* json_member(const rapidjson::Value& v, std::string_view name) {
   if (!v.IsObject()) return nullptr;
-  auto it = v.FindMember(rapidjson::StringRef(name.data(), name.size()));
-  return it == v.MemberEnd() ? nullptr : &it->value;
+  for (const auto& m : v.GetObject())  // the first of that name, as RapidJSON's FindMember
+    if (m.name.GetStringLength() == name.size() && same_bytes(m.name.GetString(), name.data(), name.size()))
+      return &m.value;
+  return nullptr;
 }
 
 std::string_view json_string(const rapidjson::Value* v) {
@@ -213,36 +213,51 @@ Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, co
   // number_value: RapidJSON 1.1's own conversion crashes on long decimals (full precision)
   // and overflows int on huge exponents, so none of its number code runs on partner input.
   constexpr unsigned flags = rapidjson::kParseNumbersAsStringsFlag;
+  // A NUL byte is never JSON (a string spells it \u0000), and the reader below would take it
+  // for the end of the body: refused here, with its place.
+  if (const void* nul = std::memchr(body.data(), '\0', body.size())) {
+    const auto at = static_cast<std::size_t>(static_cast<const char*>(nul) - body.data());
+    return Failure::permanent(Errc::malformed, Issue{Severity::error, "structure",
+        "malformed JSON at " + line_column(body, at) + " (byte " + std::to_string(at) +
+            "): a NUL byte (0x00) is not allowed in JSON; inside a string write it as \\u0000", "(body)", "json"});
+  }
   const auto shape = shape_of(body);
   rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>> reader;
-  // What the parse refused, if it stopped on the handler's word rather than the reader's.
-  bool too_deep = false;
-  std::string refusal;
-  std::size_t refusal_offset = 0;
+  IntakeHandler handler{nullptr, shape.u_escapes, limits.max_depth, 0, false, {}, false};
   auto parse = [&]<unsigned Flags, class Stream>(Stream& stream) {
-    IntakeHandler<Stream> handler{body, stream, nullptr, shape.u_escapes, limits.max_depth, 0, false, {}, 0};
     auto generate = [&](rapidjson::Document& target) {
       handler.target = &target;
       return !reader.template Parse<Flags>(stream, handler).IsError();
     };
     doc.Populate(generate);
-    too_deep = handler.too_deep;
-    refusal = std::move(handler.refusal);
-    refusal_offset = handler.refusal_offset;
   };
-  rapidjson::MemoryStream stream(body.data(), body.size());
-  if (shape.ascii) parse.template operator()<flags>(stream);  // ASCII is valid UTF-8
-  else parse.template operator()<flags | rapidjson::kParseValidateEncodingFlag>(stream);
-  if (too_deep) {
+  // RapidJSON reads fastest in place: strings are unescaped where they lie and the Document
+  // points at them, where a read from the body would copy each twice (to the reader's stack,
+  // then into the Document); and it skips whitespace and scans plain string runs 16 bytes at a
+  // time (RAPIDJSON_SSE2, CMakeLists.txt) only over a NUL-terminated buffer. So the body is
+  // copied once, into the Document's own allocator, which lives as long as the values pointing
+  // into it, and ends in 16 NULs: the 16-byte loads read whole aligned blocks, and the last may
+  // reach past the first NUL. (A value copied out into another Document shares those strings,
+  // as any RapidJSON constant string is shared: nothing here copies one out.)
+  char* text = static_cast<char*>(doc.GetAllocator().Malloc(body.size() + 16));
+  std::memcpy(text, body.data(), body.size());
+  std::memset(text + body.size(), 0, 16);
+  rapidjson::InsituStringStream stream(text);
+  constexpr unsigned insitu = flags | rapidjson::kParseInsituFlag;
+  if (shape.ascii) parse.template operator()<insitu>(stream);  // ASCII is valid UTF-8
+  else parse.template operator()<insitu | rapidjson::kParseValidateEncodingFlag>(stream);
+  if (handler.too_deep) {
     return Failure::permanent(Errc::malformed, Issue{Severity::error, "too-costly",
         "JSON nesting is deeper than the limit of " + std::to_string(limits.max_depth) + " levels",
         "(body)", "json-depth"});
   }
   if (reader.HasParseError()) {
-    if (!refusal.empty()) {
+    if (!handler.refusal.empty()) {
+      const auto at = handler.refused_surrogate ? lone_surrogate_offset(body, reader.GetErrorOffset())
+                                                : reader.GetErrorOffset();
       return Failure::permanent(Errc::malformed, Issue{Severity::error, "structure",
-          "malformed JSON at " + line_column(body, refusal_offset) + " (byte " +
-              std::to_string(refusal_offset) + "): " + refusal, "(body)", "json"});
+          "malformed JSON at " + line_column(body, at) + " (byte " + std::to_string(at) + "): " + handler.refusal,
+          "(body)", "json"});
     }
     auto code = reader.GetParseErrorCode();
     std::size_t offset = reader.GetErrorOffset();

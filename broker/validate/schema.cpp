@@ -1,5 +1,7 @@
 #include "broker/validate/schema.hpp"
 
+#include "tellonce/json.hpp"
+
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 
@@ -67,7 +69,10 @@ std::uint32_t NameTable::find(std::string_view key) const {
   for (;;) {
     const Slot& s = slots_[slot];
     if (s.index == npos) return npos;
-    if (s.tag == tag && keys_[s.index] == key) return values_[s.index];
+    if (s.tag == tag) {
+      const std::string& k = keys_[s.index];
+      if (k.size() == key.size() && same_bytes(k.data(), key.data(), key.size())) return values_[s.index];
+    }
     slot = (slot + 1) & mask;
   }
 }

@@ -5,6 +5,8 @@
 
 #include <rapidjson/document.h>
 
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -15,8 +17,11 @@ struct JsonLimits {
   unsigned max_depth = 64;
 };
 
-// Parses UTF-8 JSON, rejecting invalid UTF-8, trailing garbage and nesting deeper than
-// the limit. Errors carry line and column in the diagnostics and "(body)" as location.
+// Parses UTF-8 JSON, rejecting invalid UTF-8, NUL bytes, trailing garbage and nesting deeper
+// than the limit. Errors carry line and column in the diagnostics and "(body)" as location.
+// The Document's strings point into a copy of the body held by its own allocator: a value
+// copied into another Document shares them (RapidJSON's constant strings), so copy with
+// SetString(..., allocator) where the copy must outlive this Document.
 Result<rapidjson::Document> parse_json(std::string_view body, const JsonLimits& limits = {});
 // The same into a caller's document, so the hot path can give it an allocator of its own
 // (see Pipeline::accept). On failure doc holds nothing useful.
@@ -35,6 +40,32 @@ std::string operation_outcome_json(const std::vector<Issue>& issues);
 
 // Appends s as a JSON string literal (with quotes) to out.
 void append_json_string(std::string& out, std::string_view s);
+
+// Whether n bytes at a and at b are the same. Names and codes are mostly short: these are
+// compared in two or four word loads, not by a call into memcmp (the validator compares
+// member names for every member it reads).
+inline bool same_bytes(const char* a, const char* b, std::size_t n) {
+  if (n >= 8) {
+    std::uint64_t x, y, u, v;
+    std::memcpy(&x, a, 8);
+    std::memcpy(&y, b, 8);
+    std::memcpy(&u, a + n - 8, 8);
+    std::memcpy(&v, b + n - 8, 8);
+    if (x != y || u != v) return false;
+    return n <= 16 || std::memcmp(a + 8, b + 8, n - 16) == 0;
+  }
+  if (n >= 4) {
+    std::uint32_t x, y, u, v;
+    std::memcpy(&x, a, 4);
+    std::memcpy(&y, b, 4);
+    std::memcpy(&u, a + n - 4, 4);
+    std::memcpy(&v, b + n - 4, 4);
+    return x == y && u == v;
+  }
+  for (std::size_t i = 0; i < n; ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
 
 // Member lookup without allocation: nullptr when v is not an object or has no such member.
 const rapidjson::Value* json_member(const rapidjson::Value& v, std::string_view name);

@@ -123,5 +123,34 @@ TEST(ParseJson, ByteOrderMarkIsNamed) {
   EXPECT_EQ(r.error().issues[0].rule, "json-bom");
 }
 
+// A NUL byte used to end the parse: `{...}<NUL>junk` was accepted whole, junk and all, and kept
+// as the record's body. Now refused where it is, inside a string or after the value alike.
+TEST(ParseJson, NulByteIsRefusedAtItsPlace) {
+  using namespace std::string_literals;
+  auto after = parse_json("{\"resourceType\":\"Basic\"}\0{\"junk\""s);
+  ASSERT_FALSE(after);
+  EXPECT_EQ(after.error().code, Errc::malformed);
+  EXPECT_NE(diagnostics_of(after).find("at 1:25 (byte 24): a NUL byte"), std::string::npos) << diagnostics_of(after);
+  auto inside = parse_json("{\"a\":\n\"x\0y\"}"s);
+  ASSERT_FALSE(inside);
+  EXPECT_NE(diagnostics_of(inside).find("at 2:3 (byte 8): a NUL byte"), std::string::npos) << diagnostics_of(inside);
+  auto escaped = parse_json(R"({"a":"x\u0000y"})");  // the escape is the way to say it
+  ASSERT_TRUE(escaped) << diagnostics_of(escaped);
+  EXPECT_EQ((*escaped)["a"].GetStringLength(), 3u);
+}
+
+// The reader's 16-byte scans (whitespace, plain string runs) must stop at the body's end wherever
+// it falls against the 16-byte blocks, and strings and gaps longer than a block read whole.
+TEST(ParseJson, LongRunsAndEveryEndAlignmentParse) {
+  for (std::size_t pad = 0; pad < 40; ++pad) {
+    std::string body = "{\"v\":\"" + std::string(pad, 'a') + "\"" + std::string(pad, ' ') + "}" + std::string(pad % 17, '\n');
+    auto r = parse_json(body);
+    ASSERT_TRUE(r) << pad << ": " << diagnostics_of(r);
+    EXPECT_EQ((*r)["v"].GetStringLength(), pad);
+    auto cut = parse_json(body.substr(0, body.size() - (pad % 17) - 1));  // the closing brace gone
+    EXPECT_FALSE(cut) << pad;
+  }
+}
+
 }  // namespace
 }  // namespace tellonce
