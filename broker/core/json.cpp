@@ -233,15 +233,14 @@ Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, co
   };
   // RapidJSON reads fastest in place: strings are unescaped where they lie and the Document
   // points at them, where a read from the body would copy each twice (to the reader's stack,
-  // then into the Document); and it skips whitespace and scans plain string runs 16 bytes at a
-  // time (RAPIDJSON_SSE2, CMakeLists.txt) only over a NUL-terminated buffer. So the body is
-  // copied once, into the Document's own allocator, which lives as long as the values pointing
-  // into it, and ends in 16 NULs: the 16-byte loads read whole aligned blocks, and the last may
-  // reach past the first NUL. (A value copied out into another Document shares those strings,
-  // as any RapidJSON constant string is shared: nothing here copies one out.)
-  char* text = static_cast<char*>(doc.GetAllocator().Malloc(body.size() + 16));
+  // then into the Document). So the body is copied once, NUL-terminated, into the Document's
+  // own allocator, which lives as long as the values pointing into it. (A value copied out into
+  // another Document shares those strings, as any RapidJSON constant string is shared: nothing
+  // here copies one out.) RapidJSON's SSE2 scanning is not used: its aligned 16-byte loads
+  // read past the terminating NUL of every other string it parses, which ASan reports.
+  char* text = static_cast<char*>(doc.GetAllocator().Malloc(body.size() + 1));
   std::memcpy(text, body.data(), body.size());
-  std::memset(text + body.size(), 0, 16);
+  text[body.size()] = '\0';
   rapidjson::InsituStringStream stream(text);
   constexpr unsigned insitu = flags | rapidjson::kParseInsituFlag;
   if (shape.ascii) parse.template operator()<insitu>(stream);  // ASCII is valid UTF-8

@@ -5,6 +5,7 @@
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -39,7 +40,7 @@ std::uint64_t NameTable::hash(std::string_view s) {
 void NameTable::rehash() {
   std::size_t size = 8;
   while (size < keys_.size() * 2 + 2) size *= 2;
-  slots_.assign(size, Slot{npos, 0});
+  slots_.assign(size, Slot{npos, 0, 0, 0, {}});
   for (std::uint32_t i = 0; i < keys_.size(); ++i) place(i);
 }
 
@@ -47,7 +48,9 @@ void NameTable::place(std::uint32_t i) {
   std::uint64_t h = hash(keys_[i]);
   std::size_t mask = slots_.size() - 1, slot = h & mask;
   while (slots_[slot].index != npos) slot = (slot + 1) & mask;
-  slots_[slot] = Slot{i, static_cast<std::uint32_t>(h >> 32)};
+  Slot& s = slots_[slot];
+  s = Slot{i, static_cast<std::uint32_t>(h >> 32), values_[i], static_cast<std::uint32_t>(keys_[i].size()), {}};
+  std::memcpy(s.head, keys_[i].data(), std::min(keys_[i].size(), sizeof s.head));
 }
 
 void NameTable::add(std::string key, std::uint32_t value) {
@@ -69,9 +72,12 @@ std::uint32_t NameTable::find(std::string_view key) const {
   for (;;) {
     const Slot& s = slots_[slot];
     if (s.index == npos) return npos;
-    if (s.tag == tag) {
-      const std::string& k = keys_[s.index];
-      if (k.size() == key.size() && same_bytes(k.data(), key.data(), key.size())) return values_[s.index];
+    if (s.tag == tag && s.size == key.size()) {
+      constexpr std::size_t head = sizeof s.head;
+      if (key.size() <= head ? same_bytes(s.head, key.data(), key.size())
+                             : same_bytes(s.head, key.data(), head) &&
+                                   same_bytes(keys_[s.index].data() + head, key.data() + head, key.size() - head))
+        return s.value;
     }
     slot = (slot + 1) & mask;
   }

@@ -29,9 +29,14 @@ class NameTable {
   const std::vector<std::string>& keys() const { return keys_; }  // insertion order
 
  private:
+  // A probe reads its slot and nothing else for keys of up to 16 bytes (most FHIR names): the
+  // value, the length and the first bytes are here, not behind keys_ (two more cache misses).
   struct Slot {
     std::uint32_t index;  // into keys_, npos when empty
     std::uint32_t tag;    // high hash bits: most misses skip the string compare
+    std::uint32_t value;
+    std::uint32_t size;   // of the key
+    char head[16];        // the key's first bytes; the rest is compared in keys_
   };
   static std::uint64_t hash(std::string_view s);
   void rehash();

@@ -139,8 +139,8 @@ TEST(ParseJson, NulByteIsRefusedAtItsPlace) {
   EXPECT_EQ((*escaped)["a"].GetStringLength(), 3u);
 }
 
-// The reader's 16-byte scans (whitespace, plain string runs) must stop at the body's end wherever
-// it falls against the 16-byte blocks, and strings and gaps longer than a block read whole.
+// The in-place parse reads a copy of the body: strings and gaps of every length up to 39 read
+// whole, wherever the body ends, and a body cut short is still refused.
 TEST(ParseJson, LongRunsAndEveryEndAlignmentParse) {
   for (std::size_t pad = 0; pad < 40; ++pad) {
     std::string body = "{\"v\":\"" + std::string(pad, 'a') + "\"" + std::string(pad, ' ') + "}" + std::string(pad % 17, '\n');
