@@ -69,18 +69,24 @@ std::size_t lone_surrogate_offset(std::string_view body, std::size_t end) {
 }
 
 // What a body can hold, found in one pass before parsing: bytes past ASCII (only then must the
-// reader check UTF-8; the check is byte by byte and was a fifth of the parse) and \u escapes
-// (only they can make a lone surrogate, so without one no string is searched for it).
+// reader check UTF-8; the check is byte by byte and was a fifth of the parse), a NUL byte (never
+// JSON, and the in-place reader would take it for the end) and \u escapes (only they can make a
+// lone surrogate, so without one no string is searched for it).
 struct BodyShape {
   bool ascii = true;
+  bool nul = false;
   bool u_escapes = false;
 };
 
 BodyShape shape_of(std::string_view body) {
   BodyShape shape;
-  unsigned char high = 0;
-  for (unsigned char c : body) high |= c;  // vectorised by the compiler
+  unsigned char high = 0, low = 0xFF;
+  for (unsigned char c : body) {  // vectorised by the compiler
+    high |= c;
+    low = std::min(low, c);
+  }
   shape.ascii = high < 0x80;
+  shape.nul = low == 0 && !body.empty();
   for (auto at = body.find('\\'); at != std::string_view::npos && at + 1 < body.size(); at = body.find('\\', at + 2)) {
     if (body[at + 1] == 'u') {
       shape.u_escapes = true;
@@ -213,24 +219,15 @@ Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, co
   // number_value: RapidJSON 1.1's own conversion crashes on long decimals (full precision)
   // and overflows int on huge exponents, so none of its number code runs on partner input.
   constexpr unsigned flags = rapidjson::kParseNumbersAsStringsFlag;
-  // A NUL byte is never JSON (a string spells it \u0000), and the reader below would take it
-  // for the end of the body: refused here, with its place.
-  if (const void* nul = std::memchr(body.data(), '\0', body.size())) {
-    const auto at = static_cast<std::size_t>(static_cast<const char*>(nul) - body.data());
+  const auto shape = shape_of(body);
+  if (shape.nul) {  // a string spells it \u0000
+    const auto at = body.find('\0');
     return Failure::permanent(Errc::malformed, Issue{Severity::error, "structure",
         "malformed JSON at " + line_column(body, at) + " (byte " + std::to_string(at) +
             "): a NUL byte (0x00) is not allowed in JSON; inside a string write it as \\u0000", "(body)", "json"});
   }
-  const auto shape = shape_of(body);
   rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>> reader;
   IntakeHandler handler{nullptr, shape.u_escapes, limits.max_depth, 0, false, {}, false};
-  auto parse = [&]<unsigned Flags, class Stream>(Stream& stream) {
-    auto generate = [&](rapidjson::Document& target) {
-      handler.target = &target;
-      return !reader.template Parse<Flags>(stream, handler).IsError();
-    };
-    doc.Populate(generate);
-  };
   // RapidJSON reads fastest in place: strings are unescaped where they lie and the Document
   // points at them, where a read from the body would copy each twice (to the reader's stack,
   // then into the Document). So the body is copied once, NUL-terminated, into the Document's
@@ -242,9 +239,16 @@ Result<void> parse_json_into(rapidjson::Document& doc, std::string_view body, co
   std::memcpy(text, body.data(), body.size());
   text[body.size()] = '\0';
   rapidjson::InsituStringStream stream(text);
+  auto parse = [&]<unsigned Flags>() {
+    auto generate = [&](rapidjson::Document& target) {
+      handler.target = &target;
+      return !reader.template Parse<Flags>(stream, handler).IsError();
+    };
+    doc.Populate(generate);
+  };
   constexpr unsigned insitu = flags | rapidjson::kParseInsituFlag;
-  if (shape.ascii) parse.template operator()<insitu>(stream);  // ASCII is valid UTF-8
-  else parse.template operator()<insitu | rapidjson::kParseValidateEncodingFlag>(stream);
+  if (shape.ascii) parse.template operator()<insitu>();  // ASCII is valid UTF-8
+  else parse.template operator()<insitu | rapidjson::kParseValidateEncodingFlag>();
   if (handler.too_deep) {
     return Failure::permanent(Errc::malformed, Issue{Severity::error, "too-costly",
         "JSON nesting is deeper than the limit of " + std::to_string(limits.max_depth) + " levels",

@@ -74,9 +74,9 @@ std::uint32_t NameTable::find(std::string_view key) const {
     if (s.index == npos) return npos;
     if (s.tag == tag && s.size == key.size()) {
       constexpr std::size_t head = sizeof s.head;
-      if (key.size() <= head ? same_bytes(s.head, key.data(), key.size())
-                             : same_bytes(s.head, key.data(), head) &&
-                                   same_bytes(keys_[s.index].data() + head, key.data() + head, key.size() - head))
+      const std::size_t rest = key.size() > head ? key.size() - head : 0;  // beyond the slot's copy
+      if (same_bytes(s.head, key.data(), key.size() - rest) &&
+          (rest == 0 || same_bytes(keys_[s.index].data() + head, key.data() + head, rest)))
         return s.value;
     }
     slot = (slot + 1) & mask;

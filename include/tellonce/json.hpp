@@ -41,27 +41,26 @@ std::string operation_outcome_json(const std::vector<Issue>& issues);
 // Appends s as a JSON string literal (with quotes) to out.
 void append_json_string(std::string& out, std::string_view s);
 
+namespace json_detail {
+// The first and the last sizeof(Word) of n >= sizeof(Word) bytes, compared as two words each.
+template <class Word>
+inline bool ends_match(const char* a, const char* b, std::size_t n) {
+  Word x, y, u, v;
+  std::memcpy(&x, a, sizeof x);
+  std::memcpy(&y, b, sizeof y);
+  std::memcpy(&u, a + n - sizeof u, sizeof u);
+  std::memcpy(&v, b + n - sizeof v, sizeof v);
+  return x == y && u == v;
+}
+}  // namespace json_detail
+
 // Whether n bytes at a and at b are the same. Names and codes are mostly short: these are
 // compared in two or four word loads, not by a call into memcmp (the validator compares
 // member names for every member it reads).
 inline bool same_bytes(const char* a, const char* b, std::size_t n) {
-  if (n >= 8) {
-    std::uint64_t x, y, u, v;
-    std::memcpy(&x, a, 8);
-    std::memcpy(&y, b, 8);
-    std::memcpy(&u, a + n - 8, 8);
-    std::memcpy(&v, b + n - 8, 8);
-    if (x != y || u != v) return false;
-    return n <= 16 || std::memcmp(a + 8, b + 8, n - 16) == 0;
-  }
-  if (n >= 4) {
-    std::uint32_t x, y, u, v;
-    std::memcpy(&x, a, 4);
-    std::memcpy(&y, b, 4);
-    std::memcpy(&u, a + n - 4, 4);
-    std::memcpy(&v, b + n - 4, 4);
-    return x == y && u == v;
-  }
+  if (n >= 8)
+    return json_detail::ends_match<std::uint64_t>(a, b, n) && (n <= 16 || std::memcmp(a + 8, b + 8, n - 16) == 0);
+  if (n >= 4) return json_detail::ends_match<std::uint32_t>(a, b, n);
   for (std::size_t i = 0; i < n; ++i)
     if (a[i] != b[i]) return false;
   return true;
