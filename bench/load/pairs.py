@@ -9,9 +9,11 @@ left idle. Not a test: figures depend on the machine.
 
 usage: bench/load/pairs.py A_BUILD B_BUILD [--pairs 8] [--seconds 10] [--connections 128]
                            [--destinations 1] [--mix patient:3,observation:4,encounter:2]
-                           [--jsonl FILE]
+                           [--jsonl FILE] [--a-set SECTION.KEY=VALUE ...] [--b-set ...]
 e.g.   git worktree add ../before HEAD~3 && (cd ../before && ./scripts/build.sh)
        bench/load/pairs.py ../before/build build
+A setting against the same build (--a-set/--b-set change the broker config of one side):
+       bench/load/pairs.py build build --b-set store.max_commit_delay=0ms
 """
 import argparse, json, os, resource, statistics, sys
 
@@ -84,6 +86,10 @@ def main():
     ap.add_argument("--delivery-concurrency", type=int, default=64)
     ap.add_argument("--mix", default="patient:3,observation:4,encounter:2")
     ap.add_argument("--jsonl", help="also append every run, as JSON, to this file")
+    ap.add_argument("--a-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a broker setting for A's runs, e.g. broker.io_threads=3 (repeatable)")
+    ap.add_argument("--b-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a broker setting for B's runs (repeatable)")
     args = ap.parse_args()
     runs = {"A": [], "B": []}
     ratios = []
@@ -92,7 +98,8 @@ def main():
         for side in ("A", "B") if i % 2 == 0 else ("B", "A"):
             build = args.a_build if side == "A" else args.b_build
             run_args = argparse.Namespace(build=os.path.abspath(build), seconds=args.seconds, postgres="",
-                                          delivery_concurrency=args.delivery_concurrency, mix=args.mix)
+                                          delivery_concurrency=args.delivery_concurrency, mix=args.mix,
+                                          settings=args.a_set if side == "A" else args.b_set)
             r = run.one_run(run_args, args.destinations, args.connections, CpuProbe())
             r.update(per_record(r, args.seconds))
             del r["broker_ticks"], r["sink_ticks"], r["loadgen_s"]
@@ -107,7 +114,9 @@ def main():
 
     med = statistics.median
     print(f"\n{args.pairs} alternating pairs of {args.seconds:g} s; {args.connections} connections, "
-          f"{args.destinations} destination(s), mix {args.mix}\n")
+          f"{args.destinations} destination(s), mix {args.mix}"
+          + "".join(f"; {side} sets {', '.join(sets)}" for side, sets in (("A", args.a_set), ("B", args.b_set)) if sets)
+          + "\n")
     print("| | A | B |\n|---|---:|---:|")
     for key, label in [("accepted_per_s", "accepted/s"), ("broker_us", "broker CPU µs a record"),
                        ("sink_us", "demo sink CPU µs a record"), ("loadgen_us", "loadgen CPU µs a record"),

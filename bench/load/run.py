@@ -10,6 +10,7 @@ as a markdown table. Not a test: figures depend on the machine.
 usage: bench/load/run.py [--build build] [--seconds 10] [--runs 3]
                          [--connections 8,32,128] [--destinations 1,2,4]
                          [--delivery-concurrency 64] [--mix patient:3,observation:4,encounter:2,message:1]
+                         [--set SECTION.KEY=VALUE ...]
 
 --delivery-concurrency is deliveries in flight per destination (and connections to it). At 32
 the delivery side fell behind acceptance at 128 client connections on the 2-core VM (8,300
@@ -35,6 +36,33 @@ def config(port, sinks, path, concurrency, pg_conninfo=""):
         quoted = f"{pg_conninfo} options='-csearch_path={schema}'".replace('"', '\\"')
         with open(path, "w") as f:
             f.write(text.replace(section, f'store:\n  type: postgresql\n  conninfo: "{quoted}"\n'))
+
+
+def apply_settings(path, settings):
+    """Sets `section.key=value` pairs (e.g. store.max_commit_delay=0ms) in a config written by
+    config(): the key's line in that top-level section is replaced, or added at its start."""
+    with open(path) as f:
+        lines = f.read().split("\n")
+    for item in settings:
+        name, _, value = item.partition("=")
+        section, _, key = name.partition(".")
+        if not (section and key and value):
+            raise SystemExit(f"--set wants section.key=value, got {item!r}")
+        line = f"  {key}: {value}"
+        if f"{section}:" not in lines:
+            lines[0:0] = [f"{section}:", line]
+            continue
+        start = lines.index(f"{section}:") + 1
+        end = start
+        while end < len(lines) and lines[end].startswith("  "):
+            end += 1
+        same = [i for i in range(start, end) if lines[i].startswith(f"  {key}:")]
+        if same:
+            lines[same[0]] = line
+        else:
+            lines.insert(start, line)
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
 
 
 def stats(port):
@@ -74,6 +102,7 @@ def one_run(args, n_dest, conns, probe=None):
             wait_line(p, "listening")
         port = free_port()
         config(port, sink_ports, f"{work}/bench.yaml", args.delivery_concurrency, args.postgres)
+        apply_settings(f"{work}/bench.yaml", getattr(args, "settings", None) or [])
         broker = subprocess.Popen([tellonce, "serve", "--config", f"{work}/bench.yaml", "--quiet"],
                                   stdout=subprocess.PIPE, stderr=open(f"{work}/broker.log", "w"), text=True)
         procs.append(broker)
@@ -151,6 +180,8 @@ def main():
     ap.add_argument("--delivery-concurrency", type=int, default=64,
                     help="deliveries in flight per destination (and connections to it)")
     ap.add_argument("--mix", default="patient:3,observation:4,encounter:2,message:1")
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a broker setting for every run, e.g. store.max_commit_delay=0ms (repeatable)")
     args = ap.parse_args()
     rows = []
     for n_dest in [int(x) for x in args.destinations.split(",")]:
