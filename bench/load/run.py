@@ -102,7 +102,7 @@ def one_run(args, n_dest, conns, probe=None):
             wait_line(p, "listening")
         port = free_port()
         config(port, sink_ports, f"{work}/bench.yaml", args.delivery_concurrency, args.postgres)
-        apply_settings(f"{work}/bench.yaml", getattr(args, "settings", None) or [])
+        apply_settings(f"{work}/bench.yaml", args.settings)
         broker = subprocess.Popen([tellonce, "serve", "--config", f"{work}/bench.yaml", "--quiet"],
                                   stdout=subprocess.PIPE, stderr=open(f"{work}/broker.log", "w"), text=True)
         procs.append(broker)

@@ -86,7 +86,7 @@ BodyShape shape_of(std::string_view body) {
     low = std::min(low, c);
   }
   shape.ascii = high < 0x80;
-  shape.nul = low == 0 && !body.empty();
+  shape.nul = low == 0;  // an empty body leaves low at 0xFF
   for (auto at = body.find('\\'); at != std::string_view::npos && at + 1 < body.size(); at = body.find('\\', at + 2)) {
     if (body[at + 1] == 'u') {
       shape.u_escapes = true;
