@@ -372,6 +372,12 @@ InboundAdapterType fhir_rest_inbound_type() {
     if (auto why = check_listen_address(s->listen); !why.empty()) r.problem("listen", why);
     else r.declare_listener("listen", s->listen, "http", s->base_path);
     s->allow_partner_header = r.boolean("allow_partner_header", s->allow_partner_header);
+    // The header is a claim anyone can make: only where nothing beyond this machine connects.
+    if (s->allow_partner_header && !loopback_listen_address(s->listen))
+      r.problem("allow_partner_header",
+                "lets whoever reaches " + s->listen +
+                    " name any partner with X-Tellonce-Partner; it is allowed only on a loopback listen address "
+                    "(127.0.0.1, [::1], localhost). Beyond loopback, give partners api_keys or client certificates");
     return s;
   };
   t.create = [](const AdapterSettings& p, InboundContext& ctx) -> std::unique_ptr<InboundAdapter> {

@@ -655,6 +655,13 @@ InboundAdapterType mllp_inbound_type() {
     s->max_connections = static_cast<std::size_t>(r.integer("max_connections", 256, 1, 100000));
     s->tables_dir = hl7v2::read_tables_setting(r);
     s->tls = read_tls_settings(r, "tls");
+    // Without a client certificate the sender is whoever MSH-4 (or `partner`) says: a claim anyone
+    // who reaches the port can make. So beyond loopback the listener must authenticate senders.
+    if (!loopback_listen_address(s->listen) &&
+        !(s->tls && s->tls->client_certificates == ClientCertificates::required))
+      r.problem("listen", "an MLLP listener beyond loopback (" + s->listen +
+                              ") must know who is sending: add tls: with client_certificates: required and each "
+                              "sending partner's certificate under partners[].certificates, or listen on 127.0.0.1");
     return s;
   };
   t.create = [](const AdapterSettings& p, InboundContext& ctx) -> std::unique_ptr<InboundAdapter> {

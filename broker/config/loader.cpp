@@ -356,10 +356,6 @@ std::optional<Partner::Permissions> read_permissions(SettingsReader& partner, Pe
   return may;
 }
 
-bool loopback_host(std::string_view host) {
-  return host == "localhost" || host == "::1" || host.starts_with("127.");
-}
-
 // `operators:` who may use the admin API and console, and as what.
 void read_operators(SettingsReader& top, Config& c, PendingChecks& pending, ProblemLog& log) {
   std::map<std::string, int, std::less<>> names;
@@ -400,8 +396,7 @@ void read_operators(SettingsReader& top, Config& c, PendingChecks& pending, Prob
 // The admin API beyond loopback needs TLS on its listener and operators to sign in: without
 // them tokens and bodies would cross the network in clear, or anyone could read them.
 void check_api_exposure(const Config& c, ProblemLog& log) {
-  auto host = host_and_port(c.api.listen).first;
-  if (loopback_host(host)) return;
+  if (loopback_listen_address(c.api.listen)) return;
   bool tls = false;
   for (const auto& l : c.listeners)
     if (l.listen == c.api.listen && l.tls) tls = true;

@@ -417,6 +417,12 @@ std::string check_listen_address(const std::string& value) {
   return "";
 }
 
+bool loopback_listen_address(std::string_view value) {
+  auto colon = value.rfind(':');
+  auto host = value.substr(0, colon == std::string_view::npos ? value.size() : colon);
+  return host == "localhost" || host == "[::1]" || host.starts_with("127.");
+}
+
 std::optional<HttpUrl> split_http_url(std::string_view v, std::string& why) {
   HttpUrl u;
   if (v.starts_with("http://")) v.remove_prefix(7);

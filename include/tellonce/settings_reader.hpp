@@ -76,6 +76,9 @@ class SettingsReader {
 
 // Checks a "host:port" listen address; returns an error message or "".
 std::string check_listen_address(const std::string& value);
+// True when a listen address that check_listen_address accepts binds loopback only (127.x.x.x,
+// [::1], localhost): nothing beyond this machine can reach it.
+bool loopback_listen_address(std::string_view value);
 // Checks an http(s) URL; returns an error message or "".
 std::string check_http_url(const std::string& value);
 

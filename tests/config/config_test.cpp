@@ -712,6 +712,26 @@ routes:
   EXPECT_NE(wildcard->message.find("inbound[4].bind"), std::string::npos) << wildcard->message;
 }
 
+// X-Tellonce-Partner is a claim anyone can make, so it may name the sender only where nothing
+// beyond this machine connects.
+TEST(LoadConfig, PartnerHeaderIsRefusedBeyondLoopback) {
+  ConfigFiles files;
+  auto path = files.write("header.yaml", std::string(valid_partners) + R"(inbound:
+  - { id: local, type: fhir-rest, listen: "127.0.0.1:8080", allow_partner_header: true }
+  - { id: open, type: fhir-rest, listen: "0.0.0.0:8081", allow_partner_header: true }
+  - { id: keyed, type: fhir-rest, listen: "0.0.0.0:8082" }
+routes:
+  - { id: r, to: [gp-a81001] }
+)");
+  auto registry = test_registry();
+  auto load = load_config(path, registry);
+  ASSERT_EQ(load.problems.size(), 1u) << problems_text(load);
+  EXPECT_EQ(load.problems[0].path, "inbound[1].allow_partner_header");
+  EXPECT_EQ(load.problems[0].line, 22);
+  EXPECT_NE(load.problems[0].message.find("only on a loopback listen address"), std::string::npos)
+      << load.problems[0].message;
+}
+
 TEST(AdapterSettings, AreReadOnlyAsTheTypeTheyHold) {
   AdapterSettings held = std::make_shared<FhirRestInboundSettings>();
   EXPECT_TRUE(held.holds<FhirRestInboundSettings>());

@@ -19,6 +19,13 @@ TEST(CheckListenAddress, RejectsBadHostsAndPorts) {
     EXPECT_NE(check_listen_address(bad), "") << bad;
 }
 
+TEST(LoopbackListenAddress, OnlyAddressesNothingBeyondThisMachineReaches) {
+  for (std::string loopback : {"127.0.0.1:8080", "127.9.8.7:1", "localhost:80", "[::1]:8080"})
+    EXPECT_TRUE(loopback_listen_address(loopback)) << loopback;
+  for (std::string beyond : {"0.0.0.0:8080", "[::]:443", "10.0.0.1:80", "128.0.0.1:80", "[::2]:80", "1.127.0.0:80"})
+    EXPECT_FALSE(loopback_listen_address(beyond)) << beyond;
+}
+
 TEST(CheckHttpUrl, AcceptsHttpAndHttps) {
   for (std::string ok : {"http://127.0.0.1:9101/fhir", "https://example.nhs.uk/fhir/R4", "http://localhost",
                          "https://[::1]:8443/x", "https://user@host.example:443?q=1"})

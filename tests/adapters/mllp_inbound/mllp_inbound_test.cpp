@@ -454,5 +454,16 @@ TEST(MllpInboundSettings, AClashWithTheApiListenerAnUnknownPartnerAndATypoArePro
   EXPECT_NE(text.find("inbound[0].idle_timeuot"), std::string::npos) << text;
 }
 
+// MSH-4 is a claim anyone who reaches the port can make: beyond loopback only a client
+// certificate says who is sending.
+TEST(MllpInboundSettings, BeyondLoopbackWithoutClientCertificatesIsAProblem) {
+  auto l = load_mllp("    listen: 0.0.0.0:2575\n");
+  EXPECT_FALSE(l.config);
+  auto text = problems(l);
+  EXPECT_NE(text.find("inbound[0].listen"), std::string::npos) << text;
+  EXPECT_NE(text.find("must know who is sending: add tls: with client_certificates: required"), std::string::npos)
+      << text;
+}
+
 }  // namespace
 }  // namespace tellonce
