@@ -208,5 +208,34 @@ TEST(RecordFacts, BarsBookingRequestMessage) {
   EXPECT_EQ(destinations_of(matches), (std::vector<std::string>{"vcse", "gp"}));
 }
 
+// partners[].may: channel, resource types (each of a Bundle's) and events, each checked only when
+// listed; a partner without `may` is refused nothing.
+TEST(Router, RefusalFollowsEachPartnersMay) {
+  Config c;
+  Partner rtx;
+  rtx.id = "rtx";
+  rtx.may = Partner::Permissions{};
+  rtx.may->channels = std::vector<std::string>{"mllp"};
+  rtx.may->resource_types = std::vector<std::string>{"Bundle", "MessageHeader", "Patient", "Encounter"};
+  rtx.may->events = std::vector<std::string>{"http://terminology.hl7.org/CodeSystem/v2-0003|A01", "A03"};
+  Partner open;
+  open.id = "open";
+  c.partners = {rtx, open};
+  auto router = make_router(c);
+  const std::string a01 = "http://terminology.hl7.org/CodeSystem/v2-0003|A01";
+  const std::vector<std::string> adt = {"Bundle", "MessageHeader", "Patient", "Encounter"};
+
+  EXPECT_EQ(router->refusal("rtx", "mllp", adt, a01), "");
+  EXPECT_EQ(router->refusal("rtx", "mllp", adt, "http://terminology.hl7.org/CodeSystem/v2-0003|A03"), "");  // bare code
+  EXPECT_EQ(router->refusal("rtx", "fhir", adt, a01),
+            "partner rtx may not send on channel fhir (partners[].may.channels)");
+  EXPECT_EQ(router->refusal("rtx", "mllp", {"Bundle", "MessageHeader", "Observation"}, a01),
+            "partner rtx may not send Observation resources (partners[].may.resource_types)");
+  EXPECT_EQ(router->refusal("rtx", "mllp", adt, "http://terminology.hl7.org/CodeSystem/v2-0003|A08"),
+            "partner rtx may not send event http://terminology.hl7.org/CodeSystem/v2-0003|A08 (partners[].may.events)");
+  EXPECT_EQ(router->refusal("rtx", "mllp", {"Patient"}, ""), "");  // no event: the types decide
+  EXPECT_EQ(router->refusal("open", "anything", {"Observation"}, "x|y"), "");
+}
+
 }  // namespace
 }  // namespace tellonce
