@@ -212,6 +212,36 @@ TEST(ConsentFileWatcher, LoadsAtStartAndAgainWhenTheFileChanges) {
   EXPECT_EQ(gate.opt_out_size(), 2u);
 }
 
+// The consents file is replaced whole on each change: a deny added later applies, and one
+// taken out of the file no longer does.
+TEST(ConsentFileWatcher, TheConsentsFileIsReloadedWholeWhenItChanges) {
+  test::TempDir dir;
+  const auto path = dir.path() / "consents.ndjson";
+  std::string deny = consent("f1", "active", R"(,"actor":[{"role":{"text":"recipient"},
+      "reference":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"8JK99"}}}])");
+  std::erase(deny, '\n');
+  { std::ofstream(path) << ""; }
+  ConsentGate gate(two_routes());
+  ConsentSettings settings;
+  settings.consents_file = path;
+  settings.poll_every = std::chrono::milliseconds(20);
+  ConsentFileWatcher watcher(gate, settings);
+  auto withheld_now = [&] {
+    auto m = matches_all();
+    std::vector<Withholding> withheld;
+    gate.withhold(kPatient, m, 0, withheld);
+    return withheld.size();
+  };
+  EXPECT_EQ(withheld_now(), 0u);
+  watcher.start();
+  { std::ofstream(path) << deny << "\n"; }
+  for (int i = 0; i < 500 && withheld_now() != 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(withheld_now(), 1u);
+  { std::ofstream(path) << "\n"; }
+  for (int i = 0; i < 500 && withheld_now() != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(withheld_now(), 0u);
+}
+
 TEST(ConsentFileWatcher, AMissingFileAtStartIsAnError) {
   test::TempDir dir;
   ConsentGate gate(two_routes());
