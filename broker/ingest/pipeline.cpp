@@ -133,7 +133,11 @@ class BrokerPipeline final : public Pipeline {
     out.state = committed->outcome.state;
     out.warnings = std::move(issues);
     // Queued before the sender hears of it (the broker's start-up catch-up covers a crash).
-    if (audit_) audit_received(rec, out, facts.resource_type);
+    if (audit_) {
+      audit_received(rec, out, facts.resource_type);
+      // Stored with this message only: a duplicate's withholdings were the first copy's.
+      if (!out.duplicate && !withheld.empty()) audit_withheld(rec, out.message_id, facts.resource_type, withheld);
+    }
     if (out.duplicate) {
       duplicates_.fetch_add(1, std::memory_order_relaxed);
       if (metrics_) metrics_->duplicate(rec.channel, rec.source, seconds_since(started));
@@ -234,6 +238,25 @@ class BrokerPipeline final : public Pipeline {
     e.outcome = "ok";
     if (!out.duplicate) e.detail = std::to_string(out.destinations.size()) + " destination(s)";
     audit_->record(std::move(e));
+  }
+
+  // One entry a destination consent withheld; the detail is the rule's words, which name the
+  // rule, purpose and route, never the patient.
+  void audit_withheld(const InboundRecord& rec, const std::string& message_id, const std::string& resource_type,
+                      const std::vector<Withholding>& withheld) {
+    for (const auto& w : withheld) {
+      AuditEntry e;
+      e.kind = AuditKind::withheld;
+      e.actor = "tellonce";
+      e.source = rec.source;
+      e.channel = rec.channel;
+      e.message_id = message_id;
+      e.resource_type = resource_type;
+      e.destination = w.destination;
+      e.outcome = w.reason;  // "opt-out" or "consent"
+      e.detail = w.rule;
+      audit_->record(std::move(e));
+    }
   }
 
   Failure rejected(const InboundRecord& rec, Failure f, std::string_view resource_type,

@@ -78,8 +78,8 @@ struct HeavyRecords {
 // The broker's Pipeline: parse → validate → route → commit → enqueue. accept() may be called
 // from any number of coroutines at once, on any executors; each resumes on its own.
 // `metrics` (broker/metrics), when given, must outlive the pipeline; it is told of every record.
-// `audit` (tellonce/audit.hpp), when given, must outlive it: each receipt, duplicate and
-// rejection is queued there before accept() completes.
+// `audit` (tellonce/audit.hpp), when given, must outlive it: each receipt, duplicate,
+// rejection and delivery consent withheld is queued there before accept() completes.
 // `consent` (broker/consent), when given, must outlive it: it withholds destinations after
 // routing (each one a "withheld" event on the trail) and learns the Consents of accepted records.
 std::unique_ptr<Pipeline> make_pipeline(const Validator& validator, const Router& router, Store& store,

@@ -204,5 +204,68 @@ TEST(AuditIntegration, AKillUnderLoadLosesNoAcknowledgedReceiptFromTheAudit) {
   for (const auto& id : acknowledged) EXPECT_LE(count_entries(lines, "received", id), 1u) << id;
 }
 
+// The one entry of `kind` for message `id`, or "" (by plain text, as count_entries).
+std::string entry_of(const std::vector<std::string>& lines, const std::string& kind, const std::string& id) {
+  for (const auto& l : lines)
+    if (l.find("\"kind\":\"" + kind + "\"") != std::string::npos && l.find("\"message\":\"" + id + "\"") != std::string::npos)
+      return l;
+  return {};
+}
+
+TEST(AuditIntegration, AnOptOutWithholdingIsAuditedWithoutPatientDataAndTheLogVerifies) {
+  TempDir dir;
+  ReservedPort gp_port, analytics_port;  // analytics is never called: its one record is withheld
+  Sink gp(dir.path(), "gp-a", gp_port);
+  write_file(dir.path() / "opt-out.txt", nhs_number(71) + "\n");
+  Broker broker(dir.path(), R"(api:
+  listen: 127.0.0.1:0
+store:
+  path: data/tellonce.db
+consent:
+  opt_out_file: opt-out.txt
+partners:
+  - id: rtx
+    kind: trust
+    ods: RTX
+  - id: gp-a
+    kind: primary-care
+    ods: A81001
+    endpoint: { type: fhir-rest, url: "http://127.0.0.1:)" + std::to_string(gp_port.port()) + R"(/fhir", timeout: 2s }
+  - id: analytics
+    kind: trust
+    ods: X26
+    endpoint: { type: fhir-rest, url: "http://127.0.0.1:)" + std::to_string(analytics_port.port()) + R"(/fhir", timeout: 2s }
+)" + std::string(kFhirHttpInboundYaml) + R"(routes:
+  - id: care
+    match: { resource_type: [Patient] }
+    to: [gp-a]
+  - id: research
+    purpose: secondary-use
+    match: { resource_type: [Patient] }
+    to: [analytics]
+)");
+  broker.start();
+  Client client;
+  auto r = client.post_fhir(broker.base() + "/fhir/Patient", patient(nhs_number(71), "A81001"), "rtx");
+  ASSERT_EQ(r.status, 202) << r.body;
+  const std::string id = r.headers["x-tellonce-message-id"];
+  wait_for_state(client, broker.base(), id, "delivered", 10s);
+  ASSERT_EQ(broker.stop(), 0);
+
+  const fs::path log = dir.path() / "data" / "audit.ndjson";
+  auto lines = lines_of(log);
+  EXPECT_EQ(count_entries(lines, "withheld", id), 1u) << joined(lines);
+  const auto withheld = entry_of(lines, "withheld", id);
+  EXPECT_NE(withheld.find(R"("actor":"tellonce","source":"rtx","channel":"fhir-http")"), std::string::npos) << withheld;
+  EXPECT_NE(withheld.find(R"("resourceType":"Patient","destination":"analytics","outcome":"opt-out")"), std::string::npos)
+      << withheld;
+  EXPECT_NE(withheld.find(R"j("detail":"national data opt-out (purpose secondary-use, route research)")j"),
+            std::string::npos) << withheld;
+  EXPECT_EQ(count_entries(lines, "delivered", id), 1u);  // the direct-care destination still got it
+  EXPECT_EQ(read_file(log).find(nhs_number(71)), std::string::npos);
+  auto verified = run_cli(dir.path(), {"audit", "verify", log.string()});
+  EXPECT_EQ(verified.status, 0) << verified.output;
+}
+
 }  // namespace
 }  // namespace tellonce::itest
