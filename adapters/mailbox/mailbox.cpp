@@ -1,5 +1,6 @@
 #include "mailbox.hpp"
 
+#include "tellonce/audit.hpp"
 #include "tellonce/http_server.hpp"
 #include "tellonce/json.hpp"
 #include "tellonce/limits.hpp"
@@ -71,6 +72,7 @@ struct MailboxState {
         prefix("/mailbox/" + ctx.partner_id),
         partners(*ctx.partners),
         store(*ctx.mailbox),
+        audit(ctx.audit),
         timer(ctx.io) {}
 
   const MailboxSettings settings;
@@ -79,6 +81,7 @@ struct MailboxState {
   const std::string prefix;
   const PartnerDirectory& partners;
   MailboxStore& store;
+  Audit* const audit;        // null: not audited
   asio::steady_timer timer;  // only touched on the io_context (expiry loop, and stop() posted there)
   std::atomic<bool> stopped{false};
   std::atomic<std::uint64_t> held{0};
@@ -146,6 +149,8 @@ struct MailboxState {
         if (method != http::verb::put) co_return not_allowed(req, "PUT");
         auto collected = co_await store.collect(partner, route.message_id);
         if (!collected) co_return failed(req, collected.error());
+        // A collection is a disclosure: queued for the audit once durable, before the partner hears.
+        audit_settled(AuditKind::delivered, route.message_id);
         std::string body = "{\"messageId\":";
         append_json_string(body, route.message_id);
         body += ",\"status\":\"acknowledged\"}";
@@ -153,6 +158,28 @@ struct MailboxState {
       }
     }
     co_return refuse(req, http::status::not_found, "not-found", "no such mailbox resource");
+  }
+
+  // A held delivery settled here rather than by the dispatcher: collected by the partner
+  // (delivered, the partner the actor) or expired. Kind, message and destination as the
+  // start-up catch-up keys them, so it does not add them again.
+  void audit_settled(AuditKind kind, const std::string& message_id) {
+    if (!audit) return;
+    AuditEntry e;
+    e.kind = kind;
+    e.message_id = message_id;
+    e.destination = partner;
+    if (kind == AuditKind::delivered) {
+      e.actor = partner;
+      e.outcome = "ok";
+      e.detail = "collected from the mailbox";
+    } else {
+      e.actor = "tellonce";
+      e.outcome = "expired";
+      e.detail = "not acknowledged within expire_after (" +
+                 std::to_string(settings.expire_after.count() / 1000) + " s)";
+    }
+    audit->record(std::move(e));
   }
 
   HttpResponse not_allowed(const HttpRequest& req, const char* allow) {
@@ -174,10 +201,11 @@ struct MailboxState {
                                    expired.error().summary() + "\"; trying again later");
           break;
         }
-        if (*expired > 0)
-          log::info("mailbox", "expired " + std::to_string(*expired) + " record(s) not acknowledged in time partner=" +
-                                   self->partner);
-        if (*expired < MailboxStore::max_expire_batch || self->stopped) break;
+        for (const auto& id : *expired) self->audit_settled(AuditKind::expired, id);
+        if (!expired->empty())
+          log::info("mailbox", "expired " + std::to_string(expired->size()) +
+                                   " record(s) not acknowledged in time partner=" + self->partner);
+        if (expired->size() < MailboxStore::max_expire_batch || self->stopped) break;
       }
       if (self->stopped) break;
       self->timer.expires_after(interval);

@@ -8,6 +8,8 @@
 // 401 without a valid key, 403 with another partner's key, 404 for an id not in this inbox;
 // every error is an OperationOutcome. A held record not acknowledged within `expire_after`
 // (default 5 days) expires: a timer on the io_context marks it expired on the trail.
+// With OutboundContext::audit, each collection (delivered, the partner as actor) and each expiry
+// is queued on the audit log once the store has made it durable.
 //
 // Needs OutboundContext::http, ::partners and ::mailbox (create() throws std::logic_error
 // without them). Threading: handlers run on their connection's strand, the expiry timer on the

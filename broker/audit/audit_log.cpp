@@ -161,7 +161,9 @@ class FileAuditLog final : public AuditLog {
           case DeliveryStatus::expired: e.kind = AuditKind::expired; e.outcome = "expired"; break;
           case DeliveryStatus::pending: continue;
         }
-        e.actor = "tellonce";
+        // A mailbox collection (partner code "acknowledged") was the partner's act, as logged live.
+        const bool collected = f.status == DeliveryStatus::delivered && f.partner_code == "acknowledged";
+        e.actor = collected ? f.destination : "tellonce";
         e.destination = f.destination;
       }
       if (known.count(fact_key(e.kind, f.message_id, e.destination))) continue;

@@ -193,7 +193,9 @@ std::string audit_event_json(const AuditLine& l) {
     o += "}]";
   }
   o += R"(,"agent":[)";
-  const bool by_partner = e.kind == AuditKind::received || e.kind == AuditKind::duplicate || e.kind == AuditKind::rejected;
+  // A partner acts when it sends, and when it collects from its mailbox (actor = destination).
+  const bool by_partner = e.kind == AuditKind::received || e.kind == AuditKind::duplicate ||
+                          e.kind == AuditKind::rejected || (e.kind == AuditKind::delivered && e.actor == e.destination);
   o += R"({"who":)";
   identifier(by_partner ? "urn:tellonce:partner" : "urn:tellonce:actor", e.actor.empty() ? "unknown" : e.actor);
   o += R"(,"requestor":true})";

@@ -126,7 +126,7 @@ Broker::Broker(const Config& config, const AdapterRegistry& registry, BrokerOpti
   partners_ = make_partner_directory(config);
   for (const auto& p : config.partners) {
     if (!p.endpoint) continue;
-    OutboundContext octx{io_, p.id, *store_, http_.get(), partners_.get(), store_.get(), config.api.listen};
+    OutboundContext octx{io_, p.id, *store_, http_.get(), partners_.get(), store_.get(), config.api.listen, audit_.get()};
     outbound_[p.id] = registry.outbound(p.endpoint->type)->create(p.endpoint->settings, octx);
   }
   dispatcher_ = std::make_unique<Dispatcher>(

@@ -513,9 +513,10 @@ class PostgresStore final : public Store {
     return submit<void>(writes_, std::move(work));
   }
 
-  asio::awaitable<Result<std::size_t>> expire_held(std::string partner, std::int64_t held_before_ms) override {
+  asio::awaitable<Result<std::vector<std::string>>> expire_held(std::string partner,
+                                                                 std::int64_t held_before_ms) override {
     auto work = [this, partner = std::move(partner), held_before_ms] { return apply_expiry(partner, held_before_ms); };
-    return submit<std::size_t>(writes_, std::move(work));
+    return submit<std::vector<std::string>>(writes_, std::move(work));
   }
 
   asio::awaitable<Result<void>> health() override {
@@ -611,7 +612,7 @@ class PostgresStore final : public Store {
   Result<ReplayMatch> apply_replay_matching(const MessageQuery& query, const std::string& actor);
   Result<void> apply_set_paused(const std::string& destination, bool paused, const std::string& actor);
   Result<void> apply_collect(const std::string& partner, const std::string& message_id);
-  Result<std::size_t> apply_expiry(const std::string& partner, std::int64_t held_before_ms);
+  Result<std::vector<std::string>> apply_expiry(const std::string& partner, std::int64_t held_before_ms);
   void add_event(const std::string& message_id, const LifecycleEvent& event, const std::string& data = {});
 
   // Reader threads (any connection).
@@ -1030,7 +1031,7 @@ Result<void> PostgresStore::apply_collect(const std::string& partner, const std:
   return {};
 }
 
-Result<std::size_t> PostgresStore::apply_expiry(const std::string& partner, std::int64_t held_before_ms) {
+Result<std::vector<std::string>> PostgresStore::apply_expiry(const std::string& partner, std::int64_t held_before_ms) {
   const auto now = now_ms();
   // Locked and marked in one statement, so two nodes expiring the same mailbox expire each
   // delivery once (a row the other node holds is skipped, and expired by it).
@@ -1043,7 +1044,8 @@ Result<std::size_t> PostgresStore::apply_expiry(const std::string& partner, std:
       "SELECT due.id, due.message_id, due.attempts, due.settled_at_ms FROM due JOIN marked ON marked.id = due.id "
       "ORDER BY due.seq",
       pg::Params().text(partner).number(held_before_ms).number(now).number(static_cast<std::int64_t>(max_expire_batch)));
-  if (writer_db_.failed()) return std::size_t{0};
+  std::vector<std::string> expired_ids;
+  if (writer_db_.failed()) return expired_ids;
   for (int i = 0; i < due.size(); ++i) {
     LifecycleEvent expired;
     expired.kind = EventKind::expired;
@@ -1055,8 +1057,9 @@ Result<std::size_t> PostgresStore::apply_expiry(const std::string& partner, std:
     expired.detail = "not acknowledged within " + std::to_string((now - due.int64(i, 3)) / 1000) +
                      " s of being placed in the mailbox";
     add_event(due.text(i, 1), expired);
+    expired_ids.push_back(due.text(i, 1));
   }
-  return static_cast<std::size_t>(due.size());
+  return expired_ids;
 }
 
 Result<std::optional<MessageView>> PostgresStore::read_message(pg::Connection& db, const std::string& message_id) {

@@ -786,9 +786,10 @@ class SqliteStore final : public Store {
     return submit<void>(writes_, std::move(work));
   }
 
-  asio::awaitable<Result<std::size_t>> expire_held(std::string partner, std::int64_t held_before_ms) override {
+  asio::awaitable<Result<std::vector<std::string>>> expire_held(std::string partner,
+                                                                 std::int64_t held_before_ms) override {
     auto work = [this, partner = std::move(partner), held_before_ms] { return apply_expiry(partner, held_before_ms); };
-    return submit<std::size_t>(writes_, std::move(work));
+    return submit<std::vector<std::string>>(writes_, std::move(work));
   }
 
   asio::awaitable<Result<void>> health() override {
@@ -865,7 +866,7 @@ class SqliteStore final : public Store {
   Result<void> apply_record_view(const std::string& message_id, const std::string& what, const std::string& actor,
                                  const std::string& reason);
   Result<void> apply_collect(const std::string& partner, const std::string& message_id);
-  Result<std::size_t> apply_expiry(const std::string& partner, std::int64_t held_before_ms);
+  Result<std::vector<std::string>> apply_expiry(const std::string& partner, std::int64_t held_before_ms);
   // Stores the event's attempt facts as columns; data carries the rarer kinds' fields (JSON).
   void add_event(const std::string& message_id, const LifecycleEvent& event, const std::string& data = {});
 
@@ -1369,7 +1370,7 @@ Result<void> SqliteStore::apply_collect(const std::string& partner, const std::s
   return {};
 }
 
-Result<std::size_t> SqliteStore::apply_expiry(const std::string& partner, std::int64_t held_before_ms) {
+Result<std::vector<std::string>> SqliteStore::apply_expiry(const std::string& partner, std::int64_t held_before_ms) {
   struct Due {
     std::int64_t delivery_id;
     std::string message_id;
@@ -1382,7 +1383,8 @@ Result<std::size_t> SqliteStore::apply_expiry(const std::string& partner, std::i
   while (find.step())
     due.push_back(Due{find.int64(0), find.text(1), static_cast<int>(find.int64(2)), find.int64(3)});
   find.reset();
-  if (writer_db_.failed()) return std::size_t{0};  // the batch fails as a whole
+  std::vector<std::string> expired_ids;
+  if (writer_db_.failed()) return expired_ids;  // the batch fails as a whole
   const auto now = now_ms();
   for (const auto& d : due) {
     write_->expire_delivery.start().bind(1, d.delivery_id).bind(2, now).run();
@@ -1396,9 +1398,10 @@ Result<std::size_t> SqliteStore::apply_expiry(const std::string& partner, std::i
     expired.detail = "not acknowledged within " + std::to_string((now - d.held_since_ms) / 1000) +
                      " s of being placed in the mailbox";
     add_event(d.message_id, expired);
-    if (writer_db_.failed()) return std::size_t{0};
+    if (writer_db_.failed()) return std::vector<std::string>{};
+    expired_ids.push_back(d.message_id);
   }
-  return due.size();
+  return expired_ids;
 }
 
 void SqliteStore::read_loop() {

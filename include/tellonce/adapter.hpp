@@ -24,6 +24,7 @@ class HttpMounts;
 class OriginalReader;  // tellonce/store.hpp
 class MailboxStore;    // tellonce/store.hpp
 class PartnerLimits;   // tellonce/limits.hpp
+class Audit;           // tellonce/audit.hpp
 
 // Who a sender is. An inbound adapter asks by what its transport offers (a bearer key, the
 // partner id a trusted header or the channel's settings name, an HL7 v2 sending facility, a
@@ -122,6 +123,9 @@ struct OutboundContext {
   const PartnerDirectory* partners = nullptr;
   MailboxStore* mailbox = nullptr;
   std::string api_listen;  // the API's listen address (config `api.listen`): where such an adapter mounts by default
+  // The audit log (tellonce/audit.hpp), for what an adapter settles outside the dispatcher (a
+  // mailbox's collections and expiries); nullptr: not audited. record() from any thread.
+  Audit* audit = nullptr;
 };
 
 }  // namespace tellonce

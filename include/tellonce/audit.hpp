@@ -47,7 +47,9 @@ std::string_view to_string(AuditKind k);  // "received", "delivery-failed", "bod
 bool audit_kind_from(std::string_view s, AuditKind& out);
 
 // One entry. Empty strings are left out of the log. `actor` is who did it: the sending
-// partner's id for received/rejected, the operator ("cli:alice", "api@127.0.0.1") for actions.
+// partner's id for received/rejected, the collecting partner's for a mailbox collection, the
+// signed-in operator with the client's label ("alice via cli:alice") for actions, "tellonce"
+// for what the broker did itself (deliveries, expiries, withholdings).
 struct AuditEntry {
   AuditKind kind = AuditKind::received;
   std::string actor;

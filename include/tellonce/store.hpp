@@ -126,9 +126,11 @@ class MailboxStore {
   virtual asio::awaitable<Result<void>> collect(std::string partner, std::string message_id) = 0;
   // Every delivery held for the partner since before held_before_ms becomes expired, with an
   // `expired` event on its message's trail; at most max_expire_batch per call (call again while
-  // it returns that many). Returns how many expired. Durable on completion.
+  // it returns that many). Returns the message ids of those it expired, in acceptance order
+  // (the caller audits each one). Durable on completion.
   static constexpr std::size_t max_expire_batch = 500;
-  virtual asio::awaitable<Result<std::size_t>> expire_held(std::string partner, std::int64_t held_before_ms) = 0;
+  virtual asio::awaitable<Result<std::vector<std::string>>> expire_held(std::string partner,
+                                                                         std::int64_t held_before_ms) = 0;
 };
 
 // One destination's undelivered work, for metrics and the console: deliveries still pending

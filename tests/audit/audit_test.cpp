@@ -266,6 +266,42 @@ TEST_F(AuditLogTest, CatchUpAddsOnlyWhatTheLogLacks) {
   EXPECT_EQ(*again, 0u);
 }
 
+TEST_F(AuditLogTest, CatchUpNamesTheCollectingPartnerAndSkipsACollectionLoggedLive) {
+  const auto settled_at = now_ms();
+  {
+    auto log = open_audit_log(AuditLogSettings{path, {}});
+    AuditEntry live;  // as the mailbox adapter records a collection, after the store's commit
+    live.kind = AuditKind::delivered;
+    live.actor = live.destination = "carers";
+    live.message_id = "m5";
+    live.outcome = "ok";
+    log->record(std::move(live));
+    log->close();
+  }
+  FactStore store;
+  auto delivered = [&](std::string id, std::string destination, std::string partner_code) {
+    StoredFact f;
+    f.at_ms = settled_at;
+    f.message_id = std::move(id);
+    f.destination = std::move(destination);
+    f.status = DeliveryStatus::delivered;
+    f.attempts = 1;
+    f.partner_code = std::move(partner_code);
+    return f;
+  };
+  store.facts = {delivered("m5", "carers", "acknowledged"), delivered("m6", "carers", "acknowledged"),
+                 delivered("m7", "gp-a", "HTTP 201")};
+  auto log = open_audit_log(AuditLogSettings{path, {}});
+  auto added = log->catch_up(store);
+  ASSERT_TRUE(added) << added.error().summary();
+  EXPECT_EQ(*added, 2u);  // m6 and m7; m5 was logged live
+  log->close();
+  auto lines = lines_of(path);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_NE(lines[1].find(R"("actor":"carers","message":"m6","destination":"carers")"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[2].find(R"("actor":"tellonce","message":"m7","destination":"gp-a")"), std::string::npos) << lines[2];
+}
+
 TEST_F(AuditLogTest, ExportIsValidFhirAuditEvents) {
   {
     asio::io_context io;

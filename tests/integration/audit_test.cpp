@@ -267,5 +267,85 @@ partners:
   EXPECT_EQ(verified.status, 0) << verified.output;
 }
 
+TEST(AuditIntegration, MailboxCollectionsAndExpiriesAreAuditedOnceAndNotAddedAgainAtTheNextStart) {
+  TempDir dir;
+  // The carers collect what they are sent; the food bank's records expire after a second.
+  Broker broker(dir.path(), R"(api:
+  listen: 127.0.0.1:0
+store:
+  path: data/tellonce.db
+insecure_clear_api_keys: true
+partners:
+  - id: rtx
+    kind: trust
+    ods: RTX
+  - id: carers
+    kind: vcse
+    ods: 8JK98
+    api_keys: [it-carers-key]
+    endpoint: { type: mailbox, expire_after: 1h }
+  - id: pantry
+    kind: vcse
+    ods: 8JK97
+    api_keys: [it-pantry-key]
+    endpoint: { type: mailbox, expire_after: 1s }
+)" + std::string(kFhirHttpInboundYaml) + R"(routes:
+  - id: patients-to-carers
+    match: { resource_type: Patient }
+    to: [carers]
+  - id: observations-to-pantry
+    match: { resource_type: Observation }
+    to: [pantry]
+)");
+  broker.start();
+  Client client;
+  auto sent = client.post_fhir(broker.base() + "/fhir/Patient", patient(nhs_number(72), "A81001"), "rtx");
+  ASSERT_EQ(sent.status, 202) << sent.body;
+  const std::string collected = sent.headers["x-tellonce-message-id"];
+  sent = client.post_fhir(broker.base() + "/fhir/Observation", observation(nhs_number(72)), "rtx");
+  ASSERT_EQ(sent.status, 202) << sent.body;
+  const std::string expired = sent.headers["x-tellonce-message-id"];
+
+  wait_for_state(client, broker.base(), collected, "delivering", 10s);  // held in the carers' mailbox
+  const std::string inbox = broker.base() + "/mailbox/carers/inbox/" + collected;
+  HttpReply ack;
+  for (int i = 0; i < 200; ++i) {  // the dispatcher holds it asynchronously
+    ack = client.request("PUT", inbox + "/status/acknowledged", "", {"Authorization: Bearer it-carers-key"});
+    if (ack.status != 404) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(ack.status, 200) << ack.body;
+  wait_for_state(client, broker.base(), collected, "delivered", 10s);
+  auto trail = wait_for_state(client, broker.base(), expired, "failed", 10s);
+  ASSERT_EQ(json_string_at(trail, "/deliveries/0/status"), "expired") << trail;
+  ASSERT_EQ(broker.stop(), 0);
+
+  const fs::path log = dir.path() / "data" / "audit.ndjson";
+  auto check = [&](const char* when) {
+    auto lines = lines_of(log);
+    EXPECT_EQ(count_entries(lines, "delivered", collected), 1u) << when << "\n" << joined(lines);
+    EXPECT_NE(entry_of(lines, "delivered", collected).find(R"("actor":"carers","message":")" + collected +
+                                                           R"(","destination":"carers","outcome":"ok")"),
+              std::string::npos) << when << "\n" << joined(lines);
+    EXPECT_EQ(count_entries(lines, "expired", expired), 1u) << when << "\n" << joined(lines);
+    EXPECT_NE(entry_of(lines, "expired", expired).find(R"("destination":"pantry","outcome":"expired")"),
+              std::string::npos) << when << "\n" << joined(lines);
+    EXPECT_EQ(read_file(log).find("recovered at start-up"), std::string::npos) << when << "\n" << joined(lines);
+  };
+  check("as logged live");
+  // The start-up catch-up finds both settled in the store, and both already in the log.
+  broker.start();
+  ASSERT_EQ(broker.stop(), 0);
+  check("after a restart");
+  EXPECT_EQ(read_file(log).find(nhs_number(72)), std::string::npos);
+  auto verified = run_cli(dir.path(), {"audit", "verify", log.string()});
+  EXPECT_EQ(verified.status, 0) << verified.output;
+  // In the FHIR export the collecting partner is the requesting agent, as a partner.
+  auto fhir = run_cli(dir.path(), {"audit", "export", "--fhir", log.string()});
+  ASSERT_EQ(fhir.status, 0) << fhir.output;
+  EXPECT_NE(fhir.output.find(R"({"who":{"identifier":{"system":"urn:tellonce:partner","value":"carers"}},"requestor":true})"),
+            std::string::npos) << fhir.output;
+}
+
 }  // namespace
 }  // namespace tellonce::itest

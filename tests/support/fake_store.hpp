@@ -155,7 +155,8 @@ class FailingStore : public Store {
     if (fails(FailOn::collect)) co_return outage();
     co_return co_await inner_.collect(std::move(partner), std::move(id));
   }
-  asio::awaitable<Result<std::size_t>> expire_held(std::string partner, std::int64_t held_before_ms) override {
+  asio::awaitable<Result<std::vector<std::string>>> expire_held(std::string partner,
+                                                                 std::int64_t held_before_ms) override {
     if (fails(FailOn::expire_held)) co_return outage();
     co_return co_await inner_.expire_held(std::move(partner), held_before_ms);
   }

@@ -42,7 +42,9 @@ class NullStore : public Store {
   asio::awaitable<Result<void>> collect(std::string, std::string) override {
     co_return Failure::permanent(Errc::not_found, Issue{Severity::error, "not-found", "not in this fake", "", ""});
   }
-  asio::awaitable<Result<std::size_t>> expire_held(std::string, std::int64_t) override { co_return std::size_t{0}; }
+  asio::awaitable<Result<std::vector<std::string>>> expire_held(std::string, std::int64_t) override {
+    co_return std::vector<std::string>{};
+  }
 };
 
 }  // namespace tellonce::test

@@ -499,7 +499,7 @@ PRAGMA user_version = 5;
   held.partner_code = "mailbox";
   ASSERT_TRUE(run(store->record_attempt(held)));
   ASSERT_EQ(run(store->mailbox("carers", 10)).value().size(), 1u);
-  EXPECT_EQ(run(store->expire_held("carers", 3000)).value(), 1u);
+  EXPECT_EQ(run(store->expire_held("carers", 3000)).value(), (std::vector<std::string>{"M5"}));
   store->close();
   EXPECT_EQ(pragma_value(db, "PRAGMA user_version"), 9);
   EXPECT_EQ(pragma_value(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
