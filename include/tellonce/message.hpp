@@ -173,7 +173,7 @@ struct LifecycleEvent {
   std::vector<std::string> warnings;      // validated: the validator's warnings (none: empty)
   std::vector<std::string> routes;        // routed, unroutable: the routes that matched
   std::vector<std::string> destinations;  // routed, replayed: partner ids
-  std::string actor;                      // replayed: who asked ("cli:alice", "api@127.0.0.1"); may be empty
+  std::string actor;                      // replayed: who asked ("demo-operator via cli:alice"); may be empty
                                           // viewed: the operator who read the body (detail: "body" or "original")
   std::string reason;                     // viewed: why, as the operator gave it
 
