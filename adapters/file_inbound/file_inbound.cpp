@@ -216,10 +216,12 @@ asio::awaitable<void> poll_loop(std::shared_ptr<Core> core) {
       bool written = co_await core->on_worker(std::move(done));
       ++core->files;
       const auto& rep = file.report;
-      log::info(kComponent, core->channel + ": " + name + (rep.rejected ? " rejected" : " processed") + ": " +
-                                std::to_string(rep.rows) + " rows, " + std::to_string(rep.accepted) + " stored, " +
-                                std::to_string(rep.duplicates) + " already stored, " +
-                                std::to_string(rep.bad_rows()) + " bad" +
+      // The pairs before the file's name: a partner names its files.
+      const std::string outcome = rep.rejected ? "rejected" : "processed";
+      log::info(kComponent, "file " + outcome + " channel=" + core->channel + " partner=" + core->settings.partner +
+                                " event=file." + outcome + ": " + name + ": " + std::to_string(rep.rows) + " rows, " +
+                                std::to_string(rep.accepted) + " stored, " + std::to_string(rep.duplicates) +
+                                " already stored, " + std::to_string(rep.bad_rows()) + " bad" +
                                 (written ? "" : " (a report could not be written)"));
     }
     if (core->stopping) break;

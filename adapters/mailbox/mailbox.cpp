@@ -204,7 +204,7 @@ struct MailboxState {
         for (const auto& id : *expired) self->audit_settled(AuditKind::expired, id);
         if (!expired->empty())
           log::info("mailbox", "expired " + std::to_string(expired->size()) +
-                                   " record(s) not acknowledged in time partner=" + self->partner);
+                                   " record(s) not acknowledged in time partner=" + self->partner + " event=mailbox.expired");
         if (expired->size() < MailboxStore::max_expire_batch || self->stopped) break;
       }
       if (self->stopped) break;

@@ -507,7 +507,7 @@ class MllpInbound final : public InboundAdapter {
     const auto ack_id = next_ack_control_id();
     auto refuse_unparsed = [&](std::vector<AckError> errors, const std::string& why) {
       ++rejected_;
-      log::info(kComponent, "connection " + peer + ": AR, " + why);
+      log::info(kComponent, "connection " + peer + ": AR channel=" + channel_ + " event=mllp.refused, " + why);
       return std::vector<std::string>{
           hl7v2::build_ack_for_unparsed(raw, AckCode::AR, errors, hl7v2::AckSender{}, ack_id, timestamp)};
     };
@@ -528,14 +528,17 @@ class MllpInbound final : public InboundAdapter {
     const hl7v2::Message& message = *parsed;
     const std::string control_id = message.control_id();
     auto finish = [&](const MllpVerdict& verdict, const std::string& partner, const std::string& why) {
-      std::string line = "connection " + peer + ": " + std::string(hl7v2::to_string(verdict.code)) +
-                         " for MSH-10 '" + control_id + "'" + (partner.empty() ? "" : " from " + partner);
       if (verdict.code == AckCode::AA) {
         ++accepted_;
-        log::debug(kComponent, line + (why.empty() ? "" : ", " + why));
+        if (log::enabled(log::Level::debug))  // each accepted message: not built unless asked for
+          log::debug(kComponent, "connection " + peer + ": AA for MSH-10 '" + control_id + "'" +
+                                     (partner.empty() ? "" : " from " + partner) + (why.empty() ? "" : ", " + why));
       } else {
         ++rejected_;
-        log::info(kComponent, line + ", " + why);
+        // The pairs before MSH-10: the sender writes that.
+        log::info(kComponent, "connection " + peer + ": " + std::string(hl7v2::to_string(verdict.code)) +
+                                  (partner.empty() ? "" : " partner=" + partner) + " channel=" + channel_ +
+                                  " event=mllp.refused for MSH-10 '" + control_id + "', " + why);
       }
       return acks_for(message, verdict, ack_id, timestamp);
     };
@@ -571,8 +574,9 @@ class MllpInbound final : public InboundAdapter {
         ++rejected_;
         std::uint64_t more = 0;
         if (throttled_log_.allow(more))
-          log::info(kComponent, "connection " + peer + ": AE for MSH-10 '" + control_id + "' from " + partner +
-                                    ", over its rate limit" + LogThrottle::more(more));
+          log::info(kComponent, "connection " + peer + ": AE partner=" + partner + " channel=" + channel_ +
+                                    " event=mllp.refused for MSH-10 '" + control_id + "', over its rate limit" +
+                                    LogThrottle::more(more));
         MllpVerdict verdict{AckCode::AE, {err("", "207", "rate limit: " + throttle->limit + "; resend the message after " +
                                                              std::to_string(throttle->retry_after_seconds) + " s")}};
         co_return acks_for(message, verdict, ack_id, timestamp);

@@ -457,6 +457,9 @@ class AdminApi {
         e.detail = filter + ": matched " + std::to_string(counts->matched) + ", replayed " + std::to_string(counts->replayed);
         auto noted = co_await audited(req, query, std::move(e));
         if (!noted) co_return failure_response(req, noted.error());
+        log::info("api", "replay by filter event=message.replayed_by_filter: matched " +
+                             std::to_string(counts->matched) + ", replayed " + std::to_string(counts->replayed) + " (" +
+                             filter + ") by " + actor_of(req));
       }
       co_return json_response(req, http::status::ok,
                               R"({"matched":)" + std::to_string(counts->matched) + R"(,"replayed":)" +
@@ -494,6 +497,9 @@ class AdminApi {
         e.outcome = "ok";
         auto noted = co_await audited(req, query, std::move(e));
         if (!noted) co_return failure_response(req, noted.error());
+        const std::string done = pause ? "paused" : "resumed";
+        log::info("api", "destination " + name + " " + done + " event=destination." + done + " destination=" + name +
+                             " by " + actor_of(req));
         auto one = co_await destinations_json(name);
         if (!one) co_return failure_response(req, one.error());
         co_return json_response(req, http::status::ok, std::move(*one));
@@ -555,6 +561,8 @@ class AdminApi {
         e.detail = std::to_string(*replayed) + " deliveries replayed";
         auto noted = co_await audited(req, query, std::move(e));
         if (!noted) co_return failure_response(req, noted.error());
+        log::info("api", "message " + id + " replayed event=message.replayed message=" + id + ": " +
+                             std::to_string(*replayed) + " dead delivery(ies) queued again by " + actor_of(req));
         co_return json_response(req, http::status::ok, R"({"replayed":)" + std::to_string(*replayed) + "}");
       }
     }

@@ -72,8 +72,9 @@ asio::awaitable<void> follow_pauses(Store& store, Dispatcher& dispatcher, const 
     for (const auto& c : *controls) {
       if (dispatcher.stats(c.destination).paused == c.paused) continue;
       if (dispatcher.set_paused(c.destination, c.paused))
-        log::info("serve", "destination " + c.destination + (c.paused ? " paused" : " resumed") + " by " + c.actor +
-                               " on another node");
+        log::info("serve", "destination " + c.destination + (c.paused ? " paused" : " resumed") +
+                               (c.paused ? " event=destination.paused" : " event=destination.resumed") +
+                               " destination=" + c.destination + " by " + c.actor + " on another node");
     }
   }
 }
@@ -213,7 +214,9 @@ void Broker::start(std::ostream& out) {
   metrics_->set_listening(true);  // start_all throws unless every listener is bound
   // Destinations an operator paused stay paused across a restart (issue 11).
   for (const auto& name : paused_destinations(*store_)) {
-    if (dispatcher_->set_paused(name, true)) log::warn("serve", "destination " + name + " is paused (resume: tellonce destinations resume " + name + ")");
+    if (dispatcher_->set_paused(name, true))
+      log::warn("serve", "destination " + name + " is paused event=destination.paused_at_start destination=" + name +
+                             " (resume: tellonce destinations resume " + name + ")");
   }
   dispatcher_->start();
   if (reconciled_) {

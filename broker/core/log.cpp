@@ -96,6 +96,8 @@ std::string json_line(Level l, std::string_view component, std::string_view mess
       {"channel", "channel"},   {"event", "event"}};
   for (const auto& [key, name] : fields) {
     auto value = pair_value(message, key);
+    // A delivery's line names its partner as destination=.
+    if (value.empty() && key == "partner") value = pair_value(message, "destination");
     if (value.empty()) continue;
     line += ",\"";
     line += name;

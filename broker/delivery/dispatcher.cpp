@@ -120,7 +120,8 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
     d.flowing.store(d.circuit.sending_allowed(now), std::memory_order_release);
     if (a.kind == Circuit::Admission::Kind::send) return admit_send;
     if (a.kind == Circuit::Admission::Kind::probe) {
-      log::info("delivery", "circuit probing destination=" + d.name + ": sending one record (probe " +
+      log::info("delivery", "circuit probing destination=" + d.name +
+                                " event=circuit.probe: sending one record (probe " +
                                 std::to_string(d.circuit.probes()) + ")");
       return admit_probe;
     }
@@ -220,7 +221,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       d.flowing.store(false, std::memory_order_release);
     }
     if (first)
-      log::error("delivery", "broker fault destination=" + d.name + " detail=\"" + detail +
+      log::error("delivery", "broker fault destination=" + d.name + " event=delivery.broker_fault detail=\"" + detail +
                                  "\": not the partner's failure; its deliveries pause and are retried, not counted");
     wake(d);
   }
@@ -246,19 +247,21 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       next_probe = d.circuit.next_probe_at();
       d.flowing.store(!d.paused && d.circuit.sending_allowed(now), std::memory_order_release);
     }
-    if (recovered) log::info("delivery", "broker fault over destination=" + d.name);
+    if (recovered)
+      log::info("delivery", "broker fault over destination=" + d.name + " event=delivery.broker_fault_over");
     if (!change) return;
     using S = Circuit::State;
     if (change->to == S::open && change->from == S::closed) {
-      log::warn("delivery", "circuit open destination=" + d.name + " " + partner_said(result.partner_code, result.detail) +
+      log::warn("delivery", "circuit open destination=" + d.name + " event=circuit.open " +
+                                partner_said(result.partner_code, result.detail) +
                                 ": holding its deliveries in order; first probe in " +
                                 std::to_string(next_probe - now) + " ms");
     } else if (change->to == S::open) {
-      log::info("delivery", "circuit open destination=" + d.name + ": probe " + std::to_string(probes) + " failed " +
-                                partner_said(result.partner_code, result.detail) + "; next probe in " +
-                                std::to_string(next_probe - now) + " ms");
+      log::info("delivery", "circuit open destination=" + d.name + " event=circuit.probe_failed: probe " +
+                                std::to_string(probes) + " failed " + partner_said(result.partner_code, result.detail) +
+                                "; next probe in " + std::to_string(next_probe - now) + " ms");
     } else {
-      log::info("delivery", "circuit closed destination=" + d.name + ": partner answered (" +
+      log::info("delivery", "circuit closed destination=" + d.name + " event=circuit.closed: partner answered (" +
                                 partner_said(result.partner_code, result.detail) + ") after " +
                                 std::to_string(now - opened_at) + " ms and " + std::to_string(probes) +
                                 " probe(s); releasing held deliveries");
@@ -303,7 +306,8 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       a.next_attempt_ms = after.retry_at_ms;
       // Retries are on the trail; the log has the circuit's lines instead of one per attempt.
       log::debug("delivery", "attempt failed destination=" + a.destination + " message=" + a.message_id +
-                                 " attempt=" + std::to_string(a.attempt) + " " + partner_said(a.partner_code, a.detail));
+                                 " event=delivery.retry attempt=" + std::to_string(a.attempt) + " " +
+                                 partner_said(a.partner_code, a.detail));
       return {Settlement::Kind::retry, after.retry_at_ms};
     }
     a.dead = true;
@@ -312,7 +316,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
                                       " ms after its first failed attempt)"
                                 : "dead(permanent)";
     log::error("delivery", "attempt failed destination=" + a.destination + " message=" + a.message_id +
-                               " attempt=" + std::to_string(a.attempt) + " outcome=" +
+                               " event=delivery.dead attempt=" + std::to_string(a.attempt) + " outcome=" +
                                std::string(to_string(a.outcome)) + " " + why + " " +
                                partner_said(a.partner_code, a.detail));
     return {Settlement::Kind::dead, 0};
@@ -322,9 +326,9 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
     const std::int64_t delivery_id = job.delivery_id;
     Result<void> settled = co_await queue.settle(std::move(job), s);
     if (!settled && !stopping)
-      log::error("delivery", "queue did not take a settlement destination=" + d.name + " delivery=" +
-                                 std::to_string(delivery_id) + " queue=\"" + settled.error().summary() +
-                                 "\"; the delivery stays pending in the store");
+      log::error("delivery", "queue did not take a settlement destination=" + d.name +
+                                 " event=delivery.unsettled delivery=" + std::to_string(delivery_id) + " queue=\"" +
+                                 settled.error().summary() + "\"; the delivery stays pending in the store");
   }
 
   // Makes the attempt durable, then settles the job. Until then the job stays in flight, so
@@ -340,8 +344,8 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
     if (!recorded) {
       // Unrecorded means still pending: the attempt is repeated (receivers de-duplicate on X-Request-Id).
       log::error("delivery", "could not record attempt destination=" + job.destination +
-                                 " message=" + job.message_id + " store=\"" + recorded.error().summary() +
-                                 "\"; kept pending");
+                                 " message=" + job.message_id + " event=delivery.store_failed store=\"" +
+                                 recorded.error().summary() + "\"; kept pending");
       co_await self->settle(*d, std::move(job), Settlement{Settlement::Kind::retry, now_ms() + store_retry_ms});
       co_return;
     }
@@ -403,7 +407,8 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
         Result<std::string> body = co_await self->store.body(job->message_id);
         if (!body) {
           log::error("delivery", "could not read the body destination=" + destination + " message=" +
-                                     job->message_id + " store=\"" + body.error().summary() + "\"; kept pending");
+                                     job->message_id + " event=delivery.store_failed store=\"" +
+                                     body.error().summary() + "\"; kept pending");
           const auto retry_at = now_ms() + store_retry_ms;
           if (probe) self->probe_untried(*d, retry_at);
           co_await self->settle(*d, std::move(*job), Settlement{Settlement::Kind::retry, retry_at});
@@ -419,7 +424,8 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
         MinimiseOutcome m = co_await d->minimiser->apply(*job);
         if (m.kind == MinimiseOutcome::Kind::retry) {
           log::error("delivery", "could not read the routes of destination=" + destination + " message=" +
-                                     job->message_id + " store=\"" + m.note + "\"; kept pending");
+                                     job->message_id + " event=delivery.store_failed store=\"" + m.note +
+                                     "\"; kept pending");
           const auto retry_at = now_ms() + store_retry_ms;
           if (probe) self->probe_untried(*d, retry_at);
           co_await self->settle(*d, std::move(*job), Settlement{Settlement::Kind::retry, retry_at});
@@ -441,7 +447,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       } catch (const std::exception& e) {
         threw = true;
         log::error("delivery", "attempt threw destination=" + destination + " message=" + job->message_id +
-                                   " error=\"" + e.what() + "\"");
+                                   " event=delivery.adapter_failed error=\"" + e.what() + "\"");
       }
       // A failed attempt must not leave the job in flight, or the patient's lane stays blocked.
       if (threw) {

@@ -153,13 +153,13 @@ class BrokerPipeline final : public Pipeline {
     }
     if (out.destinations.empty() && !withheld.empty()) {
       log::info("route", "message " + out.message_id + ": every destination withheld by consent message=" +
-                             out.message_id + " partner=" + rec.source);
+                             out.message_id + " partner=" + rec.source + " event=record.withheld");
     } else if (out.destinations.empty()) {
       unroutable_.fetch_add(1, std::memory_order_relaxed);
       out.state = MessageState::unroutable;
       log::warn("route", "message " + out.message_id + " from " + rec.source + " (" +
                              facts.resource_type + ") matched no route: held as unroutable message=" + out.message_id +
-                             " partner=" + rec.source);
+                             " partner=" + rec.source + " event=record.unroutable");
     }
     if (metrics_)
       metrics_->accepted(rec.channel, rec.source, facts.resource_type, out.destinations.empty() && withheld.empty(),
@@ -213,7 +213,8 @@ class BrokerPipeline final : public Pipeline {
  private:
   static void log_refused(const Failure& f, const std::string& message_id = "") {
     log::error("ingest", "queue refused a delivery" + (message_id.empty() ? std::string() : " message=" + message_id) +
-                             " queue=\"" + f.summary() + "\"; it stays pending in the store");
+                             " event=delivery.queue_refused queue=\"" + f.summary() +
+                             "\"; it stays pending in the store");
   }
 
   static double seconds_since(std::chrono::steady_clock::time_point started) {
@@ -280,7 +281,7 @@ class BrokerPipeline final : public Pipeline {
     for (auto& i : f.issues) errors += i.is_error();
     log::info("ingest", "rejected record from " + rec.source + " on " + rec.channel + ": " +
                             std::to_string(errors) + " error(s): " + f.summary() + " partner=" + rec.source +
-                            " channel=" + rec.channel);
+                            " channel=" + rec.channel + " event=record.rejected");
     return f;
   }
 

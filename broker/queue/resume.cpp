@@ -18,7 +18,7 @@ asio::awaitable<std::size_t> push_all(Queue& queue, std::vector<DeliveryJob> job
     if (queued) continue;
     ++refused;
     log::error("queue", "could not queue pending delivery message=" + message_id + " destination=" + destination +
-                            " queue=\"" + queued.error().summary() + "\"");
+                            " event=delivery.queue_refused queue=\"" + queued.error().summary() + "\"");
   }
   co_return refused;
 }

@@ -2,8 +2,19 @@
 // or with Format::json (config `log.format: json`) one JSON object a line:
 // {"time":"...","level":"info","component":"ingest","message":"...","messageId":"01M...","partner":"rtx"}
 // where messageId, partner, destination, channel and event are copied from the message's own
-// message=, partner=, destination=, channel= and event= pairs when it has them. Log messages never carry
-// patient data (the seams issue); the JSON form adds none. Any thread; set_* before serving.
+// message=, partner=, destination=, channel= and event= pairs when it has them; a line with a
+// destination= but no partner= names that destination as its partner (a destination is a partner).
+// Log messages never carry patient data (the seams issue); the JSON form adds none. Any thread;
+// set_* before serving.
+//
+// event= is a stable name for what happened, put before any text a partner can influence (the
+// first pair of a key wins). Lines about a record: record.rejected, record.unroutable,
+// record.withheld, mllp.refused, file.processed, file.rejected, mailbox.expired; its deliveries:
+// delivery.retry (debug), delivery.dead, delivery.queue_refused, delivery.store_failed,
+// delivery.adapter_failed, delivery.unsettled, delivery.broker_fault, delivery.broker_fault_over;
+// a destination's circuit: circuit.open, circuit.probe, circuit.probe_failed, circuit.closed;
+// operators: destination.paused, destination.resumed, destination.paused_at_start,
+// message.replayed, message.replayed_by_filter. None is logged for a record that goes well.
 #pragma once
 
 #include <cstdint>

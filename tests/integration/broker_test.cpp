@@ -437,7 +437,7 @@ TEST(BrokerIntegration, PartnerDownLongerThanTheOldRetryPolicyLosesNothing) {
   const std::string out = env.broker.output();
   const auto lines = count_lines_with(out, "destination=gp-a");
   const auto probes = count_lines_with(out, "circuit probing destination=gp-a");
-  EXPECT_EQ(count_lines_with(out, "circuit open destination=gp-a partner"), 0u);  // no answer: transport=
+  EXPECT_EQ(count_lines_with(out, "circuit open destination=gp-a event=circuit.open partner"), 0u);  // no answer: transport=
   EXPECT_EQ(count_lines_with(out, "circuit closed destination=gp-a"), 1u) << out;
   EXPECT_GE(probes, 3u) << out;
   EXPECT_LE(lines, 2 + 2 * probes) << out;

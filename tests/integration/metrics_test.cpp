@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <sys/wait.h>
@@ -77,7 +78,8 @@ TEST(Metrics, ScrapeOfARunningBrokerCountsWhatHappenedAndPassesPromtool) {
   const auto checker = promtool();
   ASSERT_FALSE(checker.empty()) << "promtool not found: scripts/install-deps.sh installs Debian's prometheus package";
   TempDir dir;
-  Sink gp(dir.path(), "gp-a", 0);
+  // The partner refuses its first record for good (HTTP 400): a dead letter, and a log line about it.
+  Sink gp(dir.path(), "gp-a", 0, {"--fail-status", "400", "--fail-first", "1"});
   Broker broker(dir.path(), one_route_config(gp.port()) + "log:\n  format: json\n");
   broker.start();
   Client client;
@@ -89,18 +91,29 @@ TEST(Metrics, ScrapeOfARunningBrokerCountsWhatHappenedAndPassesPromtool) {
   EXPECT_EQ(series(before.body, "tellonce_dead_letters_total{destination=\"gp-a\"}"), 0);
   EXPECT_EQ(series(before.body, "tellonce_destination_queue_depth{destination=\"gp-a\"}"), 0);
 
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(client.post_fhir(url, patient(nhs_number(i + 1), "A81001"), "rtx").status, 202);
+  std::vector<std::string> sent_nhs, sent_ids;
+  for (int i = 0; i < 3; ++i) {
+    sent_nhs.push_back(nhs_number(i + 1));
+    auto r = client.post_fhir(url, patient(sent_nhs.back(), "A81001"), "rtx");
+    ASSERT_EQ(r.status, 202) << r.body;
+    sent_ids.push_back(r.headers["x-tellonce-message-id"]);
+  }
   const auto bad_nhs = nhs_number(9).substr(0, 9) + (nhs_number(9).back() == '0' ? "1" : "0");
   ASSERT_EQ(client.post_fhir(url, patient(bad_nhs, "A81001"), "rtx").status, 422);
-  ASSERT_EQ(client.post_fhir(url, patient(nhs_number(4), "A81001"), "rtx", {"Idempotency-Key: k-1"}).status, 202);
+  auto fourth = client.post_fhir(url, patient(nhs_number(4), "A81001"), "rtx", {"Idempotency-Key: k-1"});
+  ASSERT_EQ(fourth.status, 202) << fourth.body;
+  sent_ids.push_back(fourth.headers["x-tellonce-message-id"]);
   ASSERT_EQ(client.post_fhir(url, patient(nhs_number(4), "A81001"), "rtx", {"Idempotency-Key: k-1"}).status, 200);
-  ASSERT_TRUE(gp.wait_for(4, 10s));
+  sent_nhs.push_back(nhs_number(4));
+  ASSERT_TRUE(gp.wait_for(3, 10s));  // the refused one is not counted
 
   // The delivery is counted once the attempt is on the trail, just after the sink saw it.
   std::string scrape;
+  const std::string ok = "tellonce_delivery_attempts_total{destination=\"gp-a\",outcome=\"ok\"}";
+  const std::string refused = "tellonce_delivery_attempts_total{destination=\"gp-a\",outcome=\"permanent\"}";
   for (auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
     scrape = client.request("GET", broker.base() + "/metrics").body;
-    if (series(scrape, "tellonce_delivery_attempts_total{destination=\"gp-a\",outcome=\"ok\"}") == 4) break;
+    if (series(scrape, ok) == 3 && series(scrape, refused) == 1) break;
     std::this_thread::sleep_for(50ms);
   }
   const std::string by = "{channel=\"fhir-http\",partner=\"rtx\"";
@@ -109,8 +122,10 @@ TEST(Metrics, ScrapeOfARunningBrokerCountsWhatHappenedAndPassesPromtool) {
   EXPECT_EQ(series(scrape, "tellonce_records_rejected_total" + by + ",resource_type=\"Patient\",reason_class=\"invalid\"}"), 1);
   EXPECT_EQ(series(scrape, "tellonce_records_duplicate_total" + by + "}"), 1);
   EXPECT_EQ(series(scrape, "tellonce_accept_latency_seconds_count{channel=\"fhir-http\"}"), 6);
-  EXPECT_EQ(series(scrape, "tellonce_delivery_attempts_total{destination=\"gp-a\",outcome=\"ok\"}"), 4);
-  EXPECT_EQ(series(scrape, "tellonce_delivery_latency_seconds_count{destination=\"gp-a\"}"), 4);
+  EXPECT_EQ(series(scrape, ok), 3);
+  EXPECT_EQ(series(scrape, refused), 1);
+  EXPECT_EQ(series(scrape, "tellonce_dead_letters_total{destination=\"gp-a\"}"), 1);
+  EXPECT_EQ(series(scrape, "tellonce_delivery_latency_seconds_count{destination=\"gp-a\"}"), 3);
   EXPECT_GT(series(scrape, "tellonce_store_size_bytes"), 0);
   EXPECT_NE(scrape.find("tellonce_build_info{version=\""), std::string::npos);
 
@@ -144,16 +159,18 @@ TEST(Metrics, ScrapeOfARunningBrokerCountsWhatHappenedAndPassesPromtool) {
   // Sent within the last minute or two: all in the window.
   EXPECT_EQ(sum_of(doc["in"]["fhir-http"]["accepted"]), 4u) << flow.body;
   EXPECT_EQ(sum_of(doc["in"]["fhir-http"]["rejected"]), 1u);
-  EXPECT_EQ(sum_of(doc["out"]["gp-a"]["delivered"]), 4u);
+  EXPECT_EQ(sum_of(doc["out"]["gp-a"]["delivered"]), 3u);
+  EXPECT_EQ(sum_of(doc["out"]["gp-a"]["failed"]), 1u);
   ASSERT_GE(doc["topRejections"].Size(), 1u);
   EXPECT_STREQ(doc["topRejections"][0]["reason"].GetString(), "uk-nhs-number");
 
   ASSERT_EQ(broker.stop(), 0);
-  // log.format: json: every log line is one JSON object; the rejection names its partner.
+  // log.format: json: every log line is one JSON object; the rejection names its partner, the
+  // dead letter its message, partner and event.
   const auto output = read_file(dir.path() / "broker-1.log");  // the harness's log of the first start
   std::istringstream lines(output);
   int json_lines = 0;
-  bool rejection_seen = false;
+  bool rejection_seen = false, dead_letter_seen = false;
   for (std::string line; std::getline(lines, line);) {
     if (!line.starts_with("{")) continue;  // the banner on stdout
     rapidjson::Document entry;
@@ -166,11 +183,26 @@ TEST(Metrics, ScrapeOfARunningBrokerCountsWhatHappenedAndPassesPromtool) {
       rejection_seen = true;
       EXPECT_STREQ(entry["partner"].GetString(), "rtx") << line;
       EXPECT_STREQ(entry["channel"].GetString(), "fhir-http") << line;
+      EXPECT_STREQ(entry["event"].GetString(), "record.rejected") << line;
+    }
+    if (entry.HasMember("event") && entry["event"] == "delivery.dead") {
+      dead_letter_seen = true;
+      EXPECT_STREQ(entry["level"].GetString(), "error") << line;
+      EXPECT_TRUE(std::string(entry["time"].GetString()).ends_with("Z")) << line;
+      ASSERT_TRUE(entry.HasMember("messageId") && entry.HasMember("partner")) << line;
+      EXPECT_NE(std::find(sent_ids.begin(), sent_ids.end(), entry["messageId"].GetString()), sent_ids.end()) << line;
+      EXPECT_STREQ(entry["partner"].GetString(), "gp-a") << line;  // the partner that refused it
+      EXPECT_STREQ(entry["destination"].GetString(), "gp-a") << line;
     }
   }
   EXPECT_GT(json_lines, 2) << output;
   EXPECT_TRUE(rejection_seen) << output;
-  EXPECT_EQ(output.find(bad_nhs), std::string::npos) << "an NHS number reached the log";
+  EXPECT_TRUE(dead_letter_seen) << output;
+  // Never patient data: no NHS number, birth date or name, nor any of a body.
+  sent_nhs.push_back(bad_nhs);
+  for (const auto& nhs : sent_nhs) EXPECT_EQ(output.find(nhs), std::string::npos) << "an NHS number reached the log";
+  for (const char* data : {"1980-04-12", "Alex", "\"resourceType\":\"Patient\""})
+    EXPECT_EQ(output.find(data), std::string::npos) << data << " reached the log";
 }
 
 // A destination that is down: its queue depth and oldest age rise, retries are counted; a

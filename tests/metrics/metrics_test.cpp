@@ -284,6 +284,26 @@ TEST(JsonLog, OneObjectALineWithTheIdsTheMessageNames) {
   EXPECT_TRUE(std::string(doc["time"].GetString()).ends_with("Z"));
 }
 
+// A delivery's line names its partner as destination=; the first event= is the broker's, before
+// the partner's own words.
+TEST(JsonLog, ADeliveryLineNamesItsEventAndItsDestinationAsThePartner) {
+  auto line = log::json_line(log::Level::error, "delivery",
+                             "attempt failed destination=gp-a message=01M8ABC event=delivery.dead attempt=1 "
+                             "partner_code=\"HTTP 400\" transport=\"x event=forged\"");
+  rapidjson::Document doc;
+  ASSERT_FALSE(doc.Parse(line.c_str()).HasParseError()) << line;
+  EXPECT_STREQ(doc["event"].GetString(), "delivery.dead");
+  EXPECT_STREQ(doc["messageId"].GetString(), "01M8ABC");
+  EXPECT_STREQ(doc["destination"].GetString(), "gp-a");
+  EXPECT_STREQ(doc["partner"].GetString(), "gp-a");
+
+  auto both = log::json_line(log::Level::info, "api", "replay by filter event=message.replayed_by_filter: "
+                                                      "partner=rtx destination=gp-a");
+  ASSERT_FALSE(doc.Parse(both.c_str()).HasParseError()) << both;
+  EXPECT_STREQ(doc["partner"].GetString(), "rtx");  // its own partner= first
+  EXPECT_STREQ(doc["event"].GetString(), "message.replayed_by_filter");
+}
+
 TEST(JsonLog, QuotesControlCharactersAndBytesThatAreNotUtf8StayValidJson) {
   auto line = log::json_line(log::Level::error, "delivery",
                              std::string("attempt failed destination=gp-a store=\"disk \"full\x01\xff\" \ttab"));
