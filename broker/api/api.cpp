@@ -102,6 +102,14 @@ void write_event_facts(JsonWriter& w, const LifecycleEvent& e) {
   }
 }
 
+// "45 s", "3 min", "2 h": how long something has lasted, for people.
+std::string how_long(std::int64_t ms) {
+  const std::int64_t seconds = ms / 1000;
+  if (seconds < 120) return std::to_string(seconds) + " s";
+  if (seconds < 120 * 60) return std::to_string(seconds / 60) + " min";
+  return std::to_string(seconds / 3600) + " h";
+}
+
 // An answer excerpt: at most this many bytes, cut between characters.
 constexpr std::size_t kExcerptBytes = 512;
 std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes) {
@@ -638,22 +646,27 @@ class AdminApi {
       const bool paused = control ? control->paused : stats.paused;
       std::string status, text;
       const bool failing_now = stats.last_failure_at_ms > stats.last_success_at_ms;
+      const std::string last = stats.last_error.empty() ? std::string() : " (last: " + stats.last_error + ")";
+      // An open circuit is "retrying" at first and "failing" once it has stayed open for
+      // delivery.failing_after, probing or not: the word must not flicker with each probe.
+      const std::int64_t held_for = std::max<std::int64_t>(0, now - stats.circuit_opened_at_ms);
       if (paused) {
         status = "paused";
         text = "paused by " + (control ? control->actor : std::string("an operator")) +
                (control ? " at " + iso8601_utc(control->changed_at_ms) : std::string()) + "; " +
                std::to_string(depth) + " record(s) waiting in order";
-      } else if (stats.circuit == Circuit::State::open) {
+      } else if (stats.circuit != Circuit::State::closed && held_for >= config_.delivery.failing_after.count()) {
         status = "failing";
-        text = "the partner is not taking records; sending is held and probed now and then" +
-               (stats.last_error.empty() ? std::string() : " (last: " + stats.last_error + ")");
-      } else if (stats.circuit == Circuit::State::probing || failing_now) {
+        text = "the partner has taken no record for " + how_long(held_for) +
+               "; sending is held and probed now and then" + last;
+      } else if (stats.circuit != Circuit::State::closed || (failing_now && !stats.last_failure_dead)) {
         status = "retrying";
-        text = "recent attempts failed and are being retried" +
-               (stats.last_error.empty() ? std::string() : " (last: " + stats.last_error + ")");
+        text = "the partner did not take the last record; it is tried again, the others wait in order" + last;
       } else {
+        // A record refused for good is a dead letter, not the destination's health: the partner answers.
         status = "ok";
         text = depth == 0 ? "delivering; nothing waiting" : "delivering; " + std::to_string(depth) + " record(s) on their way";
+        if (failing_now) text += "; the last record it was sent was refused for good, a dead letter" + last;
       }
       w.StartObject();
       w.Key("name"); write_string(w, p.id);

@@ -143,6 +143,9 @@ struct DeliverySettings {
   // Several nodes on a shared queue (broker/queue/reconciled_queue.hpp): a pending delivery no
   // node confirmed queueing within this time is queued again by a node's sweep.
   std::chrono::milliseconds requeue_unconfirmed_after{30'000};
+  // How long a destination's circuit stays open (its partner taking nothing) before the API and
+  // console call it failing rather than retrying.
+  std::chrono::milliseconds failing_after{60'000};
 };
 
 // Which engine runs behind a seam (`store:`, `queue:`), with the settings its type parsed.

@@ -245,6 +245,11 @@ void read_delivery(SettingsReader& top, Config& c) {
     s->problem("requeue_unconfirmed_after", "must be from 1s to 1h");
   else
     d.requeue_unconfirmed_after = requeue;
+  auto failing = s->duration("failing_after", d.failing_after);
+  if (failing < std::chrono::seconds(1) || failing > std::chrono::hours(24))
+    s->problem("failing_after", "must be from 1s to 24h");
+  else
+    d.failing_after = failing;
   if (auto r = s->child("retry")) {
     auto& p = d.retry;
     if (r->has("max_attempts")) {

@@ -36,10 +36,12 @@ struct DestinationStats {
   std::uint64_t dead = 0;
   std::uint64_t broker_faults = 0;    // attempts that failed for the broker's own reasons
   Circuit::State circuit = Circuit::State::closed;
+  std::int64_t circuit_opened_at_ms = 0;  // when the circuit last opened (meaningful while not closed)
   bool paused = false;                // by an operator (set_paused)
   std::int64_t last_failure_at_ms = 0;  // of the last failed attempt since start (0: none)
   std::int64_t last_success_at_ms = 0;  // of the last delivered (or held) attempt since start
   std::string last_error;             // that failure's partner code and reason, bounded
+  bool last_failure_dead = false;     // that failure dead-lettered its record (not retried)
 };
 
 class Dispatcher {

@@ -79,6 +79,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
     bool paused = false;  // by an operator: no job is taken while set
     std::int64_t last_failure_at_ms = 0, last_success_at_ms = 0;
     std::string last_error;
+    bool last_failure_dead = false;
     std::vector<AdmitWaiter> waiters;  // workers waiting for the circuit
     // Circuit times are wall-clock ms, hence a system_timer.
     asio::system_timer timer;
@@ -277,6 +278,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       return;
     }
     d.last_failure_at_ms = a.at_ms;
+    d.last_failure_dead = a.dead;
     d.last_error = a.partner_code.empty() ? a.detail : a.partner_code + (a.detail.empty() ? "" : ": " + a.detail);
     if (d.last_error.size() > 300) {  // adapters already bound it; keep it so, whole characters only
       std::size_t cut = 300;
@@ -534,10 +536,12 @@ DestinationStats Dispatcher::stats(const std::string& destination) const {
   s.broker_faults = d.broker_faults.load();
   std::lock_guard lock(d.mutex);
   s.circuit = d.circuit.state();
+  s.circuit_opened_at_ms = d.circuit.opened_at();
   s.paused = d.paused;
   s.last_failure_at_ms = d.last_failure_at_ms;
   s.last_success_at_ms = d.last_success_at_ms;
   s.last_error = d.last_error;
+  s.last_failure_dead = d.last_failure_dead;
   return s;
 }
 

@@ -137,6 +137,23 @@ TEST_F(ApiTest, MessageViewIsJson) {
   EXPECT_STREQ(a["detail"].GetString(), trail_text(store_.messages["01JKNOWN"].events[1]).c_str());
 }
 
+// An attempt's excerpt is the start of the partner's answer, at most 512 bytes and cut between
+// characters: 2-byte "é"s put byte 512 in the middle of one.
+TEST_F(ApiTest, AnAttemptsExcerptIsTheStartOfALongAnswerCutBetweenCharacters) {
+  std::string answer = "x";
+  while (answer.size() < 2000) answer += "\xC3\xA9";
+  store_.messages["01JKNOWN"].events[1].detail = answer;
+  auto res = get("/api/messages/01JKNOWN");
+  ASSERT_EQ(res.result(), http::status::ok);
+  rapidjson::Document doc;
+  ASSERT_FALSE(doc.Parse(res.body().c_str()).HasParseError()) << res.body();
+  ASSERT_EQ(doc["attempts"].Size(), 1u);
+  const std::string excerpt = doc["attempts"][0]["excerpt"].GetString();
+  EXPECT_EQ(excerpt.size(), 511u);  // 512 would split the last "é"
+  EXPECT_EQ(answer.compare(0, excerpt.size(), excerpt), 0);
+  EXPECT_STREQ(doc["attempts"][0]["partnerCode"].GetString(), "HTTP 503");
+}
+
 // The stored FHIR form and what the partner sent, each with its own content type; for a record
 // that arrived as FHIR both are the body.
 TEST_F(ApiTest, BodyAndOriginalAreServedAsStored) {

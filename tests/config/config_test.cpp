@@ -132,6 +132,7 @@ validation:
   nhs_number_check_digit: warning
 delivery:
   concurrency_per_destination: 4
+  failing_after: 90s
   retry: { keep_trying_for: 2d, initial_backoff: 250ms, max_backoff: 1h, multiplier: 1.5, jitter: 0 }
 )") + valid_partners + R"(inbound:
   - id: fhir-http
@@ -168,6 +169,7 @@ routes:
   EXPECT_EQ(c.validation.schema_dir, files.dir() / "schemas");
   EXPECT_FALSE(c.validation.nhs_number_check_digit_is_error);
   EXPECT_EQ(c.delivery.concurrency_per_destination, 4);
+  EXPECT_EQ(c.delivery.failing_after, std::chrono::seconds(90));
   EXPECT_EQ(c.delivery.retry.keep_trying_for, std::chrono::hours(48));
   EXPECT_EQ(c.delivery.retry.initial_backoff, std::chrono::milliseconds(250));
   EXPECT_EQ(c.delivery.retry.max_backoff, std::chrono::hours(1));
@@ -179,7 +181,7 @@ routes:
   EXPECT_EQ(c.partners[1].name, "gp-a81001");  // defaults to the id
   EXPECT_EQ(c.partners[1].kind, PartnerKind::primary_care);
   EXPECT_EQ(to_string(c.partners[2].kind), "vcse");
-  EXPECT_EQ(c.partners[1].line, 23);
+  EXPECT_EQ(c.partners[1].line, 24);
   EXPECT_EQ(settings_as<FhirRestOutboundSettings>(c.partners[1].endpoint->settings).timeout, std::chrono::seconds(3));
 
   ASSERT_EQ(c.routes.size(), 1u);
@@ -567,6 +569,7 @@ TEST(LoadConfig, CrossChecksAndRanges) {
   auto path = files.write("cross.yaml", std::string(R"(store:
   type: postgres
 delivery:
+  failing_after: 500ms
   retry: { max_attempts: 8, keep_trying_for: 0s, jitter: 1.5, initial_backoff: 10s, max_backoff: 1s }
 )") + valid_partners + R"(  - id: charity-two
     kind: vcse
@@ -592,12 +595,13 @@ routes:
   EXPECT_NE(find_problem(load, "delivery.retry.keep_trying_for"), nullptr);
   EXPECT_NE(find_problem(load, "delivery.retry.jitter"), nullptr);
   EXPECT_NE(find_problem(load, "delivery.retry.max_backoff"), nullptr);
+  EXPECT_NE(find_problem(load, "delivery.failing_after"), nullptr);
   auto* key = find_problem(load, "partners[3].api_key_hashes[0]");
   ASSERT_NE(key, nullptr) << problems_text(load);
   EXPECT_EQ(key->message, "api key already used by partner 'rtx'");
   EXPECT_NE(find_problem(load, "inbound[1].listen"), nullptr);
   EXPECT_NE(find_problem(load, "routes[0].match.where[0].path"), nullptr);
-  EXPECT_EQ(load.problems.size(), 8u) << problems_text(load);
+  EXPECT_EQ(load.problems.size(), 9u) << problems_text(load);
 }
 
 TEST(LoadConfig, Hl7v2SendingFacilitiesNameOnePartnerEach) {
