@@ -50,6 +50,12 @@ async function call(method, path, params, extraHeaders = {}, raw = false) {
   return body;
 }
 
+// The reason typed in the header for actions, as a header when there is one.
+function actionReason() {
+  const reason = (document.getElementById('action-reason')?.value || '').trim();
+  return reason ? { 'X-Tellonce-Reason': reason } : {};
+}
+
 // Drops empty values so that "any" filters are simply absent.
 export function cleanFilters(filters) {
   const out = {};
@@ -65,8 +71,9 @@ export const api = {
   message: (id) => call('GET', `/api/messages/${encodeURIComponent(id)}`),
   // The stored record; the reason goes on the message's trail with the operator's name.
   body: (id, reason) => call('GET', `/api/messages/${encodeURIComponent(id)}/body`, null, { 'X-Tellonce-Reason': reason }, true),
-  replayOne: (id) => call('POST', `/api/messages/${encodeURIComponent(id)}/replay`),
-  replayByFilter: (filters, dryRun) => call('POST', '/api/replay', { ...cleanFilters(filters), dryRun: dryRun ? 'true' : 'false' }),
-  pause: (name) => call('POST', `/api/destinations/${encodeURIComponent(name)}/pause`),
-  resume: (name) => call('POST', `/api/destinations/${encodeURIComponent(name)}/resume`),
+  // Actions carry the operator's reason (the header's field), recorded with their name.
+  replayOne: (id) => call('POST', `/api/messages/${encodeURIComponent(id)}/replay`, null, actionReason()),
+  replayByFilter: (filters, dryRun) => call('POST', '/api/replay', { ...cleanFilters(filters), dryRun: dryRun ? 'true' : 'false' }, actionReason()),
+  pause: (name) => call('POST', `/api/destinations/${encodeURIComponent(name)}/pause`, null, actionReason()),
+  resume: (name) => call('POST', `/api/destinations/${encodeURIComponent(name)}/resume`, null, actionReason()),
 };

@@ -43,6 +43,7 @@ async function signIn() {
   const who = session.who();
   document.getElementById('signed-in').hidden = !signedIn;
   document.getElementById('signed-in-as').textContent = signedIn ? `Signed in as ${who.name} (${who.role})` : '';
+  document.getElementById('action-reason-row').hidden = !(signedIn && session.can('operator'));
   window.dispatchEvent(new CustomEvent('tellonce-role'));
   route();
 }

@@ -234,6 +234,7 @@ try {
   await page.goto(`${base}/console/#/messages/${dead}`);
   const replay = page.getByRole('button', { name: /^Replay to / });
   await replay.waitFor();
+  await page.getByLabel('Reason for your actions').fill('e2e ticket 17');  // why, with the action
   await replay.click();
   await until('the replayed message to show Delivered', async () =>
     (await page.locator('#message-state').textContent()) === 'Delivered', 20000);
@@ -241,7 +242,11 @@ try {
   const timeline = await page.locator('#timeline').textContent();
   if (!/Replayed\s*by e2e-operator via console/.test(timeline)) fail(`the timeline does not say the console replayed it: ${timeline}`);
   await shot('replayed');
-  log(`dead letter ${dead} replayed and delivered`);
+  const audited = fs.readFileSync(path.join(work, 'data/audit.ndjson'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    .find((e) => e.kind === 'replayed' && e.message === dead);
+  if (!audited || audited.actor !== 'e2e-operator via console' || audited.reason !== 'e2e ticket 17')
+    fail(`the replay is not in the audit log with who and why: ${JSON.stringify(audited)}`);
+  log(`dead letter ${dead} replayed and delivered; audited with who and why`);
 
   // 3b. Viewing the record asks why first; the view goes on the trail with who and why.
   await page.getByRole('button', { name: 'View record…' }).click();
