@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <thread>
@@ -190,6 +191,88 @@ routes:
   // Neither keys nor key hashes are logged.
   EXPECT_FALSE(contains(broker.output(), carers_key));
   EXPECT_FALSE(contains(broker.output(), hash_key(carers_key)));
+}
+
+// Operators sign in to the admin API by client certificate (operators[].certificates, README
+// "Operators and roles"), on an API listener that asks for one: alice (operator, listed by
+// fingerprint) acts and the action is recorded with her name; bob (viewer, listed by subject) may
+// look but not act; a partner's certificate, and no certificate nor token at all, are 401.
+TEST_F(Tls, OperatorsSignInToTheApiByClientCertificateAndPartnersCertificatesDoNot) {
+  const std::string A = std::to_string(api_port_.port());
+  ReservedPort gp;  // gp-a's endpoint: nothing is sent to it here, it is only a destination to pause
+  Broker broker(dir_.path(), "api:\n  listen: 127.0.0.1:" + A + R"(
+store:
+  path: data/tellonce.db
+listeners:
+  - listen: 127.0.0.1:)" + A + "\n    tls: " + tls_block("optional") + R"(
+partners:
+  - id: rtx
+    kind: trust
+    ods: RTX
+    certificates: [")" + fingerprint("rtx.pem") + R"("]
+  - id: gp-a
+    kind: primary-care
+    ods: A81001
+    endpoint: { type: fhir-rest, url: "http://127.0.0.1:)" + std::to_string(gp.port()) + R"(/fhir" }
+operators:
+  - { name: alice, role: operator, certificates: [")" + fingerprint("alice.pem") + R"("] }
+  - { name: bob, role: viewer, certificates: ["subject:CN=bob,O=Example Trust IT"] }
+)", api_port_.port());
+  broker.start();
+  const std::string api = "https://127.0.0.1:" + A;
+  auto as = [&](const std::string& who) { return " --cert " + cert(who + ".pem") + " --key " + cert(who + ".key") + " "; };
+
+  // alice by her certificate: who she is, then an operator's action, recorded with her name.
+  auto whoami = curl(as("alice") + api + "/api/whoami");
+  EXPECT_EQ(status_of(whoami), "200") << whoami.output;
+  EXPECT_TRUE(contains(whoami.output, R"({"name":"alice","role":"operator"})")) << whoami.output;
+  auto paused = curl(as("alice") + "-X POST -H \"X-Tellonce-Reason: ticket 7\" " + api + "/api/destinations/gp-a/pause");
+  EXPECT_EQ(status_of(paused), "200") << paused.output;
+  EXPECT_TRUE(contains(paused.output, R"("paused":true)")) << paused.output;
+  EXPECT_TRUE(contains(paused.output, R"("changedBy":"alice")")) << paused.output;
+  // The audit entry is on disk before the answer (AdminApi::audited).
+  const auto audit_log = read_file(dir_.path() / "data/audit.ndjson");
+  std::string audited;
+  for (std::size_t at = 0; at < audit_log.size();) {
+    auto end = std::min(audit_log.find('\n', at), audit_log.size());
+    auto line = audit_log.substr(at, end - at);
+    if (contains(line, R"("kind":"paused")")) audited = line;
+    at = end + 1;
+  }
+  EXPECT_TRUE(contains(audited, R"("actor":"alice")")) << audited;
+  EXPECT_TRUE(contains(audited, R"("reason":"ticket 7")")) << audited;
+  EXPECT_TRUE(contains(audited, R"("destination":"gp-a")")) << audited;
+
+  // bob by his certificate's subject: a viewer's endpoint, where alice's action is on the trail
+  // by name; an operator's action is 403 naming him and his role.
+  auto trail = curl(as("bob") + api + "/api/destinations/gp-a");
+  EXPECT_EQ(status_of(trail), "200") << trail.output;
+  EXPECT_TRUE(contains(trail.output, R"("action":"paused","actor":"alice")")) << trail.output;
+  auto bob_acts = curl(as("bob") + "-X POST " + api + "/api/destinations/gp-a/resume");
+  EXPECT_EQ(status_of(bob_acts), "403") << bob_acts.output;
+  EXPECT_TRUE(contains(bob_acts.output, "operator 'bob' is viewer")) << bob_acts.output;
+
+  // A partner's certificate (valid, from the same CA) is not an operator's: 401 everywhere.
+  for (const char* path : {"/api/whoami", "/api/destinations", "/api/messages"}) {
+    auto partner = curl(as("rtx") + api + path);
+    EXPECT_EQ(status_of(partner), "401") << path << "\n" << partner.output;
+    EXPECT_TRUE(contains(partner.output, "an operator's client certificate")) << partner.output;
+  }
+  EXPECT_EQ(status_of(curl(as("rtx") + "-X POST " + api + "/api/destinations/gp-a/resume")), "401");
+  // Neither a certificate nor a token: 401 asking to sign in.
+  auto anonymous = curl("-D - " + api + "/api/destinations");
+  EXPECT_EQ(status_of(anonymous), "401") << anonymous.output;
+  EXPECT_TRUE(contains(anonymous.output, "Bearer realm=\"tellonce\"")) << anonymous.output;
+  EXPECT_EQ(status_of(curl("-X POST " + api + "/api/destinations/gp-a/resume")), "401");
+  // A bearer token decides even on a connection with alice's certificate: a wrong one is 401.
+  auto wrong = curl(as("alice") + "-H \"Authorization: Bearer not-an-operator-token-0000\" " + api + "/api/whoami");
+  EXPECT_EQ(status_of(wrong), "401") << wrong.output;
+
+  // None of those refusals resumed it; alice does.
+  auto resumed = curl(as("alice") + "-X POST " + api + "/api/destinations/gp-a/resume");
+  EXPECT_EQ(status_of(resumed), "200") << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, R"("paused":false)")) << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, R"("changedBy":"alice")")) << resumed.output;
 }
 
 TEST_F(Tls, HashKeyPrintsTheSha256OfTheKey) {

@@ -4,6 +4,8 @@
 #   server.pem/server.key      127.0.0.1 and localhost, signed by the CA
 #   rtx.pem/rtx.key            partner client certificate (CN=rtx-pas,O=Royal Example NHS Trust)
 #   carers.pem/carers.key      another partner's client certificate
+#   alice.pem/alice.key        an operator's client certificate (CN=alice,O=Example Trust IT)
+#   bob.pem/bob.key            another operator's (CN=bob,O=Example Trust IT)
 #   expired.pem/expired.key    a client certificate from the CA that expired in 2020
 #   server-expired.pem/.key    a server certificate that expired in 2020
 #   rogue-ca.pem, rogue.pem/rogue.key   a client certificate from a CA nobody trusts
@@ -37,6 +39,8 @@ leaf server "/CN=localhost" "subjectAltName=IP:127.0.0.1,DNS:localhost
 extendedKeyUsage=serverAuth"
 leaf rtx "/O=Royal Example NHS Trust/CN=rtx-pas" "extendedKeyUsage=clientAuth"
 leaf carers "/O=Example Carers Centre/CN=carers-app" "extendedKeyUsage=clientAuth"
+leaf alice "/O=Example Trust IT/CN=alice" "extendedKeyUsage=clientAuth"
+leaf bob "/O=Example Trust IT/CN=bob" "extendedKeyUsage=clientAuth"
 leaf rogue "/CN=rogue-client" "extendedKeyUsage=clientAuth" rogue-ca
 key other.key
 
