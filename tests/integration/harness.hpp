@@ -63,6 +63,24 @@ class Process {
   std::filesystem::path log_file_;
 };
 
+// A blocking loopback connection for writing a request in pieces (a header now, its body after
+// something else has happened). Reads give up after 20 s, so a broken server fails the test
+// instead of hanging it.
+class RawConnection {
+ public:
+  explicit RawConnection(unsigned short port);  // throws std::runtime_error when it cannot connect
+  ~RawConnection();
+  RawConnection(const RawConnection&) = delete;
+  RawConnection& operator=(const RawConnection&) = delete;
+  bool send_all(const std::string& bytes);
+  // Reads until `needle` has arrived (or the peer closes or times out); returns what came.
+  std::string read_until(const std::string& needle);
+  std::string read_to_end() { return read_until(std::string(1, '\0') + "never"); }
+
+ private:
+  int fd_ = -1;
+};
+
 struct HttpReply {
   long status = 0;
   std::string body;

@@ -7,6 +7,7 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <sys/wait.h>
@@ -237,6 +238,42 @@ TEST(Metrics, BacklogOfADownDestinationAndReadinessOfAFullStore) {
   scrape = client.request("GET", broker.base() + "/metrics").body;
   EXPECT_GE(series(scrape, "tellonce_records_rejected_total{channel=\"fhir-http\",partner=\"rtx\",resource_type=\"Patient\",reason_class=\"unavailable\"}"), 1);
   ASSERT_EQ(broker.stop(), 0);
+}
+
+// A broker that has begun to stop: /readyz answers 503 saying so (so that a load balancer stops
+// sending before the listener goes away). New connections are refused by then, so the probe is
+// one already on its way: its header read before SIGTERM (the broker answers 100 Continue, and the
+// stop lets a busy connection finish), its one-byte body sent after the broker says it is stopping.
+TEST(Metrics, ReadinessIsNotReadyOnceTheBrokerIsStopping) {
+  TempDir dir;
+  ReservedPort down;  // no records are sent: the destination is never tried
+  Broker broker(dir.path(), one_route_config(down));
+  broker.start();
+  Client client;
+  auto before = client.request("GET", broker.base() + "/readyz");
+  ASSERT_EQ(before.status, 200) << before.body;
+  const auto port = static_cast<unsigned short>(std::stoi(broker.base().substr(broker.base().rfind(':') + 1)));
+
+  RawConnection held(port);
+  ASSERT_TRUE(held.send_all("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"));
+  ASSERT_NE(held.read_until("\r\n\r\n").find("100 Continue"), std::string::npos);
+  broker.process().signal(SIGTERM);
+  // Logged just after the broker marks itself stopping (Broker::begin_shutdown).
+  const std::string stopping = "stopping: no new connections";
+  for (auto until = std::chrono::steady_clock::now() + 20s;
+       broker.output().find(stopping) == std::string::npos && std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_NE(broker.output().find(stopping), std::string::npos) << broker.output();
+
+  ASSERT_TRUE(held.send_all("x"));
+  const std::string answer = held.read_to_end();
+  EXPECT_EQ(answer.rfind("HTTP/1.1 503", 0), 0u) << answer;
+  const auto blank = answer.find("\r\n\r\n");
+  const std::string body = blank == std::string::npos ? std::string() : answer.substr(blank + 4);
+  EXPECT_EQ(json_string_at(body, "/status"), "not ready") << answer;
+  EXPECT_EQ(json_string_at(body, "/problems/0"), "broker: stopping, not taking new records") << answer;
+  EXPECT_EQ(json_string_at(body, "/problems/1"), "") << answer;  // the store and the listeners are fine
+  EXPECT_EQ(broker.process().wait_exit(30s), 0) << broker.output();
 }
 
 }  // namespace

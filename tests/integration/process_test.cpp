@@ -60,40 +60,6 @@ partners:
 )";
 }
 
-// A blocking loopback connection for writing a request in pieces.
-class RawConnection {
- public:
-  explicit RawConnection(unsigned short port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect");
-    timeval limit{20, 0};  // a broken drain fails the test instead of hanging it
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-  }
-  ~RawConnection() { ::close(fd_); }
-  bool send_all(const std::string& bytes) {
-    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
-  }
-  // Reads until `needle` has arrived (or the peer closes or times out); returns what came.
-  std::string read_until(const std::string& needle) {
-    std::string got;
-    char buf[4096];
-    while (got.find(needle) == std::string::npos) {
-      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n <= 0) break;
-      got.append(buf, static_cast<std::size_t>(n));
-    }
-    return got;
-  }
-  std::string read_to_end() { return read_until(std::string(1, '\0') + "never"); }
-
- private:
-  int fd_ = -1;
-};
-
 std::string header_value(const std::string& response, const std::string& name) {
   auto at = response.find("\r\n" + name + ": ");
   if (at == std::string::npos) return {};

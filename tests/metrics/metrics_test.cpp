@@ -3,6 +3,8 @@
 #include "broker/metrics/broker_metrics.hpp"
 #include "broker/metrics/flow.hpp"
 #include "broker/metrics/registry.hpp"
+#include "support/io_thread.hpp"
+#include "support/loopback_client.hpp"
 #include "support/null_store.hpp"
 #include "support/run_async.hpp"
 #include "tellonce/log.hpp"
@@ -10,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <thread>
@@ -267,6 +270,77 @@ TEST(BrokerMetrics, RecordsAreCountedByTheirLabelsAndMadeUpResourceTypesShareOne
   ASSERT_FALSE(flow.Parse(m.flow_json(now_ms()).c_str()).HasParseError());
   EXPECT_EQ(flow["in"]["fhir-http"]["rejected"][14].GetUint64(), 1u);
   EXPECT_STREQ(flow["topRejections"][0]["reason"].GetString(), "fhir-resource-type");
+}
+
+// A store whose health the test sets (from the test's thread; read on the server's).
+class HealthStore : public test::NullStore {
+ public:
+  asio::awaitable<Result<void>> health() override {
+    if (!full) co_return Result<void>{};
+    co_return Failure::retryable(Errc::unavailable, Issue{Severity::error, "transient", "the disk is full", "", ""});
+  }
+  std::atomic<bool> full{false};
+};
+
+// /readyz answered by its real handler (mount_operations) on a loopback server: 503 with each
+// reason it is not ready (listeners not bound yet, the store, stopping), alone and together.
+TEST(Readiness, ReadyzIs503WithEachReasonItIsNotReadyAnd200OnlyWithNone) {
+  BrokerMetrics m("1", {"gp-a"});
+  HealthStore store;
+  test::IoThread io;
+  HttpServer server(io.io, "127.0.0.1:0", HttpLimits{});
+  mount_operations(server, m, store);
+  server.start();
+  io.start();
+  struct Answer {
+    unsigned status = 0;
+    std::string state;
+    std::vector<std::string> problems;
+  };
+  auto readyz = [&] {
+    auto res = test::send(server.port(), test::make_request(http::verb::get, "/readyz"));
+    Answer a;
+    a.status = static_cast<unsigned>(res.result_int());
+    rapidjson::Document d;
+    d.Parse(res.body().c_str());
+    if (d.HasParseError() || !d.IsObject() || !d.HasMember("status") || !d.HasMember("problems")) {
+      a.state = "unparsable: " + res.body();
+      return a;
+    }
+    a.state = d["status"].GetString();
+    for (const auto& p : d["problems"].GetArray()) a.problems.emplace_back(p.GetString());
+    return a;
+  };
+  using Problems = std::vector<std::string>;
+
+  // Started, listeners not yet bound (the broker sets that once every listener is).
+  auto a = readyz();
+  EXPECT_EQ(a.status, 503u);
+  EXPECT_EQ(a.state, "not ready");
+  EXPECT_EQ(a.problems, Problems{"listeners: not every listener is bound yet"});
+  m.set_listening(true);
+  a = readyz();
+  EXPECT_EQ(a.status, 200u);
+  EXPECT_EQ(a.state, "ready");
+  EXPECT_EQ(a.problems, Problems{});
+  store.full = true;
+  a = readyz();
+  EXPECT_EQ(a.status, 503u);
+  EXPECT_EQ(a.problems, Problems{"store: the disk is full"});
+  store.full = false;
+  EXPECT_EQ(readyz().status, 200u);  // the store recovered: ready again
+  m.set_stopping();
+  a = readyz();
+  EXPECT_EQ(a.status, 503u);
+  EXPECT_EQ(a.problems, Problems{"broker: stopping, not taking new records"});
+  store.full = true;
+  a = readyz();
+  EXPECT_EQ(a.status, 503u);
+  EXPECT_EQ(a.problems, (Problems{"store: the disk is full", "broker: stopping, not taking new records"}));
+  // Probes stay cheap and open: /healthz is 200 throughout.
+  EXPECT_EQ(test::send(server.port(), test::make_request(http::verb::get, "/healthz")).result_int(), 200);
+  server.stop();
+  io.stop();
 }
 
 TEST(JsonLog, OneObjectALineWithTheIdsTheMessageNames) {
