@@ -1,8 +1,9 @@
 // End-to-end test of the web console: the real tellonce binary, a fake partner endpoint this
 // script controls, and Debian's chromium driven by playwright-core. While records flow it checks
 // that the dashboard loads and its counts rise, that search finds a record sent during the
-// test and its timeline opens, that a dead letter is replayed and seen delivered, and that a
-// destination is paused and resumed from the console. Screenshots go to --out.
+// test and its timeline opens, that a dead letter is replayed and seen delivered, that two more
+// are replayed by filter (a dry run counts them first), and that a destination is paused and
+// resumed from the console, once by keyboard alone. Screenshots go to --out.
 //
 //   node console.e2e.mjs --tellonce BIN --source REPO --out DIR [--chromium /usr/bin/chromium]
 // Exit 0: passed; 1: failed (the reason on stderr); 77: skipped (chromium missing).
@@ -257,6 +258,65 @@ try {
   if (!trail || trail.actor !== 'e2e-operator via console' || trail.reason !== 'e2e check of the record view')
     fail(`the body view is not on the trail with who and why: ${JSON.stringify(trail)}`);
   log('record viewed with a reason, on the trail');
+
+  // 3c. Two more dead letters, replayed together by filter from the Messages view: a dry run says
+  // how many (and replays nothing), the operator confirms, and both are delivered.
+  partner.refuseMarked = true;
+  const twoDead = [await send({ refused: true }), await send({ refused: true })];
+  for (const id of twoDead)
+    await until(`${id} to be dead-lettered`, async () => (await apiGet(`/api/messages/${id}`)).state === 'failed');
+  partner.refuseMarked = false;
+  await page.getByRole('link', { name: 'Messages' }).click();
+  await page.getByRole('heading', { level: 1, name: 'Messages' }).waitFor();
+  await page.getByLabel('Source partner').fill('rtx');
+  await page.getByRole('button', { name: 'Replay dead letters matching…' }).click();
+  const dryRun = page.locator('#replay-confirm-text');
+  await until('the dry run to say how many match', async () => (await dryRun.textContent()).includes('dead-letter'));
+  const dryText = await dryRun.textContent();
+  if (!dryText.includes('2 dead-lettered deliveries match (source rtx)')) fail(`the dry run does not name 2 matching: ${dryText}`);
+  for (const id of twoDead)
+    if ((await apiGet(`/api/messages/${id}`)).state !== 'failed') fail(`the dry run replayed ${id}`);
+  await shot('replay-by-filter');
+  await page.getByRole('button', { name: 'Replay 2', exact: true }).click();
+  await until('the console to say both were replayed', async () =>
+    (await page.locator('#messages-notice').count()) > 0 &&
+    (await page.locator('#messages-notice').textContent()).includes('Replayed 2 of 2 matching deliveries'));
+  for (const id of twoDead)
+    await until(`${id}, replayed by filter, to be delivered`, async () => (await apiGet(`/api/messages/${id}`)).state === 'delivered');
+  const byFilter = fs.readFileSync(path.join(work, 'data/audit.ndjson'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    .find((e) => e.kind === 'replay-requested');
+  if (!byFilter || byFilter.actor !== 'e2e-operator via console' || !byFilter.detail?.includes('source=rtx: matched 2, replayed 2'))
+    fail(`the replay by filter is not in the audit log with who and what: ${JSON.stringify(byFilter)}`);
+  log(`replay by filter: dry run counted 2, both replayed and delivered (${twoDead.join(', ')})`);
+
+  // 3d. By keyboard only: from the Messages view (focus is back on the replay button), Shift+Tab
+  // to the Dashboard link and Enter; Tab from the dashboard's heading to gp-a81001's Pause button,
+  // Enter pauses; the focus stays on the row, now its Resume button, and Space resumes.
+  const focused = () => page.evaluate(() => {
+    const e = document.activeElement;
+    return e ? (e.getAttribute('aria-label') || e.id || e.textContent.trim()) : '';
+  });
+  for (let i = 0; (await focused()) !== 'Dashboard'; i++) {
+    if (i === 40) fail(`Shift+Tab never reached the Dashboard link (focus on "${await focused()}")`);
+    await page.keyboard.press('Shift+Tab');
+  }
+  await page.keyboard.press('Enter');
+  await until('the dashboard to open with focus on its heading', async () => (await focused()) === 'dashboard-title', 5000);
+  await page.locator('#destinations-table button[data-destination="gp-a81001"]').waitFor();  // its first refresh
+  for (let i = 0; (await focused()) !== 'Pause delivery to gp-a81001'; i++) {
+    if (i === 40) fail(`Tab never reached the Pause button (focus on "${await focused()}")`);
+    await page.keyboard.press('Tab');
+  }
+  await page.keyboard.press('Enter');
+  const gpA = async () => (await apiGet('/api/destinations')).find((d) => d.name === 'gp-a81001');
+  await until('Enter to pause gp-a81001 (API)', async () => {
+    const d = await gpA();
+    return d?.status === 'paused' && d.changedBy === 'e2e-operator via console';
+  });
+  await until('the focus to stay on the row, on its Resume button', async () => (await focused()) === 'Resume delivery to gp-a81001');
+  await page.keyboard.press('Space');
+  await until('Space to resume gp-a81001 (API)', async () => (await gpA())?.paused === false);
+  log('keyboard only: reached the dashboard, paused and resumed gp-a81001');
 
   // 4. The destination is paused and resumed from the dashboard.
   await page.getByRole('link', { name: 'Dashboard' }).click();
