@@ -71,9 +71,9 @@ asio::awaitable<void> follow_pauses(Store& store, Dispatcher& dispatcher, const 
     if (!controls) continue;  // the store is away: the next poll tries again
     for (const auto& c : *controls) {
       if (dispatcher.stats(c.destination).paused == c.paused) continue;
+      const std::string done = c.paused ? "paused" : "resumed";
       if (dispatcher.set_paused(c.destination, c.paused))
-        log::info("serve", "destination " + c.destination + (c.paused ? " paused" : " resumed") +
-                               (c.paused ? " event=destination.paused" : " event=destination.resumed") +
+        log::info("serve", "destination " + c.destination + " " + done + " event=destination." + done +
                                " destination=" + c.destination + " by " + c.actor + " on another node");
     }
   }

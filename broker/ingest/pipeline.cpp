@@ -228,14 +228,21 @@ class BrokerPipeline final : public Pipeline {
     return {};
   }
 
-  void audit_received(const InboundRecord& rec, const Accepted& out, const std::string& resource_type) {
+  // What every entry about an accepted record says: whose, on which channel, which message.
+  static AuditEntry record_entry(AuditKind kind, const InboundRecord& rec, const std::string& message_id,
+                                 const std::string& resource_type) {
     AuditEntry e;
-    e.kind = out.duplicate ? AuditKind::duplicate : AuditKind::received;
-    e.actor = rec.source;
+    e.kind = kind;
     e.source = rec.source;
     e.channel = rec.channel;
-    e.message_id = out.message_id;
+    e.message_id = message_id;
     e.resource_type = resource_type;
+    return e;
+  }
+
+  void audit_received(const InboundRecord& rec, const Accepted& out, const std::string& resource_type) {
+    auto e = record_entry(out.duplicate ? AuditKind::duplicate : AuditKind::received, rec, out.message_id, resource_type);
+    e.actor = rec.source;
     e.outcome = "ok";
     if (!out.duplicate) e.detail = std::to_string(out.destinations.size()) + " destination(s)";
     audit_->record(std::move(e));
@@ -246,13 +253,8 @@ class BrokerPipeline final : public Pipeline {
   void audit_withheld(const InboundRecord& rec, const std::string& message_id, const std::string& resource_type,
                       const std::vector<Withholding>& withheld) {
     for (const auto& w : withheld) {
-      AuditEntry e;
-      e.kind = AuditKind::withheld;
+      auto e = record_entry(AuditKind::withheld, rec, message_id, resource_type);
       e.actor = "tellonce";
-      e.source = rec.source;
-      e.channel = rec.channel;
-      e.message_id = message_id;
-      e.resource_type = resource_type;
       e.destination = w.destination;
       e.outcome = w.reason;  // "opt-out" or "consent"
       e.detail = w.rule;

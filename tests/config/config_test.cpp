@@ -853,22 +853,19 @@ TEST(LoadConfig, ApiBeyondLoopbackNeedsTlsAndOperators) {
   test::ConfigFiles files;
   const auto certs = files.dir() / "certs";
   ASSERT_EQ(std::system((std::string(TELLONCE_SOURCE_DIR) + "/tests/integration/tls/make_certs.sh " + certs.string()).c_str()), 0);
-  auto api_problem = [&](const std::string& operators) {
+  auto problems_with = [&](const std::string& operators) {
     auto path = files.write("api.yaml", std::string("api:\n  listen: 0.0.0.0:8443\n") + valid_partners +
                                             "listeners:\n  - listen: 0.0.0.0:8443\n    tls: { cert: " +
                                             (certs / "server.pem").string() + ", key: " +
                                             (certs / "server.key").string() + " }\n" + operators);
     auto registry = config_test::test_registry();
-    auto load = load_config(path, registry);
-    std::string out;
-    for (const auto& p : load.problems) out += p.path + ": " + p.message + "\n";
-    return out;
+    return problems_text(load_config(path, registry));
   };
-  auto without_operators = api_problem("");
+  auto without_operators = problems_with("");
   EXPECT_NE(without_operators.find("api.listen: the admin API listens beyond loopback (0.0.0.0:8443) but no operators"),
             std::string::npos) << without_operators;
   EXPECT_EQ(without_operators.find("no TLS"), std::string::npos) << without_operators;
-  EXPECT_EQ(api_problem("operators:\n  - { name: ops, role: viewer, token_hashes: [\"sha256:" + std::string(64, 'a') +
+  EXPECT_EQ(problems_with("operators:\n  - { name: ops, role: viewer, token_hashes: [\"sha256:" + std::string(64, 'a') +
                         "\"] }\n"),
             "");
 }
