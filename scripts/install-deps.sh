@@ -20,6 +20,7 @@ packages=(
   python3                     # bench/load/run.py (benchmarks only)
   python3-hl7                 # the MLLP integration tests' partners: mllp_send and hl7.mllp (not ours)
   curl                        # the quick start sends records with it
+  openssl                     # the TLS tests make throwaway certificates with it (tests/integration/tls/make_certs.sh)
   prometheus                  # promtool: the suite checks ops/ alert rules and a real /metrics scrape with it
   clang libclang-rt-14-dev    # libFuzzer + ASan/UBSan for scripts/fuzz.sh (fuzz/)
   chromium                    # the web console's end-to-end test (tests/console) drives it headless
